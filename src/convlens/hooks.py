@@ -1,0 +1,323 @@
+"""The one place in convlens that touches module hooks.
+
+Everything here is a context manager that removes its handles in ``finally``, so no
+hook outlives the ``with`` block, even when the forward pass raises.
+
+- :func:`capture` saves the outputs (and optionally gradients) of named layers.
+- :func:`backward_rules` replaces the backward pass of chosen modules by a rule
+  (guided backprop, deconvnet, LRP), acting per call through autograd, never by
+  swapping modules or flipping ``inplace``.
+- :func:`trace_calls` records every module call in execution order (layer tables,
+  receptive fields).
+- :func:`eval_mode` and :func:`frozen` switch the model to eval mode / freeze the
+  parameters and restore every flag afterwards.
+
+In-place activations: forward hooks hand a *clone* of the output downstream, so a later
+``ReLU(inplace=True)`` cannot overwrite what convlens saved; backward rules clone the
+module's input in a pre-hook so the module's own in-place op cannot destroy it.
+Module reuse: a named layer that runs more than once in a forward raises
+:class:`~convlens.errors.LayerReusedError` when read, unless ``call_index`` picks a call;
+backward rules keep per-call stacks, so shared activation modules are handled.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.hooks import RemovableHandle
+
+from convlens.errors import LayerReusedError
+from convlens.layers import resolve_layer
+
+__all__ = [
+    "ACTIVATION_TYPES",
+    "BackwardRule",
+    "Call",
+    "Capture",
+    "backward_rules",
+    "capture",
+    "eval_mode",
+    "frozen",
+    "inference_context",
+    "is_activation",
+    "trace_calls",
+]
+
+LayerRef = str | nn.Module
+
+#: Activation modules that backward rules apply to by default (the ReLU family).
+ACTIVATION_TYPES: tuple[type[nn.Module], ...] = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.Hardtanh)
+
+#: ``rule(module, input, output, grad_output) -> grad_input``
+BackwardRule = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def is_activation(name: str, module: nn.Module) -> bool:
+    """Default selector of :func:`backward_rules`: modules of :data:`ACTIVATION_TYPES`."""
+    return isinstance(module, ACTIVATION_TYPES)
+
+
+@contextmanager
+def _removing(handles: list[RemovableHandle]) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+        handles.clear()
+
+
+@contextmanager
+def eval_mode(module: nn.Module) -> Iterator[nn.Module]:
+    """Put ``module`` in eval mode and restore every submodule's ``training`` flag on exit."""
+    flags = [(m, m.training) for m in module.modules()]
+    module.eval()
+    try:
+        yield module
+    finally:
+        for m, flag in flags:
+            m.training = flag
+
+
+@contextmanager
+def frozen(module: nn.Module) -> Iterator[nn.Module]:
+    """Turn off ``requires_grad`` on all parameters (faster input gradients); restore on exit."""
+    flags = [(p, p.requires_grad) for p in module.parameters()]
+    for p, _ in flags:
+        p.requires_grad_(False)
+    try:
+        yield module
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+
+
+@dataclass
+class Capture(Mapping[str, torch.Tensor]):
+    """Outputs (and gradients) of named layers, filled during the ``with`` block.
+
+    ``capture[name]`` is the layer's output (graph-connected, so gradients can be taken
+    w.r.t. it). ``capture.gradients[name]`` is filled by the backward pass when the
+    capture was opened with ``gradients=True``.
+    """
+
+    names: list[str]
+    call_index: int | None = None
+    calls: dict[str, list[torch.Tensor]] = field(default_factory=dict)
+    grads: dict[str, list[torch.Tensor | None]] = field(default_factory=dict)
+
+    def _pick(self, name: str, values: Sequence[Any]) -> Any:
+        if not values:
+            raise KeyError(f"layer {name!r} did not run in the forward pass")
+        if self.call_index is None:
+            if len(values) > 1:
+                raise LayerReusedError(
+                    f"layer {name!r} ran {len(values)} times in one forward pass; pass call_index= "
+                    "to choose one call, or give each use its own module"
+                )
+            return values[0]
+        if not -len(values) <= self.call_index < len(values):
+            raise LayerReusedError(f"call_index={self.call_index} but layer {name!r} ran {len(values)} times")
+        return values[self.call_index]
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        if name not in self.calls:
+            raise KeyError(name)
+        return self._pick(name, self.calls[name])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def n_calls(self, name: str) -> int:
+        """How many times layer ``name`` ran since the capture opened."""
+        return len(self.calls.get(name, []))
+
+    @property
+    def gradients(self) -> dict[str, torch.Tensor]:
+        """Gradients w.r.t. each layer's output, for the layers the backward pass reached."""
+        out = {}
+        for name, values in self.grads.items():
+            if values and all(v is not None for v in values):
+                out[name] = self._pick(name, values)
+        return out
+
+    def clear(self) -> None:
+        """Forget saved outputs (reuse one capture for several forwards)."""
+        for values in self.calls.values():
+            values.clear()
+        for grads in self.grads.values():
+            grads.clear()
+
+
+@contextmanager
+def capture(
+    module: nn.Module,
+    layers: Iterable[LayerRef],
+    *,
+    gradients: bool = False,
+    call_index: int | None = None,
+) -> Iterator[Capture]:
+    """Save the outputs of ``layers`` (dotted names or modules) during the block.
+
+    Parameters
+    ----------
+    module
+        The network (a plain ``nn.Module``; a convlens ``Model`` passes its ``.module``).
+    layers
+        Dotted names from ``named_modules()`` or module objects.
+    gradients
+        Also record the gradient of whatever is back-propagated w.r.t. each output.
+    call_index
+        For a layer that runs several times per forward, which call to return.
+
+    Examples
+    --------
+    >>> with capture(net, ["features.3"]) as acts:
+    ...     net(x)
+    >>> acts["features.3"].shape
+    """
+    resolved = [resolve_layer(module, ref) for ref in layers]
+    cap = Capture(names=[name for name, _ in resolved], call_index=call_index)
+    handles: list[RemovableHandle] = []
+
+    def make_hook(name: str) -> Callable[..., torch.Tensor]:
+        saved = cap.calls.setdefault(name, [])
+        grads = cap.grads.setdefault(name, [])
+
+        def hook(_module: nn.Module, _inputs: Any, output: Any) -> Any:
+            if not isinstance(output, torch.Tensor):
+                raise TypeError(f"layer {name!r} returns {type(output).__name__}; convlens captures tensor outputs only")
+            saved.append(output)
+            if gradients and output.requires_grad:
+                slot = len(grads)
+                grads.append(None)
+
+                def store(grad: torch.Tensor) -> None:
+                    grads[slot] = grad.detach().clone()
+
+                output.register_hook(store)
+            # Hand a clone downstream: a later in-place op cannot change what we saved.
+            return output.clone()
+
+        return hook
+
+    with _removing(handles):
+        for name, layer in resolved:
+            handles.append(layer.register_forward_hook(make_hook(name)))
+        yield cap
+
+
+class _RuleFunction(torch.autograd.Function):
+    """Identity in the forward pass; the rule's gradient in the backward pass."""
+
+    @staticmethod
+    def forward(ctx: Any, inp: torch.Tensor, out: torch.Tensor, module: nn.Module, rule: BackwardRule) -> torch.Tensor:
+        ctx.save_for_backward(inp, out)
+        ctx.module, ctx.rule = module, rule
+        return out.clone()
+
+    @staticmethod
+    def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor | None, None, None, None]:
+        inp, out = ctx.saved_tensors
+        return ctx.rule(ctx.module, inp, out, grad_output), None, None, None
+
+
+@contextmanager
+def backward_rules(
+    module: nn.Module,
+    rule: BackwardRule,
+    *,
+    select: Callable[[str, nn.Module], bool] = is_activation,
+) -> Iterator[list[str]]:
+    """Replace the backward pass of every selected module by ``rule`` inside the block.
+
+    For each call of a selected module, the gradient that reaches its output,
+    ``grad_output``, is turned into ``rule(module, input, output, grad_output)`` and
+    sent to the module's input. The module's forward result is unchanged. Parameters of
+    selected modules receive no gradient. Yields the names of the selected modules.
+
+    The rule sees the module's true input even for ``inplace=True`` activations (the
+    input is cloned before the module runs), and per-call state lives in the autograd
+    graph, so a module used several times in one forward gets each call's own input.
+    """
+    chosen = [(name, m) for name, m in module.named_modules() if select(name, m)]
+    handles: list[RemovableHandle] = []
+    stacks: dict[int, list[torch.Tensor]] = {}
+
+    def pre_hook(m: nn.Module, inputs: tuple[Any, ...]) -> tuple[Any, ...]:
+        x = inputs[0]
+        stacks.setdefault(id(m), []).append(x)
+        # The module works on a copy, so an in-place op cannot clobber the saved input.
+        return (x.clone(), *inputs[1:])
+
+    def post_hook(m: nn.Module, _inputs: Any, output: torch.Tensor) -> torch.Tensor:
+        x = stacks[id(m)].pop()
+        if not (torch.is_grad_enabled() and (x.requires_grad or output.requires_grad)):
+            return output
+        return _RuleFunction.apply(x, output.detach(), m, rule)
+
+    with _removing(handles):
+        for _, m in chosen:
+            handles.append(m.register_forward_pre_hook(pre_hook))
+            handles.append(m.register_forward_hook(post_hook))
+        yield [name for name, _ in chosen]
+
+
+@dataclass(frozen=True)
+class Call:
+    """One module call seen by :func:`trace_calls`."""
+
+    name: str
+    module: nn.Module
+    inputs: tuple[torch.Tensor, ...]
+    output: torch.Tensor | None
+    order: int  # position of the call's end in execution order
+    start: int  # position of the call's start (children start after it)
+
+
+@contextmanager
+def trace_calls(module: nn.Module, *, leaves_only: bool = False) -> Iterator[list[Call]]:
+    """Record every module call (name, inputs, output) in the order calls finish."""
+    calls: list[Call] = []
+    handles: list[RemovableHandle] = []
+    counter = {"n": 0}
+    starts: dict[int, list[int]] = {}
+
+    def pre(m: nn.Module, _inputs: Any) -> None:
+        starts.setdefault(id(m), []).append(counter["n"])
+        counter["n"] += 1
+
+    def make_post(name: str) -> Callable[..., None]:
+        def post(m: nn.Module, inputs: Any, output: Any) -> None:
+            tensors = tuple(t for t in inputs if isinstance(t, torch.Tensor))
+            out = output if isinstance(output, torch.Tensor) else None
+            calls.append(Call(name, m, tensors, out, counter["n"], starts[id(m)].pop()))
+            counter["n"] += 1
+
+        return post
+
+    with _removing(handles):
+        for name, m in module.named_modules():
+            if leaves_only and any(True for _ in m.children()):
+                continue
+            handles.append(m.register_forward_pre_hook(pre))
+            handles.append(m.register_forward_hook(make_post(name)))
+        yield calls
+
+
+@contextmanager
+def inference_context(module: nn.Module, *, freeze: bool = True) -> Iterator[nn.Module]:
+    """Eval mode plus (optionally) frozen parameters: the setting for input gradients."""
+    with ExitStack() as stack:
+        stack.enter_context(eval_mode(module))
+        if freeze:
+            stack.enter_context(frozen(module))
+        yield module

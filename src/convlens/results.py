@@ -1,0 +1,195 @@
+"""Result objects: tensors, the display map on the original image, and provenance.
+
+Every public API call (``explain``, ``attack``, ``visualize_*``, ...) returns a
+:class:`Result`. It carries what made it (method, parameters, target, layer, model id,
+weights sha256, library versions, seed, time), saves as ``NAME.npz`` plus a
+``NAME.json`` sidecar, loads back, and shows itself in Jupyter. Drawing is delegated to
+:mod:`convlens.render`; a result never computes anything.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from convlens.errors import BadInputError
+
+__all__ = ["Result", "make_provenance"]
+
+FORMAT_VERSION = 1
+
+
+def make_provenance(
+    model: Any,
+    method: str,
+    *,
+    params: Mapping[str, Any] | None = None,
+    target: Any = None,
+    layer: str | None = None,
+    seed: int | None = None,
+) -> dict[str, Any]:
+    """The provenance record stored in results: what made them, with which model and versions."""
+    record: dict[str, Any] = {"method": method, "params": _jsonable(dict(params or {}))}
+    record.update(model.provenance())
+    if target is not None:
+        record["target"] = target.to_dict() if hasattr(target, "to_dict") else _jsonable(target)
+    if layer is not None:
+        record["layer"] = layer
+    record["seed"] = seed
+    return record
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, torch.Tensor):
+        return value.tolist() if value.numel() <= 64 else f"<tensor {tuple(value.shape)}>"
+    if isinstance(value, (np.integer, np.floating)):
+        return value.item()
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return getattr(value, "__qualname__", None) or repr(value)
+
+
+@dataclass
+class Result:
+    """What a convlens method produced.
+
+    Attributes
+    ----------
+    kind
+        What the main tensor is (``"attribution"``, ``"activations"``, ...).
+    tensors
+        Named tensors; ``tensors[kind]`` is the main one, batch first.
+    provenance
+        See :func:`make_provenance`.
+    sources
+        Where each image came from.
+    display
+        Per image, a ``(H0, W0)`` map over the *original* image (NaN outside the part
+        the model saw), ready to overlay; None when the result is not a map.
+    originals
+        Per image, the original image ``(3, H0, W0)`` in [0, 1], for overlays.
+    """
+
+    kind: str
+    tensors: dict[str, torch.Tensor]
+    provenance: dict[str, Any]
+    sources: list[str] = field(default_factory=list)
+    display: list[torch.Tensor] | None = None
+    originals: list[torch.Tensor] | None = None
+
+    def __getitem__(self, key: str) -> torch.Tensor:
+        return self.tensors[key]
+
+    @property
+    def value(self) -> torch.Tensor:
+        """The main tensor, ``tensors[kind]``."""
+        return self.tensors[self.kind]
+
+    def __repr__(self) -> str:
+        shapes = ", ".join(f"{k}{tuple(v.shape)}" for k, v in self.tensors.items())
+        return f"Result({self.kind!r}, method={self.provenance.get('method')!r}, {shapes})"
+
+    # -- persistence ----------------------------------------------------------------------
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Save as ``path.npz`` (tensors, display maps, originals) and ``path.json`` (the rest).
+
+        Returns the ``.npz`` path. Both files are written atomically.
+        """
+        base = Path(path)
+        if base.suffix in (".npz", ".json"):
+            base = base.with_suffix("")
+        base.parent.mkdir(parents=True, exist_ok=True)
+        arrays: dict[str, np.ndarray] = {f"tensor/{k}": v.detach().cpu().numpy() for k, v in self.tensors.items()}
+        for i, d in enumerate(self.display or []):
+            arrays[f"display/{i}"] = d.detach().cpu().numpy()
+        for i, o in enumerate(self.originals or []):
+            arrays[f"original/{i}"] = (o.detach().cpu().clamp(0, 1) * 255 + 0.5).to(torch.uint8).numpy()
+        meta = {
+            "format_version": FORMAT_VERSION,
+            "kind": self.kind,
+            "sources": self.sources,
+            "provenance": self.provenance,
+            "has_display": self.display is not None,
+            "has_originals": self.originals is not None,
+        }
+        buffer = io.BytesIO()
+        np.savez_compressed(buffer, **arrays)  # type: ignore[arg-type]
+        npz = base.with_name(base.name + ".npz")
+        _atomic_write(npz, buffer.getvalue())
+        _atomic_write(base.with_name(base.name + ".json"), json.dumps(meta, indent=2).encode())
+        return npz
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Result:
+        """Load a result saved by :meth:`save` (give either file, or the common stem)."""
+        base = Path(path)
+        if base.suffix in (".npz", ".json"):
+            base = base.with_suffix("")
+        npz, sidecar = base.with_name(base.name + ".npz"), base.with_name(base.name + ".json")
+        for f in (npz, sidecar):
+            if not f.is_file():
+                raise BadInputError(f"{f}: no such file (a saved result is a .npz and a .json side by side)")
+        meta = json.loads(sidecar.read_text())
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise BadInputError(f"{sidecar}: result format {meta.get('format_version')!r} is not supported (expected {FORMAT_VERSION})")
+        with np.load(npz, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files}
+        tensors = {k.split("/", 1)[1]: torch.from_numpy(v) for k, v in arrays.items() if k.startswith("tensor/")}
+
+        def indexed(prefix: str) -> list[np.ndarray]:
+            keys = sorted((k for k in arrays if k.startswith(prefix)), key=lambda k: int(k.split("/")[1]))
+            return [arrays[k] for k in keys]
+
+        display = [torch.from_numpy(a) for a in indexed("display/")] if meta["has_display"] else None
+        originals = [torch.from_numpy(a).float() / 255 for a in indexed("original/")] if meta["has_originals"] else None
+        return cls(meta["kind"], tensors, meta["provenance"], meta["sources"], display, originals)
+
+    # -- display ----------------------------------------------------------------------------
+    def plot(self, ax: Any = None, index: int = 0, **kwargs: Any) -> Any:
+        """Draw image ``index`` on a matplotlib axis (a new figure when ``ax`` is None)."""
+        from convlens.render.results import plot_result
+
+        return plot_result(self, ax=ax, index=index, **kwargs)
+
+    def show(self, index: int = 0, **kwargs: Any) -> None:
+        """Show image ``index`` in a matplotlib window (or inline in a notebook)."""
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots()
+        self.plot(ax=ax, index=index, **kwargs)
+        plt.show()
+
+    def to_png(self, index: int = 0) -> bytes:
+        """PNG bytes of :meth:`plot` for image ``index``."""
+        from convlens.render.results import result_png
+
+        return result_png(self, index=index)
+
+    def _repr_png_(self) -> bytes:
+        return self.to_png(0)
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
