@@ -2,10 +2,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers.tiny import tiny_model
 
 from convlens.errors import LayerNotFoundError, TargetError
 from convlens.targets import Neuron, resolve_target
+
+from helpers.tiny import tiny_model
 
 
 def _x(n: int = 3) -> torch.Tensor:
@@ -16,11 +17,11 @@ def test_class_targets_select_logits() -> None:
     model = tiny_model()
     x = _x()
     logits = model.module(x)
-    scores, t = resolve_target(model, 2).scores(model, x)
+    scores, _ = resolve_target(model, 2).scores(model, x)
     torch.testing.assert_close(scores, logits[:, 2])
-    scores, t = resolve_target(model, [0, 1, 4]).scores(model, x)
+    scores, _ = resolve_target(model, [0, 1, 4]).scores(model, x)
     torch.testing.assert_close(scores, logits[[0, 1, 2], [0, 1, 4]])
-    scores, t = resolve_target(model, "c3").scores(model, x)
+    scores, _ = resolve_target(model, "c3").scores(model, x)
     torch.testing.assert_close(scores, logits[:, 3])
 
 

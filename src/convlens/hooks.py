@@ -117,8 +117,7 @@ class Capture(Mapping[str, torch.Tensor]):
         if self.call_index is None:
             if len(values) > 1:
                 raise LayerReusedError(
-                    f"layer {name!r} ran {len(values)} times in one forward pass; pass call_index= "
-                    "to choose one call, or give each use its own module"
+                    f"layer {name!r} ran {len(values)} times in one forward pass; pass call_index= to choose one call, or give each use its own module"
                 )
             return values[0]
         if not -len(values) <= self.call_index < len(values):

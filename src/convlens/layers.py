@@ -167,11 +167,11 @@ def layer_table(module: nn.Module, example: torch.Tensor) -> list[LayerInfo]:
             if id(inp) in global_ids:
                 is_global = True
             if is_leaf:
-                if g_in is not None and out.dim() == 4:
+                adaptive = isinstance(call.module, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d))
+                if out.dim() != 4 or (adaptive and out.shape[-2:] != inp.shape[-2:]):
+                    is_global = True  # pooled over space, flattened or fully connected
+                elif g_in is not None:
                     geom = _leaf_geometry(call.module, inp, out, g_in)
-                if out.dim() != 4 or (geom is None and out.dim() == 4 and out.shape[-2:] != inp.shape[-2:]):
-                    if isinstance(call.module, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.Linear, nn.Flatten)) or is_global or out.dim() != 4:
-                        is_global = True
             else:
                 if id(out) in global_ids:
                     is_global = True

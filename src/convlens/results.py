@@ -168,7 +168,7 @@ class Result:
         """Show image ``index`` in a matplotlib window (or inline in a notebook)."""
         import matplotlib.pyplot as plt
 
-        fig, ax = plt.subplots()
+        _, ax = plt.subplots()
         self.plot(ax=ax, index=index, **kwargs)
         plt.show()
 

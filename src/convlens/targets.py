@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Union
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -53,7 +53,7 @@ class Neuron:
         return f"{self.layer} channel {self.channel}{where}"
 
 
-TargetLike = Union[int, str, Sequence[int], torch.Tensor, Neuron, Callable[[torch.Tensor], torch.Tensor], None]
+TargetLike = int | str | Sequence[int] | torch.Tensor | Neuron | Callable[[torch.Tensor], torch.Tensor] | None
 
 
 @dataclass(frozen=True)

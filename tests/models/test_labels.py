@@ -31,7 +31,7 @@ def test_ambiguous_names_are_refused_with_candidates(name: str, candidates: set[
 
 
 def test_unknown_name_suggests_close_ones() -> None:
-    with pytest.raises(TargetError, match="did you mean.*tabby"):
+    with pytest.raises(TargetError, match=r"did you mean.*tabby"):
         imagenet_labels().resolve("tabbby")
     with pytest.raises(TargetError, match="out of range"):
         imagenet_labels().resolve(1000)

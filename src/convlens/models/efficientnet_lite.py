@@ -135,7 +135,7 @@ class EfficientNetLite(nn.Module):
             in_ch = 32 if index == 0 else _round_channels(in_ch, config.width)
             out_ch = _round_channels(out_ch, config.width)
             # Lite keeps the first and last stage's depth fixed.
-            n = repeats if index in (0, last) else int(math.ceil(repeats * config.depth))
+            n = repeats if index in (0, last) else math.ceil(repeats * config.depth)
             for i in range(n):
                 blocks.append(MBConvBlock(in_ch if i == 0 else out_ch, out_ch, kernel, stride if i == 0 else 1, expand))
         self.blocks = nn.Sequential(*blocks)

@@ -1,0 +1,84 @@
+"""``convlens predict IMAGE... [--top-k K]``: top-k classes for each image."""
+
+from __future__ import annotations
+
+import argparse
+
+from convlens.cli.context import Context
+from convlens.cli.images import iter_images
+
+SCHEMA = {
+    "type": "object",
+    "required": ["model", "predictions", "errors"],
+    "properties": {
+        "model": {"type": "string"},
+        "predictions": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["source", "top"],
+                "properties": {
+                    "source": {"type": "string"},
+                    "top": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "required": ["class", "label", "probability"],
+                            "properties": {
+                                "class": {"type": "integer", "minimum": 0},
+                                "label": {"type": "string"},
+                                "wnid": {"type": ["string", "null"]},
+                                "probability": {"type": "number", "minimum": 0, "maximum": 1},
+                            },
+                        },
+                    },
+                },
+            },
+        },
+        "errors": {"type": "array", "items": {"type": "string"}},
+    },
+}
+
+
+def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "predict",
+        parents=[common],
+        help="top-k classes for images",
+        description="Classify images (files, folders or sample:NAME) with the model; bad files are reported and skipped (exit 2).",
+    )
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image file, folder, or sample:NAME (e.g. sample:cat)")
+    p.add_argument("--top-k", type=int, default=5, help="how many classes to show (default 5)")
+    p.add_argument("--batch-size", type=int, default=16, help="images per forward pass (default 16)")
+    p.set_defaults(func=run)
+
+
+def run(ctx: Context) -> int:
+    args = ctx.args
+    if args.top_k < 1:
+        from convlens.errors import BadInputError
+
+        raise BadInputError(f"--top-k {args.top_k}: must be at least 1")
+    model = ctx.model()
+    predictions = []
+    pending = []
+
+    def flush() -> None:
+        if pending:
+            batch = model.prepare([p.image for p in pending], sources=[p.source for p in pending])
+            predictions.extend(model.predict(batch, top_k=args.top_k))
+            pending.clear()
+
+    for loaded in iter_images(ctx, args.images, "predicting"):
+        pending.append(loaded)
+        if len(pending) >= max(1, args.batch_size):
+            flush()
+    flush()
+    if ctx.json:
+        ctx.emit_json({"model": model.name, "predictions": [p.to_dict() for p in predictions], "errors": ctx.bad_inputs})
+    else:
+        for p in predictions:
+            print(p.source)
+            for c, label, prob in zip(p.classes, p.labels, p.probabilities):
+                print(f"  {prob:6.1%}  {c:4d}  {label}")
+    return ctx.exit_code()

@@ -1,0 +1,145 @@
+"""What every command gets: parsed options, the model, output helpers and progress bars."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from convlens.errors import BadInputError, ConvlensError
+
+__all__ = ["Context"]
+
+log = logging.getLogger("convlens")
+ProgressFn = Callable[[int, int], None]
+
+
+class Context:
+    """Options and shared services for one command run."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self._model: Any = None
+        self.bad_inputs: list[str] = []
+        if args.threads is not None:
+            if args.threads < 1:
+                raise BadInputError(f"--threads {args.threads}: must be at least 1")
+            import torch
+
+            torch.set_num_threads(args.threads)
+
+    # -- model -------------------------------------------------------------------------
+    @property
+    def device(self) -> str:
+        if self.args.device:
+            return str(self.args.device)
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+
+    def model(self) -> Any:
+        """The model named by ``--model`` (loaded once)."""
+        if self._model is None:
+            from convlens.models.zoo import DEFAULT_MODEL, load_model
+
+            name = self.args.model or DEFAULT_MODEL
+            self._check_device()
+            with self.progress(f"loading {name}") as update:
+                self._model = load_model(name, device=self.device, progress=update)
+        return self._model
+
+    def _check_device(self) -> None:
+        import torch
+
+        try:
+            device = torch.device(self.device)
+        except RuntimeError as exc:
+            raise BadInputError(f"--device {self.device!r}: not a torch device ({exc})") from None
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise BadInputError(f"--device {self.device}: CUDA is not available on this machine; use --device cpu")
+
+    # -- output ------------------------------------------------------------------------
+    @property
+    def json(self) -> bool:
+        return bool(self.args.json)
+
+    def emit_json(self, payload: Any) -> None:
+        """Print the JSON result on stdout."""
+        sys.stdout.write(json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
+
+    def out_path(self, default: str, *, folder: bool) -> Path:
+        """``-o/--out`` (a file for one picture, a folder for several), or the default."""
+        out = getattr(self.args, "out", None) or default
+        path = Path(out)
+        if folder:
+            if path.exists() and not path.is_dir():
+                raise BadInputError(f"--out {out}: exists and is not a folder")
+            path.mkdir(parents=True, exist_ok=True)
+        else:
+            if path.is_dir():
+                raise BadInputError(f"--out {out}: is a folder; give a file name such as {Path(out) / default}")
+            path.parent.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def report_bad_input(self, error: ConvlensError) -> None:
+        """Report one bad input of a multi-input command and carry on (exit 2 at the end)."""
+        self.bad_inputs.append(str(error))
+        print(f"convlens: error: {error}", file=sys.stderr)
+
+    def exit_code(self) -> int:
+        return 2 if self.bad_inputs else 0
+
+    # -- progress ----------------------------------------------------------------------
+    @property
+    def show_progress(self) -> bool:
+        """Progress bars only on a terminal, never under --json, -q or with CI set."""
+        return sys.stderr.isatty() and not self.json and not os.environ.get("CI") and self.args.quiet == 0
+
+    @contextmanager
+    def progress_group(self) -> Iterator[Callable[[str, int | None], ProgressFn]]:
+        """One rich progress display on stderr; yields ``add(description, total) -> update``.
+
+        ``update(done, total)`` moves that task's bar. Silent when progress is off.
+        """
+        if not self.show_progress:
+            yield lambda description, total=None: (lambda done, total_now: None)
+            return
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+        with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+
+            def add(description: str, total: int | None = None) -> ProgressFn:
+                task = bar.add_task(description, total=total)
+
+                def update(done: int, total_now: int) -> None:
+                    bar.update(task, completed=done, total=total_now)
+
+                return update
+
+            yield add
+
+    @contextmanager
+    def progress(self, description: str, total: int | None = None) -> Iterator[ProgressFn]:
+        """A single progress bar on stderr; yields an ``update(done, total)`` callback."""
+        with self.progress_group() as add:
+            yield add(description, total)
+
+    def iter_with_progress(self, items: Sequence[Any], description: str) -> Iterator[Any]:
+        with self.progress(description, len(items)) as update:
+            for i, item in enumerate(items):
+                yield item
+                update(i + 1, len(items))

@@ -1,0 +1,64 @@
+"""Feature maps of a layer, strongest channels first."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from convlens.hooks import capture, inference_context
+from convlens.models.model import Batch, Model
+from convlens.models.preprocess import map_to_original
+from convlens.results import Result, make_provenance
+
+__all__ = ["activations", "layer_activations"]
+
+
+def layer_activations(model: Model, x: torch.Tensor, layer: str) -> torch.Tensor:
+    """The output of ``layer`` for an input-space batch ``x`` (eval mode, no gradient)."""
+    with inference_context(model.module), torch.no_grad(), capture(model.module, [layer]) as acts:
+        model.module(x)
+    return acts[layer].detach().clone()
+
+
+def activations(model: Model, images: Any, layer: str, *, order_by: str = "mean") -> Result:
+    """Feature maps of ``layer`` for images, with channels ranked by strength.
+
+    Parameters
+    ----------
+    images
+        Anything :meth:`Model.prepare` takes (paths, arrays, ``sample:NAME``) or a :class:`Batch`.
+    layer
+        Dotted layer name (``convlens layers`` lists them).
+    order_by
+        ``"mean"`` or ``"max"`` activation per channel, for the ranking.
+
+    Returns
+    -------
+    Result
+        Kind ``"activations"``: ``activations`` ``(N, C, h, w)``, ``channel_order``
+        ``(N, C)`` (strongest first), ``channel_strength`` ``(N, C)``; the display map of
+        each image is its strongest channel over the original image.
+    """
+    batch = images if isinstance(images, Batch) else model.prepare(images if isinstance(images, Sequence) and not isinstance(images, str) else [images])
+    acts = layer_activations(model, batch.x, layer)
+    flat = acts.flatten(2) if acts.dim() > 2 else acts[:, :, None]
+    if order_by not in ("mean", "max"):
+        from convlens.errors import BadInputError
+
+        raise BadInputError(f"order_by={order_by!r}: choose 'mean' or 'max'")
+    strength = flat.mean(dim=2) if order_by == "mean" else flat.max(dim=2).values
+    order = strength.argsort(dim=1, descending=True)
+    display = None
+    if acts.dim() == 4:
+        display = [map_to_original(acts[i, order[i, 0]].float().cpu(), g) for i, g in enumerate(batch.geometries)]
+    provenance = make_provenance(model, "activations", params={"order_by": order_by}, layer=layer)
+    return Result(
+        "activations",
+        {"activations": acts, "channel_order": order, "channel_strength": strength},
+        provenance,
+        sources=batch.sources,
+        display=display,
+        originals=batch.originals,
+    )

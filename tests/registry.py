@@ -1,0 +1,48 @@
+"""Every public method, with minimal valid arguments, for the shared invariants.
+
+A method joins by adding one :class:`MethodCase` here; ``tests/test_registry_invariants.py``
+then checks it (STYLE.md 3.8): no hooks left (also after an exception), model unchanged,
+input unchanged, in-place activations = out-of-place, a reused named layer is refused,
+batch = items one by one, seeded repeatability, output shape/dtype/device.
+
+``run(model, x, layer, generator)`` takes a convlens ``Model`` (a tiny net from
+``tests/helpers/tiny.py``), an input-space batch and, for layer methods, a layer name; it
+returns a tensor whose first dimension is the batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from convlens.inspect import input_gradient, layer_activations, loss_layer_gradients
+
+
+@dataclass(frozen=True)
+class MethodCase:
+    name: str
+    run: Callable[[object, torch.Tensor, str | None, torch.Generator], torch.Tensor]
+    layer: str | None = None  # the layer a layer method is called with on TinyConvNet
+    shape: Callable[[torch.Tensor], tuple[int, ...]] | None = None  # expected output shape for x
+    atol: float = 1e-5
+
+
+def _stack_layer_grads(model, x, layer, g):  # type: ignore[no-untyped-def]
+    grads, _ = loss_layer_gradients(model, x, 1, [layer])
+    return grads[layer]
+
+
+REGISTRY: list[MethodCase] = [
+    MethodCase("input_gradient/class", lambda m, x, layer, g: input_gradient(m, x, 2), shape=lambda x: tuple(x.shape)),
+    MethodCase("input_gradient/predicted", lambda m, x, layer, g: input_gradient(m, x, None), shape=lambda x: tuple(x.shape)),
+    MethodCase(
+        "input_gradient/neuron",
+        lambda m, x, layer, g: input_gradient(m, x, __import__("convlens").Neuron(layer, 1, 3, 4)),
+        layer="relu1",
+        shape=lambda x: tuple(x.shape),
+    ),
+    MethodCase("layer_activations", lambda m, x, layer, g: layer_activations(m, x, layer), layer="relu1", shape=lambda x: (x.shape[0], 6, 16, 16)),
+    MethodCase("loss_layer_gradients", _stack_layer_grads, layer="relu2", shape=lambda x: (x.shape[0], 8, 8, 8)),
+]

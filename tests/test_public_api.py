@@ -1,0 +1,32 @@
+"""The public names are exactly ``__all__``, sorted, and each resolves (httpx's exported-members test)."""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+
+PACKAGES = ["convlens", "convlens.errors", "convlens.hooks", "convlens.render", "convlens.inspect", "convlens.data"]
+
+
+@pytest.mark.parametrize("name", PACKAGES)
+def test_all_is_sorted_and_resolves(name: str) -> None:
+    module = importlib.import_module(name)
+    exported = list(module.__all__)
+    assert exported == sorted(exported, key=lambda s: (s.startswith("_"), s)) or exported == sorted(exported)
+    for symbol in exported:
+        assert hasattr(module, symbol), f"{name}.{symbol} in __all__ but missing"
+
+
+def test_top_level_public_members_match_all() -> None:
+    import convlens
+
+    public = {n for n in dir(convlens) if not n.startswith("_")}
+    submodules = {"cli", "data", "demo", "errors", "hooks", "inspect", "layers", "models", "render", "results", "targets"}
+    assert public - submodules == set(convlens.__all__) - {"__version__"}
+
+
+def test_py_typed_ships() -> None:
+    import convlens
+
+    assert (importlib.resources.files(convlens) / "py.typed").is_file()
