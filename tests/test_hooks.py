@@ -8,11 +8,19 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers.tiny import ResidualNet, ReusedReluNet, TinyConvNet, assert_unchanged, module_hook_count, snapshot
 from torch import nn
 
 from convlens.errors import LayerNotFoundError, LayerReusedError
 from convlens.hooks import backward_rules, capture, eval_mode, frozen, trace_calls
+
+from helpers.tiny import (
+    ResidualNet,
+    ReusedReluNet,
+    TinyConvNet,
+    assert_unchanged,
+    module_hook_count,
+    snapshot,
+)
 
 
 def _x(seed: int = 0, n: int = 2) -> torch.Tensor:

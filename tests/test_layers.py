@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers.tiny import ResidualNet, module_hook_count
 from torch import nn
 
 from convlens.hooks import backward_rules, capture, eval_mode
 from convlens.layers import layer_table
+
+from helpers.tiny import ResidualNet, module_hook_count
 
 
 def gradient_receptive_field(net: nn.Module, layer: str, size: int, channels: int = 3) -> tuple[tuple[int, int], tuple[float, float], tuple[int, int]]:

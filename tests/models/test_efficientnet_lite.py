@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-import importlib
-
 import pytest
 import torch
 
-from convlens.models.efficientnet_lite import LITE_CONFIGS, EfficientNetLite, SamePadConv2d, convert_state_dict
+from convlens.models.efficientnet_lite import (
+    LITE_CONFIGS,
+    EfficientNetLite,
+    SamePadConv2d,
+    convert_state_dict,
+)
 
 oracle = pytest.importorskip("efficientnet_lite_pytorch", reason="test-only oracle (pip install convlens[test])")
 

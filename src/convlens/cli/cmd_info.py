@@ -50,7 +50,7 @@ SCHEMA = {
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser("info", parents=[common], help="versions, extras, cache folder and available models")
+    p = sub.add_parser("info", parents=[common], help="versions, extras, cache folder and available models", description="Versions, optional packages found, the cache folder and the models available offline.")
     p.set_defaults(func=run)
 
 

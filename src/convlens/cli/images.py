@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from convlens.cli.context import Context
-from convlens.errors import BadInputError, ImageReadError
+from convlens.errors import ImageReadError
 
 __all__ = ["LoadedImage", "expand_image_args", "iter_images"]
 
@@ -37,9 +37,9 @@ def expand_image_args(args: Sequence[str]) -> list[str]:
             out.append(arg)
             continue
         found = find_images([arg])
-        if not found:
-            raise BadInputError(f"{arg}: folder has no images")
-        out.extend(str(p) for p in found)
+        # An empty folder stays in the list, so it is reported ("is a directory") with the
+        # other bad inputs while the good ones are still processed.
+        out.extend([str(p) for p in found] or [arg])
     return out
 
 

@@ -6,14 +6,16 @@ Any command that takes an image also takes ``sample:NAME`` (for example ``sample
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from convlens.errors import ImageReadError
 
-__all__ = ["SAMPLES", "Sample", "load_sample", "sample_names"]
+__all__ = ["SAMPLES", "Sample", "labelled_imagenet_files", "load_sample", "sample_names"]
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,19 @@ SAMPLES: dict[str, Sample] = {
         Sample("gravel", "scikit-image gravel()", (), _skimage("gravel")),
     ]
 }
+
+
+def labelled_imagenet_files() -> list[tuple[Path, int]]:
+    """The 20 labelled ImageNet JPEGs of the ``foolbox`` wheel, as ``(path, class)``.
+
+    Read by path (importing foolbox needs other packages); empty when foolbox is absent.
+    """
+    spec = importlib.util.find_spec("foolbox")
+    if spec is None or not spec.submodule_search_locations:
+        return []
+    folder = Path(next(iter(spec.submodule_search_locations))) / "data"
+    files = sorted(folder.glob("imagenet_*_*.jpg"))
+    return [(f, int(f.stem.rsplit("_", 1)[1])) for f in files]
 
 
 def sample_names(labelled_only: bool = False) -> list[str]:

@@ -260,7 +260,7 @@ def wrap(
     input_size: int | tuple[int, int] = 224,
     mean: float | Sequence[float] = (0.485, 0.456, 0.406),
     std: float | Sequence[float] = (0.229, 0.224, 0.225),
-    resize: int | None | str = "auto",
+    resize: int | str | None = "auto",
     labels: Labels | Sequence[str] | str | None = None,
     channels: int | None = None,
     name: str | None = None,

@@ -66,8 +66,13 @@ def load_model(name: str = DEFAULT_MODEL, *, device: str | torch.device | None =
     MissingDependencyError
         The model's weights package is not installed (the message gives the pip command).
     """
+    if name.startswith(("torchvision:", "timm:")):
+        from convlens.models.adapters import load_adapted
+
+        model = load_adapted(name)
+        return model.to(device) if device is not None else model
     if name not in _REGISTRY:
-        raise UnknownModelError(f"unknown model {name!r}; known models: {', '.join(sorted(_REGISTRY))}")
+        raise UnknownModelError(f"unknown model {name!r}; known models: {', '.join(sorted(_REGISTRY))}, or torchvision:NAME / timm:NAME")
     entry = _REGISTRY[name]
     if not entry.available():
         raise MissingDependencyError(f"model {name!r} is not installed: {entry.install_hint}")
@@ -102,7 +107,11 @@ def _lite_weights_path(variant: int) -> str:
 
 def _build_lite(variant: int) -> Callable[[ProgressFn | None], Model]:
     def build(progress: ProgressFn | None = None) -> Model:
-        from convlens.models.efficientnet_lite import LITE_CONFIGS, EfficientNetLite, convert_state_dict
+        from convlens.models.efficientnet_lite import (
+            LITE_CONFIGS,
+            EfficientNetLite,
+            convert_state_dict,
+        )
         from convlens.models.labels import imagenet_labels
         from convlens.models.preprocess import Preprocessing
 

@@ -1,0 +1,33 @@
+"""Data in: image I/O, the bundled photos, labelled folders, the resumable dataset runner."""
+
+from convlens.data.folders import LabelledItem, scan_labelled
+from convlens.data.images import (
+    IMAGE_EXTENSIONS,
+    MAX_PIXELS,
+    find_images,
+    load_image,
+    quantize_8bit,
+    save_image,
+    source_name,
+)
+from convlens.data.runner import RunReport, iter_shards, read_outputs, run_dataset
+from convlens.data.samples import SAMPLES, load_sample, sample_names
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "MAX_PIXELS",
+    "SAMPLES",
+    "LabelledItem",
+    "RunReport",
+    "find_images",
+    "iter_shards",
+    "load_image",
+    "load_sample",
+    "quantize_8bit",
+    "read_outputs",
+    "run_dataset",
+    "sample_names",
+    "save_image",
+    "scan_labelled",
+    "source_name",
+]

@@ -1,0 +1,104 @@
+"""The convlens cache folder and crash-safe writes into it.
+
+Models convlens trains itself (:mod:`convlens.models.small`) are stored here. Files are
+written atomically (a temporary file in the same folder, flushed to disk, then renamed
+over the target), so a reader never sees half a file and two processes writing the same
+name at once leave one complete copy: the last writer wins.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+import platformdirs
+import torch
+
+__all__ = ["CACHE_ENV", "atomic_torch_save", "atomic_write_bytes", "cache_dir", "file_sha256"]
+
+#: Environment variable that overrides the cache folder.
+CACHE_ENV = "CONVLENS_CACHE_DIR"
+
+
+def cache_dir() -> Path:
+    """The folder convlens caches trained models in, created if missing.
+
+    Returns
+    -------
+    Path
+        ``$CONVLENS_CACHE_DIR`` when set and not empty, otherwise the platform's user cache
+        folder for ``convlens`` (e.g. ``~/.cache/convlens`` on Linux).
+    """
+    override = os.environ.get(CACHE_ENV, "").strip()
+    path = (
+        Path(override).expanduser() if override else Path(platformdirs.user_cache_dir("convlens"))
+    )
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """Hex sha256 digest of a file's bytes, read in 1 MiB chunks.
+
+    Parameters
+    ----------
+    path
+        The file to hash.
+
+    Returns
+    -------
+    str
+        64 lowercase hex characters.
+    """
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], None]) -> None:
+    """Write through ``write`` into a temporary sibling of ``path``, fsync, then rename it over ``path``."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Same folder as the target: os.replace is only atomic within one file system.
+    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp_name, target)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> None:
+    """``torch.save`` that never leaves a partial file at ``path``.
+
+    Parameters
+    ----------
+    obj
+        Anything ``torch.save`` accepts (convlens saves state dicts).
+    path
+        Destination; its folder is created if missing. An existing file is replaced.
+    """
+    _atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def atomic_write_bytes(data: bytes, path: str | os.PathLike[str]) -> None:
+    """Write ``data`` to ``path`` atomically (see :func:`atomic_torch_save`).
+
+    Parameters
+    ----------
+    data
+        The file's complete contents.
+    path
+        Destination; its folder is created if missing. An existing file is replaced.
+    """
+    _atomic_write(path, lambda f: f.write(data))

@@ -1,0 +1,1 @@
+"""Acceptance tier: run with `pytest -m acceptance` (deselected by the default `pytest`)."""
