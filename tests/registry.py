@@ -34,6 +34,33 @@ def _stack_layer_grads(model, x, layer, g):  # type: ignore[no-untyped-def]
     return grads[layer]
 
 
+# Minimal options per attribution method for the invariants (one line per method that needs any).
+ATTRIBUTION_OPTIONS: dict[str, dict[str, object]] = {
+}
+
+#: layer used for layer methods (CAMs) on TinyConvNet; ReusedReluNet's shared layer is "relu"
+ATTRIBUTION_LAYER = "relu2"
+
+
+def _attribution_cases() -> list[MethodCase]:
+    from convlens.attribution import METHODS
+
+    cases = []
+    for name, spec in sorted(METHODS.items()):
+
+        def run(m, x, layer, g, spec=spec, name=name):  # type: ignore[no-untyped-def]
+            kwargs = dict(ATTRIBUTION_OPTIONS.get(name, {}))
+            if spec.uses_layer:
+                kwargs["layer"] = layer
+            if spec.random:
+                kwargs["generator"] = g
+            return spec.fn(m, x, 2, **kwargs)
+
+        shape = (lambda x: (x.shape[0], 1, *x.shape[-2:])) if spec.output == "cam" else (lambda x: tuple(x.shape))
+        cases.append(MethodCase(f"attribution/{name}", run, layer=ATTRIBUTION_LAYER if spec.uses_layer else None, shape=shape))
+    return cases
+
+
 REGISTRY: list[MethodCase] = [
     MethodCase("input_gradient/class", lambda m, x, layer, g: input_gradient(m, x, 2), shape=lambda x: tuple(x.shape)),
     MethodCase("input_gradient/predicted", lambda m, x, layer, g: input_gradient(m, x, None), shape=lambda x: tuple(x.shape)),
@@ -46,3 +73,4 @@ REGISTRY: list[MethodCase] = [
     MethodCase("layer_activations", lambda m, x, layer, g: layer_activations(m, x, layer), layer="relu1", shape=lambda x: (x.shape[0], 6, 16, 16)),
     MethodCase("loss_layer_gradients", _stack_layer_grads, layer="relu2", shape=lambda x: (x.shape[0], 8, 8, 8)),
 ]
+REGISTRY += _attribution_cases()

@@ -13,7 +13,7 @@ PACKAGES = ["convlens", "convlens.errors", "convlens.hooks", "convlens.render", 
 def test_all_is_sorted_and_resolves(name: str) -> None:
     module = importlib.import_module(name)
     exported = list(module.__all__)
-    assert exported == sorted(exported, key=lambda s: (s.startswith("_"), s)) or exported == sorted(exported)
+    assert len(set(exported)) == len(exported)  # the order is ruff's RUF022 (tests/test_lint.py)
     for symbol in exported:
         assert hasattr(module, symbol), f"{name}.{symbol} in __all__ but missing"
 

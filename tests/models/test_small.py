@@ -319,13 +319,7 @@ def test_two_processes_training_at_once_leave_a_valid_cache(
     code = (
         "from convlens.models.small import get_trained; get_trained('digits_linear', retrain=True)"
     )
-    # One thread each: two children on a 2-core machine must not oversubscribe it.
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(SRC),
-        "CONVLENS_CACHE_DIR": str(fresh_cache),
-        "OMP_NUM_THREADS": "1",
-    }
+    env = {**os.environ, "PYTHONPATH": str(SRC), "CONVLENS_CACHE_DIR": str(fresh_cache)}
     procs = [
         subprocess.Popen([sys.executable, "-c", code], env=env, stderr=subprocess.PIPE)
         for _ in range(2)

@@ -18,6 +18,7 @@ from convlens.models.training import (
     random_translate,
     seeded,
     set_seed,
+    torch_threads,
     train_classifier,
 )
 
@@ -177,6 +178,21 @@ def test_training_ends_in_eval_mode_even_after_an_error() -> None:
     assert not module.training
 
 
+def test_num_threads_applies_during_training_and_is_restored() -> None:
+    x, y = _blobs(32)
+    module = _net()
+    seen: list[int] = []
+    module.register_forward_pre_hook(lambda _m, _i: seen.append(torch.get_num_threads()))
+    before = torch.get_num_threads()
+    with torch_threads(before + 1):  # a count different from 1, to see the switch
+        train_classifier(module, x, y, TrainConfig(epochs=1, batch_size=16, num_threads=1))
+        assert torch.get_num_threads() == before + 1
+    assert torch.get_num_threads() == before
+    assert seen == [1, 1]
+    with torch_threads(None):
+        assert torch.get_num_threads() == before
+
+
 # -- evaluation -------------------------------------------------------------------------
 def test_evaluate_accuracy_matches_a_hand_count_and_restores_modes() -> None:
     # A fixed linear classifier: class = argmax of (x0, x1, x2).
@@ -238,6 +254,7 @@ def test_random_translate_shifts_each_image_within_range() -> None:
         {"weight_decay": -1.0},
         {"optimizer": "rmsprop"},
         {"lr_schedule": "step"},
+        {"num_threads": 0},
     ],
 )
 def test_train_config_rejects_bad_values(kwargs: dict[str, object]) -> None:

@@ -1,0 +1,65 @@
+"""Guided backpropagation and deconvnet with the ReLU-family rules of DESIGN.md.
+
+For an activation ``y = f(x)`` of the ReLU family, with incoming gradient ``g = dS/dy``:
+
+- forward mask ``m(x)`` = the activation's own derivative: ReLU ``x > 0``; ReLU6
+  ``0 < x < 6``; LeakyReLU ``1`` or its slope; Hardtanh ``min < x < max``;
+- guided backprop: ``dS/dx := m(x) * relu(g)`` (Springenberg et al. 2015);
+- deconvnet: ``dS/dx := relu(g)``, ignoring the mask (Zeiler & Fergus 2014).
+
+Rules act through :func:`convlens.hooks.backward_rules`, so ReLU6 models (where Captum
+silently returns the plain gradient) are handled natively and the model is never modified.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from convlens.attribution.base import input_gradients, register_method
+from convlens.hooks import backward_rules
+from convlens.models.model import Model
+from convlens.targets import TargetLike
+
+__all__ = ["activation_derivative", "deconvnet", "guided_backprop"]
+
+
+def activation_derivative(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The derivative of a ReLU-family activation at ``x`` (the forward mask)."""
+    if isinstance(module, nn.ReLU6):
+        return ((x > 0) & (x < 6)).to(x.dtype)
+    if isinstance(module, nn.Hardtanh):
+        return ((x > module.min_val) & (x < module.max_val)).to(x.dtype)
+    if isinstance(module, nn.LeakyReLU):
+        return torch.where(x > 0, torch.ones_like(x), torch.full_like(x, module.negative_slope))
+    return (x > 0).to(x.dtype)
+
+
+def _guided_rule(module: nn.Module, inp: torch.Tensor, out: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    return activation_derivative(module, inp) * grad.clamp(min=0)
+
+
+def _deconv_rule(module: nn.Module, inp: torch.Tensor, out: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    return grad.clamp(min=0)
+
+
+@register_method("guided_backprop", reduce="sum", paper="Springenberg et al. 2015, arXiv:1412.6806")
+def guided_backprop(model: Model, x: torch.Tensor, target: TargetLike = None) -> torch.Tensor:
+    """Guided backpropagation: ``m(x) * relu(g)`` at every ReLU-family activation.
+
+    Springenberg, Dosovitskiy, Brox & Riedmiller, "Striving for Simplicity: The All
+    Convolutional Net", 2015, arXiv:1412.6806.
+    """
+    with backward_rules(model.module, _guided_rule):
+        return input_gradients(model, x, target)[0]
+
+
+@register_method("deconvnet", reduce="sum", paper="Zeiler & Fergus 2014, arXiv:1311.2901")
+def deconvnet(model: Model, x: torch.Tensor, target: TargetLike = None) -> torch.Tensor:
+    """Deconvnet: ``relu(g)`` at every ReLU-family activation (the mask is ignored).
+
+    Zeiler & Fergus, "Visualizing and Understanding Convolutional Networks", 2014,
+    arXiv:1311.2901.
+    """
+    with backward_rules(model.module, _deconv_rule):
+        return input_gradients(model, x, target)[0]

@@ -1,0 +1,257 @@
+"""``convlens explain IMAGE...|DIR --method NAME|all [--target T] [--layer L] -o OUT [--raw out.npy]``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from convlens.cli.context import Context
+from convlens.cli.images import expand_image_args, iter_images
+from convlens.errors import BadInputError
+
+SCHEMA = {
+    "type": "object",
+    "required": ["models", "methods", "images", "errors"],
+    "properties": {
+        "models": {"type": "array", "items": {"type": "string"}},
+        "methods": {"type": "array", "items": {"type": "string"}},
+        "images": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["source", "results", "out"],
+                "properties": {
+                    "source": {"type": "string"},
+                    "out": {"type": "string"},
+                    "results": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "required": ["model", "method", "target", "seconds", "map_min", "map_max"],
+                            "properties": {
+                                "model": {"type": "string"},
+                                "method": {"type": "string"},
+                                "target": {"type": "object"},
+                                "layer": {"type": ["string", "null"]},
+                                "seconds": {"type": "number"},
+                                "map_min": {"type": "number"},
+                                "map_max": {"type": "number"},
+                            },
+                        },
+                    },
+                },
+            },
+        },
+        "raw": {"type": ["string", "null"]},
+        "dataset": {"type": ["object", "null"]},
+        "errors": {"type": "array", "items": {"type": "string"}},
+    },
+}
+
+
+def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "explain",
+        parents=[common],
+        help="attribution maps: which pixels drove the decision",
+        description="Explain the model's decision with an attribution method (saliency, guided_backprop, gradcam, integrated_gradients, ...; `--method all` for a grid of every method). A folder runs through the resumable dataset runner and writes sharded maps.",
+    )
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image file, folder or sample:NAME")
+    p.add_argument("--method", default="saliency", help="method name, a comma-separated list, or 'all' (default saliency)")
+    p.add_argument("--target", default=None, help="class index, label or wnid, or a neuron layer:channel[:y:x] (default: predicted class)")
+    p.add_argument("--layer", default=None, help="layer for CAM methods (default: the last spatial layer)")
+    p.add_argument("--reduce", choices=["max_abs", "sum", "abs_sum", "l2", "none"], default=None, help="channel reduction of the display map (default: the method's)")
+    p.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE", help="a method option, e.g. --opt n_steps=32 (repeatable)")
+    p.add_argument("--raw", default=None, metavar="FILE.npy", help="also save the raw attributions (input space, N x C x H x W) as .npy")
+    p.add_argument("--top-k", type=int, default=3, help="predicted classes shown in the picture (default 3)")
+    p.add_argument("--batch-size", type=int, default=8, help="images per batch for folders (default 8)")
+    p.add_argument("-o", "--out", default=None, help="picture file for one image (default explain.png); a folder for several images or a dataset")
+    p.set_defaults(func=run)
+
+
+def parse_options(pairs: list[str]) -> dict[str, Any]:
+    """``["n_steps=32", "baseline=blur"]`` -> ``{"n_steps": 32, "baseline": "blur"}``."""
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.isidentifier():
+            raise BadInputError(f"--opt {pair!r}: expected KEY=VALUE, e.g. --opt n_steps=32")
+        for cast in (int, float):
+            try:
+                options[key] = cast(value)
+                break
+            except ValueError:
+                continue
+        else:
+            options[key] = {"true": True, "false": False, "none": None}.get(value.lower(), value)
+    return options
+
+
+def _methods(arg: str) -> list[str]:
+    from convlens.attribution import METHODS
+
+    names = sorted(METHODS) if arg == "all" else [m.strip() for m in arg.split(",") if m.strip()]
+    for name in names:
+        if name not in METHODS:
+            raise BadInputError(f"--method {name}: unknown method; choose from {', '.join(sorted(METHODS))} or all")
+    return names
+
+
+def run(ctx: Context) -> int:
+    from convlens.models.zoo import load_model
+    from convlens.targets import resolve_target
+
+    args = ctx.args
+    methods = _methods(args.method)
+    options = parse_options(args.opt)
+    model_names = [m.strip() for m in (args.model or "efficientnet_lite0").split(",") if m.strip()]
+    models = []
+    for name in model_names:
+        if name == model_names[0]:
+            ctx.args.model = name
+            models.append(ctx.model())
+        else:
+            models.append(load_model(name, device=ctx.device))
+    ctx.args.model = ",".join(model_names)
+    for model in models:
+        if args.target is not None:
+            resolve_target(model, args.target)  # fail before any work
+        if args.layer is not None:
+            model.layer(args.layer)
+    if len(args.images) == 1 and Path(args.images[0]).is_dir() and len(methods) == 1 and len(models) == 1:
+        return _run_dataset(ctx, models[0], methods[0], options)
+    return _run_images(ctx, models, methods, options)
+
+
+def _explain_one(model: Any, batch: Any, method: str, args: argparse.Namespace, options: dict[str, Any]) -> Any:
+    from convlens.attribution import METHODS, explain
+
+    spec = METHODS[method]
+    layer = args.layer if spec.uses_layer else None
+    accepted = {k: v for k, v in options.items() if k in spec.fn.__code__.co_varnames}
+    return explain(model, batch, method, args.target, layer=layer, reduce=args.reduce, seed=args.seed, **accepted)
+
+
+def _run_images(ctx: Context, models: list[Any], methods: list[str], options: dict[str, Any]) -> int:
+    import numpy as np
+
+    from convlens.cli.cmd_activations import output_for
+    from convlens.render.attribution import attribution_figure, comparison_figure
+    from convlens.render.figures import save_figure
+
+    args = ctx.args
+    n = len(expand_image_args(args.images))
+    raws, rows = [], []
+    with ctx.progress_group() as add_bar:
+        update = add_bar("explaining", n * len(methods) * len(models))
+        done = 0
+        for loaded in iter_images(ctx, args.images, "reading"):
+            per_model = []
+            for model in models:
+                batch = model.prepare([loaded.image], sources=[loaded.source])
+                results = []
+                for method in methods:
+                    results.append(_explain_one(model, batch, method, args, options))
+                    done += 1
+                    update(done, n * len(methods) * len(models))
+                per_model.append((model, batch, results))
+            out = output_for(ctx, n, loaded.source, "explain.png")
+            if len(methods) == 1 and len(models) == 1:
+                model, _, results = per_model[0]
+                fig = attribution_figure(results[0], 0, labels=model.labels)
+            else:
+                captions = []
+                for model, batch, _ in per_model:
+                    pred = model.predict(batch, top_k=max(1, args.top_k))[0]
+                    captions.append(", ".join(f"{lab} {p:.0%}" for lab, p in zip(pred.labels, pred.probabilities)))
+                fig = comparison_figure([(m.name, r) for m, _, r in per_model], 0, labels=[m.labels for m, _, _ in per_model], predictions=captions)
+            save_figure(fig, out)
+            raws.append(per_model[0][2][0].tensors["attribution"].cpu().numpy())
+            rows.append(
+                {
+                    "source": loaded.source,
+                    "out": str(out),
+                    "results": [
+                        {
+                            "model": m.name,
+                            "method": r.provenance["method"],
+                            "target": r.provenance.get("target", {}),
+                            "layer": r.provenance.get("layer"),
+                            "seconds": r.provenance["params"]["seconds"],
+                            "map_min": float(r.tensors["map"].min()),
+                            "map_max": float(r.tensors["map"].max()),
+                        }
+                        for m, _, results in per_model
+                        for r in results
+                    ],
+                }
+            )
+    raw_path = None
+    if args.raw and raws:
+        raw_path = Path(args.raw)
+        raw_path.parent.mkdir(parents=True, exist_ok=True)
+        np.save(raw_path, np.concatenate(raws))
+    if ctx.json:
+        ctx.emit_json({"models": [m.name for m in models], "methods": methods, "images": rows, "raw": str(raw_path) if raw_path else None, "dataset": None, "errors": ctx.bad_inputs})
+    else:
+        for row in rows:
+            times = ", ".join(f"{r['method']} {r['seconds'] * 1000:.0f} ms" for r in row["results"])
+            print(f"{row['source']}: {times} -> {row['out']}")
+        if raw_path:
+            print(f"raw attributions -> {raw_path}")
+    return ctx.exit_code()
+
+
+def _run_dataset(ctx: Context, model: Any, method: str, options: dict[str, Any]) -> int:
+    """A folder: stream through the resumable runner; shards of maps in the output folder."""
+    import torch
+
+    from convlens.attribution import METHODS, explain
+    from convlens.data.folders import scan_labelled
+    from convlens.data.runner import run_dataset
+
+    args = ctx.args
+    folder = Path(args.images[0])
+    items = scan_labelled(folder, model.labels.resolve if model.labels else None)
+    out = ctx.out_path(f"explain-{method}", folder=True)
+    spec = METHODS[method]
+    accepted = {k: v for k, v in options.items() if k in spec.fn.__code__.co_varnames}
+    loader = _Loader(model.preprocessing)
+
+    def compute(pixels: torch.Tensor, batch_items: list[Any]) -> dict[str, torch.Tensor]:
+        x = pixels.to(model.device, model.dtype)
+        target = args.target
+        if target is None and all(it.label is not None for it in batch_items):
+            target = [it.label for it in batch_items]  # explain the true class of labelled folders
+        result = explain(model, x, method, target, layer=args.layer if spec.uses_layer else None, reduce=args.reduce, seed=args.seed, **accepted)
+        outputs = {"map": result.tensors["map"].float().cpu(), "target": torch.tensor(result.provenance["target"]["classes"])}
+        if args.raw:
+            outputs["attribution"] = result.tensors["attribution"].float().cpu()
+        return outputs
+
+    config = {"model": model.name, "method": method, "target": args.target, "layer": args.layer, "reduce": args.reduce, "options": options, "raw": bool(args.raw)}
+    with ctx.progress(f"{method} over {len(items)} images", len(items)) as update:
+        report = run_dataset(items, compute, out, load=loader, batch_size=max(1, args.batch_size), config=config, progress=update)
+    for path, reason in report.failed:
+        ctx.report_bad_input(BadInputError(f"{path}: {reason}"))
+    summary = {"out": str(report.out_dir), "items": report.n_items, "done": report.n_done, "failed": len(report.failed), "shards": report.shards, "computed_shards": report.computed_shards}
+    if ctx.json:
+        ctx.emit_json({"models": [model.name], "methods": [method], "images": [], "raw": None, "dataset": summary, "errors": ctx.bad_inputs})
+    else:
+        print(json.dumps(summary))
+    return ctx.exit_code()
+
+
+class _Loader:
+    """Picklable loader for DataLoader workers: image file -> pixel space at the model's size."""
+
+    def __init__(self, preprocessing: Any) -> None:
+        self.preprocessing = preprocessing
+
+    def __call__(self, path: Path) -> Any:
+        from convlens.data.images import load_image
+
+        pixels, _ = self.preprocessing.to_pixels(load_image(path))
+        return pixels
