@@ -24,14 +24,15 @@ ProgressFn = Callable[[int, int], None]
 class DemoSection:
     """One part of the demo.
 
-    ``run(model, out_dir, progress)`` writes its files into ``out_dir`` and returns a
-    JSON-able summary (including the names of the files it wrote under ``"files"``).
+    ``run(model, out_dir, progress, full)`` writes its files into ``out_dir`` and returns a
+    JSON-able summary (including the names of the files it wrote under ``"files"``);
+    ``full`` asks for the slow, complete variant (``convlens demo --full``).
     """
 
     name: str
     title: str
     order: int
-    run: Callable[[Any, Path, ProgressFn | None], dict[str, Any]]
+    run: Callable[[Any, Path, ProgressFn | None, bool], dict[str, Any]]
     full_only: bool = False
 
 
@@ -65,7 +66,7 @@ def run_demo(
             continue
         progress = on_section(section) if on_section else None
         started = time.perf_counter()
-        result = section.run(model, out, progress)
+        result = section.run(model, out, progress, full)
         result["seconds"] = round(time.perf_counter() - started, 2)
         result["title"] = section.title
         summary["sections"][section.name] = result

@@ -15,7 +15,7 @@ def _middle_layer(model: Any) -> str:
     return acts[len(acts) // 3].name
 
 
-def run(model: Any, out: Path, progress: ProgressFn | None) -> dict[str, Any]:
+def run(model: Any, out: Path, progress: ProgressFn | None, full: bool = False) -> dict[str, Any]:
     from convlens.data.samples import load_sample
     from convlens.inspect import activations, filters, gradients
     from convlens.models.zoo import load_model

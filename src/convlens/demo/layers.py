@@ -9,7 +9,7 @@ from typing import Any
 from convlens.demo import DemoSection, ProgressFn
 
 
-def run(model: Any, out: Path, progress: ProgressFn | None) -> dict[str, Any]:
+def run(model: Any, out: Path, progress: ProgressFn | None, full: bool = False) -> dict[str, Any]:
     rows = [r for r in model.layers() if r.is_leaf]
     (out / "layers.json").write_text(json.dumps([r.to_dict() for r in rows], indent=2))
     lines = [f"{'layer':<32} {'type':<16} {'output':<14} {'RF size':>8} {'RF stride':>9}"]

@@ -9,7 +9,7 @@ from typing import Any
 from convlens.demo import DemoSection, ProgressFn
 
 
-def run(model: Any, out: Path, progress: ProgressFn | None) -> dict[str, Any]:
+def run(model: Any, out: Path, progress: ProgressFn | None, full: bool = False) -> dict[str, Any]:
     from convlens.data.samples import SAMPLES, load_sample, sample_names
     from convlens.render.figures import save_figure
     from convlens.render.inspect import predictions_figure
