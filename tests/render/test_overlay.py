@@ -33,7 +33,20 @@ def test_alpha_one_is_the_colormap(image: np.ndarray, heat: np.ndarray) -> None:
     out = overlay(image, heat, alpha=1.0)
     np.testing.assert_array_equal(out, apply_colormap(heat)[..., :3])
     signed = heat - 0.5
-    np.testing.assert_array_equal(overlay(image, signed, alpha=1.0), apply_colormap(signed)[..., :3])
+    np.testing.assert_array_equal(overlay(image, signed, alpha=1.0, alpha_by_magnitude=False), apply_colormap(signed)[..., :3])
+
+
+def test_signed_maps_fade_where_they_are_near_zero(image: np.ndarray, heat: np.ndarray) -> None:
+    from convlens.render.colormaps import normalize_map
+
+    signed = heat - 0.5
+    out = overlay(image, signed, alpha=1.0).astype(float)
+    weight = np.sqrt(np.abs(normalize_map(signed, signed=True)))[:, :, None]
+    expected = np.rint((1 - weight) * image + weight * apply_colormap(signed)[..., :3])
+    np.testing.assert_array_equal(out, expected)
+    zero = np.abs(signed) == 0
+    if zero.any():
+        np.testing.assert_array_equal(out[zero], image[zero])
 
 
 def test_blend_is_the_convex_combination(image: np.ndarray, heat: np.ndarray) -> None:

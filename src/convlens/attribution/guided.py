@@ -43,7 +43,7 @@ def _deconv_rule(module: nn.Module, inp: torch.Tensor, out: torch.Tensor, grad: 
     return grad.clamp(min=0)
 
 
-@register_method("guided_backprop", reduce="sum", paper="Springenberg et al. 2015, arXiv:1412.6806")
+@register_method("guided_backprop", reduce="abs_sum", paper="Springenberg et al. 2015, arXiv:1412.6806")
 def guided_backprop(model: Model, x: torch.Tensor, target: TargetLike = None) -> torch.Tensor:
     """Guided backpropagation: ``m(x) * relu(g)`` at every ReLU-family activation.
 
@@ -54,7 +54,7 @@ def guided_backprop(model: Model, x: torch.Tensor, target: TargetLike = None) ->
         return input_gradients(model, x, target)[0]
 
 
-@register_method("deconvnet", reduce="sum", paper="Zeiler & Fergus 2014, arXiv:1311.2901")
+@register_method("deconvnet", reduce="abs_sum", paper="Zeiler & Fergus 2014, arXiv:1311.2901")
 def deconvnet(model: Model, x: torch.Tensor, target: TargetLike = None) -> torch.Tensor:
     """Deconvnet: ``relu(g)`` at every ReLU-family activation (the mask is ignored).
 

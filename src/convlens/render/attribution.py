@@ -24,11 +24,11 @@ def _caption(result: Any, index: int, labels: Any) -> str:
         n = target["neuron"]
         what = f" for {n['layer']}:{n['channel']}"
     seconds = prov.get("params", {}).get("seconds")
-    timing = f" ({seconds * 1000:.0f} ms)" if seconds is not None else ""
-    return f"{prov['method']}{what}{timing}"
+    timing = f"\n{seconds * 1000:.0f} ms" if seconds is not None else ""
+    return f"{prov['method']}\n{what.strip()}{timing}"
 
 
-def attribution_figure(result: Any, index: int = 0, *, labels: Any = None, alpha: float = 0.55) -> Figure:
+def attribution_figure(result: Any, index: int = 0, *, labels: Any = None, alpha: float = 0.7) -> Figure:
     """The original photo and the attribution map over it."""
     fig = Figure(figsize=(9, 4.6))
     left, right = fig.subplots(1, 2)
@@ -48,7 +48,7 @@ def comparison_figure(
     *,
     labels: Sequence[Any] | None = None,
     predictions: Sequence[str] | None = None,
-    alpha: float = 0.55,
+    alpha: float = 0.7,
 ) -> Figure:
     """A grid: one row per model, the photo then one column per method.
 
@@ -56,12 +56,12 @@ def comparison_figure(
     (e.g. the top-k labels); ``labels`` one label set per row for the captions.
     """
     n_cols = 1 + max(len(results) for _, results in rows)
-    fig = Figure(figsize=(2.6 * n_cols, 2.9 * len(rows)))
+    fig = Figure(figsize=(2.6 * n_cols, 3.3 * len(rows)))
     axes = fig.subplots(len(rows), n_cols, squeeze=False)
     for r, (title, results) in enumerate(rows):
         first = results[0]
         axes[r][0].imshow(to_uint8_image(first.originals[index]))
-        caption = title if not predictions else f"{title}\n{predictions[r]}"
+        caption = title if not predictions else f"{title}\n" + predictions[r].replace(", ", "\n")
         axes[r][0].set_title(caption, fontsize=8)
         for c, result in enumerate(results, start=1):
             axes[r][c].imshow(overlay(result.originals[index], result.display[index], alpha=alpha))

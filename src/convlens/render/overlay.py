@@ -155,6 +155,7 @@ def overlay(
     alpha: float = 0.5,
     cmap: str | Colormap | None = None,
     signed: bool | None = None,
+    alpha_by_magnitude: bool | None = None,
 ) -> np.ndarray:
     """Blend a coloured heatmap over an image.
 
@@ -175,6 +176,9 @@ def overlay(
         Colormap name or object; None picks viridis (unsigned) or the diverging map (signed).
     signed
         Whether the map is signed; None decides from its values.
+    alpha_by_magnitude
+        Scale the opacity by the square root of the normalised magnitude, so values near
+        zero leave the image visible (default: on for signed maps, whose zero colour is white).
 
     Returns
     -------
@@ -195,5 +199,8 @@ def overlay(
     normalized = resize_map(normalize_map(heat, signed=signed), base.shape[:2])
     rgba = _rgba_from_normalized(normalized, cmap, signed)
     weight = alpha * (rgba[:, :, 3:] / 255.0)
+    if alpha_by_magnitude if alpha_by_magnitude is not None else signed:
+        # sqrt: faint but real structure stays visible while zero stays transparent
+        weight = weight * np.sqrt(np.nan_to_num(np.abs(normalized))[:, :, None].clip(0, 1))
     blended = (1.0 - weight) * base + weight * rgba[:, :, :3]
     return np.rint(blended).astype(np.uint8)
