@@ -22,7 +22,7 @@ QUICK = {
     "lrp": {},
     "integrated_gradients": {"n_steps": 16},
     "smoothgrad": {"n_samples": 8},
-    "occlusion": {"patch": 32, "stride": 16},
+    "occlusion": {"patch": 56, "stride": 28},
 }
 
 

@@ -49,24 +49,35 @@ def comparison_figure(
     labels: Sequence[Any] | None = None,
     predictions: Sequence[str] | None = None,
     alpha: float = 0.7,
+    max_columns: int = 5,
 ) -> Figure:
-    """A grid: one row per model, the photo then one column per method.
+    """A grid per model: the photo, then one tile per method, wrapped at ``max_columns``.
 
-    ``rows`` is ``[(row title, [results...]), ...]``; ``predictions`` one caption per row
-    (e.g. the top-k labels); ``labels`` one label set per row for the captions.
+    ``rows`` is ``[(model title, [results...]), ...]``; ``predictions`` one caption per model
+    (e.g. the top-k labels); ``labels`` one label set per model for the captions.
     """
-    n_cols = 1 + max(len(results) for _, results in rows)
-    fig = Figure(figsize=(2.6 * n_cols, 3.3 * len(rows)))
-    axes = fig.subplots(len(rows), n_cols, squeeze=False)
-    for r, (title, results) in enumerate(rows):
-        first = results[0]
-        axes[r][0].imshow(to_uint8_image(first.originals[index]))
-        caption = title if not predictions else f"{title}\n" + predictions[r].replace(", ", "\n")
-        axes[r][0].set_title(caption, fontsize=8)
-        for c, result in enumerate(results, start=1):
-            axes[r][c].imshow(overlay(result.originals[index], result.display[index], alpha=alpha))
-            axes[r][c].set_title(_caption(result, index, labels[r] if labels else None), fontsize=7)
-        for ax in axes[r]:
+    blocks = []  # (model index, tiles) where a tile is None for the photo or a result
+    for r, (_, results) in enumerate(rows):
+        tiles: list[Any] = [None, *results]
+        for start in range(0, len(tiles), max_columns):
+            blocks.append((r, tiles[start : start + max_columns]))
+    n_cols = min(max_columns, max(len(t) for _, t in blocks))
+    fig = Figure(figsize=(2.7 * n_cols, 3.2 * len(blocks)))
+    axes = fig.subplots(len(blocks), n_cols, squeeze=False)
+    for row, (r, tiles) in enumerate(blocks):
+        title, results = rows[r]
+        for col in range(n_cols):
+            ax = axes[row][col]
             ax.axis("off")
+            if col >= len(tiles):
+                continue
+            tile = tiles[col]
+            if tile is None:
+                ax.imshow(to_uint8_image(results[0].originals[index]))
+                caption = title if not predictions else f"{title}\n" + predictions[r].replace(", ", "\n")
+                ax.set_title(caption, fontsize=8)
+            else:
+                ax.imshow(overlay(tile.originals[index], tile.display[index], alpha=alpha))
+                ax.set_title(_caption(tile, index, labels[r] if labels else None), fontsize=7)
     fig.tight_layout()
     return fig
