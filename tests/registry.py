@@ -36,6 +36,8 @@ def _stack_layer_grads(model, x, layer, g):  # type: ignore[no-untyped-def]
 
 # Minimal options per attribution method for the invariants (one line per method that needs any).
 ATTRIBUTION_OPTIONS: dict[str, dict[str, object]] = {
+    "integrated_gradients": {"n_steps": 4}, "smoothgrad": {"n_samples": 3}, "smoothgrad_sq": {"n_samples": 3}, "vargrad": {"n_samples": 3},
+    "scorecam": {"batch_size": 5},  # chunks that straddle images
 }
 
 #: layer used for layer methods (CAMs) on TinyConvNet; ReusedReluNet's shared layer is "relu"

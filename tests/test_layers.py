@@ -17,7 +17,7 @@ def gradient_receptive_field(net: nn.Module, layer: str, size: int, channels: in
     backward set to identity (so dead units cannot hide pixels).
 
     Returns (support size, support centre, unit position)."""
-    x = torch.randn(1, channels, size, size, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(1, channels, size, size, dtype=next(net.parameters()).dtype, requires_grad=True)
     with eval_mode(net), backward_rules(net, lambda m, i, o, g: g), capture(net, [layer]) as acts:
         net(x)
         a = acts[layer]
@@ -28,9 +28,9 @@ def gradient_receptive_field(net: nn.Module, layer: str, size: int, channels: in
     return (y1 - y0 + 1, x1 - x0 + 1), ((y0 + y1) / 2, (x0 + x1) / 2), (y, xq)
 
 
-def _check(net: nn.Module, layers: list[str], size: int) -> None:
-    net = net.double().eval()
-    table = {r.name: r for r in layer_table(net, torch.zeros(1, 3, size, size, dtype=torch.float64))}
+def _check(net: nn.Module, layers: list[str], size: int, dtype: torch.dtype = torch.float64) -> None:
+    net = net.to(dtype).eval()
+    table = {r.name: r for r in layer_table(net, torch.zeros(1, 3, size, size, dtype=dtype))}
     for name in layers:
         (sy, sx), (cy, cx), (uy, ux) = gradient_receptive_field(net, name, size)
         rf = table[name].receptive_field
@@ -46,7 +46,7 @@ def test_receptive_fields_of_efficientnet_lite0_match_gradients() -> None:
     torch.manual_seed(0)
     net = EfficientNetLite(LITE_CONFIGS["efficientnet_lite0"])
     # stride-2 TF 'SAME' convs shift the centre; residual sums; 3x3 and 5x5 depthwise
-    _check(net, ["stem_conv", "blocks.0", "blocks.1.depthwise_conv", "blocks.2", "blocks.3.project_bn", "blocks.5", "blocks.6.depthwise_act"], 224)
+    _check(net, ["stem_conv", "blocks.0", "blocks.1.depthwise_conv", "blocks.2", "blocks.3.project_bn", "blocks.5", "blocks.6.depthwise_act"], 224, torch.float32)
     assert module_hook_count(net) == 0
 
 

@@ -7,6 +7,7 @@ The public API. Everything listed in ``__all__`` is stable; submodules hold the 
 >>> model.predict("sample:cat")[0].labels[:3]
 """
 
+from convlens.attribution.base import explain
 from convlens.errors import (
     AmbiguousLabelError,
     BadInputError,
@@ -55,6 +56,7 @@ __all__ = [
     "backward_rules",
     "capture",
     "eval_mode",
+    "explain",
     "frozen",
     "imagenet_labels",
     "load_model",
