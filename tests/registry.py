@@ -36,8 +36,16 @@ def _stack_layer_grads(model, x, layer, g):  # type: ignore[no-untyped-def]
 
 # Minimal options per attribution method for the invariants (one line per method that needs any).
 ATTRIBUTION_OPTIONS: dict[str, dict[str, object]] = {
-    "integrated_gradients": {"n_steps": 4}, "smoothgrad": {"n_samples": 3}, "smoothgrad_sq": {"n_samples": 3}, "vargrad": {"n_samples": 3},
+    "integrated_gradients": {"n_steps": 4},
+    "smoothgrad": {"n_samples": 3},
+    "smoothgrad_sq": {"n_samples": 3},
+    "vargrad": {"n_samples": 3},
     "scorecam": {"batch_size": 5},  # chunks that straddle images
+    "occlusion": {
+        "patch": 4,
+        "stride": 3,
+        "batch_size": 6,
+    },  # windows cut at the border, batches of 6
 }
 
 #: layer used for layer methods (CAMs) on TinyConvNet; ReusedReluNet's shared layer is "relu"
@@ -58,21 +66,50 @@ def _attribution_cases() -> list[MethodCase]:
                 kwargs["generator"] = g
             return spec.fn(m, x, 2, **kwargs)
 
-        shape = (lambda x: (x.shape[0], 1, *x.shape[-2:])) if spec.output == "cam" else (lambda x: tuple(x.shape))
-        cases.append(MethodCase(f"attribution/{name}", run, layer=ATTRIBUTION_LAYER if spec.uses_layer else None, shape=shape))
+        shape = (
+            (lambda x: (x.shape[0], 1, *x.shape[-2:]))
+            if spec.output == "cam"
+            else (lambda x: tuple(x.shape))
+        )
+        cases.append(
+            MethodCase(
+                f"attribution/{name}",
+                run,
+                layer=ATTRIBUTION_LAYER if spec.uses_layer else None,
+                shape=shape,
+            )
+        )
     return cases
 
 
 REGISTRY: list[MethodCase] = [
-    MethodCase("input_gradient/class", lambda m, x, layer, g: input_gradient(m, x, 2), shape=lambda x: tuple(x.shape)),
-    MethodCase("input_gradient/predicted", lambda m, x, layer, g: input_gradient(m, x, None), shape=lambda x: tuple(x.shape)),
+    MethodCase(
+        "input_gradient/class",
+        lambda m, x, layer, g: input_gradient(m, x, 2),
+        shape=lambda x: tuple(x.shape),
+    ),
+    MethodCase(
+        "input_gradient/predicted",
+        lambda m, x, layer, g: input_gradient(m, x, None),
+        shape=lambda x: tuple(x.shape),
+    ),
     MethodCase(
         "input_gradient/neuron",
         lambda m, x, layer, g: input_gradient(m, x, __import__("convlens").Neuron(layer, 1, 3, 4)),
         layer="relu1",
         shape=lambda x: tuple(x.shape),
     ),
-    MethodCase("layer_activations", lambda m, x, layer, g: layer_activations(m, x, layer), layer="relu1", shape=lambda x: (x.shape[0], 6, 16, 16)),
-    MethodCase("loss_layer_gradients", _stack_layer_grads, layer="relu2", shape=lambda x: (x.shape[0], 8, 8, 8)),
+    MethodCase(
+        "layer_activations",
+        lambda m, x, layer, g: layer_activations(m, x, layer),
+        layer="relu1",
+        shape=lambda x: (x.shape[0], 6, 16, 16),
+    ),
+    MethodCase(
+        "loss_layer_gradients",
+        _stack_layer_grads,
+        layer="relu2",
+        shape=lambda x: (x.shape[0], 8, 8, 8),
+    ),
 ]
 REGISTRY += _attribution_cases()

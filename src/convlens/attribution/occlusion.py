@@ -112,7 +112,8 @@ def occlusion(
         Recompute only what each window changes (module docstring); ``False`` runs every
         occluded image through the whole model. Same result.
     progress
-        ``progress(done, total)`` after each batch of windows.
+        ``progress(done, total)`` after each batch, counting occluded images
+        (``total`` = images x windows).
 
     Returns
     -------
@@ -135,17 +136,23 @@ def occlusion(
     starts_y, starts_x = window_starts(h, ph, sh), window_starts(w, pw, sw)
     resolved = resolve_target(model, target, x.shape[0])
     if output == "probability" and resolved.kind not in ("class", "predicted"):
-        raise BadInputError(f"output='probability' needs a class target, not a {resolved.kind} target; use output='score'")
-    maps = []
+        raise BadInputError(
+            f"output='probability' needs a class target, not a {resolved.kind} target; use output='score'"
+        )
     with inference_context(model.module), torch.no_grad():
         resolved = _class_target(model, x, resolved)
         engine = _trace(model.module) if incremental and resolved.kind != "neuron" else None
-        runner = _Runner(model, resolved, output, engine, starts_y, starts_x, (ph, pw), batch_size, progress, x.shape[0])
-        for n in range(x.shape[0]):
-            fill_n = _fill_image(model, x[n : n + 1], fill, max(ph, pw))
-            drops = runner.drops(n, x[n : n + 1], fill_n)
-            maps.append(_average(drops, starts_y, starts_x, (ph, pw), (h, w)))
-    heat = torch.stack(maps).to(x.dtype)
+        boxes = _window_boxes(starts_y, starts_x, (ph, pw), x.device)
+        fills = torch.cat(
+            [_fill_image(model, x[n : n + 1], fill, max(ph, pw)) for n in range(x.shape[0])]
+        )
+        runner = _Runner(model, resolved, output, boxes, (ph, pw), batch_size, progress, x.shape[0])
+        drops = runner.run(
+            x.contiguous(memory_format=_LAYOUT), fills.contiguous(memory_format=_LAYOUT), engine
+        )
+        heat = torch.stack([_average(d, starts_y, starts_x, (ph, pw), (h, w)) for d in drops]).to(
+            x.dtype
+        )
     return heat[:, None].expand(-1, x.shape[1], -1, -1).contiguous()
 
 
@@ -162,27 +169,46 @@ def _pair(v: int | tuple[int, int]) -> tuple[int, int]:
     return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
 
 
-def _check_options(x: torch.Tensor, patch: Any, stride: Any, fill: Any, batch_size: Any, output: str) -> None:
+def _check_options(
+    x: torch.Tensor, patch: Any, stride: Any, fill: Any, batch_size: Any, output: str
+) -> None:
     if x.dim() != 4:
         raise BadInputError(f"x must be an image batch (N, C, H, W), got shape {tuple(x.shape)}")
     size = tuple(x.shape[-2:])
     for name, value in (("patch", patch), ("stride", stride)):
         ok = (isinstance(value, int) and not isinstance(value, bool)) or (
-            isinstance(value, (tuple, list)) and len(value) == 2 and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+            isinstance(value, (tuple, list))
+            and len(value) == 2
+            and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
         )
         if not ok or min(_pair(value)) < 1:
-            raise BadInputError(f"{name}={value!r}: pass a positive int or a pair (height, width) of positive ints")
+            raise BadInputError(
+                f"{name}={value!r}: pass a positive int or a pair (height, width) of positive ints"
+            )
     for p, s, n, axis in zip(_pair(patch), _pair(stride), size, ("height", "width")):
         if p > n:
-            raise BadInputError(f"patch={patch!r} is larger than the image {axis} {n}; use a patch of at most {n} pixels")
+            raise BadInputError(
+                f"patch={patch!r} is larger than the image {axis} {n}; use a patch of at most {n} pixels"
+            )
         if s > p and p < n:
-            raise BadInputError(f"stride={stride!r} is larger than patch={patch!r}: some pixels would never be occluded; use stride <= patch")
-    if not (fill in ("zero", "mean", "blur") or (isinstance(fill, (int, float)) and not isinstance(fill, bool))):
-        raise BadInputError(f"fill={fill!r}: choose 'zero', 'mean', 'blur' or a pixel value in [0, 1]")
+            raise BadInputError(
+                f"stride={stride!r} is larger than patch={patch!r}: some pixels would never be occluded; use stride <= patch"
+            )
+    if not (
+        fill in ("zero", "mean", "blur")
+        or (isinstance(fill, (int, float)) and not isinstance(fill, bool))
+    ):
+        raise BadInputError(
+            f"fill={fill!r}: choose 'zero', 'mean', 'blur' or a pixel value in [0, 1]"
+        )
     if not isinstance(batch_size, int) or batch_size < 1:
-        raise BadInputError(f"batch_size={batch_size!r}: pass a positive int (windows evaluated together)")
+        raise BadInputError(
+            f"batch_size={batch_size!r}: pass a positive int (windows evaluated together)"
+        )
     if output not in ("score", "probability"):
-        raise BadInputError(f"output={output!r}: choose 'score' (logit drop) or 'probability' (softmax drop)")
+        raise BadInputError(
+            f"output={output!r}: choose 'score' (logit drop) or 'probability' (softmax drop)"
+        )
 
 
 def _fill_image(model: Model, x1: torch.Tensor, fill: str | float, patch: int) -> torch.Tensor:
@@ -206,7 +232,9 @@ def _class_target(model: Model, x: torch.Tensor, target: Target) -> Target:
     return target.scores_from_logits(logits)[1]
 
 
-def _window_boxes(starts_y: list[int], starts_x: list[int], patch: tuple[int, int], device: torch.device) -> torch.Tensor:
+def _window_boxes(
+    starts_y: list[int], starts_x: list[int], patch: tuple[int, int], device: torch.device
+) -> torch.Tensor:
     """``(n_windows, 4)`` rows ``(y0, y1, x0, x1)`` (row-major over the grid; ends not clipped)."""
     ys = torch.tensor(starts_y, device=device)
     xs = torch.tensor(starts_x, device=device)
@@ -215,7 +243,13 @@ def _window_boxes(starts_y: list[int], starts_x: list[int], patch: tuple[int, in
     return torch.stack([gy, gy + patch[0], gx, gx + patch[1]], dim=1)
 
 
-def _average(drops: torch.Tensor, starts_y: list[int], starts_x: list[int], patch: tuple[int, int], size: tuple[int, int]) -> torch.Tensor:
+def _average(
+    drops: torch.Tensor,
+    starts_y: list[int],
+    starts_x: list[int],
+    patch: tuple[int, int],
+    size: tuple[int, int],
+) -> torch.Tensor:
     """Each pixel's mean drop over the windows covering it: ``(My^T D Mx) / counts``."""
     d = drops.double().view(len(starts_y), len(starts_x))
     masks = []
@@ -229,64 +263,99 @@ def _average(drops: torch.Tensor, starts_y: list[int], starts_x: list[int], patc
 
 
 class _Runner:
-    """Drops of every window for one image at a time, by the incremental engine or brute force."""
+    """Drops of every window of every image: by the incremental engine one image at a time,
+    or by brute force in batches that mix windows of several images."""
 
     def __init__(
         self,
         model: Model,
         target: Target,
         output: str,
-        engine: _Engine | None,
-        starts_y: list[int],
-        starts_x: list[int],
+        boxes: torch.Tensor,
         patch: tuple[int, int],
         batch_size: int,
         progress: Progress | None,
         n_images: int,
     ) -> None:
-        self.model, self.target, self.output, self.engine = model, target, output, engine
-        self.starts_y, self.starts_x, self.patch = starts_y, starts_x, patch
-        self.batch_size, self.progress = batch_size, progress
-        n_windows = len(starts_y) * len(starts_x)
-        self.total = n_images * math.ceil(n_windows / batch_size)
+        self.model, self.target, self.output = model, target, output
+        self.boxes, self.patch, self.batch_size, self.progress = boxes, patch, batch_size, progress
+        self.total = n_images * boxes.shape[0]
         self.done = 0
 
-    def scores(self, n: int, batch: torch.Tensor | None, output: Any = None) -> torch.Tensor:
-        """Image ``n``'s target scores for a batch of (occluded) inputs, or from the model's
-        output for them when it is already known."""
+    def run(self, x: torch.Tensor, fills: torch.Tensor, engine: _Engine | None) -> torch.Tensor:
+        """``(N, n_windows)``: ``S(x) - S(x with w filled)`` for every image and window."""
+        drops = torch.empty(x.shape[0], self.boxes.shape[0], dtype=torch.float64, device=x.device)
+        first_brute = 0
+        if engine is not None:
+            for n in range(x.shape[0]):
+                found = self.incremental(engine, n, x[n : n + 1], fills[n : n + 1])
+                if found is None:
+                    break  # the trace does not reproduce the module: brute force from here
+                drops[n] = found
+                first_brute = n + 1
+        if first_brute < x.shape[0]:
+            drops[first_brute:] = self.brute_force(x, fills, first_brute)
+        return drops
+
+    def scores(
+        self, images: torch.Tensor, batch: torch.Tensor | None, output: Any = None
+    ) -> torch.Tensor:
+        """Target scores of a batch of (occluded) inputs of images ``images`` (one index per
+        row); ``output`` is the model's output for them when it is already known."""
         if self.target.kind == "neuron":
             assert batch is not None
-            return self.target.scores(self.model, batch)[0]
-        if output is None:
-            assert batch is not None
-            output = self.model.module(batch)
-        if self.target.kind == "callable":
-            return _callable_scores(self.target, output)
-        assert self.target.classes is not None
-        c = int(self.target.classes[n])
-        return output.softmax(dim=1)[:, c] if self.output == "probability" else output[:, c]
-
-    def drops(self, n: int, x1: torch.Tensor, fill1: torch.Tensor) -> torch.Tensor:
-        """``S(x) - S(x with w filled)`` for every window ``w`` of image ``n`` (row-major)."""
-        boxes = _window_boxes(self.starts_y, self.starts_x, self.patch, x1.device)
-        x1, fill1 = x1.contiguous(memory_format=_LAYOUT), fill1.contiguous(memory_format=_LAYOUT)
-        reference = self.model.module(x1)
-        clean = self.engine.run_clean(x1) if self.engine is not None else None
-        if clean is not None and not _same_output(clean.output, reference):
-            self.engine, clean = None, None  # the trace does not reproduce the module: brute force
-        base = self.scores(n, x1, reference)
-        out = []
-        for chunk in boxes.split(self.batch_size):
-            if self.engine is None or clean is None:
-                scores = self.scores(n, _occluded(x1, fill1, chunk))
+            scores = self.target.scores(self.model, batch)[0]
+        else:
+            if output is None:
+                assert batch is not None
+                output = self.model.module(batch)
+            if self.target.kind == "callable":
+                scores = _callable_scores(self.target, output)
             else:
-                windows = _input_patch(x1, fill1, chunk, self.patch)
-                scores = self.scores(n, None, self.engine.run_windows(clean, windows))
-            out.append(base - scores)
-            self.done += 1
-            if self.progress is not None:
-                self.progress(self.done, self.total)
+                assert self.target.classes is not None
+                values = output.softmax(dim=1) if self.output == "probability" else output
+                scores = values.gather(1, self.target.classes.to(images.device)[images, None])[:, 0]
+        if scores.shape != images.shape:
+            raise TargetError(
+                f"the target gave scores of shape {tuple(scores.shape)} for {images.shape[0]} images; it must give one score per image"
+            )
+        return scores
+
+    def _advance(self, windows: int) -> None:
+        self.done += windows
+        if self.progress is not None:
+            self.progress(self.done, self.total)
+
+    def incremental(
+        self, engine: _Engine, n: int, x1: torch.Tensor, fill1: torch.Tensor
+    ) -> torch.Tensor | None:
+        """Image ``n``'s drops by the engine, or None when its graph disagrees with the module."""
+        reference = self.model.module(x1)
+        clean = engine.run_clean(x1)
+        if not _same_output(clean.output, reference):
+            return None
+        image = torch.full((1,), n, device=x1.device)
+        base = self.scores(image, x1, reference)
+        out = []
+        for chunk in self.boxes.split(self.batch_size):
+            output = engine.run_windows(clean, _input_patch(x1, fill1, chunk, self.patch))
+            out.append(base - self.scores(image.expand(chunk.shape[0]), None, output))
+            self._advance(chunk.shape[0])
         return torch.cat(out)
+
+    def brute_force(self, x: torch.Tensor, fills: torch.Tensor, first: int) -> torch.Tensor:
+        """Drops of images ``first ..`` with every occluded image through the whole module."""
+        device, n_windows = x.device, self.boxes.shape[0]
+        images = torch.arange(first, x.shape[0], device=device)
+        base = torch.cat([self.scores(i, x[i]) for i in images.split(self.batch_size)])
+        pairs = torch.arange(images.shape[0] * n_windows, device=device)
+        out = []
+        for chunk in pairs.split(self.batch_size):
+            image, window = images[chunk // n_windows], chunk % n_windows
+            occluded = _occluded(x[image], fills[image], self.boxes[window])
+            out.append(base[chunk // n_windows] - self.scores(image, occluded))
+            self._advance(chunk.shape[0])
+        return torch.cat(out).view(images.shape[0], n_windows)
 
 
 def _callable_scores(target: Target, output: Any) -> torch.Tensor:
@@ -295,7 +364,9 @@ def _callable_scores(target: Target, output: Any) -> torch.Tensor:
     n = output.shape[0] if isinstance(output, torch.Tensor) else -1
     if not isinstance(scores, torch.Tensor) or scores.shape != (n,):
         got = tuple(scores.shape) if isinstance(scores, torch.Tensor) else type(scores).__name__
-        raise TargetError(f"target callable must return a tensor of shape ({n},), one score per image; it returned {got}")
+        raise TargetError(
+            f"target callable must return a tensor of shape ({n},), one score per image; it returned {got}"
+        )
     return scores
 
 
@@ -306,15 +377,15 @@ def _same_output(a: Any, b: Any) -> bool:
     return bool(torch.allclose(a, b, rtol=1e-4, atol=1e-5 * max(scale, 1.0)))
 
 
-def _occluded(x1: torch.Tensor, fill1: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
-    """``(B, C, H, W)``: the image with each window of ``boxes`` filled (brute force)."""
-    h, w = x1.shape[-2:]
-    ys = torch.arange(h, device=x1.device)
-    xs = torch.arange(w, device=x1.device)
+def _occluded(images: torch.Tensor, fills: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+    """``(B, C, H, W)``: each image with its window ``boxes[b]`` filled from ``fills[b]``."""
+    h, w = images.shape[-2:]
+    ys = torch.arange(h, device=images.device)
+    xs = torch.arange(w, device=images.device)
     in_y = (ys >= boxes[:, :1]) & (ys < boxes[:, 1:2])
     in_x = (xs >= boxes[:, 2:3]) & (xs < boxes[:, 3:4])
     mask = in_y[:, None, :, None] & in_x[:, None, None, :]
-    return torch.where(mask, fill1, x1).contiguous(memory_format=_LAYOUT)
+    return torch.where(mask, fills, images).contiguous(memory_format=_LAYOUT)
 
 
 # -- the incremental engine --------------------------------------------------------------
@@ -340,7 +411,12 @@ class _Patch:
     def dense(self) -> torch.Tensor:
         """The full maps ``(B, C, H, W)``: copies of the clean map with the boxes pasted in."""
         b = self.values.shape[0]
-        full = torch.empty((b, *self.clean.shape[1:]), dtype=self.clean.dtype, device=self.clean.device, memory_format=_LAYOUT)
+        full = torch.empty(
+            (b, *self.clean.shape[1:]),
+            dtype=self.clean.dtype,
+            device=self.clean.device,
+            memory_format=_LAYOUT,
+        )
         full.copy_(self.clean.expand_as(full))
         h, w = self.size
         device = self.y.device
@@ -361,7 +437,9 @@ class _Dense:
 _SAME = object()  # a node whose value does not depend on the input: the clean value
 
 
-def _input_patch(x1: torch.Tensor, fill1: torch.Tensor, boxes: torch.Tensor, patch: tuple[int, int]) -> _Patch:
+def _input_patch(
+    x1: torch.Tensor, fill1: torch.Tensor, boxes: torch.Tensor, patch: tuple[int, int]
+) -> _Patch:
     """The occluded images as a patch: one box of the patch size per window, moved inside
     the image where Captum's window runs past the border (the box then also holds clean pixels)."""
     h, w = x1.shape[-2:]
@@ -378,7 +456,14 @@ def _input_patch(x1: torch.Tensor, fill1: torch.Tensor, boxes: torch.Tensor, pat
     return _Patch(y, x, torch.where(mask, filled, image).contiguous(memory_format=_LAYOUT), x1)
 
 
-def _gather(source: torch.Tensor, pad: tuple[int, int], p: _Patch, top: torch.Tensor, left: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+def _gather(
+    source: torch.Tensor,
+    pad: tuple[int, int],
+    p: _Patch,
+    top: torch.Tensor,
+    left: torch.Tensor,
+    size: tuple[int, int],
+) -> torch.Tensor:
     """``(B, C, R, Rx)``: rows ``top .. top+R`` and columns ``left .. left+Rx`` (map
     coordinates, possibly in the padding) of each window's map: ``p``'s values inside its
     box, ``source`` (the clean map, padded by ``pad`` = (top, left)) elsewhere.
@@ -420,7 +505,9 @@ class _WindowOp:
     kernel: tuple[int, int]
     stride: tuple[int, int]
     dilation: tuple[int, int]
-    pads: Callable[[int, int], tuple[int, int, int, int]]  # (top, bottom, left, right) for an input size
+    pads: Callable[
+        [int, int], tuple[int, int, int, int]
+    ]  # (top, bottom, left, right) for an input size
     pad_value: float
     fn: Callable[[torch.Tensor], torch.Tensor]
 
@@ -445,7 +532,9 @@ class _WindowOp:
             starts.append(start)
             sizes.append(length)
             crops.append((length - 1) * s + d * (k - 1) + 1)
-        tops = [start * s - pads[2 * axis] for axis, (start, s) in enumerate(zip(starts, self.stride))]
+        tops = [
+            start * s - pads[2 * axis] for axis, (start, s) in enumerate(zip(starts, self.stride))
+        ]
         crop = _gather(padded, (pads[0], pads[2]), p, tops[0], tops[1], (crops[0], crops[1]))
         return _Patch(starts[0], starts[1], self.fn(crop), out_clean)
 
@@ -465,7 +554,12 @@ def _window_op(m: nn.Module) -> _WindowOp | None:
             return None  # reflect / replicate padding reads occluded pixels: not a constant
         elif m.padding == "same":
             totals = [di * (ki - 1) for ki, di in zip(k, d)]
-            fixed = (totals[0] // 2, totals[0] - totals[0] // 2, totals[1] // 2, totals[1] - totals[1] // 2)
+            fixed = (
+                totals[0] // 2,
+                totals[0] - totals[0] // 2,
+                totals[1] // 2,
+                totals[1] - totals[1] // 2,
+            )
             pads = lambda h, w: fixed  # noqa: E731
         else:
             py, px = (0, 0) if m.padding == "valid" else _pair(m.padding)  # type: ignore[arg-type]
@@ -484,7 +578,14 @@ def _window_op(m: nn.Module) -> _WindowOp | None:
             return _WindowOp(k, s, d, pool_pads, -math.inf, lambda t: F.max_pool2d(t, k, s, 0, d))
         if not m.count_include_pad and (py or px):
             return None
-        return _WindowOp(k, s, (1, 1), pool_pads, 0.0, lambda t: F.avg_pool2d(t, k, s, 0, False, True, m.divisor_override))
+        return _WindowOp(
+            k,
+            s,
+            (1, 1),
+            pool_pads,
+            0.0,
+            lambda t: F.avg_pool2d(t, k, s, 0, False, True, m.divisor_override),
+        )
     return None
 
 
@@ -497,7 +598,22 @@ _ELEMENTWISE_FUNCTIONS = {
     operator.itruediv, torch.add, torch.sub, torch.mul, torch.div, torch.relu, torch.sigmoid, torch.tanh,
     F.relu, F.relu6, F.leaky_relu, F.hardtanh, F.elu, F.gelu, F.silu, F.mish, F.hardswish, F.hardsigmoid,
 }  # fmt: skip
-_ELEMENTWISE_METHODS = {"add", "sub", "mul", "div", "add_", "sub_", "mul_", "div_", "relu", "relu_", "sigmoid", "tanh", "clamp", "clamp_"}
+_ELEMENTWISE_METHODS = {
+    "add",
+    "sub",
+    "mul",
+    "div",
+    "add_",
+    "sub_",
+    "mul_",
+    "div_",
+    "relu",
+    "relu_",
+    "sigmoid",
+    "tanh",
+    "clamp",
+    "clamp_",
+}
 _INPLACE_FUNCTIONS = {operator.iadd, operator.isub, operator.imul, operator.itruediv}
 
 
@@ -528,7 +644,9 @@ class _LeafTracer(fx.Tracer):
     """Every module without children is one node (so ``SamePadConv2d`` is not traced into)."""
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
-        return not any(True for _ in m.children()) or super().is_leaf_module(m, module_qualified_name)
+        return not any(True for _ in m.children()) or super().is_leaf_module(
+            m, module_qualified_name
+        )
 
 
 @dataclass
@@ -571,7 +689,9 @@ class _Engine:
     def __init__(self, module: nn.Module, graph: fx.Graph) -> None:
         self.root = module
         self.nodes = list(graph.nodes)
-        self.modules = {n: module.get_submodule(str(n.target)) for n in self.nodes if n.op == "call_module"}
+        self.modules = {
+            n: module.get_submodule(str(n.target)) for n in self.nodes if n.op == "call_module"
+        }
         self.windows = {n: op for n, m in self.modules.items() if (op := _window_op(m)) is not None}
         self.mutates = {n for n in self.nodes if _mutates(n, self.modules.get(n))}
         self.checked = False
@@ -610,20 +730,32 @@ class _Engine:
                 continue
             values[node] = self._call(node, args, kwargs)
             op = self.windows.get(node)
-            if op is not None and len(args) == 1 and not kwargs and isinstance(args[0], torch.Tensor) and args[0].dim() == 4:
+            if (
+                op is not None
+                and len(args) == 1
+                and not kwargs
+                and isinstance(args[0], torch.Tensor)
+                and args[0].dim() == 4
+            ):
                 padded[node] = op.padded(args[0])
         if not self.checked:
             self._check_window_ops(values, padded)
         return _Clean(values, padded)
 
-    def _check_window_ops(self, values: dict[fx.Node, Any], padded: dict[fx.Node, torch.Tensor]) -> None:
+    def _check_window_ops(
+        self, values: dict[fx.Node, Any], padded: dict[fx.Node, torch.Tensor]
+    ) -> None:
         """Keep only window ops whose padding-free form reproduces the module (others run dense)."""
         for node in list(self.windows):
             out = values[node]
             ok = node in padded and isinstance(out, torch.Tensor)
             if ok:
                 mine = self.windows[node].fn(padded[node])
-                ok = mine.shape == out.shape and bool(torch.allclose(mine, out, rtol=1e-4, atol=1e-5 * max(1.0, float(out.abs().max()))))
+                ok = mine.shape == out.shape and bool(
+                    torch.allclose(
+                        mine, out, rtol=1e-4, atol=1e-5 * max(1.0, float(out.abs().max()))
+                    )
+                )
             if not ok:
                 del self.windows[node]
                 padded.pop(node, None)
@@ -647,12 +779,17 @@ class _Engine:
                 if result is None:
                     args, kwargs = self._dense_args(node, state, clean)
                     result = _Dense(self._call(node, args, kwargs))
-                elif result.size[0] * result.size[1] >= DENSE_SHARE * result.clean.shape[-2] * result.clean.shape[-1]:
+                elif (
+                    result.size[0] * result.size[1]
+                    >= DENSE_SHARE * result.clean.shape[-2] * result.clean.shape[-1]
+                ):
                     result = _Dense(result.dense())
                 state[node] = result
         raise AssertionError("the traced graph has no output node")
 
-    def _dense_args(self, node: fx.Node, state: dict[fx.Node, Any], clean: _Clean) -> tuple[Any, Any]:
+    def _dense_args(
+        self, node: fx.Node, state: dict[fx.Node, Any], clean: _Clean
+    ) -> tuple[Any, Any]:
         batch = self._batch
 
         def value(a: fx.Node) -> Any:
@@ -664,7 +801,11 @@ class _Engine:
             if isinstance(s, _Dense):
                 return s.value
             v = clean.values[a]
-            return v.expand(batch, *v.shape[1:]) if node.op == "output" and isinstance(v, torch.Tensor) and v.dim() else v
+            return (
+                v.expand(batch, *v.shape[1:])
+                if node.op == "output" and isinstance(v, torch.Tensor) and v.dim()
+                else v
+            )
 
         return fx.node.map_arg(node.args, value), fx.node.map_arg(node.kwargs, value)
 
@@ -676,11 +817,20 @@ class _Engine:
         patches = [s for s in inputs if isinstance(s, _Patch)]
         out_clean = clean.values[node]
         shape = patches[0].clean.shape
-        if not isinstance(out_clean, torch.Tensor) or out_clean.dim() != 4 or any(p.clean.shape[-2:] != shape[-2:] for p in patches):
+        if (
+            not isinstance(out_clean, torch.Tensor)
+            or out_clean.dim() != 4
+            or any(p.clean.shape[-2:] != shape[-2:] for p in patches)
+        ):
             return None
         module = self.modules.get(node)
         op = self.windows.get(node)
-        if op is not None and len(node.args) == 1 and not node.kwargs and not op.pointwise(shape[-2], shape[-1]):
+        if (
+            op is not None
+            and len(node.args) == 1
+            and not node.kwargs
+            and not op.pointwise(shape[-2], shape[-1])
+        ):
             self.patched.append(node.name)
             return op.on_patch(patches[0], clean.padded[node], out_clean)
         elementwise = (
@@ -711,7 +861,9 @@ class _Engine:
         return _Patch(y, x, out, out_clean)
 
 
-def _union_box(patches: list[_Patch], h: int, w: int) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int]]:
+def _union_box(
+    patches: list[_Patch], h: int, w: int
+) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int]]:
     """One box per window holding every patch's box, all of one size, inside the map."""
     corners, sizes = [], []
     for axis, n in enumerate((h, w)):
