@@ -45,7 +45,10 @@ _SMOOTHED = ("smoothgrad", "smoothgrad_sq", "vargrad")
 
 
 def _inner(
-    method: str | Callable[..., torch.Tensor], model: Model, generator: torch.Generator | None, options: dict[str, Any]
+    method: str | Callable[..., torch.Tensor],
+    model: Model,
+    generator: torch.Generator | None,
+    options: dict[str, Any],
 ) -> Callable[[Model, torch.Tensor, Target], torch.Tensor]:
     """The wrapped method as ``f(model, x, target)`` with its options bound (a random
     registered method gets the generator, a layer method its default layer)."""
@@ -59,22 +62,32 @@ def _inner(
         if spec.uses_layer and "layer" not in options:
             options = {**options, "layer": default_cam_layer(model)}
     elif method in _SMOOTHED:
-        raise BadInputError(f"base_method={method!r}: smoothing a smoothed method is not supported; pass a gradient method such as 'saliency'")
+        raise BadInputError(
+            f"base_method={method!r}: smoothing a smoothed method is not supported; pass a gradient method such as 'saliency'"
+        )
     else:
         known = ", ".join(sorted(n for n in METHODS if n not in _SMOOTHED))
-        raise BadInputError(f"method {method!r} is not an attribution method; pass a callable or one of {known}")
+        raise BadInputError(
+            f"method {method!r} is not an attribution method; pass a callable or one of {known}"
+        )
     return lambda m, x, target: fn(m, x, target, **options)
 
 
 def _check(n_samples: int, sigma: float, mode: str, chunk: int) -> None:
     if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
-        raise BadInputError(f"n_samples={n_samples!r}: pass a whole number of noisy copies >= 1 (25 is common)")
+        raise BadInputError(
+            f"n_samples={n_samples!r}: pass a whole number of noisy copies >= 1 (25 is common)"
+        )
     if not sigma >= 0:
-        raise BadInputError(f"sigma={sigma!r}: the noise level is a fraction of the image's range, >= 0 (0.1-0.2 is common)")
+        raise BadInputError(
+            f"sigma={sigma!r}: the noise level is a fraction of the image's range, >= 0 (0.1-0.2 is common)"
+        )
     if mode not in MODES:
         raise BadInputError(f"mode={mode!r}: choose {', '.join(MODES)}")
     if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
-        raise BadInputError(f"chunk={chunk!r}: pass the number of noisy images per inner call, >= 1")
+        raise BadInputError(
+            f"chunk={chunk!r}: pass the number of noisy images per inner call, >= 1"
+        )
 
 
 class _Moments:
@@ -108,7 +121,9 @@ class _Noise:
         for old in [k for k in self.drawn if k < samples[0]]:
             del self.drawn[old]
         while self.next <= samples[-1]:
-            self.drawn[self.next] = torch.randn(self.x.shape[1:], generator=self.generator, device=self.x.device, dtype=self.x.dtype)
+            self.drawn[self.next] = torch.randn(
+                self.x.shape[1:], generator=self.generator, device=self.x.device, dtype=self.x.dtype
+            )
             self.next += 1
         return torch.stack([self.drawn[s] for s in samples])
 
@@ -168,6 +183,10 @@ def smooth(
         Bad ``n_samples``, ``sigma``, ``mode``, ``chunk`` or an unknown method.
     """
     _check(n_samples, sigma, mode, chunk)
+    if x.dim() < 2 or x.shape[0] == 0:
+        raise BadInputError(
+            f"x of shape {tuple(x.shape)} holds no images; pass a batch (N, C, H, W) with N >= 1"
+        )
     run = _inner(method, model, generator, dict(method_options))
     x = x.detach()
     fixed = _fixed_target(model, x, target)
@@ -187,7 +206,7 @@ def smooth(
         moments.add(items, out)
         if progress is not None:
             progress(rows.stop, total)
-    if moments is None:  # unreachable: n_samples >= 1 and x has images
+    if moments is None:  # the batch was empty (checked above; keeps the type checker sure)
         raise BadInputError("x holds no images")
     return moments.m2 / n_samples if moments.m2 is not None else moments.mean
 
@@ -216,8 +235,17 @@ def smoothgrad(
     gradient; any registered method by name); options as :func:`smooth`.
     """
     return smooth(
-        base_method, model, x, target, n_samples=n_samples, sigma=sigma, mode="mean", chunk=chunk,
-        generator=generator, progress=progress, **method_options,
+        base_method,
+        model,
+        x,
+        target,
+        n_samples=n_samples,
+        sigma=sigma,
+        mode="mean",
+        chunk=chunk,
+        generator=generator,
+        progress=progress,
+        **method_options,
     )
 
 
@@ -241,12 +269,23 @@ def smoothgrad_sq(
     Kindermans & Kim 2019, arXiv:1806.10758).
     """
     return smooth(
-        base_method, model, x, target, n_samples=n_samples, sigma=sigma, mode="sq", chunk=chunk,
-        generator=generator, progress=progress, **method_options,
+        base_method,
+        model,
+        x,
+        target,
+        n_samples=n_samples,
+        sigma=sigma,
+        mode="sq",
+        chunk=chunk,
+        generator=generator,
+        progress=progress,
+        **method_options,
     )
 
 
-@register_method("vargrad", reduce="sum", random=True, paper="Adebayo et al. 2018, arXiv:1810.03307")
+@register_method(
+    "vargrad", reduce="sum", random=True, paper="Adebayo et al. 2018, arXiv:1810.03307"
+)
 def vargrad(
     model: Model,
     x: torch.Tensor,
@@ -266,6 +305,15 @@ def vargrad(
     Lack Sensitivity to Parameter Values", 2018, arXiv:1810.03307 (the population variance).
     """
     return smooth(
-        base_method, model, x, target, n_samples=n_samples, sigma=sigma, mode="var", chunk=chunk,
-        generator=generator, progress=progress, **method_options,
+        base_method,
+        model,
+        x,
+        target,
+        n_samples=n_samples,
+        sigma=sigma,
+        mode="var",
+        chunk=chunk,
+        generator=generator,
+        progress=progress,
+        **method_options,
     )
