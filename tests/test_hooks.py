@@ -187,3 +187,25 @@ def test_trace_calls_counts_reuse_and_order() -> None:
     with trace_calls(net, leaves_only=True) as calls:
         net(_x())
     assert [c.name for c in sorted(calls, key=lambda c: c.order)] == ["conv1", "relu", "conv2", "relu", "fc"]
+
+
+def test_root_capture_gives_the_layer_gradient_and_records_nothing_below() -> None:
+    model = TinyConvNet(seed=3).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    x = _x()
+    with capture(model, ["conv2"]) as plain:
+        out = model(x.clone().requires_grad_(True))
+    (expected,) = torch.autograd.grad(out[:, 1].sum(), plain["conv2"])
+    with capture(model, ["conv2"], root=True) as rooted:
+        out_root = model(x)  # x does not require grad: only the part above conv2 is recorded
+    torch.testing.assert_close(out_root, out.detach())
+    act = rooted["conv2"]
+    assert act.is_leaf and act.requires_grad
+    (grad,) = torch.autograd.grad(out_root[:, 1].sum(), act)
+    torch.testing.assert_close(grad, expected)
+    # even an input that requires grad is cut off: the backward stops at the layer
+    xg = x.clone().requires_grad_(True)
+    with capture(model, ["conv2"], root=True):
+        cut = model(xg)
+    assert torch.autograd.grad(cut[:, 1].sum(), xg, allow_unused=True) == (None,)

@@ -22,6 +22,7 @@ backward rules keep per-call stacks, so shared activation modules are handled.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -163,6 +164,7 @@ def capture(
     *,
     gradients: bool = False,
     call_index: int | None = None,
+    root: bool = False,
 ) -> Iterator[Capture]:
     """Save the outputs of ``layers`` (dotted names or modules) during the block.
 
@@ -176,6 +178,12 @@ def capture(
         Also record the gradient of whatever is back-propagated w.r.t. each output.
     call_index
         For a layer that runs several times per forward, which call to return.
+    root
+        Make each captured output a leaf of the autograd graph (detached, requiring grad
+        when grad mode is on) and feed that to the rest of the network: a backward pass
+        from the output stops at the layer. With an input that does not require grad and
+        frozen parameters, nothing below the layer is recorded at all (Grad-CAM needs
+        ``dS/dA`` only, so it skips the cost of recording the lower network).
 
     Examples
     --------
@@ -194,6 +202,8 @@ def capture(
         def hook(_module: nn.Module, _inputs: Any, output: Any) -> Any:
             if not isinstance(output, torch.Tensor):
                 raise TypeError(f"layer {name!r} returns {type(output).__name__}; convlens captures tensor outputs only")
+            if root:
+                output = output.detach().requires_grad_(torch.is_grad_enabled())
             saved.append(output)
             if gradients and output.requires_grad:
                 slot = len(grads)
@@ -212,6 +222,10 @@ def capture(
         for name, layer in resolved:
             handles.append(layer.register_forward_hook(make_hook(name)))
         yield cap
+
+
+def _output_rule(module: nn.Module, rule: BackwardRule, grad: torch.Tensor) -> torch.Tensor:
+    return rule(module, None, None, grad)  # type: ignore[arg-type]
 
 
 class _RuleFunction(torch.autograd.Function):
@@ -235,6 +249,7 @@ def backward_rules(
     rule: BackwardRule,
     *,
     select: Callable[[str, nn.Module], bool] = is_activation,
+    at: str = "input",
 ) -> Iterator[list[str]]:
     """Replace the backward pass of every selected module by ``rule`` inside the block.
 
@@ -246,15 +261,36 @@ def backward_rules(
     The rule sees the module's true input even for ``inplace=True`` activations (the
     input is cloned before the module runs), and per-call state lives in the autograd
     graph, so a module used several times in one forward gets each call's own input.
+
+    ``at="output"`` is the cheap form for rules that compose with the module's own
+    derivative: ``rule(module, None, None, grad_output)`` returns a new gradient for the
+    module's *output*, and the module's native backward carries it to the input. Nothing
+    is copied or saved, so the cost is the rule's one elementwise op per call (guided
+    backprop is ``derivative * relu(g)``: the rule is ``relu``).
     """
+    if at not in ("input", "output"):
+        raise ValueError(f"at={at!r}: choose 'input' or 'output'")
     chosen = [(name, m) for name, m in module.named_modules() if select(name, m)]
     handles: list[RemovableHandle] = []
     stacks: dict[int, list[torch.Tensor]] = {}
 
+    def output_hook(m: nn.Module, _inputs: Any, output: torch.Tensor) -> None:
+        if torch.is_grad_enabled() and output.requires_grad:
+            # the hook holds the module, not the output: no reference cycle keeps it alive
+            output.register_hook(functools.partial(_output_rule, m, rule))
+
+    if at == "output":
+        with _removing(handles):
+            handles.extend(m.register_forward_hook(output_hook) for _, m in chosen)
+            yield [name for name, _ in chosen]
+        return
+
     def pre_hook(m: nn.Module, inputs: tuple[Any, ...]) -> tuple[Any, ...]:
         x = inputs[0]
         stacks.setdefault(id(m), []).append(x)
-        # The module works on a copy, so an in-place op cannot clobber the saved input.
+        if not getattr(m, "inplace", False):
+            return inputs  # save_for_backward's version check catches any later in-place write
+        # The module works on a copy, so its in-place op cannot clobber the saved input.
         return (x.clone(), *inputs[1:])
 
     def post_hook(m: nn.Module, _inputs: Any, output: torch.Tensor) -> torch.Tensor:

@@ -23,7 +23,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from convlens.attribution.base import default_cam_layer, register_method
-from convlens.attribution.guided import _guided_rule, activation_derivative
 from convlens.errors import BadInputError
 from convlens.hooks import backward_rules, capture, inference_context, is_activation
 from convlens.layers import resolve_layer
@@ -59,6 +58,8 @@ def _check_spatial(act: torch.Tensor, layer: str, model: Model) -> None:
 
 
 def _layer_grad(score: torch.Tensor, act: torch.Tensor, layer: str, create_graph: bool, retain_graph: bool = False) -> torch.Tensor:
+    if not score.requires_grad:  # a root capture and a score computed below the layer
+        raise BadInputError(f"the target score does not depend on layer {layer!r} (a neuron below it?); pick a layer between the input and the target")
     (grad,) = torch.autograd.grad(score, act, create_graph=create_graph, retain_graph=retain_graph or create_graph, allow_unused=True)
     if grad is None:
         raise BadInputError(f"the target score does not depend on layer {layer!r} (a neuron below it?); pick a layer between the input and the target")
@@ -76,11 +77,11 @@ def _activations_and_grads(
     """
     name = _layer_name(model, layer)
     resolved = resolve_target(model, target, x.shape[0])
-    # With the parameters frozen, x must require grad for the layer output to join a graph.
-    # (The lower part of that graph is never back-propagated; recording it costs ~8 % of a
-    # forward pass, which a capture that made the layer output a graph root would save.)
-    xr = _input_leaf(x, create_graph)
-    with torch.enable_grad(), inference_context(model.module), capture(model.module, [name]) as acts:
+    # Without create_graph only dS/dA is needed: the layer output becomes the graph's root
+    # and nothing below it is recorded (x does not require grad, parameters are frozen).
+    # A differentiable map needs the whole graph from x.
+    xr = _input_leaf(x, create_graph) if create_graph else x.detach()
+    with torch.enable_grad(), inference_context(model.module), capture(model.module, [name], root=not create_graph) as acts:
         scores, _ = resolved.scores(model, xr)
         act = acts[name]
         _check_spatial(act, name, model)
@@ -318,7 +319,7 @@ def _rules_above(model: Model, layer: str) -> bool:
     return False
 
 
-@register_method("guided_gradcam", output="input", reduce="sum", uses_layer=True, paper="Selvaraju et al. 2017, arXiv:1610.02391")
+@register_method("guided_gradcam", output="input", reduce="abs_sum", uses_layer=True, paper="Selvaraju et al. 2017, arXiv:1610.02391")
 def guided_gradcam(model: Model, x: torch.Tensor, target: TargetLike = None, *, layer: LayerLike = None) -> torch.Tensor:
     """Guided Grad-CAM: guided backprop times the upsampled Grad-CAM, from one pass.
 
@@ -351,14 +352,13 @@ def guided_gradcam(model: Model, x: torch.Tensor, target: TargetLike = None, *, 
     above = _rules_above(model, name)  # before the hooks: the layer table may run a forward
     state = {"plain": False}
 
-    def rule(module: nn.Module, inp: torch.Tensor, out: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
-        if state["plain"]:
-            return activation_derivative(module, inp) * grad
-        return _guided_rule(module, inp, out, grad)
+    def rule(module: nn.Module, inp: None, out: None, grad: torch.Tensor) -> torch.Tensor:
+        # on the gradient at each activation's output; the activation's own derivative follows
+        return grad if state["plain"] else grad.clamp(min=0)
 
     # backward_rules first: its forward hook must run before the capture's, so the captured
     # output is the one the rest of the network consumes
-    with torch.enable_grad(), inference_context(model.module), backward_rules(model.module, rule), capture(model.module, [name]) as acts:
+    with torch.enable_grad(), inference_context(model.module), backward_rules(model.module, rule, at="output"), capture(model.module, [name]) as acts:
         scores, _ = resolved.scores(model, xr)
         act = acts[name]
         _check_spatial(act, name, model)

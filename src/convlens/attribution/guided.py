@@ -39,6 +39,12 @@ def _guided_rule(module: nn.Module, inp: torch.Tensor, out: torch.Tensor, grad: 
     return activation_derivative(module, inp) * grad.clamp(min=0)
 
 
+def _positive_part(module: nn.Module, inp: None, out: None, grad: torch.Tensor) -> torch.Tensor:
+    # applied to the gradient at the activation's output; its own backward then multiplies by
+    # the mask m(x), which gives the guided rule m(x) * relu(g) without saving anything
+    return grad.clamp(min=0)
+
+
 def _deconv_rule(module: nn.Module, inp: torch.Tensor, out: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
     return grad.clamp(min=0)
 
@@ -50,7 +56,7 @@ def guided_backprop(model: Model, x: torch.Tensor, target: TargetLike = None) ->
     Springenberg, Dosovitskiy, Brox & Riedmiller, "Striving for Simplicity: The All
     Convolutional Net", 2015, arXiv:1412.6806.
     """
-    with backward_rules(model.module, _guided_rule):
+    with backward_rules(model.module, _positive_part, at="output"):
         return input_gradients(model, x, target)[0]
 
 
