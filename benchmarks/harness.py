@@ -45,6 +45,7 @@ __all__ = [
     "make_contexts",
     "markdown_table",
     "median",
+    "peak_memory_mb",
     "ratio",
     "relative_difference",
     "run_benchmarks",
@@ -155,6 +156,7 @@ class Measurement:
     status: str = "ok"  # "ok", "not installed" or "error: ..."
     times: list[float] = field(default_factory=list)
     difference: float | None = None  # max |peer - row| / max |row|, when comparable
+    peak_mb: float | None = None  # resident-memory high-water mark of one call over the memory before it
 
     @property
     def ok(self) -> bool:
@@ -178,6 +180,7 @@ class Measurement:
             "spread": self.spread,
             "times_s": list(self.times),
             "relative_difference": self.difference,
+            "peak_mb": self.peak_mb,
         }
 
 
@@ -331,11 +334,13 @@ def run_row(
     repeats: int = 7,
     warmup: int = 2,
     clock: Clock = time.perf_counter,
+    measure_memory: bool = True,
 ) -> RowResult:
     """Time ``row`` at one batch size: floor, row and each peer setting, interleaved.
 
-    Every callable is set up (untimed), called ``warmup`` times, then timed for ``repeats``
-    round-robin rounds. A peer that is missing or fails is reported, not raised; so is a
+    Every callable is set up (untimed), called ``warmup`` times, called once more to measure
+    its peak memory (:func:`peak_memory_mb`), then timed for ``repeats`` round-robin rounds.
+    A peer that is missing or fails is reported, not raised; so is a
     failing row (its result carries the error).
     """
     floor_m = Measurement(row.floor_name or "floor")
@@ -372,6 +377,9 @@ def run_row(
     if not (floor_m.ok and own.ok):
         return result
     alive = [(m, fn) for m, fn in candidates if m.ok]
+    if measure_memory:
+        for m, fn in alive:
+            m.peak_mb = peak_memory_mb(fn)
     gc.collect()
     for (m, _), times in zip(alive, time_interleaved([fn for _, fn in alive], repeats, clock)):
         m.times = times
@@ -379,6 +387,40 @@ def run_row(
         if m.ok and id(m) in outputs and id(own) in outputs:
             m.difference = relative_difference(outputs[id(m)], outputs[id(own)])
     return result
+
+
+def _rss_kb(field_name: str) -> int | None:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field_name + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def peak_memory_mb(fn: Callable[[], Any]) -> float | None:
+    """How far one call of ``fn`` raises the process's resident memory, in MB (Linux only).
+
+    The kernel's high-water mark ``VmHWM`` is reset to the current resident size
+    (``echo 5 > /proc/self/clear_refs``), ``fn`` runs, and the result is the new mark minus
+    the resident size before the call: the peak of what the call allocated and touched,
+    model and inputs excluded. Memory the allocator kept from earlier calls and reuses is
+    not counted again, so this is a lower bound; None where ``/proc`` does not allow it.
+    """
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        return None
+    gc.collect()
+    before = _rss_kb("VmRSS")
+    fn()
+    peak = _rss_kb("VmHWM")
+    if before is None or peak is None:
+        return None
+    return max(0.0, (peak - before) / 1024)
 
 
 def _batch_size(ctx: Any) -> int:
@@ -394,6 +436,7 @@ def run_benchmarks(
     warmup: int = 2,
     clock: Clock = time.perf_counter,
     progress: Callable[[int, int, str], None] | None = None,
+    measure_memory: bool = True,
 ) -> list[RowResult]:
     """Run every row at every batch size (``contexts`` maps batch size to its context)."""
     results: list[RowResult] = []
@@ -402,7 +445,7 @@ def run_benchmarks(
         for row in rows:
             if progress is not None:
                 progress(len(results), total, f"{row.key} @ batch {batch_size}")
-            results.append(run_row(row, ctx, floor, repeats=repeats, warmup=warmup, clock=clock))
+            results.append(run_row(row, ctx, floor, repeats=repeats, warmup=warmup, clock=clock, measure_memory=measure_memory))
     if progress is not None:
         progress(total, total, "done")
     return results
@@ -549,6 +592,10 @@ def _ms(seconds: float | None) -> str:
     return f"{ms:.1f}" if ms >= 10 else f"{ms:.2f}"
 
 
+def _mb(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}"
+
+
 def _x(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}"
 
@@ -569,13 +616,13 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]], right: 
     return "\n".join([line(header), rule, *(line(r) for r in rows)])
 
 
-_HEADER = ("row", "batch", "convlens settings", "ms", "spread", "x floor", "floor ms", "best peer (settings)", "peer ms", "x peer", "peer diff")
+_HEADER = ("row", "batch", "convlens settings", "ms", "spread", "x floor", "floor ms", "peak MB", "floor MB", "best peer (settings)", "peer ms", "x peer", "peer diff", "peer MB")
 
 
 def _cells(r: RowResult) -> list[str]:
     name = r.name if not r.floor_name else f"{r.name} [floor: {r.floor_name}]"
     if r.error:
-        return [name, str(r.batch_size), format_settings(r.own.settings), r.error, *["-"] * 7]
+        return [name, str(r.batch_size), format_settings(r.own.settings), r.error, *["-"] * 10]
     best = r.best_peer
     if best is not None:
         peer = f"{best.label} ({format_settings(best.settings)})"
@@ -591,10 +638,13 @@ def _cells(r: RowResult) -> list[str]:
         _pct(r.own.spread),
         _x(r.ratio_to_floor),
         _ms(r.floor.median),
+        _mb(r.own.peak_mb),
+        _mb(r.floor.peak_mb),
         peer,
         _ms(best.median if best else None),
         _x(r.ratio_to_peer),
         diff,
+        _mb(best.peak_mb if best else None),
     ]
 
 
@@ -603,7 +653,7 @@ def _sweep_lines(results: Sequence[RowResult]) -> list[str]:
     for r in results:
         for p in r.peers:
             label = f"{p.label} ({format_settings(p.settings)})"
-            shown = f"{_ms(p.median)} ms (spread {_pct(p.spread)}), x floor {_x(ratio(p.median, r.floor.median))}" if p.ok and p.times else p.status
+            shown = f"{_ms(p.median)} ms (spread {_pct(p.spread)}), x floor {_x(ratio(p.median, r.floor.median))}, peak {_mb(p.peak_mb)} MB" if p.ok and p.times else p.status
             mark = " <- best" if p is r.best_peer else ""
             lines.append(f"- {r.name} @ {r.batch_size}: {label}: {shown}{mark}")
     return lines
@@ -617,7 +667,7 @@ def format_report(results: Sequence[RowResult], facts: Mapping[str, Any]) -> str
         groups.setdefault(r.group, []).append(r)
     for group, members in groups.items():
         members = sorted(members, key=lambda r: r.batch_size)  # stable: row order within a batch size
-        parts += [f"## {group}", "", markdown_table(_HEADER, [_cells(r) for r in members], right=(1, 3, 4, 5, 6, 8, 9)), ""]
+        parts += [f"## {group}", "", markdown_table(_HEADER, [_cells(r) for r in members], right=(1, 3, 4, 5, 6, 7, 8, 10, 11, 13)), ""]
         sweep = _sweep_lines(members)
         if sweep:
             parts += ["Peer settings timed (the sweep):", "", *sweep, ""]

@@ -75,7 +75,7 @@ def test_floor_row_and_peers_run_round_robin_after_warmup(harness: ModuleType) -
             harness.PeerSetting("torch", {"s": 2}, fake(clock, log, "p2")),
         ],
     )
-    result = harness.run_row(row, Ctx(), fake(clock, log, "floor"), repeats=3, warmup=2, clock=clock)
+    result = harness.run_row(row, Ctx(), fake(clock, log, "floor"), repeats=3, warmup=2, clock=clock, measure_memory=False)
     # 2 warm-up rounds then 3 timed rounds, each in the order floor, row, peer 1, peer 2;
     # timing all floor calls first, or skipping the warm-up, fails here
     assert log == ["floor", "row", "p1", "p2"] * 5
@@ -96,7 +96,7 @@ def test_medians_ratios_and_best_peer_from_known_durations(harness: ModuleType) 
             harness.PeerSetting("torch", {"speed": "fast"}, fake(clock, log, "fast", [*warm, 20, 21, 19, 20, 20, 500, 20])),
         ],
     )
-    result = harness.run_row(row, Ctx(), floor, repeats=7, warmup=2, clock=clock)
+    result = harness.run_row(row, Ctx(), floor, repeats=7, warmup=2, clock=clock, measure_memory=False)
     assert result.floor.times == [10, 10, 1000, 10, 11, 9, 10]
     assert result.floor.median == 10
     assert result.own.median == 30
@@ -144,7 +144,7 @@ def test_missing_or_failing_peers_are_reported_not_raised(harness: ModuleType) -
             harness.PeerSetting("torch", {"a": 2}, fails_when_called),
         ],
     )
-    result = harness.run_row(row, Ctx(), fake(clock, log, "floor", [2.0] * 4), repeats=3, warmup=1, clock=clock)
+    result = harness.run_row(row, Ctx(), fake(clock, log, "floor", [2.0] * 4), repeats=3, warmup=1, clock=clock, measure_memory=False)
     statuses = [p.status for p in result.peers]
     assert statuses[0] == "not installed"
     assert statuses[1] == "error: RuntimeError: peer API changed"
@@ -162,7 +162,7 @@ def test_failing_row_is_an_error_result(harness: ModuleType) -> None:
     def broken(ctx: Any) -> Callable[[], Any]:
         raise KeyError("blocks.99")
 
-    result = harness.run_row(harness.BenchRow("r", "g", broken), Ctx(), fake(clock, log, "floor"), repeats=2, clock=clock)
+    result = harness.run_row(harness.BenchRow("r", "g", broken), Ctx(), fake(clock, log, "floor"), repeats=2, clock=clock, measure_memory=False)
     assert result.error == "r: error: KeyError: 'blocks.99'"
     assert result.own.times == [] and result.ratio_to_floor is None
     assert "error: KeyError" in harness.format_report([result], {})
@@ -184,7 +184,7 @@ def test_peer_output_is_compared_with_the_row(harness: ModuleType) -> None:
             harness.PeerSetting("torch", {"k": "shape"}, fake(clock, log, "p3", output=own[0])),
         ],
     )
-    result = harness.run_row(row, Ctx(), fake(clock, log, "floor"), repeats=1, warmup=1, clock=clock)
+    result = harness.run_row(row, Ctx(), fake(clock, log, "floor"), repeats=1, warmup=1, clock=clock, measure_memory=False)
     assert [p.difference for p in result.peers] == [0.0, pytest.approx(0.005), None]
 
 
@@ -261,7 +261,7 @@ def test_run_benchmarks_covers_every_row_at_every_batch_size(harness: ModuleType
             self.batch_size = n
 
     rows = [harness.BenchRow(n, "g", fake(clock, log, n)) for n in ("a", "b")]
-    results = harness.run_benchmarks(rows, {1: Sized(1), 8: Sized(8)}, fake(clock, log, "floor"), repeats=1, warmup=0, clock=clock)
+    results = harness.run_benchmarks(rows, {1: Sized(1), 8: Sized(8)}, fake(clock, log, "floor"), repeats=1, warmup=0, clock=clock, measure_memory=False)
     assert [(r.name, r.batch_size) for r in results] == [("a", 1), ("b", 1), ("a", 8), ("b", 8)]
     table = harness.format_report(results, {})
     assert table.count("| a ") == 2 and "## g" in table
@@ -274,3 +274,16 @@ def test_the_real_rows_register_without_running(harness: ModuleType) -> None:
     assert {"inspect/input_gradient", "inspect/loss_layer_gradients", "inspect/layer_activations"} <= set(keys)
     saliency = next(r for r in rows if r.name == "input_gradient")
     assert {p.library for p in saliency.peers} == {"captum"}
+
+
+def test_peak_memory_counts_what_a_call_touches(harness: ModuleType) -> None:
+    import numpy as np
+
+    def allocate() -> float:
+        return float(np.ones(25_000_000).sum())  # 200 MB, touched
+
+    peak = harness.peak_memory_mb(allocate)
+    if peak is None:
+        pytest.skip("/proc/self/clear_refs is not writable here")
+    assert 150 < peak < 400
+    assert harness.peak_memory_mb(lambda: None) < 20
