@@ -43,6 +43,7 @@ __all__ = [
     "backward_rules",
     "capture",
     "eval_mode",
+    "forward_until_captured",
     "frozen",
     "inference_context",
     "is_activation",
@@ -165,6 +166,7 @@ def capture(
     gradients: bool = False,
     call_index: int | None = None,
     root: bool = False,
+    stop: bool = False,
 ) -> Iterator[Capture]:
     """Save the outputs of ``layers`` (dotted names or modules) during the block.
 
@@ -184,6 +186,11 @@ def capture(
         from the output stops at the layer. With an input that does not require grad and
         frozen parameters, nothing below the layer is recorded at all (Grad-CAM needs
         ``dS/dA`` only, so it skips the cost of recording the lower network).
+    stop
+        End each forward pass as soon as every layer has produced its output: call the
+        module through :func:`forward_until_captured`, which returns None when it stopped.
+        The rest of the network never runs (faster, and it works on any input size when
+        only fully convolutional layers come before the captured ones).
 
     Examples
     --------
@@ -213,6 +220,8 @@ def capture(
                     grads[slot] = grad.detach().clone()
 
                 output.register_hook(store)
+            if stop and all(cap.calls[n] for n in cap.names):
+                raise _ForwardStopped
             # Hand a clone downstream: a later in-place op cannot change what we saved.
             return output.clone()
 
@@ -222,6 +231,18 @@ def capture(
         for name, layer in resolved:
             handles.append(layer.register_forward_hook(make_hook(name)))
         yield cap
+
+
+class _ForwardStopped(Exception):
+    """Raised by a ``capture(..., stop=True)`` hook once every layer it waits for has run."""
+
+
+def forward_until_captured(module: nn.Module, *inputs: Any) -> Any:
+    """``module(*inputs)``, or None when a ``capture(..., stop=True)`` ended it early."""
+    try:
+        return module(*inputs)
+    except _ForwardStopped:
+        return None
 
 
 def _output_rule(module: nn.Module, rule: BackwardRule, grad: torch.Tensor) -> torch.Tensor:

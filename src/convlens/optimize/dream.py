@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from convlens.errors import BadInputError
-from convlens.hooks import capture, inference_context
+from convlens.hooks import capture, forward_until_captured, inference_context
 from convlens.layers import resolve_layer
 from convlens.models.model import Model
 from convlens.optimize.objectives import Objective, ObjectiveContext, as_objective, deepdream
@@ -109,7 +109,9 @@ def deep_dream(
     before, after = [], []
     started = time.perf_counter()
     detail = torch.zeros_like(pixels[..., : sizes[0][0], : sizes[0][1]])
-    with inference_context(model.module), capture(model.module, objective.layers) as cap:
+    # DeepDream's own objective reads only its layer: stop each forward there (the head never
+    # runs, so any image size works even with a fixed-size classifier on top)
+    with inference_context(model.module), capture(model.module, objective.layers, stop=layer is not None) as cap:
         for size in sizes:
             base = _resize(pixels, size)
             dream = (base + _resize(detail, size)).clamp(0, 1)
@@ -156,7 +158,7 @@ def _tiles(h: int, w: int, tile: int) -> list[tuple[slice, slice]]:
 
 def _objective_on(model: Model, objective: Objective, cap: object, pixels: torch.Tensor) -> torch.Tensor:
     cap.clear()  # type: ignore[attr-defined]
-    logits = model.module(model.normalize(pixels))
+    logits = forward_until_captured(model.module, model.normalize(pixels))  # None when stopped at the layer
     acts = {name: cap[name] for name in objective.layers}  # type: ignore[index]
     return objective(ObjectiveContext(pixels, pixels, logits, acts)).sum()
 
