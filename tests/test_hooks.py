@@ -209,3 +209,23 @@ def test_root_capture_gives_the_layer_gradient_and_records_nothing_below() -> No
     with capture(model, ["conv2"], root=True):
         cut = model(xg)
     assert torch.autograd.grad(cut[:, 1].sum(), xg, allow_unused=True) == (None,)
+
+
+def test_stopping_capture_ends_the_forward_at_the_layer() -> None:
+    from convlens.hooks import forward_until_captured
+
+    net = TinyConvNet().eval()
+    x = _x()
+    expected = torch.relu(net.conv1(x))
+    net.fail = True  # the forward raises right after relu1: it must never get there
+    try:
+        with capture(net, ["relu1"], stop=True) as acts:
+            assert forward_until_captured(net, x) is None
+            torch.testing.assert_close(acts["relu1"], expected)
+        assert module_hook_count(net) == 0
+        with pytest.raises(RuntimeError, match="on purpose"), capture(net, ["relu2"], stop=True):
+            forward_until_captured(net, x)  # relu2 comes after the failure: the error stands
+    finally:
+        net.fail = False
+    with capture(net, ["relu1"]) as acts:
+        assert forward_until_captured(net, x).shape == (2, 5)  # a normal capture runs through
