@@ -6,7 +6,7 @@ import importlib
 
 import pytest
 
-PACKAGES = ["convlens", "convlens.errors", "convlens.hooks", "convlens.render", "convlens.inspect", "convlens.data"]
+PACKAGES = ["convlens", "convlens.errors", "convlens.hooks", "convlens.render", "convlens.inspect", "convlens.data", "convlens.optimize"]
 
 
 @pytest.mark.parametrize("name", PACKAGES)
@@ -22,7 +22,7 @@ def test_top_level_public_members_match_all() -> None:
     import convlens
 
     public = {n for n in dir(convlens) if not n.startswith("_")}
-    submodules = {"attribution", "cli", "data", "demo", "errors", "hooks", "inspect", "layers", "metrics", "models", "render", "results", "targets"}
+    submodules = {"attribution", "cli", "data", "demo", "errors", "hooks", "inspect", "layers", "metrics", "models", "optimize", "render", "results", "targets"}
     assert public - submodules == set(convlens.__all__) - {"__version__"}
 
 

@@ -1,0 +1,100 @@
+"""``convlens invert IMAGE --layer L | --layers a,b,c [--steps N] -o invert.png``."""
+
+from __future__ import annotations
+
+import argparse
+
+from convlens.cli.context import Context
+from convlens.errors import BadInputError
+
+SCHEMA = {
+    "type": "object",
+    "required": ["model", "source", "layers", "out", "errors"],
+    "properties": {
+        "model": {"type": "string"},
+        "source": {"type": "string"},
+        "layers": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["layer", "psnr", "relative_error", "top1"],
+                "properties": {
+                    "layer": {"type": "string"},
+                    "psnr": {"type": "number"},
+                    "relative_error": {"type": "number"},
+                    "top1": {"type": "object"},
+                },
+            },
+        },
+        "out": {"type": "string"},
+        "errors": {"type": "array", "items": {"type": "string"}},
+    },
+}
+
+
+def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "invert",
+        parents=[common],
+        help="feature inversion: the image a layer's code describes",
+        description="Reconstruct the photo from one layer's activations (Mahendran & Vedaldi 2015): gradient ascent on minus the normalised distance to the code, with a total-variation prior. `--layers` makes a shallow-to-deep strip: early layers keep the photo, deep ones keep what the class needs.",
+    )
+    p.add_argument("image", metavar="IMAGE", help="image file or sample:NAME")
+    group = p.add_mutually_exclusive_group(required=True)
+    group.add_argument("--layer", help="the layer whose code is inverted")
+    group.add_argument("--layers", help="comma-separated layers, shallow to deep, for a strip")
+    p.add_argument("--steps", type=int, default=200, help="optimisation steps per layer (default 200)")
+    p.add_argument("--tv", type=float, default=0.01, help="weight of the total-variation prior (default 0.01)")
+    p.add_argument("--param", choices=["pixel", "fourier"], default="pixel", help="image parameterisation (default pixel)")
+    p.add_argument("-o", "--out", default=None, help="output picture (default invert.png)")
+    p.set_defaults(func=run)
+
+
+def run(ctx: Context) -> int:
+    from convlens.data.images import quantize_8bit, save_image
+    from convlens.optimize.invert import invert_layers
+    from convlens.render.figures import save_figure
+    from convlens.render.optimize import gallery_figure
+
+    args = ctx.args
+    if args.steps < 1:
+        raise BadInputError(f"--steps {args.steps}: must be >= 1")
+    if args.tv < 0:
+        raise BadInputError(f"--tv {args.tv}: must be >= 0")
+    layers = [args.layer] if args.layer else [name.strip() for name in args.layers.split(",") if name.strip()]
+    if not layers:
+        raise BadInputError("--layers: give at least one layer name")
+    model = ctx.model()
+    for layer in layers:
+        model.layer(layer)  # typos fail before any work
+    batch = model.prepare([args.image])
+    pixels = model.denormalize(batch.x)
+    out = ctx.out_path("invert.png", folder=False)
+    with ctx.progress(f"inverting {len(layers)} layer(s)", len(layers) * args.steps) as update:
+        results = invert_layers(model, pixels, layers, steps=args.steps, tv_weight=args.tv, param=args.param, seed=args.seed or 0, progress=update)
+    images = [quantize_8bit(pixels[0])] + [quantize_8bit(r.tensors["image"][0]) for r in results]
+    rows = []
+    titles = ["original"]
+    for layer, r in zip(layers, results):
+        pred = model.predict(quantize_8bit(r.tensors["image"]), top_k=1)[0]
+        rows.append(
+            {
+                "layer": layer,
+                "psnr": float(r.tensors["psnr"][0]),
+                "relative_error": float(r.tensors["relative_error"][0]),
+                "top1": {"class": pred.classes[0], "label": pred.labels[0], "probability": pred.probabilities[0]},
+            }
+        )
+        titles.append(f"{layer}\n{rows[-1]['psnr']:.1f} dB, {pred.labels[0]}")
+    import torch
+
+    save_figure(gallery_figure(torch.stack(images), titles, ncols=len(images)), out)
+    if len(results) == 1:
+        save_image(results[0].tensors["image"][0], out.with_name(out.stem + "-image.png"))
+    if ctx.json:
+        ctx.emit_json({"model": model.name, "source": args.image, "layers": rows, "out": str(out), "errors": ctx.bad_inputs})
+    else:
+        for row in rows:
+            print(f"{row['layer']}: PSNR {row['psnr']:.1f} dB, code error {row['relative_error']:.1%}, top-1 {row['top1']['label']}")
+        print(f"-> {out}")
+    return ctx.exit_code()
