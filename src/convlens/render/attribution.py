@@ -11,6 +11,9 @@ from convlens.render.overlay import overlay, to_uint8_image
 
 __all__ = ["attribution_figure", "comparison_figure"]
 
+#: provenance params that are not options a caller chose
+_NOT_OPTIONS = {"seconds", "paper", "reduce", "layer", "progress"}
+
 
 def _caption(result: Any, index: int, labels: Any) -> str:
     prov = result.provenance
@@ -23,9 +26,13 @@ def _caption(result: Any, index: int, labels: Any) -> str:
     elif "neuron" in target:
         n = target["neuron"]
         what = f" for {n['layer']}:{n['channel']}"
-    seconds = prov.get("params", {}).get("seconds")
+    params = prov.get("params", {})
+    seconds = params.get("seconds")
     timing = f"\n{seconds * 1000:.0f} ms" if seconds is not None else ""
-    return f"{prov['method']}\n{what.strip()}{timing}"
+    # the options the caller chose, so two tiles of one method can be told apart
+    chosen = [f"{k}={v}" for k, v in params.items() if k not in _NOT_OPTIONS and not isinstance(v, (list, dict))]
+    options = f"\n{', '.join(chosen)}" if chosen else ""
+    return f"{prov['method']}{options}\n{what.strip()}{timing}"
 
 
 def attribution_figure(result: Any, index: int = 0, *, labels: Any = None, alpha: float = 0.7) -> Figure:
