@@ -437,8 +437,10 @@ def run_benchmarks(
     clock: Clock = time.perf_counter,
     progress: Callable[[int, int, str], None] | None = None,
     measure_memory: bool = True,
+    on_result: Callable[[RowResult], None] | None = None,
 ) -> list[RowResult]:
-    """Run every row at every batch size (``contexts`` maps batch size to its context)."""
+    """Run every row at every batch size (``contexts`` maps batch size to its context);
+    ``on_result`` sees each row's result as soon as it is measured."""
     results: list[RowResult] = []
     total = len(rows) * len(contexts)
     for batch_size, ctx in contexts.items():
@@ -446,6 +448,8 @@ def run_benchmarks(
             if progress is not None:
                 progress(len(results), total, f"{row.key} @ batch {batch_size}")
             results.append(run_row(row, ctx, floor, repeats=repeats, warmup=warmup, clock=clock, measure_memory=measure_memory))
+            if on_result is not None:
+                on_result(results[-1])  # e.g. print it, so a run stopped early keeps its rows
     if progress is not None:
         progress(total, total, "done")
     return results

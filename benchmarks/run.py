@@ -17,6 +17,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
@@ -68,6 +69,16 @@ def _progress(done: int, total: int, label: str) -> None:
     print(f"[{done}/{total}] {label}", file=sys.stderr, flush=True)
 
 
+def _row_done(r: Any) -> None:
+    """One line per measured row on stderr, so a long run stopped early keeps its numbers."""
+    best = r.best_peer
+    peer = f", x peer {r.ratio_to_peer:.2f} ({best.label})" if best is not None and r.ratio_to_peer is not None else ""
+    if r.error:
+        print(f"  = {r.name} @ {r.batch_size}: {r.error}", file=sys.stderr, flush=True)
+    else:
+        print(f"  = {r.name} @ {r.batch_size}: {r.own.median * 1000:.1f} ms, x floor {r.ratio_to_floor:.2f}{peer}, peak {r.own.peak_mb or 0:.0f} MB", file=sys.stderr, flush=True)
+
+
 def _describe_inputs(contexts: dict[int, Context]) -> str:
     from convlens.data.samples import SAMPLES
 
@@ -98,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     contexts = make_contexts(model, batch_sizes, args.threads)
     load_before = round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
     started = time.perf_counter()
-    results = run_benchmarks(rows, contexts, floor_setup, repeats=args.repeats, warmup=args.warmup, progress=_progress)
+    results = run_benchmarks(rows, contexts, floor_setup, repeats=args.repeats, warmup=args.warmup, progress=_progress, on_result=_row_done)
     peers = sorted({p.package or p.library for row in rows for p in row.peers})
     facts = machine_facts(
         args.threads,
