@@ -400,21 +400,34 @@ def _rss_kb(field_name: str) -> int | None:
     return None
 
 
+def _release_free_memory() -> None:
+    """Return the C heap's free pages to the system (glibc only; a no-op elsewhere)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def peak_memory_mb(fn: Callable[[], Any]) -> float | None:
     """How far one call of ``fn`` raises the process's resident memory, in MB (Linux only).
 
     The kernel's high-water mark ``VmHWM`` is reset to the current resident size
     (``echo 5 > /proc/self/clear_refs``), ``fn`` runs, and the result is the new mark minus
     the resident size before the call: the peak of what the call allocated and touched,
-    model and inputs excluded. Memory the allocator kept from earlier calls and reuses is
-    not counted again, so this is a lower bound; None where ``/proc`` does not allow it.
+    model and inputs excluded. Free memory the allocator kept from earlier calls is handed
+    back to the system first (glibc ``malloc_trim``), so the call's own allocations count;
+    what the allocator still keeps is not counted, so this is a lower bound. None where
+    ``/proc`` does not allow it.
     """
+    gc.collect()
+    _release_free_memory()
     try:
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")
     except OSError:
         return None
-    gc.collect()
     before = _rss_kb("VmRSS")
     fn()
     peak = _rss_kb("VmHWM")
