@@ -44,8 +44,9 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     group.add_argument("--layer", help="the layer whose code is inverted")
     group.add_argument("--layers", help="comma-separated layers, shallow to deep, for a strip")
     p.add_argument("--steps", type=int, default=200, help="optimisation steps per layer (default 200)")
-    p.add_argument("--tv", type=float, default=0.01, help="weight of the total-variation prior (default 0.01)")
-    p.add_argument("--param", choices=["pixel", "fourier"], default="pixel", help="image parameterisation (default pixel)")
+    p.add_argument("--tv", type=float, default=None, help="weight of the total-variation prior (default: 0.01 up to stride 4, else 0.05)")
+    p.add_argument("--param", choices=["pixel", "fourier"], default=None, help="image parameterisation (default: pixel up to stride 4, else fourier)")
+    p.add_argument("--jitter", type=int, default=None, help="random shift in pixels each step (default: 0 up to stride 4, else 8)")
     p.add_argument("-o", "--out", default=None, help="output picture (default invert.png)")
     p.set_defaults(func=run)
 
@@ -59,7 +60,7 @@ def run(ctx: Context) -> int:
     args = ctx.args
     if args.steps < 1:
         raise BadInputError(f"--steps {args.steps}: must be >= 1")
-    if args.tv < 0:
+    if args.tv is not None and args.tv < 0:
         raise BadInputError(f"--tv {args.tv}: must be >= 0")
     layers = [args.layer] if args.layer else [name.strip() for name in args.layers.split(",") if name.strip()]
     if not layers:
@@ -71,7 +72,7 @@ def run(ctx: Context) -> int:
     pixels = model.denormalize(batch.x)
     out = ctx.out_path("invert.png", folder=False)
     with ctx.progress(f"inverting {len(layers)} layer(s)", len(layers) * args.steps) as update:
-        results = invert_layers(model, pixels, layers, steps=args.steps, tv_weight=args.tv, param=args.param, seed=args.seed or 0, progress=update)
+        results = invert_layers(model, pixels, layers, steps=args.steps, tv_weight=args.tv, param=args.param, jitter=args.jitter, seed=args.seed or 0, progress=update)
     images = [quantize_8bit(pixels[0])] + [quantize_8bit(r.tensors["image"][0]) for r in results]
     rows = []
     titles = ["original"]

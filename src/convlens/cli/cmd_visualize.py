@@ -29,6 +29,7 @@ SCHEMA = {
                     "value": {"type": "number"},
                     "top1": {"type": "object"},
                     "target_probability": {"type": "number"},
+                    "file": {"type": "string"},
                 },
             },
         },
@@ -61,7 +62,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument("--diversity", type=int, default=0, metavar="K", help="neuron: make K different images with a diversity term (default 0: one image)")
     p.add_argument("--channels", default="0-15", help="layer: channels as 0-15 or 3,7,9 (default 0-15)")
     p.add_argument("--snapshots", type=int, default=0, metavar="EVERY", help="also save a filmstrip and a GIF with a frame every EVERY steps")
-    p.add_argument("-o", "--out", default=None, help="output picture (default visualize.png); a raw result .npz/.json is saved beside it")
+    p.add_argument("-o", "--out", default=None, help="output picture (default visualize.png); beside it the raw result .npz/.json and, for class, each image as OUT-image.png")
     p.set_defaults(func=run)
 
 
@@ -91,7 +92,25 @@ def _check(args: argparse.Namespace) -> None:
         raise BadInputError(f"--lr {args.lr}: must be > 0")
 
 
+def _check_units(model: Any, layer: str, channels: list[int], unit: tuple[int, int] | None = None) -> None:
+    """Refuse channels or a unit position outside ``layer``'s output before any work is done
+    (and before ``-o`` is created): the objectives would only notice at the first step."""
+    shape = model.layer_info(layer).output_shape
+    if not shape:
+        return
+    bad = [c for c in channels if not 0 <= c < shape[0]]
+    if bad:
+        raise BadInputError(f"channel {', '.join(map(str, bad))}: layer {layer!r} has {shape[0]} channels (0-{shape[0] - 1})")
+    if unit is not None:
+        if len(shape) < 3:
+            raise BadInputError(f"{layer}:{channels[0]}:{unit[0]}:{unit[1]}: layer {layer!r} has no spatial map (output {tuple(shape)}); give {layer}:{channels[0]}")
+        h, w = shape[-2], shape[-1]
+        if not (0 <= unit[0] < h and 0 <= unit[1] < w):
+            raise BadInputError(f"unit y={unit[0]}, x={unit[1]}: layer {layer!r} gives {h}x{w} maps (y 0-{h - 1}, x 0-{w - 1})")
+
+
 def run(ctx: Context) -> int:
+    from convlens.data.images import save_image
     from convlens.optimize.visualize import (
         DEFAULT_STEPS,
         visualize_class,
@@ -112,9 +131,12 @@ def run(ctx: Context) -> int:
     elif args.kind == "neuron":
         neuron = Neuron.parse(args.spec)
         model.layer(neuron.layer)
+        unit = None if neuron.y is None or neuron.x is None else (neuron.y, neuron.x)
+        _check_units(model, neuron.layer, [neuron.channel], unit)
     else:
         model.layer(args.spec)
         channels = parse_channels(args.channels)
+        _check_units(model, args.spec, channels)
     out = ctx.out_path("visualize.png", folder=False)
     total = steps
     started = time.perf_counter()
@@ -148,6 +170,10 @@ def run(ctx: Context) -> int:
             top = result.provenance["top1"][i]
             row["top1"] = {"class": top["class"], "label": top["label"], "probability": top["probability"]}
             row["target_probability"] = top["target_probability"]
+            # the image itself, 8-bit at model resolution: `convlens predict` on it gives the
+            # top-1 and probability printed here (DESIGN.md "Round trip")
+            name = out.stem + ("-image.png" if len(titles) == 1 else f"-image{i}.png")
+            row["file"] = str(save_image(images[i], out.with_name(name)))
         rows.append(row)
     payload = {
         "model": model.name,

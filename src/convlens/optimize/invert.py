@@ -26,11 +26,15 @@ from convlens.layers import resolve_layer
 from convlens.models.model import Model
 from convlens.optimize.engine import optimize
 from convlens.optimize.objectives import feature_distance, total_variation
+from convlens.optimize.transforms import jitter as shift
 from convlens.results import Result, make_provenance
 
 __all__ = ["invert", "invert_layers", "psnr"]
 
 ProgressFn = Callable[[int, int], None]
+
+#: layers whose output stride (input pixels per code cell) is at most this are "shallow"
+SHALLOW_STRIDE = 4
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -46,9 +50,10 @@ def invert(
     *,
     steps: int = 200,
     lr: float = 0.1,
-    tv_weight: float = 0.01,
+    tv_weight: float | None = None,
     tv_power: float = 2.0,
-    param: str = "pixel",
+    param: str | None = None,
+    jitter: int | None = None,
     seed: int = 0,
     progress: ProgressFn | None = None,
 ) -> Result:
@@ -69,7 +74,15 @@ def invert(
         Weight ``lambda_TV`` and exponent ``beta`` of the total-variation prior (``beta = 2``
         smooth, ``1`` edge-preserving).
     param
-        ``"pixel"`` (default: exact colours for shallow codes) or ``"fourier"``.
+        ``"pixel"`` or ``"fourier"``.
+    jitter
+        Random shift of up to this many pixels before the model sees the image, each step
+        (Mahendran & Vedaldi's 2016 "natural pre-images" jitter): without it, deep codes are
+        matched by high-frequency patterns that only this network reads.
+    tv_weight, param, jitter
+        ``None`` picks by the layer's stride (from the layer table): up to stride 4, where
+        the code still pins down every pixel, ``0.01``, ``"pixel"`` and no jitter; deeper,
+        ``0.05``, ``"fourier"`` and 8 pixels.
     seed
         Seeds the random start.
     progress
@@ -83,6 +96,12 @@ def invert(
     """
     resolve_layer(model.module, layer)
     x0 = _as_batch(model, pixels)
+    shallow = _stride(model, layer) <= SHALLOW_STRIDE
+    tv_weight = (0.01 if shallow else 0.05) if tv_weight is None else tv_weight
+    param = ("pixel" if shallow else "fourier") if param is None else param
+    jitter = (0 if shallow else 8) if jitter is None else jitter
+    if not isinstance(jitter, int) or isinstance(jitter, bool) or jitter < 0:
+        raise BadInputError(f"jitter must be a whole number of pixels >= 0, got {jitter!r}")
     if not (isinstance(tv_weight, (int, float)) and tv_weight >= 0 and math.isfinite(tv_weight)):
         raise BadInputError(f"tv_weight must be a number >= 0, got {tv_weight!r}")
     started = time.perf_counter()
@@ -90,10 +109,11 @@ def invert(
     objective = feature_distance(layer, code)
     if tv_weight:
         objective = objective - tv_weight * total_variation(tv_power)
-    run = optimize(model, objective, param, steps=steps, lr=lr, transforms=[], generator=seed, progress=progress, batch=x0.shape[0])
+    transforms = [shift(jitter)] if jitter else []
+    run = optimize(model, objective, param, steps=steps, lr=lr, transforms=transforms, generator=seed, progress=progress, batch=x0.shape[0])
     image = run.tensors["image"].to(x0.device)
     error = (_code(model, image, layer) - code).flatten(1).norm(dim=1) / code.flatten(1).norm(dim=1)
-    params = {"layer": layer, "steps": steps, "lr": lr, "tv_weight": tv_weight, "tv_power": tv_power, "param": param, "objective": objective.description, "seconds": round(time.perf_counter() - started, 3)}
+    params = {"layer": layer, "steps": steps, "lr": lr, "tv_weight": tv_weight, "tv_power": tv_power, "param": param, "jitter": jitter, "objective": objective.description, "seconds": round(time.perf_counter() - started, 3)}
     tensors = {"image": image, "original": x0, "psnr": psnr(image, x0).cpu(), "relative_error": error.cpu(), "history": run.tensors["history"]}
     return Result("inversion", tensors, make_provenance(model, "invert", params=params, layer=layer, seed=seed), originals=[i.cpu() for i in image])
 
@@ -123,6 +143,11 @@ def _as_batch(model: Model, pixels: torch.Tensor) -> torch.Tensor:
     if not torch.isfinite(x).all() or x.min() < 0 or x.max() > 1:
         raise BadInputError("pixels must be finite and in [0, 1]")
     return x
+
+
+def _stride(model: Model, layer: str) -> float:
+    field = model.layer_info(layer).receptive_field
+    return max(field.stride) if field is not None and not field.is_global else float("inf")
 
 
 def _code(model: Model, pixels: torch.Tensor, layer: str) -> torch.Tensor:

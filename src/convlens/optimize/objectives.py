@@ -3,8 +3,9 @@
 An :class:`Objective` maps an :class:`ObjectiveContext` (the image, what the model saw,
 its logits and the captured activations of the layers the objective names) to one value
 per image, shape ``(B,)``. The engine ascends ``objective(ctx).sum()`` (DESIGN.md,
-"Objectives are maximised"): a loss or a regulariser enters with a minus sign, and the
-regularisers here already carry it (``l2()`` is ``-mean(x^2)``).
+"Objectives are maximised"): a loss or a regulariser enters with a minus sign. The image
+priors :func:`l2` and :func:`total_variation` are *penalties* (positive, larger for rougher
+or brighter images), so they are subtracted, as in the example below.
 
 Objectives combine with ``+``, ``-``, unary ``-``, ``*`` and ``/`` by a number, and
 ``sum([...])``; the description composes with them::
@@ -478,23 +479,24 @@ def centre_bias(layer: str, ch: int | Sequence[int] | torch.Tensor, sigma: float
 
 # -- regularisers on the image (already negated: they are maximised too) -----------------
 def l2() -> Objective:
-    """Minus the mean squared centred pixel: ``f(x) = -mean((x - 0.5)^2)``.
+    """The L2 penalty, the mean squared centred pixel: ``f(x) = mean((x - 0.5)^2)``.
 
     The L2 decay of Simonyan et al. 2013 (arXiv:1312.6034) and Yosinski, Clune, Nguyen,
     Fuchs & Lipson 2015 ("Understanding Neural Networks Through Deep Visualization",
-    arXiv:1506.06579), on pixel-space images centred on grey.
+    arXiv:1506.06579), on pixel-space images centred on grey. A penalty: subtract it,
+    ``class_score(c) - 1e-4 * l2()``.
     """
 
     def fn(ctx: ObjectiveContext) -> torch.Tensor:
-        return -(ctx.image - 0.5).flatten(1).pow(2).mean(dim=1)
+        return (ctx.image - 0.5).flatten(1).pow(2).mean(dim=1)
 
     return Objective(fn, (), "l2()")
 
 
 def total_variation(p: float = 1.0) -> Objective:
-    """Minus the total variation of the image.
+    """The total-variation penalty of the image (subtract it: ``... - 0.5 * total_variation()``).
 
-    ``f(x) = -(mean |x[y+1, x] - x[y, x]|^p + mean |x[y, x+1] - x[y, x]|^p)``, the means
+    ``f(x) = mean |x[y+1, x] - x[y, x]|^p + mean |x[y, x+1] - x[y, x]|^p``, the means
     over channels and positions of vertical and horizontal neighbour differences. ``p=1``
     (default) is anisotropic TV, which keeps edges; ``p=2`` is the smooth quadratic form
     (Mahendran & Vedaldi 2015, arXiv:1412.0035, use ``p = beta``). Computed on the image
@@ -507,6 +509,6 @@ def total_variation(p: float = 1.0) -> Objective:
         img = ctx.image
         dy = (img[:, :, 1:, :] - img[:, :, :-1, :]).abs().pow(p).flatten(1).mean(dim=1)
         dx = (img[:, :, :, 1:] - img[:, :, :, :-1]).abs().pow(p).flatten(1).mean(dim=1)
-        return -(dy + dx)
+        return dy + dx
 
     return Objective(fn, (), "total_variation()" if p == 1 else f"total_variation(p={_fmt(p)})")
