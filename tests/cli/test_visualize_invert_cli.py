@@ -136,7 +136,10 @@ def test_invert_strip_and_single_layer(tmp_path: Path, capsys: pytest.CaptureFix
     rows = payload["layers"]
     assert [r["layer"] for r in rows] == ["conv1", "act2"]  # type: ignore[union-attr]
     assert all(np.isfinite(r["psnr"]) and 0 < r["relative_error"] < 1.5 for r in rows)  # type: ignore[union-attr]
-    assert out.is_file() and sorted(p.name for p in tmp_path.iterdir()) == ["one.png", "strip.png"]
+    written = sorted(p.name for p in tmp_path.iterdir())
+    assert out.is_file() and written == ["one.png", "strip-act2.json", "strip-act2.npz", "strip-conv1.json", "strip-conv1.npz", "strip.png"]
+    saved = Result.load(tmp_path / "strip-act2")
+    assert saved.provenance["params"]["layer"] == "act2" and saved.provenance["model"] == "digits_cnn"
 
     # one layer, no prior, more steps: conv1 (1 -> 16 channels, 3x3, padded) determines the
     # photo, so the saved 8-bit reconstruction is the photo itself, and the reported top-1 is

@@ -47,7 +47,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument("--tv", type=float, default=None, help="weight of the total-variation prior (default: 0.01 up to stride 4, else 0.05)")
     p.add_argument("--param", choices=["pixel", "fourier"], default=None, help="image parameterisation (default: pixel up to stride 4, else fourier)")
     p.add_argument("--jitter", type=int, default=None, help="random shift in pixels each step (default: 0 up to stride 4, else 8)")
-    p.add_argument("-o", "--out", default=None, help="output picture (default invert.png)")
+    p.add_argument("-o", "--out", default=None, help="output picture (default invert.png); each layer's result (.npz + .json provenance) is saved beside it as OUT-LAYER")
     p.set_defaults(func=run)
 
 
@@ -92,6 +92,8 @@ def run(ctx: Context) -> int:
     save_figure(gallery_figure(torch.stack(images), titles, ncols=len(images)), out)
     if len(results) == 1:
         save_image(results[0].tensors["image"][0], out.with_name(out.stem + "-image.png"))
+    for layer, result in zip(layers, results):
+        result.save(out.with_name(f"{out.stem}-{layer}"))  # the reconstruction with its provenance
     if ctx.json:
         ctx.emit_json({"model": model.name, "source": args.image, "layers": rows, "out": str(out), "errors": ctx.bad_inputs})
     else:
