@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -26,6 +27,10 @@ def test_save_load_round_trip(tmp_path) -> None:
     path = result.save(tmp_path / "run" / "grads")
     assert path.name == "grads.npz" and (tmp_path / "run" / "grads.json").is_file()
     assert not list((tmp_path / "run").glob("*.tmp"))
+    umask = os.umask(0)
+    os.umask(umask)
+    for name in ("grads.npz", "grads.json"):  # readable like any file the user writes, not 0600
+        assert (tmp_path / "run" / name).stat().st_mode & 0o777 == 0o666 & ~umask
     back = Result.load(tmp_path / "run" / "grads.json")
     assert back.kind == "gradients"
     assert set(back.tensors) == set(result.tensors)

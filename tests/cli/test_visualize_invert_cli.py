@@ -160,6 +160,8 @@ def test_invert_strip_and_single_layer(tmp_path: Path, capsys: pytest.CaptureFix
     ("args", "needle"),
     [
         (["visualize", "layer", "nope"], "nope"),
+        (["visualize", "layer", "act2", "--diversity", "2"], "--diversity"),
+        (["visualize", "neuron", "act2:1", "--batch", "3"], "--batch"),
         (["visualize", "neuron", "nope:1"], "nope"),
         (["invert", "{photo}", "--layers", "conv1,nope"], "nope"),
         (["visualize", "layer", "act2", "--channels", "a"], "--channels"),

@@ -28,7 +28,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
         "demo",
         parents=[common],
         help="run the tour on the built-in model into a folder (under 3 minutes)",
-        description="Predictions, layers, filters, feature maps and gradients for the bundled photos, written to a folder.",
+        description="The tour, written to a folder: predictions, layers, filters, feature maps and gradients for the bundled photos, every fast attribution method side by side, and images made by optimisation (class visualisation, DeepDream, a fooling image).",
     )
     p.add_argument("-o", "--out", default="convlens-demo", help="output folder (default ./convlens-demo)")
     p.add_argument("--full", action="store_true", help="also run the slow sections")

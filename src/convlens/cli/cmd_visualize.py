@@ -90,6 +90,10 @@ def _check(args: argparse.Namespace) -> None:
         raise BadInputError(f"--steps {args.steps}: must be >= 1")
     if args.lr <= 0:
         raise BadInputError(f"--lr {args.lr}: must be > 0")
+    if args.batch != 1 and args.kind != "class":
+        raise BadInputError("--batch is for `visualize class`; for several images of one neuron use --diversity K")
+    if args.diversity and args.kind != "neuron":
+        raise BadInputError("--diversity is for `visualize neuron`")
 
 
 def _check_units(model: Any, layer: str, channels: list[int], unit: tuple[int, int] | None = None) -> None:
