@@ -4,6 +4,7 @@ references, arithmetic and descriptions, and the vectorised diversity term."""
 from __future__ import annotations
 
 import itertools
+import zlib
 
 import pytest
 import torch
@@ -97,11 +98,16 @@ OBJECTIVES = {
 }
 
 
+#: images where the objective's unit is alive: relu2's centre unit of channel 5 is clamped to 0
+#: (a zero gradient, proving nothing) for about half of the random images
+_SEEDS = {"neuron_centre": 1}
+
+
 @pytest.mark.parametrize("name", sorted(OBJECTIVES))
 def test_gradient_matches_central_finite_differences(name: str) -> None:
     model = _model()
     objective = OBJECTIVES[name]
-    pixels = _pixels(2, 6, seed=hash(name) % 1000)
+    pixels = _pixels(2, 6, seed=_SEEDS.get(name, zlib.crc32(name.encode()) % 1000))  # not hash(): it changes per process
     x = pixels.clone().requires_grad_()
     (grad,) = torch.autograd.grad(evaluate_objective(model, objective, x).sum(), x)
     with torch.no_grad():
