@@ -44,7 +44,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     group.add_argument("--layer", help="the layer whose code is inverted")
     group.add_argument("--layers", help="comma-separated layers, shallow to deep, for a strip")
     p.add_argument("--steps", type=int, default=200, help="optimisation steps per layer (default 200)")
-    p.add_argument("--tv", type=float, default=None, help="weight of the total-variation prior (default: 0.01 up to stride 4, else 0.05)")
+    p.add_argument("--tv", type=float, default=None, help="weight of the total-variation prior (default: 0.01 up to stride 4, else 0.2)")
     p.add_argument("--param", choices=["pixel", "fourier"], default=None, help="image parameterisation (default: pixel up to stride 4, else fourier)")
     p.add_argument("--jitter", type=int, default=None, help="random shift in pixels each step (default: 0 up to stride 4, else 8)")
     p.add_argument("-o", "--out", default=None, help="output picture (default invert.png); each layer's result (.npz + .json provenance) is saved beside it as OUT-LAYER")

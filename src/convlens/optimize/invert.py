@@ -82,7 +82,7 @@ def invert(
     tv_weight, param, jitter
         ``None`` picks by the layer's stride (from the layer table): up to stride 4, where
         the code still pins down every pixel, ``0.01``, ``"pixel"`` and no jitter; deeper,
-        ``0.05``, ``"fourier"`` and 8 pixels.
+        ``0.2``, ``"fourier"`` and 8 pixels.
     seed
         Seeds the random start.
     progress
@@ -97,7 +97,7 @@ def invert(
     resolve_layer(model.module, layer)
     x0 = _as_batch(model, pixels)
     shallow = _stride(model, layer) <= SHALLOW_STRIDE
-    tv_weight = (0.01 if shallow else 0.05) if tv_weight is None else tv_weight
+    tv_weight = (0.01 if shallow else 0.2) if tv_weight is None else tv_weight
     param = ("pixel" if shallow else "fourier") if param is None else param
     jitter = (0 if shallow else 8) if jitter is None else jitter
     if not isinstance(jitter, int) or isinstance(jitter, bool) or jitter < 0:
