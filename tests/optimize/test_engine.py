@@ -32,15 +32,6 @@ from convlens.optimize import (
 from helpers.tiny import TinyConvNet, assert_unchanged, module_hook_count, snapshot, tiny_model
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():  # type: ignore[no-untyped-def]
-    """Tiny models: threads only add synchronisation (and stall badly on a busy machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.mark.parametrize("param", ["pixel", "fourier"])
 @pytest.mark.parametrize("optimizer", ["adam", "sgd"])
 def test_class_score_rises(param: str, optimizer: str) -> None:

@@ -19,15 +19,6 @@ from helpers.tiny import assert_unchanged, module_hook_count, snapshot, tiny_mod
 invert_module = importlib.import_module("convlens.optimize.invert")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> object:
-    """Tiny models are ~100x slower with 2 threads on a busy 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _photos(n: int = 2, seed: int = 0) -> torch.Tensor:
     return torch.rand(n, 3, 16, 16, generator=torch.Generator().manual_seed(seed)) * 0.8 + 0.1
 

@@ -33,15 +33,6 @@ from convlens.optimize.param import PixelParam
 from helpers.tiny import TinyConvNet
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():  # type: ignore[no-untyped-def]
-    """Tiny ops: threads only add synchronisation (and stall badly on a busy machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _model(seed: int = 1, dtype: torch.dtype = torch.float64) -> convlens.Model:
     net = TinyConvNet(seed=seed).to(dtype).eval()
     return convlens.wrap(net, input_size=16, mean=0.5, std=0.25, resize=None, labels=[f"c{i}" for i in range(5)])
