@@ -325,7 +325,7 @@ def neuron(layer: str, ch: int | Sequence[int] | torch.Tensor, y: int | None = N
         yy = h // 2 if y is None else y
         xx = w // 2 if x is None else x
         if not (0 <= yy < h and 0 <= xx < w):
-            raise BadInputError(f"unit ({yy}, {xx}) is outside layer {layer!r}'s {h}x{w} map")
+            raise BadInputError(f"unit ({yy}, {xx}) is outside the {h}x{w} map of layer {layer!r}")
         return picked[:, yy, xx]
 
     where = "" if y is None and x is None else f"[{'c' if y is None else y},{'c' if x is None else x}]"
