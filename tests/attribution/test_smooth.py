@@ -116,7 +116,7 @@ def test_a_layer_method_gets_its_default_layer() -> None:
     from convlens.attribution.base import METHODS, default_cam_layer
 
     if "gradcam" not in METHODS:
-        pytest.skip("no gradcam registered")
+        pytest.fail("gradcam is not registered (src/convlens/attribution/cam.py)")
     model = _model(TinyConvNet(seed=9))
     x = _x(2, seed=9)
     got = smooth("gradcam", model, x, 1, n_samples=2, sigma=0.0, generator=torch.Generator())

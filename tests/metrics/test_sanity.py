@@ -133,7 +133,7 @@ def test_method_maps_equal_explains_map_in_any_chunking(method: str) -> None:
     import convlens.attribution as attribution
 
     if method not in attribution.METHODS:
-        pytest.skip(f"{method} is not registered")
+        pytest.fail(f"{method} is not registered")
     model, x = tiny_model("conv", seed=5), _x(5)
     layer = "relu2" if attribution.METHODS[method].uses_layer else None
     reference = explain(model, model.denormalize(x), method, layer=layer).tensors["map"]

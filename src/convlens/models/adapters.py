@@ -28,7 +28,7 @@ ADAPTER_PREFIXES = ("torchvision:", "timm:")
 
 
 def torch_checkpoint_dir() -> Path:
-    """Where torch keeps downloaded checkpoints (computed, without importing torch.hub)."""
+    """Where torch caches checkpoints a user already has (only read, never fetched; computed without importing torch.hub)."""
     home = os.environ.get("TORCH_HOME") or os.path.join(os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "torch")
     return Path(home) / "hub" / "checkpoints"
 
