@@ -6,8 +6,9 @@
 - Fooling: for cat, coffee, rocket, moped and daisy the saved PNG, read back by
   ``convlens predict``, is the target class; L-inf <= 8/255 for at least 4.
 - Inversion: from the first layers PSNR >= 20 dB; from a deep layer (blocks.12),
-  efficientnet_lite1 puts the photo's class in its top-5 for at least 4 of the 5 photos (the
-  issue's top-1 for 3 of 5 is not reliable: Lite1 gets only 2 of the 5 photos themselves right).
+  efficientnet_lite1's top-1 is the photo's class for at least 3 of the 5 photos at the default
+  seed (other seeds give 1-3: Lite1 gets only 2 of the 5 photos themselves right), and its
+  top-5 holds the class for at least 4 of 5.
 - DeepDream raises the chosen layer's objective at every octave.
 """
 
@@ -96,9 +97,11 @@ def test_inversion_from_shallow_and_deep_layers(lite0: convlens.Model, lite1: co
     top1_hits = int((top5[:, 0] == truth).sum())
     top5_hits = sum(int(truth[i]) in top5[i].tolist() for i in range(len(PHOTOS)))
     print(f"blocks.12 inversions, efficientnet_lite1: top-1 {top1_hits}/5, top-5 {top5_hits}/5 (on the photos themselves: top-1 {int((on_originals == truth).sum())}/5)")
-    # The issue asks top-1 for >= 3 of 5, but Lite1 gets only 2 of these 5 *photos* right
-    # (Egyptian cat, space shuttle, honeycomb); inversions reach 1-3 by seed. What holds
-    # across seeds and priors: the class is in Lite1's top-5 for 4 of 5.
+    # The issue's floor: Lite1's top-1 is the original's class for >= 3 of 5. It holds at the
+    # default seed (0), but narrowly: Lite1 gets only 2 of these 5 *photos* themselves right
+    # (Egyptian cat, space shuttle, honeycomb), and seeds 1-3 give 1-3 of 5. What holds across
+    # every seed and prior tried: the class is in Lite1's top-5 for 4 of 5.
+    assert top1_hits >= 3
     assert top5_hits >= 4
 
 
