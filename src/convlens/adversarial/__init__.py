@@ -1,0 +1,46 @@
+"""Adversarial attacks and robust accuracy.
+
+White-box (gradients): FGSM, BIM / I-FGSM, PGD (L-inf, L2), Carlini-Wagner L2, DeepFool.
+Black-box (scores only, through a query-counting :class:`Oracle` that forbids autograd):
+Square Attack, ZOO, one-pixel. Transfer attacks (craft on one model, test on others) and
+accuracy-vs-budget curves over a folder.
+
+>>> from convlens.adversarial import attack
+>>> result = attack(model, ["sample:cat"], "pgd", eps=1 / 255, steps=20)
+>>> result["success"], result["linf"] * 255
+
+Every attack starts from the 8-bit image at the model's input size and decides success on
+the 8-bit adversarial image, inside the budget (DESIGN.md "Round trip").
+"""
+
+from convlens.adversarial.attack import BLACK_BOX, METHODS, WHITE_BOX, attack, pixel_forward
+from convlens.adversarial.blackbox import one_pixel, square, zoo
+from convlens.adversarial.budget import batch_norms, project, quantize_within
+from convlens.adversarial.curve import attack_curve, load_labelled
+from convlens.adversarial.oracle import Oracle, QueryBudgetExceeded
+from convlens.adversarial.transfer import transfer_table
+from convlens.adversarial.whitebox import bim, carlini_wagner_l2, deepfool, fgsm, pgd
+
+__all__ = [
+    "BLACK_BOX",
+    "METHODS",
+    "WHITE_BOX",
+    "Oracle",
+    "QueryBudgetExceeded",
+    "attack",
+    "attack_curve",
+    "batch_norms",
+    "bim",
+    "carlini_wagner_l2",
+    "deepfool",
+    "fgsm",
+    "load_labelled",
+    "one_pixel",
+    "pgd",
+    "pixel_forward",
+    "project",
+    "quantize_within",
+    "square",
+    "transfer_table",
+    "zoo",
+]

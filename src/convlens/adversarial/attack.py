@@ -1,0 +1,268 @@
+"""The public ``attack()``: any method, a batch of images, a :class:`~convlens.results.Result`.
+
+The round trip (DESIGN.md): attacks start from the **8-bit** image at the model's input
+size (what a PNG at model resolution holds), the adversarial image is quantised to 8 bits
+inside the budget, and success is decided on that quantised image, so the saved PNG given
+to ``convlens predict`` is classified exactly as reported.
+
+| method      | kind       | norm       | ``steps`` means                       | budget ``eps`` |
+|-------------|------------|------------|---------------------------------------|----------------|
+| fgsm        | white-box  | inf or 2   | (one step)                            | required       |
+| bim         | white-box  | inf        | iterations (default 10)               | required       |
+| pgd         | white-box  | inf or 2   | iterations (default 10)               | required       |
+| cw          | white-box  | 2          | Adam steps per search round (100)     | none (minimised) |
+| deepfool    | white-box  | 2          | max iterations (50)                   | none (minimised) |
+| square      | black-box  | inf        | max queries per image (10000)         | required       |
+| zoo         | black-box  | inf or 2   | max queries per image (20000)         | optional       |
+| one-pixel   | black-box  | L0 (1 px)  | DE generations (100)                  | none           |
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+
+from convlens.adversarial import blackbox, whitebox
+from convlens.adversarial.budget import Forward, batch_norms, check_norm
+from convlens.adversarial.oracle import Oracle
+from convlens.data.images import quantize_8bit
+from convlens.errors import BadInputError
+from convlens.hooks import inference_context
+from convlens.models.model import Model
+from convlens.results import Result, make_provenance
+from convlens.targets import resolve_target
+
+__all__ = ["BLACK_BOX", "DEFAULT_EPS", "METHODS", "WHITE_BOX", "attack", "pixel_forward", "run_method"]
+
+ProgressFn = Callable[[int, int], None]
+
+WHITE_BOX = ("fgsm", "bim", "pgd", "cw", "deepfool")
+BLACK_BOX = ("square", "zoo", "one-pixel")
+METHODS = WHITE_BOX + BLACK_BOX
+#: budget used when a budgeted method is called without ``eps``
+DEFAULT_EPS = 4 / 255
+
+_NORMS: dict[str, tuple[str, ...]] = {
+    "fgsm": ("inf", "2"), "bim": ("inf",), "pgd": ("inf", "2"), "cw": ("2",), "deepfool": ("2",),
+    "square": ("inf",), "zoo": ("inf", "2"), "one-pixel": ("0",),
+}
+_BUDGET = {"fgsm": "required", "bim": "required", "pgd": "required", "square": "required", "zoo": "optional", "cw": "none", "deepfool": "none", "one-pixel": "none"}
+_STEPS = {"fgsm": 1, "bim": 10, "pgd": 10, "cw": 100, "deepfool": 50, "square": 10000, "zoo": 20000, "one-pixel": 100}
+_ALIASES = {"i-fgsm": "bim", "ifgsm": "bim", "carlini-wagner": "cw", "cw-l2": "cw", "onepixel": "one-pixel", "one_pixel": "one-pixel"}
+
+
+def pixel_forward(model: Model) -> Forward:
+    """Pixel space -> logits through the model's own normalisation."""
+    return lambda pixels: model.module(model.normalize(pixels))
+
+
+def _method_settings(method: str, eps: float | None, norm: str | None, steps: int | None) -> tuple[str, float | None, str, int]:
+    name = _ALIASES.get(method.strip().lower(), method.strip().lower())
+    if name not in METHODS:
+        raise BadInputError(f"method {method!r}: choose from {', '.join(METHODS)}")
+    allowed = _NORMS[name]
+    use_norm = allowed[0] if norm is None else check_norm(norm)
+    if name == "one-pixel" and norm is not None:
+        raise BadInputError("one-pixel changes one pixel (an L0 budget); drop the norm")
+    if use_norm not in allowed:
+        raise BadInputError(f"{name}: norm {use_norm} is not supported; use {' or '.join(allowed)}")
+    budget = _BUDGET[name]
+    if budget == "none" and eps is not None:
+        raise BadInputError(f"{name} has no budget ({'it minimises the L2 change' if name in ('cw', 'deepfool') else 'it changes one pixel'}); drop eps")
+    if budget == "required" and eps is None:
+        eps = DEFAULT_EPS
+    if eps is not None and not 0 <= eps <= 1:
+        raise BadInputError(f"eps {eps}: a budget in pixel units must be in [0, 1] (e.g. 4/255)")
+    use_steps = _STEPS[name] if steps is None else steps
+    if use_steps < 1:
+        raise BadInputError(f"steps {use_steps}: must be >= 1")
+    return name, eps, use_norm, use_steps
+
+
+def run_method(
+    forward: Forward,
+    x: torch.Tensor,
+    labels: torch.Tensor,
+    method: str,
+    *,
+    eps: float | None,
+    norm: str,
+    steps: int,
+    targeted: bool,
+    generator: torch.Generator,
+    seed: int,
+    progress: ProgressFn | None = None,
+    options: dict[str, Any] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One method on one 8-bit batch: ``(float adversarial, queries per image)``.
+
+    White-box methods report 0 queries; black-box ones see only an :class:`Oracle`.
+    """
+    opts = dict(options or {})
+    n = x.shape[0]
+    none = torch.zeros(n, dtype=torch.long)
+    if method == "fgsm":
+        return whitebox.fgsm(forward, x, labels, float(eps or 0), norm=norm, targeted=targeted, **opts), none
+    if method == "bim":
+        return whitebox.bim(forward, x, labels, float(eps or 0), steps=steps, targeted=targeted, progress=progress, **opts), none
+    if method == "pgd":
+        return whitebox.pgd(forward, x, labels, float(eps or 0), norm=norm, steps=steps, targeted=targeted, generator=generator, progress=progress, **opts), none
+    if method == "cw":
+        return whitebox.carlini_wagner_l2(forward, x, labels, targeted=targeted, steps=steps, progress=progress, **opts), none
+    if method == "deepfool":
+        if targeted:
+            raise BadInputError("deepfool is untargeted; use cw or pgd with a target")
+        return whitebox.deepfool(forward, x, steps=steps, progress=progress, **opts), none
+    oracle = Oracle(forward, output="scores")
+    if method == "square":
+        return blackbox.square(oracle, x, labels, float(eps or 0), norm=norm, max_queries=steps, targeted=targeted, generator=generator, progress=progress, **opts)
+    if method == "zoo":
+        return blackbox.zoo(oracle, x, labels, eps=eps, norm=norm, max_queries=steps, targeted=targeted, generator=generator, progress=progress, **opts)
+    return blackbox.one_pixel(oracle, x, labels, generations=steps, targeted=targeted, seed=seed, progress=progress, **opts)
+
+
+def attack(
+    model: Model,
+    images: Any,
+    method: str = "pgd",
+    eps: float | None = None,
+    norm: str | None = None,
+    target: Any = None,
+    steps: int | None = None,
+    seed: int = 0,
+    progress: ProgressFn | None = None,
+    *,
+    labels: Sequence[int] | torch.Tensor | None = None,
+    top_k: int = 5,
+    batch_size: int = 16,
+    **options: Any,
+) -> Result:
+    """Attack images and report what changed, on the 8-bit adversarial images.
+
+    Parameters
+    ----------
+    model
+        The classifier.
+    images
+        Paths, ``sample:NAME``, arrays, PIL images, or a pixel batch ``(N, C, H, W)`` in
+        [0, 1] at the model's input size (``model.prepare`` rules).
+    method
+        One of :data:`METHODS` (see the module table).
+    eps
+        Budget in pixel units (``4 / 255``); default 4/255 for budgeted methods.
+    norm
+        ``"inf"`` or ``"2"``; default the method's own.
+    target
+        None: untargeted (move away from ``labels``, default the predicted classes).
+        A class (index, label, wnid) or one per image: targeted.
+    steps
+        Iterations, queries or generations (module table); default per method.
+    seed
+        Seeds every random choice (random starts, squares, coordinates, DE).
+    progress
+        ``progress(done, total)`` as the attack advances.
+    labels
+        True classes for untargeted attacks (default: the model's prediction).
+    top_k
+        Classes listed before and after.
+    batch_size
+        Images attacked together.
+    options
+        Method-specific settings (``alpha``, ``c``, ``kappa``, ``p_init``, ``pixels`` ...).
+
+    Returns
+    -------
+    Result
+        Kind ``"adversarial"``: ``adversarial`` (8-bit, ``(N, C, H, W)``), ``original``
+        (the 8-bit original), ``perturbation`` (their difference), ``labels`` (the
+        classes moved away from, or the targets), ``top_classes_before/after`` and
+        ``top_probs_before/after`` ``(N, k)``, ``linf``, ``l2``, ``queries``, ``success``
+        ``(N,)``. Provenance params: method, eps, norm, steps, targeted, success rate.
+
+    Examples
+    --------
+    >>> result = attack(model, ["sample:cat"], "pgd", eps=1 / 255, steps=20)
+    >>> bool(result["success"][0])
+    """
+    name, eps, norm, steps = _method_settings(method, eps, norm, steps)
+    if top_k < 1 or batch_size < 1:
+        raise BadInputError(f"top_k {top_k} and batch_size {batch_size}: must be >= 1")
+    batch = model.prepare(images)
+    x0 = quantize_8bit(model.denormalize(batch.x).clamp(0, 1)).detach()
+    n = x0.shape[0]
+    forward = pixel_forward(model)
+    started = time.perf_counter()
+    generator = torch.Generator().manual_seed(seed)
+    with inference_context(model.module):
+        with torch.no_grad():
+            before = torch.cat([forward(chunk).softmax(dim=1) for chunk in x0.split(batch_size)])
+        targeted = target is not None
+        if targeted:
+            resolved = resolve_target(model, target, n)
+            if resolved.kind != "class" or resolved.classes is None:
+                raise BadInputError(f"target {target!r}: an attack targets classes (an index, label or wnid)")
+            goal = resolved.classes.expand(n) if resolved.classes.numel() == 1 else resolved.classes
+        elif labels is not None:
+            goal = torch.as_tensor(labels, dtype=torch.long).reshape(-1)
+            if goal.numel() != n:
+                raise BadInputError(f"labels has {goal.numel()} entries but there are {n} images")
+        else:
+            goal = before.argmax(dim=1)
+        goal = goal.to(x0.device)
+        classes = before.shape[1]
+        if int(goal.min()) < 0 or int(goal.max()) >= classes:
+            raise BadInputError(f"classes must be in 0-{classes - 1}")
+        chunks = list(range(0, n, batch_size))
+        advs, queries = [], []
+        for ci, lo in enumerate(chunks):
+            inner = None if progress is None else (lambda done, total, ci=ci: progress(ci * total + done, len(chunks) * total))
+            x = x0[lo : lo + batch_size]
+            adv, q = run_method(forward, x, goal[lo : lo + batch_size], name, eps=eps, norm=norm, steps=steps, targeted=targeted, generator=generator, seed=seed + lo, progress=inner, options=options)
+            advs.append(quantize_within_budget(x, adv, eps, norm))
+            queries.append(q)
+        adversarial = torch.cat(advs)
+        with torch.no_grad():
+            after = torch.cat([forward(chunk).softmax(dim=1) for chunk in adversarial.split(batch_size)])
+    predicted = after.argmax(dim=1)
+    success = predicted == goal if targeted else predicted != goal
+    perturbation = adversarial - x0
+    linf, l2 = batch_norms(perturbation)
+    k = min(top_k, classes)
+    top_before, top_after = before.topk(k, dim=1), after.topk(k, dim=1)
+    tensors = {
+        "adversarial": adversarial.cpu(),
+        "original": x0.cpu(),
+        "perturbation": perturbation.cpu(),
+        "labels": goal.cpu(),
+        "top_classes_before": top_before.indices.cpu(),
+        "top_probs_before": top_before.values.cpu(),
+        "top_classes_after": top_after.indices.cpu(),
+        "top_probs_after": top_after.values.cpu(),
+        "linf": linf.cpu(),
+        "l2": l2.cpu(),
+        "queries": torch.cat(queries),
+        "success": success.cpu(),
+    }
+    params = {
+        "method": name,
+        "eps": eps,
+        "norm": "0" if name == "one-pixel" else norm,
+        "steps": steps,
+        "targeted": targeted,
+        "black_box": name in BLACK_BOX,
+        "success_rate": float(success.float().mean()),
+        "seconds": round(time.perf_counter() - started, 3),
+        **{key: value for key, value in options.items() if isinstance(value, (int, float, str, bool))},
+    }
+    provenance = make_provenance(model, f"attack.{name}", params=params, target=goal.cpu() if targeted else None, seed=seed)
+    return Result("adversarial", tensors, provenance, sources=list(batch.sources), originals=list(adversarial.cpu()))
+
+
+def quantize_within_budget(x: torch.Tensor, adversarial: torch.Tensor, eps: float | None, norm: str) -> torch.Tensor:
+    """8-bit adversarial inside the budget (one-pixel has none: plain rounding)."""
+    from convlens.adversarial.budget import quantize_within
+
+    return quantize_within(x, adversarial, eps, norm if norm in ("inf", "2") else "inf")

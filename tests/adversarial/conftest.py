@@ -1,0 +1,30 @@
+"""Shared set-up of the attack tests."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import torch
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    """Tiny models: extra threads only add synchronisation on a shared 2-core machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def digits() -> tuple[object, torch.Tensor, torch.Tensor]:
+    """The digits model and 40 test digits it classifies correctly."""
+    import convlens
+    from convlens.models.small import load_dataset
+
+    model = convlens.load_model("digits_cnn")
+    x, y = load_dataset("digits", "test")
+    with torch.no_grad():
+        ok = model.module(model.normalize(x)).argmax(dim=1) == y
+    return model, x[ok][:40], y[ok][:40]
