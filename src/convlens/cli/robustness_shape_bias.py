@@ -1,0 +1,124 @@
+"""``convlens robustness shape-bias DIR``: shape-vs-texture bias on cue-conflict images (Geirhos et al. 2019)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from convlens.cli.context import Context
+from convlens.errors import BadInputError
+
+NAME = "shape-bias"
+
+SCHEMA = {
+    "type": "object",
+    "required": ["model", "source", "preprocess", "shape_bias", "shape", "texture", "other", "n_conflict", "n_excluded", "per_category", "files", "errors"],
+    "properties": {
+        "model": {"type": "string"},
+        "source": {"type": "string"},
+        "preprocess": {"enum": ["standard", "as-is"]},
+        "shape_bias": {"type": ["number", "null"]},
+        "shape": {"type": "integer"},
+        "texture": {"type": "integer"},
+        "other": {"type": "integer"},
+        "n_conflict": {"type": "integer"},
+        "n_excluded": {"type": "integer"},
+        "per_category": {"type": "object", "additionalProperties": {"type": "object", "required": ["shape", "texture", "other", "shape_bias"]}},
+        "files": {"type": "object"},
+        "errors": {"type": "array", "items": {"type": "string"}},
+    },
+}
+
+
+def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        NAME,
+        parents=[common],
+        help="shape-vs-texture bias on cue-conflict images (Geirhos et al. 2019)",
+        description="The model's 16-category decision on each cue-conflict image (the category whose ImageNet classes have the highest mean probability) and the shape bias: shape decisions / (shape + texture decisions) over images whose shape and texture differ. Reads the authors' CATEGORY/<shape><n>-<texture><m>.png folders or a path,shape,texture CSV (--labels, what `convlens cue-conflict` writes). Writes OUT/shape_bias.png (per category, like the paper's Fig. 4), OUT/shape_bias.csv and OUT/decisions.csv.",
+    )
+    p.add_argument("folder", metavar="DIR", nargs="?", default=None, help="cue-conflict folder (CATEGORY/<shape><n>-<texture><m>.png); with --labels, the folder CSV paths are relative to")
+    p.add_argument("--labels", metavar="CSV", default=None, help="a path,shape,texture CSV instead of the folder layout")
+    p.add_argument("--preprocess", choices=["standard", "as-is"], default="standard", help="standard: resize 256 + centre-crop 224 even for 224 px stimuli (default); as-is: feed them unchanged")
+    p.add_argument("--categories", metavar="JSON", default=None, help="16-category mapping {category: [ImageNet classes]} (default: the authors')")
+    p.add_argument("--batch-size", type=int, default=32, help="images per batch (default 32)")
+    p.add_argument("-o", "--out", default=None, help="output folder (default shape-bias/)")
+    p.set_defaults(func=run)
+
+
+def run(ctx: Context) -> int:
+    from convlens.cli.robustness_corruptions import write_text_atomic
+    from convlens.render.figures import save_figure
+    from convlens.render.robustness import shape_bias_figure
+    from convlens.robustness.shape_bias import load_categories, scan_cue_conflict, shape_bias
+
+    args = ctx.args
+    if args.folder is None and args.labels is None:
+        raise BadInputError("shape-bias: give a cue-conflict folder DIR or --labels CSV")
+    if args.batch_size < 1:
+        raise BadInputError(f"--batch-size {args.batch_size}: must be at least 1")
+    if args.folder is not None and args.labels is not None and not Path(args.folder).is_dir():
+        raise BadInputError(f"{args.folder}: with --labels, DIR must be the folder the CSV's paths are relative to")
+    categories = load_categories(args.categories)
+    source = args.labels if args.labels is not None else args.folder
+    items = scan_cue_conflict(source, categories, base=args.folder if args.labels is not None else None)
+    model = ctx.model()
+    if model.labels is None or len(model.labels) < 1 + max(max(v) for v in categories.values()):
+        raise BadInputError(f"--model {model.name}: shape bias needs an ImageNet-1k classifier (the categories name ImageNet classes)")
+    out = ctx.out_path("shape-bias", folder=True)
+    with ctx.progress(f"shape bias over {len(items)} images", len(items)) as update:
+        result = shape_bias(model, items, categories=categories, preprocess=args.preprocess, batch_size=args.batch_size, progress=update)
+    params = result.provenance["params"]
+    files = {"figure": str(out / "shape_bias.png"), "table": str(out / "shape_bias.csv"), "decisions": str(out / "decisions.csv"), "result": str(out / "shape_bias.npz")}
+    write_text_atomic(Path(files["table"]), _category_csv(params))
+    write_text_atomic(Path(files["decisions"]), _decisions_csv(result.sources, params))
+    save_figure(shape_bias_figure(result), files["figure"])
+    result.save(out / "shape_bias")
+    payload = {
+        "model": model.name,
+        "source": str(source),
+        **{k: params[k] for k in ("preprocess", "shape_bias", "shape", "texture", "other", "n_conflict", "n_excluded", "per_category")},
+        "files": files,
+        "errors": ctx.bad_inputs,
+    }
+    if ctx.json:
+        ctx.emit_json(payload)
+    else:
+        _print(params)
+        print(f"-> {out}")
+    return ctx.exit_code()
+
+
+def _category_csv(params: dict[str, Any]) -> str:
+    lines = ["category,shape,texture,other,shape_bias"]
+    for name, row in params["per_category"].items():
+        lines.append(f"{name},{row['shape']},{row['texture']},{row['other']},{'' if row['shape_bias'] is None else row['shape_bias']}")
+    lines.append(f"all,{params['shape']},{params['texture']},{params['other']},{'' if params['shape_bias'] is None else params['shape_bias']}")
+    return "\n".join(lines) + "\n"
+
+
+def _decisions_csv(sources: list[str], params: dict[str, Any]) -> str:
+    import csv
+    import io
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["path", "shape", "texture", "decision", "cue"])
+    for path, shape, texture, decision in zip(sources, params["shapes"], params["textures"], params["decisions"]):
+        cue = "excluded" if shape == texture else "shape" if decision == shape else "texture" if decision == texture else "other"
+        writer.writerow([path, shape, texture, decision, cue])
+    return buffer.getvalue()
+
+
+def _print(params: dict[str, Any]) -> None:
+    width = max(len(n) for n in params["per_category"]) if params["per_category"] else 8
+    print(f"{'category'.ljust(width)}  shape  texture  other  shape bias")
+    for name, row in params["per_category"].items():
+        bias = "-" if row["shape_bias"] is None else f"{row['shape_bias']:.2f}"
+        print(f"{name.ljust(width)}  {row['shape']:5d}  {row['texture']:7d}  {row['other']:5d}  {bias:>10}")
+    overall = "-" if params["shape_bias"] is None else f"{params['shape_bias']:.3f}"
+    print(
+        f"shape bias {overall} ({params['shape']} shape / {params['texture']} texture decisions; {params['other']} neither; "
+        + f"{params['n_conflict']} conflict images, {params['n_excluded']} without conflict excluded; preprocessing {params['preprocess']})"
+    )

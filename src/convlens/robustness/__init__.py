@@ -1,0 +1,53 @@
+"""Robustness beyond attacks: common corruptions with mCE (ImageNet-C) and shape-vs-texture bias."""
+
+from convlens.robustness.corruptions import (
+    ALEXNET_CLEAN_ERROR,
+    ALEXNET_ERRORS,
+    ALEXNET_MEAN_ERRORS,
+    CORRUPTIONS,
+    FAMILIES,
+    CorruptionSummary,
+    corrupt,
+    corruption_predictions,
+    corruption_robustness,
+    item_seed,
+    result_from_predictions,
+    summarize_corruptions,
+    summary_from_predictions,
+)
+from convlens.robustness.shape_bias import (
+    GEIRHOS_CATEGORIES,
+    CueConflictItem,
+    ShapeBiasSummary,
+    category_decisions,
+    category_probabilities,
+    load_categories,
+    scan_cue_conflict,
+    shape_bias,
+    summarize_shape_bias,
+)
+
+__all__ = [
+    "ALEXNET_CLEAN_ERROR",
+    "ALEXNET_ERRORS",
+    "ALEXNET_MEAN_ERRORS",
+    "CORRUPTIONS",
+    "FAMILIES",
+    "GEIRHOS_CATEGORIES",
+    "CorruptionSummary",
+    "CueConflictItem",
+    "ShapeBiasSummary",
+    "category_decisions",
+    "category_probabilities",
+    "corrupt",
+    "corruption_predictions",
+    "corruption_robustness",
+    "item_seed",
+    "load_categories",
+    "result_from_predictions",
+    "scan_cue_conflict",
+    "shape_bias",
+    "summarize_corruptions",
+    "summarize_shape_bias",
+    "summary_from_predictions",
+]
