@@ -4,6 +4,10 @@ evaluation chart of docs/features/metrics.md (run after changing a view or a met
     python scripts/make_docs_images.py              # everything (several minutes)
     python scripts/make_docs_images.py cam lrp      # only these family pictures
     python scripts/make_docs_images.py optimize     # the pictures of docs/features/optimize.md
+    python scripts/make_docs_images.py style attacks   # a feature's own script (docs_images_*.py)
+
+A feature with many pictures keeps them in its own ``scripts/docs_images_<name>.py`` (a
+``main()``); this script runs it by name.
 """
 
 from __future__ import annotations
@@ -137,11 +141,28 @@ def optimize_images() -> None:
     print("docs/images/fooling.png")
 
 
+#: features whose pictures come from their own script, scripts/docs_images_<name>.py
+FEATURE_SCRIPTS = ("attacks", "robustness", "style", "fast_style", "privacy")
+
+
+def feature_images(name: str) -> None:
+    import importlib
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import inspect
+
+    module = importlib.import_module(f"docs_images_{name}")
+    takes_argv = "argv" in inspect.signature(module.main).parameters
+    module.main([]) if takes_argv else module.main()  # [] = everything, not our own sys.argv
+
+
 def main(argv: list[str]) -> None:
     OUT.mkdir(parents=True, exist_ok=True)
-    wanted = argv or ["demo", *FAMILIES, "metrics", "optimize"]
+    wanted = argv or ["demo", *FAMILIES, "metrics", "optimize", *FEATURE_SCRIPTS]
     for name in wanted:
-        if name == "demo":
+        if name in FEATURE_SCRIPTS:
+            feature_images(name)
+        elif name == "demo":
             demo_images()
         elif name == "metrics":
             metrics_image()
@@ -150,7 +171,7 @@ def main(argv: list[str]) -> None:
         elif name in FAMILIES:
             family_image(name)
         else:
-            sys.exit(f"unknown picture {name!r}; choose from demo, {', '.join(FAMILIES)}, metrics, optimize")
+            sys.exit(f"unknown picture {name!r}; choose from demo, {', '.join(FAMILIES)}, metrics, optimize, {', '.join(FEATURE_SCRIPTS)}")
 
 
 if __name__ == "__main__":

@@ -6,7 +6,19 @@ import importlib
 
 import pytest
 
-PACKAGES = ["convlens", "convlens.errors", "convlens.hooks", "convlens.render", "convlens.inspect", "convlens.data", "convlens.optimize"]
+PACKAGES = [
+    "convlens",
+    "convlens.errors",
+    "convlens.hooks",
+    "convlens.render",
+    "convlens.inspect",
+    "convlens.data",
+    "convlens.optimize",
+    "convlens.adversarial",
+    "convlens.robustness",
+    "convlens.style",
+    "convlens.privacy",
+]
 
 
 @pytest.mark.parametrize("name", PACKAGES)
@@ -22,7 +34,10 @@ def test_top_level_public_members_match_all() -> None:
     import convlens
 
     public = {n for n in dir(convlens) if not n.startswith("_")}
-    submodules = {"attribution", "cli", "data", "demo", "errors", "hooks", "inspect", "layers", "metrics", "models", "optimize", "render", "results", "targets"}
+    submodules = {
+        "adversarial", "attribution", "cli", "data", "demo", "errors", "hooks", "inspect", "layers", "metrics", "models",
+        "optimize", "privacy", "render", "results", "robustness", "style", "targets",
+    }  # fmt: skip
     assert public - submodules == set(convlens.__all__) - {"__version__"}
 
 

@@ -7,6 +7,7 @@ The public API. Everything listed in ``__all__`` is stable; submodules hold the 
 >>> model.predict("sample:cat")[0].labels[:3]
 """
 
+from convlens.adversarial import attack
 from convlens.attribution.base import explain
 from convlens.errors import (
     AmbiguousLabelError,
@@ -26,6 +27,7 @@ from convlens.models.model import Batch, Model, Prediction, wrap
 from convlens.models.preprocess import Geometry, Preprocessing
 from convlens.models.zoo import available_models, load_model
 from convlens.results import Result
+from convlens.style import style_transfer
 from convlens.targets import Neuron, Target, resolve_target
 
 __version__ = "0.1.0"
@@ -52,6 +54,7 @@ __all__ = [
     "TargetError",
     "UnknownModelError",
     "__version__",
+    "attack",
     "available_models",
     "backward_rules",
     "capture",
@@ -61,6 +64,7 @@ __all__ = [
     "imagenet_labels",
     "load_model",
     "resolve_target",
+    "style_transfer",
     "trace_calls",
     "wrap",
 ]

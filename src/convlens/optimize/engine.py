@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from convlens.errors import BadInputError, ConvlensError
-from convlens.hooks import capture, inference_context
+from convlens.hooks import capture, forward_until_captured, inference_context
 from convlens.layers import resolve_layer
 from convlens.optimize.objectives import Objective, ObjectiveContext, as_objective
 from convlens.optimize.param import FourierParam, ImageParam, PixelParam
@@ -111,23 +111,26 @@ def _check_layers(model: Any, objective: Objective) -> None:
         resolve_layer(model.module, name)  # LayerNotFoundError with suggestions
 
 
-def _forward(model: Any, objective: Objective, cap: Any, image: torch.Tensor, seen: torch.Tensor) -> torch.Tensor:
+def _forward(model: Any, objective: Objective, cap: Any, image: torch.Tensor, seen: torch.Tensor, truncate: bool = False) -> torch.Tensor:
     cap.clear()
-    logits = model.module(model.normalize(seen))
+    if truncate:  # the objective reads layers only: the rest of the network is not run
+        logits = forward_until_captured(model.module, model.normalize(seen))
+    else:
+        logits = model.module(model.normalize(seen))
     acts = {name: cap[name] for name in objective.layers}
     return objective(ObjectiveContext(image, seen, logits, acts))
 
 
-def evaluate_objective(model: Any, objective: Objective, pixels: torch.Tensor) -> torch.Tensor:
+def evaluate_objective(model: Any, objective: Objective, pixels: torch.Tensor, *, truncate: bool = False) -> torch.Tensor:
     """The objective's values ``(B,)`` on a pixel-space batch, seen without transforms.
 
     Differentiable w.r.t. ``pixels`` when they require grad (the model's parameters are
-    frozen meanwhile and restored afterwards).
+    frozen meanwhile and restored afterwards). ``truncate`` as in :func:`optimize`.
     """
     objective = as_objective(objective)
     _check_layers(model, objective)
-    with inference_context(model.module), capture(model.module, objective.layers) as cap:
-        values = _forward(model, objective, cap, pixels, pixels)
+    with inference_context(model.module), capture(model.module, objective.layers, stop=truncate) as cap:
+        values = _forward(model, objective, cap, pixels, pixels, truncate)
         cap.clear()
     return values
 
@@ -159,6 +162,7 @@ def optimize(
     progress: ProgressFn | None = None,
     batch: int = 1,
     image_size: int | Sequence[int] | None = None,
+    truncate: bool = False,
 ) -> Result:
     """Find images that maximise ``objective``.
 
@@ -205,6 +209,11 @@ def optimize(
     image_size
         ``H`` or ``(H, W)`` of the images (default the model's input size); the model must
         accept that size.
+    truncate
+        Stop each forward pass once the objective's layers are captured (the objective then
+        sees ``logits=None``): for objectives that read only layers (style, texture,
+        inversion), it skips the rest of the network, and lets models with a fixed-size head
+        take images of any size.
 
     Returns
     -------
@@ -247,6 +256,8 @@ def optimize(
         raise BadInputError(f"progress must be a callable progress(done, total), got {type(progress).__name__}")
     gen, seed = _generator(generator)
     _check_layers(model, objective)
+    if truncate and not objective.layers:
+        raise BadInputError(f"truncate=True needs an objective that reads layers; {objective.description} reads none")
 
     if param is None or isinstance(param, str):
         param = make_param(param or "fourier", model, batch=batch, image_size=image_size, generator=gen)
@@ -287,7 +298,7 @@ def optimize(
             snapshots.append(param().detach().cpu())
         snapshot_steps.append(0)
 
-    with inference_context(model.module), capture(model.module, objective.layers) as cap:
+    with inference_context(model.module), capture(model.module, objective.layers, stop=truncate) as cap:
         try:
             first: list[torch.Tensor] = []  # the objective at the start of the current step
 
@@ -295,7 +306,7 @@ def optimize(
                 opt.zero_grad(set_to_none=True)
                 image = param()
                 seen = tf(image, gen) if tf is not None else image
-                values = _forward(model, objective, cap, image, seen)
+                values = _forward(model, objective, cap, image, seen, truncate)
                 loss = -values.sum()
                 loss.backward()  # type: ignore[no-untyped-call]
                 cap.clear()
@@ -337,7 +348,7 @@ def optimize(
                     progress(done, steps)
             with torch.no_grad():
                 image = param().detach()
-                final_values = _forward(model, objective, cap, image, image).detach()
+                final_values = _forward(model, objective, cap, image, image, truncate).detach()
         finally:
             cap.clear()
             for leaf in leaves:
@@ -363,6 +374,7 @@ def optimize(
         "snapshot_every": snapshot_every,
         "batch": param.batch,
         "image_size": list(size),
+        "truncate": truncate,
     }
     layer = objective.layers[0] if len(objective.layers) == 1 else None
     provenance = make_provenance(model, "optimize", params=settings, layer=layer, seed=seed)

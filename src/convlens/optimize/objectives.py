@@ -63,14 +63,15 @@ class ObjectiveContext:
     transformed
         What the model saw (pixel space, after the random transforms).
     logits
-        The model's output for ``transformed``, ``(B, K)``.
+        The model's output for ``transformed``, ``(B, K)``; None when the engine runs with
+        ``truncate=True`` (the forward pass stopped at the objective's layers).
     acts
         Outputs of the layers the objective needs, by dotted name.
     """
 
     image: torch.Tensor
     transformed: torch.Tensor
-    logits: torch.Tensor
+    logits: torch.Tensor | None
     acts: dict[str, torch.Tensor] = field(default_factory=dict)
 
     @property
@@ -259,6 +260,8 @@ def class_score(cls: int | Sequence[int] | torch.Tensor) -> Objective:
     _check_index(cls, "cls")
 
     def fn(ctx: ObjectiveContext) -> torch.Tensor:
+        if ctx.logits is None:
+            raise BadInputError("class_score needs the logits; it cannot be used with truncate=True")
         if ctx.logits.dim() != 2:
             raise BadInputError(f"class_score needs (B, classes) logits; the model returns {tuple(ctx.logits.shape)}")
         idx = _per_image(cls, ctx.batch, "cls", ctx.logits.device)
