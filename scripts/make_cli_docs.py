@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import json
 from pathlib import Path
@@ -35,6 +36,24 @@ Shared options (every command): `--model NAME` (default `efficientnet_lite0`; al
 """
 
 
+_SHARED = {"help", "model", "device", "threads", "seed", "json", "quiet", "verbose"}
+
+
+def _command(title: str, command: argparse.ArgumentParser, schema: object) -> list[str]:
+    parts = [f"\n## `convlens {title}`\n", f"{command.description}\n"]
+    options = [a for a in command._actions if a.option_strings and a.dest not in _SHARED]
+    positionals = [a for a in command._actions if not a.option_strings and not isinstance(a, argparse._SubParsersAction)]
+    if positionals or options:
+        parts.append("\n| argument | meaning |\n|---|---|")
+        for a in positionals:
+            parts.append(f"| `{a.metavar or a.dest}` | {a.help} |")
+        for a in options:
+            parts.append(f"| `{', '.join(a.option_strings)}` | {a.help} |")
+    if schema:
+        parts.append("\n`--json` output schema:\n\n```json\n" + json.dumps(schema, indent=2) + "\n```")
+    return parts
+
+
 def render() -> str:
     parser = build_parser()
     sub = next(a for a in parser._actions if a.dest == "command")
@@ -42,20 +61,17 @@ def render() -> str:
     for module_name in _command_modules():
         module = importlib.import_module(f"convlens.cli.{module_name}")
         name = module_name.removeprefix("cmd_")
+        name = name if name in sub.choices else name.replace("_", "-")
         command = sub.choices[name]
-        parts.append(f"\n## `convlens {name}`\n")
-        parts.append(f"{command.description}\n")
-        options = [a for a in command._actions if a.option_strings and a.dest not in {"help", "model", "device", "threads", "seed", "json", "quiet", "verbose"}]
-        positionals = [a for a in command._actions if not a.option_strings]
-        if positionals or options:
-            parts.append("\n| argument | meaning |\n|---|---|")
-            for a in positionals:
-                parts.append(f"| `{a.metavar or a.dest}` | {a.help} |")
-            for a in options:
-                parts.append(f"| `{', '.join(a.option_strings)}` | {a.help} |")
-        schema = getattr(module, "SCHEMA", None)
-        if schema:
-            parts.append("\n`--json` output schema:\n\n```json\n" + json.dumps(schema, indent=2) + "\n```")
+        groups = [a for a in command._actions if isinstance(a, argparse._SubParsersAction)]
+        if not groups:
+            parts += _command(name, command, getattr(module, "SCHEMA", None))
+            continue
+        # a command group (convlens robustness ...): one section per subcommand
+        parts += [f"\n## `convlens {name}`\n", f"{command.description}\n"]
+        schemas = getattr(module, "SCHEMAS", {})
+        for sub_name, sub_command in groups[0].choices.items():
+            parts += _command(f"{name} {sub_name}", sub_command, schemas.get(sub_name))
     return "\n".join(parts) + "\n"
 
 

@@ -18,6 +18,7 @@ PACKAGES = [
     "convlens.robustness",
     "convlens.style",
     "convlens.privacy",
+    "convlens.render.report",
 ]
 
 

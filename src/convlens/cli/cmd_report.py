@@ -1,0 +1,90 @@
+"""``convlens report IMAGE [--model M | --model a,b] [--full] -o report.html``: one HTML page."""
+
+from __future__ import annotations
+
+import argparse
+
+from convlens.cli.context import Context
+
+SCHEMA = {
+    "type": "object",
+    "required": ["source", "models", "out", "sections", "images", "bytes", "seconds", "errors"],
+    "properties": {
+        "source": {"type": "string"},
+        "models": {"type": "array", "items": {"type": "string"}},
+        "out": {"type": "string"},
+        "full": {"type": "boolean"},
+        "sections": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["name", "title", "models"],
+                "properties": {"name": {"type": "string"}, "title": {"type": "string"}, "models": {"type": "object"}},
+            },
+        },
+        "images": {"type": "integer"},
+        "bytes": {"type": "integer"},
+        "seconds": {"type": "number"},
+        "errors": {"type": "array", "items": {"type": "string"}},
+    },
+}
+
+
+def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "report",
+        parents=[common],
+        help="one self-contained HTML page about an image: predictions, filters, maps, attributions, attack ...",
+        description=(
+            "Runs every report section (top-k predictions, first-layer filters, activation grids, every attribution method ranked by deletion/insertion AUC, Grad-CAM for the top-3 classes, saliency segmentation, class visualisation, a PGD adversarial example, provenance) and writes ONE HTML file with every picture inlined: no external URL, it opens from disk. `--model a,b` puts two models side by side."
+        ),
+    )
+    p.add_argument("image", metavar="IMAGE", help="image file or sample:NAME")
+    p.add_argument("--full", action="store_true", help="slow, complete settings (every method at its defaults, more steps)")
+    p.add_argument("--top-k", type=int, default=5, help="predictions listed (default 5)")
+    p.add_argument("--sections", default=None, help="comma-separated section names to run (default: all)")
+    p.add_argument("-o", "--out", default=None, help="output HTML file (default report.html)")
+    p.set_defaults(func=run)
+
+
+def run(ctx: Context) -> int:
+    from convlens.errors import BadInputError
+    from convlens.models.zoo import DEFAULT_MODEL, load_model
+    from convlens.render.report import build_report, discover_sections
+
+    args = ctx.args
+    if args.top_k < 1:
+        raise BadInputError(f"--top-k {args.top_k}: must be >= 1")
+    names = [n.strip() for n in (args.model or DEFAULT_MODEL).split(",")]
+    if not all(names) or len(set(names)) != len(names):
+        raise BadInputError(f"--model {args.model!r}: give one model or distinct names separated by commas (a,b)")
+    only = [s.strip() for s in args.sections.split(",")] if args.sections else None
+    if only:
+        known = {s.name for s in discover_sections()}
+        bad = [s for s in only if s not in known]
+        if bad:
+            raise BadInputError(f"--sections: unknown section {bad[0]!r}; choose from {', '.join(sorted(known))}")
+    out = ctx.out_path("report.html", folder=False)
+    if out.suffix.lower() not in (".html", ".htm"):
+        raise BadInputError(f"--out {out}: the report is an HTML file; give a name ending in .html")
+    ctx._check_device()
+    with ctx.progress("loading models", len(names)) as update:
+        models = []
+        for k, name in enumerate(names):
+            models.append(load_model(name, device=ctx.device))
+            update(k + 1, len(names))
+    for model in models:
+        model.prepare([args.image])  # a bad image fails here, before any work, one line
+    with ctx.progress_group() as add:
+        update = add("building report", None)
+        report = build_report(models, args.image, full=args.full, seed=args.seed, top_k=args.top_k, only=only, progress=update)
+    report.save(out)
+    summary = report.summary()
+    payload = {**summary, "out": str(out), "full": bool(args.full), "errors": ctx.bad_inputs}
+    if ctx.json:
+        ctx.emit_json(payload)
+    else:
+        missing = [f"{s['name']} ({m})" for s in summary["sections"] for m, v in s["models"].items() if not v["available"]]
+        note = f"; not available: {', '.join(missing)}" if missing else ""
+        print(f"{args.image}: {len(summary['sections'])} sections, {summary['images']} pictures, {summary['bytes'] / 1e6:.1f} MB in {summary['seconds']:.0f} s -> {out}{note}")
+    return ctx.exit_code()

@@ -1,0 +1,260 @@
+"""The HTML report: everything convlens says about one image, in one self-contained file.
+
+``convlens report IMAGE -o report.html`` (and :func:`build_report`) runs every report
+section on one image with one or more models and writes a single HTML file: pictures are
+inlined as ``data:image/png;base64`` URIs, the CSS is inline, no URL points outside the
+file, so it opens from disk and can be mailed.
+
+Sections register themselves: every module of this package that defines ``SECTION`` (a
+:class:`ReportSection`) is one section, ordered by ``order``. A feature adds its part of
+the report by adding a module here; a feature that has not landed has no module and its
+section is absent. A section that cannot run on a given model (for example occlusion
+patches larger than an 8x8 digit) raises :class:`SectionUnavailable`, and the page says
+so for that model instead of showing a picture.
+
+Sections call the library's own functions (``explain``, ``deletion_auc``, ``attack``,
+``visualize_class`` ...) and its own renderers (``overlay``, ``filters_mosaic`` ...), never
+a re-implementation, so every picture equals what the library returns for the arguments
+recorded in the picture's provenance (the tests check this by hash).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import html
+import importlib
+import json
+import os
+import pkgutil
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "Fragment",
+    "Report",
+    "ReportContext",
+    "ReportImage",
+    "ReportSection",
+    "SectionUnavailable",
+    "build_report",
+    "discover_sections",
+    "figure_html",
+]
+
+ProgressFn = Callable[[int, int], None]
+
+
+class SectionUnavailable(Exception):
+    """A section cannot run on this model (the reason is shown in the report)."""
+
+
+@dataclass(frozen=True)
+class ReportImage:
+    """One inlined picture: PNG bytes, a caption and what made it."""
+
+    name: str
+    png: bytes
+    caption: str
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.png).hexdigest()
+
+    @property
+    def data_uri(self) -> str:
+        return "data:image/png;base64," + base64.b64encode(self.png).decode("ascii")
+
+
+@dataclass
+class Fragment:
+    """What a section made for one model: HTML, the pictures it embeds, a JSON summary."""
+
+    html: str
+    images: list[ReportImage] = field(default_factory=list)
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ReportContext:
+    """Options shared by all sections, and what earlier sections recorded for later ones.
+
+    ``full`` asks for the slow, complete variants; ``records`` maps a section name to the
+    parameters it used (the provenance section lists them).
+    """
+
+    full: bool = False
+    seed: int = 0
+    top_k: int = 5
+    source: str = ""
+    records: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ReportSection:
+    """One part of the report.
+
+    ``build(model, batch, ctx)`` computes with library functions and returns a
+    :class:`Fragment`; it raises :class:`SectionUnavailable` when it cannot run on the model.
+    """
+
+    name: str
+    title: str
+    order: int
+    build: Callable[[Any, Any, ReportContext], Fragment]
+
+
+def discover_sections() -> list[ReportSection]:
+    """Every ``SECTION`` defined by a module of this package, in order."""
+    import convlens.render.report as package
+
+    sections = []
+    for info in pkgutil.iter_modules(package.__path__):
+        if info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"{package.__name__}.{info.name}")
+        section = getattr(module, "SECTION", None)
+        if isinstance(section, ReportSection):
+            sections.append(section)
+    return sorted(sections, key=lambda s: (s.order, s.name))
+
+
+def figure_html(image: ReportImage, *, width: int | None = None) -> str:
+    """An inlined ``<figure>`` with the caption and the picture's provenance (folded)."""
+    style = f' style="width:{int(width)}px"' if width else ""
+    prov = html.escape(json.dumps(image.provenance, indent=1, default=str))
+    return (
+        f'<figure data-name="{html.escape(image.name)}" data-sha256="{image.sha256}">'
+        + f'<img src="{image.data_uri}" alt="{html.escape(image.caption)}"{style}>'
+        + f"<figcaption>{html.escape(image.caption)}</figcaption>"
+        + f"<details><summary>provenance</summary><pre>{prov}</pre></details></figure>"
+    )
+
+
+@dataclass
+class Report:
+    """A built report: the page and, per section and model, the fragment (or why not)."""
+
+    html: str
+    source: str
+    models: list[str]
+    sections: list[dict[str, Any]]
+    seconds: float
+
+    @property
+    def images(self) -> list[ReportImage]:
+        return [image for s in self.sections for cell in s["cells"] if cell["fragment"] is not None for image in cell["fragment"].images]
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-able: models, source, per section and model the numbers or the reason it is missing."""
+        sections = []
+        for s in self.sections:
+            per_model = {}
+            for cell in s["cells"]:
+                frag = cell["fragment"]
+                per_model[cell["model"]] = (
+                    {"available": True, "images": len(frag.images), "seconds": cell["seconds"], **frag.summary}
+                    if frag is not None
+                    else {"available": False, "reason": cell["reason"], "seconds": cell["seconds"]}
+                )
+            sections.append({"name": s["name"], "title": s["title"], "models": per_model})
+        return {"source": self.source, "models": self.models, "sections": sections, "images": len(self.images), "bytes": len(self.html.encode()), "seconds": round(self.seconds, 2)}
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the page atomically (a reader never sees half a report)."""
+        out = Path(path)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(self.html)
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, out)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return out
+
+
+def build_report(
+    models: Any | Sequence[Any],
+    image: Any,
+    *,
+    full: bool = False,
+    seed: int = 0,
+    top_k: int = 5,
+    only: Sequence[str] | None = None,
+    progress: ProgressFn | None = None,
+    on_section: Callable[[str, str], None] | None = None,
+) -> Report:
+    """Run every report section on ``image`` for each model and assemble the page.
+
+    Parameters
+    ----------
+    models
+        One convlens ``Model`` or several (shown side by side, one column each).
+    image
+        A path, ``sample:NAME``, array or PIL image (``Model.prepare`` rules).
+    full
+        Slow, complete variants (every method at its defaults, more steps).
+    seed
+        Seeds every random choice (SmoothGrad noise, class visualisation, PGD start).
+    top_k
+        Predictions listed.
+    only
+        Section names to run (default: all).
+    progress
+        ``progress(done, total)`` in (section, model) pairs.
+    on_section
+        Called with ``(section title, model name)`` before each section runs.
+
+    Returns
+    -------
+    Report
+        ``.html`` (the page), ``.summary()``, ``.save(path)``.
+
+    Raises
+    ------
+    BadInputError
+        An unreadable image, or ``only`` naming an unknown section.
+    """
+    from convlens.errors import BadInputError
+    from convlens.render.report._page import render_page
+
+    started = time.perf_counter()
+    model_list = list(models) if isinstance(models, (list, tuple)) else [models]
+    sections = discover_sections()
+    if only:
+        known = {s.name for s in sections}
+        unknown = [n for n in only if n not in known]
+        if unknown:
+            raise BadInputError(f"unknown report section {unknown[0]!r}; choose from {', '.join(sorted(known))}")
+        sections = [s for s in sections if s.name in only]
+    source = image if isinstance(image, str) else getattr(image, "name", type(image).__name__)
+    batches = [model.prepare([image], sources=[str(source)]) for model in model_list]  # bad input fails before any work
+    contexts = [ReportContext(full=full, seed=seed, top_k=top_k, source=str(source)) for _ in model_list]
+    total, done = len(sections) * len(model_list), 0
+    built = []
+    for section in sections:
+        cells = []
+        for model, batch, ctx in zip(model_list, batches, contexts):
+            if on_section:
+                on_section(section.title, model.name)
+            t0 = time.perf_counter()
+            fragment, reason = None, None
+            try:
+                fragment = section.build(model, batch, ctx)
+            except SectionUnavailable as exc:
+                reason = str(exc)
+            cells.append({"model": model.name, "fragment": fragment, "reason": reason, "seconds": round(time.perf_counter() - t0, 2)})
+            done += 1
+            if progress:
+                progress(done, total)
+        built.append({"name": section.name, "title": section.title, "cells": cells})
+    page = render_page(str(source), [m.name for m in model_list], built, full=full, seed=seed)
+    return Report(page, str(source), [m.name for m in model_list], built, time.perf_counter() - started)

@@ -1,0 +1,33 @@
+"""Small helpers the report sections share (no computing, no drawing of their own)."""
+
+from __future__ import annotations
+
+import html
+from typing import Any
+
+import numpy as np
+
+from convlens.render.figures import array_to_png_bytes
+from convlens.render.report import ReportImage
+
+esc = html.escape
+
+
+def png_image(name: str, pixels: np.ndarray, caption: str, provenance: dict[str, Any]) -> ReportImage:
+    """A :class:`ReportImage` from a library renderer's uint8 array, pixel for pixel."""
+    return ReportImage(name, array_to_png_bytes(np.asarray(pixels)), caption, provenance)
+
+
+def label(model: Any, cls: int) -> str:
+    return model.labels.name(cls) if model.labels is not None else str(cls)
+
+
+def predicted_classes(model: Any, batch: Any, k: int) -> tuple[list[int], list[float]]:
+    """The model's top-``k`` classes and probabilities for the report's image."""
+    pred = model.predict(batch, top_k=k)[0]
+    return list(pred.classes), list(pred.probabilities)
+
+
+def result_provenance(result: Any) -> dict[str, Any]:
+    """A result's provenance without the per-call clock time (kept in the page header)."""
+    return {k: v for k, v in result.provenance.items() if k != "time"}

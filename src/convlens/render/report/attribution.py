@@ -1,0 +1,116 @@
+"""Report section: every registered attribution method side by side, ranked by faithfulness.
+
+Each method runs through :func:`convlens.attribution.explain` on the predicted class; its
+map is scored with deletion and insertion AUC (Petsiuk, Das & Saenko 2018,
+arXiv:1806.07421; :func:`convlens.metrics.deletion_auc` / ``insertion_auc``, blur fill).
+Methods are ranked by ``insertion - deletion`` (higher = more faithful: the map's top
+pixels carry the decision). Quick settings keep the report short; ``full`` runs every
+method at its defaults and the metrics with 50 steps.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from convlens.render.report import Fragment, ReportContext, ReportImage, ReportSection, figure_html
+from convlens.render.report._common import (
+    esc,
+    label,
+    png_image,
+    predicted_classes,
+    result_provenance,
+)
+
+#: options that keep the quick report fast (methods not listed run with their defaults)
+QUICK = {
+    "integrated_gradients": {"n_steps": 16},
+    "smoothgrad": {"n_samples": 8},
+    "smoothgrad_sq": {"n_samples": 8},
+    "vargrad": {"n_samples": 8},
+}
+#: costly methods only run with ``full`` (Score-CAM: one forward per channel of the layer)
+FULL_ONLY = {"scorecam"}
+#: methods with a section of their own
+ELSEWHERE = {"segment"}
+QUICK_METRIC_STEPS, FULL_METRIC_STEPS = 20, 50
+OVERLAY_ALPHA = 0.7
+
+
+def method_options(model: Any, name: str, full: bool) -> dict[str, Any]:
+    """The options the report passes to ``explain`` for ``name`` on ``model``."""
+    options = {} if full else dict(QUICK.get(name, {}))
+    if name == "occlusion":
+        # a quarter-image patch at half-patch stride: 56/28 at 224 px, 2/1 on 8x8 digits
+        side = min(model.input_size)
+        patch = max(1, side // 4)
+        options.update({"patch": patch, "stride": max(1, patch // 2)})
+    return options
+
+
+def attribution_image(model: Any, result: Any, name: str) -> ReportImage:
+    """The overlay of one ``explain`` result on the original image (``render.overlay``)."""
+    from convlens.render.overlay import overlay
+
+    prov = {**result_provenance(result), "render": {"function": "overlay", "alpha": OVERLAY_ALPHA}}
+    return png_image(f"attribution:{name}", overlay(result.originals[0], result.display[0], alpha=OVERLAY_ALPHA), name, prov)
+
+
+def build(model: Any, batch: Any, ctx: ReportContext) -> Fragment:
+    from convlens.attribution import METHODS, explain
+    from convlens.errors import ConvlensError
+    from convlens.metrics import deletion_auc, insertion_auc
+
+    steps = FULL_METRIC_STEPS if ctx.full else QUICK_METRIC_STEPS
+    (target,), _ = predicted_classes(model, batch, 1)
+    rows, skipped = [], []
+    for name in sorted(METHODS):
+        if name in ELSEWHERE:
+            continue
+        if name in FULL_ONLY and not ctx.full:
+            skipped.append((name, "slow; run with --full"))
+            continue
+        options = method_options(model, name, ctx.full)
+        try:
+            result = explain(model, batch, name, target, seed=ctx.seed, **options)
+        except ConvlensError as exc:
+            skipped.append((name, str(exc)))
+            continue
+        maps = result.tensors["map"]
+        deletion = float(deletion_auc(model, batch.x, maps, target, steps=steps)[0][0])
+        insertion = float(insertion_auc(model, batch.x, maps, target, steps=steps)[0][0])
+        seconds = float(result.provenance["params"]["seconds"])
+        image = attribution_image(model, result, name)
+        rows.append({"method": name, "options": options, "seconds": seconds, "deletion": deletion, "insertion": insertion, "score": insertion - deletion, "image": image})
+    rows.sort(key=lambda r: (-r["score"], r["method"]))
+    for rank, row in enumerate(rows, 1):
+        row["rank"] = rank
+        row["image"] = ReportImage(
+            row["image"].name,
+            row["image"].png,
+            f"#{rank} {row['method']}\n{row['seconds'] * 1000:.0f} ms; deletion {row['deletion']:.3f}, insertion {row['insertion']:.3f}",
+            {**row["image"].provenance, "metrics": {"deletion_auc": row["deletion"], "insertion_auc": row["insertion"], "steps": steps, "fill": "blur"}},
+        )
+    table = "".join(
+        f'<tr><td class="num">{r["rank"]}</td><td>{esc(r["method"])}</td><td class="num">{r["seconds"] * 1000:.0f}</td>'
+        + f'<td class="num">{r["deletion"]:.3f}</td><td class="num">{r["insertion"]:.3f}</td><td class="num">{r["score"]:.3f}</td></tr>'
+        for r in rows
+    )
+    not_run = "".join(f"<li>{esc(n)}: {esc(why)}</li>" for n, why in skipped)
+    html = (
+        f"<p>Target: the predicted class, {target} {esc(label(model, target))}. Ranked by insertion &minus; deletion AUC "
+        + f"({steps} steps, blurred fill; deletion: lower is better, insertion: higher is better).</p>"
+        + '<table class="ranking"><tr><th>rank</th><th>method</th><th>ms</th><th>deletion AUC</th><th>insertion AUC</th><th>ins &minus; del</th></tr>'
+        + f"{table}</table>"
+        + "".join(figure_html(r["image"], width=200) for r in rows)
+        + (f"<p>Not shown:</p><ul>{not_run}</ul>" if skipped else "")
+    )
+    ctx.records["attribution"] = {"target": target, "metric_steps": steps, "options": {r["method"]: r["options"] for r in rows}, "alpha": OVERLAY_ALPHA}
+    summary = {
+        "target": target,
+        "ranking": [{k: r[k] for k in ("rank", "method", "seconds", "deletion", "insertion")} for r in rows],
+        "skipped": [{"method": n, "reason": why} for n, why in skipped],
+    }
+    return Fragment(html, [r["image"] for r in rows], summary)
+
+
+SECTION = ReportSection("attribution", "Attribution methods, ranked by faithfulness", 40, build)

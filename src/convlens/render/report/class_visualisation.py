@@ -1,0 +1,39 @@
+"""Report section: an image the model classifies as the predicted class
+(:func:`convlens.optimize.visualize_class`, few steps by default)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from convlens.render.report import (
+    Fragment,
+    ReportContext,
+    ReportSection,
+    SectionUnavailable,
+    figure_html,
+)
+from convlens.render.report._common import label, png_image, predicted_classes, result_provenance
+
+QUICK_STEPS, FULL_STEPS = 32, 256
+
+
+def build(model: Any, batch: Any, ctx: ReportContext) -> Fragment:
+    from convlens.errors import ConvlensError
+    from convlens.optimize.visualize import visualize_class
+    from convlens.render.overlay import to_uint8_image
+
+    steps = FULL_STEPS if ctx.full else QUICK_STEPS
+    (target,), _ = predicted_classes(model, batch, 1)
+    try:
+        result = visualize_class(model, target, steps=steps, seed=ctx.seed)
+    except ConvlensError as exc:
+        raise SectionUnavailable(str(exc)) from None
+    top1 = result.provenance["top1"][0]
+    prov = {**result_provenance(result), "params_given": {"cls": target, "steps": steps, "seed": ctx.seed}, "render": {"function": "to_uint8_image"}}
+    caption = f"{target} {label(model, target)} after {steps} steps\nthe model sees: {top1['label']} ({top1['probability']:.0%}); target {top1['target_probability']:.0%}"
+    image = png_image("visualize_class", to_uint8_image(result.tensors["image"][0]), caption, prov)
+    ctx.records["class_visualisation"] = {"target": target, "steps": steps, "seed": ctx.seed}
+    return Fragment(figure_html(image, width=260), [image], {"target": target, "steps": steps, "top1": top1})
+
+
+SECTION = ReportSection("class_visualisation", "Class visualisation of the predicted class", 70, build)

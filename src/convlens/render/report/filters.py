@@ -1,0 +1,33 @@
+"""Report section: the first convolution's filters (``convlens.inspect.filters``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from convlens.render.report import (
+    Fragment,
+    ReportContext,
+    ReportSection,
+    SectionUnavailable,
+    figure_html,
+)
+from convlens.render.report._common import png_image, result_provenance
+
+
+def build(model: Any, batch: Any, ctx: ReportContext) -> Fragment:
+    from convlens.errors import ConvlensError
+    from convlens.inspect import filters
+    from convlens.render.inspect import filters_mosaic
+
+    try:
+        result = filters(model)
+    except ConvlensError as exc:
+        raise SectionUnavailable(str(exc)) from None
+    prov = result_provenance(result)
+    shape = tuple(result.tensors["weights"].shape)
+    image = png_image("filters", filters_mosaic(result), f"{prov.get('layer')}: weights {'x'.join(map(str, shape))}, shown as {prov['params']['mode']}", prov)
+    ctx.records["filters"] = {"layer": prov.get("layer"), "params": prov["params"]}
+    return Fragment(figure_html(image), [image], {"layer": prov.get("layer"), "filters": shape[0]})
+
+
+SECTION = ReportSection("filters", "First-layer filters", 20, build)

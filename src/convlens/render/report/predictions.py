@@ -1,0 +1,31 @@
+"""Report section: the image and the model's top-k classes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from convlens.render.report import Fragment, ReportContext, ReportSection, figure_html
+from convlens.render.report._common import esc, png_image
+
+
+def build(model: Any, batch: Any, ctx: ReportContext) -> Fragment:
+    from convlens.render.overlay import to_uint8_image
+
+    k = min(ctx.top_k, len(model.labels)) if model.labels is not None else ctx.top_k
+    pred = model.predict(batch, top_k=k)[0]
+    photo = png_image("image", to_uint8_image(batch.originals[0]), ctx.source, {**model.provenance(), "method": "image", "source": ctx.source})
+    rows = "".join(
+        f'<tr><td class="num">{k + 1}</td><td class="num">{c}</td><td>{esc(lab)}</td><td>{esc(w or "")}</td>'
+        + f'<td class="num">{p:.2%}</td><td><span class="bar" style="width:{max(1, round(150 * p))}px"></span></td></tr>'
+        for k, (c, lab, w, p) in enumerate(zip(pred.classes, pred.labels, pred.wnids or [None] * len(pred.classes), pred.probabilities))
+    )
+    table = f'<table class="predictions"><tr><th>#</th><th>class</th><th>label</th><th>wnid</th><th>probability</th><th></th></tr>{rows}</table>'
+    ctx.records["predictions"] = {"top_k": len(pred.classes)}
+    return Fragment(
+        f'<div class="row"><div>{figure_html(photo, width=260)}</div><div>{table}</div></div>',
+        [photo],
+        {"top": pred.to_dict()["top"]},
+    )
+
+
+SECTION = ReportSection("predictions", "Top-k predictions", 10, build)
