@@ -64,8 +64,8 @@ DEFAULT_LAYERS: dict[str, StyleLayers] = {
         style={"stem_act": 1.0, "blocks.1.expand_act": 1.0, "blocks.3.expand_act": 1.0, "blocks.5.expand_act": 1.0, "blocks.8.expand_act": 1.0},
     ),
     # the classic choices of Gatys et al. 2016 on torchvision's VGG (conv1_1 ... conv5_1, conv4_2)
-    "vgg16": StyleLayers(content=("features.20",), style={"features.1": 1.0, "features.6": 1.0, "features.11": 1.0, "features.18": 1.0, "features.25": 1.0}),
-    "vgg19": StyleLayers(content=("features.22",), style={"features.1": 1.0, "features.6": 1.0, "features.11": 1.0, "features.20": 1.0, "features.29": 1.0}),
+    "torchvision:vgg16": StyleLayers(content=("features.20",), style={"features.1": 1.0, "features.6": 1.0, "features.11": 1.0, "features.18": 1.0, "features.25": 1.0}),
+    "torchvision:vgg19": StyleLayers(content=("features.22",), style={"features.1": 1.0, "features.6": 1.0, "features.11": 1.0, "features.20": 1.0, "features.29": 1.0}),
 }
 
 
