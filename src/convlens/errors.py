@@ -12,7 +12,8 @@ the command line turns those into one line on stderr and exit code 2. ::
     │   ├── TargetError                         a target that cannot be resolved
     │   │   └── AmbiguousLabelError             a label that names several classes
     │   └── UnknownModelError                   a model name convlens does not know
-    └── MissingDependencyError (ImportError)    an optional extra is not installed
+    ├── MissingDependencyError (ImportError)    an optional extra is not installed
+    └── QueryBudgetError                        a black-box attack ran out of oracle queries
 
 Messages say what was given, what was expected and the likely fix.
 """
@@ -27,6 +28,7 @@ __all__ = [
     "LayerNotFoundError",
     "LayerReusedError",
     "MissingDependencyError",
+    "QueryBudgetError",
     "TargetError",
     "UnknownModelError",
 ]
@@ -88,3 +90,7 @@ class UnknownModelError(BadInputError):
 
 class MissingDependencyError(ConvlensError, ImportError):
     """An optional dependency is missing; the message gives the pip command."""
+
+
+class QueryBudgetError(ConvlensError):
+    """A black-box attack asked its oracle for more queries than its budget allows."""

@@ -30,7 +30,12 @@ from convlens.style.measure import (
     max_patch_correlation,
     measure_layers,
 )
-from convlens.style.transfer import preserve_colors, style_transfer, synthesize_texture
+from convlens.style.transfer import (
+    load_style_image,
+    preserve_colors,
+    style_transfer,
+    synthesize_texture,
+)
 
 LAYERS = ["act1", "act2", "act3"]
 
@@ -224,3 +229,34 @@ def test_bad_settings_are_one_line_errors(loss_model: convlens.Model) -> None:
             style_transfer(loss_model, content, style, **{**options, **bad})
     with pytest.raises(BadInputError, match="statistic"):
         style_targets(loss_model, [style], LAYERS, statistic="moments")
+
+
+def test_style_and_texture_run_on_a_grayscale_model_with_the_luma_of_rgb_images() -> None:
+    model = convlens.wrap(LossNetGray(), input_size=32, mean=0.5, std=0.25, channels=1, resize=None, name="gray_loss_net")
+    content, style = _images(2, seed=3)
+    # BT.601 luma, written out here rather than taken from the library
+    luma = 0.299 * content[:, :1] + 0.587 * content[:, 1:2] + 0.114 * content[:, 2:3]
+    torch.testing.assert_close(load_style_image(content, model=model), luma)
+    result = style_transfer(model, content, style, content_layers=["act2"], style_layers=["act1", "act2"], size=None, steps=10, preserve_color=True)
+    assert result["image"].shape == (1, 1, *content.shape[-2:])
+    texture = synthesize_texture(model, style, size=(24, 24), sample_size=None, style_layers=["act1", "act2"], steps=5)
+    assert texture["image"].shape[1] == 1
+
+
+class LossNetGray(torch.nn.Module):
+    """A one-channel loss net, like a digits model."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        self.conv1 = torch.nn.Conv2d(1, 6, 3, padding=1)
+        self.act1 = torch.nn.ReLU()
+        self.conv2 = torch.nn.Conv2d(6, 8, 3, stride=2, padding=1)
+        self.act2 = torch.nn.ReLU()
+        self.fc = torch.nn.Linear(8, 3)
+        with torch.no_grad():
+            for p in self.parameters():
+                p.copy_(torch.randn(p.shape, generator=g) * 0.4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.act2(self.conv2(self.act1(self.conv1(x)))).mean((2, 3)))

@@ -47,7 +47,7 @@ def run(ctx: Context) -> int:
     args = ctx.args
     model = ctx.model()
     model.layer(args.layer)  # an unknown layer fails before any work, with suggestions
-    image = load_style_image(args.image, args.size)
+    image = load_style_image(args.image, args.size, model)
     out = ctx.out_path("gram.png", folder=False)
     result = layer_statistics(model, image, args.layer, transform=args.transform)
     g = result.tensors["gram"]

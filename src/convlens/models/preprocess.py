@@ -79,7 +79,7 @@ class Preprocessing:
 
         Differentiable: resize is bilinear with antialiasing, the crop a slice.
         """
-        image = self._match_channels(image)
+        image = self.match_channels(image)
         h, w = image.shape[-2:]
         geometry = self.geometry(h, w)
         if geometry.identity:
@@ -92,7 +92,8 @@ class Preprocessing:
         top, left = (rh - th) // 2, (rw - tw) // 2
         return resized[:, top : top + th, left : left + tw].clamp(0, 1), geometry
 
-    def _match_channels(self, image: torch.Tensor) -> torch.Tensor:
+    def match_channels(self, image: torch.Tensor) -> torch.Tensor:
+        """``(C, H, W)`` pixels with the model's channel count (RGB -> BT.601 luma, gray -> RGB)."""
         if image.shape[0] == self.channels:
             return image
         if self.channels == 1 and image.shape[0] == 3:

@@ -136,7 +136,7 @@ def _as_batch(model: Model, image: torch.Tensor) -> torch.Tensor:
         raise BadInputError("image: expected one image (C, H, W) or (1, C, H, W) in [0, 1]")
     pixels = image if image.dim() == 4 else image[None]
     if pixels.shape[1] != model.channels:
-        pixels = model.preprocessing._match_channels(pixels[0])[None]
+        pixels = model.preprocessing.match_channels(pixels[0])[None]
     if not torch.isfinite(pixels).all() or pixels.min() < 0 or pixels.max() > 1:
         raise BadInputError("image: pixel values must be finite and in [0, 1]")
     if min(pixels.shape[-2:]) < 8:

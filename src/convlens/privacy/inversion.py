@@ -30,17 +30,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from convlens.errors import BadInputError, ConvlensError
+from convlens.errors import BadInputError, QueryBudgetError
 from convlens.hooks import inference_context
 from convlens.models.model import Model
 from convlens.privacy._common import ProgressFn, accuracy, full_dataset, train_module
 from convlens.results import Result, make_provenance
 
 __all__ = ["ModelOracle", "QueryBudgetError", "inversion_experiment", "invert_black_box", "invert_white_box", "total_variation"]
-
-
-class QueryBudgetError(ConvlensError):
-    """A black-box attack asked the oracle for more queries than its budget allows."""
 
 
 class ModelOracle:

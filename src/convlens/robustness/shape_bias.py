@@ -302,7 +302,7 @@ def _standard_pixels(model: Model, image: torch.Tensor) -> torch.Tensor:
     torch instead moves a few of the 300 decisions (0.238 instead of 0.249 on the dev set).
     """
     pre = model.preprocessing
-    image = pre._match_channels(image)
+    image = pre.match_channels(image)
     th, tw = pre.input_size
     short = pre.resize if pre.resize is not None else round(min(th, tw) / 0.875)
     h, w = image.shape[-2:]
@@ -320,7 +320,7 @@ def _standard_pixels(model: Model, image: torch.Tensor) -> torch.Tensor:
 
 def _as_is_pixels(model: Model, image: torch.Tensor) -> torch.Tensor:
     """The image as it is; resized (no crop) only when it is not at the input size."""
-    image = model.preprocessing._match_channels(image)
+    image = model.preprocessing.match_channels(image)
     if tuple(image.shape[-2:]) == tuple(model.input_size):
         return image
     return F.interpolate(image[None], size=model.input_size, mode="bilinear", align_corners=False, antialias=True)[0].clamp(0, 1)

@@ -59,14 +59,19 @@ DEFAULT_JITTER = 4
 DEFAULT_TV = 1e-4
 
 
-def load_style_image(source: Any, size: int | None = None) -> torch.Tensor:
-    """An image (path, ``sample:NAME``, array, PIL, tensor) as pixels ``(1, 3, H, W)``.
+def load_style_image(source: Any, size: int | None = None, model: Any = None) -> torch.Tensor:
+    """An image (path, ``sample:NAME``, array, PIL, tensor) as pixels ``(1, C, H, W)``.
 
     With ``size``, resized (bilinear, antialiased) so that its longer side is ``size``.
+    With ``model``, converted to the model's channel count (a grayscale model gets the
+    luma); otherwise RGB.
     """
     if isinstance(source, str) and source.startswith("sample:"):
         source = load_sample(source.split(":", 1)[1])
-    image = load_image(source)[None]
+    image = load_image(source)
+    if model is not None:
+        image = model.preprocessing.match_channels(image)
+    image = image[None]
     if size is not None:
         image = resize_longer_side(image, size)
     return image
@@ -196,9 +201,9 @@ def style_transfer(
     transform = defaults.transform if transform is None else transform
     statistic = defaults.statistic if statistic is None else statistic
 
-    content_pixels = load_style_image(content, size).to(model.device, model.dtype)
+    content_pixels = load_style_image(content, size, model).to(model.device, model.dtype)
     style_side = max(16, round(max(content_pixels.shape[-2:]) * style_scale))
-    style_pixels = [load_style_image(s, style_side).to(model.device, model.dtype) for s in style_list]
+    style_pixels = [load_style_image(s, style_side, model).to(model.device, model.dtype) for s in style_list]
 
     targets = style_targets(model, style_pixels, list(layers), weights=style_weights, transform=transform, statistic=statistic)
     codes = layer_codes(model, content_pixels, content_layers)
@@ -214,7 +219,7 @@ def style_transfer(
         param = PixelParam(content_pixels.shape, gen, init_std=1.0, device=model.device, dtype=model.dtype)
     run = optimize(model, objective, param, steps=steps, lr=lr, optimizer=optimizer, transforms=transforms, generator=gen, progress=progress, truncate=True)
     image = run.tensors["image"]
-    if preserve_color:
+    if preserve_color and image.shape[1] == 3:  # a grayscale result has no colour to keep
         image = preserve_colors(image, content_pixels)
     final_c, final_s = _final_losses(model, image, c_loss, s_loss)
     params = {
@@ -284,7 +289,7 @@ def synthesize_texture(
     layers = _style_layers(model, style_layers)
     transform = defaults.transform if transform is None else transform
     statistic = defaults.statistic if statistic is None else statistic
-    sample_pixels = load_style_image(sample, sample_size).to(model.device, model.dtype)
+    sample_pixels = load_style_image(sample, sample_size, model).to(model.device, model.dtype)
     targets = style_targets(model, [sample_pixels], list(layers), transform=transform, statistic=statistic)
     s_loss = style_loss(targets, layers, transform=transform, statistic=statistic)
     objective = -s_loss
