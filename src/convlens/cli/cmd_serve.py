@@ -1,0 +1,92 @@
+"""``convlens serve [--model M] [--host 127.0.0.1] [--port 8000]``: the local web explorer."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import ipaddress
+import logging
+import sys
+
+from convlens.cli.context import Context
+
+log = logging.getLogger("convlens")
+
+SCHEMA = {
+    "type": "object",
+    "description": "Printed once the server stops (it serves until interrupted).",
+    "required": ["url", "models"],
+    "properties": {
+        "url": {"type": "string"},
+        "models": {"type": "array", "items": {"type": "string"}},
+    },
+}
+
+
+def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "serve",
+        parents=[common],
+        help="local web explorer: predictions, attributions, feature maps, attacks in the browser",
+        description=(
+            "Serves the explorer page and its JSON API (schema at /openapi.json) until interrupted. Binds to 127.0.0.1 by default: the API has no authentication, so another host is only for trusted networks. `--model a,b` offers several models. Needs the `web` extra: pip install 'convlens[web]'."
+        ),
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
+    p.add_argument("--max-bytes", type=int, default=20_000_000, help="largest upload in bytes (default 20000000)")
+    p.add_argument("--max-pixels", type=int, default=40_000_000, help="largest upload in width x height (default 40000000)")
+    p.set_defaults(func=run)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` only accepts connections from this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def run(ctx: Context) -> int:
+    from convlens.errors import BadInputError, MissingDependencyError
+    from convlens.models.zoo import DEFAULT_MODEL
+
+    args = ctx.args
+    missing = [m for m in ("fastapi", "uvicorn") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise MissingDependencyError(f"convlens serve needs {' and '.join(missing)}: pip install 'convlens[web]'")
+    if not 0 <= args.port <= 65535:
+        raise BadInputError(f"--port {args.port}: must be 0-65535")
+    if args.max_bytes < 1 or args.max_pixels < 1:
+        raise BadInputError("--max-bytes and --max-pixels must be at least 1")
+    names = [n.strip() for n in (args.model or DEFAULT_MODEL).split(",")]
+    if not all(names) or len(set(names)) != len(names):
+        raise BadInputError(f"--model {args.model!r}: give one model or distinct names separated by commas (a,b)")
+    if not is_loopback(args.host):
+        log.warning(
+            "WARNING: binding to %s makes the explorer reachable from other machines; it has NO authentication. Use the default 127.0.0.1 unless this network is trusted.",
+            args.host,
+        )
+    import uvicorn
+
+    from convlens.models.zoo import load_model
+    from convlens.server import create_app
+    from convlens.server.app import LOOPBACK_HOSTS
+
+    ctx._check_device()
+    with ctx.progress("loading models", len(names)) as update:
+        models = {}
+        for k, name in enumerate(names):
+            models[name] = load_model(name, device=ctx.device)
+            update(k + 1, len(names))
+    # on loopback only loopback Host headers: a page whose domain rebinds to 127.0.0.1 is refused
+    hosts = [*LOOPBACK_HOSTS, args.host] if is_loopback(args.host) else None
+    app = create_app(models=models, max_bytes=args.max_bytes, max_pixels=args.max_pixels, allowed_hosts=hosts)
+    url = f"http://{args.host}:{args.port}/"
+    print(f"convlens explorer on {url} (Ctrl+C stops it)", file=sys.stderr)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    if ctx.json:
+        ctx.emit_json({"url": url, "models": names})
+    return 0
