@@ -138,7 +138,9 @@ def explain(
     seed
         Seeds the ``torch.Generator`` of random methods (SmoothGrad, noise baselines).
     **options
-        The method's own options (``n_steps``, ``baseline``, ``patch`` ...).
+        The method's own options (``n_steps``, ``baseline``, ``patch`` ...). Slow methods
+        (Score-CAM, integrated gradients, SmoothGrad, occlusion) also take
+        ``progress=callback(done, total)``; it is not recorded in the provenance.
 
     Returns
     -------
@@ -172,7 +174,9 @@ def explain(
     how = reduce or spec.reduce
     reduced = attribution[:, 0] if spec.output == "cam" else reduce_channels(attribution, how)
     display = [map_to_original(reduced[i].detach().float().cpu(), g) for i, g in enumerate(batch.geometries)] if reduced.dim() == 3 else None
-    params = {k: v for k, v in kwargs.items() if k != "generator"}
+    # the generator is recorded as the seed; a progress callback is how the caller
+    # watches, not what made the result (and a callable has no JSON form)
+    params = {k: v for k, v in kwargs.items() if k not in ("generator", "progress")}
     params.update({"reduce": how if spec.output == "input" else None, "seconds": round(seconds, 4), "paper": spec.paper})
     provenance = make_provenance(model, method, params=params, target=resolved, layer=kwargs.get("layer"), seed=seed if spec.random else None)
     return Result(

@@ -21,6 +21,7 @@ Safety, by construction:
 from __future__ import annotations
 
 import hashlib
+import inspect
 import io
 import json
 import threading
@@ -42,7 +43,7 @@ from convlens.errors import BadInputError, ConvlensError, ImageReadError
 from convlens.server.jobs import JobManager, ProgressFn
 from convlens.server.storage import Storage
 
-__all__ = ["DEFAULT_MAX_BYTES", "DEFAULT_MAX_PIXELS", "LOOPBACK_HOSTS", "Explorer", "create_app"]
+__all__ = ["DEFAULT_MAX_BYTES", "DEFAULT_MAX_PIXELS", "LOOPBACK_HOSTS", "Explorer", "create_app", "reports_progress"]
 
 DEFAULT_MAX_BYTES = 20_000_000
 DEFAULT_MAX_PIXELS = 40_000_000
@@ -70,6 +71,10 @@ class ExplainRequest(BaseModel):
     method: str = "saliency"
     target: int | str | None = None
     layer: str | None = None
+
+
+class ExplainJobRequest(ExplainRequest):
+    image: str
 
 
 class ActivationsRequest(BaseModel):
@@ -114,6 +119,14 @@ def _npy(array: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
     return buffer.getvalue()
+
+
+def reports_progress(method: str) -> bool:
+    """Whether a registered attribution method takes ``progress=`` (read from its signature)."""
+    from convlens.attribution import METHODS
+
+    spec = METHODS.get(method)
+    return spec is not None and "progress" in inspect.signature(spec.fn).parameters
 
 
 class Explorer:
@@ -221,37 +234,67 @@ class Explorer:
             self.storage.write(path, json.dumps({"model": slot.model.name, **prediction.to_dict()}).encode())
         return dict(json.loads(path.read_text()))
 
-    def explain(self, image_id: str, request: ExplainRequest) -> dict[str, Any]:
-        from convlens.attribution import METHODS, explain
+    def _explain_plan(self, image_id: str, request: ExplainRequest) -> tuple[_Slot, str | None, str, Path]:
+        """Check an explain request before any work: its model, method, layer and image;
+        the cache key of its files and the path of their metadata."""
+        from convlens.attribution import METHODS
 
         slot = self.slot(request.model)
         if request.method not in METHODS:
             raise BadInputError(f"unknown method {request.method!r}; choose from {', '.join(sorted(METHODS))}")
         layer = request.layer if METHODS[request.method].uses_layer else None
+        if layer is not None:
+            slot.model.layer(layer)  # a bad layer is refused now, also before a job starts
         key = _key(slot.model.name, request.method, request.target, layer)
-        info = self.file(image_id, f"expl-{key}.json")
+        return slot, layer, key, self.file(image_id, f"expl-{key}.json")
+
+    def _explain_store(self, slot: _Slot, image_id: str, request: ExplainRequest, layer: str | None, key: str, progress: ProgressFn | None = None) -> None:
+        """Compute one map with :func:`convlens.explain` and store its files, metadata last.
+
+        The one place the sync route and the job compute: both write the same files.
+        ``progress`` goes to methods that take it; it is also called once more before
+        anything is written, so a job cancelled at the end of a method that reports no
+        progress (or after its last report) still stores nothing.
+        """
+        from convlens.attribution import explain
+
+        last = [0, 1]  # a method that reports nothing counts as one step
+
+        def watch(done: int, total: int) -> None:
+            last[:] = [done, total]
+            if progress is not None:
+                progress(done, total)
+
+        options = {"progress": watch} if (progress is not None and reports_progress(request.method)) else {}
+        with slot.lock:
+            result = explain(slot.model, self.batch(slot, image_id), request.method, request.target, layer=layer, **options)
+        if result.display is None:
+            raise BadInputError(f"method {request.method!r} gives no map to draw")
+        if progress is not None:
+            progress(last[1], last[1])  # the last chance to notice a cancel: raises before any write
+        target = result.provenance.get("target", {})
+        classes = target.get("classes") or []
+        cls = int(classes[0]) if classes else None
+        labels = slot.model.labels
+        meta = {
+            "key": key,
+            "model": slot.model.name,
+            "method": request.method,
+            "layer": result.provenance.get("layer"),
+            "target": {"class": cls, "label": labels.name(cls) if (labels is not None and cls is not None) else None},
+            "seconds": result.provenance["params"].get("seconds"),
+            "files": {"map": f"map-{key}.npy", "display": f"display-{key}.npy", "attribution": f"attr-{key}.npy"},
+        }
+        self.storage.write(self.file(image_id, f"map-{key}.npy"), _npy(result.tensors["map"][0].float().cpu().numpy()))
+        self.storage.write(self.file(image_id, f"display-{key}.npy"), _npy(result.display[0].float().cpu().numpy()))
+        self.storage.write(self.file(image_id, f"attr-{key}.npy"), _npy(result.tensors["attribution"][0].float().cpu().numpy()))
+        self.storage.write(self.file(image_id, f"expl-{key}.json"), json.dumps(meta).encode())
+
+    def explain(self, image_id: str, request: ExplainRequest) -> dict[str, Any]:
+        """An attribution map, computed in the request (fast methods; the job route for slow ones)."""
+        slot, layer, key, info = self._explain_plan(image_id, request)
         if not info.exists():
-            with slot.lock:
-                result = explain(slot.model, self.batch(slot, image_id), request.method, request.target, layer=layer)
-            if result.display is None:
-                raise BadInputError(f"method {request.method!r} gives no map to draw")
-            target = result.provenance.get("target", {})
-            classes = target.get("classes") or []
-            cls = int(classes[0]) if classes else None
-            labels = slot.model.labels
-            meta = {
-                "key": key,
-                "model": slot.model.name,
-                "method": request.method,
-                "layer": result.provenance.get("layer"),
-                "target": {"class": cls, "label": labels.name(cls) if (labels is not None and cls is not None) else None},
-                "seconds": result.provenance["params"].get("seconds"),
-                "files": {"map": f"map-{key}.npy", "display": f"display-{key}.npy", "attribution": f"attr-{key}.npy"},
-            }
-            self.storage.write(self.file(image_id, f"map-{key}.npy"), _npy(result.tensors["map"][0].float().cpu().numpy()))
-            self.storage.write(self.file(image_id, f"display-{key}.npy"), _npy(result.display[0].float().cpu().numpy()))
-            self.storage.write(self.file(image_id, f"attr-{key}.npy"), _npy(result.tensors["attribution"][0].float().cpu().numpy()))
-            self.storage.write(info, json.dumps(meta).encode())
+            self._explain_store(slot, image_id, request, layer, key)
         return dict(json.loads(info.read_text()))
 
     def overlay(self, image_id: str, key: str, alpha: float) -> Path:
@@ -325,6 +368,28 @@ class Explorer:
             return {"file": f"/api/shared/{path.name}", "layer": request.layer, "channel": request.channel, "steps": request.steps}
 
         return self.jobs.submit("visualize", work).to_dict()
+
+    def explain_job(self, request: ExplainJobRequest) -> dict[str, Any]:
+        """:meth:`explain` as a job: progress from methods that report it, cancel mid-way.
+
+        The request is checked before the job starts (a bad id, model, method or layer is
+        a 4xx now); a map already stored comes back as a job that is already done.
+        """
+        image_id = request.image
+        slot, layer, key, info = self._explain_plan(image_id, request)
+
+        def answer() -> dict[str, Any]:
+            return {"image": image_id, **json.loads(info.read_text())}
+
+        if info.exists():
+            return self.jobs.finished("explain", answer()).to_dict()
+
+        def work(progress: ProgressFn) -> dict[str, Any]:
+            if not info.exists():  # an identical job may have stored it while this one queued
+                self._explain_store(slot, image_id, request, layer, key, progress)
+            return answer()
+
+        return self.jobs.submit("explain", work).to_dict()
 
     def attack_job(self, request: AttackRequest) -> dict[str, Any]:
         from convlens.adversarial import attack
@@ -492,7 +557,10 @@ def create_app(
         return {
             "models": list(explorer.slots),
             "default_model": explorer.default_model,
-            "methods": [{"name": s.name, "output": s.output, "uses_layer": s.uses_layer, "paper": s.paper} for s in sorted(METHODS.values(), key=lambda s: s.name)],
+            "methods": [
+                {"name": s.name, "output": s.output, "uses_layer": s.uses_layer, "progress": reports_progress(s.name), "paper": s.paper}
+                for s in sorted(METHODS.values(), key=lambda s: s.name)
+            ],
             "samples": [{"name": s.name, "source": s.source, "expected": list(s.expected)} for s in SAMPLES.values()],
             "limits": {"max_bytes": explorer.max_bytes, "max_pixels": explorer.max_pixels},
         }
@@ -579,6 +647,10 @@ def create_app(
         return _file_response(explorer.storage.shared_file(name), download)
 
     # -- jobs ----------------------------------------------------------------------------
+    @app.post("/api/jobs/explain", summary="Start an attribution map (slow methods report progress; cached maps come back done); poll /api/jobs/{id}", status_code=202)
+    def explain_job(body: ExplainJobRequest) -> dict[str, Any]:
+        return explorer.explain_job(body)
+
     @app.post("/api/jobs/visualize", summary="Start a channel visualisation (cached); poll /api/jobs/{id}", status_code=202)
     def visualize(body: VisualizeRequest) -> dict[str, Any]:
         return explorer.visualize_job(body)

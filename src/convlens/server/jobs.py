@@ -1,4 +1,4 @@
-"""Long jobs (attacks, channel visualisations) with progress and cancel.
+"""Long jobs (attribution maps, attacks, channel visualisations) with progress and cancel.
 
 A job is a function ``work(progress) -> dict`` run on a worker thread. The library
 functions it calls report ``progress(done, total)``; the callback handed to them records
@@ -63,8 +63,7 @@ class JobManager:
         self._lock = threading.Lock()
         self.keep = keep
 
-    def submit(self, kind: str, work: Callable[[ProgressFn], dict[str, Any]]) -> Job:
-        job = Job(new_token(), kind)
+    def _add(self, job: Job) -> Job:
         with self._lock:
             self._jobs[job.id] = job
             while len(self._jobs) > self.keep:
@@ -72,8 +71,16 @@ class JobManager:
                 if oldest.status in ("queued", "running"):
                     break
                 self._jobs.popitem(last=False)
+        return job
+
+    def submit(self, kind: str, work: Callable[[ProgressFn], dict[str, Any]]) -> Job:
+        job = self._add(Job(new_token(), kind))
         self._pool.submit(self._run, job, work)
         return job
+
+    def finished(self, kind: str, result: dict[str, Any]) -> Job:
+        """A job that is done already (a cached result): polled and shown like any other."""
+        return self._add(Job(new_token(), kind, status="done", result=result))
 
     def _run(self, job: Job, work: Callable[[ProgressFn], dict[str, Any]]) -> None:
         if job.cancel_event.is_set():

@@ -135,14 +135,25 @@ function overlayUrl() {
   return `/api/images/${state.image}/overlays/${state.mapKey}.png?alpha=${alpha}`;
 }
 
+// Methods that report progress (Score-CAM, integrated gradients, SmoothGrad, occlusion:
+// /api/info says which) run as jobs with a progress bar and Cancel; the rest answer at once.
 async function explain() {
   if (!state.image) return;
   const seq = ++state.explainSeq;
   const body = { model: state.model, method: $("method").value, target: targetValue(), layer: $("layer").value || null };
+  const slow = state.info.methods.some((m) => m.name === body.method && m.progress);
+  supersede("explain"); // an older map still computing would hold the model until it ends
   $("overlay").dataset.ready = "";
   setStatus(`computing ${body.method}...`);
   try {
-    const r = await post(`/api/images/${state.image}/explain`, body);
+    let r;
+    if (slow) {
+      const job = await follow(await post("/api/jobs/explain", { image: state.image, ...body }), "explain");
+      if (job.status !== "done" || seq !== state.explainSeq) return;
+      r = job.result;
+    } else {
+      r = await post(`/api/images/${state.image}/explain`, body);
+    }
     if (seq !== state.explainSeq) return; // a newer choice superseded this one
     state.mapKey = r.key;
     const target = r.target.class === null ? "" : ` for ${r.target.label} (${r.target.class})`;
@@ -203,9 +214,11 @@ async function showMaps() {
 // Poll a job, moving its progress bar, until it ends; resolves with the job.
 async function follow(job, panel) {
   state.jobs[panel] = job.id;
-  $(`${panel}-job`).hidden = false;
+  const box = $(`${panel}-job`);
   const bar = $(`${panel}-progress`);
   bar.removeAttribute("value");
+  box.hidden = !(job.status === "queued" || job.status === "running"); // a cached result is done already
+  let current = true; // still this panel's job (not replaced by a newer request)
   try {
     while (job.status === "queued" || job.status === "running") {
       await new Promise((resolve) => setTimeout(resolve, 250));
@@ -216,16 +229,29 @@ async function follow(job, panel) {
       }
     }
   } finally {
-    if (state.jobs[panel] === job.id) $(`${panel}-job`).hidden = true;
+    current = state.jobs[panel] === job.id;
+    if (current) {
+      box.hidden = true;
+      state.jobs[panel] = null; // ended: nothing left to cancel
+    }
   }
   if (job.status === "error") throw new Error(job.error);
-  if (job.status === "cancelled") setStatus("cancelled");
+  if (job.status === "cancelled" && current) setStatus("cancelled");
   return job;
 }
 
 async function cancel(panel) {
   const id = state.jobs[panel];
   if (id) await api(`/api/jobs/${id}`, { method: "DELETE" }).catch(() => {});
+}
+
+// Cancel a panel's job because a newer request replaces it (no "cancelled" status shown).
+function supersede(panel) {
+  const id = state.jobs[panel];
+  if (!id) return;
+  state.jobs[panel] = null;
+  $(`${panel}-job`).hidden = true;
+  api(`/api/jobs/${id}`, { method: "DELETE" }).catch(() => {});
 }
 
 async function visualize(layer, channel) {
@@ -302,5 +328,6 @@ $("show-maps").addEventListener("click", showMaps);
 $("run-attack").addEventListener("click", runAttack);
 $("vis-cancel").addEventListener("click", () => cancel("vis"));
 $("attack-cancel").addEventListener("click", () => cancel("attack"));
+$("explain-cancel").addEventListener("click", () => cancel("explain"));
 
 init().catch((e) => setStatus(e.message, true));
