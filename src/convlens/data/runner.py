@@ -3,13 +3,23 @@
 ``run_dataset`` is the engine behind the commands that work on whole folders (``explain
 DIR``, ``attack DIR``, ``evaluate``, ``features``). Items are split by position into fixed
 shards of ``shard_size``; each shard is computed batch by batch and written as one
-``.npz`` file, and ``manifest.json`` lists the finished shards with their checksums::
+``.npz`` or Parquet file, and ``manifest.json`` lists the finished shards with their
+checksums and the process that computed them::
 
     out_dir/
       manifest.json      format, n_items, shard_size, item fingerprint, config, shards
       shard-00000.npz    outputs of items [0, shard_size): every key fn returned + "index"
-      shard-00001.npz    ...
+      shard-00001.npz    ... (or shard-00000.parquet: one row per item, see below)
       .convlens.lock     held while a run writes here (a second run is refused)
+
+Parquet shards (``shard_format="parquet"``) hold one row per readable item: ``index``,
+``path``, ``label`` (-1 when unlabelled) and one column per key of ``fn``; a key whose rows
+are arrays becomes a fixed-size-list column of the flattened row, its row shape kept in the
+schema metadata, so :func:`read_outputs` gives back the same arrays as from ``.npz``.
+
+Shards of one run can be computed by other processes (``workers > 1``, or
+``engine="ray"``, see :mod:`convlens.data.engines`): they return the encoded shard, and
+this process alone writes it, verifies it and lists it, so resuming works the same.
 
 Crash safety (``kill -9`` at any moment): a shard is written to a temporary file, flushed,
 fsynced and renamed into place, then the manifest is rewritten the same way and the folder
@@ -29,6 +39,7 @@ import io
 import json
 import os
 import re
+import socket
 import zipfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -43,16 +54,21 @@ from convlens.data.folders import LabelledItem
 from convlens.data.images import load_image
 from convlens.errors import BadInputError, ImageReadError
 
-__all__ = ["RunReport", "iter_shards", "read_outputs", "run_dataset"]
+__all__ = ["ENGINES", "SHARD_FORMATS", "RunReport", "ShardTask", "iter_shards", "read_outputs", "run_dataset", "worker_id"]
 
 MANIFEST = "manifest.json"
 _LOCK = ".convlens.lock"
 _FORMAT = "convlens-dataset-run"
 _VERSION = 1
-_SHARD_RE = re.compile(r"^shard-\d+\.npz$")
+_SHARD_RE = re.compile(r"^shard-\d+\.(npz|parquet)$")
+SHARD_FORMATS = ("npz", "parquet")
+ENGINES = ("local", "ray")
+# Parquet columns the runner adds beside fn's keys.
+_PARQUET_COLUMNS = ("index", "path", "label")
+_SHAPES_KEY = b"convlens.shapes"
 _TMP_SUFFIX = ".tmp"
 # Only the runner's own temporary files are ever deleted, never a user's "notes.tmp".
-_TMP_RE = re.compile(r"^(shard-\d+\.npz|manifest\.json)\.tmp$")
+_TMP_RE = re.compile(r"^(shard-\d+\.(npz|parquet)|manifest\.json)\.tmp$")
 
 # Test hook: called with "shard-written-tmp", "shard-replaced", "manifest-written-tmp" and
 # "manifest-written" at those moments, so a test can kill the process exactly there.
@@ -104,6 +120,9 @@ def run_dataset(
     config: Mapping[str, Any] | None = None,
     overwrite: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    shard_format: str = "npz",
+    engine: str = "local",
+    workers: int = 1,
 ) -> RunReport:
     """Run ``fn`` over every item in batches, writing resumable shards to ``out_dir``.
 
@@ -128,7 +147,8 @@ def run_dataset(
     shard_size
         Items per shard file (need not be a multiple of ``batch_size``).
     num_workers
-        DataLoader worker processes that decode images (0: in this process).
+        DataLoader worker processes that decode images (0: in this process). Used when
+        this process computes the shards (``engine="local"``, ``workers=1``).
     config
         JSON-serialisable description of what produced the outputs (method, parameters,
         model id, ...), stored in the manifest. Resuming with another config is refused.
@@ -136,7 +156,19 @@ def run_dataset(
         Delete the shards and manifest of a previous run in ``out_dir`` and start again.
     progress
         Called as ``progress(done, total)`` with the items processed so far (resumed ones
-        included) after each batch.
+        included) after each batch (after each shard when other processes compute them).
+    shard_format
+        ``"npz"`` (default) or ``"parquet"`` (one row per item with its path and label;
+        ``fn`` may then not return the keys ``path`` or ``label``).
+    engine
+        ``"local"``: this machine; ``"ray"``: a Ray cluster (the one ``ray.init`` connected
+        to, else a local one), through Ray Data with an actor pool of ``workers`` actors.
+        ``fn`` and ``load`` are pickled (cloudpickle) to the other processes.
+    workers
+        Processes that compute shards. Local with ``workers > 1``: forked processes, one
+        shard each at a time, each with one torch thread (on CPU this scales better than
+        torch threads in one process, which leave the decoding and the small layers
+        serial). ``fn`` runs in those processes: it must not rely on state it changes.
 
     Returns
     -------
@@ -160,11 +192,18 @@ def run_dataset(
     """
     entries = _as_items(items)
     _check_sizes(batch_size, shard_size, num_workers)
+    _check_choice("shard_format", shard_format, SHARD_FORMATS)
+    _check_choice("engine", engine, ENGINES)
+    _check_int("workers", workers, 1)
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise BadInputError(f"out_dir {out} is a file; pass a folder for the shards")
+    if engine == "ray":
+        from convlens.data.engines import require_ray
+
+        require_ray()  # before anything is written
     out.mkdir(parents=True, exist_ok=True)
-    header = _header(entries, shard_size, config)
+    header = _header(entries, shard_size, config, shard_format)
     with _locked(out):
         if overwrite:
             _clear(out)
@@ -176,7 +215,12 @@ def run_dataset(
         if progress is not None:
             progress(done, len(entries))
         computed: list[int] = []
-        for entry in _compute(entries, pending, fn, out, load, batch_size, shard_size, num_workers, progress, done):
+        if engine == "local" and workers == 1:
+            finished = _compute(entries, pending, fn, out, load, batch_size, shard_size, num_workers, progress, done, shard_format)
+        else:
+            task = ShardTask(entries, fn, load, batch_size, shard_size, shard_format)
+            finished = _gather(out, task, pending, engine, workers, progress, done, len(entries))
+        for entry in finished:
             shards[entry["index"]] = entry
             _write_manifest(out, header, shards)
             computed.append(entry["index"])
@@ -220,7 +264,8 @@ def read_outputs(out_dir: str | Path) -> dict[str, np.ndarray]:
     -------
     dict of str to numpy.ndarray
         Every key ``fn`` returned, plus ``"index"``: the item index of each row (items
-        that could not be read, or whose shard is unfinished, have no row).
+        that could not be read, or whose shard is unfinished, have no row). Parquet shards
+        also give ``"path"`` (str) and ``"label"`` (int64, -1 when unlabelled).
 
     Raises
     ------
@@ -262,11 +307,20 @@ def _as_items(items: Sequence[LabelledItem | str | Path]) -> list[LabelledItem]:
 
 def _check_sizes(batch_size: int, shard_size: int, num_workers: int) -> None:
     for name, value, low in (("batch_size", batch_size, 1), ("shard_size", shard_size, 1), ("num_workers", num_workers, 0)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise BadInputError(f"{name} is {value!r}; pass an integer >= {low}")
+        _check_int(name, value, low)
 
 
-def _header(entries: list[LabelledItem], shard_size: int, config: Mapping[str, Any] | None) -> dict[str, Any]:
+def _check_int(name: str, value: Any, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise BadInputError(f"{name} is {value!r}; pass an integer >= {low}")
+
+
+def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise BadInputError(f"{name} is {value!r}; choose one of {', '.join(choices)}")
+
+
+def _header(entries: list[LabelledItem], shard_size: int, config: Mapping[str, Any] | None, shard_format: str = "npz") -> dict[str, Any]:
     """The manifest fields that identify a run; a resume must match all of them."""
     digest = hashlib.sha256()
     for item in entries:
@@ -283,6 +337,7 @@ def _header(entries: list[LabelledItem], shard_size: int, config: Mapping[str, A
         "version": _VERSION,
         "n_items": len(entries),
         "shard_size": shard_size,
+        "shard_format": shard_format,
         "items_sha256": digest.hexdigest(),
         "config": stored,
     }
@@ -327,6 +382,8 @@ def _check_same_run(folder: Path, old: dict[str, Any], header: dict[str, Any]) -
         differ.append("items (other paths or labels)")
     if old.get("shard_size") != header["shard_size"]:
         differ.append(f"shard_size ({old.get('shard_size')} stored, {header['shard_size']} given)")
+    if old.get("shard_format", "npz") != header["shard_format"]:
+        differ.append(f"shard_format ({old.get('shard_format', 'npz')} stored, {header['shard_format']} given)")
     if old.get("config") != header["config"]:
         differ.append(f"config ({old.get('config')!r} stored, {header['config']!r} given)")
     if differ:
@@ -341,7 +398,7 @@ def _valid_entry(folder: Path, entry: Any, header: dict[str, Any]) -> bool:
     try:
         k = entry["index"]
         start, stop = k * header["shard_size"], min((k + 1) * header["shard_size"], header["n_items"])
-        if entry["file"] != _shard_name(k) or (entry["start"], entry["stop"]) != (start, stop):
+        if entry["file"] != _shard_name(k, header["shard_format"]) or (entry["start"], entry["stop"]) != (start, stop):
             return False
         path = folder / entry["file"]
         return path.is_file() and _sha256_file(path) == entry["sha256"]
@@ -459,16 +516,55 @@ def _collate(loaded: list[_Loaded]) -> _Batch:
 class _ShardBuffer:
     """The outputs of one shard while it is being computed."""
 
-    def __init__(self, index: int, start: int, stop: int) -> None:
+    def __init__(self, index: int, start: int, stop: int, shard_format: str = "npz") -> None:
         self.index, self.start, self.stop = index, start, stop
+        self.shard_format = shard_format
         self.ok: list[int] = []
         self.failures: list[tuple[str, str]] = []
         self.parts: dict[str, list[np.ndarray]] = {}
+        self.keys: set[str] | None = None
+
+    def add(
+        self,
+        batch: _Batch,
+        fn: Callable[[torch.Tensor, list[LabelledItem]], Mapping[str, torch.Tensor | np.ndarray]],
+        entries: list[LabelledItem],
+        keys: set[str] | None,
+    ) -> set[str] | None:
+        """Run ``fn`` on the batch's readable items and keep the rows; returns fn's keys."""
+        self.failures.extend((str(entries[i].path), reason) for i, reason in batch.failures)
+        if not batch.indices:
+            return keys
+        outputs = _call(fn, batch, entries, keys)
+        if self.shard_format == "parquet":
+            clash = sorted(set(outputs) & set(_PARQUET_COLUMNS))
+            if clash:
+                raise BadInputError(f"fn returned the key {clash[0]!r}, a column Parquet shards add themselves; rename it or use shard_format='npz'")
+        for key, value in outputs.items():
+            self.parts.setdefault(key, []).append(value)
+        self.ok.extend(batch.indices)
+        return set(outputs)
 
     def arrays(self) -> dict[str, np.ndarray]:
         arrays = {key: np.concatenate(values) for key, values in self.parts.items()}
         arrays["index"] = np.asarray(self.ok, dtype=np.int64)
         return arrays
+
+    def meta(self) -> dict[str, Any]:
+        """The manifest fields of this shard that do not depend on its file."""
+        return {
+            "index": self.index,
+            "start": self.start,
+            "stop": self.stop,
+            "n_ok": len(self.ok),
+            "failures": [list(f) for f in self.failures],
+            "worker": worker_id(),
+        }
+
+
+def worker_id() -> str:
+    """``hostname:pid`` of this process, recorded with every shard it computes."""
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def _compute(
@@ -482,8 +578,10 @@ def _compute(
     num_workers: int,
     progress: Callable[[int, int], None] | None,
     done: int,
+    shard_format: str = "npz",
 ) -> Iterator[dict[str, Any]]:
-    """Compute the pending shards; yield each manifest entry once its file is in place."""
+    """Compute the pending shards in this process; yield each manifest entry once its file
+    is in place."""
     plan: list[tuple[int, list[int]]] = []
     for k in pending:
         start, stop = k * shard_size, min((k + 1) * shard_size, len(entries))
@@ -502,20 +600,70 @@ def _compute(
     buffer: _ShardBuffer | None = None
     for (k, positions), batch in zip(plan, loader):
         if buffer is None:
-            buffer = _ShardBuffer(k, k * shard_size, min((k + 1) * shard_size, len(entries)))
-        buffer.failures.extend((str(entries[i].path), reason) for i, reason in batch.failures)
-        if batch.indices:
-            outputs = _call(fn, batch, entries, keys)
-            keys = set(outputs)
-            for key, value in outputs.items():
-                buffer.parts.setdefault(key, []).append(value)
-            buffer.ok.extend(batch.indices)
+            buffer = _ShardBuffer(k, k * shard_size, min((k + 1) * shard_size, len(entries)), shard_format)
+        keys = buffer.add(batch, fn, entries, keys)
         done += len(positions)
         if progress is not None:
             progress(done, len(entries))
         if positions[-1] == buffer.stop - 1:
-            yield _finish(folder, buffer)
+            yield _finish(folder, buffer.meta(), _encode(buffer.arrays(), shard_format, entries), shard_format)
             buffer = None
+
+
+@dataclass
+class ShardTask:
+    """Everything needed to compute one shard in another process: ``task(k)``.
+
+    Pickled (with cloudpickle on Ray) to the processes that compute shards; it returns the
+    shard's manifest fields and its encoded file, which the driver writes and lists. Errors
+    of the user's input come back as values, so the driver raises them as one line.
+    """
+
+    entries: list[LabelledItem]
+    fn: Callable[[torch.Tensor, list[LabelledItem]], Mapping[str, torch.Tensor | np.ndarray]]
+    load: Callable[[Path], torch.Tensor]
+    batch_size: int
+    shard_size: int
+    shard_format: str
+
+    def __call__(self, k: int) -> tuple[dict[str, Any], bytes]:
+        start, stop = k * self.shard_size, min((k + 1) * self.shard_size, len(self.entries))
+        buffer = _ShardBuffer(k, start, stop, self.shard_format)
+        dataset = _ItemDataset([e.path for e in self.entries], self.load)
+        keys: set[str] | None = None
+        try:
+            for b in range(start, stop, self.batch_size):
+                batch = _collate([dataset[i] for i in range(b, min(b + self.batch_size, stop))])
+                keys = buffer.add(batch, self.fn, self.entries, keys)
+            payload = _encode(buffer.arrays(), self.shard_format, self.entries)
+        except BadInputError as err:
+            return {"index": k, "error": ["BadInputError", str(err)]}, b""
+        except TypeError as err:
+            return {"index": k, "error": ["TypeError", str(err)]}, b""
+        return buffer.meta(), payload
+
+
+def _gather(
+    folder: Path,
+    task: ShardTask,
+    pending: list[int],
+    engine: str,
+    workers: int,
+    progress: Callable[[int, int], None] | None,
+    done: int,
+    total: int,
+) -> Iterator[dict[str, Any]]:
+    """Shards computed by other processes, written and verified here, in the order they end."""
+    from convlens.data.engines import run_shards
+
+    for meta, payload in run_shards(task, pending, engine=engine, workers=workers):
+        if "error" in meta:
+            kind, message = meta["error"]
+            raise (BadInputError if kind == "BadInputError" else TypeError)(message)
+        done += meta["stop"] - meta["start"]
+        if progress is not None:
+            progress(done, total)
+        yield _finish(folder, meta, payload, task.shard_format)
 
 
 def _call(
@@ -565,34 +713,91 @@ def _to_numpy(key: Any, value: Any, n: int) -> np.ndarray:
     return array
 
 
-def _finish(folder: Path, buffer: _ShardBuffer) -> dict[str, Any]:
-    name = _shard_name(buffer.index)
-    digest = _write_npz(folder / name, buffer.arrays())
-    return {
-        "index": buffer.index,
-        "file": name,
-        "sha256": digest,
-        "start": buffer.start,
-        "stop": buffer.stop,
-        "n_ok": len(buffer.ok),
-        "failures": [list(f) for f in buffer.failures],
+def _finish(folder: Path, meta: dict[str, Any], payload: bytes, shard_format: str) -> dict[str, Any]:
+    """Write an encoded shard atomically; its manifest entry (file and sha256 added)."""
+    name = _shard_name(meta["index"], shard_format)
+    digest = _write_atomic(folder / name, payload)
+    entry = {"index": meta["index"], "file": name, "sha256": digest}
+    entry.update((key, value) for key, value in meta.items() if key != "index")
+    return entry
+
+
+# ---------------------------------------------------------------- shard files
+
+
+def _encode(arrays: dict[str, np.ndarray], shard_format: str, entries: list[LabelledItem]) -> bytes:
+    return _npz_bytes(arrays) if shard_format == "npz" else _parquet_bytes(arrays, entries)
+
+
+def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+    sink = io.BytesIO()
+    # Written member by member rather than through np.savez, whose own keyword arguments
+    # ("file", "allow_pickle") would collide with output names.
+    with zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
+        for key, array in arrays.items():
+            with archive.open(f"{key}.npy", "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.ascontiguousarray(array), allow_pickle=False)
+    return sink.getvalue()
+
+
+def _parquet_bytes(arrays: dict[str, np.ndarray], entries: list[LabelledItem]) -> bytes:
+    """One row per item: index, path, label (-1: unlabelled), then fn's keys."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    index = arrays["index"]
+    columns: dict[str, Any] = {
+        "index": pa.array(index, pa.int64()),
+        "path": pa.array([str(entries[i].path) for i in index], pa.string()),
+        "label": pa.array([-1 if entries[i].label is None else int(entries[i].label) for i in index], pa.int64()),
     }
+    shapes: dict[str, list[int]] = {}
+    for key, array in arrays.items():
+        if key == "index":
+            continue
+        if array.ndim == 1:
+            columns[key] = pa.array(array)
+        else:
+            # A row that is an array: its flattened values as a fixed-size list (what Arrow
+            # tools read as a vector column); the row shape goes into the schema metadata.
+            shapes[key] = list(array.shape[1:])
+            width = int(np.prod(array.shape[1:]))
+            columns[key] = pa.FixedSizeListArray.from_arrays(pa.array(np.ascontiguousarray(array).reshape(-1)), width)
+    table = pa.table(columns).replace_schema_metadata({_SHAPES_KEY: json.dumps(shapes).encode()})
+    sink = io.BytesIO()
+    pq.write_table(table, sink)
+    return sink.getvalue()
 
 
-def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> str:
-    """Write ``arrays`` as an .npz atomically; return its sha256."""
+def _read_parquet(data: bytes) -> dict[str, np.ndarray]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(pa.BufferReader(data))
+    shapes = json.loads((table.schema.metadata or {}).get(_SHAPES_KEY, b"{}"))
+    n = table.num_rows
+    arrays: dict[str, np.ndarray] = {}
+    for name in table.column_names:
+        column = table.column(name).combine_chunks()
+        if pa.types.is_fixed_size_list(column.type):
+            values = column.flatten().to_numpy(zero_copy_only=False)
+            arrays[name] = values.reshape(n, *shapes.get(name, [column.type.list_size]))
+        elif pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+            arrays[name] = np.asarray(column.to_pylist(), dtype=np.str_).reshape(n)
+        else:
+            arrays[name] = column.to_numpy(zero_copy_only=False)
+    return arrays
+
+
+def _write_atomic(path: Path, data: bytes) -> str:
+    """Write ``data`` to ``path`` through a fsynced temporary file; return its sha256."""
     tmp = path.with_name(path.name + _TMP_SUFFIX)
     with open(tmp, "wb") as handle:
-        # Written member by member rather than through np.savez, whose own keyword
-        # arguments ("file", "allow_pickle") would collide with output names.
-        with zipfile.ZipFile(handle, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
-            for key, array in arrays.items():
-                with archive.open(f"{key}.npy", "w", force_zip64=True) as member:
-                    np.lib.format.write_array(member, np.ascontiguousarray(array), allow_pickle=False)
+        handle.write(data)
         handle.flush()
         os.fsync(handle.fileno())
     _fault("shard-written-tmp")
-    digest = _sha256_file(tmp)
+    digest = hashlib.sha256(data).hexdigest()
     os.replace(tmp, path)
     _fsync_dir(path.parent)
     _fault("shard-replaced")
@@ -608,14 +813,17 @@ def _iter_verified(folder: Path, entries: list[dict[str, Any]]) -> Iterator[tupl
             raise BadInputError(f"{path} is listed in {MANIFEST} but cannot be read ({err}); rerun run_dataset on {folder} to recompute it") from err
         if hashlib.sha256(data).hexdigest() != entry["sha256"]:
             raise BadInputError(f"{path} does not match its checksum in {MANIFEST} (modified or corrupt); rerun run_dataset on {folder} to recompute it")
-        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-            arrays = {key: npz[key] for key in npz.files}
+        if path.suffix == ".parquet":
+            arrays = _read_parquet(data)
+        else:
+            with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+                arrays = {key: npz[key] for key in npz.files}
         index = arrays.pop("index").tolist()
         yield index, arrays
 
 
-def _shard_name(k: int) -> str:
-    return f"shard-{k:05d}.npz"
+def _shard_name(k: int, shard_format: str = "npz") -> str:
+    return f"shard-{k:05d}.{shard_format}"
 
 
 def _sha256_file(path: Path) -> str:

@@ -1,0 +1,111 @@
+"""``convlens features DIR --layer L [--full] [--engine local|ray] [--workers N] -o OUT/``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from convlens.cli.context import Context
+from convlens.errors import BadInputError
+
+SCHEMA = {
+    "type": "object",
+    "required": ["model", "layer", "pooled", "shape", "dim", "out", "engine", "workers", "items", "done", "failed", "shards", "computed_shards", "errors"],
+    "properties": {
+        "model": {"type": "string"},
+        "layer": {"type": "string"},
+        "pooled": {"type": "boolean"},
+        "shape": {"type": "array", "items": {"type": "integer"}, "description": "per-image shape of the layer's map"},
+        "dim": {"type": "integer", "description": "values per image in the codes"},
+        "out": {"type": "string"},
+        "engine": {"type": "string", "enum": ["local", "ray"]},
+        "workers": {"type": "integer"},
+        "items": {"type": "integer", "description": "images found"},
+        "done": {"type": "integer", "description": "images with codes (resumed shards included)"},
+        "failed": {
+            "type": "array",
+            "items": {"type": "object", "required": ["path", "reason"], "properties": {"path": {"type": "string"}, "reason": {"type": "string"}}},
+        },
+        "shards": {"type": "array", "items": {"type": "string"}},
+        "computed_shards": {"type": "array", "items": {"type": "integer"}, "description": "shards computed by this call (resumed ones excluded)"},
+        "errors": {"type": "array", "items": {"type": "string"}},
+    },
+}
+
+
+def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "features",
+        parents=[common],
+        help="each image's code at a layer, into resumable Parquet shards",
+        description=(
+            "Run a folder of images (class subfolders, a CSV of path,label rows, or a flat folder) through the model and save each image's "
+            + "code at a layer -- the spatial mean per channel, or with --full the whole map -- with its path, label and the model's top-1 class, "
+            + "in Parquet shards with a manifest. An interrupted run resumes where it stopped; unreadable files are reported (exit 2, outputs kept). "
+            + "`convlens embed`, `neighbors` and the explorer read the folder."
+        ),
+    )
+    p.add_argument("folder", metavar="DIR", help="folder of images (class subfolders = labels) or a .csv of path,label rows")
+    p.add_argument("--layer", required=True, help="layer name (see `convlens layers`)")
+    p.add_argument("--full", action="store_true", help="keep the full C x H x W map per image (default: the spatial mean per channel)")
+    p.add_argument("--engine", choices=["local", "ray"], default="local", help="local (default) or ray: the shards computed on a Ray cluster (pip install 'convlens[ray]')")
+    p.add_argument("--workers", type=int, default=1, help="processes computing shards: local forked processes with one torch thread each, or Ray actors (default 1)")
+    p.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default 32)")
+    p.add_argument("--shard-size", type=int, default=256, help="images per Parquet shard (default 256)")
+    p.add_argument("--overwrite", action="store_true", help="replace a previous run of other settings in the output folder")
+    p.add_argument("-o", "--out", default=None, help="output folder for the shards (default features-LAYER)")
+    p.set_defaults(func=run)
+
+
+def run(ctx: Context) -> int:
+    from convlens.data.folders import scan_labelled
+    from convlens.represent.features import code_size, extract_features, layer_shape
+
+    args = ctx.args
+    folder = Path(args.folder)
+    if not folder.exists():
+        raise BadInputError(f"{folder}: no such folder; pass a folder of images or a .csv of path,label rows")
+    for name in ("workers", "batch_size", "shard_size"):
+        if getattr(args, name) < 1:
+            raise BadInputError(f"--{name.replace('_', '-')} {getattr(args, name)}: must be at least 1")
+    if args.engine == "ray":
+        from convlens.data.engines import require_ray
+
+        require_ray()  # before the model loads
+    model = ctx.model()
+    shape = list(layer_shape(model, args.layer))  # an unknown layer fails before anything is written
+    items = scan_labelled(folder, model.labels.resolve if model.labels else None)
+    out = ctx.out_path(f"features-{args.layer}", folder=True)
+    with ctx.progress(f"features at {args.layer} of {len(items)} images", len(items)) as update:
+        report = extract_features(
+            model, items, args.layer, out, pooled=not args.full, batch_size=args.batch_size,
+            shard_size=args.shard_size, engine=args.engine, workers=args.workers,
+            overwrite=args.overwrite, progress=update,
+        )  # fmt: skip
+    for path, reason in report.failed:
+        ctx.report_bad_input(BadInputError(f"{path}: {reason}"))
+    dim = code_size(shape, not args.full)
+    summary = {
+        "model": model.name,
+        "layer": args.layer,
+        "pooled": not args.full,
+        "shape": shape,
+        "dim": dim,
+        "out": str(report.out_dir),
+        "engine": args.engine,
+        "workers": args.workers,
+        "items": report.n_items,
+        "done": report.n_done,
+        "failed": [{"path": p, "reason": r} for p, r in report.failed],
+        "shards": report.shards,
+        "computed_shards": report.computed_shards,
+        "errors": ctx.bad_inputs,
+    }
+    if ctx.json:
+        ctx.emit_json(summary)
+    else:
+        resumed = len(report.shards) - len(report.computed_shards)
+        note = f" ({resumed} shards resumed)" if resumed else ""
+        print(f"{report.n_done} of {report.n_items} images -> {report.out_dir}: {dim} values each at {args.layer}{note}; {len(report.failed)} failed")
+    return ctx.exit_code()
+
