@@ -43,6 +43,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument("--full", action="store_true", help="slow, complete settings (every method at its defaults, more steps)")
     p.add_argument("--top-k", type=int, default=5, help="predictions listed (default 5)")
     p.add_argument("--sections", default=None, help="comma-separated section names to run (default: all)")
+    p.add_argument("--index", default=None, metavar="OUT", help="a `convlens features` folder: adds the image's nearest neighbours")
     p.add_argument("-o", "--out", default=None, help="output HTML file (default report.html)")
     p.set_defaults(func=run)
 
@@ -60,14 +61,18 @@ def run(ctx: Context) -> int:
         raise BadInputError(f"--model {args.model!r}: give one model or distinct names separated by commas (a,b)")
     only = [s.strip() for s in args.sections.split(",")] if args.sections else None
     if only:
-        known = {s.name for s in discover_sections()}
+        known = {s.name for s in discover_sections(index=args.index is not None)}
         bad = [s for s in only if s not in known]
         if bad:
             raise BadInputError(f"--sections: unknown section {bad[0]!r}; choose from {', '.join(sorted(known))}")
     out = ctx.out_path("report.html", folder=False)
     if out.suffix.lower() not in (".html", ".htm"):
         raise BadInputError(f"--out {out}: the report is an HTML file; give a name ending in .html")
-    ctx._check_device()
+    if args.index is not None:
+        from convlens.represent.features import load_features
+
+        load_features(args.index)  # not a features folder: one line, exit 2, before any work
+    ctx.check_device()
     with ctx.progress("loading models", len(names)) as update:
         models = []
         for k, name in enumerate(names):
@@ -77,7 +82,7 @@ def run(ctx: Context) -> int:
         model.prepare([args.image])  # a bad image fails here, before any work, one line
     with ctx.progress_group() as add:
         update = add("building report", None)
-        report = build_report(models, args.image, full=args.full, seed=args.seed, top_k=args.top_k, only=only, progress=update)
+        report = build_report(models, args.image, full=args.full, seed=args.seed, top_k=args.top_k, only=only, progress=update, index=args.index)
     report.save(out)
     summary = report.summary()
     payload = {**summary, "out": str(out), "full": bool(args.full), "errors": ctx.bad_inputs}

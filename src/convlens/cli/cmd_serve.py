@@ -75,7 +75,7 @@ def run(ctx: Context) -> int:
     from convlens.server import create_app
     from convlens.server.app import LOOPBACK_HOSTS
 
-    ctx._check_device()
+    ctx.check_device()
     with ctx.progress("loading models", len(names)) as update:
         models = {}
         for k, name in enumerate(names):

@@ -49,12 +49,13 @@ class Context:
             from convlens.models.zoo import DEFAULT_MODEL, load_model
 
             name = self.args.model or DEFAULT_MODEL
-            self._check_device()
+            self.check_device()
             with self.progress(f"loading {name}") as update:
                 self._model = load_model(name, device=self.device, progress=update)
         return self._model
 
-    def _check_device(self) -> None:
+    def check_device(self) -> None:
+        """Refuse a ``--device`` that is not a torch device or not on this machine (exit 2)."""
         import torch
 
         try:

@@ -93,6 +93,7 @@ class ReportContext:
     top_k: int = 5
     source: str = ""
     records: dict[str, Any] = field(default_factory=dict)
+    index: str | None = None  # a `convlens features` folder, for the neighbours section
 
 
 @dataclass(frozen=True)
@@ -107,10 +108,12 @@ class ReportSection:
     title: str
     order: int
     build: Callable[[Any, Any, ReportContext], Fragment]
+    needs_index: bool = False  # part of the page only when the report is given an index
 
 
-def discover_sections() -> list[ReportSection]:
-    """Every ``SECTION`` defined by a module of this package, in order."""
+def discover_sections(*, index: bool = False) -> list[ReportSection]:
+    """Every ``SECTION`` defined by a module of this package, in order (with ``index``, also
+    the sections that need a features index)."""
     import convlens.render.report as package
 
     sections = []
@@ -119,7 +122,7 @@ def discover_sections() -> list[ReportSection]:
             continue
         module = importlib.import_module(f"{package.__name__}.{info.name}")
         section = getattr(module, "SECTION", None)
-        if isinstance(section, ReportSection):
+        if isinstance(section, ReportSection) and (index or not section.needs_index):
             sections.append(section)
     return sorted(sections, key=lambda s: (s.order, s.name))
 
@@ -191,6 +194,7 @@ def build_report(
     only: Sequence[str] | None = None,
     progress: ProgressFn | None = None,
     on_section: Callable[[str, str], None] | None = None,
+    index: str | os.PathLike[str] | None = None,
 ) -> Report:
     """Run every report section on ``image`` for each model and assemble the page.
 
@@ -212,6 +216,8 @@ def build_report(
         ``progress(done, total)`` in (section, model) pairs.
     on_section
         Called with ``(section title, model name)`` before each section runs.
+    index
+        A ``convlens features`` folder: adds the nearest-neighbours section.
 
     Returns
     -------
@@ -228,7 +234,7 @@ def build_report(
 
     started = time.perf_counter()
     model_list = list(models) if isinstance(models, (list, tuple)) else [models]
-    sections = discover_sections()
+    sections = discover_sections(index=index is not None)
     if only:
         known = {s.name for s in sections}
         unknown = [n for n in only if n not in known]
@@ -237,7 +243,7 @@ def build_report(
         sections = [s for s in sections if s.name in only]
     source = image if isinstance(image, str) else getattr(image, "name", type(image).__name__)
     batches = [model.prepare([image], sources=[str(source)]) for model in model_list]  # bad input fails before any work
-    contexts = [ReportContext(full=full, seed=seed, top_k=top_k, source=str(source)) for _ in model_list]
+    contexts = [ReportContext(full=full, seed=seed, top_k=top_k, source=str(source), index=None if index is None else str(index)) for _ in model_list]
     total, done = len(sections) * len(model_list), 0
     built = []
     for section in sections:
