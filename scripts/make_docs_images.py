@@ -142,7 +142,7 @@ def optimize_images() -> None:
 
 
 #: features whose pictures come from their own script, scripts/docs_images_<name>.py
-FEATURE_SCRIPTS = ("attacks", "robustness", "style", "fast_style", "privacy")
+FEATURE_SCRIPTS = ("attacks", "robustness", "style", "fast_style", "privacy", "represent")
 
 
 def feature_images(name: str) -> None:
