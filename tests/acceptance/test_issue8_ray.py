@@ -3,6 +3,7 @@
 - ``engine="ray"`` on a local multi-process Ray cluster (2 CPUs, 2 actors) gives the same
   features as the local engine (float tolerance), and the manifest shows >= 2 distinct
   worker processes, none of them the driver.
+- ``top_patches`` on Ray merges the workers' maxima into the same top-k as the local engine.
 - Killing a Ray worker process (``SIGKILL`` to an actor's pid, read from the manifest)
   mid-run: the run still completes, with the same outputs.
 - Peak RSS of a local features run grows < 100 MB from 1,000 to 20,000 generated images.
@@ -132,6 +133,21 @@ def test_killing_a_ray_worker_mid_run_still_completes_with_the_same_outputs(ray_
     pids = {_pid(e["worker"]) for e in _manifest(out)["shards"]}
     # shards after the kill came from a live process (the other actor or the restarted one)
     assert pids - {killed["pid"]}, pids
+
+
+def test_top_patches_on_ray_equal_the_local_engine(ray_cluster, model, photos, tmp_path: Path) -> None:
+    """Per-image maxima computed by two Ray actors, merged into the same top-k as locally."""
+    from convlens.represent import top_patches
+
+    options = {"channels": [0, 7, 21], "k": 4, "batch_size": BATCH, "shard_size": SHARD, "patch_size": 32}
+    here = top_patches(model, photos, "blocks.4", work_dir=tmp_path / "local", **options)
+    there = top_patches(model, photos, "blocks.4", work_dir=tmp_path / "ray", engine="ray", workers=2, **options)
+    assert there.provenance["params"]["engine"] == "ray"
+    assert torch.equal(here["items"], there["items"]) and torch.equal(here["positions"], there["positions"])
+    torch.testing.assert_close(here["values"], there["values"], rtol=RTOL, atol=ATOL)
+    torch.testing.assert_close(here["patches"], there["patches"])
+    pids = {_pid(e["worker"]) for e in _manifest(tmp_path / "ray")["shards"]}
+    assert len(pids) >= 2 and os.getpid() not in pids, pids
 
 
 # ---------------------------------------------------------------- peak RSS, 1,000 -> 20,000 images
