@@ -29,40 +29,12 @@ from convlens.render.overlay import overlay
 
 pytestmark = [pytest.mark.acceptance, pytest.mark.timeout(900)]
 
-CHROMIUM = Path("/usr/bin/chromium")
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def browser():
-    if not CHROMIUM.exists():
-        pytest.skip("needs Debian's chromium at /usr/bin/chromium (apt-get install chromium)")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="needs the playwright Python package (test extra)")
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=ARGS)
-        yield browser
-        browser.close()
-
-
-@pytest.fixture(scope="module")
-def live(lite0):
-    pytest.importorskip("fastapi", reason="the web explorer needs the 'web' extra")
-    from convlens.server import create_app
-    from convlens.server.background import serve_in_background
-
-    app = create_app(models={"efficientnet_lite0": lite0})
-    with serve_in_background(app) as url:
-        yield url
+def live(web_server):
+    return web_server[0]
 
 
 def _expected_overlay(model, path: Path, method: str, target, layer, alpha: float) -> bytes:

@@ -9,8 +9,6 @@ method that finishes shows an overlay whose bytes equal ``render.overlay`` of
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 import convlens
@@ -19,34 +17,8 @@ from convlens.render.overlay import overlay
 
 pytestmark = [pytest.mark.acceptance, pytest.mark.timeout(900)]
 
-CHROMIUM = Path("/usr/bin/chromium")
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not CHROMIUM.exists():
-        pytest.skip("needs Debian's chromium at /usr/bin/chromium (apt-get install chromium)")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="needs the playwright Python package (test extra)")
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=ARGS)
-        yield browser
-        browser.close()
-
-
-@pytest.fixture(scope="module")
-def served(lite0):
-    pytest.importorskip("fastapi", reason="the web explorer needs the 'web' extra")
-    from convlens.server import create_app
-    from convlens.server.background import serve_in_background
-
-    app = create_app(models={"efficientnet_lite0": lite0})
-    with serve_in_background(app) as url:
-        yield url, app
-
-
-def test_slow_attribution_is_a_job_with_progress_and_cancel(browser, served, lite0) -> None:
-    url, app = served
+def test_slow_attribution_is_a_job_with_progress_and_cancel(browser, web_server, lite0) -> None:
+    url, app = web_server
     page = browser.new_page(viewport={"width": 1500, "height": 900})
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))

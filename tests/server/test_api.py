@@ -18,6 +18,8 @@ import convlens
 from convlens.render.figures import array_to_png_bytes
 from convlens.render.overlay import overlay
 
+from helpers.web import wait_for_job
+
 pytest.importorskip("fastapi", reason="the web explorer needs the 'web' extra (fastapi, uvicorn)")
 
 
@@ -35,14 +37,6 @@ def _npy(content: bytes) -> np.ndarray:
     return np.load(io.BytesIO(content), allow_pickle=False)
 
 
-def _wait(client, job_id: str, timeout: float = 60) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = client.get(f"/api/jobs/{job_id}").json()
-        if job["status"] not in ("queued", "running"):
-            return job
-        time.sleep(0.02)
-    raise AssertionError(f"job {job_id} did not end in {timeout} s")
 
 
 # -- predictions, overlays, raw maps ---------------------------------------------------
@@ -126,7 +120,7 @@ def test_sample_photos_and_attack_match_library(client_factory, digits_model) ->
     got = client.get(f"/api/images/{image['id']}/predictions").json()
     assert [t["class"] for t in got["top"]] == digits_model.predict(["sample:cat"])[0].classes
     job = client.post("/api/jobs/attack", json={"image": image["id"], "eps": 0.1, "steps": 5}).json()
-    job = _wait(client, job["id"])
+    job = wait_for_job(client, job["id"])
     assert job["status"] == "done", job
     expected = convlens.attack(digits_model, ["sample:cat"], "pgd", eps=0.1, steps=5, seed=0)
     assert job["result"]["success"] == bool(expected["success"][0])
@@ -289,7 +283,7 @@ def test_cancel_stops_a_running_job_and_writes_nothing(client_factory) -> None:
     while client.get(f"/api/jobs/{job['id']}").json()["done"] < 2 and time.monotonic() < deadline:
         time.sleep(0.005)
     assert client.delete(f"/api/jobs/{job['id']}").status_code == 200
-    ended = _wait(client, job["id"])
+    ended = wait_for_job(client, job["id"])
     assert ended["status"] == "cancelled" and 2 <= ended["done"] < 1024
     shared = app.state.explorer.storage.root / "shared"
     assert not list(shared.glob("vis-*.png"))
@@ -301,8 +295,8 @@ def test_cancel_a_queued_job_never_runs_it(client_factory) -> None:
     second = client.post("/api/jobs/visualize", json={"layer": "conv2", "channel": 2, "steps": 3}).json()
     assert client.delete(f"/api/jobs/{second['id']}").json()["status"] == "cancelled"
     client.delete(f"/api/jobs/{first['id']}")
-    assert _wait(client, first["id"])["status"] == "cancelled"
-    assert _wait(client, second["id"])["done"] == 0
+    assert wait_for_job(client, first["id"])["status"] == "cancelled"
+    assert wait_for_job(client, second["id"])["done"] == 0
 
 
 def test_visualisation_is_cached_and_equals_library(client_factory, digits_model) -> None:
@@ -311,12 +305,12 @@ def test_visualisation_is_cached_and_equals_library(client_factory, digits_model
 
     client, _ = client_factory()
     request = {"layer": "conv2", "channel": 3, "steps": 8}
-    first = _wait(client, client.post("/api/jobs/visualize", json=request).json()["id"])
+    first = wait_for_job(client, client.post("/api/jobs/visualize", json=request).json()["id"])
     assert first["status"] == "done"
     png = client.get(first["result"]["file"]).content
     expected = visualize_neuron(digits_model, "conv2", 3, steps=8, seed=0)
     assert png == array_to_png_bytes(to_uint8_image(expected.tensors["image"][0]))
-    second = _wait(client, client.post("/api/jobs/visualize", json=request).json()["id"])
+    second = wait_for_job(client, client.post("/api/jobs/visualize", json=request).json()["id"])
     assert second["result"]["file"] == first["result"]["file"] and second["done"] == 0  # cached: no optimisation step
     bad = client.post("/api/jobs/visualize", json={"layer": "nope", "channel": 0})
     assert bad.status_code == 400 and "nope" in bad.json()["detail"]
@@ -429,7 +423,7 @@ def test_serve_wires_uvicorn_and_warns_off_loopback(monkeypatch, capsys, host, w
 def test_job_errors_are_reported_not_raised(client_factory, photo_png) -> None:
     client, _ = client_factory()
     image = _upload(client, photo_png, "cat.png")["id"]
-    job = _wait(client, client.post("/api/jobs/attack", json={"image": image, "target": "giraffe", "steps": 2}).json()["id"])
+    job = wait_for_job(client, client.post("/api/jobs/attack", json={"image": image, "target": "giraffe", "steps": 2}).json()["id"])
     assert job["status"] == "error" and "giraffe" in job["error"]
     assert client.get("/api/info").status_code == 200  # the server carries on
 

@@ -18,6 +18,8 @@ import convlens
 from convlens.render.figures import array_to_png_bytes
 from convlens.render.overlay import overlay
 
+from helpers.web import wait_for_job
+
 pytest.importorskip("fastapi", reason="the web explorer needs the 'web' extra (fastapi, uvicorn)")
 
 #: traversal attempts for an id carried in a JSON body (no URL decoding happens there)
@@ -30,14 +32,6 @@ def _upload(client, data: bytes, name: str = "cat.png") -> str:
     return r.json()["id"]
 
 
-def _wait(client, job_id: str, timeout: float = 60) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = client.get(f"/api/jobs/{job_id}").json()
-        if job["status"] not in ("queued", "running"):
-            return job
-        time.sleep(0.01)
-    raise AssertionError(f"job {job_id} did not end in {timeout} s")
 
 
 def _npy(content: bytes) -> np.ndarray:
@@ -65,7 +59,7 @@ def test_job_files_equal_the_sync_route_and_the_library(client_factory, digits_m
     body = {"method": method, "target": target, "layer": layer}
     started = jclient.post("/api/jobs/explain", json={"image": jimage, **body})
     assert started.status_code == 202, started.text
-    job = _wait(jclient, started.json()["id"])
+    job = wait_for_job(jclient, started.json()["id"])
     assert job["status"] == "done", job
     if total is not None:  # integrated gradients: path evaluations; SmoothGrad: noisy images
         assert job["done"] == job["total"] == total
@@ -92,7 +86,7 @@ def test_a_stored_map_comes_back_as_a_done_job_and_the_sync_route_shares_it(clie
     client, app = client_factory()
     image = _upload(client, photo_png)
     body = {"image": image, "method": "integrated_gradients", "target": 3}
-    first = _wait(client, client.post("/api/jobs/explain", json=body).json()["id"])
+    first = wait_for_job(client, client.post("/api/jobs/explain", json=body).json()["id"])
     files = _stored(app, image)
     again = client.post("/api/jobs/explain", json=body)
     assert again.status_code == 202
@@ -137,13 +131,13 @@ def test_cancel_stops_the_method_mid_way_and_stores_nothing(client_factory, phot
     while client.get(f"/api/jobs/{job['id']}").json()["done"] < 3 and time.monotonic() < deadline:
         time.sleep(0.002)
     assert client.delete(f"/api/jobs/{job['id']}").json()["status"] in ("running", "cancelled")
-    ended = _wait(client, job["id"])
+    ended = wait_for_job(client, job["id"])
     assert ended["status"] == "cancelled" and ended["result"] is None
     assert 3 <= ended["done"] < ended["total"] == 50  # stopped by the method's next report
     assert _stored(app, image) == before  # no map, no metadata, no half-written file
     # the model's lock was released: the same map now computes, through the sync route too
     assert client.post(f"/api/images/{image}/explain", json={"method": "saliency"}).status_code == 200
-    again = _wait(client, client.post("/api/jobs/explain", json={"image": image, "method": "integrated_gradients"}).json()["id"])
+    again = wait_for_job(client, client.post("/api/jobs/explain", json={"image": image, "method": "integrated_gradients"}).json()["id"])
     assert again["status"] == "done" and again["done"] == 50
 
 
@@ -170,7 +164,7 @@ def test_cancel_after_a_silent_method_ran_stores_nothing(client_factory, photo_p
     assert running.wait(30)
     client.delete(f"/api/jobs/{job['id']}")
     release.set()
-    assert _wait(client, job["id"])["status"] == "cancelled"
+    assert wait_for_job(client, job["id"])["status"] == "cancelled"
     assert _stored(app, image) == before
 
 
@@ -190,9 +184,9 @@ def test_bad_requests_are_refused_before_a_job_starts(client_factory, photo_png)
         assert words in r.json()["detail"] and "\n" not in r.json()["detail"]
     assert app.state.explorer.jobs._jobs == {}  # none of them became a job
     # what only the method can judge ends the job with its one-line reason
-    job = _wait(client, client.post("/api/jobs/explain", json={"image": image, "method": "occlusion"}).json()["id"])
+    job = wait_for_job(client, client.post("/api/jobs/explain", json={"image": image, "method": "occlusion"}).json()["id"])
     assert job["status"] == "error" and "patch=16" in job["error"] and "\n" not in job["error"]
-    job = _wait(client, client.post("/api/jobs/explain", json={"image": image, "method": "smoothgrad", "target": 12}).json()["id"])
+    job = wait_for_job(client, client.post("/api/jobs/explain", json={"image": image, "method": "smoothgrad", "target": 12}).json()["id"])
     assert job["status"] == "error" and "12" in job["error"]
 
 
