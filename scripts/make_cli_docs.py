@@ -23,6 +23,19 @@ Shared options (every command): `--model NAME` (default `efficientnet_lite0`; al
 `--threads`, `--seed`, `--json`, `-q/--quiet`, `-v/--verbose` (`-vv` prints tracebacks).
 `-o/--out` is a file where a command makes one picture and a folder where it makes several.
 
+Your own network (every command; [bring your own model](bring-your-own-model.md)):
+`--model path/to/file.py:factory`, `--model package.module:factory` or `--model net.pt`
+(TorchScript), with `--weights CKPT` (a state dict, read with `weights_only=True`),
+`--trust-checkpoint` (allow a checkpoint or `.pt` module that needs full unpickling),
+`--input-size S|HxW`, `--mean M[,M,M]`, `--std S[,S,S]`, `--channels C` and
+`--labels FILE` (one name per line, or JSON). `top-patches`, `visualize` and
+`robustness shape-bias` have options of their own named `--channels` / `--labels`; there
+the model's are `--input-channels` and `--class-names`. The same settings can live in
+`convlens.toml` in the working folder (or `--config FILE`): a `[model]` table for the
+default and `[models.NAME]` tables for named models (`--model NAME`, `--model a,b`);
+flags win over the file. Commands that compare models take `--model a,b,c`
+(`explain`, `report`, `serve`, `robustness ...`).
+
 - stdout: the result, a table or (with `--json`) JSON following the schema below.
 - stderr: logs and progress bars; bars are off when stderr is not a terminal, under
   `--json`, with `-q`, or when the `CI` environment variable is set.
@@ -36,7 +49,7 @@ Shared options (every command): `--model NAME` (default `efficientnet_lite0`; al
 """
 
 
-_SHARED = {"help", "model", "device", "threads", "seed", "json", "quiet", "verbose"}
+_SHARED = {"help", "model", "device", "threads", "seed", "json", "quiet", "verbose", "config", "weights", "trust_checkpoint", "input_size", "mean", "std", "model_channels", "model_labels"}
 
 
 def _command(title: str, command: argparse.ArgumentParser, schema: object) -> list[str]:

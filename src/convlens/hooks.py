@@ -32,7 +32,7 @@ import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
-from convlens.errors import LayerReusedError
+from convlens.errors import BadInputError, LayerReusedError
 from convlens.layers import resolve_layer
 
 __all__ = [
@@ -158,6 +158,15 @@ class Capture(Mapping[str, torch.Tensor]):
             grads.clear()
 
 
+def require_hookable(module: nn.Module) -> None:
+    """Refuse TorchScript modules: they take no Python hooks, and a rule that silently
+    found no layer to act on would return the plain gradient under another name."""
+    if isinstance(module, torch.jit.ScriptModule):
+        raise BadInputError(
+            "this needs forward/backward hooks on the model's layers, which a TorchScript model does not support; methods on the input gradient alone (saliency, integrated_gradients, smoothgrad, occlusion) work on it, or load the Python model (--model file.py:factory --weights ckpt.pt) for layer methods"
+        )
+
+
 @contextmanager
 def capture(
     module: nn.Module,
@@ -198,6 +207,7 @@ def capture(
     ...     net(x)
     >>> acts["features.3"].shape
     """
+    require_hookable(module)
     resolved = [resolve_layer(module, ref) for ref in layers]
     cap = Capture(names=[name for name, _ in resolved], call_index=call_index)
     handles: list[RemovableHandle] = []
@@ -291,6 +301,7 @@ def backward_rules(
     """
     if at not in ("input", "output"):
         raise ValueError(f"at={at!r}: choose 'input' or 'output'")
+    require_hookable(module)
     chosen = [(name, m) for name, m in module.named_modules() if select(name, m)]
     handles: list[RemovableHandle] = []
     stacks: dict[int, list[torch.Tensor]] = {}
@@ -342,6 +353,7 @@ class Call:
 @contextmanager
 def trace_calls(module: nn.Module, *, leaves_only: bool = False) -> Iterator[list[Call]]:
     """Record every module call (name, inputs, output) in the order calls finish."""
+    require_hookable(module)
     calls: list[Call] = []
     handles: list[RemovableHandle] = []
     counter = {"n": 0}

@@ -121,7 +121,7 @@ def run(ctx: Context) -> int:
         raise BadInputError(f"--steps {args.steps}: must be >= 1")
     if args.top_k < 1:
         raise BadInputError(f"--top-k {args.top_k}: must be >= 1")
-    model = ctx.model()
+    model = ctx.model(class_scores=True)
     from convlens.adversarial.attack import _method_settings
 
     _method_settings(args.method, eps, args.norm, args.steps)  # bad combinations fail before any work

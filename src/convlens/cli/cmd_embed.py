@@ -68,10 +68,10 @@ def run(ctx: Context) -> int:
         result = embed(features, args.method, seed=args.seed, perplexity=args.perplexity)
         update(1, 1)
     class_name = None
-    try:  # class names from the model's labels when it loads by name; indices otherwise
-        from convlens.models.zoo import load_model
+    try:  # class names from the model's labels when it loads here; indices otherwise
+        from convlens.models.spec import load_recorded
 
-        labels = load_model(features.model).labels
+        labels = load_recorded(features.model, features.provenance).labels
         class_name = labels.name if labels else None
     except (ConvlensError, ImportError, KeyError):
         pass

@@ -162,7 +162,7 @@ def run(ctx: Context) -> int:
     for key in options:
         if not any(key in o for o in per_method.values()):
             raise BadInputError(f"--opt {key}: none of the methods {', '.join(methods)} takes it")
-    model = ctx.model()
+    model = ctx.model(class_scores=True)
     out = ctx.out_path("evaluate", folder=True)
 
     pixels, sources, labels, geometries, names = _load(ctx, model, args)

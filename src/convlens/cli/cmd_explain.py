@@ -100,21 +100,16 @@ def _methods(arg: str) -> list[str]:
 
 
 def run(ctx: Context) -> int:
-    from convlens.models.zoo import load_model
     from convlens.targets import resolve_target
 
     args = ctx.args
     methods = _methods(args.method)
     options = parse_options(args.opt)
-    model_names = [m.strip() for m in (args.model or "efficientnet_lite0").split(",") if m.strip()]
-    models = []
-    for name in model_names:
-        if name == model_names[0]:
-            ctx.args.model = name
-            models.append(ctx.model())
-        else:
-            models.append(load_model(name, device=ctx.device))
-    ctx.args.model = ",".join(model_names)
+    # class targets (the default: the predicted class) read class scores; a neuron
+    # (layer:channel) or a dense target (--target-region / --target-similar) does not
+    dense = any(getattr(args, name, None) for name in ("target_region", "target_similar"))
+    neuron = isinstance(args.target, str) and ":" in args.target and not args.target.startswith("n0")
+    models = ctx.models(class_scores=not (dense or neuron))
     for model in models:
         if args.target is not None:
             resolve_target(model, args.target)  # fail before any work

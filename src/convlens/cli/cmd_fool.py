@@ -54,7 +54,7 @@ def run(ctx: Context) -> int:
         raise BadInputError(f"--probability {args.probability}: must be in (0, 1)")
     if args.steps < 1:
         raise BadInputError(f"--steps {args.steps}: must be >= 1")
-    model = ctx.model()
+    model = ctx.model(class_scores=True)
     resolve_target(model, args.target)  # fail before any work
     batch = model.prepare([args.image])  # a bad file fails here, one line
     pixels = model.denormalize(batch.x)

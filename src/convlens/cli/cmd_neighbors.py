@@ -50,11 +50,14 @@ def features_model(ctx: Context, features: Any) -> Any:
 
     if ctx.args.model and ctx.args.model != features.model:
         raise BadInputError(f"--model {ctx.args.model}: the features in {ctx.args.index} were computed with {features.model}; drop --model or pass --model {features.model}")
-    ctx.args.model = features.model
+    from convlens.models.spec import load_recorded
+
+    ctx.check_device()
     try:
-        model = ctx.model()
+        with ctx.progress(f"loading {features.model}"):
+            model = load_recorded(features.model, features.provenance, device=ctx.device)
     except BadInputError as err:
-        raise BadInputError(f"the features were computed with model {features.model!r}, which cannot be loaded by name here ({err})") from None
+        raise BadInputError(f"the features were computed with model {features.model!r}, which cannot be loaded here ({err})") from None
     stored = features.provenance.get("weights_sha256")
     if stored and model.weights_sha256 and stored != model.weights_sha256:
         raise BadInputError(f"{ctx.args.index}: computed with other weights of {features.model} (sha256 {stored[:12]}..., loaded {model.weights_sha256[:12]}...); recompute the features")

@@ -59,7 +59,7 @@ def run(ctx: Context) -> int:
         from convlens.errors import BadInputError
 
         raise BadInputError(f"--top-k {args.top_k}: must be at least 1")
-    model = ctx.model()
+    model = ctx.model(class_scores=True)
     predictions = []
     pending = []
 

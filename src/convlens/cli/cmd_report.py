@@ -50,15 +50,12 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 
 def run(ctx: Context) -> int:
     from convlens.errors import BadInputError
-    from convlens.models.zoo import DEFAULT_MODEL, load_model
     from convlens.render.report import build_report, discover_sections
 
     args = ctx.args
     if args.top_k < 1:
         raise BadInputError(f"--top-k {args.top_k}: must be >= 1")
-    names = [n.strip() for n in (args.model or DEFAULT_MODEL).split(",")]
-    if not all(names) or len(set(names)) != len(names):
-        raise BadInputError(f"--model {args.model!r}: give one model or distinct names separated by commas (a,b)")
+    ctx.model_specs()  # a bad --model / config fails here, before any work
     only = [s.strip() for s in args.sections.split(",")] if args.sections else None
     if only:
         known = {s.name for s in discover_sections(index=args.index is not None)}
@@ -72,12 +69,7 @@ def run(ctx: Context) -> int:
         from convlens.represent.features import load_features
 
         load_features(args.index)  # not a features folder: one line, exit 2, before any work
-    ctx.check_device()
-    with ctx.progress("loading models", len(names)) as update:
-        models = []
-        for k, name in enumerate(names):
-            models.append(load_model(name, device=ctx.device))
-            update(k + 1, len(names))
+    models = ctx.models(class_scores=True)
     for model in models:
         model.prepare([args.image])  # a bad image fails here, before any work, one line
     with ctx.progress_group() as add:

@@ -28,6 +28,7 @@ usage error (exit 2) naming the subcommands. Shared options go after the subcomm
 from __future__ import annotations
 
 import argparse
+import copy
 import importlib
 import pkgutil
 from types import ModuleType
@@ -79,7 +80,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     )
     group = p.add_subparsers(dest="robustness_command", metavar="SUBCOMMAND", parser_class=type(p))
     for module in modules:
-        module.register(group, common)
+        module.register(group, copy.deepcopy(common))  # a subcommand may resolve a clash on its copy
     defaults = {a.dest: a.default for a in common._actions if a.dest != "help"}
     p.set_defaults(func=lambda ctx: _missing_subcommand(ctx, names), **defaults)
 

@@ -51,7 +51,6 @@ def is_loopback(host: str) -> bool:
 
 def run(ctx: Context) -> int:
     from convlens.errors import BadInputError, MissingDependencyError
-    from convlens.models.zoo import DEFAULT_MODEL
 
     args = ctx.args
     missing = [m for m in ("fastapi", "uvicorn") if importlib.util.find_spec(m) is None]
@@ -61,9 +60,7 @@ def run(ctx: Context) -> int:
         raise BadInputError(f"--port {args.port}: must be 0-65535")
     if args.max_bytes < 1 or args.max_pixels < 1:
         raise BadInputError("--max-bytes and --max-pixels must be at least 1")
-    names = [n.strip() for n in (args.model or DEFAULT_MODEL).split(",")]
-    if not all(names) or len(set(names)) != len(names):
-        raise BadInputError(f"--model {args.model!r}: give one model or distinct names separated by commas (a,b)")
+    ctx.model_specs()  # a bad --model / config fails here, before the warning and the imports
     if not is_loopback(args.host):
         log.warning(
             "WARNING: binding to %s makes the explorer reachable from other machines; it has NO authentication. Use the default 127.0.0.1 unless this network is trusted.",
@@ -71,16 +68,13 @@ def run(ctx: Context) -> int:
         )
     import uvicorn
 
-    from convlens.models.zoo import load_model
     from convlens.server import create_app
     from convlens.server.app import LOOPBACK_HOSTS
 
-    ctx.check_device()
-    with ctx.progress("loading models", len(names)) as update:
-        models = {}
-        for k, name in enumerate(names):
-            models[name] = load_model(name, device=ctx.device)
-            update(k + 1, len(names))
+    models = {}
+    for model in ctx.models(class_scores=True):
+        models[_url_key(model.name, models)] = model
+    names = list(models)
     # on loopback only loopback Host headers: a page whose domain rebinds to 127.0.0.1 is refused
     hosts = [*LOOPBACK_HOSTS, args.host] if is_loopback(args.host) else None
     app = create_app(models=models, max_bytes=args.max_bytes, max_pixels=args.max_pixels, allowed_hosts=hosts)
@@ -90,3 +84,13 @@ def run(ctx: Context) -> int:
     if ctx.json:
         ctx.emit_json({"url": url, "models": names})
     return 0
+
+
+def _url_key(name: str, taken: dict[str, object]) -> str:
+    """A model's key in the explorer's URLs: its name, or for a user file
+    (``nets/resnet.py:build``) the file name and factory, which hold no slash."""
+    key = name if "/" not in name and "\\" not in name else name.replace("\\", "/").rsplit("/", 1)[-1]
+    base, k = key, 2
+    while key in taken:
+        key, k = f"{base}-{k}", k + 1
+    return key

@@ -39,6 +39,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p = sub.add_parser(
         "top-patches",
         parents=[common],
+        conflict_handler="resolve",  # its own option reuses a shared flag name (the model flag keeps its long alias)
         help="per channel, the k image patches of a folder that activate it most",
         description="Streams a folder through the model (resumable shards in OUT/run/, bounded memory), keeps per channel the k images whose maximum activation is largest, and cuts one patch per image at its argmax with the unit's receptive field. Writes OUT/patches.png (rows: channels) and OUT/patches.npz/.json.",
     )

@@ -50,6 +50,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p = sub.add_parser(
         "visualize",
         parents=[common],
+        conflict_handler="resolve",  # its own option reuses a shared flag name (the model flag keeps its long alias)
         help="images made by optimisation: what a class, a neuron or each channel of a layer responds to",
         description="Optimise an image (decorrelated Fourier parameterisation, random jitter/scale/rotation, Adam) to maximise a class logit, a neuron or channel, or every channel of a layer at once. `class` prints the model's top-1 on the saved 8-bit image.",
     )
@@ -127,7 +128,7 @@ def run(ctx: Context) -> int:
 
     args = ctx.args
     _check(args)
-    model = ctx.model()
+    model = ctx.model(class_scores=args.kind == "class")
     steps = args.steps or DEFAULT_STEPS
     common: dict[str, Any] = {"steps": steps, "param": args.param, "lr": args.lr, "seed": args.seed or 0, "snapshot_every": args.snapshots}
     if args.kind == "class":

@@ -25,7 +25,8 @@ class Context:
 
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
-        self._model: Any = None
+        self._specs: list[Any] | None = None
+        self._models: list[Any] | None = None
         self.bad_inputs: list[str] = []
         if args.threads is not None:
             if args.threads < 1:
@@ -43,16 +44,60 @@ class Context:
 
         return "cuda" if torch.cuda.is_available() else "cpu"
 
-    def model(self) -> Any:
-        """The model named by ``--model`` (loaded once)."""
-        if self._model is None:
-            from convlens.models.zoo import DEFAULT_MODEL, load_model
+    def model_specs(self) -> list[Any]:
+        """``--model`` (comma-separated), completed by ``convlens.toml`` / ``--config`` and
+        the model flags, as :class:`~convlens.models.spec.ModelSpec` objects."""
+        if self._specs is None:
+            from convlens.models.spec import find_config, load_config, parse_model_list
 
-            name = self.args.model or DEFAULT_MODEL
+            args = self.args
+            config = load_config(find_config(getattr(args, "config", None)))
+            overrides = {
+                "weights": getattr(args, "weights", None),
+                "trust_checkpoint": getattr(args, "trust_checkpoint", None),
+                "input_size": getattr(args, "input_size", None),
+                "mean": getattr(args, "mean", None),
+                "std": getattr(args, "std", None),
+                "channels": getattr(args, "model_channels", None),
+                "labels": getattr(args, "model_labels", None),
+            }
+            self._specs = parse_model_list(args.model, overrides, config)
+        return self._specs
+
+    def command_name(self) -> str:
+        """``predict``, ``robustness attack-curve``: for messages."""
+        parts = [getattr(self.args, "command", None), getattr(self.args, "robustness_command", None)]
+        return " ".join(p for p in parts if p) or "this command"
+
+    def model(self, *, class_scores: bool = False) -> Any:
+        """The one model named by ``--model`` (loaded once).
+
+        ``class_scores``: the command reads class scores, so a model whose output is not
+        ``(N, classes)`` is refused (exit 2) with what it returns.
+        """
+        specs = self.model_specs()
+        if len(specs) != 1:
+            raise BadInputError(f"--model {self.args.model}: convlens {self.command_name()} takes one model, not {len(specs)}")
+        return self.models(class_scores=class_scores)[0]
+
+    def models(self, *, class_scores: bool = False) -> list[Any]:
+        """Every model of ``--model a,b,c`` (loaded once each, in order; names distinct)."""
+        if self._models is None:
+            from convlens.models.spec import load_spec
+
+            specs = self.model_specs()
             self.check_device()
-            with self.progress(f"loading {name}") as update:
-                self._model = load_model(name, device=self.device, progress=update)
-        return self._model
+            loaded = []
+            for spec in specs:
+                with self.progress(f"loading {spec.display_name}") as update:
+                    loaded.append(load_spec(spec, device=self.device, progress=update))
+            self._models = loaded
+        if class_scores:
+            from convlens.models.spec import require_class_scores
+
+            for model in self._models:
+                require_class_scores(model, self.command_name())
+        return self._models
 
     def check_device(self) -> None:
         """Refuse a ``--device`` that is not a torch device or not on this machine (exit 2)."""

@@ -35,6 +35,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p = sub.add_parser(
         NAME,
         parents=[common],
+        conflict_handler="resolve",  # its own option reuses a shared flag name (the model flag keeps its long alias)
         help="shape-vs-texture bias on cue-conflict images (Geirhos et al. 2019)",
         description="The model's 16-category decision on each cue-conflict image (the category whose ImageNet classes have the highest mean probability) and the shape bias: shape decisions / (shape + texture decisions) over images whose shape and texture differ. Reads the authors' CATEGORY/<shape><n>-<texture><m>.png folders or a path,shape,texture CSV (--labels, what `convlens cue-conflict` writes). Writes OUT/shape_bias.png (per category, like the paper's Fig. 4), OUT/shape_bias.csv and OUT/decisions.csv.",
     )

@@ -123,6 +123,12 @@ def _ray_shards(task: Any, pending: list[int], workers: int) -> Iterator[ShardRe
     ray = require_ray()
     if not ray.is_initialized():
         ray.init(include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+    # a model defined in a user's file lives in a module the workers cannot import:
+    # ship that module's code with the task instead of a reference to it
+    from convlens.models.spec import USER_MODULES
+
+    for module in USER_MODULES.values():
+        ray.cloudpickle.register_pickle_by_value(module)
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False  # the caller's progress callback reports
     context.print_on_execution_start = False

@@ -240,7 +240,7 @@ class Model:
         """Model id, weights hash and library versions, for results."""
         import convlens
 
-        return {
+        recorded: dict[str, Any] = {
             "model": self.name,
             "weights_sha256": self.weights_sha256,
             "input_size": list(self.input_size),
@@ -252,6 +252,9 @@ class Model:
             },
             "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
+        if "spec" in self.info:  # a user model: how to load it again (convlens.models.spec)
+            recorded["spec"] = self.info["spec"]
+        return recorded
 
 
 def wrap(

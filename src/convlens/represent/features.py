@@ -227,6 +227,8 @@ def extract_features(
         "shape": list(shape),
         "preprocessing": {"input_size": list(model.input_size), "resize": model.preprocessing.resize, "mean": list(model.preprocessing.mean), "std": list(model.preprocessing.std)},
     }
+    if "spec" in model.info:  # a user model: neighbors/embed load it again from this
+        config["spec"] = model.info["spec"]
     report = run_dataset(
         entries, _Codes(model, layer, bool(pooled)), out_dir, load=_PixelLoader(model.preprocessing),
         batch_size=batch_size, shard_size=shard_size, config=config, overwrite=overwrite,
@@ -266,7 +268,7 @@ def load_features(out_dir: str | Path) -> Features:
     shape = tuple(int(s) for s in config["shape"])
     n = len(outputs["index"])
     codes = outputs.get("code", np.zeros((n, code_size(shape, config["pooled"])), np.float32)).astype(np.float32, copy=False)
-    provenance: dict[str, Any] = {key: config[key] for key in ("model", "weights_sha256", "layer", "pooled", "shape")}
+    provenance: dict[str, Any] = {key: config[key] for key in ("model", "weights_sha256", "layer", "pooled", "shape", "spec") if key in config}
     provenance["method"] = "features"
     sidecar = folder / PROVENANCE_FILE
     if sidecar.is_file():
