@@ -1,6 +1,8 @@
-"""Pictures of robustness evaluations: corruption error tables, a corruption grid, shape bias.
+"""Pictures of robustness evaluations: corruption error tables, a corruption grid, shape bias,
+and the same evaluations for several models side by side.
 
-Drawing only: the numbers come from :mod:`convlens.robustness` results.
+Drawing only: the numbers come from :mod:`convlens.robustness` and
+:func:`convlens.adversarial.attack_curve` results.
 """
 
 from __future__ import annotations
@@ -15,11 +17,25 @@ from matplotlib.figure import Figure
 from convlens.render.grid import labelled_grid
 from convlens.render.overlay import to_uint8_image
 
-__all__ = ["corruption_errors_figure", "corruption_grid_figure", "shape_bias_figure"]
+__all__ = [
+    "attack_curve_comparison_figure",
+    "corruption_comparison_figure",
+    "corruption_errors_figure",
+    "corruption_grid_figure",
+    "shape_bias_comparison_figure",
+    "shape_bias_figure",
+]
+
+#: ``(model name, result)`` pairs, in the order the models were given
+Runs = Sequence[tuple[str, Any]]
 
 
 def _pretty(name: str) -> str:
     return name.replace("_", " ")
+
+
+def _params(result: Any) -> dict[str, Any]:
+    return result.provenance["params"] if hasattr(result, "provenance") else dict(result)
 
 
 def corruption_errors_figure(result: Any, *, title: str | None = None) -> Figure:
@@ -114,5 +130,121 @@ def shape_bias_figure(result: Any, *, title: str | None = None, reference: Mappi
     top.set_xlabel("fraction of 'shape' decisions")
     counts = f"{params.get('shape', '?')} shape / {params.get('texture', '?')} texture / {params.get('other', '?')} other"
     ax.set_title(title or f"Shape bias ({params.get('preprocess', '')}; {counts})", fontsize=9, pad=10)
+    ax.legend(fontsize=7, loc="lower right")
+    return fig
+
+
+def corruption_comparison_figure(runs: Runs, *, title: str | None = None) -> Figure:
+    """Several models under common corruptions: grouped bars and error vs severity.
+
+    Left: for each corruption (and the mean over them), one bar per model with its top-1
+    error averaged over the severities; each model's legend entry carries its mCE when all 15
+    corruptions ran. Right: the error averaged over the corruptions at each severity, one
+    line per model, starting from its clean error at severity 0. ``runs`` holds
+    ``(model name, result of corruption_robustness or its params)`` pairs; the models must
+    have run the same corruptions and severities.
+    """
+    params = [(name, _params(result)) for name, result in runs]
+    if not params:
+        raise ValueError("corruption_comparison_figure: no runs given")
+    names, levels = list(params[0][1]["corruptions"]), list(params[0][1]["severities"])
+    for model, p in params[1:]:
+        if list(p["corruptions"]) != names or list(p["severities"]) != levels:
+            raise ValueError(f"{model}: ran other corruptions or severities than {params[0][0]}")
+    groups = [*names, "mean"]
+    bars_inches = max(4.0, 0.16 * len(groups) * (1 + len(params)))  # wide enough for every bar
+    fig = Figure(figsize=(bars_inches + 4.0, 4.6), layout="constrained")
+    bar_ax, line_ax = fig.subplots(1, 2, gridspec_kw={"width_ratios": [bars_inches, 3.4]})
+    width = 0.8 / len(params)
+    for k, (model, p) in enumerate(params):
+        heights = [100 * float(p["corruption_errors"][c]) for c in names] + [100 * float(p["mean_corruption_error"])]
+        label = model if p.get("mce") is None else f"{model} (mCE {100 * p['mce']:.1f})"
+        offsets = [i - 0.4 + width * (k + 0.5) for i in range(len(groups))]
+        bar_ax.bar(offsets, heights, width=width, color=f"C{k}", label=label)
+        clean = 100 * float(p["clean_error"])
+        bar_ax.axhline(clean, color=f"C{k}", linestyle="--", linewidth=1)
+        by_level = np.array([p["errors"][c] for c in names], dtype=float).mean(axis=0) * 100
+        line_ax.plot([0, *levels], [clean, *by_level], marker="o", color=f"C{k}", label=model)
+    bar_ax.set_xticks(range(len(groups)), [_pretty(g) for g in groups], rotation=60, ha="right", fontsize=8)
+    bar_ax.set_ylim(0, 100)
+    bar_ax.set_ylabel("top-1 error % (mean over severities)")
+    bar_ax.set_title("error per corruption (dashed: clean error)", fontsize=9)
+    bar_ax.legend(fontsize=8, loc="upper left")
+    bar_ax.grid(axis="y", alpha=0.3)
+    line_ax.set_xticks([0, *levels], ["clean", *[str(s) for s in levels]])
+    line_ax.set_ylim(0, 100)
+    line_ax.set_xlabel("severity")
+    line_ax.set_ylabel("top-1 error % (mean over corruptions)")
+    line_ax.grid(alpha=0.3)
+    line_ax.legend(fontsize=8, loc="upper left")
+    n_images = params[0][1].get("n_images", "?")
+    fig.suptitle(title or f"Common corruptions, {len(params)} models ({n_images} images)")
+    return fig
+
+
+def attack_curve_comparison_figure(runs: Runs, *, title: str | None = None) -> Figure:
+    """Accuracy vs attack budget for several models on the same axes.
+
+    One colour per model, one line style and marker per attack method; ``runs`` holds ``(model name,
+    attack_curve result)`` pairs over the same budgets and norm.
+    """
+    if not runs:
+        raise ValueError("attack_curve_comparison_figure: no runs given")
+    styles = ["-", "--", ":", "-."]
+    fig = Figure(figsize=(6.2, 4.2), layout="constrained")
+    ax = fig.subplots()
+    first = runs[0][1].provenance["params"]
+    for k, (model, result) in enumerate(runs):
+        p = result.provenance["params"]
+        eps = [float(e) * 255 for e in result.tensors["eps"]]
+        for m, (method, row) in enumerate(zip(p["methods"], result.tensors["accuracy"])):
+            ax.plot(eps, [float(a) * 100 for a in row], marker="os^D"[m % 4], color=f"C{k}", linestyle=styles[m % len(styles)], label=f"{model} {method}")
+    ax.set_xlabel(f"budget eps (L{first['norm']}, x 1/255)")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_ylim(-2, 102)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(title or f"Accuracy under attack, {len(runs)} models ({first['images']} images)", fontsize=10)
+    return fig
+
+
+def shape_bias_comparison_figure(runs: Runs, *, title: str | None = None, reference: Mapping[str, float] | None = None) -> Figure:
+    """Shape bias of several models per category, as in Fig. 4 of Geirhos et al. 2019.
+
+    Categories on the vertical axis, the fraction of shape decisions on the horizontal one;
+    each model is one colour and marker (a point per category) with a vertical line at its
+    overall shape bias. ``reference`` adds other overall values as grey dotted lines.
+    ``runs`` holds ``(model name, shape_bias result or its params)`` pairs.
+    """
+    params = [(name, _params(result)) for name, result in runs]
+    if not params:
+        raise ValueError("shape_bias_comparison_figure: no runs given")
+    names: list[str] = []
+    for _, p in params:
+        names += [c for c in p["per_category"] if c not in names]
+    markers = ["o", "s", "D", "^", "v", "P", "X"]
+    fig = Figure(figsize=(5.6, max(3.0, 1.6 + 0.3 * len(names))), layout="constrained")
+    ax = fig.subplots()
+    row_of = {c: len(names) - 1 - i for i, c in enumerate(names)}  # first category on top
+    for y in row_of.values():
+        ax.axhline(y, color="0.92", linewidth=0.6, zorder=0)
+    for k, (model, p) in enumerate(params):
+        shown = [c for c in names if c in p["per_category"] and p["per_category"][c].get("shape_bias") is not None]
+        overall = p.get("shape_bias")
+        label = model if overall is None else f"{model} {overall:.3f}"
+        ax.scatter([p["per_category"][c]["shape_bias"] for c in shown], [row_of[c] for c in shown], s=50, color=f"C{k}", marker=markers[k % len(markers)], zorder=3, label=label)
+        if overall is not None:
+            ax.axvline(overall, color=f"C{k}", linewidth=1.5)
+    for i, (label, value) in enumerate((reference or {}).items()):
+        ax.axvline(value, color="0.5", linestyle=[":", "-.", "--"][i % 3], linewidth=1.0, label=f"{label} {value:.2f}")
+    ax.set_yticks(list(row_of.values()), names)
+    ax.set_xlim(-0.02, 1.02)
+    ax.set_ylim(-0.6, len(names) - 0.4)
+    ax.set_xlabel("fraction of 'texture' decisions")
+    ax.set_xticks([0, 0.25, 0.5, 0.75, 1], ["1", "0.75", "0.5", "0.25", "0"])
+    top = ax.secondary_xaxis("top")
+    top.set_xticks([0, 0.25, 0.5, 0.75, 1], ["0", "0.25", "0.5", "0.75", "1"])
+    top.set_xlabel("fraction of 'shape' decisions")
+    ax.set_title(title or f"Shape bias, {len(params)} models (lines: overall)", fontsize=9, pad=10)
     ax.legend(fontsize=7, loc="lower right")
     return fig

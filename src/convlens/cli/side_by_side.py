@@ -1,0 +1,123 @@
+"""Models side by side in the ``robustness`` subcommands: ``--model a,b,c``.
+
+Each model's run is exactly the one-model run of the subcommand, written to its own
+sub-folder ``OUT/<model>/``; the subcommand then adds one table and one picture across
+the models in ``OUT``. What lives here is shared by the subcommands: loading the models
+(once, all of them, before any work), checking that each gives the class scores the
+command needs, the sub-folders, and the ``--json`` schema of a multi-model run.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from convlens.cli.context import Context
+from convlens.errors import BadInputError
+
+__all__ = ["check_class_scores", "load_models", "model_folders", "multi_schema", "print_rows"]
+
+
+def load_models(ctx: Context) -> list[Any]:
+    """Every model of ``--model a,b,c`` (the context's loader: built-in names and user models,
+    loaded once, names distinct), in the order given; each must give class scores."""
+    import inspect
+
+    models = getattr(ctx, "models", None)
+    if not callable(models):
+        return _models(ctx)
+    if "class_scores" in inspect.signature(models).parameters:
+        return list(models(class_scores=True))
+    return list(models())
+
+
+def _models(ctx: Context) -> list[Any]:
+    # Temporary stand-in until Context.models() lands: built-in names only, split on commas.
+    from convlens.models.zoo import DEFAULT_MODEL, load_model
+
+    text = ctx.args.model or DEFAULT_MODEL
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise BadInputError(f"--model {text!r}: give a model name, or several separated by commas")
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise BadInputError(f"--model {text}: {', '.join(repeated)} given more than once")
+    if len(names) == 1:
+        return [ctx.model()]
+    ctx.check_device()
+    loaded = []
+    with ctx.progress_group() as add:
+        for name in names:
+            loaded.append(load_model(name, device=ctx.device, progress=add(f"loading {name}", None)))
+    return loaded
+
+
+def check_class_scores(model: Any, command: str, *, classes: int, why: str = "") -> None:
+    """Refuse a model whose output is not ``(N, classes)`` scores with at least ``classes`` classes.
+
+    One forward pass of a blank image at the model's input size (eval mode, no gradient),
+    so a segmentation net, an embedding or a detector fails before any long work starts.
+    ``why`` (e.g. ``" (an ImageNet-1k classifier)"``) follows the need in the message.
+    """
+    import torch
+
+    from convlens.hooks import eval_mode
+
+    h, w = model.input_size
+    blank = torch.zeros(1, model.channels, h, w, device=model.device, dtype=model.dtype)
+    try:
+        with eval_mode(model.module), torch.no_grad():
+            output = model.module(blank)
+    except Exception as exc:  # the user's forward pass; its message is what helps
+        raise BadInputError(f"--model {model.name}: the forward pass of a {model.channels}x{h}x{w} image failed ({type(exc).__name__}: {exc})") from None
+    shape = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
+    if not isinstance(output, torch.Tensor) or output.dim() != 2:
+        raise BadInputError(f"--model {model.name}: {command} needs class scores (N, classes){why}; the model gives {shape}")
+    if output.shape[1] < classes:
+        raise BadInputError(f"--model {model.name}: {command} needs scores for at least {classes} classes{why}; the model gives {shape}")
+
+
+def model_folders(out: Path, models: list[Any]) -> list[Path]:
+    """``OUT`` for one model; ``OUT/<name>/`` per model for several (names made file-safe, distinct)."""
+    if len(models) == 1:
+        return [out]
+    folders: list[Path] = []
+    taken: set[str] = set()
+    for model in models:
+        # user models are named like "nets/my.py:build": keep letters, digits, '.', '_', '-'
+        base = re.sub(r"[^A-Za-z0-9._-]+", "_", str(model.name)).strip("._") or "model"
+        slug, k = base, 2
+        while slug in taken:
+            slug, k = f"{base}-{k}", k + 1
+        taken.add(slug)
+        folders.append(out / slug)
+    for folder in folders:
+        folder.mkdir(parents=True, exist_ok=True)
+    return folders
+
+
+def multi_schema(name: str, single: dict[str, Any], files: dict[str, str]) -> dict[str, Any]:
+    """The ``--json`` schema of a run over several models: one one-model output per model."""
+    return {
+        "type": "object",
+        "description": f"several models (--model a,b,...): `results` holds one {name} output per model, in --model order, each written to OUT/<model>/; `files` are the table and picture across the models",
+        "required": ["subcommand", "models", "source", "results", "files", "errors"],
+        "properties": {
+            "subcommand": {"const": name},
+            "models": {"type": "array", "items": {"type": "string"}},
+            "source": {"type": "string"},
+            "results": {"type": "array", "items": single},
+            "files": {"type": "object", "required": sorted(files), "properties": {k: {"type": "string", "description": v} for k, v in files.items()}},
+            "errors": {"type": "array", "items": {"type": "string"}},
+        },
+    }
+
+
+def print_rows(rows: list[list[str]]) -> None:
+    """A plain text table: the first column left-aligned, the others right-aligned, a rule under the header."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for k, row in enumerate(rows):
+        print("  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths))))
+        if k == 0:
+            print("  ".join("-" * w for w in widths))
