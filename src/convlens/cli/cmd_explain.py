@@ -9,6 +9,7 @@ from typing import Any
 
 from convlens.cli.context import Context
 from convlens.cli.images import expand_image_args, iter_images
+from convlens.cli.targets import add_target_options, parse_target_options
 from convlens.errors import BadInputError
 
 SCHEMA = {
@@ -61,6 +62,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image file, folder or sample:NAME")
     p.add_argument("--method", default="saliency", help="method name, a comma-separated list, or 'all' (default saliency)")
     p.add_argument("--target", default=None, help="class index, label or wnid, or a neuron layer:channel[:y:x] (default: predicted class)")
+    add_target_options(p)
     p.add_argument("--layer", default=None, help="layer for CAM methods (default: the last spatial layer)")
     p.add_argument("--reduce", choices=["max_abs", "sum", "abs_sum", "l2", "none"], default=None, help="channel reduction of the display map (default: the method's)")
     p.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE", help="a method option, e.g. --opt n_steps=32 (repeatable)")
@@ -105,6 +107,7 @@ def run(ctx: Context) -> int:
     args = ctx.args
     methods = _methods(args.method)
     options = parse_options(args.opt)
+    dense_target = parse_target_options(args, "--target", args.target)  # bad mask or image files fail before any work
     # class targets (the default: the predicted class) read class scores; a neuron
     # (layer:channel) or a dense target (--target-region / --target-similar) does not
     dense = any(getattr(args, name, None) for name in ("target_region", "target_similar"))
@@ -115,21 +118,23 @@ def run(ctx: Context) -> int:
             resolve_target(model, args.target)  # fail before any work
         if args.layer is not None:
             model.layer(args.layer)
-    if len(args.images) == 1 and Path(args.images[0]).is_dir() and len(methods) == 1 and len(models) == 1:
+        if dense_target is not None:
+            dense_target.check(model, args.images)
+    if len(args.images) == 1 and Path(args.images[0]).is_dir() and len(methods) == 1 and len(models) == 1 and dense_target is None:
         return _run_dataset(ctx, models[0], methods[0], options)
-    return _run_images(ctx, models, methods, options)
+    return _run_images(ctx, models, methods, options, dense_target)
 
 
-def _explain_one(model: Any, batch: Any, method: str, args: argparse.Namespace, options: dict[str, Any]) -> Any:
+def _explain_one(model: Any, batch: Any, method: str, args: argparse.Namespace, options: dict[str, Any], target: Any = None) -> Any:
     from convlens.attribution import METHODS, explain
 
     spec = METHODS[method]
     layer = args.layer if spec.uses_layer else None
     accepted = {k: v for k, v in options.items() if k in spec.fn.__code__.co_varnames}
-    return explain(model, batch, method, args.target, layer=layer, reduce=args.reduce, seed=args.seed, **accepted)
+    return explain(model, batch, method, args.target if target is None else target, layer=layer, reduce=args.reduce, seed=args.seed, **accepted)
 
 
-def _run_images(ctx: Context, models: list[Any], methods: list[str], options: dict[str, Any]) -> int:
+def _run_images(ctx: Context, models: list[Any], methods: list[str], options: dict[str, Any], dense: Any = None) -> int:
     import numpy as np
 
     from convlens.cli.cmd_activations import output_for
@@ -146,9 +151,10 @@ def _run_images(ctx: Context, models: list[Any], methods: list[str], options: di
             per_model = []
             for model in models:
                 batch = model.prepare([loaded.image], sources=[loaded.source])
+                target = dense.for_image(model, loaded.image) if dense is not None else None
                 results = []
                 for method in methods:
-                    results.append(_explain_one(model, batch, method, args, options))
+                    results.append(_explain_one(model, batch, method, args, options, target))
                     done += 1
                     update(done, n * len(methods) * len(models))
                 per_model.append((model, batch, results))
@@ -158,10 +164,10 @@ def _run_images(ctx: Context, models: list[Any], methods: list[str], options: di
                 fig = attribution_figure(results[0], 0, labels=model.labels)
             else:
                 captions = []
-                for model, batch, _ in per_model:
+                for model, batch, _ in per_model if dense is None else []:  # a dense-target model may not classify
                     pred = model.predict(batch, top_k=max(1, args.top_k))[0]
                     captions.append(", ".join(f"{lab} {p:.0%}" for lab, p in zip(pred.labels, pred.probabilities)))
-                fig = comparison_figure([(m.name, r) for m, _, r in per_model], 0, labels=[m.labels for m, _, _ in per_model], predictions=captions)
+                fig = comparison_figure([(m.name, r) for m, _, r in per_model], 0, labels=[m.labels for m, _, _ in per_model], predictions=captions or None)
             save_figure(fig, out)
             raws.append(per_model[0][2][0].tensors["attribution"].cpu().numpy())
             rows.append(

@@ -26,6 +26,8 @@ def _caption(result: Any, index: int, labels: Any) -> str:
     elif "neuron" in target:
         n = target["neuron"]
         what = f" for {n['layer']}:{n['channel']}"
+    elif "callable" in target:  # region / box / similarity say what they score
+        what = f" for {target['callable']}"
     params = prov.get("params", {})
     seconds = params.get("seconds")
     timing = f"\n{seconds * 1000:.0f} ms" if seconds is not None else ""
