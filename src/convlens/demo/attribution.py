@@ -39,7 +39,7 @@ def run(model: Any, out: Path, progress: ProgressFn | None, full: bool = False) 
         batch = model.prepare([f"sample:{photo}"])
         results = []
         for name in names:
-            options = {} if full else QUICK.get(name, {})
+            options = {} if full else _scaled(QUICK.get(name, {}), model)
             result = explain(model, batch, name, **options)
             results.append(result)
             timings.setdefault(name, []).append(result.provenance["params"]["seconds"])
@@ -52,6 +52,13 @@ def run(model: Any, out: Path, progress: ProgressFn | None, full: bool = False) 
         save_figure(comparison_figure([(model.name, results)], 0, labels=[model.labels], predictions=[caption]), out / file)
         files.append(file)
     return {"files": files, "methods": names, "seconds_per_method": {k: round(sum(v) / len(v), 3) for k, v in timings.items()}}
+
+
+def _scaled(options: dict[str, Any], model: Any) -> dict[str, Any]:
+    """Occlusion windows are set for 224 px; a model of another size (a user's) gets the
+    same fraction of its input."""
+    scale = min(model.input_size) / 224
+    return {k: max(1, round(v * scale)) if k in ("patch", "stride") else v for k, v in options.items()}
 
 
 SECTION = DemoSection("attribution", "Attribution maps", 40, run)
