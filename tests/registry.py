@@ -7,7 +7,9 @@ batch = items one by one, seeded repeatability, output shape/dtype/device.
 
 ``run(model, x, layer, generator)`` takes a convlens ``Model`` (a tiny net from
 ``tests/helpers/tiny.py``), an input-space batch and, for layer methods, a layer name; it
-returns a tensor whose first dimension is the batch.
+returns a tensor whose first dimension is the batch. ``net`` names the tiny network the
+invariants run on (:data:`NETS`): ``"conv"`` (``TinyConvNet``, the default) or ``"vit"``
+(``TinyViT``, a vision transformer: attention methods, CAMs on token layers).
 """
 
 from __future__ import annotations
@@ -19,6 +21,12 @@ import torch
 
 from convlens.inspect import input_gradient, layer_activations, loss_layer_gradients
 
+from helpers.tiny import TinyConvNet
+from helpers.tiny_vit import TinyViT
+
+#: the tiny networks a case can run on: factory(inplace=..., seed=...), 3x16x16 input, 5 classes
+NETS: dict[str, Callable[..., torch.nn.Module]] = {"conv": TinyConvNet, "vit": TinyViT}
+
 
 @dataclass(frozen=True)
 class MethodCase:
@@ -27,6 +35,7 @@ class MethodCase:
     layer: str | None = None  # the layer a layer method is called with on TinyConvNet
     shape: Callable[[torch.Tensor], tuple[int, ...]] | None = None  # expected output shape for x
     atol: float = 1e-5
+    net: str = "conv"  # a key of NETS
 
 
 def _stack_layer_grads(model, x, layer, g):  # type: ignore[no-untyped-def]
@@ -51,6 +60,13 @@ ATTRIBUTION_OPTIONS: dict[str, dict[str, object]] = {
 #: layer used for layer methods (CAMs) on TinyConvNet; ReusedReluNet's shared layer is "relu"
 ATTRIBUTION_LAYER = "relu2"
 
+#: methods that need another network than TinyConvNet (they do not apply to a CNN)
+ATTRIBUTION_NETS: dict[str, str] = {"attention_map": "vit", "attention_rollout": "vit"}
+
+#: methods also checked on TinyViT, layer methods on the token layer below (class and register tokens dropped)
+VIT_ALSO = ("saliency", "gradcam", "gradcam_pp", "scorecam", "eigencam", "guided_gradcam", "integrated_gradients")
+VIT_LAYER = "blocks.1.norm1"
+
 
 def _attribution_cases() -> list[MethodCase]:
     from convlens.attribution import METHODS
@@ -71,14 +87,18 @@ def _attribution_cases() -> list[MethodCase]:
             if spec.output == "cam"
             else (lambda x: tuple(x.shape))
         )
+        net = ATTRIBUTION_NETS.get(name, "conv")
         cases.append(
             MethodCase(
                 f"attribution/{name}",
                 run,
-                layer=ATTRIBUTION_LAYER if spec.uses_layer else None,
+                layer=(ATTRIBUTION_LAYER if net == "conv" else VIT_LAYER) if spec.uses_layer else None,
                 shape=shape,
+                net=net,
             )
         )
+        if name in VIT_ALSO:
+            cases.append(MethodCase(f"attribution/{name}[vit]", run, layer=VIT_LAYER if spec.uses_layer else None, shape=shape, net="vit"))
     return cases
 
 
@@ -104,6 +124,13 @@ REGISTRY: list[MethodCase] = [
         lambda m, x, layer, g: layer_activations(m, x, layer),
         layer="relu1",
         shape=lambda x: (x.shape[0], 6, 16, 16),
+    ),
+    MethodCase(
+        "layer_activations[vit]",
+        lambda m, x, layer, g: layer_activations(m, x, layer),
+        layer="blocks.0",
+        shape=lambda x: (x.shape[0], 18, 16),  # tokens: class, register, 4x4 patches
+        net="vit",
     ),
     MethodCase(
         "loss_layer_gradients",

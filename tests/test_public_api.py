@@ -21,6 +21,7 @@ PACKAGES = [
     "convlens.render.report",
     "convlens.represent",
     "convlens.server",
+    "convlens.tokens",
 ]
 
 
@@ -39,7 +40,7 @@ def test_top_level_public_members_match_all() -> None:
     public = {n for n in dir(convlens) if not n.startswith("_")}
     submodules = {
         "adversarial", "attribution", "cli", "data", "demo", "errors", "hooks", "inspect", "layers", "metrics", "models",
-        "optimize", "privacy", "render", "represent", "results", "robustness", "server", "style", "targets",
+        "optimize", "privacy", "render", "represent", "results", "robustness", "server", "style", "targets", "tokens",
     }  # fmt: skip
     assert public - submodules == set(convlens.__all__) - {"__version__"}
 

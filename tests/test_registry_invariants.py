@@ -8,8 +8,8 @@ import torch
 import convlens
 from convlens.errors import LayerReusedError
 
-from helpers.tiny import ReusedReluNet, TinyConvNet, assert_unchanged, module_hook_count, snapshot
-from registry import REGISTRY, MethodCase
+from helpers.tiny import ReusedReluNet, assert_unchanged, module_hook_count, snapshot
+from registry import NETS, REGISTRY, MethodCase
 
 CASES = [pytest.param(c, id=c.name) for c in REGISTRY]
 
@@ -22,15 +22,23 @@ def _x(n: int = 3, seed: int = 0) -> torch.Tensor:
     return torch.randn(n, 3, 16, 16, generator=torch.Generator().manual_seed(seed))
 
 
+#: a parameter the user froze, per net: the method must leave it frozen and the others not
+FROZEN = {"conv": "conv2.weight", "vit": "blocks.0.attn.qkv.weight"}
+
+
+def _net(case: MethodCase, inplace: bool = False, seed: int = 0) -> torch.nn.Module:
+    return NETS[case.net](inplace=inplace, seed=seed)
+
+
 def _run(case: MethodCase, model: convlens.Model, x: torch.Tensor, seed: int = 0) -> torch.Tensor:
     return case.run(model, x, case.layer, torch.Generator().manual_seed(seed))
 
 
 @pytest.mark.parametrize("case", CASES)
 def test_no_hooks_left_model_and_input_unchanged(case: MethodCase) -> None:
-    module = TinyConvNet(inplace=True)
+    module = _net(case, inplace=True)
     module.train()  # the method must switch to eval and switch back
-    module.conv2.weight.requires_grad_(False)
+    module.get_parameter(FROZEN[case.net]).requires_grad_(False)
     before = snapshot(module)
     x = _x()
     x_copy = x.clone()
@@ -45,7 +53,7 @@ def test_no_hooks_left_model_and_input_unchanged(case: MethodCase) -> None:
 
 @pytest.mark.parametrize("case", CASES)
 def test_no_hooks_left_after_an_exception(case: MethodCase) -> None:
-    module = TinyConvNet()
+    module = _net(case)
     module.fail = True
     with pytest.raises(RuntimeError, match="on purpose"):
         _run(case, _model(module), _x())
@@ -54,14 +62,14 @@ def test_no_hooks_left_after_an_exception(case: MethodCase) -> None:
 
 @pytest.mark.parametrize("case", CASES)
 def test_inplace_equals_out_of_place(case: MethodCase) -> None:
-    a = _run(case, _model(TinyConvNet(inplace=True, seed=1)), _x(seed=1))
-    b = _run(case, _model(TinyConvNet(inplace=False, seed=1)), _x(seed=1))
+    a = _run(case, _model(_net(case, inplace=True, seed=1)), _x(seed=1))
+    b = _run(case, _model(_net(case, inplace=False, seed=1)), _x(seed=1))
     torch.testing.assert_close(a, b, atol=case.atol, rtol=1e-5)
 
 
 @pytest.mark.parametrize("case", CASES)
 def test_batch_equals_items_one_by_one(case: MethodCase) -> None:
-    model = _model(TinyConvNet(seed=2))
+    model = _model(_net(case, seed=2))
     x = _x(4, seed=2)
     together = _run(case, model, x)
     alone = torch.cat([_run(case, model, x[i : i + 1]) for i in range(4)])
@@ -70,7 +78,7 @@ def test_batch_equals_items_one_by_one(case: MethodCase) -> None:
 
 @pytest.mark.parametrize("case", CASES)
 def test_seeded_repeatability(case: MethodCase) -> None:
-    model = _model(TinyConvNet(seed=3))
+    model = _model(_net(case, seed=3))
     x = _x(seed=3)
     assert torch.equal(_run(case, model, x, seed=7), _run(case, model, x, seed=7))
 

@@ -141,13 +141,13 @@ def test_the_hash_check_can_fail(report: Any, model: Any, digit: Path) -> None:
 
 
 def test_faithfulness_numbers_are_the_metrics_and_ranked(report: Any, model: Any, digit: Path) -> None:
-    from convlens.attribution import METHODS, explain
+    from convlens.attribution import applicable_methods, explain
     from convlens.metrics import deletion_auc, insertion_auc
 
     section = next(s for s in report.summary()["sections"] if s["name"] == "attribution")["models"]["digits_cnn"]
     ranking = section["ranking"]
     shown = {r["method"] for r in ranking} | {s["method"] for s in section["skipped"]}
-    assert shown == set(METHODS) - {"segment"}  # every landed method, shown or said why not
+    assert shown == set(applicable_methods(model)) - {"segment"}  # every method for this model, shown or said why not
     scores = [r["insertion"] - r["deletion"] for r in ranking]
     assert scores == sorted(scores, reverse=True)
     batch = model.prepare([str(digit)])
@@ -230,12 +230,12 @@ def test_bad_input_exits_2_with_one_line(args: list[str], needle: str, tmp_path:
 
 
 def test_full_runs_every_method_and_reports_progress(model: Any, digit: Path) -> None:
-    from convlens.attribution import METHODS
+    from convlens.attribution import applicable_methods
 
     calls: list[tuple[int, int]] = []
     full = build_report(model, str(digit), full=True, only=["attribution", "provenance"], progress=lambda d, t: calls.append((d, t)))
     section = next(s for s in full.summary()["sections"] if s["name"] == "attribution")["models"]["digits_cnn"]
-    assert {r["method"] for r in section["ranking"]} == set(METHODS) - {"segment"} and not section["skipped"]
+    assert {r["method"] for r in section["ranking"]} == set(applicable_methods(model)) - {"segment"} and not section["skipped"]
     image = next(i for i in full.images if i.name == "attribution:scorecam")
     assert image.provenance["metrics"]["steps"] == 50
     assert calls == [(1, 2), (2, 2)]

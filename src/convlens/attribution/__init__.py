@@ -10,9 +10,11 @@ import pkgutil as _pkgutil
 from convlens.attribution.base import (
     METHODS,
     MethodSpec,
+    applicable_methods,
     default_cam_layer,
     explain,
     input_gradients,
+    record_provenance,
     reduce_channels,
     register_method,
 )
@@ -21,4 +23,14 @@ for _info in _pkgutil.iter_modules(__path__):
     if not _info.name.startswith("_") and _info.name != "base":
         _importlib.import_module(f"{__name__}.{_info.name}")
 
-__all__ = ["METHODS", "MethodSpec", "default_cam_layer", "explain", "input_gradients", "reduce_channels", "register_method"]
+__all__ = [
+    "METHODS",
+    "MethodSpec",
+    "applicable_methods",
+    "default_cam_layer",
+    "explain",
+    "input_gradients",
+    "record_provenance",
+    "reduce_channels",
+    "register_method",
+]

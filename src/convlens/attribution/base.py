@@ -13,14 +13,18 @@ image and provenance.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+import weakref
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from convlens.errors import BadInputError
-from convlens.hooks import inference_context
+from convlens.hooks import capture, inference_context
 from convlens.models.model import Batch, Model
 from convlens.models.preprocess import map_to_original
 from convlens.results import Result, make_provenance
@@ -29,9 +33,11 @@ from convlens.targets import Target, TargetLike, resolve_target
 __all__ = [
     "METHODS",
     "MethodSpec",
+    "applicable_methods",
     "default_cam_layer",
     "explain",
     "input_gradients",
+    "record_provenance",
     "reduce_channels",
     "register_method",
 ]
@@ -46,6 +52,9 @@ class MethodSpec:
     ``output``: ``"input"`` (shaped like x) or ``"cam"`` (``(N, 1, H, W)``).
     ``reduce``: default channel reduction for display (``"max_abs"``, ``"sum"``, ``"l2"``).
     ``uses_layer``: the method takes ``layer=``; ``random``: it takes ``generator=``.
+    ``applies``: for methods that need something most models lack (attention maps need
+    attention layers), ``applies(model) -> bool``; None: every model. Code that runs
+    "every method" (``--method all``, the report, the demo) asks :meth:`applies_to`.
     """
 
     name: str
@@ -55,21 +64,62 @@ class MethodSpec:
     uses_layer: bool
     random: bool
     paper: str
+    applies: Callable[[Model], bool] | None = None
+
+    def applies_to(self, model: Model) -> bool:
+        """Whether the method can run on ``model`` (cheap after the first call per model)."""
+        return self.applies is None or bool(self.applies(model))
 
 
 METHODS: dict[str, MethodSpec] = {}
 
 
 def register_method(
-    name: str, *, output: str = "input", reduce: str = "sum", uses_layer: bool = False, random: bool = False, paper: str = ""
+    name: str,
+    *,
+    output: str = "input",
+    reduce: str = "sum",
+    uses_layer: bool = False,
+    random: bool = False,
+    paper: str = "",
+    applies: Callable[[Model], bool] | None = None,
 ) -> Callable[[Method], Method]:
     """Decorator adding a method to :data:`METHODS` under ``name``."""
 
     def add(fn: Method) -> Method:
-        METHODS[name] = MethodSpec(name, fn, output, reduce, uses_layer, random, paper)
+        METHODS[name] = MethodSpec(name, fn, output, reduce, uses_layer, random, paper, applies)
         return fn
 
     return add
+
+
+def applicable_methods(model: Model, output: str | None = None) -> list[str]:
+    """Sorted names of the registered methods that apply to ``model`` (what ``--method all`` runs)."""
+    import convlens.attribution  # noqa: F401  (registers every method)
+
+    return sorted(n for n, s in METHODS.items() if (output is None or s.output == output) and s.applies_to(model))
+
+
+# What a method decided while it ran (a token layer's grid, ...), collected by explain().
+_NOTES: ContextVar[dict[str, Any] | None] = ContextVar("convlens_method_notes", default=None)
+
+
+def record_provenance(key: str, value: Any) -> None:
+    """Note ``key: value`` in the provenance ``params`` of the :func:`explain` call running
+    this method (no-op when the method is called directly)."""
+    notes = _NOTES.get()
+    if notes is not None:
+        notes[key] = value
+
+
+@contextmanager
+def _collect_notes() -> Iterator[dict[str, Any]]:
+    notes: dict[str, Any] = {}
+    token = _NOTES.set(notes)
+    try:
+        yield notes
+    finally:
+        _NOTES.reset(token)
 
 
 def input_gradients(
@@ -101,11 +151,67 @@ def reduce_channels(attribution: torch.Tensor, how: str) -> torch.Tensor:
 
 
 def default_cam_layer(model: Model) -> str:
-    """The last layer with a spatial (N, C, h, w) output larger than 1x1: the usual CAM layer."""
-    spatial = [r for r in model.layers() if r.is_leaf and r.calls == 1 and r.output_shape and len(r.output_shape) == 3 and r.output_shape[1] * r.output_shape[2] > 1]
+    """The usual CAM layer: the last layer with a spatial (N, C, h, w) output larger than 1x1.
+
+    On a token model (a vision transformer: token layers ``(N, T, C)`` after the last
+    feature map), the last token layer of the model's width whose patch tokens still reach
+    the output (found once per model by a gradient probe): the input normalisation of the
+    last block (``blocks.11.norm1``), as pytorch-grad-cam advises for ViTs. Attention
+    probabilities ``(heads, T, T)`` are never a CAM layer.
+    """
+    rows = [r for r in model.layers() if r.is_leaf and r.calls == 1 and r.output_shape]
+    tokens = [r for r in rows if len(r.output_shape or ()) == 2 and _fills_grid(r.output_shape[0], model)]  # type: ignore[index]
+    counts = {r.output_shape[0] for r in tokens}  # type: ignore[index]
+    spatial = [
+        r for r in rows
+        if len(r.output_shape or ()) == 3 and r.output_shape[1] * r.output_shape[2] > 1  # type: ignore[index]
+        and not (r.output_shape[1] == r.output_shape[2] and r.output_shape[1] in counts)  # type: ignore[index]
+    ]  # fmt: skip
+    if tokens and (not spatial or rows.index(tokens[-1]) > rows.index(spatial[-1])):
+        return _default_token_layer(model, tokens)
     if not spatial:
         raise BadInputError(f"model {model.name} has no layer with a spatial output; pass layer=")
     return spatial[-1].name
+
+
+def _fills_grid(n_tokens: int, model: Model) -> bool:
+    from convlens.tokens import token_grid
+
+    try:
+        h, w, _ = token_grid(n_tokens, input_size=model.input_size)
+    except BadInputError:
+        return False
+    return h * w > 1
+
+
+_TOKEN_LAYERS: weakref.WeakKeyDictionary[torch.nn.Module, str] = weakref.WeakKeyDictionary()
+
+
+def _default_token_layer(model: Model, rows: Sequence[Any]) -> str:
+    """The last token layer of the model's width whose patch tokens reach the output.
+
+    Token layers after the last attention only feed their own token forward, so the class
+    token's score has no gradient at their patch positions (a Grad-CAM there is blank).
+    """
+    from convlens.tokens import token_grid
+
+    if model.module in _TOKEN_LAYERS:
+        return _TOKEN_LAYERS[model.module]
+    width = Counter(r.output_shape[1] for r in rows).most_common(1)[0][0]
+    names = [r.name for r in rows if r.output_shape[1] == width]
+    h, w = model.input_size
+    x = torch.randn(1, model.channels, h, w, generator=torch.Generator().manual_seed(0)).to(model.device, model.dtype)
+    chosen = names[-1]
+    with torch.enable_grad(), inference_context(model.module), capture(model.module, names) as acts:
+        out = model.module(x.requires_grad_(True))
+        grads = torch.autograd.grad(out.float().sum(), [acts[n] for n in names], allow_unused=True)
+    for name, grad in zip(reversed(names), reversed(grads)):
+        extra = token_grid(grad.shape[1], input_size=model.input_size)[2] if grad is not None else 0
+        if grad is not None and bool(grad[:, extra:].abs().amax() > 0):
+            chosen = name
+            break
+    _TOKEN_LAYERS[model.module] = chosen
+    return chosen
 
 
 def explain(
@@ -132,7 +238,10 @@ def explain(
     target
         Class index, label, wnid, :class:`~convlens.targets.Neuron`, callable, or None (predicted class).
     layer
-        For layer methods (CAMs): the dotted layer name; default the last spatial layer.
+        For layer methods (CAMs): the dotted layer name; default the last spatial layer
+        (on a vision transformer, the last block's ``norm1``). A token layer ``(N, T, C)``
+        is read on its patch grid: pass ``reshape=(h, w)`` to give the grid; the grid and
+        the dropped class/register tokens are recorded in ``params["tokens"]``.
     reduce
         Channel reduction of the display map (default: the method's own).
     seed
@@ -169,7 +278,8 @@ def explain(
     if resolved.kind == "predicted":
         resolved = Target("class", classes=model.logits(batch.x).argmax(dim=1).cpu())
     started = time.perf_counter()
-    attribution = spec.fn(model, batch.x, resolved, **kwargs)
+    with _collect_notes() as notes:
+        attribution = spec.fn(model, batch.x, resolved, **kwargs)
     seconds = time.perf_counter() - started
     how = reduce or spec.reduce
     reduced = attribution[:, 0] if spec.output == "cam" else reduce_channels(attribution, how)
@@ -178,6 +288,7 @@ def explain(
     # watches, not what made the result (and a callable has no JSON form)
     params = {k: v for k, v in kwargs.items() if k not in ("generator", "progress")}
     params.update({"reduce": how if spec.output == "input" else None, "seconds": round(seconds, 4), "paper": spec.paper})
+    params.update(notes)  # e.g. a token layer's grid and dropped tokens
     provenance = make_provenance(model, method, params=params, target=resolved, layer=kwargs.get("layer"), seed=seed if spec.random else None)
     return Result(
         "attribution",

@@ -7,6 +7,15 @@ default layer is the last spatial layer (:func:`~convlens.attribution.base.defau
 bilinearly (``align_corners=False``, as Captum's ``LayerAttribution.interpolate``) to the
 input size, unnormalised (displays scale it).
 
+Token layers work too: a vision transformer's block output ``(N, T, C)`` is read as the
+``h x w`` patch grid with ``C`` channels (:func:`convlens.tokens.tokens_to_grid`: the class
+and register tokens are dropped, the grid is inferred from ``T`` and the input's shape, or
+given with ``reshape=(h, w)``), and the gradient is reshaped the same way. The grid and
+the number of dropped tokens go into the result's provenance (``params["tokens"]``).
+On a ViT the default layer is the last block's input normalisation
+(:func:`~convlens.attribution.base.default_cam_layer`): later token layers no longer reach
+the class token except through their own position.
+
 The plumbing is written once: :func:`_activations_and_grads` runs the forward pass with
 the layer captured and back-propagates the target score *to the layer only* (the cheap
 part of the backward pass); each method's body is then its formula. With
@@ -22,12 +31,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from convlens.attribution.base import default_cam_layer, register_method
+from convlens.attribution.base import default_cam_layer, record_provenance, register_method
 from convlens.errors import BadInputError
 from convlens.hooks import backward_rules, capture, inference_context, is_activation
 from convlens.layers import resolve_layer
 from convlens.models.model import Model
 from convlens.targets import Target, TargetLike, resolve_target
+from convlens.tokens import GridLike, tokens_to_grid
 
 __all__ = ["eigencam", "gradcam", "gradcam_pp", "guided_gradcam", "layercam", "scorecam"]
 
@@ -51,10 +61,26 @@ def _input_leaf(x: torch.Tensor, create_graph: bool) -> torch.Tensor:
 
 
 def _check_spatial(act: torch.Tensor, layer: str, model: Model) -> None:
-    if act.dim() != 4:
+    if act.dim() not in (3, 4):
         shape = tuple(act.shape[1:])
         suggestion = default_cam_layer(model)
-        raise BadInputError(f"layer {layer!r} outputs shape {shape}, not a (C, h, w) feature map; a CAM needs a convolutional layer such as {suggestion!r}")
+        raise BadInputError(f"layer {layer!r} outputs shape {shape}, not a (C, h, w) feature map or (T, C) tokens; a CAM needs a convolutional or token layer such as {suggestion!r}")
+
+
+def _as_grid(t: torch.Tensor, layer: str, model: Model, size: tuple[int, ...], reshape: GridLike = None) -> torch.Tensor:
+    """A layer output (or its gradient) as ``(N, C, h, w)``: feature maps as they are, token
+    layers ``(N, T, C)`` on their patch grid (recorded in the provenance)."""
+    _check_spatial(t, layer, model)
+    if t.dim() == 4:
+        if reshape is not None:
+            raise BadInputError(f"reshape={reshape!r} is for token layers (N, T, C); layer {layer!r} is already a feature map {tuple(t.shape[1:])}")
+        return t
+    try:
+        grid, info = tokens_to_grid(t, reshape, input_size=(int(size[0]), int(size[1])))
+    except BadInputError as err:
+        raise BadInputError(f"layer {layer!r}: {err}") from None
+    record_provenance("tokens", info)
+    return grid
 
 
 def _layer_grad(score: torch.Tensor, act: torch.Tensor, layer: str, create_graph: bool, retain_graph: bool = False) -> torch.Tensor:
@@ -67,9 +93,10 @@ def _layer_grad(score: torch.Tensor, act: torch.Tensor, layer: str, create_graph
 
 
 def _activations_and_grads(
-    model: Model, x: torch.Tensor, target: TargetLike, layer: LayerLike, create_graph: bool = False
+    model: Model, x: torch.Tensor, target: TargetLike, layer: LayerLike, create_graph: bool = False, reshape: GridLike = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(A, dS/dA)``: the layer's output and the target score's gradient w.r.t. it.
+    """``(A, dS/dA)``: the layer's output and the target score's gradient w.r.t. it,
+    both ``(N, C, h, w)`` (a token layer on its patch grid, see :func:`_as_grid`).
 
     One forward pass (eval mode, parameters frozen) with the layer captured, and a backward
     pass from the score to the layer only: nothing below the layer is back-propagated.
@@ -86,6 +113,8 @@ def _activations_and_grads(
         act = acts[name]
         _check_spatial(act, name, model)
         grad = _layer_grad(scores.sum(), act, name, create_graph)
+    size = x.shape[-2:]
+    act, grad = _as_grid(act, name, model, size, reshape), _as_grid(grad, name, model, size, reshape)
     return (act, grad) if create_graph else (act.detach(), grad)
 
 
@@ -103,7 +132,9 @@ def _weighted_cam(weights: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
 
 
 @register_method("gradcam", output="cam", uses_layer=True, paper="Selvaraju et al. 2017, arXiv:1610.02391")
-def gradcam(model: Model, x: torch.Tensor, target: TargetLike = None, *, layer: LayerLike = None, create_graph: bool = False) -> torch.Tensor:
+def gradcam(
+    model: Model, x: torch.Tensor, target: TargetLike = None, *, layer: LayerLike = None, reshape: GridLike = None, create_graph: bool = False
+) -> torch.Tensor:
     """Grad-CAM: ``relu(sum_k w_k A_k)`` with ``w_k = mean_ij dS/dA_k[i, j]``.
 
     Selvaraju, Cogswell, Das, Vedantam, Parikh & Batra, "Grad-CAM: Visual Explanations from
@@ -116,7 +147,11 @@ def gradcam(model: Model, x: torch.Tensor, target: TargetLike = None, *, layer: 
         The model, an input-space batch ``(N, C, H, W)`` and the target (see
         :func:`~convlens.attribution.base.explain`).
     layer
-        Dotted name (or module) of the feature map; default the last spatial layer.
+        Dotted name (or module) of the feature map; default the last spatial layer (on a
+        ViT, the last block's ``norm1``).
+    reshape
+        For a token layer ``(N, T, C)``: the patch grid ``(h, w)`` (default: inferred from
+        ``T`` and the input's shape, class and register tokens dropped).
     create_graph
         Keep the map differentiable w.r.t. ``x``.
 
@@ -128,14 +163,17 @@ def gradcam(model: Model, x: torch.Tensor, target: TargetLike = None, *, layer: 
     Raises
     ------
     BadInputError
-        The layer has no spatial output, or the target does not depend on it.
+        The layer has no spatial or token output (or its tokens fill no grid), or the
+        target does not depend on it.
     """
-    act, grad = _activations_and_grads(model, x, target, layer, create_graph)
+    act, grad = _activations_and_grads(model, x, target, layer, create_graph, reshape)
     return _upsample(_weighted_cam(grad.mean(dim=(2, 3)), act), x.shape[-2:])
 
 
 @register_method("gradcam_pp", output="cam", uses_layer=True, paper="Chattopadhyay et al. 2018, arXiv:1710.11063")
-def gradcam_pp(model: Model, x: torch.Tensor, target: TargetLike = None, *, layer: LayerLike = None, create_graph: bool = False) -> torch.Tensor:
+def gradcam_pp(
+    model: Model, x: torch.Tensor, target: TargetLike = None, *, layer: LayerLike = None, reshape: GridLike = None, create_graph: bool = False
+) -> torch.Tensor:
     """Grad-CAM++: pixel-weighted gradients, ``w_k = sum_ij alpha_k[i,j] relu(g_k[i,j])``.
 
     Chattopadhyay, Sarkar, Howlader & Balasubramanian, "Grad-CAM++: Improved Visual
@@ -153,7 +191,7 @@ def gradcam_pp(model: Model, x: torch.Tensor, target: TargetLike = None, *, laye
 
     Parameters and returns as :func:`gradcam`.
     """
-    act, grad = _activations_and_grads(model, x, target, layer, create_graph)
+    act, grad = _activations_and_grads(model, x, target, layer, create_graph, reshape)
     g2 = grad.pow(2)
     denom = 2 * g2 + act.sum(dim=(2, 3), keepdim=True) * g2 * grad
     nonzero = denom != 0
@@ -164,7 +202,9 @@ def gradcam_pp(model: Model, x: torch.Tensor, target: TargetLike = None, *, laye
 
 
 @register_method("layercam", output="cam", uses_layer=True, paper="Jiang et al. 2021, IEEE TIP 30:5875-5888")
-def layercam(model: Model, x: torch.Tensor, target: TargetLike = None, *, layer: LayerLike = None, create_graph: bool = False) -> torch.Tensor:
+def layercam(
+    model: Model, x: torch.Tensor, target: TargetLike = None, *, layer: LayerLike = None, reshape: GridLike = None, create_graph: bool = False
+) -> torch.Tensor:
     """LayerCAM: ``relu(sum_k relu(g_k) * A_k)``, elementwise weights ``g = dS/dA``.
 
     Jiang, Zhang, Hou, Cheng & Wei, "LayerCAM: Exploring Hierarchical Class Activation Maps
@@ -173,7 +213,7 @@ def layercam(model: Model, x: torch.Tensor, target: TargetLike = None, *, layer:
 
     Parameters and returns as :func:`gradcam`.
     """
-    act, grad = _activations_and_grads(model, x, target, layer, create_graph)
+    act, grad = _activations_and_grads(model, x, target, layer, create_graph, reshape)
     return _upsample(torch.relu((grad.clamp(min=0) * act).sum(dim=1, keepdim=True)), x.shape[-2:])
 
 
@@ -196,6 +236,7 @@ def scorecam(
     target: TargetLike = None,
     *,
     layer: LayerLike = None,
+    reshape: GridLike = None,
     batch_size: int = 64,
     create_graph: bool = False,
     progress: ProgressFn | None = None,
@@ -219,7 +260,7 @@ def scorecam(
 
     Parameters
     ----------
-    model, x, target, layer, create_graph
+    model, x, target, layer, reshape, create_graph
         As :func:`gradcam`.
     batch_size
         Masked inputs per forward pass (all images' channels share the chunks).
@@ -240,8 +281,7 @@ def scorecam(
     with inference_context(model.module), torch.set_grad_enabled(create_graph):
         with capture(model.module, [name]) as acts:
             _, resolved = resolved.scores(model, xin)  # also fills the predicted classes
-            act = acts[name]
-        _check_spatial(act, name, model)
+            act = _as_grid(acts[name], name, model, x.shape[-2:], reshape)
         valid = act.amax(dim=(2, 3)) > act.amin(dim=(2, 3))
         pairs = valid.nonzero()  # (P, 2): image, channel
         total = pairs.shape[0]
@@ -265,7 +305,9 @@ def scorecam(
 
 
 @register_method("eigencam", output="cam", uses_layer=True, paper="Muhammad & Yeasin 2020, arXiv:2008.00299")
-def eigencam(model: Model, x: torch.Tensor, target: TargetLike = None, *, layer: LayerLike = None, create_graph: bool = False) -> torch.Tensor:
+def eigencam(
+    model: Model, x: torch.Tensor, target: TargetLike = None, *, layer: LayerLike = None, reshape: GridLike = None, create_graph: bool = False
+) -> torch.Tensor:
     """Eigen-CAM: the activations projected on their first principal direction.
 
     Muhammad & Yeasin, "Eigen-CAM: Class Activation Map using Principal Components",
@@ -283,8 +325,7 @@ def eigencam(model: Model, x: torch.Tensor, target: TargetLike = None, *, layer:
     xin = _input_leaf(x, True) if create_graph else x.detach()
     with inference_context(model.module), torch.set_grad_enabled(create_graph), capture(model.module, [name]) as acts:
         model.module(xin)
-        act = acts[name]
-    _check_spatial(act, name, model)
+        act = _as_grid(acts[name], name, model, x.shape[-2:], reshape)
     n, _, h, w = act.shape
     m = act.flatten(2).transpose(1, 2)  # (N, h*w, C)
     with torch.set_grad_enabled(create_graph):
@@ -320,7 +361,7 @@ def _rules_above(model: Model, layer: str) -> bool:
 
 
 @register_method("guided_gradcam", output="input", reduce="abs_sum", uses_layer=True, paper="Selvaraju et al. 2017, arXiv:1610.02391")
-def guided_gradcam(model: Model, x: torch.Tensor, target: TargetLike = None, *, layer: LayerLike = None) -> torch.Tensor:
+def guided_gradcam(model: Model, x: torch.Tensor, target: TargetLike = None, *, layer: LayerLike = None, reshape: GridLike = None) -> torch.Tensor:
     """Guided Grad-CAM: guided backprop times the upsampled Grad-CAM, from one pass.
 
     Selvaraju et al. 2017, arXiv:1610.02391 (Sec. 3.1): ``GB(x) * up(relu(sum_k w_k A_k))``
@@ -338,7 +379,7 @@ def guided_gradcam(model: Model, x: torch.Tensor, target: TargetLike = None, *, 
 
     Parameters
     ----------
-    model, x, target, layer
+    model, x, target, layer, reshape
         As :func:`gradcam`.
 
     Returns
@@ -370,5 +411,7 @@ def guided_gradcam(model: Model, x: torch.Tensor, target: TargetLike = None, *, 
             (input_grad,) = torch.autograd.grad(total, xr)
         else:
             act_grad, input_grad = torch.autograd.grad(total, [act, xr])
-    cam = _upsample(_weighted_cam(act_grad.mean(dim=(2, 3)), act.detach()), x.shape[-2:])
+    size = x.shape[-2:]
+    grid, grid_grad = _as_grid(act.detach(), name, model, size, reshape), _as_grid(act_grad, name, model, size, reshape)
+    cam = _upsample(_weighted_cam(grid_grad.mean(dim=(2, 3)), grid), size)
     return input_grad * cam

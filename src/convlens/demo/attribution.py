@@ -27,11 +27,11 @@ QUICK = {
 
 
 def run(model: Any, out: Path, progress: ProgressFn | None, full: bool = False) -> dict[str, Any]:
-    from convlens.attribution import METHODS, explain
+    from convlens.attribution import METHODS, applicable_methods, explain
     from convlens.render.attribution import comparison_figure
     from convlens.render.figures import save_figure
 
-    names = sorted(METHODS) if full else [m for m in QUICK if m in METHODS]
+    names = applicable_methods(model) if full else [m for m in QUICK if m in METHODS and METHODS[m].applies_to(model)]
     files, timings = [], {}
     photos = ["cat", "hopper"]
     total, done = len(photos) * len(names), 0

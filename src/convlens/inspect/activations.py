@@ -1,4 +1,9 @@
-"""Feature maps of a layer, strongest channels first."""
+"""Feature maps of a layer, strongest channels first.
+
+A token layer ``(N, T, C)`` (a vision transformer's block) is shown as its patch grid
+``(N, C, h, w)``: :func:`convlens.tokens.tokens_to_grid` drops the class and register tokens
+(counted in the provenance) and infers the grid from ``T`` and the input's shape.
+"""
 
 from __future__ import annotations
 
@@ -22,7 +27,7 @@ def layer_activations(model: Model, x: torch.Tensor, layer: str) -> torch.Tensor
     return acts[layer].detach().clone()
 
 
-def activations(model: Model, images: Any, layer: str, *, order_by: str = "mean") -> Result:
+def activations(model: Model, images: Any, layer: str, *, order_by: str = "mean", reshape: Any = None) -> Result:
     """Feature maps of ``layer`` for images, with channels ranked by strength.
 
     Parameters
@@ -33,16 +38,26 @@ def activations(model: Model, images: Any, layer: str, *, order_by: str = "mean"
         Dotted layer name (``convlens layers`` lists them).
     order_by
         ``"mean"`` or ``"max"`` activation per channel, for the ranking.
+    reshape
+        For a token layer: the patch grid ``(h, w)`` (default: inferred).
 
     Returns
     -------
     Result
         Kind ``"activations"``: ``activations`` ``(N, C, h, w)``, ``channel_order``
         ``(N, C)`` (strongest first), ``channel_strength`` ``(N, C)``; the display map of
-        each image is its strongest channel over the original image.
+        each image is its strongest channel over the original image. A token layer's
+        ``activations`` are its patch grid ``(N, C, h, w)``; ``params["tokens"]`` records
+        the grid and the dropped tokens.
     """
+    from convlens.tokens import tokens_to_grid
+
     batch = images if isinstance(images, Batch) else model.prepare(images if isinstance(images, Sequence) and not isinstance(images, str) else [images])
     acts = layer_activations(model, batch.x, layer)
+    params: dict[str, Any] = {"order_by": order_by}
+    if acts.dim() == 3:
+        grid, params["tokens"] = tokens_to_grid(acts, reshape, input_size=(int(batch.x.shape[-2]), int(batch.x.shape[-1])))
+        acts = grid.contiguous()
     flat = acts.flatten(2) if acts.dim() > 2 else acts[:, :, None]
     if order_by not in ("mean", "max"):
         from convlens.errors import BadInputError
@@ -53,7 +68,7 @@ def activations(model: Model, images: Any, layer: str, *, order_by: str = "mean"
     display = None
     if acts.dim() == 4:
         display = [map_to_original(acts[i, order[i, 0]].float().cpu(), g) for i, g in enumerate(batch.geometries)]
-    provenance = make_provenance(model, "activations", params={"order_by": order_by}, layer=layer)
+    provenance = make_provenance(model, "activations", params=params, layer=layer)
     return Result(
         "activations",
         {"activations": acts, "channel_order": order, "channel_strength": strength},

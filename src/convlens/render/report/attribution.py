@@ -56,14 +56,14 @@ def attribution_image(model: Any, result: Any, name: str) -> ReportImage:
 
 
 def build(model: Any, batch: Any, ctx: ReportContext) -> Fragment:
-    from convlens.attribution import METHODS, explain
+    from convlens.attribution import applicable_methods, explain
     from convlens.errors import ConvlensError
     from convlens.metrics import deletion_auc, insertion_auc
 
     steps = FULL_METRIC_STEPS if ctx.full else QUICK_METRIC_STEPS
     (target,), _ = predicted_classes(model, batch, 1)
     rows, skipped = [], []
-    for name in sorted(METHODS):
+    for name in applicable_methods(model):  # attention maps only on models with attention layers
         if name in ELSEWHERE:
             continue
         if name in FULL_ONLY and not ctx.full:
