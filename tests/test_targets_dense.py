@@ -160,6 +160,20 @@ def test_region_errors(tmp_path) -> None:
         region("square", _square_mask())(torch.zeros(2, 3, 8, 8))
 
 
+def test_integrated_gradients_of_a_region_is_complete() -> None:
+    """IG scores the target on batches of path points (not the image batch): a shared mask
+    works there, and the attributions sum to S(x) - S(baseline) (Sundararajan et al. 2017)."""
+    model = _seg_model(torch.float64)
+    pixels = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
+    x = model.normalize(pixels)  # explain() takes pixels; IG runs in input space
+    mask = _square_mask()[None]  # one (1, H, W) mask broadcasts over any batch
+    baseline = torch.zeros_like(x)
+    result = convlens.explain(model, pixels, "integrated_gradients", region(1, mask), baseline=baseline, n_steps=256)
+    with torch.no_grad():
+        gap = (model.module(x)[:, 1] * mask).sum((1, 2)) - (model.module(baseline)[:, 1] * mask).sum((1, 2))
+    torch.testing.assert_close(result.tensors["attribution"].sum((1, 2, 3)), gap, atol=2e-3 * float(gap.abs().max()), rtol=0)
+
+
 def test_region_provenance_says_class_and_pixels() -> None:
     model = _seg_model()
     result = convlens.explain(model, torch.rand(1, 3, 8, 8), "saliency", region("square", _square_mask()))

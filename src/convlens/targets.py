@@ -316,7 +316,7 @@ class Region:
         if not 0 <= c < classes:
             raise TargetError(f"region class {c} is out of range: the model output has {classes} classes")
         mask = _resize_mask(self.mask, (h, w)).to(output.device)
-        if mask.dim() == 3 and mask.shape[0] != n:
+        if mask.dim() == 3 and mask.shape[0] not in (1, n):
             raise TargetError(f"region has {mask.shape[0]} masks but the output has batch size {n}; pass one (H, W) mask or {n} masks")
         if not bool(mask.reshape(-1, h * w).any(dim=1).all()):
             raise TargetError(f"the region mask has no pixel left after resizing it to the output's {h}x{w}; use a larger mask")
@@ -527,7 +527,7 @@ def _is_embedding(reference: Any) -> bool:
     return False
 
 
-def similarity(reference: Any, *, eps: float = 1e-8) -> Similarity:
+def similarity(reference: Any, *, eps: float = 1e-8, name: str | None = None) -> Similarity:
     """Target: cosine similarity of the model's output (an embedding) to a reference.
 
     Parameters
@@ -539,6 +539,8 @@ def similarity(reference: Any, *, eps: float = 1e-8) -> Similarity:
         target is resolved. The model's output ``(N, D, ...)`` is flattened to ``(N, D')``.
     eps
         Lower bound of the product of norms (a zero embedding scores 0, not NaN).
+    name
+        How provenance and pictures name the reference (default: its path, or its type).
 
     Returns
     -------
@@ -550,4 +552,4 @@ def similarity(reference: Any, *, eps: float = 1e-8) -> Similarity:
     At an image whose embedding points the same way as the reference (e.g. the reference
     itself) the cosine is at its maximum 1, so its gradient is zero.
     """
-    return Similarity(reference, eps=eps)
+    return Similarity(reference, eps=eps, source=name)
