@@ -163,6 +163,9 @@ def run(ctx: Context) -> int:
         if not any(key in o for o in per_method.values()):
             raise BadInputError(f"--opt {key}: none of the methods {', '.join(methods)} takes it")
     model = ctx.model(class_scores=True)
+    if args.methods == "all":  # the methods this model can run (attention maps need attention layers)
+        methods = [m for m in methods if METHODS[m].applies_to(model)]
+        per_method = {m: per_method[m] for m in methods}
     out = ctx.out_path("evaluate", folder=True)
 
     pixels, sources, labels, geometries, names = _load(ctx, model, args)

@@ -120,6 +120,10 @@ def run(ctx: Context) -> int:
             model.layer(args.layer)
         if dense_target is not None:
             dense_target.check(model, args.images)
+    if args.method == "all":  # the methods every model can run (attention maps need attention layers)
+        from convlens.attribution import METHODS
+
+        methods = [m for m in methods if all(METHODS[m].applies_to(model) for model in models)]
     if len(args.images) == 1 and Path(args.images[0]).is_dir() and len(methods) == 1 and len(models) == 1 and dense_target is None:
         return _run_dataset(ctx, models[0], methods[0], options)
     return _run_images(ctx, models, methods, options, dense_target)
