@@ -19,10 +19,24 @@ def activation_layers(model: Any, count: int = 3) -> list[str]:
     """``count`` activation layers with a spatial output, spread over the depth (called once each)."""
     rows = [r for r in model.layers() if r.is_leaf and r.output_shape and len(r.output_shape) == 3 and r.calls == 1]
     acts = [r.name for r in rows if "act" in r.type.lower() or "relu" in r.type.lower()] or [r.name for r in rows]
+    if _is_token_model(model):  # a ViT: its blocks' token outputs (shown as patch grids), not attention probabilities
+        acts = [r.name for r in model.layers() if not r.is_leaf and r.calls == 1 and r.output_shape and len(r.output_shape) == 2 and r.name.rsplit(".", 1)[-1].isdigit()] or acts
     if not acts:
         return []
     picks = [acts[min(len(acts) - 1, k * (len(acts) - 1) // max(1, count - 1))] for k in range(count)]
     return list(dict.fromkeys(picks))
+
+
+def _is_token_model(model: Any) -> bool:
+    """Whether the model's CAM layer is a token layer (N, T, C): a vision transformer."""
+    from convlens.attribution.base import default_cam_layer
+    from convlens.errors import ConvlensError
+
+    try:
+        shape = model.layer_info(default_cam_layer(model)).output_shape
+    except ConvlensError:
+        return False
+    return shape is not None and len(shape) == 2
 
 
 def build(model: Any, batch: Any, ctx: ReportContext) -> Fragment:
