@@ -1,10 +1,12 @@
 """Pictures for docs/features/robustness.md: a corruption grid of a bundled photo, the shape-bias
-plot, and the corruption error table of the 20 foolbox ImageNet images.
+plot, the corruption error table of the 20 foolbox ImageNet images, and the shape bias of
+three EfficientNet-Lite models side by side.
 
-    python scripts/docs_images_robustness.py [--skip-table]
+    python scripts/docs_images_robustness.py [--skip-table] [--side-by-side-only]
 
-Writes docs/images/corruptions_grid.png, docs/images/shape_bias.png and (unless
-``--skip-table``, ~2 minutes on one thread) docs/images/corruption_errors.png.
+Writes docs/images/corruptions_grid.png, docs/images/shape_bias.png, (unless
+``--skip-table``, ~2 minutes on one thread) docs/images/corruption_errors.png and
+docs/images/shape_bias_side_by_side.png (``--side-by-side-only``: just that one, ~2 minutes).
 """
 
 from __future__ import annotations
@@ -34,8 +36,12 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="robustness pictures for the docs")
     parser.add_argument("--skip-table", action="store_true", help="skip the 15 x 5 error table (the slow part)")
     parser.add_argument("--cue-conflict", default=str(CUE_CONFLICT), help="the cue-conflict folder")
+    parser.add_argument("--side-by-side-only", action="store_true", help="only the shape bias of three models side by side")
     args = parser.parse_args(argv)
     IMAGES.mkdir(parents=True, exist_ok=True)
+    side_by_side_image(Path(args.cue_conflict))
+    if args.side_by_side_only:
+        return
     model = convlens.load_model()
 
     # Every corruption at severities 1, 3 and 5 on the cat (crop first, then corrupt), three a row.
@@ -59,6 +65,23 @@ def main(argv: list[str] | None = None) -> None:
         result = corruption_robustness(model, pixels, [label for _, label in files])
         save_figure(corruption_errors_figure(result, title=f"EfficientNet-Lite0, {len(files)} ImageNet images (foolbox wheel)"), IMAGES / "corruption_errors.png")
         print("docs/images/corruption_errors.png")
+
+
+def side_by_side_image(folder: Path) -> None:
+    """Shape bias of EfficientNet-Lite0, -Lite1 and -Lite2 on one plot, as the CLI draws it for
+    ``convlens robustness shape-bias DIR --model efficientnet_lite0,efficientnet_lite1,efficientnet_lite2``."""
+    import convlens
+    from convlens.render.figures import save_figure
+    from convlens.render.robustness import shape_bias_comparison_figure
+    from convlens.robustness import shape_bias
+
+    if not folder.is_dir():
+        print(f"{folder}: not found, shape_bias_side_by_side.png skipped", file=sys.stderr)
+        return
+    runs = [(name, shape_bias(convlens.load_model(name), folder)) for name in ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")]
+    figure = shape_bias_comparison_figure(runs)
+    save_figure(figure, IMAGES / "shape_bias_side_by_side.png")
+    print("docs/images/shape_bias_side_by_side.png")
 
 
 if __name__ == "__main__":

@@ -258,6 +258,8 @@ def test_shape_bias_comparison_places_each_model_per_category() -> None:
     labels = [t.get_text() for t in ax.get_yticklabels()]
     rows = dict(zip(ax.get_yticks(), labels))
     for collection, expected in zip(ax.collections, ({"cat": 2 / 3, "clock": 1.0}, {"cat": 0.0, "clock": 0.0})):
-        assert {rows[y]: x for x, y in collection.get_offsets()} == pytest.approx(expected)
+        assert {rows[round(y)]: x for x, y in collection.get_offsets()} == pytest.approx(expected)
+    # the first model sits above the second within each row
+    assert all(ya > yb for (_, ya), (_, yb) in zip(ax.collections[0].get_offsets(), ax.collections[1].get_offsets()))
     assert [c.get_label() for c in ax.collections] == ["a 0.750", "b 0.000"]
     assert [line.get_xdata()[0] for line in ax.lines if line.get_linewidth() == 1.5] == pytest.approx([0.75, 0.0])

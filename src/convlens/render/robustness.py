@@ -212,8 +212,8 @@ def shape_bias_comparison_figure(runs: Runs, *, title: str | None = None, refere
     """Shape bias of several models per category, as in Fig. 4 of Geirhos et al. 2019.
 
     Categories on the vertical axis, the fraction of shape decisions on the horizontal one;
-    each model is one colour and marker (a point per category) with a vertical line at its
-    overall shape bias. ``reference`` adds other overall values as grey dotted lines.
+    each model is one colour and marker (a point per category, the models a little apart
+    within the row, first on top) with a vertical line at its overall shape bias. ``reference`` adds other overall values as grey dotted lines.
     ``runs`` holds ``(model name, shape_bias result or its params)`` pairs.
     """
     params = [(name, _params(result)) for name, result in runs]
@@ -228,11 +228,13 @@ def shape_bias_comparison_figure(runs: Runs, *, title: str | None = None, refere
     row_of = {c: len(names) - 1 - i for i, c in enumerate(names)}  # first category on top
     for y in row_of.values():
         ax.axhline(y, color="0.92", linewidth=0.6, zorder=0)
+    spread = min(0.5, 0.15 * (len(params) - 1))  # models side by side within a row: equal values stay visible
     for k, (model, p) in enumerate(params):
         shown = [c for c in names if c in p["per_category"] and p["per_category"][c].get("shape_bias") is not None]
         overall = p.get("shape_bias")
         label = model if overall is None else f"{model} {overall:.3f}"
-        ax.scatter([p["per_category"][c]["shape_bias"] for c in shown], [row_of[c] for c in shown], s=50, color=f"C{k}", marker=markers[k % len(markers)], zorder=3, label=label)
+        dy = spread / 2 - spread * k / (len(params) - 1) if len(params) > 1 else 0.0
+        ax.scatter([p["per_category"][c]["shape_bias"] for c in shown], [row_of[c] + dy for c in shown], s=50, color=f"C{k}", marker=markers[k % len(markers)], zorder=3, label=label)
         if overall is not None:
             ax.axvline(overall, color=f"C{k}", linewidth=1.5)
     for i, (label, value) in enumerate((reference or {}).items()):
