@@ -20,37 +20,10 @@ __all__ = ["check_class_scores", "load_models", "model_folders", "multi_schema",
 
 
 def load_models(ctx: Context) -> list[Any]:
-    """Every model of ``--model a,b,c`` (the context's loader: built-in names and user models,
-    loaded once, names distinct), in the order given; each must give class scores."""
-    import inspect
-
-    models = getattr(ctx, "models", None)
-    if not callable(models):
-        return _models(ctx)
-    if "class_scores" in inspect.signature(models).parameters:
-        return list(models(class_scores=True))
-    return list(models())
-
-
-def _models(ctx: Context) -> list[Any]:
-    # Temporary stand-in until Context.models() lands: built-in names only, split on commas.
-    from convlens.models.zoo import DEFAULT_MODEL, load_model
-
-    text = ctx.args.model or DEFAULT_MODEL
-    names = [n.strip() for n in text.split(",") if n.strip()]
-    if not names:
-        raise BadInputError(f"--model {text!r}: give a model name, or several separated by commas")
-    repeated = sorted({n for n in names if names.count(n) > 1})
-    if repeated:
-        raise BadInputError(f"--model {text}: {', '.join(repeated)} given more than once")
-    if len(names) == 1:
-        return [ctx.model()]
-    ctx.check_device()
-    loaded = []
-    with ctx.progress_group() as add:
-        for name in names:
-            loaded.append(load_model(name, device=ctx.device, progress=add(f"loading {name}", None)))
-    return loaded
+    """Every model of ``--model a,b,c`` (built-in names and user models, loaded once, names
+    distinct; the same loader and list syntax as ``explain``), in the order given, each
+    refused unless it gives class scores ``(N, classes)``."""
+    return list(ctx.models(class_scores=True))
 
 
 def check_class_scores(model: Any, command: str, *, classes: int, why: str = "") -> None:
