@@ -124,6 +124,27 @@ def test_corruptions_across_models_equal_each_model_alone(tmp_path: Path, capsys
     assert Path(payload["files"]["figure"]).is_file()
 
 
+def test_an_unreadable_image_is_reported_per_model_and_the_rest_compared(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("imagecorruptions")
+    files = labelled_imagenet_files()[:1]
+    if not files:
+        pytest.skip("the foolbox wheel's ImageNet images are not installed")
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not a jpeg")
+    labelled = tmp_path / "mixed.csv"
+    labelled.write_text(f"path,label\n{files[0][0]},{files[0][1]}\n{broken},1\n")
+    names = ["efficientnet_lite0", "efficientnet_lite1"]
+    out = tmp_path / "out"
+    assert main(["robustness", "corruptions", str(labelled), "--model", ",".join(names), "--corruptions", "pixelate", "--severities", "2", "-o", str(out), "--json"]) == 2
+    captured = capsys.readouterr()
+    payload = json.loads(captured.out)
+    jsonschema.validate(payload, robustness_corruptions.SCHEMA)
+    for name, row in zip(names, payload["results"]):
+        assert row["n_images"] == 1 and len(row["errors"]) == 1 and row["errors"][0].startswith(f"{name}: ") and "broken.jpg" in row["errors"][0]
+    assert payload["errors"] == [e for row in payload["results"] for e in row["errors"]]
+    assert captured.err.count("broken.jpg") == 2 and Path(payload["files"]["figure"]).is_file()
+
+
 def test_shape_bias_across_models_equals_each_model_alone(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     if not DEV.is_dir():
         pytest.skip("cue-conflict-dev not present")
