@@ -558,7 +558,15 @@ def create_app(
             "models": list(explorer.slots),
             "default_model": explorer.default_model,
             "methods": [
-                {"name": s.name, "output": s.output, "uses_layer": s.uses_layer, "progress": reports_progress(s.name), "paper": s.paper}
+                {
+                    "name": s.name,
+                    "output": s.output,
+                    "uses_layer": s.uses_layer,
+                    "progress": reports_progress(s.name),
+                    "paper": s.paper,
+                    # the page offers a method only for the models that can run it (attention maps: transformers)
+                    "models": [name for name, slot in explorer.slots.items() if s.applies_to(slot.model)],
+                }
                 for s in sorted(METHODS.values(), key=lambda s: s.name)
             ],
             "samples": [{"name": s.name, "source": s.source, "expected": list(s.expected)} for s in SAMPLES.values()],

@@ -48,16 +48,22 @@ function fillPredictions(list, top) {
 }
 
 // -- start-up ------------------------------------------------------------------------
+function fillMethods() {
+  // only the methods the chosen model can run (attention maps need a transformer)
+  const usable = state.info.methods.filter((m) => !m.models || m.models.includes(state.model));
+  const previous = $("method").value;
+  $("method").replaceChildren(...usable.map((m) => new Option(m.name + (m.uses_layer ? " (layer)" : ""), m.name)));
+  const keep = usable.some((m) => m.name === previous) ? previous : null;
+  $("method").value = keep || (usable.some((m) => m.name === "gradcam") ? "gradcam" : usable[0].name);
+}
+
 async function init() {
   state.info = await api("/api/info");
   const model = $("model");
   model.replaceChildren(...state.info.models.map((m) => new Option(m, m)));
   model.value = state.info.default_model;
   state.model = model.value;
-  $("method").replaceChildren(
-    ...state.info.methods.map((m) => new Option(m.name + (m.uses_layer ? " (layer)" : ""), m.name))
-  );
-  $("method").value = state.info.methods.some((m) => m.name === "gradcam") ? "gradcam" : state.info.methods[0].name;
+  fillMethods();
   $("samples").replaceChildren(
     ...state.info.samples.map((s) => {
       const b = document.createElement("button");
@@ -294,6 +300,7 @@ async function runAttack() {
 // -- wiring --------------------------------------------------------------------------
 $("model").addEventListener("change", async () => {
   state.model = $("model").value;
+  fillMethods();
   await loadModel();
   if (state.image) await Promise.all([predict(), explain()]);
 });
