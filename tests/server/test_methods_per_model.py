@@ -7,10 +7,11 @@ import warnings
 
 import pytest
 import torch
-from helpers.tiny_vit import TinyViT
 
 import convlens
 from convlens.attribution import METHODS, applicable_methods
+
+from helpers.tiny_vit import TinyViT
 
 
 def test_info_lists_for_each_method_the_models_that_can_run_it(digits_model, tmp_path) -> None:
