@@ -64,7 +64,7 @@ ATTRIBUTION_LAYER = "relu2"
 ATTRIBUTION_NETS: dict[str, str] = {"attention_map": "vit", "attention_rollout": "vit"}
 
 #: methods also checked on TinyViT, layer methods on the token layer below (class and register tokens dropped)
-VIT_ALSO = ("saliency", "gradcam", "gradcam_pp", "scorecam", "eigencam", "guided_gradcam", "integrated_gradients")
+VIT_ALSO = ("saliency", "gradcam", "gradcam_pp", "scorecam", "eigencam", "integrated_gradients")
 VIT_LAYER = "blocks.1.norm1"
 
 

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from convlens.attribution.base import default_cam_layer, record_provenance, register_method
+from convlens.attribution.guided import has_relu_family, require_relu_family
 from convlens.errors import BadInputError
 from convlens.hooks import backward_rules, capture, inference_context, is_activation
 from convlens.layers import resolve_layer
@@ -360,7 +361,7 @@ def _rules_above(model: Model, layer: str) -> bool:
     return False
 
 
-@register_method("guided_gradcam", output="input", reduce="abs_sum", uses_layer=True, paper="Selvaraju et al. 2017, arXiv:1610.02391")
+@register_method("guided_gradcam", output="input", reduce="abs_sum", uses_layer=True, paper="Selvaraju et al. 2017, arXiv:1610.02391", applies=has_relu_family)
 def guided_gradcam(model: Model, x: torch.Tensor, target: TargetLike = None, *, layer: LayerLike = None, reshape: GridLike = None) -> torch.Tensor:
     """Guided Grad-CAM: guided backprop times the upsampled Grad-CAM, from one pass.
 
@@ -399,7 +400,8 @@ def guided_gradcam(model: Model, x: torch.Tensor, target: TargetLike = None, *, 
 
     # backward_rules first: its forward hook must run before the capture's, so the captured
     # output is the one the rest of the network consumes
-    with torch.enable_grad(), inference_context(model.module), backward_rules(model.module, rule, at="output"), capture(model.module, [name]) as acts:
+    with torch.enable_grad(), inference_context(model.module), backward_rules(model.module, rule, at="output") as chosen, capture(model.module, [name]) as acts:
+        require_relu_family(chosen, model, "guided_gradcam")
         scores, _ = resolved.scores(model, xr)
         act = acts[name]
         _check_spatial(act, name, model)

@@ -17,11 +17,28 @@ import torch
 from torch import nn
 
 from convlens.attribution.base import input_gradients, register_method
-from convlens.hooks import backward_rules
+from convlens.errors import BadInputError
+from convlens.hooks import ACTIVATION_TYPES, backward_rules
 from convlens.models.model import Model
 from convlens.targets import TargetLike
 
-__all__ = ["activation_derivative", "deconvnet", "guided_backprop"]
+__all__ = ["activation_derivative", "deconvnet", "guided_backprop", "has_relu_family", "require_relu_family"]
+
+
+def has_relu_family(model: Model) -> bool:
+    """Whether the model has ReLU-family activation *modules*, where the guided and
+    deconvnet rules act (the methods' ``applies`` test)."""
+    module = model.module
+    return not isinstance(module, torch.jit.ScriptModule) and any(isinstance(m, ACTIVATION_TYPES) for m in module.modules())
+
+
+def require_relu_family(chosen: list[str], model: Model, method: str) -> None:
+    """Refuse a model where the rules found no activation module to act on: the result
+    would be the plain gradient under another name (Captum's silent fallback)."""
+    if not chosen:
+        raise BadInputError(
+            f"{method} changes the backward pass at ReLU-family activation modules (nn.ReLU, ReLU6, LeakyReLU, Hardtanh), and {model.name} has none (GELU/SiLU, or activations called as torch.nn.functional.relu, which no hook sees): the result would be the plain gradient; use saliency, or make the activations modules"
+        )
 
 
 def activation_derivative(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -49,23 +66,25 @@ def _deconv_rule(module: nn.Module, inp: torch.Tensor, out: torch.Tensor, grad: 
     return grad.clamp(min=0)
 
 
-@register_method("guided_backprop", reduce="abs_sum", paper="Springenberg et al. 2015, arXiv:1412.6806")
+@register_method("guided_backprop", reduce="abs_sum", paper="Springenberg et al. 2015, arXiv:1412.6806", applies=has_relu_family)
 def guided_backprop(model: Model, x: torch.Tensor, target: TargetLike = None) -> torch.Tensor:
     """Guided backpropagation: ``m(x) * relu(g)`` at every ReLU-family activation.
 
     Springenberg, Dosovitskiy, Brox & Riedmiller, "Striving for Simplicity: The All
     Convolutional Net", 2015, arXiv:1412.6806.
     """
-    with backward_rules(model.module, _positive_part, at="output"):
+    with backward_rules(model.module, _positive_part, at="output") as chosen:
+        require_relu_family(chosen, model, "guided_backprop")
         return input_gradients(model, x, target)[0]
 
 
-@register_method("deconvnet", reduce="abs_sum", paper="Zeiler & Fergus 2014, arXiv:1311.2901")
+@register_method("deconvnet", reduce="abs_sum", paper="Zeiler & Fergus 2014, arXiv:1311.2901", applies=has_relu_family)
 def deconvnet(model: Model, x: torch.Tensor, target: TargetLike = None) -> torch.Tensor:
     """Deconvnet: ``relu(g)`` at every ReLU-family activation (the mask is ignored).
 
     Zeiler & Fergus, "Visualizing and Understanding Convolutional Networks", 2014,
     arXiv:1311.2901.
     """
-    with backward_rules(model.module, _deconv_rule):
+    with backward_rules(model.module, _deconv_rule) as chosen:
+        require_relu_family(chosen, model, "deconvnet")
         return input_gradients(model, x, target)[0]

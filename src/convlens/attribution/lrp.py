@@ -104,6 +104,20 @@ _PASS_THROUGH = (
 _SUPPORTED = "Conv2d, Linear, BatchNorm, ReLU/ReLU6/LeakyReLU/Hardtanh, average and max pooling, dropout, Flatten, Identity"
 
 
+def has_lrp_rules(model: Model) -> bool:
+    """Whether every leaf module has an LRP rule (the methods' ``applies`` test, so
+    ``--method all`` and the report skip e.g. a vision transformer's LayerNorm and attention).
+
+    A static look at the module tree; the methods themselves still check each layer that
+    runs and name the first one without a rule.
+    """
+    module = model.module
+    if isinstance(module, torch.jit.ScriptModule):
+        return False
+    supported = (*_AFFINE, *_NORMS, *_POOLS, *ACTIVATION_TYPES, *_PASS_THROUGH)
+    return all(isinstance(m, supported) for m in module.modules() if next(m.children(), None) is None)
+
+
 # -- layers as linear maps ----------------------------------------------------------------
 
 
@@ -451,7 +465,7 @@ def _bound(value: float | Sequence[float] | torch.Tensor | None, pixel: float, m
     return bound
 
 
-@register_method("lrp", reduce="sum", paper="Bach et al. 2015, doi:10.1371/journal.pone.0130140; Montavon et al. 2017, arXiv:1512.02479")
+@register_method("lrp", reduce="sum", paper="Bach et al. 2015, doi:10.1371/journal.pone.0130140; Montavon et al. 2017, arXiv:1512.02479", applies=has_lrp_rules)
 def lrp(
     model: Model,
     x: torch.Tensor,
@@ -537,7 +551,7 @@ def lrp(
     return relevance
 
 
-@register_method("lrp_alpha_beta", reduce="sum", paper="Bach et al. 2015, doi:10.1371/journal.pone.0130140")
+@register_method("lrp_alpha_beta", reduce="sum", paper="Bach et al. 2015, doi:10.1371/journal.pone.0130140", applies=has_lrp_rules)
 def lrp_alpha_beta(
     model: Model,
     x: torch.Tensor,

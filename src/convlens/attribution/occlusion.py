@@ -69,8 +69,8 @@ def occlusion(
     x: torch.Tensor,
     target: TargetLike = None,
     *,
-    patch: int | tuple[int, int] = 16,
-    stride: int | tuple[int, int] = 8,
+    patch: int | tuple[int, int] | None = None,
+    stride: int | tuple[int, int] | None = None,
     fill: str | float = "zero",
     batch_size: int = 64,
     output: str = "score",
@@ -95,10 +95,11 @@ def occlusion(
     model, x, target
         See :func:`~convlens.attribution.base.explain`; default target: the predicted class.
     patch
-        Window size in pixels, ``p`` or ``(p_h, p_w)``; at most the image size.
+        Window size in pixels, ``p`` or ``(p_h, p_w)``; at most the image size. Default 16,
+        or half the shorter side on images smaller than 32 px (4 on 8x8 digits).
     stride
         Step between windows, ``s`` or ``(s_h, s_w)``; at most the patch (every pixel is
-        covered), unless the patch spans the whole axis.
+        covered), unless the patch spans the whole axis. Default half the patch.
     fill
         What a window shows, in pixel space (converted with ``model.normalize``):
         ``"zero"`` black, ``"mean"`` the image's mean colour, ``"blur"`` the image blurred
@@ -130,6 +131,10 @@ def occlusion(
     --------
     >>> drop = occlusion(model, x, 282, patch=16, stride=8, fill="mean")
     """
+    if patch is None:  # 16 px windows, kept inside small inputs
+        patch = min(16, max(1, min(x.shape[-2:]) // 2))
+    if stride is None:
+        stride = max(1, patch // 2) if isinstance(patch, int) else tuple(max(1, p // 2) for p in patch)
     _check_options(x, patch, stride, fill, batch_size, output)
     (ph, pw), (sh, sw) = _pair(patch), _pair(stride)
     h, w = x.shape[-2:]
