@@ -142,7 +142,7 @@ def optimize_images() -> None:
 
 
 #: features whose pictures come from their own script, scripts/docs_images_<name>.py
-FEATURE_SCRIPTS = ("attacks", "robustness", "style", "fast_style", "privacy", "represent")
+FEATURE_SCRIPTS = ("attacks", "robustness", "style", "fast_style", "privacy", "represent", "targets", "transformers")
 
 
 def feature_images(name: str) -> None:
