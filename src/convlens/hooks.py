@@ -9,6 +9,8 @@ hook outlives the ``with`` block, even when the forward pass raises.
   swapping modules or flipping ``inplace``.
 - :func:`trace_calls` records every module call in execution order (layer tables,
   receptive fields).
+- :func:`edit_output` replaces a layer's output by a function of it (channel ablation,
+  pruning curves) for the duration of the block.
 - :func:`eval_mode` and :func:`frozen` switch the model to eval mode / freeze the
   parameters and restore every flag afterwards.
 
@@ -42,6 +44,7 @@ __all__ = [
     "Capture",
     "backward_rules",
     "capture",
+    "edit_output",
     "eval_mode",
     "forward_until_captured",
     "frozen",
@@ -253,6 +256,38 @@ def forward_until_captured(module: nn.Module, *inputs: Any) -> Any:
         return module(*inputs)
     except _ForwardStopped:
         return None
+
+
+@contextmanager
+def edit_output(module: nn.Module, layer: LayerRef, edit: Callable[[torch.Tensor], torch.Tensor]) -> Iterator[list[int]]:
+    """Replace ``layer``'s output by ``edit(output)`` during the block (zeroing channels,
+    feeding a stored activation to the rest of the network).
+
+    ``edit`` receives the output itself and must return a new tensor (never write into the
+    output: a later in-place op, or the caller, may still hold it). The model is untouched;
+    the hook is removed on exit, also after an exception. Yields a list that counts the
+    layer's calls, so a caller can refuse a layer that ran more than once.
+
+    Examples
+    --------
+    >>> keep = torch.ones(16); keep[3] = 0
+    >>> with edit_output(net, "conv1", lambda a: a * keep[:, None, None]):
+    ...     logits = net(x)   # channel 3 of conv1 zeroed
+    """
+    require_hookable(module)
+    _, target = resolve_layer(module, layer)
+    calls: list[int] = []
+    handles: list[RemovableHandle] = []
+
+    def hook(_module: nn.Module, _inputs: Any, output: Any) -> torch.Tensor:
+        if not isinstance(output, torch.Tensor):
+            raise TypeError(f"layer {layer!r} returns {type(output).__name__}; convlens edits tensor outputs only")
+        calls.append(1)
+        return edit(output)
+
+    with _removing(handles):
+        handles.append(target.register_forward_hook(hook))
+        yield calls
 
 
 def _output_rule(module: nn.Module, rule: BackwardRule, grad: torch.Tensor) -> torch.Tensor:
