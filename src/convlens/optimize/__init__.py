@@ -6,12 +6,13 @@ and class / neuron / layer visualisation on top of them.
 >>> result = visualize_class(model, "flamingo")
 
 DeepDream (:func:`deep_dream`), feature inversion (:func:`invert`) and fooling images
-(:func:`fool`) live here too.
+(:func:`fool` from a photo, :func:`fool_from_noise` from noise or a CPPN pattern) live here too.
 """
 
+from convlens.optimize.cppn import CPPNParam
 from convlens.optimize.dream import deep_dream
 from convlens.optimize.engine import OPTIMIZERS, evaluate_objective, make_param, optimize
-from convlens.optimize.fool import fool
+from convlens.optimize.fool import fool, fool_from_noise
 from convlens.optimize.invert import invert, invert_layers, psnr
 from convlens.optimize.objectives import (
     Objective,
@@ -58,6 +59,7 @@ __all__ = [
     "COLOR_CORRELATION_SQRT",
     "OPTIMIZERS",
     "AffineTransform",
+    "CPPNParam",
     "Compose",
     "FourierParam",
     "ImageParam",
@@ -80,6 +82,7 @@ __all__ = [
     "evaluate_objective",
     "feature_distance",
     "fool",
+    "fool_from_noise",
     "fourier_scale",
     "gaussian_blur",
     "gram_matrices",

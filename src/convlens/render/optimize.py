@@ -16,7 +16,7 @@ from PIL import Image
 from convlens.render.grid import labelled_grid
 from convlens.render.overlay import to_uint8_image
 
-__all__ = ["amplified_difference", "filmstrip", "fooling_figure", "gallery_figure", "save_gif"]
+__all__ = ["amplified_difference", "filmstrip", "fooling_figure", "gallery_figure", "noise_fooling_figure", "save_gif"]
 
 
 def amplified_difference(difference: torch.Tensor) -> torch.Tensor:
@@ -71,5 +71,32 @@ def fooling_figure(result: Any, *, labels: Any = None) -> Figure:
         ax.imshow(to_uint8_image(picture.cpu()))
         ax.set_title(title, fontsize=9)
         ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def noise_fooling_figure(results: Sequence[Any], *, labels: Any = None, top_k: int = 3) -> Figure:
+    """Fooling images made from noise or patterns (:func:`convlens.optimize.fool_from_noise`),
+    one column each: the image with its class and probability, and its top-k classes."""
+    results = list(results)
+    fig = Figure(figsize=(2.6 * len(results), 4.2))
+    axes = fig.subplots(2, len(results), squeeze=False, gridspec_kw={"height_ratios": [3, 1.3]})
+
+    def name(cls: int) -> str:
+        return labels.name(cls) if labels is not None else str(cls)
+
+    for col, result in enumerate(results):
+        p, probs = result.provenance["params"], result.tensors["probabilities"]
+        top = torch.topk(probs, min(top_k, len(probs)))
+        ax = axes[0, col]
+        ax.imshow(to_uint8_image(result.tensors["image"][0].cpu()))
+        ax.set_title(f"{p['target']} {name(p['target'])}\n{p['probability']:.2%} ({p['pattern']}, {p['steps']} steps)", fontsize=8)
+        ax.axis("off")
+        bars = axes[1, col]
+        bars.barh(range(len(top.values)), top.values.numpy(), color=["tab:red" if int(i) == p["target"] else "tab:gray" for i in top.indices])
+        bars.set_yticks(range(len(top.values)), [name(int(i))[:18] for i in top.indices], fontsize=7)
+        bars.invert_yaxis()
+        bars.set_xlim(0, 1)
+        bars.tick_params(axis="x", labelsize=7)
     fig.tight_layout()
     return fig
