@@ -89,3 +89,28 @@ def test_reused_named_layer_is_refused(case: MethodCase) -> None:
     with pytest.raises(LayerReusedError, match="ran 2 times"):
         case.run(_model(module), _x(), "relu", torch.Generator().manual_seed(0))
     assert module_hook_count(module) == 0
+
+
+#: a thread count no method or test would choose by itself, so a method that sets any count shows
+ODD_THREADS = 3
+
+
+@pytest.mark.parametrize("grad", [True, False], ids=["grad", "no_grad"])
+@pytest.mark.parametrize("case", CASES)
+def test_global_state_unchanged(case: MethodCase, grad: bool) -> None:
+    # torch's thread count, its global RNG (a method draws only from the generator it is
+    # given) and grad mode are the caller's: a method leaves them as it found them
+    model, x = _model(_net(case, seed=4)), _x(seed=4)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(ODD_THREADS)
+    try:
+        rng = torch.random.get_rng_state()
+        with torch.set_grad_enabled(grad):
+            out = _run(case, model, x)
+            assert torch.is_grad_enabled() is grad
+        assert torch.get_num_threads() == ODD_THREADS
+        assert torch.equal(torch.random.get_rng_state(), rng), "the global RNG moved"
+    finally:
+        torch.set_num_threads(threads)
+    if not grad:  # a caller inside torch.no_grad() gets the same result, not an autograd error
+        torch.testing.assert_close(out, _run(case, model, x), atol=case.atol, rtol=1e-5)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import jsonschema
 import pytest
+import torch
 
 from convlens.cli import cmd_privacy
 from convlens.cli.main import main
@@ -39,7 +40,11 @@ def test_bad_input_exits_2_with_one_line(args: list[str], needle: str, tmp_path:
 
 def test_membership_json_and_roc_plot(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "m"
+    # the command trains on one thread (no --threads given); run in-process, it hands the
+    # caller's count back (3: a count it would not pick itself)
+    torch.set_num_threads(3)
     assert main(["privacy", "membership", "--seeds", "1", "--shadows", "1", "-o", str(out), "--json"]) == 0
+    assert torch.get_num_threads() == 3
     payload = json.loads(capsys.readouterr().out)
     jsonschema.validate(payload, cmd_privacy.SCHEMA)
     assert [r["recipe"] for r in payload["runs"]] == ["overfit", "regularised"]

@@ -129,7 +129,8 @@ def input_gradients(
     parameters frozen; ``x`` untouched). The shared first step of gradient methods."""
     resolved = resolve_target(model, target, x.shape[0])
     xr = x.detach().clone().requires_grad_(True)
-    with inference_context(model.module):
+    # enable_grad: a caller inside torch.no_grad() still gets the gradient (Captum does the same)
+    with torch.enable_grad(), inference_context(model.module):
         scores, resolved = resolved.scores(model, xr)
         (grad,) = torch.autograd.grad(scores.sum(), xr, create_graph=create_graph)
     return grad, resolved

@@ -255,7 +255,7 @@ def _path_gradients(
     delta = x.detach() - base
     total = total if total is not None else n * steps
     acc = torch.zeros_like(x, memory_format=torch.contiguous_format)
-    with inference_context(model.module):
+    with torch.enable_grad(), inference_context(model.module):  # also inside a caller's no_grad
         for start in range(0, n * steps, chunk):
             idx, a, w = items[start : start + chunk], flat_a[start : start + chunk], flat_w[start : start + chunk]
             z = (base[idx] + a.view(-1, 1, 1, 1) * delta[idx]).requires_grad_(True)

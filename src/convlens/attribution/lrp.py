@@ -533,7 +533,7 @@ def lrp(
     low_t = _bound(low, 0.0, model, x, "low") if first_layer == "zB" else x.new_zeros(())
     high_t = _bound(high, 1.0, model, x, "high") if first_layer == "zB" else x.new_ones(())
     state = _Pass(rule, float(epsilon), float(alpha), float(beta), first_layer, xr, low_t, high_t)
-    with inference_context(module), backward_rules(module, state, select=_needs_rule):
+    with torch.enable_grad(), inference_context(module), backward_rules(module, state, select=_needs_rule):  # also inside a caller's no_grad
         # the layer calls are traced during the one forward; the plan they give is used by the
         # rules, which only run in the backward pass
         with trace_calls(module, leaves_only=True) as calls:

@@ -16,7 +16,8 @@ import logging
 import os
 import pkgutil
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 from convlens.errors import BadInputError, ConvlensError, MissingDependencyError
 
@@ -102,8 +103,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     _setup_logging(args.verbose, args.quiet)
     try:
-        ctx = Context(args)
-        return int(args.func(ctx) or 0)
+        with _threads_restored():
+            ctx = Context(args)
+            return int(args.func(ctx) or 0)
     except KeyboardInterrupt:
         print("convlens: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -124,6 +126,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         hint = "" if args.verbose >= 2 else " (run with -vv for the traceback)"
         print(f"convlens: unexpected error: {type(exc).__name__}: {exc}{hint}", file=sys.stderr)
         return EXIT_ERROR
+
+
+@contextmanager
+def _threads_restored() -> Iterator[None]:
+    """Put torch's thread count back after a command.
+
+    ``--threads`` and commands that pick their own count (``privacy`` trains on one thread)
+    set it process-wide; when ``main`` runs inside a caller's process (a notebook, a test,
+    the web explorer) the caller's setting must survive the command.
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
 
 
 def _debug_traceback(args: argparse.Namespace) -> None:

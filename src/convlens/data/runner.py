@@ -595,6 +595,9 @@ def _compute(
         batch_sampler=[positions for _, positions in plan],
         collate_fn=_collate,
         num_workers=num_workers,
+        # its own generator: the loader draws a base seed per iteration, which would
+        # otherwise come from (and move) the caller's global RNG
+        generator=torch.Generator().manual_seed(0),
     )
     keys: set[str] | None = None
     buffer: _ShardBuffer | None = None

@@ -32,7 +32,7 @@ def input_gradient(model: Model, x: torch.Tensor, target: TargetLike = None) -> 
     """
     resolved = resolve_target(model, target, x.shape[0])
     xr = x.detach().clone().requires_grad_(True)
-    with inference_context(model.module):
+    with torch.enable_grad(), inference_context(model.module):  # also inside a caller's no_grad
         scores, _ = resolved.scores(model, xr)
         (grad,) = torch.autograd.grad(scores.sum(), xr)
     return grad
@@ -53,7 +53,7 @@ def loss_layer_gradients(
     if resolved.kind not in ("class", "predicted"):
         raise BadInputError("the loss gradient needs a class target (cross-entropy), not a neuron or callable")
     xr = x.detach().clone().requires_grad_(True)
-    with inference_context(model.module), capture(model.module, layers) as acts:
+    with torch.enable_grad(), inference_context(model.module), capture(model.module, layers) as acts:
         logits = model.module(xr)
         _, resolved = resolved.scores_from_logits(logits)
         assert resolved.classes is not None

@@ -66,6 +66,13 @@ def load_model(name: str = DEFAULT_MODEL, *, device: str | torch.device | None =
     MissingDependencyError
         The model's weights package is not installed (the message gives the pip command).
     """
+    # Building a module draws its initial weights from torch's global RNG before the stored
+    # weights replace them: fork it, so loading a model never moves the caller's random stream.
+    with torch.random.fork_rng(devices=[]):
+        return _load(name, device, progress)
+
+
+def _load(name: str, device: str | torch.device | None, progress: ProgressFn | None) -> Model:
     if name.startswith(("torchvision:", "timm:")):
         from convlens.models.adapters import load_adapted
 

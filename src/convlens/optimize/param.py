@@ -154,7 +154,8 @@ class PixelParam(ImageParam):
         if not init_std >= 0:
             raise BadInputError(f"init_std must be >= 0, got {init_std}")
         self.init_std = float(init_std)
-        noise = torch.randn(self.shape, generator=generator, dtype=torch.float64) * init_std
+        # no draw at init_std 0 (from_image): it would move the global RNG for nothing
+        noise = torch.randn(self.shape, generator=generator, dtype=torch.float64) * init_std if init_std else torch.zeros(self.shape, dtype=torch.float64)
         self.logits = noise.to(device=device, dtype=dtype).requires_grad_(True)
 
     def parameters(self) -> list[torch.Tensor]:
