@@ -8,46 +8,63 @@ import base64
 import re
 from typing import Any
 
-FIGURE = re.compile(r'<figure data-name="([^"]+)" data-sha256="([0-9a-f]{64})"><img src="data:image/png;base64,([A-Za-z0-9+/=]+)"')
+FIGURE = re.compile(r'<figure data-name="([^"]+)" data-sha256="([0-9a-f]{64})"><img src="data:(image/(?:png|jpeg|webp));base64,([A-Za-z0-9+/=]+)"')
 
 
 def figures(page: str) -> list[dict[str, Any]]:
-    """Every inlined figure of a report page: name, claimed sha256, decoded PNG bytes."""
-    return [{"name": m.group(1), "sha256": m.group(2), "png": base64.b64decode(m.group(3))} for m in FIGURE.finditer(page)]
+    """Every inlined figure of a report page: name, claimed sha256, media type, decoded bytes
+    (``png`` for history: the encoded picture in whatever format ``mime`` says)."""
+    return [{"name": m.group(1), "sha256": m.group(2), "mime": m.group(3), "png": base64.b64decode(m.group(4))} for m in FIGURE.finditer(page)]
 
 
 def library_png(model: Any, batch: Any, name: str, prov: dict[str, Any]) -> bytes:
-    """Recompute one picture with the library, independently of the report code."""
+    """Recompute one picture with the library, independently of the report code, encoded
+    as the provenance records (PNG unless ``render.format`` says JPEG or WebP, with its
+    quality): the encoders are deterministic, so equal pixels give equal bytes."""
+    from convlens.render.figures import array_to_bytes
+
+    render = prov.get("render", {})
+    fmt, quality = render.get("format", "png"), render.get("quality", 85)
+
+    def encode(pixels: Any) -> bytes:
+        return array_to_bytes(pixels, fmt, quality=quality)
+
+    return _library_picture(model, batch, name, prov, encode, fmt, quality)
+
+
+def _library_picture(model: Any, batch: Any, name: str, prov: dict[str, Any], encode: Any, fmt: str, quality: int) -> bytes:
     from convlens.adversarial.attack import attack
     from convlens.attribution import explain
     from convlens.inspect import activations, filters
     from convlens.optimize.visualize import visualize_class
-    from convlens.render.figures import array_to_png_bytes, figure_to_png_bytes
+    from convlens.render.display import display_image, result_overlay
+    from convlens.render.figures import figure_to_bytes
     from convlens.render.inspect import activations_figure, filters_mosaic
     from convlens.render.optimize import amplified_difference
-    from convlens.render.overlay import overlay, to_uint8_image
+    from convlens.render.overlay import to_uint8_image
 
     kind, _, arg = name.partition(":")
+    render = prov.get("render", {})
     if kind == "image":
-        return array_to_png_bytes(to_uint8_image(batch.originals[0]))
+        return encode(display_image(batch.originals[0], render.get("max_side")))
     if kind == "filters":
-        return array_to_png_bytes(filters_mosaic(filters(model)))
+        return encode(filters_mosaic(filters(model)))
     if kind == "activations":
-        fig = activations_figure(activations(model, batch, arg), 0, max_channels=prov["render"]["max_channels"])
-        return figure_to_png_bytes(fig, dpi=prov["render"]["dpi"])
+        fig = activations_figure(activations(model, batch, arg), 0, max_channels=render["max_channels"])
+        return figure_to_bytes(fig, dpi=render["dpi"], fmt=fmt, quality=quality)
     if kind in ("attribution", "gradcam", "segment"):
         method = prov["method"]
         options = {k: v for k, v in prov["params"].items() if k not in ("reduce", "seconds", "paper")}
         target = prov["target"]["classes"][0]
         result = explain(model, batch, method, target, seed=prov["seed"] or 0, **options)
-        return array_to_png_bytes(overlay(result.originals[0], result.display[0], alpha=prov["render"]["alpha"]))
+        return encode(result_overlay(result, 0, sign=render["sign"], clip=render["clip"], alpha=render["alpha"], max_side=render["max_side"]))
     if kind == "visualize_class":
         given = prov["params_given"]
         result = visualize_class(model, given["cls"], steps=given["steps"], seed=given["seed"])
-        return array_to_png_bytes(to_uint8_image(result.tensors["image"][0]))
+        return encode(to_uint8_image(result.tensors["image"][0]))
     if kind == "pgd":
         given = prov["params_given"]
         result = attack(model, model.denormalize(batch.x), "pgd", eps=given["eps"], steps=given["steps"], seed=given["seed"])
-        tensor = result.tensors[prov["render"]["tensor"]][0]
-        return array_to_png_bytes(to_uint8_image(amplified_difference(tensor) if arg == "perturbation" else tensor))
+        tensor = result.tensors[render["tensor"]][0]
+        return encode(to_uint8_image(amplified_difference(tensor) if arg == "perturbation" else tensor))
     raise AssertionError(f"no library recipe for picture {name!r}")

@@ -29,30 +29,37 @@ def test_alpha_zero_is_the_image(image: np.ndarray, heat: np.ndarray) -> None:
     np.testing.assert_array_equal(overlay(image, heat, alpha=0.0), image)
 
 
-def test_alpha_one_is_the_colormap(image: np.ndarray, heat: np.ndarray) -> None:
-    out = overlay(image, heat, alpha=1.0)
-    np.testing.assert_array_equal(out, apply_colormap(heat)[..., :3])
+def test_alpha_one_without_magnitude_is_the_colormap(image: np.ndarray, heat: np.ndarray) -> None:
+    # constant opacity 1: every pixel is the colormap's colour of the map scaled at its 99th percentile
+    out = overlay(image, heat, alpha=1.0, alpha_by_magnitude=False)
+    np.testing.assert_array_equal(out, apply_colormap(heat, clip_percentile=99.0)[..., :3])
     signed = heat - 0.5
-    np.testing.assert_array_equal(overlay(image, signed, alpha=1.0, alpha_by_magnitude=False), apply_colormap(signed)[..., :3])
+    np.testing.assert_array_equal(overlay(image, signed, alpha=1.0, alpha_by_magnitude=False), apply_colormap(signed, clip_percentile=99.0)[..., :3])
+
+
+def test_opacity_scales_with_the_map(image: np.ndarray, heat: np.ndarray) -> None:
+    # a = alpha * u, u the map over its 99th percentile (clipped to 1): zero leaves the photo
+    heat = heat.copy()
+    heat[:4] = 0.0
+    out = overlay(image, heat, alpha=0.8).astype(float)
+    u = np.clip(heat / np.percentile(heat, 99), 0, 1)[:, :, None]
+    expected = np.rint((1 - 0.8 * u) * image + 0.8 * u * apply_colormap(heat, clip_percentile=99.0)[..., :3])
+    np.testing.assert_array_equal(out, expected)
+    np.testing.assert_array_equal(out[:4], image[:4])
 
 
 def test_signed_maps_fade_where_they_are_near_zero(image: np.ndarray, heat: np.ndarray) -> None:
-    from convlens.render.colormaps import normalize_map
-
     signed = heat - 0.5
     out = overlay(image, signed, alpha=1.0).astype(float)
-    weight = np.sqrt(np.abs(normalize_map(signed, signed=True)))[:, :, None]
-    expected = np.rint((1 - weight) * image + weight * apply_colormap(signed)[..., :3])
+    weight = np.clip(np.abs(signed) / np.percentile(np.abs(signed), 99), 0, 1)[:, :, None]
+    expected = np.rint((1 - weight) * image + weight * apply_colormap(signed, clip_percentile=99.0)[..., :3])
     np.testing.assert_array_equal(out, expected)
-    zero = np.abs(signed) == 0
-    if zero.any():
-        np.testing.assert_array_equal(out[zero], image[zero])
 
 
 def test_blend_is_the_convex_combination(image: np.ndarray, heat: np.ndarray) -> None:
-    colour = apply_colormap(heat)[..., :3].astype(float)
+    colour = apply_colormap(heat, clip_percentile=99.0)[..., :3].astype(float)
     expected = np.rint(0.3 * colour + 0.7 * image)
-    np.testing.assert_array_equal(overlay(image, heat, alpha=0.3), expected)
+    np.testing.assert_array_equal(overlay(image, heat, alpha=0.3, alpha_by_magnitude=False), expected)
 
 
 def test_nan_region_leaves_image_unchanged(image: np.ndarray, heat: np.ndarray) -> None:

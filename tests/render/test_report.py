@@ -76,7 +76,7 @@ def test_no_external_url_script_or_stylesheet(report: Any) -> None:
     links = re.findall(r'(?:src|href)\s*=\s*["\']([^"\']*)', report.html, flags=re.IGNORECASE)
     assert links, "the page has images and a contents list"
     assert not [u for u in links if re.match(r"\s*(https?:)?//", u, flags=re.IGNORECASE)]
-    assert all(u.startswith(("data:image/png;base64,", "#")) for u in links)
+    assert all(u.startswith(("data:image/png;base64,", "data:image/jpeg;base64,", "#")) for u in links)
     assert not re.search(r"<(script|link|iframe|object|embed)\b", report.html, flags=re.IGNORECASE)
     assert "url(" not in report.html  # no CSS fetches either
 
@@ -107,13 +107,18 @@ def test_page_is_well_formed(report: Any) -> None:
     assert report.html.startswith("<!DOCTYPE html>") and not parser.errors and not parser.stack
 
 
-def test_every_img_is_a_png_data_uri_matching_its_hash(report: Any) -> None:
+#: pictures whose every pixel matters stay lossless; photos and overlays are JPEG
+LOSSLESS = {"filters", "visualize_class", "pgd"}
+
+
+def test_every_img_is_a_data_uri_of_its_format_matching_its_hash(report: Any) -> None:
     found = figures(report.html)
     assert len(found) == report.html.count("<img ") == len(report.images)
     for fig in found:
         assert hashlib.sha256(fig["png"]).hexdigest() == fig["sha256"]
         with Image.open(io.BytesIO(fig["png"])) as image:
-            assert image.format == "PNG"
+            assert image.format == fig["mime"].split("/")[1].upper()
+            assert image.format == ("PNG" if fig["name"].partition(":")[0] in LOSSLESS else "JPEG"), fig["name"]
             image.load()  # decodes fully (a truncated file raises)
             assert min(image.size) >= 1
 
@@ -129,15 +134,25 @@ def test_each_picture_equals_the_library_render_by_hash(report: Any, model: Any,
 
 
 def test_the_hash_check_can_fail(report: Any, model: Any, digit: Path) -> None:
-    # a picture drawn with other arguments (another alpha) must not match: the check has teeth
+    # a picture drawn with other arguments (another alpha, sign or clip; same encoding)
+    # must not match, while the recorded ones do: the check has teeth
     from convlens.attribution import explain
-    from convlens.render.figures import array_to_png_bytes
-    from convlens.render.overlay import overlay
+    from convlens.render.display import result_overlay
+    from convlens.render.figures import array_to_bytes
 
-    image = next(i for i in report.images if i.name == "attribution:saliency")
+    image = next(i for i in report.images if i.name == "attribution:gradient_x_input")
+    render = image.provenance["render"]
     batch = model.prepare([str(digit)])
-    result = explain(model, batch, "saliency", image.provenance["target"]["classes"][0])
-    assert hashlib.sha256(array_to_png_bytes(overlay(result.originals[0], result.display[0], alpha=0.5))).hexdigest() != image.sha256
+    result = explain(model, batch, "gradient_x_input", image.provenance["target"]["classes"][0])
+    recorded = {k: render[k] for k in ("sign", "clip", "alpha", "max_side")}
+
+    def sha(**changed: Any) -> str:
+        pixels = result_overlay(result, 0, **{**recorded, **changed})
+        return hashlib.sha256(array_to_bytes(pixels, render["format"], quality=render["quality"])).hexdigest()
+
+    assert sha() == image.sha256
+    for changed in ({"alpha": 0.5}, {"sign": "all"}, {"clip": 99.9}):
+        assert sha(**changed) != image.sha256, changed
 
 
 def test_faithfulness_numbers_are_the_metrics_and_ranked(report: Any, model: Any, digit: Path) -> None:

@@ -65,6 +65,8 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     add_target_options(p)
     p.add_argument("--layer", default=None, help="layer for CAM methods (default: the last spatial layer)")
     p.add_argument("--reduce", choices=["max_abs", "sum", "abs_sum", "l2", "none"], default=None, help="channel reduction of the display map (default: the method's)")
+    p.add_argument("--sign", choices=["positive", "absolute", "negative", "all"], default=None, help="which part of the map the picture shows: positive (evidence for the target), negative, absolute, or all on a diverging colormap centred on 0 (default: the method's; see docs/features/display.md)")
+    p.add_argument("--clip", type=float, default=99.0, metavar="PERCENTILE", help="percentile of the shown magnitude drawn at full colour; higher values saturate (default 99)")
     p.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE", help="a method option, e.g. --opt n_steps=32 (repeatable)")
     p.add_argument("--raw", default=None, metavar="FILE.npy", help="also save the raw attributions (input space, N x C x H x W) as .npy")
     p.add_argument("--top-k", type=int, default=3, help="predicted classes shown in the picture (default 3)")
@@ -102,11 +104,16 @@ def _methods(arg: str) -> list[str]:
 
 
 def run(ctx: Context) -> int:
+    from convlens.render.display import check_clip
     from convlens.targets import resolve_target
 
     args = ctx.args
     methods = _methods(args.method)
     options = parse_options(args.opt)
+    try:
+        check_clip(args.clip)
+    except BadInputError:
+        raise BadInputError(f"--clip {args.clip:g}: expected a percentile in (0, 100], e.g. 99") from None
     dense_target = parse_target_options(args, "--target", args.target)  # bad mask or image files fail before any work
     # class targets (the default: the predicted class) read class scores; a neuron
     # (layer:channel) or a dense target (--target-region / --target-similar) does not
@@ -165,13 +172,13 @@ def _run_images(ctx: Context, models: list[Any], methods: list[str], options: di
             out = output_for(ctx, n, loaded.source, "explain.png")
             if len(methods) == 1 and len(models) == 1:
                 model, _, results = per_model[0]
-                fig = attribution_figure(results[0], 0, labels=model.labels)
+                fig = attribution_figure(results[0], 0, labels=model.labels, sign=args.sign, clip=args.clip)
             else:
                 captions = []
                 for model, batch, _ in per_model if dense is None else []:  # a dense-target model may not classify
                     pred = model.predict(batch, top_k=max(1, args.top_k))[0]
                     captions.append(", ".join(f"{lab} {p:.0%}" for lab, p in zip(pred.labels, pred.probabilities)))
-                fig = comparison_figure([(m.name, r) for m, _, r in per_model], 0, labels=[m.labels for m, _, _ in per_model], predictions=captions or None)
+                fig = comparison_figure([(m.name, r) for m, _, r in per_model], 0, labels=[m.labels for m, _, _ in per_model], predictions=captions or None, sign=args.sign, clip=args.clip)
             save_figure(fig, out)
             raws.append(per_model[0][2][0].tensors["attribution"].cpu().numpy())
             rows.append(

@@ -23,7 +23,10 @@ from convlens.errors import BadInputError
 __all__ = [
     "ARRAY_FORMATS",
     "FIGURE_FORMATS",
+    "MEDIA_TYPES",
+    "array_to_bytes",
     "array_to_png_bytes",
+    "figure_to_bytes",
     "figure_to_png_bytes",
     "save_figure",
 ]
@@ -181,3 +184,42 @@ def array_to_png_bytes(arr: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(_check_array(arr)).save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+#: media type of each format :func:`array_to_bytes` writes
+MEDIA_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
+
+
+def array_to_bytes(arr: np.ndarray, fmt: str = "png", *, quality: int = 85) -> bytes:
+    """Encode a uint8 picture array as PNG (lossless), JPEG or WebP (lossy, ``quality`` 1-95).
+
+    The same pixels, format and quality always give the same bytes (the encoders here are
+    deterministic), so an encoded picture can be checked by hash against a re-encoding.
+    JPEG and WebP are for photos and overlays, several times smaller than PNG; keep PNG
+    where every pixel value matters (an adversarial image read back by a classifier).
+
+    Raises
+    ------
+    BadInputError
+        If the array is not uint8 pixels, or ``fmt`` / ``quality`` is not supported.
+    """
+    if fmt not in MEDIA_TYPES:
+        raise BadInputError(f"picture format {fmt!r} is not supported; choose from {', '.join(MEDIA_TYPES)}")
+    if fmt == "png":
+        return array_to_png_bytes(arr)
+    if not isinstance(quality, int) or not 1 <= quality <= 95:
+        raise BadInputError(f"quality={quality!r} must be an integer in 1..95")
+    image = _pil_image(_check_array(arr), fmt.upper())  # JPEG: alpha composited over white
+    buffer = io.BytesIO()
+    options = {"quality": quality, "method": 4} if fmt == "webp" else {"quality": quality}
+    image.save(buffer, format=fmt.upper(), **options)
+    return buffer.getvalue()
+
+
+def figure_to_bytes(fig: Figure, *, dpi: float = 100, fmt: str = "png", quality: int = 85) -> bytes:
+    """Render a figure and encode it as :func:`array_to_bytes` does (PNG: the figure's own PNG)."""
+    if fmt == "png":
+        return figure_to_png_bytes(fig, dpi=dpi)
+    with Image.open(io.BytesIO(figure_to_png_bytes(fig, dpi=dpi))) as image:
+        pixels = np.asarray(image.convert("RGB"))
+    return array_to_bytes(pixels, fmt, quality=quality)

@@ -16,7 +16,6 @@ from convlens.render.colormaps import (
     _as_float_array,
     _rgba_from_normalized,
     is_signed_map,
-    normalize_map,
 )
 
 __all__ = ["overlay", "resize_map", "to_uint8_image"]
@@ -152,33 +151,44 @@ def overlay(
     image: ImageLike,
     heatmap: np.ndarray | torch.Tensor,
     *,
-    alpha: float = 0.5,
+    alpha: float = 0.7,
     cmap: str | Colormap | None = None,
+    sign: str | None = None,
+    clip: float = 99.0,
+    alpha_by_magnitude: bool = True,
     signed: bool | None = None,
-    alpha_by_magnitude: bool | None = None,
 ) -> np.ndarray:
-    """Blend a coloured heatmap over an image.
+    """Blend a coloured heatmap over an image, by the rules of :mod:`convlens.render.display`.
 
-    The map is normalised at its own resolution (see
-    :func:`~convlens.render.colormaps.normalize_map`), resized bilinearly to the image size,
-    coloured and blended: ``out = (1 - a) * image + a * colour`` with ``a = alpha`` where the
-    map has a value and ``a = 0`` where it is NaN (so NaN regions show the image unchanged).
+    The part of the map the sign mode shows (``max(v, 0)``, ``max(-v, 0)``, ``|v|`` or ``v``)
+    is resized to the image (bilinear, antialiased when shrinking, so a fine map is averaged
+    onto a small picture), divided by the ``clip``-th percentile of its magnitude and clipped
+    to [0, 1] (or [-1, 1] for ``"all"``), coloured, and blended:
+    ``out = (1 - a) * image + a * colour`` with ``a = alpha * |u|`` at a pixel of scaled
+    value ``u`` (``a = alpha`` with ``alpha_by_magnitude=False``) and ``a = 0`` where the map
+    is NaN (so NaN regions show the image unchanged).
 
     Parameters
     ----------
     image
-        The picture to draw on (see :func:`to_uint8_image` for accepted types).
+        The picture to draw on (see :func:`to_uint8_image` for accepted types); its size is
+        the output size.
     heatmap
         ``(H, W)`` map of any size, numpy or torch; NaN means "no value here".
     alpha
-        Opacity of the heatmap in [0, 1].
+        Opacity in [0, 1] of the strongest pixels.
     cmap
-        Colormap name or object; None picks viridis (unsigned) or the diverging map (signed).
-    signed
-        Whether the map is signed; None decides from its values.
+        Colormap name or object; None picks viridis, or the diverging map for ``"all"``.
+    sign
+        ``"positive"``, ``"absolute"``, ``"negative"`` or ``"all"``; None: ``"all"`` for a
+        signed map, ``"positive"`` otherwise (per-method defaults:
+        :func:`~convlens.render.display.result_overlay`).
+    clip
+        Percentile in (0, 100] of the shown magnitude drawn at full colour.
     alpha_by_magnitude
-        Scale the opacity by the square root of the normalised magnitude, so values near
-        zero leave the image visible (default: on for signed maps, whose zero colour is white).
+        Scale the opacity with the map (True), or blend every valid pixel with ``alpha``.
+    signed
+        Older spelling: True means ``sign="all"``, False ``sign="positive"`` (``sign`` wins).
 
     Returns
     -------
@@ -188,19 +198,22 @@ def overlay(
     Raises
     ------
     BadInputError
-        If ``alpha`` is outside [0, 1] or the image or map cannot be used.
+        If ``alpha``, ``sign`` or ``clip`` is invalid, or the image or map cannot be used.
     """
+    from convlens.render.display import check_clip, check_sign, scale_shown, signed_part
+
     if not 0.0 <= alpha <= 1.0:
         raise BadInputError(f"alpha={alpha} is outside [0, 1]; use e.g. 0.5")
+    check_clip(clip)
     base = to_uint8_image(image)
     heat = _as_2d(_as_float_array(heatmap), "heatmap")
-    if signed is None:
-        signed = is_signed_map(heat)
-    normalized = resize_map(normalize_map(heat, signed=signed), base.shape[:2])
-    rgba = _rgba_from_normalized(normalized, cmap, signed)
+    if sign is None:
+        sign = ("all" if is_signed_map(heat) else "positive") if signed is None else ("all" if signed else "positive")
+    shown = resize_map(signed_part(heat, check_sign(sign)), base.shape[:2]).astype(np.float64)
+    scaled = scale_shown(shown, clip)
+    rgba = _rgba_from_normalized(scaled, cmap, sign == "all")
     weight = alpha * (rgba[:, :, 3:] / 255.0)
-    if alpha_by_magnitude if alpha_by_magnitude is not None else signed:
-        # sqrt: faint but real structure stays visible while zero stays transparent
-        weight = weight * np.sqrt(np.nan_to_num(np.abs(normalized))[:, :, None].clip(0, 1))
+    if alpha_by_magnitude:
+        weight = weight * np.nan_to_num(np.abs(scaled))[:, :, None]
     blended = (1.0 - weight) * base + weight * rgba[:, :, :3]
     return np.rint(blended).astype(np.uint8)

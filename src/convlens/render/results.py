@@ -7,8 +7,15 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
+from convlens.render.display import (
+    DEFAULT_ALPHA,
+    DEFAULT_CLIP,
+    display_caption,
+    display_settings,
+    result_overlay,
+)
 from convlens.render.figures import figure_to_png_bytes
-from convlens.render.overlay import overlay, to_uint8_image
+from convlens.render.overlay import to_uint8_image
 
 __all__ = ["plot_result", "result_figure", "result_png"]
 
@@ -23,14 +30,26 @@ def _title(result: Any, index: int) -> str:
     return " | ".join(parts)
 
 
-def plot_result(result: Any, ax: Any = None, index: int = 0, *, alpha: float = 0.5, cmap: str | None = None) -> Any:
-    """Draw image ``index`` of a result on ``ax``: its display map over the original image,
-    or the main tensor as tiles when the result has no map. Returns the axis."""
+def plot_result(
+    result: Any,
+    ax: Any = None,
+    index: int = 0,
+    *,
+    alpha: float = DEFAULT_ALPHA,
+    cmap: str | None = None,
+    sign: str | None = None,
+    clip: float = DEFAULT_CLIP,
+) -> Any:
+    """Draw image ``index`` of a result on ``ax``: its display map over the original image
+    (sign and clipping as in :func:`~convlens.render.display.result_overlay`, stated in the
+    title), or the main tensor as tiles when the result has no map. Returns the axis."""
     if ax is None:
         fig = Figure(figsize=(5, 5))
         ax = fig.add_subplot()
+    title = _title(result, index)
     if result.display is not None and result.originals is not None:
-        picture = overlay(result.originals[index], result.display[index], alpha=alpha, cmap=cmap)
+        picture = result_overlay(result, index, sign=sign, clip=clip, alpha=alpha, cmap=cmap)
+        title += "\n" + display_caption(display_settings(result, index, sign=sign, clip=clip))
     elif result.kind == "filters":
         from convlens.render.inspect import filters_mosaic
 
@@ -39,7 +58,7 @@ def plot_result(result: Any, ax: Any = None, index: int = 0, *, alpha: float = 0
         value = result.value[index].detach().float().cpu()
         picture = to_uint8_image(value[:3] if value.dim() == 3 else value[None])
     ax.imshow(np.asarray(picture))
-    ax.set_title(_title(result, index), fontsize=9)
+    ax.set_title(title, fontsize=9)
     ax.axis("off")
     return ax
 

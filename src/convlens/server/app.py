@@ -30,7 +30,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from fastapi import FastAPI, Query, Request
@@ -297,17 +297,24 @@ class Explorer:
             self._explain_store(slot, image_id, request, layer, key)
         return dict(json.loads(info.read_text()))
 
-    def overlay(self, image_id: str, key: str, alpha: float) -> Path:
+    def overlay(self, image_id: str, key: str, alpha: float, sign: str | None = None, clip: float = 99.0) -> Path:
+        """The map drawn over the image by ``render.overlay`` (sign None: ``all`` for a signed
+        map, ``positive`` otherwise; ``clip``: the percentile drawn at full colour)."""
+        from convlens.render.display import check_clip, check_sign
         from convlens.render.overlay import overlay
 
         percent = round(alpha * 100)
+        clip = check_clip(clip)
+        if sign is not None:
+            check_sign(sign)
+        suffix = "" if (sign is None and clip == 99.0) else f"-{sign or 'auto'}-c{clip:g}"
         display = self.file(image_id, f"display-{key}.npy")
-        path = self.file(image_id, f"overlay-{key}-a{percent}.png")
+        path = self.file(image_id, f"overlay-{key}-a{percent}{suffix}.png")
         if not path.exists():
             if not display.exists():
                 raise HTTPError(404, "no map with that key for this image; run explain first")
             heat = np.load(display, allow_pickle=False)
-            self.storage.write(path, _png(overlay(self.original(image_id), heat, alpha=percent / 100)))
+            self.storage.write(path, _png(overlay(self.original(image_id), heat, alpha=percent / 100, sign=sign, clip=clip)))
         return path
 
     def original_png(self, image_id: str) -> Path:
@@ -635,10 +642,17 @@ def create_app(
         return explorer.explain(image_id, body)
 
     @app.get("/api/images/{image_id}/overlays/{key}.png", summary="A map drawn over the image (render.overlay) at an opacity (rounded to 0.01)", response_class=Response)
-    def overlay(image_id: str, key: str, alpha: float = Query(default=0.5, ge=0, le=1), download: bool = False) -> FileResponse:
+    def overlay(
+        image_id: str,
+        key: str,
+        alpha: float = Query(default=0.5, ge=0, le=1),
+        sign: Literal["positive", "absolute", "negative", "all"] | None = None,
+        clip: float = Query(default=99.0, gt=0, le=100),
+        download: bool = False,
+    ) -> FileResponse:
         if not (len(key) == 16 and all(c in "0123456789abcdef" for c in key)):
             raise HTTPError(400, "map key is not one this server issues")
-        return _file_response(explorer.overlay(image_id, key, alpha), download)
+        return _file_response(explorer.overlay(image_id, key, alpha, sign, clip), download)
 
     @app.post("/api/images/{image_id}/activations", summary="Feature maps of a layer, strongest channels first")
     def activations(image_id: str, body: ActivationsRequest) -> dict[str, Any]:

@@ -2,8 +2,11 @@
 
 ``convlens report IMAGE -o report.html`` (and :func:`build_report`) runs every report
 section on one image with one or more models and writes a single HTML file: pictures are
-inlined as ``data:image/png;base64`` URIs, the CSS is inline, no URL points outside the
-file, so it opens from disk and can be mailed.
+inlined as ``data:`` URIs, the CSS is inline, no URL points outside the
+file, so it opens from disk and can be mailed. Photos, overlays and feature-map grids are JPEG
+at the size they are shown (twice the CSS width, for high-density screens), which keeps the
+report of one photo under 2 MB; pictures whose every pixel matters (the adversarial image,
+its original and perturbation, the class visualisation, the filters) stay PNG.
 
 Sections register themselves: every module of this package that defines ``SECTION`` (a
 :class:`ReportSection`) is one section, ordered by ``order``. A feature adds its part of
@@ -55,12 +58,14 @@ class SectionUnavailable(Exception):
 
 @dataclass(frozen=True)
 class ReportImage:
-    """One inlined picture: PNG bytes, a caption and what made it."""
+    """One inlined picture: its encoded bytes (``png`` for history: PNG, JPEG or WebP as
+    ``mime`` says), a caption and what made it."""
 
     name: str
     png: bytes
     caption: str
     provenance: dict[str, Any] = field(default_factory=dict)
+    mime: str = "image/png"
 
     @property
     def sha256(self) -> str:
@@ -68,7 +73,7 @@ class ReportImage:
 
     @property
     def data_uri(self) -> str:
-        return "data:image/png;base64," + base64.b64encode(self.png).decode("ascii")
+        return f"data:{self.mime};base64," + base64.b64encode(self.png).decode("ascii")
 
 
 @dataclass

@@ -7,15 +7,32 @@ from typing import Any
 
 import numpy as np
 
-from convlens.render.figures import array_to_png_bytes
+from convlens.render.figures import MEDIA_TYPES, array_to_bytes, array_to_png_bytes
 from convlens.render.report import ReportImage
 
 esc = html.escape
+
+#: lossy pictures (photos, overlays, feature-map grids): format and quality
+LOSSY = {"format": "jpeg", "quality": 85}
 
 
 def png_image(name: str, pixels: np.ndarray, caption: str, provenance: dict[str, Any]) -> ReportImage:
     """A :class:`ReportImage` from a library renderer's uint8 array, pixel for pixel."""
     return ReportImage(name, array_to_png_bytes(np.asarray(pixels)), caption, provenance)
+
+
+def encoded_image(name: str, pixels: np.ndarray, caption: str, provenance: dict[str, Any], *, fmt: str = LOSSY["format"], quality: int = LOSSY["quality"]) -> ReportImage:
+    """A :class:`ReportImage` encoded as ``fmt``; the format and quality are recorded in
+    ``provenance["render"]`` so the picture can be re-encoded and checked by hash."""
+    render = {**provenance.get("render", {}), "format": fmt, "quality": quality}
+    data = array_to_bytes(np.asarray(pixels), fmt, quality=quality)
+    return ReportImage(name, data, caption, {**provenance, "render": render}, MEDIA_TYPES[fmt])
+
+
+def display_width(css_width: int) -> int:
+    """Pixels on the longer side of a picture shown ``css_width`` CSS pixels wide: twice that,
+    so it stays sharp on high-density screens."""
+    return 2 * css_width
 
 
 def label(model: Any, cls: int) -> str:

@@ -12,7 +12,7 @@ from convlens.render.report import (
     SectionUnavailable,
     figure_html,
 )
-from convlens.render.report._common import result_provenance
+from convlens.render.report._common import LOSSY, result_provenance
 
 
 def activation_layers(model: Any, count: int = 3) -> list[str]:
@@ -41,7 +41,7 @@ def _is_token_model(model: Any) -> bool:
 
 def build(model: Any, batch: Any, ctx: ReportContext) -> Fragment:
     from convlens.inspect import activations
-    from convlens.render.figures import figure_to_png_bytes
+    from convlens.render.figures import MEDIA_TYPES, figure_to_bytes
     from convlens.render.inspect import activations_figure
 
     layers = activation_layers(model)
@@ -51,10 +51,10 @@ def build(model: Any, batch: Any, ctx: ReportContext) -> Fragment:
     images = []
     for layer in layers:
         result = activations(model, batch, layer)
-        prov = {**result_provenance(result), "render": {"function": "activations_figure", "max_channels": max_channels, "dpi": 100}}
-        png = figure_to_png_bytes(activations_figure(result, 0, max_channels=max_channels), dpi=100)
+        prov = {**result_provenance(result), "render": {"function": "activations_figure", "max_channels": max_channels, "dpi": 100, **LOSSY}}
+        png = figure_to_bytes(activations_figure(result, 0, max_channels=max_channels), dpi=100, fmt=LOSSY["format"], quality=LOSSY["quality"])
         shape = tuple(result.tensors["activations"].shape[1:])
-        images.append(ReportImage(f"activations:{layer}", png, f"{layer}: output {shape}, {min(max_channels, shape[0])} strongest channels", prov))
+        images.append(ReportImage(f"activations:{layer}", png, f"{layer}: output {shape}, {min(max_channels, shape[0])} strongest channels", prov, MEDIA_TYPES[LOSSY["format"]]))
     ctx.records["activations"] = {"layers": layers, "max_channels": max_channels, "order_by": "mean"}
     return Fragment("".join(figure_html(i, width=520) for i in images), images, {"layers": layers})
 

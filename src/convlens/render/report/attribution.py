@@ -14,9 +14,10 @@ from typing import Any
 
 from convlens.render.report import Fragment, ReportContext, ReportImage, ReportSection, figure_html
 from convlens.render.report._common import (
+    display_width,
+    encoded_image,
     esc,
     label,
-    png_image,
     predicted_classes,
     result_provenance,
 )
@@ -34,6 +35,7 @@ FULL_ONLY = {"scorecam"}
 ELSEWHERE = {"segment"}
 QUICK_METRIC_STEPS, FULL_METRIC_STEPS = 20, 50
 OVERLAY_ALPHA = 0.7
+WIDTH = 200  # CSS pixels of each overlay
 
 
 def method_options(model: Any, name: str, full: bool) -> dict[str, Any]:
@@ -48,11 +50,15 @@ def method_options(model: Any, name: str, full: bool) -> dict[str, Any]:
 
 
 def attribution_image(model: Any, result: Any, name: str) -> ReportImage:
-    """The overlay of one ``explain`` result on the original image (``render.overlay``)."""
-    from convlens.render.overlay import overlay
+    """The overlay of one ``explain`` result on the original image, at the size it is shown
+    (``render.display.result_overlay`` with the method's default sign, clipped at the 99th
+    percentile)."""
+    from convlens.render.display import DEFAULT_CLIP, display_settings, result_overlay
 
-    prov = {**result_provenance(result), "render": {"function": "overlay", "alpha": OVERLAY_ALPHA}}
-    return png_image(f"attribution:{name}", overlay(result.originals[0], result.display[0], alpha=OVERLAY_ALPHA), name, prov)
+    settings = display_settings(result, 0, clip=DEFAULT_CLIP)
+    render = {"function": "result_overlay", "alpha": OVERLAY_ALPHA, "sign": settings["sign"], "clip": settings["clip"], "max_side": display_width(WIDTH)}
+    pixels = result_overlay(result, 0, sign=settings["sign"], clip=settings["clip"], alpha=OVERLAY_ALPHA, max_side=render["max_side"])
+    return encoded_image(f"attribution:{name}", pixels, name, {**result_provenance(result), "render": render})
 
 
 def build(model: Any, batch: Any, ctx: ReportContext) -> Fragment:
@@ -87,8 +93,9 @@ def build(model: Any, batch: Any, ctx: ReportContext) -> Fragment:
         row["image"] = ReportImage(
             row["image"].name,
             row["image"].png,
-            f"#{rank} {row['method']}\n{row['seconds'] * 1000:.0f} ms; deletion {row['deletion']:.3f}, insertion {row['insertion']:.3f}",
+            f"#{rank} {row['method']}\n{row['seconds'] * 1000:.0f} ms; deletion {row['deletion']:.3f}, insertion {row['insertion']:.3f}\n{_drawn(row['image'])}",
             {**row["image"].provenance, "metrics": {"deletion_auc": row["deletion"], "insertion_auc": row["insertion"], "steps": steps, "fill": "blur"}},
+            row["image"].mime,
         )
     table = "".join(
         f'<tr><td class="num">{r["rank"]}</td><td>{esc(r["method"])}</td><td class="num">{r["seconds"] * 1000:.0f}</td>'
@@ -101,7 +108,7 @@ def build(model: Any, batch: Any, ctx: ReportContext) -> Fragment:
         + f"({steps} steps, blurred fill; deletion: lower is better, insertion: higher is better).</p>"
         + '<table class="ranking"><tr><th>rank</th><th>method</th><th>ms</th><th>deletion AUC</th><th>insertion AUC</th><th>ins &minus; del</th></tr>'
         + f"{table}</table>"
-        + "".join(figure_html(r["image"], width=200) for r in rows)
+        + "".join(figure_html(r["image"], width=WIDTH) for r in rows)
         + (f"<p>Not shown:</p><ul>{not_run}</ul>" if skipped else "")
     )
     ctx.records["attribution"] = {"target": target, "metric_steps": steps, "options": {r["method"]: r["options"] for r in rows}, "alpha": OVERLAY_ALPHA}
@@ -111,6 +118,14 @@ def build(model: Any, batch: Any, ctx: ReportContext) -> Fragment:
         "skipped": [{"method": n, "reason": why} for n, why in skipped],
     }
     return Fragment(html, [r["image"] for r in rows], summary)
+
+
+def _drawn(image: ReportImage) -> str:
+    """How the map was drawn (channel reduction, sign, clip), for the caption."""
+    from convlens.render.display import display_caption
+
+    render = image.provenance["render"]
+    return display_caption({"reduce": image.provenance.get("params", {}).get("reduce"), "sign": render["sign"], "clip": render["clip"]})
 
 
 SECTION = ReportSection("attribution", "Attribution methods, ranked by faithfulness", 40, build)

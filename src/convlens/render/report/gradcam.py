@@ -12,15 +12,27 @@ from convlens.render.report import (
     SectionUnavailable,
     figure_html,
 )
-from convlens.render.report._common import label, png_image, predicted_classes, result_provenance
+from convlens.render.report._common import (
+    display_width,
+    encoded_image,
+    label,
+    predicted_classes,
+    result_provenance,
+)
 
+WIDTH = 240  # CSS pixels
 ALPHA = 0.7
 
 
 def build(model: Any, batch: Any, ctx: ReportContext) -> Fragment:
     from convlens.attribution import explain
     from convlens.errors import ConvlensError
-    from convlens.render.overlay import overlay
+    from convlens.render.display import (
+        DEFAULT_CLIP,
+        display_caption,
+        display_settings,
+        result_overlay,
+    )
 
     k = min(3, len(model.labels)) if model.labels is not None else 3
     classes, probs = predicted_classes(model, batch, k)
@@ -30,11 +42,14 @@ def build(model: Any, batch: Any, ctx: ReportContext) -> Fragment:
             result = explain(model, batch, "gradcam", cls)
         except ConvlensError as exc:
             raise SectionUnavailable(str(exc)) from None
-        prov = {**result_provenance(result), "render": {"function": "overlay", "alpha": ALPHA}}
-        caption = f"{cls} {label(model, cls)} ({p:.1%})\nlayer {prov.get('layer')}"
-        images.append(png_image(f"gradcam:{cls}", overlay(result.originals[0], result.display[0], alpha=ALPHA), caption, prov))
+        settings = display_settings(result, 0, clip=DEFAULT_CLIP)
+        render = {"function": "result_overlay", "alpha": ALPHA, "sign": settings["sign"], "clip": settings["clip"], "max_side": display_width(WIDTH)}
+        prov = {**result_provenance(result), "render": render}
+        pixels = result_overlay(result, 0, sign=render["sign"], clip=render["clip"], alpha=ALPHA, max_side=render["max_side"])
+        caption = f"{cls} {label(model, cls)} ({p:.1%})\nlayer {prov.get('layer')}; {display_caption(settings)}"
+        images.append(encoded_image(f"gradcam:{cls}", pixels, caption, prov))
     ctx.records["gradcam"] = {"classes": classes, "layer": images[0].provenance.get("layer"), "alpha": ALPHA}
-    return Fragment("".join(figure_html(i, width=240) for i in images), images, {"classes": classes})
+    return Fragment("".join(figure_html(i, width=WIDTH) for i in images), images, {"classes": classes})
 
 
 SECTION = ReportSection("gradcam", "Grad-CAM for the top-3 classes", 50, build)

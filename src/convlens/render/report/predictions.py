@@ -5,15 +5,19 @@ from __future__ import annotations
 from typing import Any
 
 from convlens.render.report import Fragment, ReportContext, ReportSection, figure_html
-from convlens.render.report._common import esc, png_image
+from convlens.render.report._common import display_width, encoded_image, esc
+
+WIDTH = 260  # CSS pixels of the photo
 
 
 def build(model: Any, batch: Any, ctx: ReportContext) -> Fragment:
-    from convlens.render.overlay import to_uint8_image
+    from convlens.render.display import display_image
 
     k = min(ctx.top_k, len(model.labels)) if model.labels is not None else ctx.top_k
     pred = model.predict(batch, top_k=k)[0]
-    photo = png_image("image", to_uint8_image(batch.originals[0]), ctx.source, {**model.provenance(), "method": "image", "source": ctx.source})
+    render = {"function": "display_image", "max_side": display_width(WIDTH)}
+    pixels = display_image(batch.originals[0], render["max_side"])
+    photo = encoded_image("image", pixels, ctx.source, {**model.provenance(), "method": "image", "source": ctx.source, "render": render})
     rows = "".join(
         f'<tr><td class="num">{k + 1}</td><td class="num">{c}</td><td>{esc(lab)}</td><td>{esc(w or "")}</td>'
         + f'<td class="num">{p:.2%}</td><td><span class="bar" style="width:{max(1, round(150 * p))}px"></span></td></tr>'
@@ -22,7 +26,7 @@ def build(model: Any, batch: Any, ctx: ReportContext) -> Fragment:
     table = f'<table class="predictions"><tr><th>#</th><th>class</th><th>label</th><th>wnid</th><th>probability</th><th></th></tr>{rows}</table>'
     ctx.records["predictions"] = {"top_k": len(pred.classes)}
     return Fragment(
-        f'<div class="row"><div>{figure_html(photo, width=260)}</div><div>{table}</div></div>',
+        f'<div class="row"><div>{figure_html(photo, width=WIDTH)}</div><div>{table}</div></div>',
         [photo],
         {"top": pred.to_dict()["top"]},
     )

@@ -12,15 +12,22 @@ from convlens.render.report import (
     SectionUnavailable,
     figure_html,
 )
-from convlens.render.report._common import label, png_image, predicted_classes, result_provenance
+from convlens.render.report._common import (
+    display_width,
+    encoded_image,
+    label,
+    predicted_classes,
+    result_provenance,
+)
 
+WIDTH = 320  # CSS pixels
 ALPHA = 0.5
 
 
 def build(model: Any, batch: Any, ctx: ReportContext) -> Fragment:
     from convlens.attribution import METHODS, explain
     from convlens.errors import ConvlensError
-    from convlens.render.overlay import overlay
+    from convlens.render.display import DEFAULT_CLIP, display_settings, result_overlay
 
     if "segment" not in METHODS:
         raise SectionUnavailable("the segment method is not registered")
@@ -31,10 +38,13 @@ def build(model: Any, batch: Any, ctx: ReportContext) -> Fragment:
         raise SectionUnavailable(str(exc)) from None
     mask = result.tensors["map"][0]
     fraction = float((mask > 0.5).float().mean())
-    prov = {**result_provenance(result), "render": {"function": "overlay", "alpha": ALPHA}}
-    image = png_image("segment", overlay(result.originals[0], result.display[0], alpha=ALPHA), f"object mask for {target} {label(model, target)}: {fraction:.0%} of the input", prov)
+    settings = display_settings(result, 0, clip=DEFAULT_CLIP)
+    render = {"function": "result_overlay", "alpha": ALPHA, "sign": settings["sign"], "clip": settings["clip"], "max_side": display_width(WIDTH)}
+    prov = {**result_provenance(result), "render": render}
+    pixels = result_overlay(result, 0, sign=render["sign"], clip=render["clip"], alpha=ALPHA, max_side=render["max_side"])
+    image = encoded_image("segment", pixels, f"object mask for {target} {label(model, target)}: {fraction:.0%} of the input", prov)
     ctx.records["segmentation"] = {"target": target, "params": prov["params"], "alpha": ALPHA}
-    return Fragment(figure_html(image, width=320), [image], {"target": target, "foreground_fraction": fraction})
+    return Fragment(figure_html(image, width=WIDTH), [image], {"target": target, "foreground_fraction": fraction})
 
 
 SECTION = ReportSection("segmentation", "Saliency segmentation", 60, build)
