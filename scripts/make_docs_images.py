@@ -4,6 +4,7 @@ evaluation chart of docs/features/metrics.md (run after changing a view or a met
     python scripts/make_docs_images.py              # everything (several minutes)
     python scripts/make_docs_images.py cam lrp      # only these family pictures
     python scripts/make_docs_images.py optimize     # the pictures of docs/features/optimize.md
+    python scripts/make_docs_images.py display      # docs/features/display.md: maps before/after issue 18
     python scripts/make_docs_images.py style attacks   # a feature's own script (docs_images_*.py)
 
 A feature with many pictures keeps them in its own ``scripts/docs_images_<name>.py`` (a
@@ -141,8 +142,52 @@ def optimize_images() -> None:
     print("docs/images/fooling.png")
 
 
+def display_image_before_after() -> None:
+    """docs/images/display_before_after.png: the same maps drawn as before issue 18 (top)
+    and with render.display's defaults (bottom), at the size a tile shows them."""
+    import matplotlib as mpl
+    import numpy as np
+    from matplotlib.figure import Figure
+
+    from convlens.attribution import explain
+    from convlens.render.display import (
+        display_caption,
+        display_image,
+        display_settings,
+        result_overlay,
+    )
+    from convlens.render.figures import save_figure
+    from convlens.render.overlay import resize_map
+
+    def old(image: np.ndarray, v: np.ndarray) -> np.ndarray:  # the pre-issue-18 formula
+        f = v[np.isfinite(v)]
+        signed = f.min() < 0 < f.max() and min(-f.min(), f.max()) >= 0.01 * max(-f.min(), f.max())
+        u = np.clip(v / np.percentile(np.abs(f), 99.5), -1, 1) if signed else np.clip(v / np.percentile(f, 99.5), 0, 1)
+        u = resize_map(u, image.shape[:2]).astype(np.float64)
+        c = np.asarray(mpl.colormaps["RdBu_r" if signed else "viridis"](np.nan_to_num((u + 1) / 2 if signed else u)))[..., :3] * 255
+        w = np.where(np.isnan(u), 0, 0.7 * (np.sqrt(np.abs(np.nan_to_num(u))) if signed else 1.0))[..., None]
+        return np.rint((1 - w) * image + w * c).astype(np.uint8)
+
+    model = convlens.load_model()
+    methods = [("saliency", {}), ("gradient_x_input", {}), ("integrated_gradients", {"n_steps": 16}), ("lrp", {}), ("gradcam", {}), ("occlusion", {"patch": 56, "stride": 28})]
+    results = [explain(model, "sample:cat", m, **o) for m, o in methods]
+    fig = Figure(figsize=(2.6 * len(methods), 5.6))
+    axes = fig.subplots(2, len(methods))
+    for k, r in enumerate(results):
+        small = display_image(r.originals[0], 320)
+        axes[0][k].imshow(old(small, r.display[0].double().numpy()))
+        axes[0][k].set_title(f"{r.provenance['method']}\nbefore", fontsize=8)
+        axes[1][k].imshow(result_overlay(r, max_side=320))
+        axes[1][k].set_title(f"after: {display_caption(display_settings(r))}", fontsize=7)
+        for ax in (axes[0][k], axes[1][k]):
+            ax.axis("off")
+    fig.tight_layout()
+    save_figure(fig, OUT / "display_before_after.png")
+    print("docs/images/display_before_after.png")
+
+
 #: features whose pictures come from their own script, scripts/docs_images_<name>.py
-FEATURE_SCRIPTS = ("attacks", "robustness", "style", "fast_style", "privacy", "represent", "targets", "transformers")
+FEATURE_SCRIPTS = ("attacks", "robustness", "style", "fast_style", "privacy", "represent", "targets", "transformers", "fooling_channels")
 
 
 def feature_images(name: str) -> None:
@@ -158,7 +203,7 @@ def feature_images(name: str) -> None:
 
 def main(argv: list[str]) -> None:
     OUT.mkdir(parents=True, exist_ok=True)
-    wanted = argv or ["demo", *FAMILIES, "metrics", "optimize", *FEATURE_SCRIPTS]
+    wanted = argv or ["demo", *FAMILIES, "metrics", "optimize", "display", *FEATURE_SCRIPTS]
     for name in wanted:
         if name in FEATURE_SCRIPTS:
             feature_images(name)
@@ -168,10 +213,12 @@ def main(argv: list[str]) -> None:
             metrics_image()
         elif name == "optimize":
             optimize_images()
+        elif name == "display":
+            display_image_before_after()
         elif name in FAMILIES:
             family_image(name)
         else:
-            sys.exit(f"unknown picture {name!r}; choose from demo, {', '.join(FAMILIES)}, metrics, optimize, {', '.join(FEATURE_SCRIPTS)}")
+            sys.exit(f"unknown picture {name!r}; choose from demo, {', '.join(FAMILIES)}, metrics, optimize, display, {', '.join(FEATURE_SCRIPTS)}")
 
 
 if __name__ == "__main__":
