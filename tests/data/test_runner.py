@@ -316,7 +316,7 @@ def run(cfg):
         return {"mean": x.mean(dim=(1, 2, 3)), "flat": x.flatten(1) * 2, "label": torch.tensor([it.label for it in items])}
 
     items = [LabelledItem(p, int(p.stem) % 3) for p in sorted(Path(cfg["items"]).glob("*.npy"))]
-    return runner.run_dataset(items, fn, cfg["out"], load=load, batch_size=3, shard_size=SHARD_SIZE, config={"job": "kill-test"})
+    return runner.run_dataset(items, fn, cfg["out"], load=load, batch_size=3, shard_size=SHARD_SIZE, config={"job": "kill-test"}, workers=cfg.get("workers", 1))
 
 
 def kill_at(point, nth, out, truncate):
@@ -371,6 +371,12 @@ def reference(job: ModuleType, tmp_path_factory: pytest.TempPathFactory) -> tupl
     return root / "items", read_outputs(root / "ref")
 
 
+@pytest.fixture(scope="module")
+def reference_dir(reference: tuple[Path, dict[str, np.ndarray]]) -> Path:
+    """The folder an uninterrupted run left."""
+    return reference[0].parent / "ref"
+
+
 def child(job: ModuleType, cfg: dict[str, Any]) -> subprocess.Popen[str]:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])}
     script = f"import sys; sys.path.insert(0, {str(job.FOLDER)!r}); import killjob; killjob.main(sys.argv[1])"
@@ -402,19 +408,37 @@ def assert_partial_outputs_are_right(out: Path, ref: dict[str, np.ndarray]) -> N
         assert_identical(partial, {key: value[keep] for key, value in ref.items()})
 
 
-def resume_and_check(job: ModuleType, cfg: dict[str, Any], ref: dict[str, np.ndarray], before: set[int]) -> None:
-    """Finish in-process; nothing listed before is recomputed; the result is exact."""
+def folder_state(folder: Path) -> tuple[list[str], dict[str, bytes], dict[str, Any]]:
+    """Every file and folder name under ``folder`` (hidden ones too), the shard files'
+    bytes, and the manifest without the fields that name the computing process."""
+    names = sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+    shards = {p.name: p.read_bytes() for p in sorted(folder.glob("shard-*"))}
+    data = json.loads((folder / "manifest.json").read_text())
+    for entry in data["shards"]:
+        entry.pop("worker")
+    return names, shards, data
+
+
+def resume_and_check(job: ModuleType, cfg: dict[str, Any], ref: dict[str, np.ndarray], before: set[int], ref_dir: Path) -> None:
+    """Finish in-process; nothing listed before is recomputed; the result is exact, and the
+    folder holds exactly what an uninterrupted run leaves: the same files (no stray
+    temporary or unlisted file), byte-identical shards and the same manifest."""
     out, log = Path(cfg["out"]), Path(cfg["log"])
     n_lines = len(log_lines(log))
     report = job.run({**cfg, "sleep": 0.0})
     recomputed = {i for line in log_lines(log)[n_lines:] for i in line[1:]}
     assert not recomputed & items_of(before), "a shard listed before the kill was recomputed"
     assert recomputed == items_of(set(range(N_SHARDS)) - before) - set(BAD)
-    assert report.computed_shards == sorted(set(range(N_SHARDS)) - before)
+    assert sorted(report.computed_shards) == sorted(set(range(N_SHARDS)) - before)  # workers: in finishing order
     assert not list(out.glob("*.tmp")) and not list(out.glob(".*.tmp"))
     assert sorted(p.name for p in out.glob("shard-*")) == [f"shard-{k:05d}.npz" for k in range(N_SHARDS)]
     assert_identical(read_outputs(out), ref)
     assert report.failed == [(str(Path(cfg["items"]) / f"{i:03d}.npy"), "not a .npy array") for i in BAD]
+    names, shards, data = folder_state(out)
+    ref_names, ref_shards, ref_data = folder_state(ref_dir)
+    assert names == ref_names
+    assert shards.keys() == ref_shards.keys() and all(shards[k] == ref_shards[k] for k in shards), "shard bytes differ"
+    assert data == ref_data
 
 
 @pytest.mark.parametrize(
@@ -431,7 +455,7 @@ def resume_and_check(job: ModuleType, cfg: dict[str, Any], ref: dict[str, np.nda
     ],
 )
 def test_kill_at_fault_point_then_resume(
-    job: ModuleType, reference: tuple[Path, dict[str, np.ndarray]], tmp_path: Path,
+    job: ModuleType, reference: tuple[Path, dict[str, np.ndarray]], reference_dir: Path, tmp_path: Path,
     point: str, nth: int, truncate: bool, expected_listed: set[int], leftover: str | None,
 ) -> None:  # fmt: skip
     items, ref = reference
@@ -444,10 +468,10 @@ def test_kill_at_fault_point_then_resume(
     if leftover is not None:
         assert (tmp_path / "out" / leftover).exists()
     assert_partial_outputs_are_right(tmp_path / "out", ref)
-    resume_and_check(job, cfg, ref, before)
+    resume_and_check(job, cfg, ref, before, reference_dir)
 
 
-def test_kill_at_random_moments_then_resume(job: ModuleType, reference: tuple[Path, dict[str, np.ndarray]], tmp_path: Path) -> None:
+def test_kill_at_random_moments_then_resume(job: ModuleType, reference: tuple[Path, dict[str, np.ndarray]], reference_dir: Path, tmp_path: Path) -> None:
     items, ref = reference
     out, log = tmp_path / "out", tmp_path / "calls.log"
     cfg = {"items": str(items), "out": str(out), "log": str(log), "sleep": 0.03}
@@ -463,11 +487,45 @@ def test_kill_at_random_moments_then_resume(job: ModuleType, reference: tuple[Pa
         assert not ran & items_of(before), "a shard listed before the kill was recomputed"
         assert before <= listed(out)
         assert_partial_outputs_are_right(out, ref)
-    resume_and_check(job, cfg, ref, listed(out))
+    resume_and_check(job, cfg, ref, listed(out), reference_dir)
+
+
+def wait_until_quiet(log: Path, quiet: float = 0.5, timeout: float = 30) -> None:
+    """Wait until nothing has been appended to ``log`` for ``quiet`` seconds: the killed
+    run's orphaned worker processes have finished the batch they were in."""
+    deadline, size, since = time.monotonic() + timeout, -1, time.monotonic()
+    while time.monotonic() < deadline:
+        now = log.stat().st_size if log.exists() else 0
+        if now != size:
+            size, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            return
+        time.sleep(0.05)
+
+
+def test_kill_with_worker_processes_then_resume(
+    job: ModuleType, reference: tuple[Path, dict[str, np.ndarray]], reference_dir: Path, tmp_path: Path
+) -> None:
+    # shards computed by two forked workers, written and listed by the parent, which is
+    # killed right after it lists the first finished shard; the resume uses workers too
+    items, ref = reference
+    out, log = tmp_path / "out", tmp_path / "calls.log"
+    cfg = {"items": str(items), "out": str(out), "log": str(log), "sleep": 0.01, "workers": 2}
+    proc = child(job, {**cfg, "fault": "manifest-written", "nth": 2})
+    try:  # the workers hold the run's output pipes: EOF comes once they too are gone
+        _, stderr = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the killed run's worker processes outlived it (waiting on their task queue)")
+    assert proc.returncode == -signal.SIGKILL, stderr
+    wait_until_quiet(log)
+    before = listed(out)
+    assert len(before) == 1 and {line[0] for line in log_lines(log)} != {proc.pid}  # computed by workers
+    assert_partial_outputs_are_right(out, ref)
+    resume_and_check(job, cfg, ref, before, reference_dir)
 
 
 def test_a_second_concurrent_run_is_refused_and_kill_releases_the_lock(
-    job: ModuleType, reference: tuple[Path, dict[str, np.ndarray]], tmp_path: Path
+    job: ModuleType, reference: tuple[Path, dict[str, np.ndarray]], reference_dir: Path, tmp_path: Path
 ) -> None:
     items, ref = reference
     log = tmp_path / "calls.log"
@@ -482,7 +540,7 @@ def test_a_second_concurrent_run_is_refused_and_kill_releases_the_lock(
     finally:
         proc.kill()
         proc.communicate(timeout=60)
-    resume_and_check(job, cfg, ref, listed(tmp_path / "out"))
+    resume_and_check(job, cfg, ref, listed(tmp_path / "out"), reference_dir)
 
 
 def test_fault_hook_is_unset_by_default() -> None:

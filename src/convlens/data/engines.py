@@ -25,6 +25,9 @@ from __future__ import annotations
 import json
 import logging
 import multiprocessing
+import os
+import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from typing import Any
@@ -69,6 +72,16 @@ def _init_local_worker() -> None:
     import torch
 
     torch.set_num_threads(1)  # one thread per process: the processes are the parallelism
+    # A worker whose parent is killed (kill -9) would wait forever on the task queue, whose
+    # write end it inherited by fork: leave as soon as the parent is gone.
+    parent = os.getppid()
+    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True, name="convlens-parent-watch").start()
+
+
+def _exit_with_parent(parent: int, interval: float = 0.5) -> None:
+    while os.getppid() == parent:
+        time.sleep(interval)
+    os._exit(1)
 
 
 def _run_inherited(k: int) -> ShardResult:
