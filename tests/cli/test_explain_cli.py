@@ -80,3 +80,51 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path: Path, caps
     err = capsys.readouterr().err
     assert needle in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("extra", "needle"),
+    [
+        # a misspelt key names the method's real options
+        (["--method", "integrated_gradients", "--opt", "n_stepz=8"], "--opt n_stepz: integrated_gradients does not take it; valid: baseline, blur_sigma, chunk, n_scan, n_steps, quadrature, uniform_share"),
+        # a local variable of the method's code is not an option (it used to pass the co_varnames filter)
+        (["--method", "integrated_gradients", "--opt", "options=1"], "--opt options: integrated_gradients does not take it"),
+        # what the command sets itself is not an option either
+        (["--method", "integrated_gradients", "--opt", "generator=1"], "--opt generator:"),
+        (["--method", "saliency", "--opt", "n_steps=8"], "--opt n_steps: saliency does not take it; it takes no options"),
+        (["--method", "saliency,gradcam", "--opt", "n_steps=8"], "none of the methods saliency, gradcam takes it; valid: create_graph, reshape"),
+        (["--method", "smoothgrad", "--opt", "n_steps=8"], "valid: base_method, chunk, n_samples, sigma"),
+    ],
+)
+def test_unknown_opt_keys_are_refused_with_the_valid_ones_before_any_work(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, extra: list[str], needle: str) -> None:
+    photo = _digit(tmp_path / "a.png", 0)
+    out = tmp_path / "out.png"
+
+    def no_model(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError("a model was loaded before the options were checked")
+
+    monkeypatch.setattr("convlens.cli.context.Context.models", no_model)
+    assert main(["explain", str(photo), "--model", "digits_cnn", "-o", str(out), *extra]) == 2
+    err = capsys.readouterr().err
+    assert needle in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert not out.exists()
+
+
+def test_opt_keys_reach_the_methods_that_take_them(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # n_steps goes to integrated_gradients (its provenance records it); smoothgrad takes its
+    # base method's options too: with base_method=integrated_gradients, n_steps reaches IG
+    photo = _digit(tmp_path / "a.png", 0)
+    raw = tmp_path / "raw.npy"
+    args = ["explain", str(photo), "--model", "digits_cnn", "--json", "-o", str(tmp_path / "o.png")]
+    assert main([*args, "--method", "integrated_gradients", "--opt", "n_steps=7", "--raw", str(raw)]) == 0
+    capsys.readouterr()
+    model = convlens.load_model("digits_cnn")
+    expected = convlens.explain(model, str(photo), "integrated_gradients", n_steps=7).tensors["attribution"]
+    default = convlens.explain(model, str(photo), "integrated_gradients").tensors["attribution"]
+    torch.testing.assert_close(torch.from_numpy(np.load(raw)), expected.float())
+    assert not torch.allclose(expected, default)  # n_steps changed the result, so it was passed
+    opts = ["--opt", "base_method=integrated_gradients", "--opt", "n_steps=3", "--opt", "n_samples=2"]
+    assert main([*args, "--method", "smoothgrad", *opts, "--raw", str(raw)]) == 0
+    capsys.readouterr()
+    expected = convlens.explain(model, str(photo), "smoothgrad", base_method="integrated_gradients", n_steps=3, n_samples=2).tensors["attribution"]
+    torch.testing.assert_close(torch.from_numpy(np.load(raw)), expected.float())

@@ -124,7 +124,7 @@ def run(ctx: Context) -> int:
     import torch
 
     from convlens.attribution import METHODS
-    from convlens.cli.cmd_explain import parse_options
+    from convlens.cli.cmd_explain import check_options, method_options, parse_options
     from convlens.metrics.evaluate import evaluate, summary_rows
     from convlens.render.figures import save_figure
     from convlens.render.metrics import evaluation_figure
@@ -155,13 +155,8 @@ def run(ctx: Context) -> int:
     if args.masks and not Path(args.masks).is_dir():
         raise BadInputError(f"--masks {args.masks}: not a folder")
     options = parse_options(args.opt)
-    per_method = {
-        m: {k: v for k, v in options.items() if k in METHODS[m].fn.__code__.co_varnames}
-        for m in methods
-    }
-    for key in options:
-        if not any(key in o for o in per_method.values()):
-            raise BadInputError(f"--opt {key}: none of the methods {', '.join(methods)} takes it")
+    check_options(options, methods)
+    per_method = {m: {k: v for k, v in options.items() if k in method_options(m, options)} for m in methods}
     model = ctx.model(class_scores=True)
     if args.methods == "all":  # the methods this model can run (attention maps need attention layers)
         methods = [m for m in methods if METHODS[m].applies_to(model)]

@@ -93,6 +93,39 @@ def parse_options(pairs: list[str]) -> dict[str, Any]:
     return options
 
 
+#: parameters of a method that are its call shape or that the command sets itself
+#: (--layer, --seed, the progress bar), never ``--opt`` keys
+_SET_BY_COMMAND = frozenset({"model", "x", "target", "layer", "generator", "progress"})
+
+
+def method_options(method: str, options: dict[str, Any] | None = None) -> list[str]:
+    """The ``--opt`` keys ``method`` takes: its keyword parameters, less those the command
+    sets; a wrapper that forwards ``**options`` to its ``base_method`` (SmoothGrad) also
+    takes that method's (the one chosen in ``options``, else its default)."""
+    import inspect
+
+    from convlens.attribution import METHODS
+
+    params = inspect.signature(METHODS[method].fn).parameters
+    names = {n for n, p in params.items() if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)} - _SET_BY_COMMAND
+    forwards = any(p.kind is p.VAR_KEYWORD for p in params.values())
+    if forwards and "base_method" in params:
+        base = (options or {}).get("base_method", params["base_method"].default)
+        if isinstance(base, str) and base in METHODS and base != method:
+            names |= set(method_options(base))
+    return sorted(names)
+
+
+def check_options(options: dict[str, Any], methods: list[str]) -> None:
+    """Refuse ``--opt`` keys that none of ``methods`` takes, naming the valid ones."""
+    valid = sorted({k for m in methods for k in method_options(m, options)})
+    unknown = [k for k in options if k not in valid]
+    if unknown:
+        which = f"{methods[0]} does not" if len(methods) == 1 else f"none of the methods {', '.join(methods)}"
+        valid_text = f"valid: {', '.join(valid)}" if valid else "they take no options" if len(methods) > 1 else "it takes no options"
+        raise BadInputError(f"--opt {', '.join(unknown)}: {which} take{'s' if len(methods) > 1 else ''} it; {valid_text}")
+
+
 def _methods(arg: str) -> list[str]:
     from convlens.attribution import METHODS
 
@@ -110,6 +143,7 @@ def run(ctx: Context) -> int:
     args = ctx.args
     methods = _methods(args.method)
     options = parse_options(args.opt)
+    check_options(options, methods)  # before any model loads
     try:
         check_clip(args.clip)
     except BadInputError:
@@ -141,7 +175,7 @@ def _explain_one(model: Any, batch: Any, method: str, args: argparse.Namespace, 
 
     spec = METHODS[method]
     layer = args.layer if spec.uses_layer else None
-    accepted = {k: v for k, v in options.items() if k in spec.fn.__code__.co_varnames}
+    accepted = {k: v for k, v in options.items() if k in method_options(method, options)}  # with several methods, each takes its own
     return explain(model, batch, method, args.target if target is None else target, layer=layer, reduce=args.reduce, seed=args.seed, **accepted)
 
 
@@ -229,7 +263,7 @@ def _run_dataset(ctx: Context, model: Any, method: str, options: dict[str, Any])
     items = scan_labelled(folder, model.labels.resolve if model.labels else None)
     out = ctx.out_path(f"explain-{method}", folder=True)
     spec = METHODS[method]
-    accepted = {k: v for k, v in options.items() if k in spec.fn.__code__.co_varnames}
+    accepted = {k: v for k, v in options.items() if k in method_options(method, options)}
     loader = _Loader(model.preprocessing)
 
     def compute(pixels: torch.Tensor, batch_items: list[Any]) -> dict[str, torch.Tensor]:
