@@ -99,6 +99,14 @@ class ReportContext:
     source: str = ""
     records: dict[str, Any] = field(default_factory=dict)
     index: str | None = None  # a `convlens features` folder, for the neighbours section
+    #: ``progress(done, total)`` inside the running section (set by :func:`build_report`;
+    #: sections report through :meth:`advance` or hand it to a library ``progress=``)
+    progress: ProgressFn | None = field(default=None, repr=False, compare=False)
+
+    def advance(self, done: int, total: int) -> None:
+        """Report that ``done`` of the running section's ``total`` units are finished."""
+        if self.progress is not None:
+            self.progress(done, total)
 
 
 @dataclass(frozen=True)
@@ -114,6 +122,13 @@ class ReportSection:
     order: int
     build: Callable[[Any, Any, ReportContext], Fragment]
     needs_index: bool = False  # part of the page only when the report is given an index
+    #: ``steps(model, ctx)``: how many units of the progress bar the section is worth on
+    #: ``model`` (its methods, optimisation steps ...), known before it runs; default 1
+    steps: Callable[[Any, ReportContext], int] | None = None
+
+    def weight(self, model: Any, ctx: ReportContext) -> int:
+        """The section's share of the report's progress total on ``model`` (at least 1)."""
+        return max(1, int(self.steps(model, ctx))) if self.steps is not None else 1
 
 
 def discover_sections(*, index: bool = False) -> list[ReportSection]:
@@ -189,6 +204,34 @@ class Report:
         return out
 
 
+class _Meter:
+    """The report's progress: each (section, model) owns ``weight`` units of the total; what
+    a section reports as ``(done, total)`` of its own is scaled onto its units, so ``done``
+    only rises (a section that reports more or less than it declared cannot overshoot or
+    stall the bar) and reaches ``total`` when the last section ends."""
+
+    def __init__(self, progress: ProgressFn | None, total: int) -> None:
+        self.progress, self.total, self.done, self.start, self.weight = progress, total, 0, 0, 0
+
+    def _emit(self, done: int) -> None:
+        if done > self.done:
+            self.done = done
+            if self.progress is not None:
+                self.progress(done, self.total)
+
+    def section(self, weight: int) -> ProgressFn:
+        self.start, self.weight = self.done, weight
+
+        def inner(done: int, total: int) -> None:
+            if total > 0:
+                self._emit(self.start + min(self.weight, self.weight * max(done, 0) // total))
+
+        return inner
+
+    def finish_section(self) -> None:
+        self._emit(self.start + self.weight)
+
+
 def build_report(
     models: Any | Sequence[Any],
     image: Any,
@@ -218,7 +261,10 @@ def build_report(
     only
         Section names to run (default: all).
     progress
-        ``progress(done, total)`` in (section, model) pairs.
+        ``progress(done, total)``: ``total`` is known before the first section runs (each
+        section's :meth:`ReportSection.weight` per model: attribution methods, class
+        visualisation and attack steps count one each), ``done`` rises inside long sections
+        and ends at ``total``.
     on_section
         Called with ``(section title, model name)`` before each section runs.
     index
@@ -249,23 +295,27 @@ def build_report(
     source = image if isinstance(image, str) else getattr(image, "name", type(image).__name__)
     batches = [model.prepare([image], sources=[str(source)]) for model in model_list]  # bad input fails before any work
     contexts = [ReportContext(full=full, seed=seed, top_k=top_k, source=str(source), index=None if index is None else str(index)) for _ in model_list]
-    total, done = len(sections) * len(model_list), 0
+    weights = {(s.name, i): s.weight(m, ctx) for s in sections for i, (m, ctx) in enumerate(zip(model_list, contexts))}
+    meter = _Meter(progress, sum(weights.values()))
+    if progress is not None:
+        progress(0, meter.total)  # the total, before the first section runs
     built = []
     for section in sections:
         cells = []
-        for model, batch, ctx in zip(model_list, batches, contexts):
+        for i, (model, batch, ctx) in enumerate(zip(model_list, batches, contexts)):
             if on_section:
                 on_section(section.title, model.name)
             t0 = time.perf_counter()
             fragment, reason = None, None
+            ctx.progress = meter.section(weights[section.name, i])
             try:
                 fragment = section.build(model, batch, ctx)
             except SectionUnavailable as exc:
                 reason = str(exc)
+            finally:
+                ctx.progress = None
             cells.append({"model": model.name, "fragment": fragment, "reason": reason, "seconds": round(time.perf_counter() - t0, 2)})
-            done += 1
-            if progress:
-                progress(done, total)
+            meter.finish_section()
         built.append({"name": section.name, "title": section.title, "cells": cells})
     page = render_page(str(source), [m.name for m in model_list], built, full=full, seed=seed)
     return Report(page, str(source), [m.name for m in model_list], built, time.perf_counter() - started)

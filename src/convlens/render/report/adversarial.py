@@ -27,7 +27,7 @@ def build(model: Any, batch: Any, ctx: ReportContext) -> Fragment:
     eps, steps = FULL if ctx.full else QUICK
     pixels = model.denormalize(batch.x)
     try:
-        result = attack(model, pixels, "pgd", eps=eps, steps=steps, seed=ctx.seed)
+        result = attack(model, pixels, "pgd", eps=eps, steps=steps, seed=ctx.seed, progress=ctx.progress)
     except ConvlensError as exc:
         raise SectionUnavailable(str(exc)) from None
     t = result.tensors
@@ -57,4 +57,8 @@ def build(model: Any, batch: Any, ctx: ReportContext) -> Fragment:
     return Fragment(html, images, summary)
 
 
-SECTION = ReportSection("adversarial", "An adversarial example", 80, build)
+def _steps(model: Any, ctx: ReportContext) -> int:
+    return (FULL if ctx.full else QUICK)[1]
+
+
+SECTION = ReportSection("adversarial", "An adversarial example", 80, build, steps=_steps)

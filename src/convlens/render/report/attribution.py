@@ -61,6 +61,18 @@ def attribution_image(model: Any, result: Any, name: str) -> ReportImage:
     return encoded_image(f"attribution:{name}", pixels, name, {**result_provenance(result), "render": render})
 
 
+def planned_methods(model: Any, full: bool) -> list[str]:
+    """The methods this section runs on ``model`` (one unit of the report's progress each)."""
+    from convlens.attribution import applicable_methods
+
+    # attention maps only on models with attention layers
+    return [n for n in applicable_methods(model) if n not in ELSEWHERE and (full or n not in FULL_ONLY)]
+
+
+def steps(model: Any, ctx: ReportContext) -> int:
+    return len(planned_methods(model, ctx.full))
+
+
 def build(model: Any, batch: Any, ctx: ReportContext) -> Fragment:
     from convlens.attribution import applicable_methods, explain
     from convlens.errors import ConvlensError
@@ -69,17 +81,15 @@ def build(model: Any, batch: Any, ctx: ReportContext) -> Fragment:
     steps = FULL_METRIC_STEPS if ctx.full else QUICK_METRIC_STEPS
     (target,), _ = predicted_classes(model, batch, 1)
     rows, skipped = [], []
-    for name in applicable_methods(model):  # attention maps only on models with attention layers
-        if name in ELSEWHERE:
-            continue
-        if name in FULL_ONLY and not ctx.full:
-            skipped.append((name, "slow; run with --full"))
-            continue
+    planned = planned_methods(model, ctx.full)
+    skipped += [(n, "slow; run with --full") for n in applicable_methods(model) if n in FULL_ONLY and n not in planned]
+    for done, name in enumerate(planned, 1):
         options = method_options(model, name, ctx.full)
         try:
             result = explain(model, batch, name, target, seed=ctx.seed, **options)
         except ConvlensError as exc:
             skipped.append((name, str(exc)))
+            ctx.advance(done, len(planned))
             continue
         maps = result.tensors["map"]
         deletion = float(deletion_auc(model, batch.x, maps, target, steps=steps)[0][0])
@@ -87,6 +97,7 @@ def build(model: Any, batch: Any, ctx: ReportContext) -> Fragment:
         seconds = float(result.provenance["params"]["seconds"])
         image = attribution_image(model, result, name)
         rows.append({"method": name, "options": options, "seconds": seconds, "deletion": deletion, "insertion": insertion, "score": insertion - deletion, "image": image})
+        ctx.advance(done, len(planned))
     rows.sort(key=lambda r: (-r["score"], r["method"]))
     for rank, row in enumerate(rows, 1):
         row["rank"] = rank
@@ -128,4 +139,4 @@ def _drawn(image: ReportImage) -> str:
     return display_caption({"reduce": image.provenance.get("params", {}).get("reduce"), "sign": render["sign"], "clip": render["clip"]})
 
 
-SECTION = ReportSection("attribution", "Attribution methods, ranked by faithfulness", 40, build)
+SECTION = ReportSection("attribution", "Attribution methods, ranked by faithfulness", 40, build, steps=steps)

@@ -25,7 +25,7 @@ def build(model: Any, batch: Any, ctx: ReportContext) -> Fragment:
     steps = FULL_STEPS if ctx.full else QUICK_STEPS
     (target,), _ = predicted_classes(model, batch, 1)
     try:
-        result = visualize_class(model, target, steps=steps, seed=ctx.seed)
+        result = visualize_class(model, target, steps=steps, seed=ctx.seed, progress=ctx.progress)
     except ConvlensError as exc:
         raise SectionUnavailable(str(exc)) from None
     top1 = result.provenance["top1"][0]
@@ -36,4 +36,8 @@ def build(model: Any, batch: Any, ctx: ReportContext) -> Fragment:
     return Fragment(figure_html(image, width=260), [image], {"target": target, "steps": steps, "top1": top1})
 
 
-SECTION = ReportSection("class_visualisation", "Class visualisation of the predicted class", 70, build)
+def _steps(model: Any, ctx: ReportContext) -> int:
+    return FULL_STEPS if ctx.full else QUICK_STEPS
+
+
+SECTION = ReportSection("class_visualisation", "Class visualisation of the predicted class", 70, build, steps=_steps)
