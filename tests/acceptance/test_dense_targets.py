@@ -35,7 +35,7 @@ from convlens.models.segmentation import make_shapes
 from convlens.models.small import MNIST_MEAN, MNIST_STD, load_dataset
 from convlens.targets import region, similarity
 
-pytestmark = pytest.mark.acceptance
+pytestmark = [pytest.mark.acceptance, pytest.mark.usefixtures("one_thread_per_module")]  # one torch thread (tests/conftest.py)
 
 N_IMAGES = 60
 SEED = 2024  # neither the training (0) nor the held-out (1) seed of shapes_segnet
@@ -73,7 +73,6 @@ def test_region_maps_land_on_their_shape(segnet: convlens.Model, method: str, la
     # measured (torch 2.13, seed 2024): own/other share gradcam act5 0.99/0.02 (square),
     # 0.87/0.13 (disc); gradcam at the head 1.00/0.00, 0.98/0.02; saliency 0.54/0.06, 0.60/0.06;
     # the grown masks cover 16 % of an image, so a random map scores ~0.16
-    torch.set_num_threads(1)
     pixels, labels = make_shapes(N_IMAGES, seed=SEED)
     for cls in (1, 2):
         result = convlens.explain(segnet, pixels, method, region(cls, labels == cls), layer=layer)
@@ -142,7 +141,6 @@ def pairs() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
 
 def test_similarity_maps_follow_the_reference(pairs: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> None:
     # measured over 35 pairs: left share 0.74 for A, 0.26 for B; both on the right side 97 %
-    torch.set_num_threads(1)
     composite, only_a, only_b = pairs
     model = convlens.wrap(_embedder(), input_size=(28, 56), mean=MNIST_MEAN, std=MNIST_STD, resize=None, channels=1, name="mnist_embed")
     left = {}

@@ -14,10 +14,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
-import torch
 
 from convlens.privacy.backdoor import backdoor_experiment
 from convlens.privacy.inversion import inversion_experiment
@@ -27,11 +24,8 @@ pytestmark = [pytest.mark.acceptance, pytest.mark.timeout(3600)]
 
 
 @pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_thread(one_thread: None) -> None:
+    """Every test here runs on one torch thread (the ``one_thread`` fixture in tests/conftest.py)."""
 
 
 def test_membership_overfit_leaks_more_than_regularised_for_both_attacks() -> None:

@@ -37,7 +37,7 @@ from convlens.data.samples import labelled_imagenet_files
 from convlens.represent import extract_features, load_features
 
 # Ray Data warns about its own deprecated settings while it builds its context; not ours.
-pytestmark = [pytest.mark.acceptance, pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.*")]
+pytestmark = [pytest.mark.acceptance, pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.*"), pytest.mark.usefixtures("one_thread_per_module")]
 
 ROOT = Path(__file__).resolve().parents[2]
 LAYER = "blocks.15"
@@ -55,7 +55,6 @@ def photos() -> list[LabelledItem]:
 
 @pytest.fixture(scope="module")
 def model() -> convlens.Model:
-    torch.set_num_threads(1)
     return convlens.load_model("efficientnet_lite0")
 
 

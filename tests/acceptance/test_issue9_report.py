@@ -19,7 +19,6 @@ import hashlib
 import io
 import json
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,12 +38,9 @@ CAT_CLASSES = {281, 282, 285}
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:
-    # the shared machine: one torch thread here (the two-minute floor holds at one)
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_thread(one_thread_per_module: None) -> None:
+    """The shared machine: the whole module runs on one torch thread, where the two-minute
+    floor holds (``one_thread_per_module`` in tests/conftest.py)."""
 
 
 @pytest.fixture(scope="module")

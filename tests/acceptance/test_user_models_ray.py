@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from convlens.models.spec import ModelSpec
@@ -20,9 +19,8 @@ from helpers.user_model import MEAN, SIZE, STD, write_user_model
 pytestmark = [pytest.mark.acceptance, pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.*")]
 
 
-def test_features_of_a_user_file_model_on_ray_equal_local(tmp_path: Path) -> None:
+def test_features_of_a_user_file_model_on_ray_equal_local(tmp_path: Path, one_thread: None) -> None:
     ray = pytest.importorskip("ray", reason="ray is in the test extra")
-    torch.set_num_threads(1)
     files = write_user_model(tmp_path / "user")
     model = ModelSpec(f"{files['net']}:build", weights=str(files["weights"]), input_size=(SIZE, SIZE), mean=(MEAN,), std=(STD,)).load()
     photos = tmp_path / "photos"

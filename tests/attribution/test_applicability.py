@@ -61,8 +61,7 @@ def test_transformers_get_neither_guided_rules_nor_lrp_and_the_methods_agree() -
     assert {"lrp", "lrp_alpha_beta", *GUIDED} <= set(conv) and "attention_rollout" not in conv
 
 
-def test_occlusion_default_window_fits_small_inputs() -> None:
-    torch.set_num_threads(1)
+def test_occlusion_default_window_fits_small_inputs(one_thread: None) -> None:
     model = convlens.load_model("digits_cnn")
     x = torch.rand(2, 1, 8, 8, generator=torch.Generator().manual_seed(1))
     default = convlens.explain(model, x, "occlusion", target=3).tensors["attribution"]

@@ -15,7 +15,6 @@ from convlens.attribution import METHODS
 
 @pytest.fixture(scope="module")
 def digits():
-    torch.set_num_threads(1)
     return convlens.load_model("digits_cnn")
 
 

@@ -10,7 +10,6 @@ from pathlib import Path
 import jsonschema
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 import convlens
@@ -21,11 +20,8 @@ from convlens.style.transfer import load_style_image
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():  # type: ignore[no-untyped-def]
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_thread(one_thread: None) -> None:
+    """Every test here runs on one torch thread (the ``one_thread`` fixture in tests/conftest.py)."""
 
 
 def test_gram_writes_the_library_matrices(tmp_path: Path, capsys: pytest.CaptureFixture[str], lite0: convlens.Model) -> None:

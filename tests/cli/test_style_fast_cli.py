@@ -9,7 +9,6 @@ from pathlib import Path
 import jsonschema
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from convlens.cli import cmd_cue_conflict, cmd_style_train, cmd_stylize
@@ -17,11 +16,8 @@ from convlens.cli.main import main
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_thread(one_thread: None) -> None:
+    """Every test here runs on one torch thread (the ``one_thread`` fixture in tests/conftest.py)."""
 
 
 def _image(path: Path, h: int = 40, w: int = 52, seed: int = 0) -> Path:

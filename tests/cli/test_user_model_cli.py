@@ -31,7 +31,6 @@ from helpers.user_model import (
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    torch.set_num_threads(1)
     return write_user_model(tmp_path_factory.mktemp("user"))
 
 

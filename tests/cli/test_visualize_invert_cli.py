@@ -21,12 +21,8 @@ from convlens.results import Result
 
 
 @pytest.fixture(autouse=True)
-def _one_thread() -> object:
-    """Tiny models are ~100x slower with 2 threads on a busy 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_thread(one_thread: None) -> None:
+    """Every test here runs on one torch thread (the ``one_thread`` fixture in tests/conftest.py)."""
 
 
 @pytest.fixture(scope="module")

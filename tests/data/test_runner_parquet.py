@@ -21,7 +21,7 @@ from convlens.data.folders import LabelledItem
 from convlens.data.runner import iter_shards, read_outputs, run_dataset
 from convlens.errors import BadInputError, ImageReadError
 
-torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread_per_module")  # one torch thread (tests/conftest.py)
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 

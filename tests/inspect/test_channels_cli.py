@@ -5,7 +5,6 @@ input exits 2 with one line."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import jsonschema
@@ -21,11 +20,8 @@ from convlens.models.small import load_dataset
 
 
 @pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_thread(one_thread: None) -> None:
+    """Every test here runs on one torch thread (the ``one_thread`` fixture in tests/conftest.py)."""
 
 
 def _folder(root: Path, n: int = 40, labelled: bool = True) -> tuple[Path, torch.Tensor, torch.Tensor]:

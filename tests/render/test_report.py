@@ -9,14 +9,12 @@ import hashlib
 import io
 import json
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from convlens.models.zoo import load_model
@@ -28,12 +26,8 @@ EXPECTED_SECTIONS = {"predictions", "filters", "activations", "attribution", "gr
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:
-    # the machine is shared: this file runs torch on one thread, then restores the setting
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_thread(one_thread_per_module: None) -> None:
+    """The whole module runs on one torch thread (``one_thread_per_module`` in tests/conftest.py)."""
 
 
 def _digit(path: Path) -> Path:

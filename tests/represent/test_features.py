@@ -22,7 +22,7 @@ from convlens.represent import extract_features, load_features
 
 from helpers.tiny import tiny_model
 
-torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread_per_module")  # one torch thread (tests/conftest.py)
 
 TESTS = Path(__file__).resolve().parents[1]
 SRC = TESTS.parent / "src"

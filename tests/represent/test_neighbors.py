@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from convlens.errors import BadInputError
 from convlens.represent.neighbors import AnnIndex, build_index, exact_neighbors, recall_at_k, search
 
-torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread_per_module")  # one torch thread (tests/conftest.py)
 
 
 def _brute(codes: np.ndarray, queries: np.ndarray, k: int, metric: str) -> tuple[np.ndarray, np.ndarray]:

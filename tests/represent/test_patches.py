@@ -16,7 +16,7 @@ from PIL import Image
 from convlens.errors import BadInputError
 from convlens.represent.patches import field_box, merge_top_k, top_patches
 
-torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread_per_module")  # one torch thread (tests/conftest.py)
 
 
 def _pixels(path) -> torch.Tensor:

@@ -9,14 +9,17 @@ from urllib.parse import unquote
 
 import numpy as np
 import pytest
-import torch
+
+
+@pytest.fixture(autouse=True)
+def _one_thread(one_thread: None) -> None:
+    """Every test here runs on one torch thread (the ``one_thread`` fixture in tests/conftest.py)."""
 
 
 @pytest.fixture(scope="session")
 def digits_model():
     import convlens
 
-    torch.set_num_threads(1)
     return convlens.load_model("digits_cnn")
 
 

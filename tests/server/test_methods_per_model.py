@@ -6,7 +6,6 @@ from __future__ import annotations
 import warnings
 
 import pytest
-import torch
 
 import convlens
 from convlens.attribution import METHODS, applicable_methods
@@ -21,7 +20,6 @@ def test_info_lists_for_each_method_the_models_that_can_run_it(digits_model, tmp
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         from fastapi.testclient import TestClient
-    torch.set_num_threads(1)
     vit = convlens.wrap(TinyViT(), input_size=16, labels=[str(i) for i in range(5)], name="tiny-vit")
     app = create_app(models={"digits_cnn": digits_model, "tiny-vit": vit}, storage_root=str(tmp_path / "area"))
     with TestClient(app) as client:
