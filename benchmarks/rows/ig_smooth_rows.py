@@ -18,7 +18,7 @@
   the draw, which convlens pays inside its timing.
 - **Adaptive IG at equal completeness error**: adaptive steps against uniform midpoint
   steps that reach the same completeness error on the same image (the row's floor). The step
-  counts come from ``tests/acceptance/test_issue4_ig.py`` on the cat photo (batch 1): see
+  counts come from ``tests/acceptance/test_attribution_integrated_gradients.py`` on the cat photo (batch 1): see
   :data:`ADAPTIVE_STEPS` and :data:`UNIFORM_STEPS_SAME_ERROR`. ``x floor`` below 1 is the
   speed-up (its inverse); the scan's forward passes are inside the adaptive timing.
 
