@@ -172,14 +172,26 @@ class Result:
         self.plot(ax=ax, index=index, **kwargs)
         plt.show()
 
-    def to_png(self, index: int = 0) -> bytes:
-        """PNG bytes of :meth:`plot` for image ``index``."""
+    def to_png(self, index: int = 0, **kwargs: Any) -> bytes:
+        """PNG bytes of picture ``index``: the map over the photo, or the figure of the
+        result's kind (an attack's panels, a curve, ...; :mod:`convlens.render.results`)."""
         from convlens.render.results import result_png
 
-        return result_png(self, index=index)
+        return result_png(self, index, **kwargs)
 
-    def _repr_png_(self) -> bytes:
-        return self.to_png(0)
+    def _repr_png_(self) -> bytes | None:
+        """Jupyter's picture of the result (the first image of a batch); None for results
+        that hold numbers only, which then show as text."""
+        from convlens.render.results import has_picture
+
+        return self.to_png(0) if has_picture(self) else None
+
+    def _repr_html_(self) -> str | None:
+        """Jupyter's view of a batch: every image's picture, captioned; None for a single
+        picture (Jupyter then shows :meth:`_repr_png_`)."""
+        from convlens.render.results import result_html
+
+        return result_html(self)
 
 
 def _atomic_write(path: Path, data: bytes) -> None:

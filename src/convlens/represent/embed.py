@@ -56,6 +56,13 @@ class Embedding:
     method: str
     provenance: dict[str, Any] = field(default_factory=dict)
 
+    def _repr_png_(self) -> bytes:
+        """Jupyter's picture: the map coloured by label (:func:`~convlens.render.embedding.embedding_figure`)."""
+        from convlens.render.embedding import embedding_figure
+        from convlens.render.figures import figure_to_png_bytes
+
+        return figure_to_png_bytes(embedding_figure(self))
+
 
 def _pca(x: np.ndarray, n: int) -> np.ndarray:
     centred = x - x.mean(axis=0, keepdims=True)
