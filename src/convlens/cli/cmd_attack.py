@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from convlens.cli.context import Context
+from convlens.cli.validators import at_least, fraction, fraction_list
 from convlens.errors import BadInputError
 
 _TOP = {"type": "array", "items": {"type": "object", "required": ["class", "label", "probability"]}}
@@ -51,28 +52,12 @@ SCHEMA = {
 
 def parse_eps(text: str, *, flag: str = "--eps") -> float:
     """``"4/255"`` -> 0.01568..., ``"0.03"`` -> 0.03; must be in [0, 1]."""
-    s = text.strip()
-    try:
-        if "/" in s:
-            num, den = s.split("/", 1)
-            value = float(num) / float(den)
-        else:
-            value = float(s)
-    except (ValueError, ZeroDivisionError):
-        raise BadInputError(f"{flag} {text!r}: expected a number or a fraction such as 4/255") from None
-    if not 0 <= value <= 1:
-        raise BadInputError(f"{flag} {text!r}: a budget in pixel units must be in [0, 1] (e.g. 4/255)")
-    return value
+    return fraction(text, flag)
 
 
 def parse_eps_list(text: str, *, flag: str = "--eps") -> list[float]:
     """``"0,1/255,2/255"`` -> increasing budgets."""
-    values = [parse_eps(part, flag=flag) for part in text.split(",") if part.strip()]
-    if not values:
-        raise BadInputError(f"{flag} {text!r}: give at least one budget")
-    if values != sorted(values):
-        raise BadInputError(f"{flag} {text!r}: budgets must increase")
-    return values
+    return fraction_list(text, flag)
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -119,8 +104,7 @@ def run(ctx: Context) -> int:
     eps = None if args.eps is None else parse_eps(args.eps)
     if args.steps is not None and args.steps < 1:
         raise BadInputError(f"--steps {args.steps}: must be >= 1")
-    if args.top_k < 1:
-        raise BadInputError(f"--top-k {args.top_k}: must be >= 1")
+    at_least(args.top_k, 1, "--top-k")
     model = ctx.model(class_scores=True)
     from convlens.adversarial.attack import _method_settings
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from convlens.cli.context import Context
+from convlens.cli.validators import at_least
 
 SCHEMA = {
     "type": "object",
@@ -50,10 +51,8 @@ def run(ctx: Context) -> int:
     from convlens.style.cue_conflict import cue_conflict_pairs, make_cue_conflict, scan_categories
 
     args = ctx.args
-    if args.steps < 1:
-        raise BadInputError(f"--steps {args.steps}: must be >= 1")
-    if args.size < 16:
-        raise BadInputError(f"--size {args.size}: must be at least 16")
+    at_least(args.steps, 1, "--steps")
+    at_least(args.size, 16, "--size")
     if args.pairs is not None and args.pairs < 1:
         raise BadInputError(f"--pairs {args.pairs}: must be >= 1")
     # check the inputs before loading the model or creating the output folder

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from convlens.cli.context import Context
+from convlens.cli.validators import at_least, greater_than
 
 SCHEMA = {
     "type": "object",
@@ -50,10 +51,8 @@ def run(ctx: Context) -> int:
     from convlens.represent.features import load_features
 
     args = ctx.args
-    if args.thumbnails < 0:
-        raise BadInputError(f"--thumbnails {args.thumbnails}: must be >= 0")
-    if args.perplexity <= 0:
-        raise BadInputError(f"--perplexity {args.perplexity}: must be > 0")
+    at_least(args.thumbnails, 0, "--thumbnails")
+    greater_than(args.perplexity, 0, "--perplexity")
     out = ctx.out_path("map.html", folder=False)
     if out.suffix.lower() not in (".html", ".htm"):
         raise BadInputError(f"--out {out}: give an .html file name")

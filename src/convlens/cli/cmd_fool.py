@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 
 from convlens.cli.context import Context
+from convlens.cli.validators import at_least
 
 SCHEMA = {
     "type": "object",
@@ -62,8 +63,7 @@ def run(ctx: Context) -> int:
     args.steps = 40 if args.steps is None else args.steps
     if not 0 < args.probability < 1:
         raise BadInputError(f"--probability {args.probability}: must be in (0, 1)")
-    if args.steps < 1:
-        raise BadInputError(f"--steps {args.steps}: must be >= 1")
+    at_least(args.steps, 1, "--steps")
     model = ctx.model(class_scores=True)
     resolve_target(model, args.target)  # fail before any work
     batch = model.prepare([args.image])  # a bad file fails here, one line

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from convlens.cli.context import Context
+from convlens.cli.validators import at_least
 from convlens.errors import BadInputError
 
 SCHEMA = {
@@ -58,8 +59,7 @@ def run(ctx: Context) -> int:
     from convlens.render.optimize import gallery_figure
 
     args = ctx.args
-    if args.steps < 1:
-        raise BadInputError(f"--steps {args.steps}: must be >= 1")
+    at_least(args.steps, 1, "--steps")
     if args.tv is not None and args.tv < 0:
         raise BadInputError(f"--tv {args.tv}: must be >= 0")
     layers = [args.layer] if args.layer else [name.strip() for name in args.layers.split(",") if name.strip()]

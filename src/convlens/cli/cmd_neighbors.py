@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from convlens.cli.context import Context
+from convlens.cli.validators import at_least
 
 SCHEMA = {
     "type": "object",
@@ -73,8 +74,7 @@ def run(ctx: Context) -> int:
     from convlens.represent.neighbors import query_codes, search
 
     args = ctx.args
-    if args.k < 1:
-        raise BadInputError(f"--k {args.k}: must be >= 1")
+    at_least(args.k, 1, "--k")
     out = ctx.out_path("neighbors.png", folder=False)
     features = load_features(args.index)
     if len(features) == 0:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from convlens.cli.context import Context
+from convlens.cli.validators import at_least
 
 SCHEMA = {
     "type": "object",
@@ -53,8 +54,7 @@ def run(ctx: Context) -> int:
     from convlens.render.report import build_report, discover_sections
 
     args = ctx.args
-    if args.top_k < 1:
-        raise BadInputError(f"--top-k {args.top_k}: must be >= 1")
+    at_least(args.top_k, 1, "--top-k")
     ctx.model_specs()  # a bad --model / config fails here, before any work
     only = [s.strip() for s in args.sections.split(",")] if args.sections else None
     if only:

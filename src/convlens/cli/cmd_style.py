@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from convlens.cli.context import Context
+from convlens.cli.validators import at_least
 
 SCHEMA = {
     "type": "object",
@@ -81,8 +82,7 @@ def run(ctx: Context) -> int:
     from convlens.style.transfer import load_style_image, style_transfer
 
     args = ctx.args
-    if args.steps < 1:
-        raise BadInputError(f"--steps {args.steps}: must be >= 1")
+    at_least(args.steps, 1, "--steps")
     weights = parse_list(args.style_weights, "--style-weights", float)
     if weights is not None and len(weights) != len(args.styles):
         raise BadInputError(f"--style-weights has {len(weights)} values for {len(args.styles)} style images")

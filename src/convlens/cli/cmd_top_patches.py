@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from convlens.cli.context import Context
+from convlens.cli.validators import at_least
 
 SCHEMA = {
     "type": "object",
@@ -80,8 +81,7 @@ def run(ctx: Context) -> int:
     from convlens.represent.patches import top_patches
 
     args = ctx.args
-    if args.k < 1:
-        raise BadInputError(f"--k {args.k}: must be >= 1")
+    at_least(args.k, 1, "--k")
     if args.workers < 1 or args.batch_size < 1:
         raise BadInputError("--workers and --batch-size must be >= 1")
     channels = _channels(args.channels)

@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 from convlens.cli.context import Context
+from convlens.cli.validators import greater_than
 from convlens.errors import BadInputError
 
 SCHEMA = {
@@ -89,8 +90,7 @@ def _check(args: argparse.Namespace) -> None:
             raise BadInputError(f"{flag} {value}: must be >= {low}")
     if args.steps is not None and args.steps < 1:
         raise BadInputError(f"--steps {args.steps}: must be >= 1")
-    if args.lr <= 0:
-        raise BadInputError(f"--lr {args.lr}: must be > 0")
+    greater_than(args.lr, 0, "--lr")
     if args.batch != 1 and args.kind != "class":
         raise BadInputError("--batch is for `visualize class`; for several images of one neuron use --diversity K")
     if args.diversity and args.kind != "neuron":

@@ -18,6 +18,7 @@ from convlens.cli.side_by_side import (
     multi_schema,
     print_rows,
 )
+from convlens.cli.validators import at_least
 from convlens.errors import BadInputError
 
 NAME = "corruptions"
@@ -135,8 +136,7 @@ def run(ctx: Context) -> int:
 
     args = ctx.args
     corruptions, severities = parse_corruptions(args.corruptions), parse_severities(args.severities)
-    if args.batch_size < 1:
-        raise BadInputError(f"--batch-size {args.batch_size}: must be at least 1")
+    at_least(args.batch_size, 1, "--batch-size")
     if args.limit is not None and args.limit < 1:
         raise BadInputError(f"--limit {args.limit}: must be at least 1")
     _package()  # a missing dependency fails before the model loads

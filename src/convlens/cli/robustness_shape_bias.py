@@ -18,6 +18,7 @@ from convlens.cli.side_by_side import (
     multi_schema,
     print_rows,
 )
+from convlens.cli.validators import at_least
 from convlens.errors import BadInputError
 
 NAME = "shape-bias"
@@ -72,8 +73,7 @@ def run(ctx: Context) -> int:
     args = ctx.args
     if args.folder is None and args.labels is None:
         raise BadInputError("shape-bias: give a cue-conflict folder DIR or --labels CSV")
-    if args.batch_size < 1:
-        raise BadInputError(f"--batch-size {args.batch_size}: must be at least 1")
+    at_least(args.batch_size, 1, "--batch-size")
     if args.folder is not None and args.labels is not None and not Path(args.folder).is_dir():
         raise BadInputError(f"{args.folder}: with --labels, DIR must be the folder the CSV's paths are relative to")
     categories = load_categories(args.categories)
