@@ -55,6 +55,11 @@ ATTRIBUTION_OPTIONS: dict[str, dict[str, object]] = {
         "stride": 3,
         "batch_size": 6,
     },  # windows cut at the border, batches of 6
+    # SLIC on noise merges everything when made connected; batches straddle coalitions
+    "superpixel_ablation": {"n_segments": 8, "connected": False, "batch_size": 5},
+    "lime": {"n_segments": 8, "connected": False, "n_samples": 12, "batch_size": 5},
+    "kernel_shap": {"n_segments": 8, "connected": False, "n_samples": 12, "batch_size": 5},
+    "gradient_shap": {"n_samples": 5, "chunk": 4},
 }
 
 #: layer used for layer methods (CAMs) on TinyConvNet; ReusedReluNet's shared layer is "relu"
