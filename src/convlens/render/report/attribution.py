@@ -28,9 +28,11 @@ QUICK = {
     "smoothgrad": {"n_samples": 8},
     "smoothgrad_sq": {"n_samples": 8},
     "vargrad": {"n_samples": 8},
+    "gradient_shap": {"n_samples": 8},
 }
-#: costly methods only run with ``full`` (Score-CAM: one forward per channel of the layer)
-FULL_ONLY = {"scorecam"}
+#: costly methods only run with ``full`` (Score-CAM: one forward per channel of the layer;
+#: LIME and KernelSHAP: 200 coalition forwards, about 25-30 s on Lite0 with one thread)
+FULL_ONLY = {"scorecam", "lime", "kernel_shap"}
 #: methods with a section of their own
 ELSEWHERE = {"segment"}
 QUICK_METRIC_STEPS, FULL_METRIC_STEPS = 20, 50
