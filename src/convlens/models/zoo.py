@@ -222,3 +222,25 @@ register_model(
         lambda: True,
     )
 )
+
+
+# -- the dataset-bias pair: coloured digits with and without a background shortcut -------
+def _build_biased(name: str) -> Callable[[ProgressFn | None], Model]:
+    def build(progress: ProgressFn | None = None) -> Model:
+        from convlens.data.biased import SIZE
+        from convlens.models.biased import MEAN, STD, get_trained
+        from convlens.models.labels import Labels
+        from convlens.models.preprocess import Preprocessing
+
+        module, meta = get_trained(name, progress=progress)
+        prep = Preprocessing(input_size=(SIZE, SIZE), resize=None, mean=(MEAN,) * 3, std=(STD,) * 3)
+        return Model(module, prep, name=name, labels=Labels.from_names([str(k) for k in range(10)]), weights_sha256=meta.get("sha256"), info=meta)
+
+    return build
+
+
+for _name, _description in (
+    ("bias_digits_cnn", "small CNN on 32x32 digits whose background colour gives the class away 95 % of the time (convlens bias), trained on first use"),
+    ("fair_digits_cnn", "the same CNN trained on the same digits with random background colours (convlens bias), trained on first use"),
+):
+    register_model(ZooEntry(_name, _description, _build_biased(_name), _has_module("sklearn")))
