@@ -46,13 +46,15 @@ from convlens.models.training import (
     torch_threads,
 )
 
-__all__ = ["BASE", "CACHE_VERSION", "NAME", "PGD_RECIPE", "AdversarialRecipe", "adversarial_train", "cache_paths", "get_trained"]
+__all__ = ["BASE", "CACHE_VERSION", "NAME", "PGD_RECIPE", "ROBUST_COUNTERPARTS", "AdversarialRecipe", "adversarial_train", "cache_paths", "get_trained"]
 
 ProgressFn = Callable[[int, int], None]
 
 NAME = "digits_cnn_pgd"
 #: the plain model whose architecture, data and normalisation this one shares
 BASE = "digits_cnn"
+#: plain zoo model -> its adversarially trained counterpart (``convlens robustness defend --defence pgd-trained``)
+ROBUST_COUNTERPARTS = {BASE: NAME}
 #: Bump when the recipe changes, so old cache files are not reused.
 CACHE_VERSION = 1
 #: held-out clean accuracy a freshly trained model must reach (robustness costs some)
