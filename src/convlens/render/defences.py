@@ -43,9 +43,9 @@ def defences_figure(result: Any, *, title: str | None = None) -> Figure:
     ax.axhline(accuracy[0, -1], color="black", linestyle="--", linewidth=0.8)
     for i, lost in enumerate(params.get("gain_lost", [])):
         if i > 0 and lost is not None:
-            ax.text(i, 103, f"{100 * lost:.0f} % of gain lost", ha="center", va="bottom", fontsize=7)
+            ax.text(i, 102, f"gain lost\n{100 * lost:.0f} %", ha="center", va="bottom", fontsize=7, linespacing=1.0)
     ax.set_xticks(positions, rows)
-    ax.set_ylim(0, 112)
+    ax.set_ylim(0, 118)
     ax.set_ylabel("accuracy %")
     eps = float(params["eps"])
     budget = f"{round(eps * 255)}/255" if abs(eps * 255 - round(eps * 255)) < 1e-6 else f"{eps:g}"
