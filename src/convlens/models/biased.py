@@ -12,10 +12,10 @@ counter-cue split, where the background names another class.
 The net: ``conv1/act1/pool1`` (32 -> 16, 16 ch), ``conv2/act2/pool2`` (16 -> 8, 32 ch),
 ``conv3/act3`` (8x8, 64 ch, the default CAM layer), global max ``pool`` (the
 unbiased net reaches 0.85 counter-cue accuracy with a global mean in 20 epochs, 0.97 with the
-max in 12), ``flatten``,
+max in 12; the recipe trains 6), ``flatten``,
 ``classifier``. Input: pixels normalised with :data:`MEAN` / :data:`STD` on every channel.
 Trained with :func:`~convlens.models.training.train_classifier` (Adam, cosine schedule, one
-thread, seeded), cached like the other small models (``{name}-v1.pt`` plus a JSON sidecar
+thread, seeded), cached like the other small models (``{name}-v2.pt`` plus a JSON sidecar
 with its sha256, written atomically; a mismatching file is retrained).
 """
 
@@ -52,11 +52,14 @@ MODELS = {"bias_digits_cnn": "train", "fair_digits_cnn": "unbiased"}
 #: Pixel mean / std of the training images (all channels alike; both splits within 0.01).
 MEAN = 0.33
 STD = 0.30
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 #: Accuracy on the held-out digits (biased ``test`` split for the biased net, ``counter``
 #: for the fair one, to which backgrounds mean nothing) a freshly trained net must reach.
 _MIN_ACCURACY = 0.85
-_RECIPE = TrainConfig(epochs=12, batch_size=32, lr=3e-3, lr_schedule="cosine", seed=0, num_threads=1)
+# 6 epochs: the demo trains both nets on first use within its time budget; 12 epochs moved the
+# held-out accuracies by about one point (biased 0.939 -> 0.955, fair 0.953 -> 0.969) and
+# left the gap in outside-object share and counter-cue accuracy as large.
+_RECIPE = TrainConfig(epochs=6, batch_size=32, lr=3e-3, lr_schedule="cosine", seed=0, num_threads=1)
 
 
 def _check(name: str) -> str:

@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 
 from convlens.render.overlay import overlay, to_uint8_image
 
-__all__ = ["bias_figure"]
+__all__ = ["bias_figure", "bias_samples_figure"]
 
 
 def _outline(mask: np.ndarray) -> np.ndarray:
@@ -59,7 +59,7 @@ def bias_figure(report: Any, images: torch.Tensor, counter_images: torch.Tensor 
     ax2 = fig.add_subplot(grid[0, cols // 2 :])
     ax2.bar(pos, [s.accuracy for _, s, _ in splits], 0.5, color="#1f77b4")
     ax2.set_xticks(pos, names)
-    ax2.set_ylim(0, 1)
+    ax2.set_ylim(0, 1.12)
     ax2.set_title("accuracy", fontsize=9)
     for p, (_, s, _) in zip(pos, splits):
         ax2.text(p, s.accuracy + 0.02, f"{s.accuracy:.2f}", ha="center", fontsize=8)
@@ -71,5 +71,31 @@ def bias_figure(report: Any, images: torch.Tensor, counter_images: torch.Tensor 
         a.imshow(rgb, interpolation="nearest")
         a.set_axis_off()
         a.set_title(f"{name}: {int(s.labels[i])} as {int(s.predicted[i])}\noutside {share:.2f}", fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def bias_samples_figure(splits: dict[str, Any], *, per_split: int = 8) -> Figure:
+    """The first ``per_split`` images of each split with their object outlined.
+
+    Parameters
+    ----------
+    splits
+        Split name -> a :class:`~convlens.data.biased.BiasedSet` (or anything with
+        ``pixels``, ``labels``, ``backgrounds`` and ``masks``).
+    per_split
+        Images per row.
+    """
+    fig = Figure(figsize=(1.1 * per_split, 1.3 * len(splits)))
+    for r, (name, d) in enumerate(splits.items()):
+        for j in range(per_split):
+            rgb = to_uint8_image(d.pixels[j]).copy()
+            rgb[_outline(d.masks[j].numpy())] = (0, 255, 255)
+            a = fig.add_subplot(len(splits), per_split, r * per_split + j + 1)
+            a.imshow(rgb, interpolation="nearest")
+            a.set_axis_off()
+            a.set_title(f"{int(d.labels[j])} on bg {int(d.backgrounds[j])}", fontsize=6)
+            if j == 0:
+                a.text(-4, 16, name, rotation=90, ha="right", va="center", fontsize=8)
     fig.tight_layout()
     return fig
