@@ -1,5 +1,7 @@
-"""Data in: image I/O, the bundled photos, labelled folders, the resumable dataset runner."""
+"""Data in: image I/O, the bundled photos, labelled folders, the resumable dataset runner, and
+the biased coloured digits of the dataset-bias check."""
 
+from convlens.data.biased import BiasedSet, make_biased, write_biased
 from convlens.data.folders import LabelledItem, scan_labelled
 from convlens.data.images import (
     IMAGE_EXTENSIONS,
@@ -17,12 +19,14 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "MAX_PIXELS",
     "SAMPLES",
+    "BiasedSet",
     "LabelledItem",
     "RunReport",
     "find_images",
     "iter_shards",
     "load_image",
     "load_sample",
+    "make_biased",
     "quantize_8bit",
     "read_outputs",
     "run_dataset",
@@ -30,4 +34,5 @@ __all__ = [
     "save_image",
     "scan_labelled",
     "source_name",
+    "write_biased",
 ]

@@ -4,6 +4,8 @@
 - :func:`parameter_randomisation`, the cascading model-parameter randomisation sanity
   check (Adebayo et al. 2018, arXiv:1810.03292);
 - :func:`pointing_game` (Zhang et al. 2016/2018, arXiv:1608.00507);
+- :func:`outside_share` and :func:`bias_check`: attribution mass outside the object and
+  counter-cue accuracy, for dataset bias (the wolf/snow example);
 - :func:`method_maps`: any method's ``(N, H, W)`` maps in chunks, ready for the above;
 - baselines every method is compared with: :func:`random_map`,
   :func:`centre_gaussian_map`, :func:`sobel_edge_map` (all three: :func:`baseline_maps`).
@@ -17,6 +19,7 @@ from convlens.metrics.baselines import (
     random_map,
     sobel_edge_map,
 )
+from convlens.metrics.bias import BiasReport, SplitReport, bias_check, outside_share
 from convlens.metrics.deletion import deletion_auc, insertion_auc
 from convlens.metrics.localisation import pointing_game
 from convlens.metrics.sanity import (
@@ -27,11 +30,15 @@ from convlens.metrics.sanity import (
 )
 
 __all__ = [
+    "BiasReport",
+    "SplitReport",
     "baseline_maps",
+    "bias_check",
     "centre_gaussian_map",
     "deletion_auc",
     "insertion_auc",
     "method_maps",
+    "outside_share",
     "parameter_randomisation",
     "pointing_game",
     "random_map",
