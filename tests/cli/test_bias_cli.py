@@ -76,6 +76,7 @@ def test_cli_numbers_equal_the_library(biased_dir: Path, tmp_path: Path, capsys:
             assert r["outside_share"] == pytest.approx(float(ref.main.shares[i]), abs=1e-4)
         assert got[key]["accuracy"] == pytest.approx(ref.main.accuracy, abs=1e-6)
     assert got["counter_accuracy"] == got["counter"]["accuracy"]
+    assert got["provenance"]["method"] == "saliency" and got["provenance"]["params"]["images"] == len(make_biased("test"))
 
 
 @pytest.mark.parametrize(

@@ -40,6 +40,7 @@ SCHEMA = {
         "counter": {"oneOf": [_SPLIT, {"type": "null"}]},
         "counter_accuracy": {"type": ["number", "null"]},
         "figure": {"type": ["string", "null"]},
+        "provenance": {"type": "object", "description": "method, params, model name, weights sha256, versions, time"},
     },
 }
 

@@ -138,6 +138,7 @@ class BiasReport:
     sign: str
     layer: str | None
     model: str
+    provenance: dict[str, Any] = field(default_factory=dict)  # model id, weights sha256, versions, time
 
     def to_dict(self, top: int | None = None) -> dict[str, Any]:
         return {
@@ -148,6 +149,7 @@ class BiasReport:
             "main": self.main.to_dict(top),
             "counter": self.counter.to_dict(top) if self.counter is not None else None,
             "counter_accuracy": round(self.counter.accuracy, 6) if self.counter is not None else None,
+            "provenance": self.provenance,
         }
 
 
@@ -244,4 +246,7 @@ def bias_check(
     if counter is not None:
         cx, cy, cm = counter
         other = _split(model, cx, cy, cm, method, layer, sign, batch_size, counter_sources, progress, x.shape[0], total)
-    return BiasReport(main, other, method, sign, layer, model.name)
+    from convlens.results import make_provenance
+
+    params = {"sign": sign, "images": x.shape[0], "counter_images": other and len(other.labels), "target": "predicted"}
+    return BiasReport(main, other, method, sign, layer, model.name, make_provenance(model, method, params=params, layer=layer))
