@@ -81,6 +81,7 @@ def run(ctx: Context) -> int:
     from convlens.adversarial.defence_eval import evaluate_defences
     from convlens.adversarial.defences import make_defence
     from convlens.cli.robustness_corruptions import write_text_atomic
+    from convlens.cli.robustness_curve import _eps_text
     from convlens.cli.validators import fraction
     from convlens.models.adversarial_training import ROBUST_COUNTERPARTS
     from convlens.models.zoo import load_model
@@ -137,7 +138,7 @@ def run(ctx: Context) -> int:
     if ctx.json:
         ctx.emit_json(payload)
         return ctx.exit_code()
-    print(f"accuracy of {model.name} on {params['images']} images of {args.folder}: L-inf PGD eps {eps:g}, {args.steps} steps, EOT {args.eot} draws")
+    print(f"accuracy of {model.name} on {params['images']} images of {args.folder}: L-inf PGD eps {_eps_text(eps)}, {args.steps} steps, EOT {args.eot} draws")
     head = ["defence", "clean", "transfer", "non-adaptive", "adaptive", "apparent gain", "real gain", "gain lost"]
     body = [[r["name"], *[f"{r[k]:.1%}" for k in ("clean", "transfer", "non_adaptive", "adaptive")], f"{r['apparent_gain']:+.1%}", f"{r['real_gain']:+.1%}", "-" if r["gain_lost"] is None else f"{r['gain_lost']:.0%}"] for r in table]
     widths = [max(len(line[j]) for line in [head, *body]) for j in range(len(head))]
