@@ -13,8 +13,8 @@ superpixel, which every pixel of the superpixel receives (on every channel):
 - :func:`kernel_shap`: the Shapley-kernel weighted regression with ``phi_0 = f(0)`` and
   ``sum phi = f(1) - f(0)`` (Lundberg & Lee 2017, arXiv:1705.07874).
 
-Coalition images are evaluated ``batch_size`` at a time without a graph. Random methods
-draw one seed from ``generator`` and every image uses a generator seeded with it, so an
+Coalition images are evaluated ``batch_size`` (16) at a time without a graph,
+channels-last. Random methods draw one seed from ``generator`` and every image uses a generator seeded with it, so an
 image gives the same map alone or in a batch.
 """
 
@@ -46,6 +46,7 @@ __all__ = [
 ]
 
 FILLS = ("mean", "zero", "blur")
+_LAYOUT = torch.channels_last
 Progress = Callable[[int, int], None] | None
 
 
@@ -116,7 +117,7 @@ def coalition_scores(
     coalitions: torch.Tensor,
     target: Target,
     *,
-    batch_size: int = 64,
+    batch_size: int = 16,
     progress: Progress = None,
     done: int = 0,
     total: int | None = None,
@@ -124,7 +125,10 @@ def coalition_scores(
     """``f(z)`` for one image ``x`` ``(1, C, H, W)`` and coalitions ``(S, M)`` (1 = kept): ``(S,)``.
 
     ``labels`` ``(H, W)`` maps pixels to superpixels; ``fill`` ``(1, C, H, W)`` is shown
-    where a superpixel is hidden. Evaluated ``batch_size`` images at a time, no graph.
+    where a superpixel is hidden. Evaluated ``batch_size`` images at a time (channels-last),
+    no graph. Small batches are faster on CPU: on EfficientNet-Lite0 with one thread, 64
+    images take 6.5 s in batches of 16 and 11 s in one batch of 64 (NCHW); channels-last
+    saves another ~40 %.
     """
     keep = coalitions.to(x.device).bool()
     total = total if total is not None else keep.shape[0]
@@ -132,7 +136,8 @@ def coalition_scores(
     with inference_context(model.module), torch.no_grad():
         for start in range(0, keep.shape[0], batch_size):
             mask = keep[start : start + batch_size][:, labels].unsqueeze(1)  # (B, 1, H, W)
-            images = torch.where(mask, x, fill)
+            # channels-last: the same numbers, and CPU convolutions (oneDNN) run faster
+            images = torch.where(mask, x, fill).contiguous(memory_format=_LAYOUT)
             out.append(target.scores(model, images)[0].detach().double())
             if progress is not None:
                 progress(done + min(start + batch_size, keep.shape[0]), total)
@@ -169,7 +174,7 @@ def superpixel_ablation(
     connected: bool = True,
     fill: str | float = "mean",
     blur_sigma: float = 8.0,
-    batch_size: int = 64,
+    batch_size: int = 16,
     progress: Progress = None,
 ) -> torch.Tensor:
     """Feature ablation: the drop of the score when one superpixel is hidden.
@@ -255,7 +260,7 @@ def lime(
     connected: bool = True,
     fill: str | float = "mean",
     blur_sigma: float = 8.0,
-    batch_size: int = 64,
+    batch_size: int = 16,
     generator: torch.Generator | None = None,
     progress: Progress = None,
 ) -> torch.Tensor:
@@ -355,7 +360,7 @@ def kernel_shap(
     connected: bool = True,
     fill: str | float = "mean",
     blur_sigma: float = 8.0,
-    batch_size: int = 64,
+    batch_size: int = 16,
     generator: torch.Generator | None = None,
     progress: Progress = None,
 ) -> torch.Tensor:
