@@ -40,6 +40,7 @@ FAMILIES: dict[str, tuple[str, list[tuple[str, dict[str, Any]]]]] = {
     "occlusion": ("hopper", [("occlusion", {"patch": 16, "stride": 8}), ("occlusion", {"patch": 32, "stride": 16}), ("occlusion", {"patch": 56, "stride": 28, "output": "probability"})]),
     "lrp": ("cat", [("lrp", {}), ("lrp_alpha_beta", {})]),
     "segment": ("hopper", [("saliency", {}), ("segment", {})]),
+    "perturbation": ("cat", [("superpixel_ablation", {}), ("lime", {}), ("kernel_shap", {}), ("gradient_shap", {}), ("deeplift", {})]),
 }
 
 

@@ -31,7 +31,7 @@ QUICK = {
     "gradient_shap": {"n_samples": 8},
 }
 #: costly methods only run with ``full`` (Score-CAM: one forward per channel of the layer;
-#: LIME and KernelSHAP: 200 coalition forwards, about 25-30 s on Lite0 with one thread)
+#: LIME and KernelSHAP: 200 coalition forwards, about 7 s each on Lite0 with one thread)
 FULL_ONLY = {"scorecam", "lime", "kernel_shap"}
 #: methods with a section of their own
 ELSEWHERE = {"segment"}
