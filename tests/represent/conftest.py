@@ -47,6 +47,14 @@ def field_model() -> convlens.Model:
 
 
 @pytest.fixture(scope="module")
+def field_relu_model() -> convlens.Model:
+    """FieldNet with ReLU activations: guided backprop has modules to act on."""
+    module = FieldNet().eval()
+    module.act1, module.act2 = nn.ReLU(), nn.ReLU()
+    return convlens.wrap(module, input_size=16, mean=0.5, std=0.25, resize=None, labels=["a", "b", "c"], name="field-net-relu")
+
+
+@pytest.fixture(scope="module")
 def image_folder(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     """13 random 16x16 RGB PNGs (continuous values: no ties in any maximum)."""
     root = tmp_path_factory.mktemp("patches-images")

@@ -100,9 +100,13 @@ def test_top_patches_equal_brute_force(field_model, image_folder, layer, tmp_pat
                 torch.testing.assert_close(patch[:, outside], grey[:, None].expand(3, int(outside.sum())), rtol=0, atol=1e-6)
 
 
-def test_resume_and_guided(field_model, image_folder, tmp_path) -> None:
-    first = top_patches(field_model, image_folder, "act2", [1], 3, work_dir=tmp_path / "run", shard_size=4)
-    again = top_patches(field_model, image_folder, "act2", [1], 3, work_dir=tmp_path / "run", shard_size=4, guided=True)
+def test_resume_and_guided(field_model, field_relu_model, image_folder, tmp_path) -> None:
+    # guided patches need ReLU-family modules: on the Tanh net they would be plain gradients
+    with pytest.raises(BadInputError, match="plain gradient"):
+        top_patches(field_model, image_folder, "act2", [1], 3, work_dir=tmp_path / "tanh", shard_size=4, guided=True)
+    relu_model = field_relu_model
+    first = top_patches(relu_model, image_folder, "act2", [1], 3, work_dir=tmp_path / "run", shard_size=4)
+    again = top_patches(relu_model, image_folder, "act2", [1], 3, work_dir=tmp_path / "run", shard_size=4, guided=True)
     assert torch.equal(first["items"], again["items"]) and torch.equal(first["patches"], again["patches"])
     assert again["guided"].shape == again["patches"].shape
     assert float(again["guided"].min()) >= 0 and float(again["guided"].max()) <= 1
