@@ -7,7 +7,8 @@ copy or a grey level); ``f(z)`` is the target score of that image. The three met
 differ in which coalitions they evaluate and how they turn scores into one number per
 superpixel, which every pixel of the superpixel receives (on every channel):
 
-- :func:`superpixel_ablation`: ``phi_m = f(1) - f(1 - e_m)`` (hide one superpixel);
+- :func:`superpixel_ablation`: ``phi_m = f(1) - f(1 - e_m)`` (hide one superpixel; on a
+  regular grid of windows this is occlusion with stride = patch, run incrementally);
 - :func:`lime`: a weighted ridge regression of ``f(z)`` on random ``z``
   (Ribeiro, Singh & Guestrin 2016, arXiv:1602.04938);
 - :func:`kernel_shap`: the Shapley-kernel weighted regression with ``phi_0 = f(0)`` and
@@ -29,10 +30,11 @@ import torch
 
 from convlens.attribution.base import register_method
 from convlens.attribution.integrated import _fixed_target, _rows_target, gaussian_blur
+from convlens.attribution.occlusion import occlusion
 from convlens.errors import BadInputError
 from convlens.hooks import inference_context
 from convlens.models.model import Model
-from convlens.targets import Target, TargetLike
+from convlens.targets import Target, TargetLike, resolve_target
 
 __all__ = [
     "FILLS",
@@ -176,6 +178,7 @@ def superpixel_ablation(
     blur_sigma: float = 8.0,
     batch_size: int = 16,
     progress: Progress = None,
+    incremental: bool = True,
 ) -> torch.Tensor:
     """Feature ablation: the drop of the score when one superpixel is hidden.
 
@@ -196,6 +199,12 @@ def superpixel_ablation(
         Coalition images per forward pass.
     progress
         ``progress(done, total)`` after each batch, counting forward images.
+    incremental
+        When ``segments`` is a regular grid of ``p_h x p_w`` windows (the same for every
+        image) and the target is a class, run :func:`~convlens.attribution.occlusion.occlusion`
+        with ``patch = stride = (p_h, p_w)`` and the same fill: each window's drop on its
+        pixels, the same numbers, but each window recomputes only what it changes.
+        ``False`` always hides the superpixels one by one through the whole model.
 
     Returns
     -------
@@ -205,8 +214,12 @@ def superpixel_ablation(
     _check_counts(batch_size=batch_size)
     x = x.detach()
     labels = _segments(model, x, segments, n_segments, compactness, connected)
+    fills = _fill(model, x, fill, blur_sigma)  # validates fill on every path
+    grid = _grid_patch(labels) if incremental else None
+    # occlusion blurs with sigma = max(patch) / 2: only that blur is the same fill
+    if grid is not None and (fill != "blur" or blur_sigma == max(grid) / 2) and resolve_target(model, target, x.shape[0]).kind in ("class", "predicted"):
+        return occlusion(model, x, target, patch=grid, stride=grid, fill=fill, batch_size=batch_size, progress=progress)
     fixed = _fixed_target(model, x, target)
-    fills = _fill(model, x, fill, blur_sigma)
     sizes = [int(lab.max()) + 1 for lab in labels]
     total, done, values = sum(m + 1 for m in sizes), 0, []
     for n, m in enumerate(sizes):
@@ -215,6 +228,24 @@ def superpixel_ablation(
         done += m + 1
         values.append(scores[0] - scores[1:])
     return _paint(values, labels, x)
+
+
+def _grid_patch(labels: torch.Tensor) -> tuple[int, int] | None:
+    """``(p_h, p_w)`` when every image's labels ``(N, H, W)`` cut it into the windows
+    ``(i // p_h, j // p_w)`` (the last row / column may be cut by the border), else None."""
+    first = labels[0]
+    h, w = first.shape
+    # the window size is the length of the first run down the first column / along the first row
+    ph = int((first[:, 0] != first[0, 0]).nonzero()[0]) if bool((first[:, 0] != first[0, 0]).any()) else h
+    pw = int((first[0] != first[0, 0]).nonzero()[0]) if bool((first[0] != first[0, 0]).any()) else w
+    cols = -(-w // pw)
+    grid = (torch.arange(h, device=labels.device)[:, None] // ph) * cols + torch.arange(w, device=labels.device)[None, :] // pw
+    m = int(grid.max()) + 1
+    for lab in labels:
+        # the same partition: pairs (window, label) are as many as windows and as labels
+        if int(lab.max()) + 1 != m or torch.unique(grid * m + lab).numel() != m:
+            return None
+    return ph, pw
 
 
 # -- LIME ----------------------------------------------------------------------------------
