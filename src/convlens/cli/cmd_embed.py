@@ -1,4 +1,4 @@
-"""``convlens embed OUT/ --method tsne|pca|umap [--color label|prediction] [-o map.html]``."""
+"""``convlens embed OUT/ --method tsne|pca|umap [--dims 2|3] [--color label|prediction] [-o map.html]``."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ SCHEMA = {
     "properties": {
         "method": {"enum": ["tsne", "pca", "umap"]},
         "points": {"type": "integer"},
+        "dims": {"enum": [2, 3]},
         "layer": {"type": "string"},
         "model": {"type": "string"},
         "params": {"type": "object"},
@@ -26,11 +27,12 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p = sub.add_parser(
         "embed",
         parents=[common],
-        help="a 2-D map (t-SNE, PCA, UMAP) of a `convlens features` folder",
-        description="Maps the codes of a features folder to the plane and writes a self-contained interactive HTML map (points coloured by label or prediction with a toggle, thumbnails on hover, zoom and pan; no external files) and a PNG scatter beside it.",
+        help="a 2-D or 3-D map (t-SNE, PCA, UMAP) of a `convlens features` folder",
+        description="Maps the codes of a features folder to the plane and writes a self-contained interactive HTML map (points coloured by label or prediction with a toggle, thumbnails on hover, zoom and pan; no external files) and a PNG scatter beside it. --dims 3 makes a 3-D map, rotated by dragging in the same page, and a 3-D PNG scatter.",
     )
     p.add_argument("index", metavar="OUT", help="a folder written by `convlens features`")
     p.add_argument("--method", choices=["tsne", "pca", "umap"], default="tsne", help="tsne (default), pca, or umap (pip install 'convlens[represent]')")
+    p.add_argument("--dims", type=int, choices=[2, 3], default=2, help="map dimensions: 2 (default) or 3 (a rotatable 3-D map)")
     p.add_argument("--color", choices=["label", "prediction"], default="label", help="initial colouring (default label)")
     p.add_argument("--perplexity", type=float, default=30.0, help="t-SNE perplexity (default 30)")
     p.add_argument("--thumbnails", type=int, default=2000, help="points with a hover thumbnail, the first N (default 2000; 0: none)")
@@ -64,7 +66,7 @@ def run(ctx: Context) -> int:
         except ImportError:
             raise BadInputError("--method umap needs umap-learn; pip install 'convlens[represent]'") from None
     with ctx.progress(f"{args.method} of {len(features)} codes") as update:
-        result = embed(features, args.method, seed=args.seed, perplexity=args.perplexity)
+        result = embed(features, args.method, seed=args.seed, perplexity=args.perplexity, dims=args.dims)
         update(1, 1)
     class_name = None
     try:  # class names from the model's labels when it loads here; indices otherwise
@@ -81,12 +83,12 @@ def run(ctx: Context) -> int:
             thumbs.append(thumbnail_uri(path) if i < n_thumbs else None)
             if i < n_thumbs:
                 update(i + 1, n_thumbs)
-    page = embedding_html(result, color=args.color, class_name=class_name, thumbnails=thumbs, title=f"{args.method.upper()} of {features.model} {features.layer}")
+    page = embedding_html(result, color=args.color, class_name=class_name, thumbnails=thumbs, title=f"{args.method.upper()}{' 3-D' if args.dims == 3 else ''} of {features.model} {features.layer}")
     save_figure(embedding_figure(result, color=args.color, class_name=class_name), png)
     write_html(page, out)
-    payload = {"method": args.method, "points": len(features), "layer": features.layer, "model": features.model, "params": result.provenance["params"], "files": {"html": str(out), "png": str(png)}, "errors": ctx.bad_inputs}
+    payload = {"method": args.method, "points": len(features), "dims": args.dims, "layer": features.layer, "model": features.model, "params": result.provenance["params"], "files": {"html": str(out), "png": str(png)}, "errors": ctx.bad_inputs}
     if ctx.json:
         ctx.emit_json(payload)
     else:
-        print(f"{args.method} map of {len(features)} codes ({features.model} {features.layer}) -> {out}, {png}")
+        print(f"{args.method}{' 3-D' if args.dims == 3 else ''} map of {len(features)} codes ({features.model} {features.layer}) -> {out}, {png}")
     return ctx.exit_code()

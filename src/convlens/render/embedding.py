@@ -1,10 +1,12 @@
-"""Drawing a 2-D embedding: a self-contained interactive HTML map and a PNG scatter.
+"""Drawing a 2-D or 3-D embedding: a self-contained interactive HTML map and a PNG scatter.
 
 The HTML page needs nothing but itself: the points, labels and thumbnails are one JSON
 block inside ``<script type="application/json" id="convlens-map-data">`` (thumbnails as
 ``data:image/jpeg;base64`` URIs), drawn on a canvas by inline JavaScript. It colours by
 label or prediction (a toggle), shows the thumbnail and path on hover, and zooms with the
-wheel and pans by dragging. No external URL, no CDN: it opens offline.
+wheel and pans by dragging. A 3-D embedding (``coords`` ``(N, 3)``) gives the same page with
+a ``z`` per point, drawn in perspective, far points first, and rotated by dragging (a few
+lines of canvas JavaScript; no WebGL, no library). No external URL, no CDN: it opens offline.
 """
 
 from __future__ import annotations
@@ -87,12 +89,14 @@ def embedding_html(
     lo, hi = coords.min(axis=0), coords.max(axis=0)
     span = np.where(hi - lo > 0, hi - lo, 1.0)
     unit = (coords - lo) / span  # [0, 1] per axis: the page scales to its canvas
+    dims = 3 if coords.ndim == 2 and coords.shape[1] == 3 else 2
     labels = np.asarray(embedding.labels, dtype=np.int64)
     preds = np.asarray(embedding.predictions, dtype=np.int64)
     points = [
         {
             "x": round(float(unit[i, 0]), 5),
             "y": round(float(unit[i, 1]), 5),
+            **({"z": round(float(unit[i, 2]), 5)} if dims == 3 else {}),
             "path": str(embedding.paths[i]),
             "label": int(labels[i]),
             "prediction": int(preds[i]),
@@ -102,6 +106,7 @@ def embedding_html(
     ]
     data = {
         "method": embedding.method,
+        "dims": dims,
         "color": color if color in ("label", "prediction") else "label",
         "classes": {"label": _names(labels, label_name or class_name), "prediction": _names(preds, class_name)},
         "palette": _PALETTE,
@@ -124,21 +129,28 @@ def write_html(text: str, path: str | os.PathLike[str]) -> Path:
 
 
 def embedding_figure(embedding: Any, *, color: str = "label", class_name: Callable[[int], str] | None = None, max_legend: int = 20) -> Figure:
-    """A PNG-ready scatter of the map, coloured by label or prediction, with a legend."""
+    """A PNG-ready scatter of the map, coloured by label or prediction, with a legend.
+
+    A 3-D embedding is drawn as a matplotlib 3-D scatter from a fixed viewpoint.
+    """
     values = np.asarray(embedding.labels if color == "label" else embedding.predictions, dtype=np.int64)
     coords = np.asarray(embedding.coords)
+    three = coords.ndim == 2 and coords.shape[1] == 3
     fig = Figure(figsize=(7.5, 6.5), dpi=100)
-    ax = fig.add_subplot(1, 1, 1)
+    ax = fig.add_subplot(1, 1, 1, projection="3d") if three else fig.add_subplot(1, 1, 1)
     classes = sorted({int(v) for v in values})
     size = max(4.0, min(30.0, 3000.0 / max(1, len(coords))))
     for j, c in enumerate(classes):
         mask = values == c
         colour = _UNLABELLED if c < 0 else _PALETTE[j % len(_PALETTE)]
         name = "unlabelled" if c < 0 else (class_name(c) if class_name is not None else str(c))
-        ax.scatter(coords[mask, 0], coords[mask, 1], s=size, c=colour, label=name if j < max_legend else None, linewidths=0)
+        columns = [coords[mask, k] for k in range(3 if three else 2)]
+        ax.scatter(*columns, s=size, c=colour, label=name if j < max_legend else None, linewidths=0)
     ax.set_xticks([])
     ax.set_yticks([])
-    ax.set_title(f"{embedding.method.upper()} of {len(coords)} codes, coloured by {color}")
+    if three:
+        ax.set_zticks([])
+    ax.set_title(f"{embedding.method.upper()}{' 3-D' if three else ''} of {len(coords)} codes, coloured by {color}")
     if classes:
         ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7, frameon=False, markerscale=1.5)
     fig.tight_layout()
@@ -175,22 +187,40 @@ for(const key of ['label','prediction']){
   colours[key]={keys:ks,colour:c};
 }
 let view={s:1,tx:0,ty:0}, W=0, H=0, pad=20, hover=-1;
+const is3=data.dims===3, rot0={a:0.7,b:0.35}; let rot={a:rot0.a,b:rot0.b}, scr=[], order=pts.map((_,i)=>i);
 function size(){W=window.innerWidth;H=Math.max(300,window.innerHeight-70);canvas.width=W;canvas.height=H;draw();}
-function sx(p){return (pad+p.x*(W-2*pad))*view.s+view.tx;}
-function sy(p){return (pad+(1-p.y)*(H-2*pad))*view.s+view.ty;}
+// 3-D: the unit cube, centred, turns by yaw a (vertical axis) then pitch b, seen in
+// perspective from distance 3; d is the depth (larger is nearer).
+function proj3(x,y,z){
+  const ca=Math.cos(rot.a),sa=Math.sin(rot.a),cb=Math.cos(rot.b),sb=Math.sin(rot.b),m=Math.min(W,H)-2*pad;
+  x-=.5;y-=.5;z-=.5; const x1=ca*x+sa*z,z1=-sa*x+ca*z,y2=cb*y-sb*z1,d=sb*y+cb*z1,f=3/(3-d)*0.5*m;
+  return {x:(W/2+x1*f)*view.s+view.tx,y:(H/2-y2*f)*view.s+view.ty,d:d};
+}
+function project(){
+  scr=pts.map(p=>is3?proj3(p.x,p.y,p.z):{x:(pad+p.x*(W-2*pad))*view.s+view.tx,y:(pad+(1-p.y)*(H-2*pad))*view.s+view.ty,d:0});
+  if(is3) order.sort((i,j)=>scr[i].d-scr[j].d);  // painter's order: far points first
+}
+function axes(){
+  const o=proj3(0,0,0); ctx.strokeStyle='#bbb'; ctx.fillStyle='#888'; ctx.font='11px sans-serif';
+  for(const [v,n] of [[[1,0,0],'1'],[[0,1,0],'2'],[[0,0,1],'3']]){const e=proj3(v[0],v[1],v[2]);
+    ctx.beginPath();ctx.moveTo(o.x,o.y);ctx.lineTo(e.x,e.y);ctx.stroke();ctx.fillText(n,e.x+3,e.y-3);}
+}
 function draw(){
-  ctx.clearRect(0,0,W,H); const key=sel.value, colourOf=colours[key].colour, names=data.classes[key];
-  for(let i=0;i<pts.length;i++){const p=pts[i];ctx.fillStyle=colourOf[p[key]];ctx.beginPath();ctx.arc(sx(p),sy(p),i===hover?6:3.5,0,6.2832);ctx.fill();}
+  project(); ctx.clearRect(0,0,W,H); const key=sel.value, colourOf=colours[key].colour, names=data.classes[key];
+  if(is3) axes();
+  for(const i of order){const p=pts[i];ctx.fillStyle=colourOf[p[key]];ctx.beginPath();ctx.arc(scr[i].x,scr[i].y,i===hover?6:3.5,0,6.2832);ctx.fill();}
   const shown=new Set(pts.map(p=>p[key]));
   document.getElementById('legend').innerHTML=colours[key].keys.filter(k=>shown.has(k)).map(k=>'<span><i style="background:'+colourOf[k]+'"></i>'+esc(names[k])+'</span>').join('');
-  document.getElementById('count').textContent=pts.length+' points ('+data.method+')';
+  document.getElementById('count').textContent=pts.length+' points ('+data.method+(is3?', 3-D: drag to rotate, shift-drag to pan':'')+')';
 }
 function esc(s){return String(s).replace(/[&<>"]/g,c=>({'&':'&amp;','<':'&lt;','>':'&gt;','"':'&quot;'}[c]));}
-function nearest(mx,my){let best=-1,bd=100;for(let i=0;i<pts.length;i++){const dx=sx(pts[i])-mx,dy=sy(pts[i])-my,d=dx*dx+dy*dy;if(d<bd){bd=d;best=i;}}return best;}
+// in drawing order with <=, so of two points under the mouse the one drawn on top wins
+function nearest(mx,my){let best=-1,bd=100;for(const i of order){const dx=scr[i].x-mx,dy=scr[i].y-my,d=dx*dx+dy*dy;if(d<=bd){bd=d;best=i;}}return best;}
 let drag=null;
-canvas.addEventListener('mousedown',e=>{drag={x:e.offsetX,y:e.offsetY,tx:view.tx,ty:view.ty};canvas.style.cursor='grabbing';});
+canvas.addEventListener('mousedown',e=>{drag={x:e.offsetX,y:e.offsetY,tx:view.tx,ty:view.ty,a:rot.a,b:rot.b,turn:is3&&!e.shiftKey};canvas.style.cursor='grabbing';});
 window.addEventListener('mouseup',()=>{drag=null;canvas.style.cursor='grab';});
 canvas.addEventListener('mousemove',e=>{
+  if(drag&&drag.turn){rot.a=drag.a+(e.offsetX-drag.x)*0.01;rot.b=Math.max(-1.55,Math.min(1.55,drag.b+(e.offsetY-drag.y)*0.01));draw();return;}
   if(drag){view.tx=drag.tx+e.offsetX-drag.x;view.ty=drag.ty+e.offsetY-drag.y;draw();return;}
   const i=nearest(e.offsetX,e.offsetY); if(i!==hover){hover=i;draw();}
   if(i<0){tip.style.display='none';return;}
@@ -203,7 +233,7 @@ canvas.addEventListener('mousemove',e=>{
 canvas.addEventListener('mouseleave',()=>{tip.style.display='none';hover=-1;draw();});
 canvas.addEventListener('wheel',e=>{e.preventDefault();const f=e.deltaY<0?1.2:1/1.2;
   view.tx=e.offsetX-(e.offsetX-view.tx)*f;view.ty=e.offsetY-(e.offsetY-view.ty)*f;view.s*=f;draw();},{passive:false});
-document.getElementById('reset').addEventListener('click',()=>{view={s:1,tx:0,ty:0};draw();});
+document.getElementById('reset').addEventListener('click',()=>{view={s:1,tx:0,ty:0};rot={a:rot0.a,b:rot0.b};draw();});
 sel.addEventListener('change',draw);
 window.addEventListener('resize',size); size();
 })();

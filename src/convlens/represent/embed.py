@@ -1,11 +1,11 @@
-"""2-D maps of a collection's codes: PCA, t-SNE and UMAP.
+"""2-D and 3-D maps of a collection's codes: PCA, t-SNE and UMAP.
 
 The course's "t-SNE of the classifier's code" (Karpathy's CNN-codes map; CS231n): each
 image's feature vector is placed in the plane so that images the network codes alike land
 close together.
 
-- **PCA**: projection on the two leading principal axes of the centred codes,
-  ``Y = (X - mean) V[:, :2]`` with ``X - mean = U S V^T`` (Pearson 1901).
+- **PCA**: projection on the two (or three) leading principal axes of the centred codes,
+  ``Y = (X - mean) V[:, :k]`` with ``X - mean = U S V^T`` (Pearson 1901).
 - **t-SNE** (van der Maaten & Hinton 2008, JMLR 9): minimise ``KL(P || Q)`` between
   Gaussian affinities ``p_ij`` of the codes (perplexity-calibrated) and Student-t
   affinities ``q_ij ∝ (1 + |y_i - y_j|^2)^-1`` of the map. The codes are first reduced to
@@ -14,7 +14,8 @@ close together.
 - **UMAP** (McInnes, Healy & Melville 2018, arXiv:1802.03426): a fuzzy k-NN graph laid
   out by stochastic gradient descent (umap-learn, the optional extra ``represent``).
 
-All are seeded: the same codes and seed give the same map.
+All are seeded: the same codes and seed give the same map. ``dims=3`` asks each method for
+three components (``n_components=3``) instead of two: a map to rotate.
 """
 
 from __future__ import annotations
@@ -28,19 +29,20 @@ import numpy as np
 
 from convlens.errors import BadInputError, MissingDependencyError
 
-__all__ = ["EMBED_METHODS", "Embedding", "embed"]
+__all__ = ["EMBED_DIMS", "EMBED_METHODS", "Embedding", "embed"]
 
 EMBED_METHODS = ("tsne", "pca", "umap")
+EMBED_DIMS = (2, 3)
 
 
 @dataclass
 class Embedding:
-    """2-D coordinates of a collection, with what made them.
+    """2-D or 3-D coordinates of a collection, with what made them.
 
     Attributes
     ----------
     coords
-        ``(N, 2)`` float32.
+        ``(N, 2)`` or ``(N, 3)`` float32.
     paths, labels, predictions
         Per point, from the features (``labels`` -1 where unlabelled).
     method
@@ -82,8 +84,9 @@ def embed(
     perplexity: float = 30.0,
     n_neighbors: int = 15,
     pca_dims: int = 50,
+    dims: int = 2,
 ) -> Embedding:
-    """Map a collection's codes to 2-D.
+    """Map a collection's codes to 2-D (or 3-D).
 
     Parameters
     ----------
@@ -100,6 +103,8 @@ def embed(
         UMAP neighbourhood size; lowered to ``N - 1`` for small collections.
     pca_dims
         t-SNE: codes are reduced to this many principal components first.
+    dims
+        2 (default) or 3: the number of map coordinates (``n_components``).
 
     Returns
     -------
@@ -108,12 +113,14 @@ def embed(
     Raises
     ------
     BadInputError
-        Unknown method, fewer than 3 codes, or non-finite codes.
+        Unknown method, ``dims`` not 2 or 3, fewer than 3 codes, or non-finite codes.
     MissingDependencyError
         ``umap`` without umap-learn installed.
     """
     if method not in EMBED_METHODS:
         raise BadInputError(f"method {method!r}: choose one of {', '.join(EMBED_METHODS)}")
+    if dims not in EMBED_DIMS:
+        raise BadInputError(f"dims {dims!r}: a map has 2 or 3 dimensions")
     codes = np.asarray(features.codes, dtype=np.float64)
     if codes.ndim != 2 or codes.shape[0] < 3:
         raise BadInputError(f"an embedding needs at least 3 codes in an (N, D) array, got shape {codes.shape}")
@@ -121,17 +128,17 @@ def embed(
         raise BadInputError("the codes hold NaN or infinite values")
     n = codes.shape[0]
     started = time.perf_counter()
-    params: dict[str, Any] = {"n": n, "dim": int(codes.shape[1])}
+    params: dict[str, Any] = {"n": n, "dim": int(codes.shape[1]), "dims": dims}
     if method == "pca":
-        coords = _pca(codes, 2)
-        if coords.shape[1] < 2:  # one-dimensional codes: a line
-            coords = np.concatenate([coords, np.zeros((n, 2 - coords.shape[1]))], axis=1)
+        coords = _pca(codes, dims)
+        if coords.shape[1] < dims:  # codes of fewer dimensions than the map: flat along the rest
+            coords = np.concatenate([coords, np.zeros((n, dims - coords.shape[1]))], axis=1)
     elif method == "tsne":
         from sklearn.manifold import TSNE
 
         reduced = _pca(codes, min(pca_dims, codes.shape[1], n)) if codes.shape[1] > pca_dims else codes
         perp = float(min(perplexity, max(1.0, (n - 1) / 3)))
-        tsne = TSNE(n_components=2, perplexity=perp, init="pca", learning_rate="auto", random_state=seed, method="barnes_hut" if n > 200 else "exact")
+        tsne = TSNE(n_components=dims, perplexity=perp, init="pca" if reduced.shape[1] >= dims else "random", learning_rate="auto", random_state=seed, method="barnes_hut" if n > 200 else "exact")
         coords = tsne.fit_transform(reduced)
         params.update(perplexity=perp, pca_dims=int(reduced.shape[1]), kl_divergence=float(tsne.kl_divergence_))
     else:
@@ -143,7 +150,7 @@ def embed(
         except ImportError:
             raise MissingDependencyError("--method umap needs umap-learn; pip install 'convlens[represent]'") from None
         nn = int(min(n_neighbors, n - 1))
-        reducer = umap.UMAP(n_components=2, n_neighbors=nn, random_state=seed, n_jobs=1, init="spectral" if n > nn + 2 else "random")
+        reducer = umap.UMAP(n_components=dims, n_neighbors=nn, random_state=seed, n_jobs=1, init="spectral" if n > nn + 2 else "random")
         with warnings.catch_warnings():
             # Separate clusters make a disconnected k-NN graph; umap lays each component out
             # on its own, which is what a map of distinct classes should show.
