@@ -15,6 +15,12 @@ convlens's draws through its ``perturb_func`` / a ``KernelShap`` subclass, so
 - **floor**: the forward passes themselves: the ``N_SAMPLES (+2)`` coalition images built
   and run through the module in batches of 16, channels-last, without a graph.
 
+- **superpixel_ablation on a grid**: ``superpixel_ablation`` with a mask of 16 x 16 px
+  windows (196 on a 224 px image), mean fill, which runs as incremental occlusion; its
+  floor is the same call with ``incremental=False`` (197 whole forwards in batches of
+  16), so ``x floor`` is the incremental path's share of the plain path's time; the peer
+  is ``captum.attr.FeatureAblation`` with the same mask and baseline.
+
 The issue's target is ``x peer <= 1.0``. Run::
 
     python benchmarks/run.py --only perturbation --batch-sizes 1
@@ -32,13 +38,14 @@ from convlens.attribution.perturbation import (
     lime,
     lime_coalitions,
     shapley_coalitions,
+    superpixel_ablation,
     superpixels,
 )
 from convlens.hooks import eval_mode
 
 __all__ = ["BATCH", "N_SAMPLES", "ROWS"]
 
-N_SAMPLES, BATCH, SEED, WIDTH = 64, 16, 0, 0.25
+N_SAMPLES, BATCH, SEED, WIDTH, WINDOW = 64, 16, 0, 0.25, 16
 
 
 def _inputs(ctx: Context) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -128,8 +135,46 @@ def _captum(method: str, per_eval: int, channels_last: bool = False) -> SetupFn:
     return setup
 
 
+def _grid_inputs(ctx: Context) -> tuple[torch.Tensor, torch.Tensor, int]:
+    x = ctx.x[:1]
+    h, w = x.shape[-2:]
+    cols = -(-w // WINDOW)
+    labels = (torch.arange(h)[:, None] // WINDOW) * cols + torch.arange(w)[None, :] // WINDOW
+    return x, labels, int(ctx.classes[0])
+
+
+def _grid_ablation(incremental: bool) -> SetupFn:
+    def setup(ctx: Context) -> Callable[[], torch.Tensor]:
+        x, labels, cls = _grid_inputs(ctx)
+        return lambda: superpixel_ablation(ctx.model, x, cls, segments=labels, fill="mean", batch_size=BATCH, incremental=incremental)
+
+    return setup
+
+
+def _captum_grid(ctx: Context) -> Callable[[], torch.Tensor]:
+    from captum.attr import FeatureAblation
+
+    x, labels, cls = _grid_inputs(ctx)
+    module = ctx.model.module
+
+    def run() -> torch.Tensor:
+        with eval_mode(module):
+            return FeatureAblation(module).attribute(x, baselines=x.mean(dim=(2, 3), keepdim=True).expand_as(x), target=cls, feature_mask=labels[None, None], perturbations_per_eval=BATCH)
+
+    return run
+
+
 ROWS = [
     BenchRow(
+        f"superpixel_ablation {WINDOW} px grid",
+        "perturbation",
+        _grid_ablation(True),
+        settings={"segments": f"{WINDOW} px windows", "fill": "mean", "path": "incremental occlusion"},
+        floor=_grid_ablation(False),
+        floor_name=f"the same call with incremental=False: every window hidden through the whole model, batches of {BATCH}",
+        peers=[PeerSetting("captum", {"method": "FeatureAblation", "perturbations_per_eval": BATCH}, _captum_grid)],
+    ),
+    *(BenchRow(
         f"{method} {N_SAMPLES} coalitions",
         "perturbation",
         _convlens(method),
@@ -141,5 +186,5 @@ ROWS = [
             PeerSetting("captum", {"method": "Lime" if method == "lime" else "KernelShap", "perturbations_per_eval": 16, "input": "channels_last"}, _captum(method, 16, True)),
         ],
     )
-    for method in ("lime", "kernel_shap")
+    for method in ("lime", "kernel_shap")),
 ]
