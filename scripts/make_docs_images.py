@@ -188,7 +188,7 @@ def display_image_before_after() -> None:
 
 
 #: features whose pictures come from their own script, scripts/docs_images_<name>.py
-FEATURE_SCRIPTS = ("attacks", "robustness", "style", "fast_style", "privacy", "represent", "targets", "transformers", "fooling_channels")
+FEATURE_SCRIPTS = ("attacks", "robustness", "style", "fast_style", "privacy", "represent", "targets", "transformers", "fooling_channels", "bias", "defences", "tcav")
 
 
 def feature_images(name: str) -> None:

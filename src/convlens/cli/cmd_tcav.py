@@ -23,6 +23,7 @@ SCHEMA = {
         "alpha": {"type": "number"},
         "significant": {"type": "boolean"},
         "accuracies": {"type": "array", "items": {"type": "number"}, "description": "accuracy of each concept CAV's linear classifier"},
+        "out": {"type": "string", "description": "the picture"},
         "errors": {"type": "array", "items": {"type": "string"}},
     },
 }
@@ -41,6 +42,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument("--layer", default=None, help="layer whose activations the CAVs live in (default: the last spatial layer)")
     p.add_argument("--target", default=None, help="class index or label (default: the class predicted most often on IMAGES)")
     p.add_argument("--alpha", type=float, default=0.05, help="significance level (default 0.05)")
+    p.add_argument("-o", "--out", default=None, help="picture of the scores against the random null (default tcav.png)")
     p.set_defaults(func=run)
 
 
@@ -56,6 +58,7 @@ def run(ctx: Context) -> int:
         raise BadInputError(f"--alpha {args.alpha}: pass a significance level between 0 and 1")
     if len(args.random) < 3:
         raise BadInputError(f"--random: pass at least 3 folders of random images, got {len(args.random)}")
+    out = ctx.out_path("tcav.png", folder=False)
     model = ctx.model(class_scores=True)
     with ctx.progress("reading images"):
         images = model.prepare(expand_image_args(args.images)).x
@@ -72,11 +75,15 @@ def run(ctx: Context) -> int:
         cls = int(resolved.classes.reshape(-1)[0])
     with ctx.progress(f"TCAV at {layer}"):
         result = tcav(model, images, cls, layer, concept, randoms, alpha=args.alpha)
-    payload = {"model": model.name, "target": cls, "concept": args.concept, "randoms": list(args.random), "images": int(images.shape[0]), **result.to_dict(), "errors": ctx.bad_inputs}
+    from convlens.render.figures import save_figure
+    from convlens.render.tcav import tcav_figure
+
+    name = model.labels.name(cls) if model.labels else str(cls)
+    save_figure(tcav_figure([(f"{args.concept}", result)], title=f"{model.name}: class {cls} {name} at {layer}"), out)
+    payload = {"model": model.name, "target": cls, "concept": args.concept, "randoms": list(args.random), "images": int(images.shape[0]), **result.to_dict(), "out": str(out), "errors": ctx.bad_inputs}
     if ctx.json:
         ctx.emit_json(payload)
     else:
-        name = model.labels.name(cls) if model.labels else str(cls)
         verdict = "significant" if result.significant else "not significant"
-        print(f"TCAV {args.concept} for {cls} {name} at {layer}: {result.mean:.2f} (random {sum(result.random_scores) / len(result.random_scores):.2f}), p = {result.p_value:.3g}, {verdict} at alpha {args.alpha}")
+        print(f"TCAV {args.concept} for {cls} {name} at {layer}: {result.mean:.2f} (random {sum(result.random_scores) / len(result.random_scores):.2f}), p = {result.p_value:.3g}, {verdict} at alpha {args.alpha} -> {out}")
     return ctx.exit_code()
