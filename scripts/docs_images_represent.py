@@ -92,6 +92,8 @@ def main() -> int:
         save_figure(embedding_figure(result, color="label", class_name=name), OUT / "represent_tsne_shape.png")
         textured = dataclasses.replace(result, labels=texture_ids)
         save_figure(embedding_figure(textured, color="label", class_name=name), OUT / "represent_tsne_texture.png")
+        pca3 = dataclasses.replace(embed(shaped, "pca", seed=0, dims=3), labels=texture_ids)
+        save_figure(embedding_figure(pca3, color="label", class_name=name), OUT / "represent_pca3d_texture.png")
         for title, ids in (("shape", shape_ids), ("texture", texture_ids)):
             print(f"t-SNE 5-NN agreement with the {title} category: {_knn_agreement(result.coords, ids):.3f}")
         thumbs = [thumbnail_uri(p, 64) for p in features.paths]
