@@ -17,11 +17,11 @@ import pytest
 import convlens
 from convlens.cli import robustness_curve, robustness_shape_bias
 
+from helpers.shared_data import CUE_CONFLICT_DEV, require_cue_conflict_dev
+
 pytestmark = [pytest.mark.acceptance, pytest.mark.timeout(600)]
 
-DEV = Path(__file__).resolve().parents[3] / "shared" / "data" / "cue-conflict-dev"
-if not DEV.is_dir():
-    DEV = Path("/work/shared/data/cue-conflict-dev")
+DEV = CUE_CONFLICT_DEV
 MODELS = ["efficientnet_lite0", "efficientnet_lite1"]
 
 
@@ -42,8 +42,7 @@ def lite1() -> convlens.Model:
 
 
 def test_shape_bias_of_two_architectures_side_by_side(tmp_path: Path, lite0: convlens.Model, lite1: convlens.Model) -> None:
-    if not DEV.is_dir():
-        pytest.skip("cue-conflict-dev not present")
+    require_cue_conflict_dev()
     from convlens.robustness import scan_cue_conflict, shape_bias
 
     out = tmp_path / "sb"

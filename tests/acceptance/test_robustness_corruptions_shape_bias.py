@@ -21,16 +21,15 @@ from convlens.cli.main import main
 from convlens.data.samples import labelled_imagenet_files
 from convlens.robustness import CORRUPTIONS, corruption_robustness, shape_bias
 
+from helpers.shared_data import CUE_CONFLICT_DEV, require_cue_conflict_dev
+
 pytestmark = [pytest.mark.acceptance, pytest.mark.timeout(1800)]
 
-DEV = Path(__file__).resolve().parents[3] / "shared" / "data" / "cue-conflict-dev"
-if not DEV.is_dir():
-    DEV = Path("/work/shared/data/cue-conflict-dev")
+DEV = CUE_CONFLICT_DEV
 
 
 def test_shape_bias_matches_the_reference(lite0: convlens.Model) -> None:
-    if not DEV.is_dir():
-        pytest.skip("cue-conflict-dev not present")
+    require_cue_conflict_dev()
     standard = shape_bias(lite0, DEV, preprocess="standard").provenance["params"]
     as_is = shape_bias(lite0, DEV, preprocess="as-is").provenance["params"]
     for name, p in (("standard", standard), ("as-is", as_is)):

@@ -13,7 +13,9 @@ from convlens.cli import robustness_corruptions, robustness_shape_bias
 from convlens.cli.main import main
 from convlens.data.samples import labelled_imagenet_files
 
-DEV = Path("/work/shared/data/cue-conflict-dev")
+from helpers.shared_data import CUE_CONFLICT_DEV, require_cue_conflict_dev
+
+DEV = CUE_CONFLICT_DEV
 
 
 @pytest.fixture()
@@ -45,8 +47,7 @@ def test_corruptions_json_files_and_resume(tmp_path: Path, labelled_csv: Path, c
 
 
 def test_shape_bias_cli_on_folder_and_csv(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    if not DEV.is_dir():
-        pytest.skip("cue-conflict-dev not present")
+    require_cue_conflict_dev()
     stimuli = tmp_path / "stimuli"
     for name in ("cat/cat1-airplane1.png", "cat/cat1-cat3.png", "clock/clock1-bear1.png"):
         (stimuli / name).parent.mkdir(parents=True, exist_ok=True)

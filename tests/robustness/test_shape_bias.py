@@ -23,7 +23,9 @@ from convlens.robustness import (
     summarize_shape_bias,
 )
 
-DEV = Path("/work/shared/data/cue-conflict-dev")
+from helpers.shared_data import CUE_CONFLICT_DEV, require_cue_conflict_dev
+
+DEV = CUE_CONFLICT_DEV
 
 
 def test_decision_is_the_mean_probability_of_a_category_not_the_sum_or_the_top_class() -> None:
@@ -45,9 +47,7 @@ def test_decision_is_the_mean_probability_of_a_category_not_the_sum_or_the_top_c
 
 
 def test_builtin_mapping_is_the_authors() -> None:
-    path = DEV / "categories.json"
-    if not path.is_file():
-        pytest.skip("cue-conflict-dev not present")
+    path = require_cue_conflict_dev() / "categories.json"
     published = {k: tuple(v) for k, v in json.loads(path.read_text()).items()}
     assert published == GEIRHOS_CATEGORIES
     assert load_categories(path) == GEIRHOS_CATEGORIES

@@ -30,7 +30,9 @@ from convlens.render.robustness import (
 )
 from convlens.robustness import summarize_corruptions, summarize_shape_bias
 
-DEV = Path("/work/shared/data/cue-conflict-dev")
+from helpers.shared_data import CUE_CONFLICT_DEV, require_cue_conflict_dev
+
+DEV = CUE_CONFLICT_DEV
 DIGITS = ["digits_cnn", "digits_linear"]
 
 
@@ -98,7 +100,7 @@ def test_corruptions_across_models_equal_each_model_alone(tmp_path: Path, capsys
 
     files = labelled_imagenet_files()[:3]
     if len(files) < 3:
-        pytest.skip("the foolbox wheel's ImageNet images are not installed")
+        pytest.fail("the foolbox wheel (test extra) is not installed: its 20 labelled ImageNet JPEGs are the data")
     labelled = tmp_path / "labels.csv"
     labelled.write_text("path,label\n" + "".join(f"{p},{label}\n" for p, label in files))
     names = ["efficientnet_lite0", "efficientnet_lite1"]
@@ -128,7 +130,7 @@ def test_an_unreadable_image_is_reported_per_model_and_the_rest_compared(tmp_pat
     pytest.importorskip("imagecorruptions")
     files = labelled_imagenet_files()[:1]
     if not files:
-        pytest.skip("the foolbox wheel's ImageNet images are not installed")
+        pytest.fail("the foolbox wheel (test extra) is not installed: its 20 labelled ImageNet JPEGs are the data")
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"not a jpeg")
     labelled = tmp_path / "mixed.csv"
@@ -146,8 +148,7 @@ def test_an_unreadable_image_is_reported_per_model_and_the_rest_compared(tmp_pat
 
 
 def test_shape_bias_across_models_equals_each_model_alone(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    if not DEV.is_dir():
-        pytest.skip("cue-conflict-dev not present")
+    require_cue_conflict_dev()
     from convlens.robustness import shape_bias
 
     stimuli = tmp_path / "stimuli"
@@ -203,8 +204,7 @@ def test_a_model_without_class_scores_in_the_list_is_refused_up_front(tmp_path: 
 
 
 def test_a_model_with_too_few_classes_is_refused_up_front(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    if not DEV.is_dir():
-        pytest.skip("cue-conflict-dev not present")
+    require_cue_conflict_dev()
     out = tmp_path / "out"
     code = main(["robustness", "shape-bias", str(DEV), "--model", "efficientnet_lite0,digits_cnn", "-o", str(out)])
     err = capsys.readouterr().err
