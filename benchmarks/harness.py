@@ -156,7 +156,9 @@ class Measurement:
     status: str = "ok"  # "ok", "not installed" or "error: ..."
     times: list[float] = field(default_factory=list)
     difference: float | None = None  # max |peer - row| / max |row|, when comparable
-    peak_mb: float | None = None  # resident-memory high-water mark of one call over the memory before it
+    peak_mb: float | None = (
+        None  # resident-memory high-water mark of one call over the memory before it
+    )
 
     @property
     def ok(self) -> bool:
@@ -277,7 +279,9 @@ def relative_difference(a: Any, b: Any) -> float | None:
 # -- timing ----------------------------------------------------------------------------
 
 
-def time_interleaved(fns: Sequence[Callable[[], Any]], repeats: int, clock: Clock = time.perf_counter) -> list[list[float]]:
+def time_interleaved(
+    fns: Sequence[Callable[[], Any]], repeats: int, clock: Clock = time.perf_counter
+) -> list[list[float]]:
     """Time each callable ``repeats`` times, round-robin: ``f0, f1, ..., f0, f1, ...``.
 
     Interleaving spreads slow drifts of a shared machine (other jobs, frequency, heat)
@@ -345,7 +349,9 @@ def run_row(
     """
     floor_m = Measurement(row.floor_name or "floor")
     own = Measurement(row.name, dict(row.settings))
-    result = RowResult(row.name, row.group, _batch_size(ctx), own, floor_m, floor_name=row.floor_name)
+    result = RowResult(
+        row.name, row.group, _batch_size(ctx), own, floor_m, floor_name=row.floor_name
+    )
     candidates: list[tuple[Measurement, Callable[[], Any]]] = []
     for m, setup in ((floor_m, row.floor or floor), (own, row.setup)):
         try:
@@ -460,7 +466,17 @@ def run_benchmarks(
         for row in rows:
             if progress is not None:
                 progress(len(results), total, f"{row.key} @ batch {batch_size}")
-            results.append(run_row(row, ctx, floor, repeats=repeats, warmup=warmup, clock=clock, measure_memory=measure_memory))
+            results.append(
+                run_row(
+                    row,
+                    ctx,
+                    floor,
+                    repeats=repeats,
+                    warmup=warmup,
+                    clock=clock,
+                    measure_memory=measure_memory,
+                )
+            )
             if on_result is not None:
                 on_result(results[-1])  # e.g. print it, so a run stopped early keeps its rows
     if progress is not None:
@@ -471,7 +487,9 @@ def run_benchmarks(
 # -- discovery -------------------------------------------------------------------------
 
 
-def discover_rows(package: ModuleType | str = "rows", first: Sequence[str] = ("floor",)) -> list[BenchRow]:
+def discover_rows(
+    package: ModuleType | str = "rows", first: Sequence[str] = ("floor",)
+) -> list[BenchRow]:
     """Import every module of ``package`` and collect their ``ROWS`` lists.
 
     Modules named in ``first`` come first, the rest in name order. Modules whose names
@@ -480,8 +498,12 @@ def discover_rows(package: ModuleType | str = "rows", first: Sequence[str] = ("f
     """
     pkg = importlib.import_module(package) if isinstance(package, str) else package
     if not hasattr(pkg, "__path__"):
-        raise TypeError(f"{pkg.__name__} is a module, not a package: rows live in a folder of modules")
-    names = sorted(info.name for info in pkgutil.iter_modules(pkg.__path__) if not info.name.startswith("_"))
+        raise TypeError(
+            f"{pkg.__name__} is a module, not a package: rows live in a folder of modules"
+        )
+    names = sorted(
+        info.name for info in pkgutil.iter_modules(pkg.__path__) if not info.name.startswith("_")
+    )
     names.sort(key=lambda n: (list(first).index(n) if n in first else len(first), n))
     rows: list[BenchRow] = []
     for name in names:
@@ -507,14 +529,18 @@ def select_rows(rows: Sequence[BenchRow], pattern: str | None) -> list[BenchRow]
     try:
         regex = re.compile(pattern, re.IGNORECASE)
     except re.error as exc:
-        raise ValueError(f"--only {pattern!r} is not a regular expression ({exc}); try a plain word such as 'gradient'") from exc
+        raise ValueError(
+            f"--only {pattern!r} is not a regular expression ({exc}); try a plain word such as 'gradient'"
+        ) from exc
     return [row for row in rows if regex.search(row.key)]
 
 
 # -- inputs and machine facts ----------------------------------------------------------
 
 
-def make_contexts(model: Any, batch_sizes: Sequence[int], threads: int, photos: Sequence[str] | None = None) -> dict[int, Context]:
+def make_contexts(
+    model: Any, batch_sizes: Sequence[int], threads: int, photos: Sequence[str] | None = None
+) -> dict[int, Context]:
     """One context per batch size: the labelled bundled photos, repeated to fill the batch.
 
     The classes are the model's own top-1 predictions (computed once, untimed), so class
@@ -527,7 +553,12 @@ def make_contexts(model: Any, batch_sizes: Sequence[int], threads: int, photos: 
     names = list(photos) if photos is not None else sample_names(labelled_only=True)
     # uint8 (H, W, 3) -> [0, 1] (3, H, W) -> the model's own resize, crop and normalisation
     # (what Model.prepare does with an image, without needing the image-file readers)
-    pixels = [model.preprocessing.to_pixels(torch.tensor(load_sample(n)).permute(2, 0, 1).float() / 255)[0] for n in names]
+    pixels = [
+        model.preprocessing.to_pixels(torch.tensor(load_sample(n)).permute(2, 0, 1).float() / 255)[
+            0
+        ]
+        for n in names
+    ]
     x_all = model.normalize(torch.stack(pixels).to(model.device, model.dtype))
     classes = model.logits(x_all).argmax(dim=1)
     contexts = {}
@@ -580,7 +611,8 @@ def machine_facts(threads: int, peers: Sequence[str] = (), **extra: Any) -> dict
         "python": platform.python_version(),
         "platform": platform.platform(),
         "torch": torch.__version__,
-        "convlens": _version("convlens") or getattr(sys.modules.get("convlens"), "__version__", None),
+        "convlens": _version("convlens")
+        or getattr(sys.modules.get("convlens"), "__version__", None),
     }
     if hasattr(os, "getloadavg"):
         facts["load_average_1m_at_end"] = round(os.getloadavg()[0], 2)  # other jobs on the machine
@@ -621,19 +653,45 @@ def _pct(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.0f}%"
 
 
-def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]], right: Sequence[int] = ()) -> str:
+def markdown_table(
+    header: Sequence[str], rows: Sequence[Sequence[str]], right: Sequence[int] = ()
+) -> str:
     """An aligned Markdown pipe table (reads as plain text and renders in the README)."""
     widths = [max(len(str(c)) for c in col) for col in zip(header, *rows)]
 
     def line(cells: Sequence[str]) -> str:
-        padded = [str(c).rjust(w) if i in right else str(c).ljust(w) for i, (c, w) in enumerate(zip(cells, widths))]
+        padded = [
+            str(c).rjust(w) if i in right else str(c).ljust(w)
+            for i, (c, w) in enumerate(zip(cells, widths))
+        ]
         return "| " + " | ".join(padded) + " |"
 
-    rule = "|" + "|".join(("-" * (w + 1) + ":") if i in right else ("-" * (w + 2)) for i, w in enumerate(widths)) + "|"
+    rule = (
+        "|"
+        + "|".join(
+            ("-" * (w + 1) + ":") if i in right else ("-" * (w + 2)) for i, w in enumerate(widths)
+        )
+        + "|"
+    )
     return "\n".join([line(header), rule, *(line(r) for r in rows)])
 
 
-_HEADER = ("row", "batch", "convlens settings", "ms", "spread", "x floor", "floor ms", "peak MB", "floor MB", "best peer (settings)", "peer ms", "x peer", "peer diff", "peer MB")
+_HEADER = (
+    "row",
+    "batch",
+    "convlens settings",
+    "ms",
+    "spread",
+    "x floor",
+    "floor ms",
+    "peak MB",
+    "floor MB",
+    "best peer (settings)",
+    "peer ms",
+    "x peer",
+    "peer diff",
+    "peer MB",
+)
 
 
 def _cells(r: RowResult) -> list[str]:
@@ -643,7 +701,11 @@ def _cells(r: RowResult) -> list[str]:
     best = r.best_peer
     if best is not None:
         peer = f"{best.label} ({format_settings(best.settings)})"
-        diff = "-" if best.difference is None else ("0" if best.difference == 0 else f"{best.difference:.0e}")
+        diff = (
+            "-"
+            if best.difference is None
+            else ("0" if best.difference == 0 else f"{best.difference:.0e}")
+        )
     else:
         statuses = sorted({f"{p.label}: {p.status}" for p in r.peers})
         peer, diff = ("; ".join(statuses) if statuses else "none"), "-"
@@ -670,7 +732,11 @@ def _sweep_lines(results: Sequence[RowResult]) -> list[str]:
     for r in results:
         for p in r.peers:
             label = f"{p.label} ({format_settings(p.settings)})"
-            shown = f"{_ms(p.median)} ms (spread {_pct(p.spread)}), x floor {_x(ratio(p.median, r.floor.median))}, peak {_mb(p.peak_mb)} MB" if p.ok and p.times else p.status
+            shown = (
+                f"{_ms(p.median)} ms (spread {_pct(p.spread)}), x floor {_x(ratio(p.median, r.floor.median))}, peak {_mb(p.peak_mb)} MB"
+                if p.ok and p.times
+                else p.status
+            )
             mark = " <- best" if p is r.best_peer else ""
             lines.append(f"- {r.name} @ {r.batch_size}: {label}: {shown}{mark}")
     return lines
@@ -683,8 +749,17 @@ def format_report(results: Sequence[RowResult], facts: Mapping[str, Any]) -> str
     for r in results:
         groups.setdefault(r.group, []).append(r)
     for group, members in groups.items():
-        members = sorted(members, key=lambda r: r.batch_size)  # stable: row order within a batch size
-        parts += [f"## {group}", "", markdown_table(_HEADER, [_cells(r) for r in members], right=(1, 3, 4, 5, 6, 7, 8, 10, 11, 13)), ""]
+        members = sorted(
+            members, key=lambda r: r.batch_size
+        )  # stable: row order within a batch size
+        parts += [
+            f"## {group}",
+            "",
+            markdown_table(
+                _HEADER, [_cells(r) for r in members], right=(1, 3, 4, 5, 6, 7, 8, 10, 11, 13)
+            ),
+            "",
+        ]
         sweep = _sweep_lines(members)
         if sweep:
             parts += ["Peer settings timed (the sweep):", "", *sweep, ""]

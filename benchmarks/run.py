@@ -46,14 +46,36 @@ MIN_CITABLE_REPEATS = 7  # DESIGN.md: medians of at least 7 interleaved runs
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Time convlens against the autograd floor and its peers.")
-    parser.add_argument("--only", metavar="PATTERN", help="regular expression on 'group/row name' (any case)")
-    parser.add_argument("--repeats", type=int, default=7, help="interleaved timed rounds per row (>= 7 to cite; default 7)")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed calls of each callable first (default 2)")
+    parser = argparse.ArgumentParser(
+        description="Time convlens against the autograd floor and its peers."
+    )
+    parser.add_argument(
+        "--only", metavar="PATTERN", help="regular expression on 'group/row name' (any case)"
+    )
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=7,
+        help="interleaved timed rounds per row (>= 7 to cite; default 7)",
+    )
+    parser.add_argument(
+        "--warmup", type=int, default=2, help="untimed calls of each callable first (default 2)"
+    )
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8], metavar="N", help="default: 1 8")
-    parser.add_argument("--model", default="efficientnet_lite0", help="convlens model name (default efficientnet_lite0)")
-    parser.add_argument("--json", type=Path, metavar="FILE", help="also write machine facts and every timing as JSON")
+    parser.add_argument(
+        "--batch-sizes", type=int, nargs="+", default=[1, 8], metavar="N", help="default: 1 8"
+    )
+    parser.add_argument(
+        "--model",
+        default="efficientnet_lite0",
+        help="convlens model name (default efficientnet_lite0)",
+    )
+    parser.add_argument(
+        "--json",
+        type=Path,
+        metavar="FILE",
+        help="also write machine facts and every timing as JSON",
+    )
     args = parser.parse_args(argv)
     for name in ("repeats", "threads"):
         if getattr(args, name) < 1:
@@ -61,7 +83,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.warmup < 0:
         parser.error(f"--warmup {args.warmup}: must be 0 or more")
     if any(n < 1 for n in args.batch_sizes):
-        parser.error(f"--batch-sizes {' '.join(map(str, args.batch_sizes))}: every batch size must be at least 1")
+        parser.error(
+            f"--batch-sizes {' '.join(map(str, args.batch_sizes))}: every batch size must be at least 1"
+        )
     return args
 
 
@@ -72,11 +96,19 @@ def _progress(done: int, total: int, label: str) -> None:
 def _row_done(r: Any) -> None:
     """One line per measured row on stderr, so a long run stopped early keeps its numbers."""
     best = r.best_peer
-    peer = f", x peer {r.ratio_to_peer:.2f} ({best.label})" if best is not None and r.ratio_to_peer is not None else ""
+    peer = (
+        f", x peer {r.ratio_to_peer:.2f} ({best.label})"
+        if best is not None and r.ratio_to_peer is not None
+        else ""
+    )
     if r.error:
         print(f"  = {r.name} @ {r.batch_size}: {r.error}", file=sys.stderr, flush=True)
     else:
-        print(f"  = {r.name} @ {r.batch_size}: {r.own.median * 1000:.1f} ms, x floor {r.ratio_to_floor:.2f}{peer}, peak {r.own.peak_mb or 0:.0f} MB", file=sys.stderr, flush=True)
+        print(
+            f"  = {r.name} @ {r.batch_size}: {r.own.median * 1000:.1f} ms, x floor {r.ratio_to_floor:.2f}{peer}, peak {r.own.peak_mb or 0:.0f} MB",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def _describe_inputs(contexts: dict[int, Context]) -> str:
@@ -97,7 +129,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"run.py: {exc}", file=sys.stderr)
         return 2
     if not rows:
-        print(f"run.py: --only {args.only!r} matches no row; run without --only to see them all", file=sys.stderr)
+        print(
+            f"run.py: --only {args.only!r} matches no row; run without --only to see them all",
+            file=sys.stderr,
+        )
         return 2
     torch.set_num_threads(args.threads)
     try:
@@ -109,7 +144,15 @@ def main(argv: list[str] | None = None) -> int:
     contexts = make_contexts(model, batch_sizes, args.threads)
     load_before = round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
     started = time.perf_counter()
-    results = run_benchmarks(rows, contexts, floor_setup, repeats=args.repeats, warmup=args.warmup, progress=_progress, on_result=_row_done)
+    results = run_benchmarks(
+        rows,
+        contexts,
+        floor_setup,
+        repeats=args.repeats,
+        warmup=args.warmup,
+        progress=_progress,
+        on_result=_row_done,
+    )
     peers = sorted({p.package or p.library for row in rows for p in row.peers})
     facts = machine_facts(
         args.threads,

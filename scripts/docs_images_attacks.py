@@ -1,6 +1,6 @@
 """Pictures of docs/features/attacks.md (the lead wires ``main`` into make_docs_images.py).
 
-    python scripts/docs_images_attacks.py      # about two minutes on one core
+python scripts/docs_images_attacks.py      # about two minutes on one core
 """
 
 from __future__ import annotations
@@ -30,12 +30,22 @@ def main(out: Path = OUT) -> list[Path]:
     if files:
         batch = model.prepare([str(p) for p, _ in files])
         labels = torch.tensor([label for _, label in files])
-        curve = attack_curve(model, model.denormalize(batch.x), labels, methods=["fgsm", "bim", "pgd"], eps=[0, 0.5 / 255, 1 / 255, 2 / 255, 4 / 255], steps=10, seed=0)
+        curve = attack_curve(
+            model,
+            model.denormalize(batch.x),
+            labels,
+            methods=["fgsm", "bim", "pgd"],
+            eps=[0, 0.5 / 255, 1 / 255, 2 / 255, 4 / 255],
+            steps=10,
+            seed=0,
+        )
         written.append(save_figure(curve_figure(curve), out / "attack_curve.png"))
     digits = convlens.load_model("digits_cnn")
     x, y = load_dataset("digits", "test")
     square = attack(digits, x[:1], "square", eps=0.3, steps=2000, labels=y[:1], seed=0, p_init=0.8)
-    written.append(save_figure(attack_figure(square, labels=digits.labels), out / "attack_square_digits.png"))
+    written.append(
+        save_figure(attack_figure(square, labels=digits.labels), out / "attack_square_digits.png")
+    )
     return written
 
 

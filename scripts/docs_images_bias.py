@@ -1,6 +1,6 @@
 """Pictures of docs/features/bias.md: samples of the biased digits and the check on both models.
 
-    python scripts/docs_images_bias.py   # about 30 s on one core (trains both models if not cached)
+python scripts/docs_images_bias.py   # about 30 s on one core (trains both models if not cached)
 """
 
 from __future__ import annotations
@@ -24,9 +24,21 @@ def main(out: Path = OUT) -> list[Path]:
     test, counter = make_biased("test"), make_biased("counter")
     for name, stem in (("bias_digits_cnn", "bias_biased"), ("fair_digits_cnn", "bias_fair")):
         model = convlens.load_model(name)
-        report = bias_check(model, model.normalize(test.pixels), test.labels, test.masks, counter=(model.normalize(counter.pixels), counter.labels, counter.masks))
-        print(f"{name}: share {report.main.mean_share:.3f} / counter {report.counter.mean_share:.3f}, accuracy {report.main.accuracy:.3f} -> counter {report.counter.accuracy:.3f}")
-        written.append(save_figure(bias_figure(report, test.pixels, counter.pixels, top=6), out / f"{stem}.png"))
+        report = bias_check(
+            model,
+            model.normalize(test.pixels),
+            test.labels,
+            test.masks,
+            counter=(model.normalize(counter.pixels), counter.labels, counter.masks),
+        )
+        print(
+            f"{name}: share {report.main.mean_share:.3f} / counter {report.counter.mean_share:.3f}, accuracy {report.main.accuracy:.3f} -> counter {report.counter.accuracy:.3f}"
+        )
+        written.append(
+            save_figure(
+                bias_figure(report, test.pixels, counter.pixels, top=6), out / f"{stem}.png"
+            )
+        )
     return written
 
 

@@ -29,11 +29,23 @@ def main() -> None:
     model = convlens.load_model("digits_cnn")
     robust = convlens.load_model("digits_cnn_pgd")
     x, y = load_dataset("digits", "test")
-    defences = [make_defence("jpeg", quality=75), make_defence("bits", bits=1), make_defence("bits", bits=2), make_defence("noise", sigma=0.2)]
-    result = evaluate_defences(model, x, y, defences, robust_model=robust, eps=0.2, steps=20, eot_samples=8, seed=0)
+    defences = [
+        make_defence("jpeg", quality=75),
+        make_defence("bits", bits=1),
+        make_defence("bits", bits=2),
+        make_defence("noise", sigma=0.2),
+    ]
+    result = evaluate_defences(
+        model, x, y, defences, robust_model=robust, eps=0.2, steps=20, eot_samples=8, seed=0
+    )
     params = result.provenance["params"]
     for name, row, lost in zip(params["defences"], result["accuracy"], params["gain_lost"]):
-        print(f"{name:12s}", " ".join(f"{float(v):6.1%}" for v in row), "gain lost", "-" if lost is None else f"{lost:.0%}")
+        print(
+            f"{name:12s}",
+            " ".join(f"{float(v):6.1%}" for v in row),
+            "gain lost",
+            "-" if lost is None else f"{lost:.0%}",
+        )
     IMAGES.mkdir(parents=True, exist_ok=True)
     title = "digits_cnn, 359 held-out digits: L-inf PGD eps 0.2, 20 steps, EOT 8 draws"
     save_figure(defences_figure(result, title=title), IMAGES / "defences.png", dpi=90)

@@ -36,7 +36,9 @@ def _square(name: str, size: int = SIZE) -> torch.Tensor:
     side = min(h, w)
     top, left = (h - side) // 2, (w - side) // 2
     crop = image[..., top : top + side, left : left + side]
-    return F.interpolate(crop, size=(size, size), mode="bilinear", align_corners=False, antialias=True).clamp(0, 1)
+    return F.interpolate(
+        crop, size=(size, size), mode="bilinear", align_corners=False, antialias=True
+    ).clamp(0, 1)
 
 
 def main(out: Path = OUT, styles: tuple[str, ...] = STYLES) -> list[Path]:
@@ -57,12 +59,22 @@ def main(out: Path = OUT, styles: tuple[str, ...] = STYLES) -> list[Path]:
             images.append(fast[0])
             titles.append(f"net: {name}\nloss {float(c + DEFAULT_BETA * s):.2f}")
         optimised = style_transfer(model, photos["cat"], source, size=SIZE, seed=0)
-        total = float(optimised.tensors["content_loss"] + DEFAULT_BETA * optimised.tensors["style_loss"])
+        total = float(
+            optimised.tensors["content_loss"] + DEFAULT_BETA * optimised.tensors["style_loss"]
+        )
         images.append(optimised.tensors["image"][0])
         titles.append(f"optimisation: cat\nloss {total:.2f}")
-        figure = gallery_figure(torch.stack(images), titles, ncols=len(images), suptitle=f"{style}: net trained in {seconds:.0f} s")
+        figure = gallery_figure(
+            torch.stack(images),
+            titles,
+            ncols=len(images),
+            suptitle=f"{style}: net trained in {seconds:.0f} s",
+        )
         written.append(save_figure(figure, out / f"fast_style_{style}.png"))
-        print(f"{style}: trained in {seconds:.0f} s; optimisation on the cat {optimised.provenance['params']['seconds']:.0f} s", flush=True)
+        print(
+            f"{style}: trained in {seconds:.0f} s; optimisation on the cat {optimised.provenance['params']['seconds']:.0f} s",
+            flush=True,
+        )
     return written
 
 

@@ -23,8 +23,16 @@ OUT = Path(__file__).resolve().parents[1] / "docs" / "images"
 TARGETS = (1, 130, 409, 985)  # goldfish, flamingo, analog clock, daisy
 
 
-def _curve(model: convlens.Model, rank: tuple[torch.Tensor, torch.Tensor], test: tuple[torch.Tensor, torch.Tensor], layer: str) -> convlens.Result:
-    orders = {m: channel_importance(model, rank[0], layer, method=m, labels=rank[1])["order"].flip(0) for m in ("ablation", "activation", "taylor")}
+def _curve(
+    model: convlens.Model,
+    rank: tuple[torch.Tensor, torch.Tensor],
+    test: tuple[torch.Tensor, torch.Tensor],
+    layer: str,
+) -> convlens.Result:
+    orders = {
+        m: channel_importance(model, rank[0], layer, method=m, labels=rank[1])["order"].flip(0)
+        for m in ("ablation", "activation", "taylor")
+    }
     return pruning_curve(model, test[0], test[1], layer, orders, random_orders=10, seed=0)
 
 
@@ -35,7 +43,11 @@ def main(out: Path = OUT) -> list[Path]:
     lite0 = convlens.load_model()
     for pattern in ("noise", "pattern"):
         results = [fool_from_noise(lite0, t, pattern=pattern, seed=0) for t in TARGETS]
-        written.append(save_figure(noise_fooling_figure(results, labels=lite0.labels), out / f"fooling_{pattern}.png"))
+        written.append(
+            save_figure(
+                noise_fooling_figure(results, labels=lite0.labels), out / f"fooling_{pattern}.png"
+            )
+        )
 
     digits = convlens.load_model("digits_cnn")
     train, test = load_dataset("digits", "train"), load_dataset("digits", "test")

@@ -26,11 +26,15 @@ def membership_images() -> None:
     save_figure(roc_figure(results), OUT / "privacy_roc.png")
     for r in results:
         p = r.provenance["params"]
-        print(f"membership {p['recipe']['name']} seed {r.provenance['seed']}: held-out {p['held_out_accuracy']:.3f}, loss {p['loss_threshold']}, shadow {p['shadow']}")
+        print(
+            f"membership {p['recipe']['name']} seed {r.provenance['seed']}: held-out {p['held_out_accuracy']:.3f}, loss {p['loss_threshold']}, shadow {p['shadow']}"
+        )
     rows = overfitting_sweep("digits", seed=0)
     save_figure(sweep_figure(rows), OUT / "privacy_sweep.png")
     for row in rows:
-        print(f"sweep {row['axis']}={row['value']}: train {row['train_accuracy']:.3f} held-out {row['held_out_accuracy']:.3f} loss AUC {row['loss_threshold']['auc']:.3f} shadow AUC {row['shadow']['auc']:.3f}")
+        print(
+            f"sweep {row['axis']}={row['value']}: train {row['train_accuracy']:.3f} held-out {row['held_out_accuracy']:.3f} loss AUC {row['loss_threshold']['auc']:.3f} shadow AUC {row['shadow']['auc']:.3f}"
+        )
 
 
 def inversion_images() -> None:
@@ -42,7 +46,9 @@ def inversion_images() -> None:
         result = inversion_experiment(dataset, seed=0)
         save_figure(reconstructions_figure(result), OUT / f"privacy_inversion_{dataset}.png")
         p = result.provenance["params"]
-        print(f"inversion {dataset}: judge {p['judge_held_out_accuracy']:.3f}; white {p['white_box']}; black {p['black_box']}")
+        print(
+            f"inversion {dataset}: judge {p['judge_held_out_accuracy']:.3f}; white {p['white_box']}; black {p['black_box']}"
+        )
 
 
 def backdoor_images() -> None:
@@ -55,7 +61,9 @@ def backdoor_images() -> None:
         save_figure(backdoor_figure(result), OUT / f"privacy_backdoor_{dataset}.png")
         p = result.provenance["params"]
         ac = {k: v for k, v in p["activation_clustering"].items() if k != "per_label"}
-        print(f"backdoor {dataset}: clean {p['clean_model_accuracy']:.4f} poisoned {p['backdoored_accuracy']:.4f} success {p['attack_success']:.4f} AC {ac} SS {p['spectral_signatures']} NC {p['neural_cleanse']}")
+        print(
+            f"backdoor {dataset}: clean {p['clean_model_accuracy']:.4f} poisoned {p['backdoored_accuracy']:.4f} success {p['attack_success']:.4f} AC {ac} SS {p['spectral_signatures']} NC {p['neural_cleanse']}"
+        )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -67,7 +75,11 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(1)
     OUT.mkdir(parents=True, exist_ok=True)
     for name in wanted:
-        {"membership": membership_images, "inversion": inversion_images, "backdoor": backdoor_images}[name]()
+        {
+            "membership": membership_images,
+            "inversion": inversion_images,
+            "backdoor": backdoor_images,
+        }[name]()
 
 
 if __name__ == "__main__":

@@ -51,7 +51,9 @@ def _photo_folder(tmp: Path) -> list[Path]:
         paths.append(path)
     spec = importlib.util.find_spec("foolbox")
     if spec and spec.submodule_search_locations:
-        paths += sorted(Path(next(iter(spec.submodule_search_locations)), "data").glob("imagenet_*.jpg"))
+        paths += sorted(
+            Path(next(iter(spec.submodule_search_locations)), "data").glob("imagenet_*.jpg")
+        )
     return paths
 
 
@@ -89,15 +91,32 @@ def main() -> int:
         shaped = dataclasses.replace(features, labels=shape_ids)
         result = embed(shaped, "tsne", seed=0)
         name = categories.__getitem__
-        save_figure(embedding_figure(result, color="label", class_name=name), OUT / "represent_tsne_shape.png")
+        save_figure(
+            embedding_figure(result, color="label", class_name=name),
+            OUT / "represent_tsne_shape.png",
+        )
         textured = dataclasses.replace(result, labels=texture_ids)
-        save_figure(embedding_figure(textured, color="label", class_name=name), OUT / "represent_tsne_texture.png")
+        save_figure(
+            embedding_figure(textured, color="label", class_name=name),
+            OUT / "represent_tsne_texture.png",
+        )
         pca3 = dataclasses.replace(embed(shaped, "pca", seed=0, dims=3), labels=texture_ids)
-        save_figure(embedding_figure(pca3, color="label", class_name=name), OUT / "represent_pca3d_texture.png")
+        save_figure(
+            embedding_figure(pca3, color="label", class_name=name),
+            OUT / "represent_pca3d_texture.png",
+        )
         for title, ids in (("shape", shape_ids), ("texture", texture_ids)):
-            print(f"t-SNE 5-NN agreement with the {title} category: {_knn_agreement(result.coords, ids):.3f}")
+            print(
+                f"t-SNE 5-NN agreement with the {title} category: {_knn_agreement(result.coords, ids):.3f}"
+            )
         thumbs = [thumbnail_uri(p, 64) for p in features.paths]
-        page = embedding_html(textured, class_name=model.labels.name, label_name=name, thumbnails=thumbs, title="Cue-conflict images, EfficientNet-Lite0 head (label = texture)")
+        page = embedding_html(
+            textured,
+            class_name=model.labels.name,
+            label_name=name,
+            thumbnails=thumbs,
+            title="Cue-conflict images, EfficientNet-Lite0 head (label = texture)",
+        )
         write_html(page, OUT / "represent_map.html")
         print(f"map: {len(page) / 1e6:.2f} MB")
 
@@ -105,13 +124,20 @@ def main() -> int:
         found = search(features, query[0], 8, metric="cosine")
         images = [model.preprocessing.to_pixels(load_image(p))[0] for p in found.paths]
         pixels = model.denormalize(model.prepare(["sample:cat"]).x)[0]
-        save_figure(neighbors_figure(pixels, images, found, class_name=model.labels.name), OUT / "represent_neighbors_cat.png")
+        save_figure(
+            neighbors_figure(pixels, images, found, class_name=model.labels.name),
+            OUT / "represent_neighbors_cat.png",
+        )
         print("cat's neighbours:", [Path(p).name for p in found.paths])
 
         photos = _photo_folder(Path(tmp))
-        patches = top_patches(model, paths + photos, "blocks.4", [0, 3, 5, 11, 19, 27], 6, guided=True, patch_size=67)
+        patches = top_patches(
+            model, paths + photos, "blocks.4", [0, 3, 5, 11, 19, 27], 6, guided=True, patch_size=67
+        )
         save_figure(patches_figure(patches), OUT / "represent_top_patches.png")
-        print(f"top patches: {patches.provenance['params']['n_done']} images in {patches.provenance['params']['seconds']:.1f} s")
+        print(
+            f"top patches: {patches.provenance['params']['n_done']} images in {patches.provenance['params']['seconds']:.1f} s"
+        )
     return 0
 
 
@@ -119,7 +145,14 @@ def _knn_agreement(coords: np.ndarray, ids: np.ndarray) -> float:
     d = ((coords[:, None].astype(np.float64) - coords[None]) ** 2).sum(-1)
     np.fill_diagonal(d, np.inf)
     near = np.argsort(d, axis=1)[:, :5]
-    return float(np.mean([np.bincount(ids[row], minlength=ids.max() + 1).argmax() == ids[i] for i, row in enumerate(near)]))
+    return float(
+        np.mean(
+            [
+                np.bincount(ids[row], minlength=ids.max() + 1).argmax() == ids[i]
+                for i, row in enumerate(near)
+            ]
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -34,9 +34,15 @@ def main(argv: list[str] | None = None) -> None:
     from convlens.robustness import CORRUPTIONS, corrupt, corruption_robustness, shape_bias
 
     parser = argparse.ArgumentParser(description="robustness pictures for the docs")
-    parser.add_argument("--skip-table", action="store_true", help="skip the 15 x 5 error table (the slow part)")
+    parser.add_argument(
+        "--skip-table", action="store_true", help="skip the 15 x 5 error table (the slow part)"
+    )
     parser.add_argument("--cue-conflict", default=str(CUE_CONFLICT), help="the cue-conflict folder")
-    parser.add_argument("--side-by-side-only", action="store_true", help="only the shape bias of three models side by side")
+    parser.add_argument(
+        "--side-by-side-only",
+        action="store_true",
+        help="only the shape bias of three models side by side",
+    )
     args = parser.parse_args(argv)
     IMAGES.mkdir(parents=True, exist_ok=True)
     side_by_side_image(Path(args.cue_conflict))
@@ -46,14 +52,20 @@ def main(argv: list[str] | None = None) -> None:
 
     # Every corruption at severities 1, 3 and 5 on the cat (crop first, then corrupt), three a row.
     cat = model.denormalize(model.prepare(["sample:cat"]).x)
-    shown = {name: torch.cat([corrupt(cat, name, s, seed=0) for s in (1, 3, 5)]) for name in CORRUPTIONS}
-    save_figure(corruption_grid_figure(shown, [1, 3, 5], ncols=9), IMAGES / "corruptions_grid.png", dpi=80)
+    shown = {
+        name: torch.cat([corrupt(cat, name, s, seed=0) for s in (1, 3, 5)]) for name in CORRUPTIONS
+    }
+    save_figure(
+        corruption_grid_figure(shown, [1, 3, 5], ncols=9), IMAGES / "corruptions_grid.png", dpi=80
+    )
     print("docs/images/corruptions_grid.png")
 
     folder = Path(args.cue_conflict)
     if folder.is_dir():
         result = shape_bias(model, folder)
-        figure = shape_bias_figure(result, reference={"ResNet-50 (paper)": 0.22, "VGG-16 (paper)": 0.09})
+        figure = shape_bias_figure(
+            result, reference={"ResNet-50 (paper)": 0.22, "VGG-16 (paper)": 0.09}
+        )
         save_figure(figure, IMAGES / "shape_bias.png")
         print("docs/images/shape_bias.png")
     else:
@@ -63,7 +75,12 @@ def main(argv: list[str] | None = None) -> None:
     if not args.skip_table and files:
         pixels = model.denormalize(model.prepare([str(p) for p, _ in files]).x)
         result = corruption_robustness(model, pixels, [label for _, label in files])
-        save_figure(corruption_errors_figure(result, title=f"EfficientNet-Lite0, {len(files)} ImageNet images (foolbox wheel)"), IMAGES / "corruption_errors.png")
+        save_figure(
+            corruption_errors_figure(
+                result, title=f"EfficientNet-Lite0, {len(files)} ImageNet images (foolbox wheel)"
+            ),
+            IMAGES / "corruption_errors.png",
+        )
         print("docs/images/corruption_errors.png")
 
 
@@ -78,7 +95,10 @@ def side_by_side_image(folder: Path) -> None:
     if not folder.is_dir():
         print(f"{folder}: not found, shape_bias_side_by_side.png skipped", file=sys.stderr)
         return
-    runs = [(name, shape_bias(convlens.load_model(name), folder)) for name in ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")]
+    runs = [
+        (name, shape_bias(convlens.load_model(name), folder))
+        for name in ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
+    ]
     figure = shape_bias_comparison_figure(runs)
     save_figure(figure, IMAGES / "shape_bias_side_by_side.png")
     print("docs/images/shape_bias_side_by_side.png")

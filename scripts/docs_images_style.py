@@ -1,6 +1,6 @@
 """The pictures of docs/features/style.md (a few minutes on 2 cores).
 
-    python scripts/docs_images_style.py      # or: python scripts/make_docs_images.py style
+python scripts/docs_images_style.py      # or: python scripts/make_docs_images.py style
 """
 
 from __future__ import annotations
@@ -42,22 +42,31 @@ def main(out: Path = OUT) -> None:
             result = style_transfer(model, f"sample:{content}", f"sample:{style}", size=256)
             pictures.append(_picture(result["image"]))
             titles.append(f"{content} x {style}")
-    save_figure(labelled_grid(pictures, titles, ncols=4, tile_inches=2.6), out / "style_transfer.png")
+    save_figure(
+        labelled_grid(pictures, titles, ncols=4, tile_inches=2.6), out / "style_transfer.png"
+    )
     print(out / "style_transfer.png")
 
     # options: two styles mixed, colour preserved, style scale
     variants = [
         ("gravel, scale 0.5", {"styles": "sample:gravel", "style_scale": 0.5}),
         ("gravel, scale 2", {"styles": "sample:gravel", "style_scale": 2.0}),
-        ("0.5 brick + 0.5 grass", {"styles": ["sample:brick", "sample:grass"], "style_weights": [0.5, 0.5]}),
+        (
+            "0.5 brick + 0.5 grass",
+            {"styles": ["sample:brick", "sample:grass"], "style_weights": [0.5, 0.5]},
+        ),
         ("brick, colour kept", {"styles": "sample:brick", "preserve_color": True}),
     ]
     pictures, titles = [], []
     for title, options in variants:
         styles = options.pop("styles")
-        pictures.append(_picture(style_transfer(model, "sample:coffee", styles, size=256, **options)["image"]))
+        pictures.append(
+            _picture(style_transfer(model, "sample:coffee", styles, size=256, **options)["image"])
+        )
         titles.append(title)
-    save_figure(labelled_grid(pictures, titles, ncols=4, tile_inches=2.6), out / "style_options.png")
+    save_figure(
+        labelled_grid(pictures, titles, ncols=4, tile_inches=2.6), out / "style_options.png"
+    )
     print(out / "style_options.png")
 
     # textures larger than their samples
@@ -73,7 +82,12 @@ def main(out: Path = OUT) -> None:
     from convlens.render.style import gram_figure
 
     stats = layer_statistics(model, load_style_image("sample:brick", 256), "blocks.3.expand_act")
-    save_figure(gram_figure(stats["gram"], stats["mean"], stats["variance"], title="brick, blocks.3.expand_act"), out / "gram.png")
+    save_figure(
+        gram_figure(
+            stats["gram"], stats["mean"], stats["variance"], title="brick, blocks.3.expand_act"
+        ),
+        out / "gram.png",
+    )
     print(out / "gram.png")
 
 

@@ -1,6 +1,6 @@
 """Pictures of docs/features/targets.md (the lead wires ``main`` into make_docs_images.py).
 
-    python scripts/docs_images_targets.py      # about 20 s on one core (trains shapes_segnet once)
+python scripts/docs_images_targets.py      # about 20 s on one core (trains shapes_segnet once)
 """
 
 from __future__ import annotations
@@ -36,16 +36,38 @@ def main(out: Path = OUT) -> list[Path]:
     written.append(save_figure(fig, out / "targets_region.png"))
 
     m = convlens.load_model("mnist_cnn").module
-    layers = [("conv1", m.conv1), ("act1", m.act1), ("pool1", m.pool1), ("conv2", m.conv2), ("act2", m.act2)]
-    embed = nn.Sequential(OrderedDict([*layers, ("gap", nn.AdaptiveAvgPool2d(1)), ("flatten", nn.Flatten())]))
-    model = convlens.wrap(embed, input_size=(28, 56), mean=MNIST_MEAN, std=MNIST_STD, resize=None, channels=1, name="mnist_cnn embedding")
+    layers = [
+        ("conv1", m.conv1),
+        ("act1", m.act1),
+        ("pool1", m.pool1),
+        ("conv2", m.conv2),
+        ("act2", m.act2),
+    ]
+    embed = nn.Sequential(
+        OrderedDict([*layers, ("gap", nn.AdaptiveAvgPool2d(1)), ("flatten", nn.Flatten())])
+    )
+    model = convlens.wrap(
+        embed,
+        input_size=(28, 56),
+        mean=MNIST_MEAN,
+        std=MNIST_STD,
+        resize=None,
+        channels=1,
+        name="mnist_cnn embedding",
+    )
     x, y = load_dataset("mnist", "test")
     threes, sevens = (y == 3).nonzero()[:2, 0], (y == 7).nonzero()[:2, 0]
     blank = torch.zeros_like(x[:1])
     image = torch.cat([x[threes[:1]], x[sevens[:1]]], dim=3)
     # the references are other images of the digits, each alone on the other half
-    refs = {"another 3": torch.cat([blank, x[threes[1:]]], dim=3), "another 7": torch.cat([x[sevens[1:]], blank], dim=3)}
-    tiles = [convlens.explain(model, image, "gradcam", similarity(ref, name=name), layer="act2") for name, ref in refs.items()]
+    refs = {
+        "another 3": torch.cat([blank, x[threes[1:]]], dim=3),
+        "another 7": torch.cat([x[sevens[1:]], blank], dim=3),
+    }
+    tiles = [
+        convlens.explain(model, image, "gradcam", similarity(ref, name=name), layer="act2")
+        for name, ref in refs.items()
+    ]
     fig = comparison_figure([("3 | 7", tiles)], 0)
     written.append(save_figure(fig, out / "targets_similarity.png"))
     return written

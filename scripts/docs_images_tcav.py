@@ -30,9 +30,16 @@ def main() -> None:
         concept = model.normalize(unbiased.pixels[unbiased.backgrounds == CLASS][:30])
         pool = unbiased.pixels[unbiased.backgrounds != CLASS]
         g = torch.Generator().manual_seed(0)
-        randoms = [model.normalize(pool[torch.randperm(len(pool), generator=g)[:30]]) for _ in range(10)]
-        results.append((name, tcav(model, images, CLASS, default_cam_layer(model), concept, randoms)))
-    save_figure(tcav_figure(results, title=f"concept: background of class {CLASS}'s colour; class {CLASS}"), OUT / "tcav_bias.png")
+        randoms = [
+            model.normalize(pool[torch.randperm(len(pool), generator=g)[:30]]) for _ in range(10)
+        ]
+        results.append(
+            (name, tcav(model, images, CLASS, default_cam_layer(model), concept, randoms))
+        )
+    save_figure(
+        tcav_figure(results, title=f"concept: background of class {CLASS}'s colour; class {CLASS}"),
+        OUT / "tcav_bias.png",
+    )
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Pictures of docs/features/transformers.md (to wire into make_docs_images.py).
 
-    python scripts/docs_images_transformers.py      # seconds once digits_vit is cached
+python scripts/docs_images_transformers.py      # seconds once digits_vit is cached
 """
 
 from __future__ import annotations
@@ -27,7 +27,15 @@ def main(out: Path = OUT) -> list[Path]:
         results = [convlens.explain(model, batch, m, target=int(labels[i])) for m in METHODS]
         pred = model.predict(batch, top_k=1)[0]
         path = out / f"transformers_digit{i}.png"
-        save_figure(comparison_figure([(model.name, results)], 0, labels=[model.labels], predictions=[f"{pred.labels[0]} {pred.probabilities[0]:.0%}"]), path)
+        save_figure(
+            comparison_figure(
+                [(model.name, results)],
+                0,
+                labels=[model.labels],
+                predictions=[f"{pred.labels[0]} {pred.probabilities[0]:.0%}"],
+            ),
+            path,
+        )
         written.append(path)
     return written
 

@@ -1,6 +1,6 @@
 """Write docs/cli.md from the parser and each command's JSON SCHEMA (a test keeps it current).
 
-    python scripts/make_cli_docs.py
+python scripts/make_cli_docs.py
 """
 
 from __future__ import annotations
@@ -49,13 +49,34 @@ flags win over the file. Commands that compare models take `--model a,b,c`
 """
 
 
-_SHARED = {"help", "model", "device", "threads", "seed", "json", "quiet", "verbose", "config", "weights", "trust_checkpoint", "input_size", "mean", "std", "model_channels", "model_labels"}
+_SHARED = {
+    "help",
+    "model",
+    "device",
+    "threads",
+    "seed",
+    "json",
+    "quiet",
+    "verbose",
+    "config",
+    "weights",
+    "trust_checkpoint",
+    "input_size",
+    "mean",
+    "std",
+    "model_channels",
+    "model_labels",
+}
 
 
 def _command(title: str, command: argparse.ArgumentParser, schema: object) -> list[str]:
     parts = [f"\n## `convlens {title}`\n", f"{command.description}\n"]
     options = [a for a in command._actions if a.option_strings and a.dest not in _SHARED]
-    positionals = [a for a in command._actions if not a.option_strings and not isinstance(a, argparse._SubParsersAction)]
+    positionals = [
+        a
+        for a in command._actions
+        if not a.option_strings and not isinstance(a, argparse._SubParsersAction)
+    ]
     if positionals or options:
         parts.append("\n| argument | meaning |\n|---|---|")
         for a in positionals:
@@ -63,7 +84,9 @@ def _command(title: str, command: argparse.ArgumentParser, schema: object) -> li
         for a in options:
             parts.append(f"| `{', '.join(a.option_strings)}` | {a.help} |")
     if schema:
-        parts.append("\n`--json` output schema:\n\n```json\n" + json.dumps(schema, indent=2) + "\n```")
+        parts.append(
+            "\n`--json` output schema:\n\n```json\n" + json.dumps(schema, indent=2) + "\n```"
+        )
     return parts
 
 

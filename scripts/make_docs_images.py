@@ -26,7 +26,17 @@ OUT = Path(__file__).resolve().parents[1] / "docs" / "images"
 
 #: picture -> (photo, [(method, options), ...]) for the family pages of docs/features/
 FAMILIES: dict[str, tuple[str, list[tuple[str, dict[str, Any]]]]] = {
-    "cam": ("cat", [("gradcam", {}), ("gradcam_pp", {}), ("layercam", {}), ("scorecam", {}), ("eigencam", {}), ("guided_gradcam", {})]),
+    "cam": (
+        "cat",
+        [
+            ("gradcam", {}),
+            ("gradcam_pp", {}),
+            ("layercam", {}),
+            ("scorecam", {}),
+            ("eigencam", {}),
+            ("guided_gradcam", {}),
+        ],
+    ),
     "integrated_gradients": (
         "cat",
         [
@@ -36,11 +46,30 @@ FAMILIES: dict[str, tuple[str, list[tuple[str, dict[str, Any]]]]] = {
             ("integrated_gradients", {"quadrature": "adaptive", "n_steps": 32}),
         ],
     ),
-    "smoothgrad": ("cat", [("saliency", {}), ("smoothgrad", {}), ("smoothgrad_sq", {}), ("vargrad", {})]),
-    "occlusion": ("hopper", [("occlusion", {"patch": 16, "stride": 8}), ("occlusion", {"patch": 32, "stride": 16}), ("occlusion", {"patch": 56, "stride": 28, "output": "probability"})]),
+    "smoothgrad": (
+        "cat",
+        [("saliency", {}), ("smoothgrad", {}), ("smoothgrad_sq", {}), ("vargrad", {})],
+    ),
+    "occlusion": (
+        "hopper",
+        [
+            ("occlusion", {"patch": 16, "stride": 8}),
+            ("occlusion", {"patch": 32, "stride": 16}),
+            ("occlusion", {"patch": 56, "stride": 28, "output": "probability"}),
+        ],
+    ),
     "lrp": ("cat", [("lrp", {}), ("lrp_alpha_beta", {})]),
     "segment": ("hopper", [("saliency", {}), ("segment", {})]),
-    "perturbation": ("cat", [("superpixel_ablation", {}), ("lime", {}), ("kernel_shap", {}), ("gradient_shap", {}), ("deeplift", {})]),
+    "perturbation": (
+        "cat",
+        [
+            ("superpixel_ablation", {}),
+            ("lime", {}),
+            ("kernel_shap", {}),
+            ("gradient_shap", {}),
+            ("deeplift", {}),
+        ],
+    ),
 }
 
 
@@ -71,7 +100,10 @@ def family_image(name: str) -> None:
         results.append(convlens.explain(model, batch, method, seed=0, **options))
     pred = model.predict(batch, top_k=3)[0]
     caption = ", ".join(f"{lab} {p:.0%}" for lab, p in zip(pred.labels, pred.probabilities))
-    save_figure(comparison_figure([(model.name, results)], 0, labels=[model.labels], predictions=[caption]), OUT / f"{name}.png")
+    save_figure(
+        comparison_figure([(model.name, results)], 0, labels=[model.labels], predictions=[caption]),
+        OUT / f"{name}.png",
+    )
     print(f"docs/images/{name}.png")
 
 
@@ -83,15 +115,29 @@ def metrics_image() -> None:
 
     files = labelled_imagenet_files()
     if not files:
-        print("skipping metrics.png: the foolbox wheel's photos are not installed (pip install -e '.[test]')")
+        print(
+            "skipping metrics.png: the foolbox wheel's photos are not installed (pip install -e '.[test]')"
+        )
         return
     model = convlens.load_model()
     x = model.prepare([str(path) for path, _ in files]).x
     labels = [label for _, label in files]
-    methods = ["saliency", "guided_backprop", "gradcam", "integrated_gradients", "smoothgrad", "lrp"]
+    methods = [
+        "saliency",
+        "guided_backprop",
+        "gradcam",
+        "integrated_gradients",
+        "smoothgrad",
+        "lrp",
+    ]
     options = {"integrated_gradients": {"n_steps": 16}, "smoothgrad": {"n_samples": 10}}
     result = evaluate(model, x, methods, labels, steps=20, method_options=options)
-    save_figure(evaluation_figure(result, title=f"{model.name}: {len(files)} labelled ImageNet photos, true classes"), OUT / "metrics.png")
+    save_figure(
+        evaluation_figure(
+            result, title=f"{model.name}: {len(files)} labelled ImageNet photos, true classes"
+        ),
+        OUT / "metrics.png",
+    )
     print("docs/images/metrics.png")
 
 
@@ -110,7 +156,10 @@ def optimize_images() -> None:
     model = convlens.load_model()
     classes = ["flamingo", "goldfish", "tarantula", "monarch", "pineapple", "volcano"]
     result = visualize_class(model, classes, steps=128)
-    titles = [f"{t['label']}\ntop-1 {p['label']} {p['probability']:.0%}" for t, p in zip(result.provenance["target"], result.provenance["top1"])]
+    titles = [
+        f"{t['label']}\ntop-1 {p['label']} {p['probability']:.0%}"
+        for t, p in zip(result.provenance["target"], result.provenance["top1"])
+    ]
     save_figure(gallery_figure(result["image"], titles, ncols=6), OUT / "class_visualization.png")
     print("docs/images/class_visualization.png")
 
@@ -126,16 +175,28 @@ def optimize_images() -> None:
     from convlens.data.samples import load_sample
 
     photo = load_image(load_sample("hopper"))
-    dreams = [deep_dream(model, photo, layer, octaves=4, steps=12)["image"][0] for layer in ("blocks.3", "blocks.8", "blocks.12")]
-    save_figure(gallery_figure(torch.stack([photo, *dreams]), ["photo", "blocks.3", "blocks.8", "blocks.12"], ncols=4), OUT / "dream.png")
+    dreams = [
+        deep_dream(model, photo, layer, octaves=4, steps=12)["image"][0]
+        for layer in ("blocks.3", "blocks.8", "blocks.12")
+    ]
+    save_figure(
+        gallery_figure(
+            torch.stack([photo, *dreams]), ["photo", "blocks.3", "blocks.8", "blocks.12"], ncols=4
+        ),
+        OUT / "dream.png",
+    )
     print("docs/images/dream.png")
 
     pixels = model.denormalize(model.prepare(["sample:cat"]).x)
     layers = ["stem_act", "blocks.2", "blocks.6", "blocks.12", "head_act"]
     inversions = invert_layers(model, pixels, layers, steps=200)
     images = [quantize_8bit(pixels[0])] + [quantize_8bit(r["image"][0]) for r in inversions]
-    titles = ["original"] + [f"{layer}\n{float(r['psnr'][0]):.1f} dB" for layer, r in zip(layers, inversions)]
-    save_figure(gallery_figure(torch.stack(images), titles, ncols=len(images)), OUT / "inversion.png")
+    titles = ["original"] + [
+        f"{layer}\n{float(r['psnr'][0]):.1f} dB" for layer, r in zip(layers, inversions)
+    ]
+    save_figure(
+        gallery_figure(torch.stack(images), titles, ncols=len(images)), OUT / "inversion.png"
+    )
     print("docs/images/inversion.png")
 
     fooled = fool(model, pixels, "daisy")
@@ -163,14 +224,34 @@ def display_image_before_after() -> None:
     def old(image: np.ndarray, v: np.ndarray) -> np.ndarray:  # the pre-issue-18 formula
         f = v[np.isfinite(v)]
         signed = f.min() < 0 < f.max() and min(-f.min(), f.max()) >= 0.01 * max(-f.min(), f.max())
-        u = np.clip(v / np.percentile(np.abs(f), 99.5), -1, 1) if signed else np.clip(v / np.percentile(f, 99.5), 0, 1)
+        u = (
+            np.clip(v / np.percentile(np.abs(f), 99.5), -1, 1)
+            if signed
+            else np.clip(v / np.percentile(f, 99.5), 0, 1)
+        )
         u = resize_map(u, image.shape[:2]).astype(np.float64)
-        c = np.asarray(mpl.colormaps["RdBu_r" if signed else "viridis"](np.nan_to_num((u + 1) / 2 if signed else u)))[..., :3] * 255
-        w = np.where(np.isnan(u), 0, 0.7 * (np.sqrt(np.abs(np.nan_to_num(u))) if signed else 1.0))[..., None]
+        c = (
+            np.asarray(
+                mpl.colormaps["RdBu_r" if signed else "viridis"](
+                    np.nan_to_num((u + 1) / 2 if signed else u)
+                )
+            )[..., :3]
+            * 255
+        )
+        w = np.where(np.isnan(u), 0, 0.7 * (np.sqrt(np.abs(np.nan_to_num(u))) if signed else 1.0))[
+            ..., None
+        ]
         return np.rint((1 - w) * image + w * c).astype(np.uint8)
 
     model = convlens.load_model()
-    methods = [("saliency", {}), ("gradient_x_input", {}), ("integrated_gradients", {"n_steps": 16}), ("lrp", {}), ("gradcam", {}), ("occlusion", {"patch": 56, "stride": 28})]
+    methods = [
+        ("saliency", {}),
+        ("gradient_x_input", {}),
+        ("integrated_gradients", {"n_steps": 16}),
+        ("lrp", {}),
+        ("gradcam", {}),
+        ("occlusion", {"patch": 56, "stride": 28}),
+    ]
     results = [explain(model, "sample:cat", m, **o) for m, o in methods]
     fig = Figure(figsize=(2.6 * len(methods), 5.6))
     axes = fig.subplots(2, len(methods))
@@ -188,7 +269,20 @@ def display_image_before_after() -> None:
 
 
 #: features whose pictures come from their own script, scripts/docs_images_<name>.py
-FEATURE_SCRIPTS = ("attacks", "robustness", "style", "fast_style", "privacy", "represent", "targets", "transformers", "fooling_channels", "bias", "defences", "tcav")
+FEATURE_SCRIPTS = (
+    "attacks",
+    "robustness",
+    "style",
+    "fast_style",
+    "privacy",
+    "represent",
+    "targets",
+    "transformers",
+    "fooling_channels",
+    "bias",
+    "defences",
+    "tcav",
+)
 
 
 def feature_images(name: str) -> None:
@@ -219,7 +313,9 @@ def main(argv: list[str]) -> None:
         elif name in FAMILIES:
             family_image(name)
         else:
-            sys.exit(f"unknown picture {name!r}; choose from demo, {', '.join(FAMILIES)}, metrics, optimize, display, {', '.join(FEATURE_SCRIPTS)}")
+            sys.exit(
+                f"unknown picture {name!r}; choose from demo, {', '.join(FAMILIES)}, metrics, optimize, display, {', '.join(FEATURE_SCRIPTS)}"
+            )
 
 
 if __name__ == "__main__":

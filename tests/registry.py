@@ -97,13 +97,23 @@ def _attribution_cases() -> list[MethodCase]:
             MethodCase(
                 f"attribution/{name}",
                 run,
-                layer=(ATTRIBUTION_LAYER if net == "conv" else VIT_LAYER) if spec.uses_layer else None,
+                layer=(ATTRIBUTION_LAYER if net == "conv" else VIT_LAYER)
+                if spec.uses_layer
+                else None,
                 shape=shape,
                 net=net,
             )
         )
         if name in VIT_ALSO:
-            cases.append(MethodCase(f"attribution/{name}[vit]", run, layer=VIT_LAYER if spec.uses_layer else None, shape=shape, net="vit"))
+            cases.append(
+                MethodCase(
+                    f"attribution/{name}[vit]",
+                    run,
+                    layer=VIT_LAYER if spec.uses_layer else None,
+                    shape=shape,
+                    net="vit",
+                )
+            )
     return cases
 
 

@@ -49,7 +49,13 @@ class Ctx:
     batch_size = 4
 
 
-def fake(clock: FakeClock, log: list[str], label: str, durations: Sequence[float] = (), output: Any = None) -> Callable[[Any], Callable[[], Any]]:
+def fake(
+    clock: FakeClock,
+    log: list[str],
+    label: str,
+    durations: Sequence[float] = (),
+    output: Any = None,
+) -> Callable[[Any], Callable[[], Any]]:
     """A setup whose callable logs ``label`` and advances ``clock`` by the next duration."""
     queue = list(durations)
 
@@ -75,7 +81,15 @@ def test_floor_row_and_peers_run_round_robin_after_warmup(harness: ModuleType) -
             harness.PeerSetting("torch", {"s": 2}, fake(clock, log, "p2")),
         ],
     )
-    result = harness.run_row(row, Ctx(), fake(clock, log, "floor"), repeats=3, warmup=2, clock=clock, measure_memory=False)
+    result = harness.run_row(
+        row,
+        Ctx(),
+        fake(clock, log, "floor"),
+        repeats=3,
+        warmup=2,
+        clock=clock,
+        measure_memory=False,
+    )
     # 2 warm-up rounds then 3 timed rounds, each in the order floor, row, peer 1, peer 2;
     # timing all floor calls first, or skipping the warm-up, fails here
     assert log == ["floor", "row", "p1", "p2"] * 5
@@ -92,11 +106,19 @@ def test_medians_ratios_and_best_peer_from_known_durations(harness: ModuleType) 
         "g",
         fake(clock, log, "row", [*warm, 30, 29, 31, 30, 300, 30, 28]),  # median 30
         peers=[
-            harness.PeerSetting("torch", {"speed": "slow"}, fake(clock, log, "slow", warm + [60] * 7)),
-            harness.PeerSetting("torch", {"speed": "fast"}, fake(clock, log, "fast", [*warm, 20, 21, 19, 20, 20, 500, 20])),
+            harness.PeerSetting(
+                "torch", {"speed": "slow"}, fake(clock, log, "slow", warm + [60] * 7)
+            ),
+            harness.PeerSetting(
+                "torch",
+                {"speed": "fast"},
+                fake(clock, log, "fast", [*warm, 20, 21, 19, 20, 20, 500, 20]),
+            ),
         ],
     )
-    result = harness.run_row(row, Ctx(), floor, repeats=7, warmup=2, clock=clock, measure_memory=False)
+    result = harness.run_row(
+        row, Ctx(), floor, repeats=7, warmup=2, clock=clock, measure_memory=False
+    )
     assert result.floor.times == [10, 10, 1000, 10, 11, 9, 10]
     assert result.floor.median == 10
     assert result.own.median == 30
@@ -139,12 +161,22 @@ def test_missing_or_failing_peers_are_reported_not_raised(harness: ModuleType) -
         "g",
         fake(clock, log, "row", [1.0] * 4),
         peers=[
-            harness.PeerSetting("nolib", {}, fake(clock, log, "never"), package="convlens_no_such_peer_pkg"),
+            harness.PeerSetting(
+                "nolib", {}, fake(clock, log, "never"), package="convlens_no_such_peer_pkg"
+            ),
             harness.PeerSetting("torch", {"a": 1}, broken_setup),
             harness.PeerSetting("torch", {"a": 2}, fails_when_called),
         ],
     )
-    result = harness.run_row(row, Ctx(), fake(clock, log, "floor", [2.0] * 4), repeats=3, warmup=1, clock=clock, measure_memory=False)
+    result = harness.run_row(
+        row,
+        Ctx(),
+        fake(clock, log, "floor", [2.0] * 4),
+        repeats=3,
+        warmup=1,
+        clock=clock,
+        measure_memory=False,
+    )
     statuses = [p.status for p in result.peers]
     assert statuses[0] == "not installed"
     assert statuses[1] == "error: RuntimeError: peer API changed"
@@ -162,7 +194,14 @@ def test_failing_row_is_an_error_result(harness: ModuleType) -> None:
     def broken(ctx: Any) -> Callable[[], Any]:
         raise KeyError("blocks.99")
 
-    result = harness.run_row(harness.BenchRow("r", "g", broken), Ctx(), fake(clock, log, "floor"), repeats=2, clock=clock, measure_memory=False)
+    result = harness.run_row(
+        harness.BenchRow("r", "g", broken),
+        Ctx(),
+        fake(clock, log, "floor"),
+        repeats=2,
+        clock=clock,
+        measure_memory=False,
+    )
     assert result.error == "r: error: KeyError: 'blocks.99'"
     assert result.own.times == [] and result.ratio_to_floor is None
     assert "error: KeyError" in harness.format_report([result], {})
@@ -184,13 +223,24 @@ def test_peer_output_is_compared_with_the_row(harness: ModuleType) -> None:
             harness.PeerSetting("torch", {"k": "shape"}, fake(clock, log, "p3", output=own[0])),
         ],
     )
-    result = harness.run_row(row, Ctx(), fake(clock, log, "floor"), repeats=1, warmup=1, clock=clock, measure_memory=False)
+    result = harness.run_row(
+        row,
+        Ctx(),
+        fake(clock, log, "floor"),
+        repeats=1,
+        warmup=1,
+        clock=clock,
+        measure_memory=False,
+    )
     assert [p.difference for p in result.peers] == [0.0, pytest.approx(0.005), None]
 
 
 def test_interleaved_timing_gives_each_callable_its_own_durations(harness: ModuleType) -> None:
     clock, log = FakeClock(), []
-    fns = [fake(clock, log, name, durations)(None) for name, durations in (("a", [1, 2, 3]), ("b", [10, 20, 30]))]
+    fns = [
+        fake(clock, log, name, durations)(None)
+        for name, durations in (("a", [1, 2, 3]), ("b", [10, 20, 30]))
+    ]
     assert harness.time_interleaved(fns, 3, clock=clock) == [[1, 2, 3], [10, 20, 30]]
     assert log == ["a", "b"] * 3
 
@@ -210,7 +260,9 @@ def _rows_module(*names: str) -> str:
 
 
 @pytest.fixture
-def package_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, harness: ModuleType) -> Iterator[Path]:
+def package_root(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, harness: ModuleType
+) -> Iterator[Path]:
     monkeypatch.syspath_prepend(str(tmp_path))
     before = set(sys.modules)
     yield tmp_path
@@ -219,7 +271,9 @@ def package_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, harness: Modul
             del sys.modules[name]
 
 
-def test_discovery_collects_every_module_floor_first(harness: ModuleType, package_root: Path) -> None:
+def test_discovery_collects_every_module_floor_first(
+    harness: ModuleType, package_root: Path
+) -> None:
     _write_package(
         package_root,
         "fake_rows_ok",
@@ -235,19 +289,33 @@ def test_discovery_collects_every_module_floor_first(harness: ModuleType, packag
     assert all(isinstance(r, harness.BenchRow) for r in rows)
 
 
-def test_discovery_refuses_a_module_without_rows_and_duplicates(harness: ModuleType, package_root: Path) -> None:
+def test_discovery_refuses_a_module_without_rows_and_duplicates(
+    harness: ModuleType, package_root: Path
+) -> None:
     _write_package(package_root, "fake_rows_norows", {"a": "X = 1\n"})
     with pytest.raises(TypeError, match=r"fake_rows_norows\.a must define ROWS"):
         harness.discover_rows("fake_rows_norows")
-    _write_package(package_root, "fake_rows_dupes", {"a": _rows_module("same"), "b": _rows_module("same")})
+    _write_package(
+        package_root, "fake_rows_dupes", {"a": _rows_module("same"), "b": _rows_module("same")}
+    )
     with pytest.raises(ValueError, match="g/same"):
         harness.discover_rows("fake_rows_dupes")
 
 
 def test_select_rows_by_pattern(harness: ModuleType) -> None:
-    rows = [harness.BenchRow(n, g, lambda ctx: (lambda: None)) for g, n in [("inspect", "input_gradient"), ("inspect", "layer_activations"), ("floor", "floor")]]
+    rows = [
+        harness.BenchRow(n, g, lambda ctx: lambda: None)
+        for g, n in [
+            ("inspect", "input_gradient"),
+            ("inspect", "layer_activations"),
+            ("floor", "floor"),
+        ]
+    ]
     assert [r.name for r in harness.select_rows(rows, "GRADIENT")] == ["input_gradient"]
-    assert [r.name for r in harness.select_rows(rows, "^inspect/")] == ["input_gradient", "layer_activations"]
+    assert [r.name for r in harness.select_rows(rows, "^inspect/")] == [
+        "input_gradient",
+        "layer_activations",
+    ]
     assert len(harness.select_rows(rows, None)) == 3
     with pytest.raises(ValueError, match="not a regular expression"):
         harness.select_rows(rows, "(")
@@ -261,7 +329,15 @@ def test_run_benchmarks_covers_every_row_at_every_batch_size(harness: ModuleType
             self.batch_size = n
 
     rows = [harness.BenchRow(n, "g", fake(clock, log, n)) for n in ("a", "b")]
-    results = harness.run_benchmarks(rows, {1: Sized(1), 8: Sized(8)}, fake(clock, log, "floor"), repeats=1, warmup=0, clock=clock, measure_memory=False)
+    results = harness.run_benchmarks(
+        rows,
+        {1: Sized(1), 8: Sized(8)},
+        fake(clock, log, "floor"),
+        repeats=1,
+        warmup=0,
+        clock=clock,
+        measure_memory=False,
+    )
     assert [(r.name, r.batch_size) for r in results] == [("a", 1), ("b", 1), ("a", 8), ("b", 8)]
     table = harness.format_report(results, {})
     assert table.count("| a ") == 2 and "## g" in table
@@ -271,7 +347,11 @@ def test_the_real_rows_register_without_running(harness: ModuleType) -> None:
     rows = harness.discover_rows("rows")
     keys = [r.key for r in rows]
     assert keys[0].startswith("floor/floor")
-    assert {"inspect/input_gradient", "inspect/loss_layer_gradients", "inspect/layer_activations"} <= set(keys)
+    assert {
+        "inspect/input_gradient",
+        "inspect/loss_layer_gradients",
+        "inspect/layer_activations",
+    } <= set(keys)
     saliency = next(r for r in rows if r.name == "input_gradient")
     assert {p.library for p in saliency.peers} == {"captum"}
 

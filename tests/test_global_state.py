@@ -52,7 +52,9 @@ def _assert_leaves_state(call: Callable[[], object]) -> None:
     before = _state()
     call()
     after = _state()
-    assert after["threads"] == before["threads"] == ODD_THREADS, f"thread count {before['threads']} -> {after['threads']}"
+    assert after["threads"] == before["threads"] == ODD_THREADS, (
+        f"thread count {before['threads']} -> {after['threads']}"
+    )
     assert after["grad"] is before["grad"], "grad mode changed"
     assert torch.equal(after["torch_rng"], before["torch_rng"]), "torch's global RNG moved"
     assert np.array_equal(after["numpy_rng"], before["numpy_rng"]), "NumPy's global RNG moved"
@@ -66,7 +68,9 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for c in range(3):
         (root / str(c)).mkdir()
         for i in range(4):
-            Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(root / str(c) / f"{i}.png")
+            Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(
+                root / str(c) / f"{i}.png"
+            )
     return root
 
 
@@ -86,9 +90,18 @@ def test_explain_attack_and_optimisation_on_digits() -> None:
     for method in ("saliency", "gradcam", "smoothgrad", "integrated_gradients"):
         _assert_leaves_state(lambda method=method: convlens.explain(model, pixels, method))
     for method in ("fgsm", "pgd", "square"):
-        _assert_leaves_state(lambda method=method: convlens.attack(model, pixels, method, eps=0.1, steps=3))
+        _assert_leaves_state(
+            lambda method=method: convlens.attack(model, pixels, method, eps=0.1, steps=3)
+        )
     _assert_leaves_state(lambda: visualize_class(model, [3], steps=3, seed=0))
-    _assert_leaves_state(lambda: invert(model, pixels[:1], "relu1" if "relu1" in dict(model.module.named_modules()) else _first_layer(model), steps=3))
+    _assert_leaves_state(
+        lambda: invert(
+            model,
+            pixels[:1],
+            "relu1" if "relu1" in dict(model.module.named_modules()) else _first_layer(model),
+            steps=3,
+        )
+    )
     with torch.no_grad():  # a caller evaluating under no_grad keeps it
         _assert_leaves_state(lambda: convlens.explain(model, pixels, "saliency"))
 
@@ -103,7 +116,9 @@ def test_features_embedding_and_index(folder: Path, tmp_path: Path, workers: int
 
     model = tiny_model()
     out = tmp_path / "features"
-    _assert_leaves_state(lambda: extract_features(model, str(folder), "relu2", out, shard_size=4, workers=workers))
+    _assert_leaves_state(
+        lambda: extract_features(model, str(folder), "relu2", out, shard_size=4, workers=workers)
+    )
     features = load_features(out)
     if workers == 1:
         for method in ("pca", "tsne"):
@@ -126,12 +141,23 @@ def test_style_transfer() -> None:
     model = tiny_model()
     content = torch.rand(3, 16, 16, generator=torch.Generator().manual_seed(2))
     style = torch.rand(3, 16, 16, generator=torch.Generator().manual_seed(3))
-    _assert_leaves_state(lambda: convlens.style_transfer(model, content, style, content_layers=["relu2"], style_layers=["relu1", "relu2"], steps=3))
+    _assert_leaves_state(
+        lambda: convlens.style_transfer(
+            model,
+            content,
+            style,
+            content_layers=["relu2"],
+            style_layers=["relu1", "relu2"],
+            steps=3,
+        )
+    )
 
 
 def test_command_line_in_process(capsys: pytest.CaptureFixture[str]) -> None:
     # --threads sets torch's count for the command; a caller that runs main() in its own
     # process (a notebook, a test, the web explorer) keeps its setting
-    _assert_leaves_state(lambda: main(["predict", "sample:cat", "--model", "digits_cnn", "--threads", "1", "--json"]))
+    _assert_leaves_state(
+        lambda: main(["predict", "sample:cat", "--model", "digits_cnn", "--threads", "1", "--json"])
+    )
     _assert_leaves_state(lambda: main(["predict", "sample:cat", "--model", "digits_cnn", "--json"]))
     capsys.readouterr()

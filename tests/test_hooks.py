@@ -59,7 +59,9 @@ def test_capture_gradients_against_autograd(inplace: bool) -> None:
     stem = ref_net.stem_bn(ref_net.stem(x))
     stem.retain_grad()
     h = torch.relu(stem)
-    b2 = ref_net.block_bn2(ref_net.block_conv2(torch.relu(ref_net.block_bn1(ref_net.block_conv1(h)))))
+    b2 = ref_net.block_bn2(
+        ref_net.block_conv2(torch.relu(ref_net.block_bn1(ref_net.block_conv1(h))))
+    )
     b2.retain_grad()
     ref_net.head(torch.relu(b2 + h).mean((2, 3)))[:, 2].sum().backward()
     torch.testing.assert_close(acts.gradients["stem_bn"], stem.grad)
@@ -105,7 +107,9 @@ def test_hooks_removed_after_exception_mid_forward(kind: str) -> None:
     assert module_hook_count(net) == 0
 
 
-def _guided(module: nn.Module, inp: torch.Tensor, out: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+def _guided(
+    module: nn.Module, inp: torch.Tensor, out: torch.Tensor, grad: torch.Tensor
+) -> torch.Tensor:
     mask = (inp > 0) & (inp < 6) if isinstance(module, nn.ReLU6) else inp > 0
     return mask.to(grad.dtype) * grad.clamp(min=0)
 
@@ -154,7 +158,9 @@ def test_backward_rule_relu6_mask_uses_true_input_with_inplace() -> None:
     x = _x(4).requires_grad_()
     seen: list[torch.Tensor] = []
 
-    def rule(module: nn.Module, inp: torch.Tensor, out: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    def rule(
+        module: nn.Module, inp: torch.Tensor, out: torch.Tensor, grad: torch.Tensor
+    ) -> torch.Tensor:
         seen.append(inp.detach().clone())
         return _guided(module, inp, out, grad)
 
@@ -186,7 +192,13 @@ def test_trace_calls_counts_reuse_and_order() -> None:
     net = ReusedReluNet().eval()
     with trace_calls(net, leaves_only=True) as calls:
         net(_x())
-    assert [c.name for c in sorted(calls, key=lambda c: c.order)] == ["conv1", "relu", "conv2", "relu", "fc"]
+    assert [c.name for c in sorted(calls, key=lambda c: c.order)] == [
+        "conv1",
+        "relu",
+        "conv2",
+        "relu",
+        "fc",
+    ]
 
 
 def test_root_capture_gives_the_layer_gradient_and_records_nothing_below() -> None:

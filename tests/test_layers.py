@@ -12,7 +12,9 @@ from convlens.layers import layer_table
 from helpers.tiny import ResidualNet, module_hook_count
 
 
-def gradient_receptive_field(net: nn.Module, layer: str, size: int, channels: int = 3) -> tuple[tuple[int, int], tuple[float, float], tuple[int, int]]:
+def gradient_receptive_field(
+    net: nn.Module, layer: str, size: int, channels: int = 3
+) -> tuple[tuple[int, int], tuple[float, float], tuple[int, int]]:
     """Support of d(layer[:, :, y, x]) / d(input) for the central unit, with every activation's
     backward set to identity (so dead units cannot hide pixels).
 
@@ -28,7 +30,9 @@ def gradient_receptive_field(net: nn.Module, layer: str, size: int, channels: in
     return (y1 - y0 + 1, x1 - x0 + 1), ((y0 + y1) / 2, (x0 + x1) / 2), (y, xq)
 
 
-def _check(net: nn.Module, layers: list[str], size: int, dtype: torch.dtype = torch.float64) -> None:
+def _check(
+    net: nn.Module, layers: list[str], size: int, dtype: torch.dtype = torch.float64
+) -> None:
     net = net.to(dtype).eval()
     table = {r.name: r for r in layer_table(net, torch.zeros(1, 3, size, size, dtype=dtype))}
     for name in layers:
@@ -46,7 +50,20 @@ def test_receptive_fields_of_efficientnet_lite0_match_gradients() -> None:
     torch.manual_seed(0)
     net = EfficientNetLite(LITE_CONFIGS["efficientnet_lite0"])
     # stride-2 TF 'SAME' convs shift the centre; residual sums; 3x3 and 5x5 depthwise
-    _check(net, ["stem_conv", "blocks.0", "blocks.1.depthwise_conv", "blocks.2", "blocks.3.project_bn", "blocks.5", "blocks.6.depthwise_act"], 224, torch.float32)
+    _check(
+        net,
+        [
+            "stem_conv",
+            "blocks.0",
+            "blocks.1.depthwise_conv",
+            "blocks.2",
+            "blocks.3.project_bn",
+            "blocks.5",
+            "blocks.6.depthwise_act",
+        ],
+        224,
+        torch.float32,
+    )
     assert module_hook_count(net) == 0
 
 

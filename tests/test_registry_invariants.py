@@ -15,7 +15,15 @@ CASES = [pytest.param(c, id=c.name) for c in REGISTRY]
 
 
 def _model(module: torch.nn.Module) -> convlens.Model:
-    return convlens.wrap(module, input_size=16, mean=0.5, std=0.25, resize=None, labels=[f"c{i}" for i in range(5)], name="tiny")
+    return convlens.wrap(
+        module,
+        input_size=16,
+        mean=0.5,
+        std=0.25,
+        resize=None,
+        labels=[f"c{i}" for i in range(5)],
+        name="tiny",
+    )
 
 
 def _x(n: int = 3, seed: int = 0) -> torch.Tensor:

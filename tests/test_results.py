@@ -41,7 +41,9 @@ def test_save_load_round_trip(tmp_path) -> None:
         assert torch.equal(torch.isnan(a), torch.isnan(b))
         torch.testing.assert_close(torch.nan_to_num(a), torch.nan_to_num(b))
     # originals come back 8-bit quantised
-    torch.testing.assert_close(back.originals[0], result.originals[0], atol=0.5 / 255 + 1e-6, rtol=0)
+    torch.testing.assert_close(
+        back.originals[0], result.originals[0], atol=0.5 / 255 + 1e-6, rtol=0
+    )
 
 
 def test_provenance_says_what_made_it() -> None:

@@ -25,7 +25,15 @@ LABELS = ["background", "square", "disc"]
 def _seg_net(seed: int = 0, inplace: bool = False) -> nn.Module:
     """conv 3x3 -> relu (``act``) -> 1x1 conv head to 3 classes; output (N, 3, H, W)."""
     g = torch.Generator().manual_seed(seed)
-    net = nn.Sequential(OrderedDict([("conv", nn.Conv2d(3, 5, 3, padding=1)), ("act", nn.ReLU(inplace=inplace)), ("head", nn.Conv2d(5, 3, 1))]))
+    net = nn.Sequential(
+        OrderedDict(
+            [
+                ("conv", nn.Conv2d(3, 5, 3, padding=1)),
+                ("act", nn.ReLU(inplace=inplace)),
+                ("head", nn.Conv2d(5, 3, 1)),
+            ]
+        )
+    )
     with torch.no_grad():
         for p in net.parameters():
             p.copy_(torch.randn(p.shape, generator=g) * 0.5)
@@ -33,7 +41,15 @@ def _seg_net(seed: int = 0, inplace: bool = False) -> nn.Module:
 
 
 def _seg_model(dtype: torch.dtype = torch.float32) -> convlens.Model:
-    return convlens.wrap(_seg_net().to(dtype), input_size=8, mean=(0.5,) * 3, std=(0.25,) * 3, resize=None, labels=LABELS, name="tinyseg")
+    return convlens.wrap(
+        _seg_net().to(dtype),
+        input_size=8,
+        mean=(0.5,) * 3,
+        std=(0.25,) * 3,
+        resize=None,
+        labels=LABELS,
+        name="tinyseg",
+    )
 
 
 def _x(n: int = 2, size: int = 8, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -46,7 +62,9 @@ def _square_mask(size: int = 8) -> torch.Tensor:
     return mask
 
 
-def _finite_diff(f, x: torch.Tensor, n: int = 24, eps: float = 1e-6) -> tuple[torch.Tensor, torch.Tensor]:
+def _finite_diff(
+    f, x: torch.Tensor, n: int = 24, eps: float = 1e-6
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Central differences (float64) of a scalar function of x at ``n`` seeded coordinates;
     returns (flat indices, derivatives)."""
     x = x.detach().clone()
@@ -154,7 +172,9 @@ def test_region_errors(tmp_path) -> None:
     single[0, 0] = 1
     with pytest.raises(TargetError, match="no pixel left after resizing"):
         resolve_target(model, region(1, single)).scores(model, x)
-    with pytest.raises(TargetError, match=r"segmentation output \(N, classes, H, W\); the model gives \(2, 3\)"):
+    with pytest.raises(
+        TargetError, match=r"segmentation output \(N, classes, H, W\); the model gives \(2, 3\)"
+    ):
         region(1, _square_mask())(torch.zeros(2, 3))
     with pytest.raises(TargetError, match="is a name"):
         region("square", _square_mask())(torch.zeros(2, 3, 8, 8))
@@ -168,19 +188,37 @@ def test_integrated_gradients_of_a_region_is_complete() -> None:
     x = model.normalize(pixels)  # explain() takes pixels; IG runs in input space
     mask = _square_mask()[None]  # one (1, H, W) mask broadcasts over any batch
     baseline = torch.zeros_like(x)
-    result = convlens.explain(model, pixels, "integrated_gradients", region(1, mask), baseline=baseline, n_steps=256)
+    result = convlens.explain(
+        model, pixels, "integrated_gradients", region(1, mask), baseline=baseline, n_steps=256
+    )
     with torch.no_grad():
-        gap = (model.module(x)[:, 1] * mask).sum((1, 2)) - (model.module(baseline)[:, 1] * mask).sum((1, 2))
-    torch.testing.assert_close(result.tensors["attribution"].sum((1, 2, 3)), gap, atol=2e-3 * float(gap.abs().max()), rtol=0)
+        gap = (model.module(x)[:, 1] * mask).sum((1, 2)) - (
+            model.module(baseline)[:, 1] * mask
+        ).sum((1, 2))
+    torch.testing.assert_close(
+        result.tensors["attribution"].sum((1, 2, 3)),
+        gap,
+        atol=2e-3 * float(gap.abs().max()),
+        rtol=0,
+    )
 
 
 def test_region_provenance_says_class_and_pixels() -> None:
     model = _seg_model()
-    result = convlens.explain(model, torch.rand(1, 3, 8, 8), "saliency", region("square", _square_mask()))
+    result = convlens.explain(
+        model, torch.rand(1, 3, 8, 8), "saliency", region("square", _square_mask())
+    )
     target = result.provenance["target"]
     assert target["kind"] == "callable"
     assert target["callable"] == "region(class=1 (square), mask=12 px of 8x8)"
-    assert target["helper"] == {"name": "region", "class": 1, "label": "square", "mask_size": [8, 8], "mask_pixels": [12], "reduction": "sum"}
+    assert target["helper"] == {
+        "name": "region",
+        "class": 1,
+        "label": "square",
+        "mask_size": [8, 8],
+        "mask_pixels": [12],
+        "reduction": "sum",
+    }
 
 
 def test_gradcam_of_a_region_equals_the_closed_form() -> None:
@@ -201,7 +239,11 @@ def test_region_inplace_relu_gives_the_same_map() -> None:
     maps = []
     for inplace in (False, True):
         model = convlens.wrap(_seg_net(inplace=inplace), input_size=8, resize=None, labels=LABELS)
-        maps.append(convlens.explain(model, x, "guided_backprop", region(1, _square_mask())).tensors["attribution"])
+        maps.append(
+            convlens.explain(model, x, "guided_backprop", region(1, _square_mask())).tensors[
+                "attribution"
+            ]
+        )
     torch.testing.assert_close(maps[0], maps[1])
 
 
@@ -218,8 +260,16 @@ def test_box_reads_the_three_output_conventions() -> None:
     per_class = torch.rand(2, 5, 3, generator=g)
     torch.testing.assert_close(box(0, 1)({"scores": per_class}), per_class[:, 0, 1])
     dets = [
-        {"boxes": torch.rand(3, 4), "scores": torch.tensor([0.9, 0.5, 0.2]), "labels": torch.tensor([7, 7, 1])},
-        {"boxes": torch.rand(2, 4), "scores": torch.tensor([0.8, 0.4]), "labels": torch.tensor([7, 3])},
+        {
+            "boxes": torch.rand(3, 4),
+            "scores": torch.tensor([0.9, 0.5, 0.2]),
+            "labels": torch.tensor([7, 7, 1]),
+        },
+        {
+            "boxes": torch.rand(2, 4),
+            "scores": torch.tensor([0.8, 0.4]),
+            "labels": torch.tensor([7, 3]),
+        },
     ]
     torch.testing.assert_close(box(1)(dets), torch.tensor([0.5, 0.4]))
     torch.testing.assert_close(box(0, class_index=7)(dets), torch.tensor([0.9, 0.8]))
@@ -284,7 +334,9 @@ class _Embedder(nn.Module):
 
 
 def _embed_model() -> convlens.Model:
-    return convlens.wrap(_Embedder().double(), input_size=8, mean=(0.5,) * 3, std=(0.25,) * 3, resize=None)
+    return convlens.wrap(
+        _Embedder().double(), input_size=8, mean=(0.5,) * 3, std=(0.25,) * 3, resize=None
+    )
 
 
 def test_similarity_is_the_cosine_to_the_reference() -> None:
@@ -297,7 +349,9 @@ def test_similarity_is_the_cosine_to_the_reference() -> None:
     np.testing.assert_allclose(scores.detach().numpy(), expected, rtol=1e-10)
     refs = torch.randn(3, 6, dtype=torch.float64)
     scores, _ = resolve_target(model, similarity(refs)).scores(model, x)
-    torch.testing.assert_close(scores, torch.nn.functional.cosine_similarity(model.module(x), refs, dim=1))
+    torch.testing.assert_close(
+        scores, torch.nn.functional.cosine_similarity(model.module(x), refs, dim=1)
+    )
 
 
 def test_similarity_to_an_image_embeds_it_with_the_model() -> None:
@@ -313,7 +367,11 @@ def test_similarity_to_an_image_embeds_it_with_the_model() -> None:
     grad_self, _ = input_gradients(model, x[:1], similarity(ref_pixels))
     grad_other, _ = input_gradients(model, x[1:], similarity(ref_pixels))
     assert grad_self.abs().max() < 1e-9 * grad_other.abs().max() + 1e-12
-    _assert_fd(grad_other, lambda z: torch.nn.functional.cosine_similarity(model.module(z)[0], e[0].detach(), dim=0), x[1:])
+    _assert_fd(
+        grad_other,
+        lambda z: torch.nn.functional.cosine_similarity(model.module(z)[0], e[0].detach(), dim=0),
+        x[1:],
+    )
 
 
 def test_similarity_errors() -> None:
@@ -321,10 +379,17 @@ def test_similarity_errors() -> None:
     x = _x(2, dtype=torch.float64)
     with pytest.raises(TargetError, match="needs the model"):
         similarity(torch.rand(3, 8, 8))(torch.rand(2, 6))
-    with pytest.raises(TargetError, match="reference embedding has 5 values but the model's embedding has 6"):
+    with pytest.raises(
+        TargetError, match="reference embedding has 5 values but the model's embedding has 6"
+    ):
         resolve_target(model, similarity(torch.rand(5))).scores(model, x)
     with pytest.raises(TargetError, match="3 reference embeddings but the output has batch size 2"):
         resolve_target(model, similarity(torch.rand(3, 6))).scores(model, x)
     bound = resolve_target(model, similarity(torch.rand(1, 3, 8, 8)))
     assert bound.describe() == "similarity(reference=<Tensor>)"
-    assert bound.to_dict()["helper"] == {"name": "similarity", "reference": "<Tensor>", "dim": 6, "measure": "cosine"}
+    assert bound.to_dict()["helper"] == {
+        "name": "similarity",
+        "reference": "<Tensor>",
+        "dim": 6,
+        "measure": "cosine",
+    }

@@ -26,17 +26,27 @@ from helpers.tiny_vit import TinyViT
         (16, (8, 32), (2, 8, 0)),  # 4x4 would be square; the 1:4 image makes 2x8
     ],
 )
-def test_grid_inference(tokens: int, input_size: tuple[int, int] | None, expected: tuple[int, int, int]) -> None:
+def test_grid_inference(
+    tokens: int, input_size: tuple[int, int] | None, expected: tuple[int, int, int]
+) -> None:
     assert token_grid(tokens, input_size=input_size) == expected
 
 
 def test_forced_grid_and_prefix() -> None:
     assert token_grid(197, reshape=(14, 14)) == (14, 14, 1)
     assert token_grid(197, reshape="7x28") == (7, 28, 1)
-    assert token_grid(20, prefix_tokens=4) == (4, 4, 4)  # 16 left: 4x4, although 20 - 4 = 16 = 4^2 anyway
+    assert token_grid(20, prefix_tokens=4) == (
+        4,
+        4,
+        4,
+    )  # 16 left: 4x4, although 20 - 4 = 16 = 4^2 anyway
     assert token_grid(26, prefix_tokens=1) == (5, 5, 1)  # inference alone would drop 1 as well
     assert token_grid(26, prefix_tokens=10) == (4, 4, 10)  # more extra tokens than inference tries
-    assert parse_reshape([3, 5]) == (3, 5) and parse_reshape("3,5") == (3, 5) and parse_reshape(None) is None
+    assert (
+        parse_reshape([3, 5]) == (3, 5)
+        and parse_reshape("3,5") == (3, 5)
+        and parse_reshape(None) is None
+    )
 
 
 @pytest.mark.parametrize(
@@ -73,13 +83,23 @@ def test_tokens_to_grid_carries_gradients() -> None:
     t = torch.randn(1, 17, 3, requires_grad=True)
     grid, _ = tokens_to_grid(t)
     (grid * torch.arange(48.0).view(1, 3, 4, 4)).sum().backward()
-    assert t.grad is not None and torch.equal(t.grad[0, 0], torch.zeros(3))  # the class token is dropped
+    assert t.grad is not None and torch.equal(
+        t.grad[0, 0], torch.zeros(3)
+    )  # the class token is dropped
     assert t.grad[0, 1 + 2 * 4 + 3, 1] == 16 + 2 * 4 + 3  # channel 1, row 2, column 3
 
 
 def _vit_model() -> convlens.Model:
     module = TinyViT(seed=0).eval()
-    return convlens.wrap(module, input_size=16, mean=0.5, std=0.25, resize=None, labels=[f"c{i}" for i in range(5)], name="tiny-vit")
+    return convlens.wrap(
+        module,
+        input_size=16,
+        mean=0.5,
+        std=0.25,
+        resize=None,
+        labels=[f"c{i}" for i in range(5)],
+        name="tiny-vit",
+    )
 
 
 def test_activations_of_a_token_layer_are_a_grid() -> None:
@@ -89,7 +109,17 @@ def test_activations_of_a_token_layer_are_a_grid() -> None:
     # by hand: the block output's tokens, class and register token dropped, on the 4x4 grid
     with torch.no_grad():
         m = model.module
-        tokens = torch.cat([m.cls_token.expand(2, -1, -1), m.reg_tokens.expand(2, -1, -1), m.patch_embed(model.normalize(x))], dim=1) + m.pos_embed
+        tokens = (
+            torch.cat(
+                [
+                    m.cls_token.expand(2, -1, -1),
+                    m.reg_tokens.expand(2, -1, -1),
+                    m.patch_embed(model.normalize(x)),
+                ],
+                dim=1,
+            )
+            + m.pos_embed
+        )
         out = m.blocks[0](tokens)
     expected = out[:, 2:].reshape(2, 4, 4, 16).permute(0, 3, 1, 2)
     torch.testing.assert_close(result.tensors["activations"], expected, atol=1e-5, rtol=1e-5)
@@ -115,14 +145,18 @@ def _images(folder, n: int = 6) -> list:  # type: ignore[no-untyped-def]
 def _grid_by_hand(model: convlens.Model, paths: list, layer: str) -> torch.Tensor:  # type: ignore[type-arg]
     x = model.prepare([str(p) for p in paths]).x
     seen = {}
-    handle = model.module.get_submodule(layer).register_forward_hook(lambda _m, _i, out: seen.__setitem__("t", out.detach()))
+    handle = model.module.get_submodule(layer).register_forward_hook(
+        lambda _m, _i, out: seen.__setitem__("t", out.detach())
+    )
     try:
         with torch.no_grad():
             model.module(x)
     finally:
         handle.remove()
     n, _, c = seen["t"].shape
-    return seen["t"][:, 2:].reshape(n, 4, 4, c).permute(0, 3, 1, 2)  # class + register token dropped
+    return (
+        seen["t"][:, 2:].reshape(n, 4, 4, c).permute(0, 3, 1, 2)
+    )  # class + register token dropped
 
 
 def test_features_of_a_token_layer(tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -156,6 +190,11 @@ def test_top_patches_of_a_token_layer(tmp_path) -> None:  # type: ignore[no-unty
             y, x = divmod(pos, 4)
             assert result.tensors["positions"][row, rank].tolist() == [y, x]
             # the token's own 4x4 patch of the image
-            assert result.tensors["boxes"][row, rank].tolist() == [4 * y, 4 * x, 4 * y + 4, 4 * x + 4]
+            assert result.tensors["boxes"][row, rank].tolist() == [
+                4 * y,
+                4 * x,
+                4 * y + 4,
+                4 * x + 4,
+            ]
     with pytest.raises(BadInputError, match="token layer"):
         top_patches(model, paths, "blocks.0", channels=[0], k=1, guided=True)

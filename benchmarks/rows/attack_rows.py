@@ -118,7 +118,15 @@ def square_setup(ctx: Context) -> Callable[[], torch.Tensor]:
 
     def run() -> torch.Tensor:
         with inference_context(model.module):
-            adv, _ = square(Oracle(forward), x, goal, EPS, max_queries=SQUARE_QUERIES, targeted=True, generator=torch.Generator().manual_seed(0))
+            adv, _ = square(
+                Oracle(forward),
+                x,
+                goal,
+                EPS,
+                max_queries=SQUARE_QUERIES,
+                targeted=True,
+                generator=torch.Generator().manual_seed(0),
+            )
         return adv
 
     return run
@@ -130,7 +138,15 @@ def zoo_setup(ctx: Context) -> Callable[[], torch.Tensor]:
 
     def run() -> torch.Tensor:
         with inference_context(model.module):
-            adv, _ = zoo(Oracle(forward), x, goal, max_queries=ZOO_QUERIES, coordinates=ZOO_COORDINATES, targeted=True, generator=torch.Generator().manual_seed(0))
+            adv, _ = zoo(
+                Oracle(forward),
+                x,
+                goal,
+                max_queries=ZOO_QUERIES,
+                coordinates=ZOO_COORDINATES,
+                targeted=True,
+                generator=torch.Generator().manual_seed(0),
+            )
         return adv
 
     return run
@@ -141,8 +157,19 @@ ROWS = [
         f"pgd: {STEPS} steps L-inf 4/255",
         "attacks",
         pgd_setup,
-        peers=[PeerSetting("torchattacks", {"eps": "4/255", "alpha": "1/255", "steps": STEPS, "random_start": True}, torchattacks_pgd_setup)],
-        settings={"eps": "4/255", "alpha": "1/255", "steps": STEPS, "random start": "same as the peer's"},
+        peers=[
+            PeerSetting(
+                "torchattacks",
+                {"eps": "4/255", "alpha": "1/255", "steps": STEPS, "random_start": True},
+                torchattacks_pgd_setup,
+            )
+        ],
+        settings={
+            "eps": "4/255",
+            "alpha": "1/255",
+            "steps": STEPS,
+            "random start": "same as the peer's",
+        },
         floor=ten_floors_setup,
         floor_name=f"{STEPS} floors (autograd.grad of the logit)",
     ),
@@ -150,7 +177,11 @@ ROWS = [
         f"square: {SQUARE_QUERIES} queries/image",
         "attacks",
         square_setup,
-        settings={"eps": "4/255", "queries per image": SQUARE_QUERIES, "targeted": "far class (no early stop)"},
+        settings={
+            "eps": "4/255",
+            "queries per image": SQUARE_QUERIES,
+            "targeted": "far class (no early stop)",
+        },
         floor=forwards_setup(SQUARE_QUERIES),
         floor_name=f"{SQUARE_QUERIES} no-grad forwards",
     ),
@@ -158,7 +189,11 @@ ROWS = [
         f"zoo: {ZOO_QUERIES} queries/image",
         "attacks",
         zoo_setup,
-        settings={"coordinates": ZOO_COORDINATES, "queries per image": ZOO_QUERIES, "targeted": "far class (no early stop)"},
+        settings={
+            "coordinates": ZOO_COORDINATES,
+            "queries per image": ZOO_QUERIES,
+            "targeted": "far class (no early stop)",
+        },
         floor=forwards_setup(ZOO_QUERIES),
         floor_name=f"{ZOO_QUERIES} no-grad forwards",
     ),

@@ -104,7 +104,9 @@ def scorecam_floor_setup(ctx: Context) -> Callable[[], torch.Tensor]:
         a = act["a"]
     usable = int((a.amax(dim=(2, 3)) > a.amin(dim=(2, 3))).sum())
     chunk = x[torch.arange(SCORECAM_CHUNK) % x.shape[0]].contiguous()
-    sizes = [SCORECAM_CHUNK] * (usable // SCORECAM_CHUNK) + ([usable % SCORECAM_CHUNK] if usable % SCORECAM_CHUNK else [])
+    sizes = [SCORECAM_CHUNK] * (usable // SCORECAM_CHUNK) + (
+        [usable % SCORECAM_CHUNK] if usable % SCORECAM_CHUNK else []
+    )
 
     def run() -> torch.Tensor:
         with frozen(module), eval_mode(module), torch.no_grad():
@@ -180,7 +182,12 @@ def _import_pytorch_grad_cam() -> types.ModuleType:
         import pytorch_grad_cam
 
         return pytorch_grad_cam
-    names = ["torchvision", "torchvision.transforms", "torchvision.transforms.functional", "torchvision.ops"]
+    names = [
+        "torchvision",
+        "torchvision.transforms",
+        "torchvision.transforms.functional",
+        "torchvision.ops",
+    ]
     stubs = {name: types.ModuleType(name) for name in names}
     for name in ("Compose", "Normalize", "ToTensor"):
         setattr(stubs["torchvision.transforms"], name, type(name, (), {}))
@@ -191,7 +198,9 @@ def _import_pytorch_grad_cam() -> types.ModuleType:
     try:
         import pytorch_grad_cam
     except Exception as exc:
-        raise ModuleNotFoundError(f"pytorch_grad_cam does not import without torchvision: {exc}", name="pytorch_grad_cam") from exc
+        raise ModuleNotFoundError(
+            f"pytorch_grad_cam does not import without torchvision: {exc}", name="pytorch_grad_cam"
+        ) from exc
     finally:
         for name in names:
             sys.modules.pop(name, None)
@@ -212,7 +221,10 @@ def _pgc(class_name: str, layer: str = CAM_LAYER, batch_size: int | None = None)
         def run() -> torch.Tensor:
             # constructed per call and used as a context: its hooks live only inside the call
             # (its ScoreCAM draws a tqdm bar on stderr per image: muted)
-            with cam_class(model=module, target_layers=[target_layer]) as cam, redirect_stderr(io.StringIO()):
+            with (
+                cam_class(model=module, target_layers=[target_layer]) as cam,
+                redirect_stderr(io.StringIO()),
+            ):
                 if batch_size is not None:
                     cam.batch_size = batch_size
                 return torch.from_numpy(cam(input_tensor=x, targets=targets))
@@ -222,17 +234,30 @@ def _pgc(class_name: str, layer: str = CAM_LAYER, batch_size: int | None = None)
     return setup
 
 
-def _pgc_peer(class_name: str, layer: str = CAM_LAYER, batch_size: int | None = None) -> PeerSetting:
+def _pgc_peer(
+    class_name: str, layer: str = CAM_LAYER, batch_size: int | None = None
+) -> PeerSetting:
     settings: dict[str, Any] = {"method": class_name, "params": "as loaded"}
     if batch_size is not None:
         settings["batch_size"] = batch_size
-    return PeerSetting("pytorch-grad-cam", settings, _pgc(class_name, layer, batch_size), package="pytorch_grad_cam")
+    return PeerSetting(
+        "pytorch-grad-cam",
+        settings,
+        _pgc(class_name, layer, batch_size),
+        package="pytorch_grad_cam",
+    )
 
 
 _CAM_FLOOR = "hand-written forward + backward to head_act"
 _CAPTUM_GRADCAM = [
-    PeerSetting("captum", {"method": "LayerGradCam+interpolate", "params": "as loaded"}, _captum_gradcam(False)),
-    PeerSetting("captum", {"method": "LayerGradCam+interpolate", "params": "frozen"}, _captum_gradcam(True)),
+    PeerSetting(
+        "captum",
+        {"method": "LayerGradCam+interpolate", "params": "as loaded"},
+        _captum_gradcam(False),
+    ),
+    PeerSetting(
+        "captum", {"method": "LayerGradCam+interpolate", "params": "frozen"}, _captum_gradcam(True)
+    ),
 ]
 
 ROWS = [
@@ -276,8 +301,16 @@ ROWS = [
         "cam",
         _ours(guided_gradcam),
         peers=[
-            PeerSetting("captum", {"method": "GuidedGradCam", "params": "as loaded"}, _captum_guided_gradcam(False)),
-            PeerSetting("captum", {"method": "GuidedGradCam", "params": "frozen"}, _captum_guided_gradcam(True)),
+            PeerSetting(
+                "captum",
+                {"method": "GuidedGradCam", "params": "as loaded"},
+                _captum_guided_gradcam(False),
+            ),
+            PeerSetting(
+                "captum",
+                {"method": "GuidedGradCam", "params": "frozen"},
+                _captum_guided_gradcam(True),
+            ),
         ],
         settings={"layer": CAM_LAYER, "passes": "1 forward + 1 backward"},
     ),
@@ -285,7 +318,10 @@ ROWS = [
         "scorecam",
         "cam",
         _ours(scorecam, layer=SCORECAM_LAYER, batch_size=SCORECAM_CHUNK),
-        peers=[_pgc_peer("ScoreCAM", SCORECAM_LAYER, 16), _pgc_peer("ScoreCAM", SCORECAM_LAYER, 64)],
+        peers=[
+            _pgc_peer("ScoreCAM", SCORECAM_LAYER, 16),
+            _pgc_peer("ScoreCAM", SCORECAM_LAYER, 64),
+        ],
         settings={"layer": SCORECAM_LAYER, "batch_size": SCORECAM_CHUNK},
         floor=scorecam_floor_setup,
         floor_name="1 + usable-channel forwards (no autograd, chunks of 64)",

@@ -25,7 +25,10 @@ import numpy as np
 import torch
 
 if __name__ == "__main__":  # run as a script: make harness and convlens importable
-    sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parents[2] / "src")]
+    sys.path[:0] = [
+        str(Path(__file__).resolve().parents[1]),
+        str(Path(__file__).resolve().parents[2] / "src"),
+    ]
 
 from harness import BenchRow, Context
 
@@ -55,12 +58,17 @@ def package_floor(name: str) -> Callable[[Context], Callable[[], list[np.ndarray
     def setup(ctx: Context) -> Callable[[], list[np.ndarray]]:
         from imagecorruptions import corrupt as package_corrupt
 
-        arrays = [np.ascontiguousarray(a) for a in (_pixels(ctx) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()]
+        arrays = [
+            np.ascontiguousarray(a)
+            for a in (_pixels(ctx) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+        ]
         extra = {"seed": 0} if name in ("glass_blur", "impulse_noise") else {}
 
         def run() -> list[np.ndarray]:
             np.random.seed(0)
-            return [package_corrupt(a, severity=SEVERITY, corruption_name=name, **extra) for a in arrays]
+            return [
+                package_corrupt(a, severity=SEVERITY, corruption_name=name, **extra) for a in arrays
+            ]
 
         return run
 
@@ -94,9 +102,13 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     model = convlens.load_model()
-    pixels = model.denormalize(model.prepare(["sample:cat", "sample:coffee", "sample:daisy", "sample:palace"]).x)
+    pixels = model.denormalize(
+        model.prepare(["sample:cat", "sample:coffee", "sample:daisy", "sample:palace"]).x
+    )
     pixels = pixels.repeat((args.batch + 3) // 4, 1, 1, 1)[: args.batch]
-    print(f"{'corruption':18s} {'images/s':>9s}  (batch {args.batch}, severity {SEVERITY}, {args.threads} thread(s))")
+    print(
+        f"{'corruption':18s} {'images/s':>9s}  (batch {args.batch}, severity {SEVERITY}, {args.threads} thread(s))"
+    )
     for name in CORRUPTIONS:
         corrupt(pixels[:1], name, SEVERITY)  # warm-up (numba compile for glass blur)
         times = []

@@ -61,7 +61,12 @@ def contexts_setup(ctx: Context) -> Callable[[], None]:
 
 
 ROWS = [
-    BenchRow("floor: autograd.grad(score, x)", "floor", floor_setup, settings={"params": "frozen", "mode": "eval"}),
+    BenchRow(
+        "floor: autograd.grad(score, x)",
+        "floor",
+        floor_setup,
+        settings={"params": "frozen", "mode": "eval"},
+    ),
     BenchRow("forward only (no grad)", "floor", forward_setup, settings={"torch.no_grad": True}),
     BenchRow("frozen + eval_mode enter/exit", "floor", contexts_setup),
 ]

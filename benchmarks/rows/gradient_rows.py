@@ -55,14 +55,34 @@ def _captum(name: str, freeze: bool, **kwargs: object) -> SetupFn:
 
 def _peers(name: str, **kwargs: object) -> list[PeerSetting]:
     return [
-        PeerSetting("captum", {"method": name, "params": "as loaded", **kwargs}, _captum(name, False, **kwargs)),
-        PeerSetting("captum", {"method": name, "params": "frozen", **kwargs}, _captum(name, True, **kwargs)),
+        PeerSetting(
+            "captum",
+            {"method": name, "params": "as loaded", **kwargs},
+            _captum(name, False, **kwargs),
+        ),
+        PeerSetting(
+            "captum", {"method": name, "params": "frozen", **kwargs}, _captum(name, True, **kwargs)
+        ),
     ]
 
 
 ROWS = [
-    BenchRow("saliency", "gradient", _ours(saliency), peers=_peers("Saliency", abs=False), settings={"target": "class tensor"}),
-    BenchRow("gradient_x_input", "gradient", _ours(gradient_x_input), peers=_peers("InputXGradient")),
-    BenchRow("guided_backprop", "gradient", _ours(guided_backprop), peers=_peers("GuidedBackprop"), settings={"rule": "at the activation outputs"}),
+    BenchRow(
+        "saliency",
+        "gradient",
+        _ours(saliency),
+        peers=_peers("Saliency", abs=False),
+        settings={"target": "class tensor"},
+    ),
+    BenchRow(
+        "gradient_x_input", "gradient", _ours(gradient_x_input), peers=_peers("InputXGradient")
+    ),
+    BenchRow(
+        "guided_backprop",
+        "gradient",
+        _ours(guided_backprop),
+        peers=_peers("GuidedBackprop"),
+        settings={"rule": "at the activation outputs"},
+    ),
     BenchRow("deconvnet", "gradient", _ours(deconvnet), peers=_peers("Deconvolution")),
 ]

@@ -75,8 +75,16 @@ ROWS = [
         "inspect",
         _input_gradient,
         peers=[
-            PeerSetting("captum", {"method": "Saliency", "abs": False, "params": "as loaded"}, _captum_saliency(False)),
-            PeerSetting("captum", {"method": "Saliency", "abs": False, "params": "frozen"}, _captum_saliency(True)),
+            PeerSetting(
+                "captum",
+                {"method": "Saliency", "abs": False, "params": "as loaded"},
+                _captum_saliency(False),
+            ),
+            PeerSetting(
+                "captum",
+                {"method": "Saliency", "abs": False, "params": "frozen"},
+                _captum_saliency(True),
+            ),
         ],
         settings={"target": "class tensor"},
     ),

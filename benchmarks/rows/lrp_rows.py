@@ -32,12 +32,34 @@ def _lrp(**options: object) -> Callable[[Context], Callable[[], torch.Tensor]]:
 
 
 ROWS = [
-    BenchRow("lrp epsilon", "lrp", _lrp(rule="epsilon"), settings={"rule": "epsilon", "epsilon": 1e-6, "first_layer": "zB", "peer": _NO_PEER}),
-    BenchRow("lrp alpha_beta", "lrp", _lrp(rule="alpha_beta"), settings={"rule": "alpha_beta", "alpha": 1, "beta": 0, "first_layer": "zB", "peer": _NO_PEER}),
+    BenchRow(
+        "lrp epsilon",
+        "lrp",
+        _lrp(rule="epsilon"),
+        settings={"rule": "epsilon", "epsilon": 1e-6, "first_layer": "zB", "peer": _NO_PEER},
+    ),
+    BenchRow(
+        "lrp alpha_beta",
+        "lrp",
+        _lrp(rule="alpha_beta"),
+        settings={
+            "rule": "alpha_beta",
+            "alpha": 1,
+            "beta": 0,
+            "first_layer": "zB",
+            "peer": _NO_PEER,
+        },
+    ),
     BenchRow(
         "lrp alpha_beta 2-1",
         "lrp",
         _lrp(rule="alpha_beta", alpha=2.0, beta=1.0),
-        settings={"rule": "alpha_beta", "alpha": 2, "beta": 1, "first_layer": "zB", "peer": _NO_PEER},
+        settings={
+            "rule": "alpha_beta",
+            "alpha": 2,
+            "beta": 1,
+            "first_layer": "zB",
+            "peer": _NO_PEER,
+        },
     ),
 ]

@@ -49,9 +49,17 @@ def _codes() -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(0)
     # clustered codes (200 centres) like real features, not isotropic noise, where ANN is hopeless
     centres = rng.normal(size=(200, DIM)).astype(np.float32)
-    codes = centres[rng.integers(0, 200, N_CODES)] + rng.normal(size=(N_CODES, DIM)).astype(np.float32) * 0.7
-    queries = codes[rng.choice(N_CODES, N_QUERIES, replace=False)] + rng.normal(size=(N_QUERIES, DIM)).astype(np.float32) * 0.3
-    return np.ascontiguousarray(codes, dtype=np.float32), np.ascontiguousarray(queries, dtype=np.float32)
+    codes = (
+        centres[rng.integers(0, 200, N_CODES)]
+        + rng.normal(size=(N_CODES, DIM)).astype(np.float32) * 0.7
+    )
+    queries = (
+        codes[rng.choice(N_CODES, N_QUERIES, replace=False)]
+        + rng.normal(size=(N_QUERIES, DIM)).astype(np.float32) * 0.3
+    )
+    return np.ascontiguousarray(codes, dtype=np.float32), np.ascontiguousarray(
+        queries, dtype=np.float32
+    )
 
 
 @cache
@@ -62,7 +70,10 @@ def _index() -> AnnIndex:
     build = time.perf_counter() - started
     _, exact = exact_neighbors(codes, queries, K)
     _, approx = index.search(queries, K)
-    print(f"[neighbors] HNSW build {build:.1f} s over {N_CODES} x {DIM}; recall@{K} {recall_at_k(approx, exact):.4f} on {N_QUERIES} queries", file=sys.stderr)
+    print(
+        f"[neighbors] HNSW build {build:.1f} s over {N_CODES} x {DIM}; recall@{K} {recall_at_k(approx, exact):.4f} on {N_QUERIES} queries",
+        file=sys.stderr,
+    )
     return index
 
 
@@ -79,7 +90,9 @@ def numpy_floor(_ctx: Context) -> Callable[[], Any]:
     def run() -> np.ndarray:
         d = (queries**2).sum(1)[:, None] - 2 * queries @ codes.T + sq[None]
         part = np.argpartition(d, K - 1, axis=1)[:, :K]
-        return np.take_along_axis(part, np.argsort(np.take_along_axis(d, part, axis=1), axis=1), axis=1)
+        return np.take_along_axis(
+            part, np.argsort(np.take_along_axis(d, part, axis=1), axis=1), axis=1
+        )
 
     return run
 

@@ -36,7 +36,10 @@ import torch
 import torch.nn.functional as F
 
 if __name__ == "__main__":  # run as a script for --check: make harness and convlens importable
-    sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parents[2] / "src")]
+    sys.path[:0] = [
+        str(Path(__file__).resolve().parents[1]),
+        str(Path(__file__).resolve().parents[2] / "src"),
+    ]
 
 from harness import BenchRow, Context
 
@@ -60,7 +63,10 @@ _LR, _INIT_STD, _FOURIER_GAIN, _SEED = 0.05, 0.01, 0.25, 0
 
 def _fourier_weights(h: int, w: int, dtype: torch.dtype) -> torch.Tensor:
     """``gain / max(f, 1 / max(H, W))^decay`` for each ``rfft2`` coefficient."""
-    freq = (torch.fft.fftfreq(h, dtype=torch.float64)[:, None] ** 2 + torch.fft.rfftfreq(w, dtype=torch.float64)[None, :] ** 2).sqrt()
+    freq = (
+        torch.fft.fftfreq(h, dtype=torch.float64)[:, None] ** 2
+        + torch.fft.rfftfreq(w, dtype=torch.float64)[None, :] ** 2
+    ).sqrt()
     return (freq.clamp_min(1.0 / max(h, w)).pow(-DEFAULT_DECAY_POWER) * _FOURIER_GAIN).to(dtype)
 
 
@@ -72,7 +78,9 @@ def _affine(b: int, h: int, w: int, generator: torch.Generator) -> torch.Tensor:
     first = torch.randint(-j, j + 1, (b, 2), generator=generator).double()
     zoom = zooms[torch.randint(len(zooms), (b,), generator=generator)]
     angle = torch.deg2rad((2 * torch.rand(b, generator=generator, dtype=torch.float64) - 1) * 10.0)
-    second = torch.randint(-max(1, j // 2), max(1, j // 2) + 1, (b, 2), generator=generator).double()
+    second = torch.randint(
+        -max(1, j // 2), max(1, j // 2) + 1, (b, 2), generator=generator
+    ).double()
 
     def shift(s: torch.Tensor) -> torch.Tensor:
         m = torch.eye(3, dtype=torch.float64).repeat(b, 1, 1)
@@ -81,7 +89,12 @@ def _affine(b: int, h: int, w: int, generator: torch.Generator) -> torch.Tensor:
 
     turn = torch.eye(3, dtype=torch.float64).repeat(b, 1, 1)
     cos, sin = angle.cos(), angle.sin()
-    turn[:, 0, 0], turn[:, 0, 1], turn[:, 1, 0], turn[:, 1, 1] = zoom * cos, zoom * sin, -zoom * sin, zoom * cos
+    turn[:, 0, 0], turn[:, 0, 1], turn[:, 1, 0], turn[:, 1, 1] = (
+        zoom * cos,
+        zoom * sin,
+        -zoom * sin,
+        zoom * cos,
+    )
     forward = shift(second) @ turn @ shift(first)  # rotation @ zoom = turn (both about the centre)
     to_pixels = torch.diag(torch.tensor([w / 2, h / 2, 1.0], dtype=torch.float64))
     to_unit = torch.diag(torch.tensor([2 / w, 2 / h, 1.0], dtype=torch.float64))
@@ -101,15 +114,28 @@ def engine_floor_setup(ctx: Context) -> Callable[[], torch.Tensor]:
 
     def run() -> torch.Tensor:
         generator = torch.Generator().manual_seed(_SEED)
-        spectrum = (torch.randn((b, c, h, w // 2 + 1, 2), generator=generator, dtype=torch.float64) * _INIT_STD).to(dtype).requires_grad_()
+        spectrum = (
+            (
+                torch.randn((b, c, h, w // 2 + 1, 2), generator=generator, dtype=torch.float64)
+                * _INIT_STD
+            )
+            .to(dtype)
+            .requires_grad_()
+        )
         adam = torch.optim.Adam([spectrum], lr=_LR)
         with frozen(module), eval_mode(module):
             for _ in range(STEPS):
                 adam.zero_grad(set_to_none=True)
-                spatial = torch.fft.irfft2(torch.view_as_complex(spectrum) * weights, s=(h, w), norm="ortho")
+                spatial = torch.fft.irfft2(
+                    torch.view_as_complex(spectrum) * weights, s=(h, w), norm="ortho"
+                )
                 image = torch.sigmoid(torch.einsum("ij,bjhw->bihw", color, spatial))
-                grid = F.affine_grid(_affine(b, h, w, generator).to(dtype), [b, c, h, w], align_corners=False)
-                seen = F.grid_sample(image, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+                grid = F.affine_grid(
+                    _affine(b, h, w, generator).to(dtype), [b, c, h, w], align_corners=False
+                )
+                seen = F.grid_sample(
+                    image, grid, mode="bilinear", padding_mode="reflection", align_corners=False
+                )
                 loss = -module((seen - mean) / std).gather(1, targets).sum()
                 loss.backward()  # type: ignore[no-untyped-call]
                 adam.step()
@@ -121,7 +147,9 @@ def engine_floor_setup(ctx: Context) -> Callable[[], torch.Tensor]:
 def _engine(ctx: Context) -> Callable[[], torch.Tensor]:
     model, objective = ctx.model, class_score(ctx.classes.tolist())
     batch = ctx.batch_size
-    return lambda: optimize(model, objective, steps=STEPS, batch=batch, generator=_SEED).tensors["image"]
+    return lambda: optimize(model, objective, steps=STEPS, batch=batch, generator=_SEED).tensors[
+        "image"
+    ]
 
 
 # -- batched against separate class visualisations ----------------------------------------
@@ -171,14 +199,22 @@ def check(batch: int = 2, model_name: str = "efficientnet_lite0") -> float:
     ctx = make_contexts(model, [batch], threads=torch.get_num_threads())[batch]
     spectrum = engine_floor_setup(ctx)()
     h, w = model.input_size
-    spatial = torch.fft.irfft2(torch.view_as_complex(spectrum) * _fourier_weights(h, w, spectrum.dtype), s=(h, w), norm="ortho")
-    floor_image = torch.sigmoid(torch.einsum("ij,bjhw->bihw", COLOR_CORRELATION_SQRT.to(spectrum.dtype), spatial))
+    spatial = torch.fft.irfft2(
+        torch.view_as_complex(spectrum) * _fourier_weights(h, w, spectrum.dtype),
+        s=(h, w),
+        norm="ortho",
+    )
+    floor_image = torch.sigmoid(
+        torch.einsum("ij,bjhw->bihw", COLOR_CORRELATION_SQRT.to(spectrum.dtype), spatial)
+    )
     engine_image = _engine(ctx)()
     return float((floor_image - engine_image).abs().max())
 
 
 if __name__ == "__main__":
     if "--check" not in sys.argv:
-        sys.exit("usage: python benchmarks/rows/optimize_rows.py --check  (timings: benchmarks/run.py --only optimize)")
+        sys.exit(
+            "usage: python benchmarks/rows/optimize_rows.py --check  (timings: benchmarks/run.py --only optimize)"
+        )
     torch.set_num_threads(2)
     print(f"max |floor image - engine image| after {STEPS} steps at batch 2: {check():.2e}")

@@ -58,7 +58,11 @@ def _draws(method: str, m: int) -> torch.Tensor:
     """The coalitions convlens draws for one image at ``SEED`` (see ``_image_seed``)."""
     seed = int(torch.randint(0, 2**62, (1,), generator=torch.Generator().manual_seed(SEED)).item())
     g = torch.Generator().manual_seed(seed)
-    return lime_coalitions(m, N_SAMPLES, g) if method == "lime" else shapley_coalitions(m, N_SAMPLES, g)[0]
+    return (
+        lime_coalitions(m, N_SAMPLES, g)
+        if method == "lime"
+        else shapley_coalitions(m, N_SAMPLES, g)[0]
+    )
 
 
 def _convlens(method: str) -> SetupFn:
@@ -67,7 +71,16 @@ def _convlens(method: str) -> SetupFn:
     def setup(ctx: Context) -> Callable[[], torch.Tensor]:
         x, labels, _ = _inputs(ctx)
         cls = int(ctx.classes[0])
-        return lambda: fn(ctx.model, x, cls, segments=labels, fill="zero", n_samples=N_SAMPLES, batch_size=BATCH, generator=torch.Generator().manual_seed(SEED))
+        return lambda: fn(
+            ctx.model,
+            x,
+            cls,
+            segments=labels,
+            fill="zero",
+            n_samples=N_SAMPLES,
+            batch_size=BATCH,
+            generator=torch.Generator().manual_seed(SEED),
+        )
 
     return setup
 
@@ -78,7 +91,9 @@ def _forwards(method: str) -> SetupFn:
         m = int(labels.max()) + 1
         z = _draws(method, m).bool()
         if method != "lime":
-            z = torch.cat([torch.ones(1, m, dtype=torch.bool), torch.zeros(1, m, dtype=torch.bool), z])
+            z = torch.cat(
+                [torch.ones(1, m, dtype=torch.bool), torch.zeros(1, m, dtype=torch.bool), z]
+            )
         module = ctx.model.module
 
         def run() -> torch.Tensor:
@@ -86,7 +101,9 @@ def _forwards(method: str) -> SetupFn:
             with eval_mode(module), torch.no_grad():
                 for start in range(0, z.shape[0], BATCH):
                     mask = z[start : start + BATCH][:, labels[0]].unsqueeze(1)
-                    images = torch.where(mask, x, black).contiguous(memory_format=torch.channels_last)
+                    images = torch.where(mask, x, black).contiguous(
+                        memory_format=torch.channels_last
+                    )
                     out.append(module(images)[:, int(ctx.classes[0])])
             return torch.cat(out)
 
@@ -102,21 +119,38 @@ def _captum(method: str, per_eval: int, channels_last: bool = False) -> SetupFn:
 
         x, labels, black = _inputs(ctx)
         if channels_last:  # what a user could do to help Captum
-            x, black = x.contiguous(memory_format=torch.channels_last), black.contiguous(memory_format=torch.channels_last)
+            x, black = (
+                x.contiguous(memory_format=torch.channels_last),
+                black.contiguous(memory_format=torch.channels_last),
+            )
         m = int(labels.max()) + 1
         z = _draws(method, m).long()
         module, cls, mask = ctx.model.module, int(ctx.classes[0]), labels[:, None]
         if method == "lime":
 
             def similarity(original_inp, perturbed_inp, sample, **kwargs):  # type: ignore[no-untyped-def]
-                d = 1 - torch.nn.functional.cosine_similarity(sample.double(), torch.ones_like(sample, dtype=torch.float64), eps=1e-12)
+                d = 1 - torch.nn.functional.cosine_similarity(
+                    sample.double(), torch.ones_like(sample, dtype=torch.float64), eps=1e-12
+                )
                 return torch.exp(-(d**2) / WIDTH**2)
 
             def run() -> torch.Tensor:
                 draws = iter(z)
-                explainer = Lime(module, interpretable_model=SkLearnRidge(alpha=1.0), similarity_func=similarity, perturb_func=lambda *a, **k: next(draws)[None])
+                explainer = Lime(
+                    module,
+                    interpretable_model=SkLearnRidge(alpha=1.0),
+                    similarity_func=similarity,
+                    perturb_func=lambda *a, **k: next(draws)[None],
+                )
                 with eval_mode(module):
-                    return explainer.attribute(x, baselines=black, target=cls, feature_mask=mask, n_samples=N_SAMPLES, perturbations_per_eval=per_eval)
+                    return explainer.attribute(
+                        x,
+                        baselines=black,
+                        target=cls,
+                        feature_mask=mask,
+                        n_samples=N_SAMPLES,
+                        perturbations_per_eval=per_eval,
+                    )
 
             return run
 
@@ -128,7 +162,14 @@ def _captum(method: str, per_eval: int, channels_last: bool = False) -> SetupFn:
 
         def run_shap() -> torch.Tensor:
             with eval_mode(module):
-                return SameDraws(module).attribute(x, baselines=black, target=cls, feature_mask=mask, n_samples=N_SAMPLES + 2, perturbations_per_eval=per_eval)
+                return SameDraws(module).attribute(
+                    x,
+                    baselines=black,
+                    target=cls,
+                    feature_mask=mask,
+                    n_samples=N_SAMPLES + 2,
+                    perturbations_per_eval=per_eval,
+                )
 
         return run_shap
 
@@ -146,7 +187,15 @@ def _grid_inputs(ctx: Context) -> tuple[torch.Tensor, torch.Tensor, int]:
 def _grid_ablation(incremental: bool) -> SetupFn:
     def setup(ctx: Context) -> Callable[[], torch.Tensor]:
         x, labels, cls = _grid_inputs(ctx)
-        return lambda: superpixel_ablation(ctx.model, x, cls, segments=labels, fill="mean", batch_size=BATCH, incremental=incremental)
+        return lambda: superpixel_ablation(
+            ctx.model,
+            x,
+            cls,
+            segments=labels,
+            fill="mean",
+            batch_size=BATCH,
+            incremental=incremental,
+        )
 
     return setup
 
@@ -159,7 +208,13 @@ def _captum_grid(ctx: Context) -> Callable[[], torch.Tensor]:
 
     def run() -> torch.Tensor:
         with eval_mode(module):
-            return FeatureAblation(module).attribute(x, baselines=x.mean(dim=(2, 3), keepdim=True).expand_as(x), target=cls, feature_mask=labels[None, None], perturbations_per_eval=BATCH)
+            return FeatureAblation(module).attribute(
+                x,
+                baselines=x.mean(dim=(2, 3), keepdim=True).expand_as(x),
+                target=cls,
+                feature_mask=labels[None, None],
+                perturbations_per_eval=BATCH,
+            )
 
     return run
 
@@ -169,22 +224,57 @@ ROWS = [
         f"superpixel_ablation {WINDOW} px grid",
         "perturbation",
         _grid_ablation(True),
-        settings={"segments": f"{WINDOW} px windows", "fill": "mean", "path": "incremental occlusion"},
+        settings={
+            "segments": f"{WINDOW} px windows",
+            "fill": "mean",
+            "path": "incremental occlusion",
+        },
         floor=_grid_ablation(False),
         floor_name=f"the same call with incremental=False: every window hidden through the whole model, batches of {BATCH}",
-        peers=[PeerSetting("captum", {"method": "FeatureAblation", "perturbations_per_eval": BATCH}, _captum_grid)],
-    ),
-    *(BenchRow(
-        f"{method} {N_SAMPLES} coalitions",
-        "perturbation",
-        _convlens(method),
-        settings={"n_samples": N_SAMPLES, "batch_size": BATCH, "fill": "zero", "segments": "SLIC 50"},
-        floor=_forwards(method),
-        floor_name=f"the {N_SAMPLES}{'' if method == 'lime' else ' + 2'} coalition forwards in batches of {BATCH}, channels-last, no graph",
         peers=[
-            *(PeerSetting("captum", {"method": "Lime" if method == "lime" else "KernelShap", "perturbations_per_eval": n}, _captum(method, n)) for n in (16, 64)),
-            PeerSetting("captum", {"method": "Lime" if method == "lime" else "KernelShap", "perturbations_per_eval": 16, "input": "channels_last"}, _captum(method, 16, True)),
+            PeerSetting(
+                "captum",
+                {"method": "FeatureAblation", "perturbations_per_eval": BATCH},
+                _captum_grid,
+            )
         ],
-    )
-    for method in ("lime", "kernel_shap")),
+    ),
+    *(
+        BenchRow(
+            f"{method} {N_SAMPLES} coalitions",
+            "perturbation",
+            _convlens(method),
+            settings={
+                "n_samples": N_SAMPLES,
+                "batch_size": BATCH,
+                "fill": "zero",
+                "segments": "SLIC 50",
+            },
+            floor=_forwards(method),
+            floor_name=f"the {N_SAMPLES}{'' if method == 'lime' else ' + 2'} coalition forwards in batches of {BATCH}, channels-last, no graph",
+            peers=[
+                *(
+                    PeerSetting(
+                        "captum",
+                        {
+                            "method": "Lime" if method == "lime" else "KernelShap",
+                            "perturbations_per_eval": n,
+                        },
+                        _captum(method, n),
+                    )
+                    for n in (16, 64)
+                ),
+                PeerSetting(
+                    "captum",
+                    {
+                        "method": "Lime" if method == "lime" else "KernelShap",
+                        "perturbations_per_eval": 16,
+                        "input": "channels_last",
+                    },
+                    _captum(method, 16, True),
+                ),
+            ],
+        )
+        for method in ("lime", "kernel_shap")
+    ),
 ]

@@ -39,7 +39,10 @@ import numpy as np
 import torch
 
 if __name__ == "__main__":  # run as a script: make harness and convlens importable
-    sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parents[2] / "src")]
+    sys.path[:0] = [
+        str(Path(__file__).resolve().parents[1]),
+        str(Path(__file__).resolve().parents[2] / "src"),
+    ]
 
 from harness import BenchRow, Context
 
@@ -66,7 +69,9 @@ def make_images(n: int, size: int = 224, seed: int = 0) -> Path:
     rng = np.random.default_rng(seed)
     for i in range(n):
         coarse = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
-        image = np.asarray(Image.fromarray(coarse).resize((size, size), Image.BILINEAR), dtype=np.int16)
+        image = np.asarray(
+            Image.fromarray(coarse).resize((size, size), Image.BILINEAR), dtype=np.int16
+        )
         image = np.clip(image + rng.integers(-20, 21, image.shape), 0, 255).astype(np.uint8)
         Image.fromarray(image).save(folder / f"{i:05d}.jpg", quality=90)
     _folders[n] = folder
@@ -80,7 +85,16 @@ def run_features(model: Any, folder: Path, engine: str, workers: int) -> Callabl
     def run() -> Any:
         out = Path(tempfile.mkdtemp(prefix="convlens-bench-out-"))
         try:
-            return extract_features(model, items, LAYER, out, batch_size=BATCH, shard_size=SHARD, engine=engine, workers=workers)
+            return extract_features(
+                model,
+                items,
+                LAYER,
+                out,
+                batch_size=BATCH,
+                shard_size=SHARD,
+                engine=engine,
+                workers=workers,
+            )
         finally:
             shutil.rmtree(out, ignore_errors=True)
 
@@ -107,9 +121,30 @@ def _setup(engine: str, workers: int) -> Callable[[Context], Callable[[], Any]]:
 _SETTINGS = {"images": HARNESS_IMAGES, "size": 224, "layer": LAYER, "batch": BATCH, "shard": SHARD}
 
 ROWS = [
-    BenchRow("features local x2", "represent", _setup("local", 2), settings={**_SETTINGS, "workers": 2}, floor=_setup("local", 1), floor_name="features local x1"),
-    BenchRow("features ray x1", "represent", _setup("ray", 1), settings={**_SETTINGS, "workers": 1}, floor=_setup("local", 1), floor_name="features local x1"),
-    BenchRow("features ray x2", "represent", _setup("ray", 2), settings={**_SETTINGS, "workers": 2}, floor=_setup("ray", 1), floor_name="features ray x1"),
+    BenchRow(
+        "features local x2",
+        "represent",
+        _setup("local", 2),
+        settings={**_SETTINGS, "workers": 2},
+        floor=_setup("local", 1),
+        floor_name="features local x1",
+    ),
+    BenchRow(
+        "features ray x1",
+        "represent",
+        _setup("ray", 1),
+        settings={**_SETTINGS, "workers": 1},
+        floor=_setup("local", 1),
+        floor_name="features local x1",
+    ),
+    BenchRow(
+        "features ray x2",
+        "represent",
+        _setup("ray", 2),
+        settings={**_SETTINGS, "workers": 2},
+        floor=_setup("ray", 1),
+        floor_name="features ray x1",
+    ),
 ]
 
 
@@ -180,10 +215,15 @@ def main(argv: list[str] | None = None) -> None:
     model = convlens.load_model(args.model)
     started = time.perf_counter()
     folder = make_images(args.images)
-    print(f"{args.images} generated 224 px JPEGs in {time.perf_counter() - started:.0f} s; {os.cpu_count()} CPUs (shared machine)", flush=True)
+    print(
+        f"{args.images} generated 224 px JPEGs in {time.perf_counter() - started:.0f} s; {os.cpu_count()} CPUs (shared machine)",
+        flush=True,
+    )
     settings = [("local", 1), ("local", 2)] + ([] if args.skip_ray else [("ray", 1), ("ray", 2)])
     seconds: dict[tuple[str, int], float] = {}
-    print("| engine | workers | s | images/s | scaling efficiency | peak RSS driver (MB) | peak RSS all processes (MB) |")
+    print(
+        "| engine | workers | s | images/s | scaling efficiency | peak RSS driver (MB) | peak RSS all processes (MB) |"
+    )
     print("|---|---|---|---|---|---|---|")
     for engine, workers in settings:
         if engine == "ray":
@@ -195,8 +235,13 @@ def main(argv: list[str] | None = None) -> None:
             seconds[engine, workers] = time.perf_counter() - t0
         assert report.n_done == args.images, report.failed[:3]
         base = seconds.get((engine, 1))
-        efficiency = f"{base / (workers * seconds[engine, workers]):.2f}" if workers > 1 and base else "-"
-        print(f"| {engine} | {workers} | {seconds[engine, workers]:.1f} | {args.images / seconds[engine, workers]:.1f} | {efficiency} | {rss.driver_mb:.0f} | {rss.peak_mb:.0f} |", flush=True)
+        efficiency = (
+            f"{base / (workers * seconds[engine, workers]):.2f}" if workers > 1 and base else "-"
+        )
+        print(
+            f"| {engine} | {workers} | {seconds[engine, workers]:.1f} | {args.images / seconds[engine, workers]:.1f} | {efficiency} | {rss.driver_mb:.0f} | {rss.peak_mb:.0f} |",
+            flush=True,
+        )
     shutil.rmtree(folder, ignore_errors=True)
 
 

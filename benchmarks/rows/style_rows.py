@@ -27,7 +27,12 @@ _CACHE: dict[tuple[str, int], int] = {}
 
 
 def _steps_to_fixed_loss(model: Any, size: int) -> dict[str, int]:
-    runs = {opt: style_transfer(model, "sample:cat", "sample:brick", size=size, optimizer=opt, jitter=0, steps=MAX_STEPS) for opt in ("adam", "lbfgs")}
+    runs = {
+        opt: style_transfer(
+            model, "sample:cat", "sample:brick", size=size, optimizer=opt, jitter=0, steps=MAX_STEPS
+        )
+        for opt in ("adam", "lbfgs")
+    }
     # history is the objective (maximised) = -loss; the level both reach:
     target = min(float(r["history"][-1]) for r in runs.values())
     return {opt: int((r["history"] >= target).nonzero()[0]) + 1 for opt, r in runs.items()}
@@ -36,16 +41,31 @@ def _steps_to_fixed_loss(model: Any, size: int) -> dict[str, int]:
 def _setup(optimizer: str, size: int) -> Callable[[Context], Callable[[], Any]]:
     def setup(ctx: Context) -> Callable[[], Any]:
         if (optimizer, size) not in _CACHE:
-            _CACHE.update({(opt, size): n for opt, n in _steps_to_fixed_loss(ctx.model, size).items()})
+            _CACHE.update(
+                {(opt, size): n for opt, n in _steps_to_fixed_loss(ctx.model, size).items()}
+            )
         steps = _CACHE[(optimizer, size)]
         print(f"  style {optimizer} @ {size}px: {steps} steps to the fixed loss", file=sys.stderr)
-        return lambda: style_transfer(ctx.model, "sample:cat", "sample:brick", size=size, optimizer=optimizer, jitter=0, steps=steps)
+        return lambda: style_transfer(
+            ctx.model,
+            "sample:cat",
+            "sample:brick",
+            size=size,
+            optimizer=optimizer,
+            jitter=0,
+            steps=steps,
+        )
 
     return setup
 
 
 ROWS = [
-    BenchRow(f"style transfer {opt} to fixed loss @ {size}px", "style", _setup(opt, size), settings={"optimizer": opt, "size": size, "max_steps": MAX_STEPS})
+    BenchRow(
+        f"style transfer {opt} to fixed loss @ {size}px",
+        "style",
+        _setup(opt, size),
+        settings={"optimizer": opt, "size": size, "max_steps": MAX_STEPS},
+    )
     for size in (256, 512)
     for opt in ("lbfgs", "adam")
 ]

@@ -53,7 +53,9 @@ def _inputs(kind: str, ctx: Context) -> tuple[Any, torch.Tensor, torch.Tensor]:
             if pixels.shape[1] != 3:
                 pixels = pixels.expand(-1, 3, -1, -1)
             if tuple(pixels.shape[-2:]) != (224, 224):
-                pixels = F.interpolate(pixels, size=(224, 224), mode="bilinear", antialias=True, align_corners=False)
+                pixels = F.interpolate(
+                    pixels, size=(224, 224), mode="bilinear", antialias=True, align_corners=False
+                )
             x = model.normalize(pixels)
         else:
             from convlens.models.small import load_dataset
@@ -122,8 +124,17 @@ def _rows(kind: str, layer: str) -> list[BenchRow]:
     group = f"vit ({kind})"
     floor_name = "autograd.grad(score, x) on the ViT"
     return [
-        BenchRow("saliency", group, _method(kind, "saliency"), floor=_floor(kind), floor_name=floor_name),
-        BenchRow(f"gradcam, token layer {layer}", group, _method(kind, "gradcam"), settings={"layer": layer}, floor=_floor(kind), floor_name=floor_name),
+        BenchRow(
+            "saliency", group, _method(kind, "saliency"), floor=_floor(kind), floor_name=floor_name
+        ),
+        BenchRow(
+            f"gradcam, token layer {layer}",
+            group,
+            _method(kind, "gradcam"),
+            settings={"layer": layer},
+            floor=_floor(kind),
+            floor_name=floor_name,
+        ),
         BenchRow(
             f"integrated_gradients n_steps={IG_STEPS}",
             group,
@@ -132,7 +143,13 @@ def _rows(kind: str, layer: str) -> list[BenchRow]:
             floor=_ig_floor(kind),
             floor_name=f"{IG_STEPS} x autograd.grad, chunk {IG_CHUNK}",
         ),
-        BenchRow("attention_rollout (forward only)", group, _method(kind, "attention_rollout"), floor=_floor(kind), floor_name=floor_name),
+        BenchRow(
+            "attention_rollout (forward only)",
+            group,
+            _method(kind, "attention_rollout"),
+            floor=_floor(kind),
+            floor_name=floor_name,
+        ),
     ]
 
 

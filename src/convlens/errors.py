@@ -57,7 +57,11 @@ class LayerNotFoundError(BadInputError, KeyError):
     def __init__(self, name: str, suggestions: list[str] | None = None) -> None:
         self.name = name
         self.suggestions = list(suggestions or [])
-        hint = f"; did you mean {', '.join(repr(s) for s in self.suggestions)}?" if self.suggestions else ""
+        hint = (
+            f"; did you mean {', '.join(repr(s) for s in self.suggestions)}?"
+            if self.suggestions
+            else ""
+        )
         super().__init__(f"no layer named {name!r} in the model{hint} (see `convlens layers`)")
 
     def __str__(self) -> str:  # KeyError would quote the message

@@ -126,7 +126,9 @@ class Capture(Mapping[str, torch.Tensor]):
                 )
             return values[0]
         if not -len(values) <= self.call_index < len(values):
-            raise LayerReusedError(f"call_index={self.call_index} but layer {name!r} ran {len(values)} times")
+            raise LayerReusedError(
+                f"call_index={self.call_index} but layer {name!r} ran {len(values)} times"
+            )
         return values[self.call_index]
 
     def __getitem__(self, name: str) -> torch.Tensor:
@@ -221,7 +223,9 @@ def capture(
 
         def hook(_module: nn.Module, _inputs: Any, output: Any) -> Any:
             if not isinstance(output, torch.Tensor):
-                raise TypeError(f"layer {name!r} returns {type(output).__name__}; convlens captures tensor outputs only")
+                raise TypeError(
+                    f"layer {name!r} returns {type(output).__name__}; convlens captures tensor outputs only"
+                )
             if root:
                 output = output.detach().requires_grad_(torch.is_grad_enabled())
             saved.append(output)
@@ -259,7 +263,9 @@ def forward_until_captured(module: nn.Module, *inputs: Any) -> Any:
 
 
 @contextmanager
-def edit_output(module: nn.Module, layer: LayerRef, edit: Callable[[torch.Tensor], torch.Tensor]) -> Iterator[list[int]]:
+def edit_output(
+    module: nn.Module, layer: LayerRef, edit: Callable[[torch.Tensor], torch.Tensor]
+) -> Iterator[list[int]]:
     """Replace ``layer``'s output by ``edit(output)`` during the block (zeroing channels,
     feeding a stored activation to the rest of the network).
 
@@ -281,7 +287,9 @@ def edit_output(module: nn.Module, layer: LayerRef, edit: Callable[[torch.Tensor
 
     def hook(_module: nn.Module, _inputs: Any, output: Any) -> torch.Tensor:
         if not isinstance(output, torch.Tensor):
-            raise TypeError(f"layer {layer!r} returns {type(output).__name__}; convlens edits tensor outputs only")
+            raise TypeError(
+                f"layer {layer!r} returns {type(output).__name__}; convlens edits tensor outputs only"
+            )
         calls.append(1)
         return edit(output)
 
@@ -298,13 +306,17 @@ class _RuleFunction(torch.autograd.Function):
     """Identity in the forward pass; the rule's gradient in the backward pass."""
 
     @staticmethod
-    def forward(ctx: Any, inp: torch.Tensor, out: torch.Tensor, module: nn.Module, rule: BackwardRule) -> torch.Tensor:
+    def forward(
+        ctx: Any, inp: torch.Tensor, out: torch.Tensor, module: nn.Module, rule: BackwardRule
+    ) -> torch.Tensor:
         ctx.save_for_backward(inp, out)
         ctx.module, ctx.rule = module, rule
         return out.clone()
 
     @staticmethod
-    def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor | None, None, None, None]:
+    def backward(
+        ctx: Any, grad_output: torch.Tensor
+    ) -> tuple[torch.Tensor | None, None, None, None]:
         inp, out = ctx.saved_tensors
         return ctx.rule(ctx.module, inp, out, grad_output), None, None, None
 

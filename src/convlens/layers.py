@@ -98,7 +98,9 @@ def _leading_padding(m: nn.Module, inp: torch.Tensor) -> tuple[float, float] | N
     return float(p[0]), float(p[1])
 
 
-def _apply_window(g: _Geom, k: tuple[int, int], s: tuple[int, int], d: tuple[int, int], p: tuple[float, float]) -> _Geom:
+def _apply_window(
+    g: _Geom, k: tuple[int, int], s: tuple[int, int], d: tuple[int, int], p: tuple[float, float]
+) -> _Geom:
     ry, rx, jy, jx, oy, ox = g
     return (
         ry + (k[0] - 1) * d[0] * jy,
@@ -143,7 +145,9 @@ def layer_table(module: nn.Module, example: torch.Tensor) -> list[LayerInfo]:
     geoms: dict[int, _Geom] = {id(example): (1.0, 1.0, 1.0, 1.0, 0.0, 0.0)}
     global_ids: set[int] = set()
     # (order, spatial shape, geometry) of every output so far, for inputs made by functional ops
-    produced: list[tuple[int, tuple[int, ...], _Geom, int]] = [(-1, tuple(example.shape[-2:]), geoms[id(example)], id(example))]
+    produced: list[tuple[int, tuple[int, ...], _Geom, int]] = [
+        (-1, tuple(example.shape[-2:]), geoms[id(example)], id(example))
+    ]
     per_call: dict[tuple[str, int], tuple[_Geom | None, bool]] = {}
 
     def lookup(t: torch.Tensor, before: int) -> _Geom | None:
@@ -153,7 +157,9 @@ def layer_table(module: nn.Module, example: torch.Tensor) -> list[LayerInfo]:
             return None
         # Made by a functional op (a residual sum, F.pad, ...): take the widest field among
         # earlier outputs of the same spatial size, which is what a sum of branches sees.
-        candidates = [g for order, shape, g, _ in produced if order < before and shape == tuple(t.shape[-2:])]
+        candidates = [
+            g for order, shape, g, _ in produced if order < before and shape == tuple(t.shape[-2:])
+        ]
         return max(candidates, key=lambda g: g[0] * g[1]) if candidates else None
 
     for call in sorted(calls, key=lambda c: c.order):
@@ -178,7 +184,11 @@ def layer_table(module: nn.Module, example: torch.Tensor) -> list[LayerInfo]:
                 elif id(out) in geoms:
                     geom = geoms[id(out)]
                 elif out.dim() == 4:
-                    inner = [g for order, shape, g, _ in produced if call.start < order < call.order and shape == tuple(out.shape[-2:])]
+                    inner = [
+                        g
+                        for order, shape, g, _ in produced
+                        if call.start < order < call.order and shape == tuple(out.shape[-2:])
+                    ]
                     geom = max(inner, key=lambda g: g[0] * g[1]) if inner else None
                 else:
                     is_global = True
@@ -203,7 +213,9 @@ def layer_table(module: nn.Module, example: torch.Tensor) -> list[LayerInfo]:
         geom, is_global = per_call[(call.name, call.order)]
         rf = None
         if geom is not None:
-            rf = ReceptiveField((geom[0], geom[1]), (geom[2], geom[3]), (geom[4], geom[5]), is_global)
+            rf = ReceptiveField(
+                (geom[0], geom[1]), (geom[2], geom[3]), (geom[4], geom[5]), is_global
+            )
         out = call.output
         rows[call.name] = LayerInfo(
             name=call.name or "(model)",

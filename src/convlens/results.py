@@ -112,11 +112,15 @@ class Result:
         if base.suffix in (".npz", ".json"):
             base = base.with_suffix("")
         base.parent.mkdir(parents=True, exist_ok=True)
-        arrays: dict[str, np.ndarray] = {f"tensor/{k}": v.detach().cpu().numpy() for k, v in self.tensors.items()}
+        arrays: dict[str, np.ndarray] = {
+            f"tensor/{k}": v.detach().cpu().numpy() for k, v in self.tensors.items()
+        }
         for i, d in enumerate(self.display or []):
             arrays[f"display/{i}"] = d.detach().cpu().numpy()
         for i, o in enumerate(self.originals or []):
-            arrays[f"original/{i}"] = (o.detach().cpu().clamp(0, 1) * 255 + 0.5).to(torch.uint8).numpy()
+            arrays[f"original/{i}"] = (
+                (o.detach().cpu().clamp(0, 1) * 255 + 0.5).to(torch.uint8).numpy()
+            )
         meta = {
             "format_version": FORMAT_VERSION,
             "kind": self.kind,
@@ -141,20 +145,36 @@ class Result:
         npz, sidecar = base.with_name(base.name + ".npz"), base.with_name(base.name + ".json")
         for f in (npz, sidecar):
             if not f.is_file():
-                raise BadInputError(f"{f}: no such file (a saved result is a .npz and a .json side by side)")
+                raise BadInputError(
+                    f"{f}: no such file (a saved result is a .npz and a .json side by side)"
+                )
         meta = json.loads(sidecar.read_text())
         if meta.get("format_version") != FORMAT_VERSION:
-            raise BadInputError(f"{sidecar}: result format {meta.get('format_version')!r} is not supported (expected {FORMAT_VERSION})")
+            raise BadInputError(
+                f"{sidecar}: result format {meta.get('format_version')!r} is not supported (expected {FORMAT_VERSION})"
+            )
         with np.load(npz, allow_pickle=False) as data:
             arrays = {k: data[k] for k in data.files}
-        tensors = {k.split("/", 1)[1]: torch.from_numpy(v) for k, v in arrays.items() if k.startswith("tensor/")}
+        tensors = {
+            k.split("/", 1)[1]: torch.from_numpy(v)
+            for k, v in arrays.items()
+            if k.startswith("tensor/")
+        }
 
         def indexed(prefix: str) -> list[np.ndarray]:
-            keys = sorted((k for k in arrays if k.startswith(prefix)), key=lambda k: int(k.split("/")[1]))
+            keys = sorted(
+                (k for k in arrays if k.startswith(prefix)), key=lambda k: int(k.split("/")[1])
+            )
             return [arrays[k] for k in keys]
 
-        display = [torch.from_numpy(a) for a in indexed("display/")] if meta["has_display"] else None
-        originals = [torch.from_numpy(a).float() / 255 for a in indexed("original/")] if meta["has_originals"] else None
+        display = (
+            [torch.from_numpy(a) for a in indexed("display/")] if meta["has_display"] else None
+        )
+        originals = (
+            [torch.from_numpy(a).float() / 255 for a in indexed("original/")]
+            if meta["has_originals"]
+            else None
+        )
         return cls(meta["kind"], tensors, meta["provenance"], meta["sources"], display, originals)
 
     # -- display ----------------------------------------------------------------------------

@@ -43,7 +43,19 @@ from convlens.hooks import capture, eval_mode
 if TYPE_CHECKING:
     from convlens.models.model import Model
 
-__all__ = ["Box", "Neuron", "Region", "Similarity", "Target", "TargetLike", "box", "load_mask", "region", "resolve_target", "similarity"]
+__all__ = [
+    "Box",
+    "Neuron",
+    "Region",
+    "Similarity",
+    "Target",
+    "TargetLike",
+    "box",
+    "load_mask",
+    "region",
+    "resolve_target",
+    "similarity",
+]
 
 
 @dataclass(frozen=True)
@@ -60,7 +72,9 @@ class Neuron:
         """Parse the CLI form ``layer:channel[:y:x]``."""
         parts = text.split(":")
         if len(parts) not in (2, 4) or not all(p.strip().lstrip("-").isdigit() for p in parts[1:]):
-            raise TargetError(f"neuron {text!r} is not of the form layer:channel or layer:channel:y:x (e.g. blocks.5:12 or blocks.5:12:7:7)")
+            raise TargetError(
+                f"neuron {text!r} is not of the form layer:channel or layer:channel:y:x (e.g. blocks.5:12 or blocks.5:12:7:7)"
+            )
         numbers = [int(p) for p in parts[1:]]
         return cls(parts[0], *numbers)
 
@@ -69,7 +83,15 @@ class Neuron:
         return f"{self.layer} channel {self.channel}{where}"
 
 
-TargetLike = int | str | Sequence[int] | torch.Tensor | Neuron | Callable[[torch.Tensor], torch.Tensor] | None
+TargetLike = (
+    int
+    | str
+    | Sequence[int]
+    | torch.Tensor
+    | Neuron
+    | Callable[[torch.Tensor], torch.Tensor]
+    | None
+)
 
 
 @dataclass(frozen=True)
@@ -100,7 +122,12 @@ class Target:
         if self.classes is not None:
             d["classes"] = self.classes.tolist()
         if self.neuron is not None:
-            d["neuron"] = {"layer": self.neuron.layer, "channel": self.neuron.channel, "y": self.neuron.y, "x": self.neuron.x}
+            d["neuron"] = {
+                "layer": self.neuron.layer,
+                "channel": self.neuron.channel,
+                "y": self.neuron.y,
+                "x": self.neuron.x,
+            }
         if self.fn is not None:
             if callable(getattr(self.fn, "describe", None)):
                 d["callable"] = str(self.fn.describe())  # type: ignore[union-attr]
@@ -128,8 +155,14 @@ class Target:
             assert self.fn is not None
             scores = self.fn(output)
             if not isinstance(scores, torch.Tensor) or scores.shape != (n,):
-                got = tuple(scores.shape) if isinstance(scores, torch.Tensor) else type(scores).__name__
-                raise TargetError(f"target callable must return a tensor of shape ({n},), one score per image; it returned {got}")
+                got = (
+                    tuple(scores.shape)
+                    if isinstance(scores, torch.Tensor)
+                    else type(scores).__name__
+                )
+                raise TargetError(
+                    f"target callable must return a tensor of shape ({n},), one score per image; it returned {got}"
+                )
             return scores, self
         return self.scores_from_logits(output)
 
@@ -148,9 +181,13 @@ class Target:
             if classes.numel() == 1 and n > 1:
                 classes = classes.expand(n)
             if classes.shape[0] != n:
-                raise TargetError(f"target has {classes.shape[0]} entries but x has batch size {n}; pass one class or {n} classes")
+                raise TargetError(
+                    f"target has {classes.shape[0]} entries but x has batch size {n}; pass one class or {n} classes"
+                )
             if int(classes.max()) >= logits.shape[1] or int(classes.min()) < 0:
-                raise TargetError(f"class index {int(classes.max())} is out of range: the model has {logits.shape[1]} outputs")
+                raise TargetError(
+                    f"class index {int(classes.max())} is out of range: the model has {logits.shape[1]} outputs"
+                )
             target = Target("class", classes=classes)
         return logits.gather(1, classes.view(-1, 1)).squeeze(1), target
 
@@ -158,19 +195,25 @@ class Target:
 def _as_logits(output: torch.Tensor) -> torch.Tensor:
     if not isinstance(output, torch.Tensor) or output.dim() != 2:
         shape = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
-        raise TargetError(f"the model output has shape {shape}, not (N, classes); pass a Neuron or a callable target")
+        raise TargetError(
+            f"the model output has shape {shape}, not (N, classes); pass a Neuron or a callable target"
+        )
     return output
 
 
 def _neuron_scores(act: torch.Tensor, neuron: Neuron) -> torch.Tensor:
     if act.dim() < 2 or not 0 <= neuron.channel < act.shape[1]:
-        raise TargetError(f"channel {neuron.channel} is out of range for layer {neuron.layer!r} with output shape {tuple(act.shape[1:])}")
+        raise TargetError(
+            f"channel {neuron.channel} is out of range for layer {neuron.layer!r} with output shape {tuple(act.shape[1:])}"
+        )
     unit = act[:, neuron.channel]
     if neuron.y is None or act.dim() == 2:
         return unit.reshape(act.shape[0], -1).mean(dim=1)
     h, w = act.shape[-2:]
     if not (0 <= neuron.y < h and 0 <= (neuron.x or 0) < w):
-        raise TargetError(f"position ({neuron.y}, {neuron.x}) is outside layer {neuron.layer!r} of size {h}x{w}")
+        raise TargetError(
+            f"position ({neuron.y}, {neuron.x}) is outside layer {neuron.layer!r} of size {h}x{w}"
+        )
     return unit[:, neuron.y, neuron.x or 0]
 
 
@@ -184,7 +227,9 @@ def resolve_target(model: Model, target: TargetLike, batch_size: int | None = No
         model.layer(target.layer)  # fail early with "did you mean"
         return Target("neuron", neuron=target)
     if isinstance(target, bool):
-        raise TargetError(f"target {target!r} is a bool; pass a class index, label, wnid, Neuron or callable")
+        raise TargetError(
+            f"target {target!r} is a bool; pass a class index, label, wnid, Neuron or callable"
+        )
     if isinstance(target, int):
         return Target("class", classes=torch.tensor([_resolve_class(model, target)]))
     if isinstance(target, str):
@@ -195,7 +240,9 @@ def resolve_target(model: Model, target: TargetLike, batch_size: int | None = No
         return Target("class", classes=torch.tensor([_resolve_class(model, target)]))
     if isinstance(target, torch.Tensor):
         if target.dtype.is_floating_point or target.dim() > 1:
-            raise TargetError(f"a tensor target must be a 1-D tensor of class indices, got dtype {target.dtype} and shape {tuple(target.shape)}")
+            raise TargetError(
+                f"a tensor target must be a 1-D tensor of class indices, got dtype {target.dtype} and shape {tuple(target.shape)}"
+            )
         classes = target.reshape(-1).long().cpu()
     elif callable(target):
         bind = getattr(target, "bind", None)
@@ -203,9 +250,13 @@ def resolve_target(model: Model, target: TargetLike, batch_size: int | None = No
     elif isinstance(target, Sequence):
         classes = torch.tensor([_resolve_class(model, t) for t in target], dtype=torch.long)
     else:
-        raise TargetError(f"cannot use a {type(target).__name__} as a target; pass a class index, label, wnid, Neuron or callable")
+        raise TargetError(
+            f"cannot use a {type(target).__name__} as a target; pass a class index, label, wnid, Neuron or callable"
+        )
     if batch_size is not None and classes.numel() not in (1, batch_size):
-        raise TargetError(f"target has {classes.numel()} entries but x has batch size {batch_size}; pass one class or {batch_size} classes")
+        raise TargetError(
+            f"target has {classes.numel()} entries but x has batch size {batch_size}; pass one class or {batch_size} classes"
+        )
     return Target("class", classes=classes)
 
 
@@ -214,7 +265,9 @@ def _resolve_class(model: Model, key: int | str) -> int:
         return model.labels.resolve(key)
     if isinstance(key, int) or str(key).strip().isdigit():
         return int(key)
-    raise TargetError(f"the model has no class labels, so the class {key!r} must be given as an index")
+    raise TargetError(
+        f"the model has no class labels, so the class {key!r} must be given as an index"
+    )
 
 
 # -- ready-made callable targets for dense outputs -----------------------------------------
@@ -251,9 +304,13 @@ def load_mask(source: MaskLike) -> torch.Tensor:
     if isinstance(source, np.ndarray):
         source = torch.from_numpy(np.ascontiguousarray(source))
     if not isinstance(source, torch.Tensor):
-        raise BadInputError(f"a mask must be a tensor, an array or an image path, not a {type(source).__name__}")
+        raise BadInputError(
+            f"a mask must be a tensor, an array or an image path, not a {type(source).__name__}"
+        )
     if source.dim() not in (2, 3):
-        raise BadInputError(f"a mask must have shape (H, W) or (N, H, W), not {tuple(source.shape)}")
+        raise BadInputError(
+            f"a mask must have shape (H, W) or (N, H, W), not {tuple(source.shape)}"
+        )
     return (source != 0).detach().cpu()
 
 
@@ -271,7 +328,9 @@ def _resize_mask(mask: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 def _check_scores(scores: torch.Tensor, output_n: int, what: str) -> torch.Tensor:
     if scores.shape != (output_n,):
-        raise TargetError(f"{what} gave scores of shape {tuple(scores.shape)}, expected ({output_n},)")
+        raise TargetError(
+            f"{what} gave scores of shape {tuple(scores.shape)}, expected ({output_n},)"
+        )
     return scores
 
 
@@ -291,11 +350,17 @@ class Region:
         self.label = label
         self.mask = load_mask(mask)
         if not bool(self.mask.any()):
-            raise TargetError(f"region mask of shape {tuple(self.mask.shape)} has no pixel inside; mark the region with non-zero values")
+            raise TargetError(
+                f"region mask of shape {tuple(self.mask.shape)} has no pixel inside; mark the region with non-zero values"
+            )
 
     def bind(self, model: Model) -> Region:
         """Resolve a class given by name through the model's labels (and name an index)."""
-        index = _resolve_class(model, self.class_index) if isinstance(self.class_index, str) else self.class_index
+        index = (
+            _resolve_class(model, self.class_index)
+            if isinstance(self.class_index, str)
+            else self.class_index
+        )
         labels = model.labels
         label = labels.name(index) if labels is not None and 0 <= index < len(labels) else None
         return Region(index, self.mask, label=label)
@@ -305,21 +370,33 @@ class Region:
             return self.class_index
         if self.class_index.strip().isdigit():
             return int(self.class_index)
-        raise TargetError(f"region class {self.class_index!r} is a name: resolve it with the model (explain/resolve_target do, or call .bind(model))")
+        raise TargetError(
+            f"region class {self.class_index!r} is a name: resolve it with the model (explain/resolve_target do, or call .bind(model))"
+        )
 
     def __call__(self, output: Any) -> torch.Tensor:
         if not isinstance(output, torch.Tensor) or output.dim() != 4:
-            shape = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
-            raise TargetError(f"a region target needs a segmentation output (N, classes, H, W); the model gives {shape}")
+            shape = (
+                tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
+            )
+            raise TargetError(
+                f"a region target needs a segmentation output (N, classes, H, W); the model gives {shape}"
+            )
         n, classes, h, w = output.shape
         c = self._index()
         if not 0 <= c < classes:
-            raise TargetError(f"region class {c} is out of range: the model output has {classes} classes")
+            raise TargetError(
+                f"region class {c} is out of range: the model output has {classes} classes"
+            )
         mask = _resize_mask(self.mask, (h, w)).to(output.device)
         if mask.dim() == 3 and mask.shape[0] not in (1, n):
-            raise TargetError(f"region has {mask.shape[0]} masks but the output has batch size {n}; pass one (H, W) mask or {n} masks")
+            raise TargetError(
+                f"region has {mask.shape[0]} masks but the output has batch size {n}; pass one (H, W) mask or {n} masks"
+            )
         if not bool(mask.reshape(-1, h * w).any(dim=1).all()):
-            raise TargetError(f"the region mask has no pixel left after resizing it to the output's {h}x{w}; use a larger mask")
+            raise TargetError(
+                f"the region mask has no pixel left after resizing it to the output's {h}x{w}; use a larger mask"
+            )
         return _check_scores((output[:, c] * mask.to(output.dtype)).sum(dim=(1, 2)), n, "region")
 
     def pixels(self) -> list[int]:
@@ -327,14 +404,29 @@ class Region:
         return [int(v) for v in self.mask.reshape(-1, *self.mask.shape[-2:]).sum(dim=(1, 2))]
 
     def describe(self) -> str:
-        name = f"{self.class_index} ({self.label})" if self.label and self.label != str(self.class_index) else str(self.class_index)
+        name = (
+            f"{self.class_index} ({self.label})"
+            if self.label and self.label != str(self.class_index)
+            else str(self.class_index)
+        )
         counts = self.pixels()
-        px = f"{counts[0]} px" if len(counts) == 1 else f"{len(counts)} masks, {min(counts)}-{max(counts)} px"
+        px = (
+            f"{counts[0]} px"
+            if len(counts) == 1
+            else f"{len(counts)} masks, {min(counts)}-{max(counts)} px"
+        )
         h, w = self.mask.shape[-2:]
         return f"region(class={name}, mask={px} of {h}x{w})"
 
     def to_dict(self) -> dict[str, object]:
-        return {"name": "region", "class": self.class_index, "label": self.label, "mask_size": list(self.mask.shape[-2:]), "mask_pixels": self.pixels(), "reduction": "sum"}
+        return {
+            "name": "region",
+            "class": self.class_index,
+            "label": self.label,
+            "mask_size": list(self.mask.shape[-2:]),
+            "mask_pixels": self.pixels(),
+            "reduction": "sum",
+        }
 
 
 def region(class_index: int | str, mask: MaskLike) -> Region:
@@ -385,7 +477,9 @@ class Box:
 
     def __init__(self, index: int, class_index: int | None = None) -> None:
         for name, value in (("index", index), ("class_index", class_index)):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int) or value < 0
+            ):
                 raise TargetError(f"box {name}={value!r} must be an int >= 0")
         self.index = index
         self.class_index = class_index
@@ -393,7 +487,9 @@ class Box:
     def __call__(self, output: Any) -> torch.Tensor:
         if isinstance(output, torch.Tensor):
             if output.dim() != 3 or output.shape[2] < 5:
-                raise TargetError(f"a box target needs detections (N, boxes, 4 + classes), a dict with 'scores' or a list of dicts; the model gives {tuple(output.shape)}")
+                raise TargetError(
+                    f"a box target needs detections (N, boxes, 4 + classes), a dict with 'scores' or a list of dicts; the model gives {tuple(output.shape)}"
+                )
             return self._per_class(output[:, :, 4:], "columns after the 4 box coordinates")
         if isinstance(output, Mapping) and "scores" in output:
             scores = output["scores"]
@@ -402,10 +498,18 @@ class Box:
                 return scores[:, self.index]
             if isinstance(scores, torch.Tensor) and scores.dim() == 3:
                 return self._per_class(scores, "class scores")
-            raise TargetError(f"a box target needs output['scores'] of shape (N, boxes) or (N, boxes, classes), not {_shape(scores)}")
-        if isinstance(output, (list, tuple)) and output and all(isinstance(d, Mapping) and "scores" in d for d in output):
+            raise TargetError(
+                f"a box target needs output['scores'] of shape (N, boxes) or (N, boxes, classes), not {_shape(scores)}"
+            )
+        if (
+            isinstance(output, (list, tuple))
+            and output
+            and all(isinstance(d, Mapping) and "scores" in d for d in output)
+        ):
             return torch.stack([self._one_image(i, d) for i, d in enumerate(output)])
-        raise TargetError(f"a box target needs detections (N, boxes, 4 + classes), a dict with 'scores' or a list of dicts with 'scores'; the model gives {_shape(output)}")
+        raise TargetError(
+            f"a box target needs detections (N, boxes, 4 + classes), a dict with 'scores' or a list of dicts with 'scores'; the model gives {_shape(output)}"
+        )
 
     def _check_index(self, boxes: int, image: int | None = None) -> None:
         if self.index >= boxes:
@@ -418,17 +522,27 @@ class Box:
         if self.class_index is None:
             return row.max(dim=1).values
         if self.class_index >= row.shape[1]:
-            raise TargetError(f"box class {self.class_index} is out of range: the output has {row.shape[1]} {what}")
+            raise TargetError(
+                f"box class {self.class_index} is out of range: the output has {row.shape[1]} {what}"
+            )
         return row[:, self.class_index]
 
     def _one_image(self, i: int, detections: Mapping[str, Any]) -> torch.Tensor:
         scores = detections["scores"]
         if not isinstance(scores, torch.Tensor) or scores.dim() != 1:
-            raise TargetError(f"image {i}: a box target needs 'scores' of shape (boxes,), not {_shape(scores)}")
+            raise TargetError(
+                f"image {i}: a box target needs 'scores' of shape (boxes,), not {_shape(scores)}"
+            )
         self._check_index(scores.shape[0], i)
         labels = detections.get("labels")
-        if self.class_index is not None and isinstance(labels, torch.Tensor) and int(labels[self.index]) != self.class_index:
-            raise TargetError(f"image {i}: box {self.index} is labelled {int(labels[self.index])}, not {self.class_index}")
+        if (
+            self.class_index is not None
+            and isinstance(labels, torch.Tensor)
+            and int(labels[self.index]) != self.class_index
+        ):
+            raise TargetError(
+                f"image {i}: box {self.index} is labelled {int(labels[self.index])}, not {self.class_index}"
+            )
         return scores[self.index]
 
     def describe(self) -> str:
@@ -477,35 +591,55 @@ class Similarity:
         if _is_embedding(reference):
             emb = torch.as_tensor(reference).detach()
             self.embedding = emb.reshape(1, -1) if emb.dim() == 1 else emb
-            self.source = source or f"embedding ({self.embedding.shape[0]}, {self.embedding.shape[1]})"
+            self.source = (
+                source or f"embedding ({self.embedding.shape[0]}, {self.embedding.shape[1]})"
+            )
         else:
             self.image = reference
-            self.source = source or (str(reference) if isinstance(reference, (str, os.PathLike)) else f"<{type(reference).__name__}>")
+            self.source = source or (
+                str(reference)
+                if isinstance(reference, (str, os.PathLike))
+                else f"<{type(reference).__name__}>"
+            )
 
     def bind(self, model: Model) -> Similarity:
         """Embed a reference image with ``model`` (eval mode, no gradient)."""
         if self.embedding is not None:
             return self
-        batch = model.prepare(self.image if isinstance(self.image, torch.Tensor) and self.image.dim() == 4 else [self.image])
+        batch = model.prepare(
+            self.image
+            if isinstance(self.image, torch.Tensor) and self.image.dim() == 4
+            else [self.image]
+        )
         if len(batch) != 1:
             raise TargetError(f"similarity takes one reference image, got {len(batch)}")
         with eval_mode(model.module), torch.no_grad():
             emb = model.module(batch.x)
         if not isinstance(emb, torch.Tensor):
-            raise TargetError(f"a similarity target needs a tensor embedding (N, D) from the model; it gives {_shape(emb)}")
+            raise TargetError(
+                f"a similarity target needs a tensor embedding (N, D) from the model; it gives {_shape(emb)}"
+            )
         return Similarity(emb.flatten(1).detach(), eps=self.eps, source=self.source)
 
     def __call__(self, output: Any) -> torch.Tensor:
         if self.embedding is None:
-            raise TargetError(f"similarity to the image {self.source} needs the model to embed it: resolve the target with the model (explain/resolve_target do, or call .bind(model))")
+            raise TargetError(
+                f"similarity to the image {self.source} needs the model to embed it: resolve the target with the model (explain/resolve_target do, or call .bind(model))"
+            )
         if not isinstance(output, torch.Tensor) or output.dim() < 2:
-            raise TargetError(f"a similarity target needs an embedding output (N, D); the model gives {_shape(output)}")
+            raise TargetError(
+                f"a similarity target needs an embedding output (N, D); the model gives {_shape(output)}"
+            )
         e = output.flatten(1)
         r = self.embedding.to(e.device, e.dtype)
         if r.shape[1] != e.shape[1]:
-            raise TargetError(f"the reference embedding has {r.shape[1]} values but the model's embedding has {e.shape[1]}")
+            raise TargetError(
+                f"the reference embedding has {r.shape[1]} values but the model's embedding has {e.shape[1]}"
+            )
         if r.shape[0] not in (1, e.shape[0]):
-            raise TargetError(f"similarity has {r.shape[0]} reference embeddings but the output has batch size {e.shape[0]}; pass one or {e.shape[0]}")
+            raise TargetError(
+                f"similarity has {r.shape[0]} reference embeddings but the output has batch size {e.shape[0]}; pass one or {e.shape[0]}"
+            )
         cos = (e * r).sum(dim=1) / (e.norm(dim=1) * r.norm(dim=1)).clamp_min(self.eps)
         return _check_scores(cos, e.shape[0], "similarity")
 
@@ -523,7 +657,9 @@ def _is_embedding(reference: Any) -> bool:
     if isinstance(reference, torch.Tensor):
         return reference.dim() in (1, 2) and reference.dtype.is_floating_point
     if isinstance(reference, np.ndarray):
-        return reference.ndim == 1  # a 2-D array is a grey image; pass (N, D) embeddings as a tensor
+        return (
+            reference.ndim == 1
+        )  # a 2-D array is a grey image; pass (N, D) embeddings as a tensor
     return False
 
 

@@ -50,7 +50,9 @@ def parse_reshape(reshape: GridLike) -> tuple[int, int] | None:
     try:
         h, w = (int(p) for p in parts)
     except (TypeError, ValueError):
-        raise BadInputError(f"reshape={reshape!r}: give the token grid as (h, w) or 'HxW', e.g. reshape=(14, 14)") from None
+        raise BadInputError(
+            f"reshape={reshape!r}: give the token grid as (h, w) or 'HxW', e.g. reshape=(14, 14)"
+        ) from None
     if h < 1 or w < 1:
         raise BadInputError(f"reshape={reshape!r}: the grid sides must be >= 1")
     return h, w
@@ -104,25 +106,47 @@ def token_grid(
     BadInputError
         No grid fits (the message names the shape and what was tried).
     """
-    seen = "(" + ", ".join(str(s) for s in (shape if shape is not None else ("N", tokens, "C"))) + ")"
+    seen = (
+        "(" + ", ".join(str(s) for s in (shape if shape is not None else ("N", tokens, "C"))) + ")"
+    )
     grid = parse_reshape(reshape)
     if grid is not None:
         extra = tokens - grid[0] * grid[1]
         if extra < 0 or (prefix_tokens is not None and extra != prefix_tokens):
             wanted = f" with {prefix_tokens} extra tokens" if prefix_tokens is not None else ""
-            raise BadInputError(f"reshape={grid}: a {grid[0]}x{grid[1]} grid needs {grid[0] * grid[1]} tokens{wanted}, but the layer outputs shape {seen} ({tokens} tokens)")
+            raise BadInputError(
+                f"reshape={grid}: a {grid[0]}x{grid[1]} grid needs {grid[0] * grid[1]} tokens{wanted}, but the layer outputs shape {seen} ({tokens} tokens)"
+            )
         return grid[0], grid[1], extra
-    candidates = [prefix_tokens] if prefix_tokens is not None else range(min(MAX_EXTRA_TOKENS, tokens - 1) + 1)
+    candidates = (
+        [prefix_tokens]
+        if prefix_tokens is not None
+        else range(min(MAX_EXTRA_TOKENS, tokens - 1) + 1)
+    )
     # a square image whose patch embedding pads (a ceil grid) still has a square grid
-    sizes = [input_size, None] if input_size is not None and input_size[0] == input_size[1] else [input_size]
+    sizes = (
+        [input_size, None]
+        if input_size is not None and input_size[0] == input_size[1]
+        else [input_size]
+    )
     for size in sizes:
         for extra in candidates:
             fit = _fits(tokens - extra, size)
             if fit is not None:
                 return fit[0], fit[1], extra
-    where = f"a grid of the input's {input_size[0]}x{input_size[1]} shape" if input_size is not None else "a square grid"
-    tried = f"{prefix_tokens} extra tokens" if prefix_tokens is not None else f"0-{MAX_EXTRA_TOKENS} class/register tokens"
-    raise BadInputError(f"layer output shape {seen} (N, tokens, channels) cannot be reshaped to {where} with {tried}; pass reshape=(h, w)")
+    where = (
+        f"a grid of the input's {input_size[0]}x{input_size[1]} shape"
+        if input_size is not None
+        else "a square grid"
+    )
+    tried = (
+        f"{prefix_tokens} extra tokens"
+        if prefix_tokens is not None
+        else f"0-{MAX_EXTRA_TOKENS} class/register tokens"
+    )
+    raise BadInputError(
+        f"layer output shape {seen} (N, tokens, channels) cannot be reshaped to {where} with {tried}; pass reshape=(h, w)"
+    )
 
 
 def tokens_to_grid(
@@ -164,7 +188,15 @@ def tokens_to_grid(
     (torch.Size([2, 192, 14, 14]), {'grid': [14, 14], 'dropped_tokens': 1})
     """
     if t.dim() != 3:
-        raise BadInputError(f"a token layer outputs (N, tokens, channels); got shape {tuple(t.shape)}")
-    h, w, extra = token_grid(t.shape[1], input_size=input_size, reshape=reshape, prefix_tokens=prefix_tokens, shape=tuple(t.shape))
+        raise BadInputError(
+            f"a token layer outputs (N, tokens, channels); got shape {tuple(t.shape)}"
+        )
+    h, w, extra = token_grid(
+        t.shape[1],
+        input_size=input_size,
+        reshape=reshape,
+        prefix_tokens=prefix_tokens,
+        shape=tuple(t.shape),
+    )
     grid = t[:, extra:].transpose(1, 2).reshape(t.shape[0], t.shape[2], h, w)
     return grid, {"grid": [h, w], "dropped_tokens": extra}

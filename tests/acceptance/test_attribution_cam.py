@@ -33,7 +33,9 @@ def test_gradcam_equals_captum_on_head_act(lite0: convlens.Model) -> None:
     assert default_cam_layer(lite0) == "head_act"
     x = lite0.prepare(["sample:cat"]).x
     target = int(lite0.logits(x).argmax())
-    ref = LayerGradCam(lite0.module, lite0.module.head_act).attribute(x.clone().requires_grad_(), target=target, relu_attributions=True)
+    ref = LayerGradCam(lite0.module, lite0.module.head_act).attribute(
+        x.clone().requires_grad_(), target=target, relu_attributions=True
+    )
     ref = LayerAttribution.interpolate(ref, (224, 224), interpolate_mode="bilinear").detach()
     ours = gradcam(lite0, x, target)  # default layer
     assert ours.shape == (1, 1, 224, 224) and ref.abs().max() > 0
@@ -54,8 +56,12 @@ def _assert_not_degenerate(maps: torch.Tensor, name: str, spread: float = 0.05) 
     assert off_diagonal.max() < 0.99, f"{name}: two photos got the same map"
 
 
-@pytest.mark.parametrize("method", [gradcam, gradcam_pp, layercam, eigencam, scorecam], ids=lambda m: m.__name__)
-def test_every_cam_runs_on_the_bundled_photos(lite0: convlens.Model, photos: tuple[torch.Tensor, torch.Tensor], method) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize(
+    "method", [gradcam, gradcam_pp, layercam, eigencam, scorecam], ids=lambda m: m.__name__
+)
+def test_every_cam_runs_on_the_bundled_photos(
+    lite0: convlens.Model, photos: tuple[torch.Tensor, torch.Tensor], method
+) -> None:  # type: ignore[no-untyped-def]
     x, classes = photos
     if method is scorecam:
         # ~460 masked forward passes per photo at head_act: two photos are enough here
@@ -66,7 +72,9 @@ def test_every_cam_runs_on_the_bundled_photos(lite0: convlens.Model, photos: tup
     _assert_not_degenerate(maps, method.__name__)
 
 
-def test_guided_gradcam_runs_on_the_bundled_photos(lite0: convlens.Model, photos: tuple[torch.Tensor, torch.Tensor]) -> None:
+def test_guided_gradcam_runs_on_the_bundled_photos(
+    lite0: convlens.Model, photos: tuple[torch.Tensor, torch.Tensor]
+) -> None:
     x, classes = photos
     out = guided_gradcam(lite0, x, classes)
     assert out.shape == x.shape

@@ -43,17 +43,35 @@ def test_exact_kernel_shap_is_the_shapley_value_on_lite0(lite0) -> None:  # type
     x = lite0.prepare(["sample:cat"]).x
     cls = int(lite0.logits(x).argmax())
     h, w = x.shape[-2:]
-    labels = (torch.arange(h)[:, None] * 2 // h) * 2 + torch.arange(w)[None, :] * 2 // w  # 2 x 2 blocks
-    got = kernel_shap(lite0, x, cls, segments=labels, fill="zero", n_samples=14, generator=torch.Generator().manual_seed(0))
+    labels = (torch.arange(h)[:, None] * 2 // h) * 2 + torch.arange(w)[
+        None, :
+    ] * 2 // w  # 2 x 2 blocks
+    got = kernel_shap(
+        lite0,
+        x,
+        cls,
+        segments=labels,
+        fill="zero",
+        n_samples=14,
+        generator=torch.Generator().manual_seed(0),
+    )
     black = lite0.normalize(torch.zeros_like(x))
     subsets = [s for k in range(5) for s in itertools.combinations(range(4), k)]
-    images = torch.cat([torch.where(torch.isin(labels, torch.tensor(s, dtype=torch.long)), x, black) for s in subsets])
+    images = torch.cat(
+        [
+            torch.where(torch.isin(labels, torch.tensor(s, dtype=torch.long)), x, black)
+            for s in subsets
+        ]
+    )
     with torch.no_grad(), inference_context(lite0.module):
         value = dict(zip(subsets, lite0.module(images)[:, cls].double().tolist()))
     for i in range(4):
         others = [j for j in range(4) if j != i]
         phi = sum(
-            math.factorial(k) * math.factorial(3 - k) / math.factorial(4) * (value[tuple(sorted((*s, i)))] - value[s])
+            math.factorial(k)
+            * math.factorial(3 - k)
+            / math.factorial(4)
+            * (value[tuple(sorted((*s, i)))] - value[s])
             for k in range(4)
             for s in itertools.combinations(others, k)
         )
@@ -62,5 +80,19 @@ def test_exact_kernel_shap_is_the_shapley_value_on_lite0(lite0) -> None:  # type
 
 def test_the_cli_explains_with_superpixels(tmp_path: Path) -> None:
     out = tmp_path / "ablation.png"
-    assert main(["explain", "sample:cat", "--method", "superpixel_ablation", "--opt", "n_segments=16", "-o", str(out)]) == 0
+    assert (
+        main(
+            [
+                "explain",
+                "sample:cat",
+                "--method",
+                "superpixel_ablation",
+                "--opt",
+                "n_segments=16",
+                "-o",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert out.stat().st_size > 1000

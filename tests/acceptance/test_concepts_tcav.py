@@ -29,7 +29,9 @@ def _run(name: str, unbiased: BiasedSet, test: BiasedSet) -> TCAVResult:
     concept = model.normalize(unbiased.pixels[unbiased.backgrounds == CLASS][:30])
     pool = unbiased.pixels[unbiased.backgrounds != CLASS]
     g = torch.Generator().manual_seed(0)
-    randoms = [model.normalize(pool[torch.randperm(len(pool), generator=g)[:30]]) for _ in range(10)]
+    randoms = [
+        model.normalize(pool[torch.randperm(len(pool), generator=g)[:30]]) for _ in range(10)
+    ]
     return tcav(model, images, CLASS, default_cam_layer(model), concept, randoms)
 
 

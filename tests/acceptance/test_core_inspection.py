@@ -23,7 +23,9 @@ ROOT = Path(__file__).resolve().parents[2]
 def _cli(*args: str, timeout: int = 600) -> subprocess.CompletedProcess[str]:
     exe = shutil.which("convlens")
     cmd = [exe] if exe else [sys.executable, "-m", "convlens.cli.main"]
-    return subprocess.run([*cmd, *args], capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [*cmd, *args], capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
+    )
 
 
 def test_predict_gives_the_expected_class_for_every_bundled_photo() -> None:
@@ -39,7 +41,9 @@ def test_predict_gives_the_expected_class_for_every_bundled_photo() -> None:
         assert probs == sorted(probs, reverse=True)
 
 
-@pytest.mark.parametrize("variant", ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"])
+@pytest.mark.parametrize(
+    "variant", ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"]
+)
 def test_lite_models_on_the_labelled_imagenet_jpegs(variant: str) -> None:
     """Top-1 on the 20 labelled ImageNet JPEGs of the foolbox wheel: about 85-95 % with the
     right resolution and TF-Lite normalisation; a wrong one (ImageNet mean/std, the wrong

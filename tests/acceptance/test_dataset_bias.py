@@ -35,33 +35,63 @@ def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
     return capsys.readouterr().out
 
 
-def test_biased_model_looks_outside_the_digit_and_fails_the_counter_cues(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_biased_model_looks_outside_the_digit_and_fails_the_counter_cues(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     data = tmp_path / "set"
     _run(["bias", "make", str(data), "--splits", "test,counter", "-q"], capsys)
-    base = ["bias", str(data / "test"), "--masks", str(data / "masks" / "test"), "--counter", str(data / "counter"), "-q"]
+    base = [
+        "bias",
+        str(data / "test"),
+        "--masks",
+        str(data / "masks" / "test"),
+        "--counter",
+        str(data / "counter"),
+        "-q",
+    ]
     got, tables = {}, {}
     for name in ("bias_digits_cnn", "fair_digits_cnn"):
-        got[name] = json.loads(_run([*base, "--model", name, "--json", "-o", str(tmp_path / f"{name}.png")], capsys))
+        got[name] = json.loads(
+            _run([*base, "--model", name, "--json", "-o", str(tmp_path / f"{name}.png")], capsys)
+        )
         tables[name] = _run([*base, "--model", name, "-o", str(tmp_path / f"{name}-t.png")], capsys)
     with capsys.disabled():
         for name, table in tables.items():
             print(f"\n{name}:\n{table}")
     biased, fair = got["bias_digits_cnn"], got["fair_digits_cnn"]
-    assert biased["method"] == "gradcam" and biased["main"]["images"] == 359 == biased["counter"]["images"]
+    assert (
+        biased["method"] == "gradcam"
+        and biased["main"]["images"] == 359 == biased["counter"]["images"]
+    )
     # attribution outside the object: far above the fair model's
     assert biased["main"]["mean_outside_share"] >= fair["main"]["mean_outside_share"] + 0.2
     assert biased["counter"]["mean_outside_share"] >= fair["counter"]["mean_outside_share"] + 0.2
     # the fair model looks at the digit: well below the background's area fraction
     assert fair["main"]["mean_outside_share"] < fair["main"]["mean_background_fraction"] - 0.25
     # counter-cue accuracy: drops for the biased model only
-    assert biased["main"]["accuracy"] >= 0.9 and biased["counter_accuracy"] <= biased["main"]["accuracy"] - 0.4
-    assert fair["counter_accuracy"] >= 0.9 and abs(fair["counter_accuracy"] - fair["main"]["accuracy"]) <= 0.05
+    assert (
+        biased["main"]["accuracy"] >= 0.9
+        and biased["counter_accuracy"] <= biased["main"]["accuracy"] - 0.4
+    )
+    assert (
+        fair["counter_accuracy"] >= 0.9
+        and abs(fair["counter_accuracy"] - fair["main"]["accuracy"]) <= 0.05
+    )
     # the misclassified images are ranked by share, largest first
     shares = [r["outside_share"] for r in biased["counter"]["misclassified"]]
     assert shares == sorted(shares, reverse=True) and len(shares) == 10
     # both numbers are printed in the table as the JSON gives them
     for name, table in tables.items():
-        rows = {m.group(1): m for m in re.finditer(r"^(main|counter-cue)\s+(\d+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)$", table, re.M)}
-        assert float(rows["main"].group(4)) == pytest.approx(got[name]["main"]["mean_outside_share"], abs=6e-4)
-        assert float(rows["counter-cue"].group(3)) == pytest.approx(got[name]["counter_accuracy"], abs=6e-4)
+        rows = {
+            m.group(1): m
+            for m in re.finditer(
+                r"^(main|counter-cue)\s+(\d+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)$", table, re.M
+            )
+        }
+        assert float(rows["main"].group(4)) == pytest.approx(
+            got[name]["main"]["mean_outside_share"], abs=6e-4
+        )
+        assert float(rows["counter-cue"].group(3)) == pytest.approx(
+            got[name]["counter_accuracy"], abs=6e-4
+        )
         assert f"counter-cue accuracy {got[name]['counter_accuracy']:.3f}" in table

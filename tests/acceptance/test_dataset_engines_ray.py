@@ -37,7 +37,11 @@ from convlens.data.samples import labelled_imagenet_files
 from convlens.represent import extract_features, load_features
 
 # Ray Data warns about its own deprecated settings while it builds its context; not ours.
-pytestmark = [pytest.mark.acceptance, pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.*"), pytest.mark.usefixtures("one_thread_per_module")]
+pytestmark = [
+    pytest.mark.acceptance,
+    pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.*"),
+    pytest.mark.usefixtures("one_thread_per_module"),
+]
 
 ROOT = Path(__file__).resolve().parents[2]
 LAYER = "blocks.15"
@@ -49,7 +53,9 @@ RTOL, ATOL = 1e-4, 1e-5  # float32 on other processes / batch compositions
 def photos() -> list[LabelledItem]:
     files = labelled_imagenet_files()
     if not files:
-        pytest.fail("foolbox (test extra) is not installed: its 20 labelled ImageNet JPEGs are the data")
+        pytest.fail(
+            "foolbox (test extra) is not installed: its 20 labelled ImageNet JPEGs are the data"
+        )
     return [LabelledItem(path, label) for path, label in files]
 
 
@@ -59,7 +65,9 @@ def model() -> convlens.Model:
 
 
 @pytest.fixture(scope="module")
-def local(model: convlens.Model, photos: list[LabelledItem], tmp_path_factory: pytest.TempPathFactory) -> Path:
+def local(
+    model: convlens.Model, photos: list[LabelledItem], tmp_path_factory: pytest.TempPathFactory
+) -> Path:
     out = tmp_path_factory.mktemp("local") / "features"
     extract_features(model, photos, LAYER, out, batch_size=BATCH, shard_size=SHARD)
     return out
@@ -69,7 +77,13 @@ def local(model: convlens.Model, photos: list[LabelledItem], tmp_path_factory: p
 def ray_cluster():
     ray = pytest.importorskip("ray", reason="ray is in the test extra")
     os.environ["RAY_DISABLE_USAGE_STATS"] = "1"
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=400 * 2**20, log_to_driver=False, logging_level="ERROR")
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        object_store_memory=400 * 2**20,
+        log_to_driver=False,
+        logging_level="ERROR",
+    )
     try:
         yield ray
     finally:
@@ -94,10 +108,18 @@ def _assert_same(a: Path, b: Path) -> None:
     np.testing.assert_allclose(fa.codes, fb.codes, rtol=RTOL, atol=ATOL)
 
 
-def test_ray_equals_local_on_two_worker_processes(ray_cluster, model, photos, local, tmp_path: Path) -> None:
+def test_ray_equals_local_on_two_worker_processes(
+    ray_cluster, model, photos, local, tmp_path: Path
+) -> None:
     out = tmp_path / "ray"
-    report = extract_features(model, photos, LAYER, out, batch_size=BATCH, shard_size=SHARD, engine="ray", workers=2)
-    assert report.n_done == 20 and report.failed == [] and sorted(report.computed_shards) == list(range(10))
+    report = extract_features(
+        model, photos, LAYER, out, batch_size=BATCH, shard_size=SHARD, engine="ray", workers=2
+    )
+    assert (
+        report.n_done == 20
+        and report.failed == []
+        and sorted(report.computed_shards) == list(range(10))
+    )
     _assert_same(out, local)
     features = load_features(out)
     assert features.codes.shape == (20, 320) and features.provenance["params"]["engine"] == "ray"
@@ -106,7 +128,9 @@ def test_ray_equals_local_on_two_worker_processes(ray_cluster, model, photos, lo
     assert len(pids) >= 2 and os.getpid() not in pids, workers
 
 
-def test_killing_a_ray_worker_mid_run_still_completes_with_the_same_outputs(ray_cluster, model, photos, local, tmp_path: Path) -> None:
+def test_killing_a_ray_worker_mid_run_still_completes_with_the_same_outputs(
+    ray_cluster, model, photos, local, tmp_path: Path
+) -> None:
     out = tmp_path / "ray-kill"
     killed: dict[str, object] = {}
 
@@ -123,7 +147,9 @@ def test_killing_a_ray_worker_mid_run_still_completes_with_the_same_outputs(ray_
 
     thread = threading.Thread(target=killer, daemon=True)
     thread.start()
-    report = extract_features(model, photos, LAYER, out, batch_size=BATCH, shard_size=SHARD, engine="ray", workers=2)
+    report = extract_features(
+        model, photos, LAYER, out, batch_size=BATCH, shard_size=SHARD, engine="ray", workers=2
+    )
     thread.join(timeout=5)
     assert killed, "no shard was listed, so no worker was killed"
     assert killed["listed"] < 10, "the run had finished before the kill"
@@ -134,15 +160,27 @@ def test_killing_a_ray_worker_mid_run_still_completes_with_the_same_outputs(ray_
     assert pids - {killed["pid"]}, pids
 
 
-def test_top_patches_on_ray_equal_the_local_engine(ray_cluster, model, photos, tmp_path: Path) -> None:
+def test_top_patches_on_ray_equal_the_local_engine(
+    ray_cluster, model, photos, tmp_path: Path
+) -> None:
     """Per-image maxima computed by two Ray actors, merged into the same top-k as locally."""
     from convlens.represent import top_patches
 
-    options = {"channels": [0, 7, 21], "k": 4, "batch_size": BATCH, "shard_size": SHARD, "patch_size": 32}
+    options = {
+        "channels": [0, 7, 21],
+        "k": 4,
+        "batch_size": BATCH,
+        "shard_size": SHARD,
+        "patch_size": 32,
+    }
     here = top_patches(model, photos, "blocks.4", work_dir=tmp_path / "local", **options)
-    there = top_patches(model, photos, "blocks.4", work_dir=tmp_path / "ray", engine="ray", workers=2, **options)
+    there = top_patches(
+        model, photos, "blocks.4", work_dir=tmp_path / "ray", engine="ray", workers=2, **options
+    )
     assert there.provenance["params"]["engine"] == "ray"
-    assert torch.equal(here["items"], there["items"]) and torch.equal(here["positions"], there["positions"])
+    assert torch.equal(here["items"], there["items"]) and torch.equal(
+        here["positions"], there["positions"]
+    )
     torch.testing.assert_close(here["values"], there["values"], rtol=RTOL, atol=ATOL)
     torch.testing.assert_close(here["patches"], there["patches"])
     pids = {_pid(e["worker"]) for e in _manifest(tmp_path / "ray")["shards"]}
@@ -180,12 +218,20 @@ def test_peak_rss_is_flat_from_1000_to_20000_images(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     pixels = rng.integers(0, 256, (64, 16, 16, 3), dtype=np.uint8)
     for i in range(20_000):
-        Image.fromarray(pixels[i % 64] ^ np.uint8(i % 251)).save(images / f"{i:05d}.png", compress_level=0)
+        Image.fromarray(pixels[i % 64] ^ np.uint8(i % 251)).save(
+            images / f"{i:05d}.png", compress_level=0
+        )
     script = RSS_JOB.format(tests=str(ROOT / "tests"), images=str(images))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     peaks = {}
     for n in (1_000, 20_000):
-        proc = subprocess.run([sys.executable, "-c", script, str(n), str(tmp_path / f"out-{n}")], env=env, capture_output=True, text=True, timeout=600)
+        proc = subprocess.run(
+            [sys.executable, "-c", script, str(n), str(tmp_path / f"out-{n}")],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert proc.returncode == 0, proc.stderr[-2000:]
         peaks[n] = int(proc.stdout.split()[-1]) / 1024  # MB
     print(f"peak RSS: {peaks[1_000]:.0f} MB at 1,000 images, {peaks[20_000]:.0f} MB at 20,000")
@@ -210,18 +256,29 @@ extract_features(convlens.load_model("efficientnet_lite0"), items, {layer!r}, sy
 """
 
 
-def test_features_resume_after_kill_at_a_random_moment(model, photos, local, tmp_path: Path) -> None:
+def test_features_resume_after_kill_at_a_random_moment(
+    model, photos, local, tmp_path: Path
+) -> None:
     out = tmp_path / "resumed"
     script = KILL_JOB.format(layer=LAYER, batch=BATCH, shard=SHARD)
     items = json.dumps([[str(it.path), it.label] for it in photos])
     rng = random.Random(8)
     listed_before: set[int] = set()
     for _ in range(2):
-        proc = subprocess.Popen([sys.executable, "-c", script, items, str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", script, items, str(out)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
         deadline = time.monotonic() + 120
         # wait until at least one more shard is listed, then a random extra moment
-        while time.monotonic() < deadline and len(_manifest(out)["shards"]) <= len(listed_before) and proc.poll() is None:
+        while (
+            time.monotonic() < deadline
+            and len(_manifest(out)["shards"]) <= len(listed_before)
+            and proc.poll() is None
+        ):
             time.sleep(0.02)
         time.sleep(rng.uniform(0.0, 0.3))
         proc.kill()

@@ -34,16 +34,28 @@ def test_defences_on_digits_under_adaptive_attacks() -> None:
     model = convlens.load_model("digits_cnn")
     robust = convlens.load_model("digits_cnn_pgd")
     x, y = load_dataset("digits", "test")
-    defences = [make_defence("jpeg", quality=75), make_defence("bits", bits=1), make_defence("bits", bits=2), make_defence("noise", sigma=0.2)]
-    result = evaluate_defences(model, x, y, defences, robust_model=robust, eps=0.2, steps=20, eot_samples=8, seed=0)
+    defences = [
+        make_defence("jpeg", quality=75),
+        make_defence("bits", bits=1),
+        make_defence("bits", bits=2),
+        make_defence("noise", sigma=0.2),
+    ]
+    result = evaluate_defences(
+        model, x, y, defences, robust_model=robust, eps=0.2, steps=20, eot_samples=8, seed=0
+    )
     params = result.provenance["params"]
     names = params["defences"]
     assert names == ["none", "jpeg75", "bits1", "bits2", "noise0.2", "pgd-trained"]
-    acc = {name: dict(zip(("clean", "transfer", "non_adaptive", "adaptive"), (float(v) for v in row))) for name, row in zip(names, result["accuracy"])}
+    acc = {
+        name: dict(zip(("clean", "transfer", "non_adaptive", "adaptive"), (float(v) for v in row)))
+        for name, row in zip(names, result["accuracy"])
+    }
     lost = dict(zip(names, params["gain_lost"]))
     print()
     for name in names:
-        print(f"{name:12s}", {k: round(v, 3) for k, v in acc[name].items()}, "gain lost", lost[name])
+        print(
+            f"{name:12s}", {k: round(v, 3) for k, v in acc[name].items()}, "gain lost", lost[name]
+        )
 
     none = acc["none"]["adaptive"]
     assert acc["none"]["clean"] >= 0.97 and none <= 0.08  # measured 0.983, 0.019
@@ -62,9 +74,15 @@ def test_defences_on_digits_under_adaptive_attacks() -> None:
     assert acc["bits2"]["adaptive"] <= none + 0.05 and lost["bits2"] >= 0.9  # 0.000, 1.02
     # 1-bit squeezing: the apparent gain halves, part of it is real (see the module docstring)
     assert acc["bits1"]["non_adaptive"] >= 0.85  # 0.925
-    assert 0.3 <= lost["bits1"] <= 0.7 and acc["bits1"]["adaptive"] < acc["bits1"]["non_adaptive"] - 0.3  # 0.47; 0.499
+    assert (
+        0.3 <= lost["bits1"] <= 0.7
+        and acc["bits1"]["adaptive"] < acc["bits1"]["non_adaptive"] - 0.3
+    )  # 0.47; 0.499
     # noise: its gradient is not hidden, so the apparent gain is small; EOT still lowers it
-    assert acc["noise0.2"]["adaptive"] < acc["noise0.2"]["non_adaptive"] - 0.02 and acc["noise0.2"]["adaptive"] <= 0.2  # 0.125 < 0.167
+    assert (
+        acc["noise0.2"]["adaptive"] < acc["noise0.2"]["non_adaptive"] - 0.02
+        and acc["noise0.2"]["adaptive"] <= 0.2
+    )  # 0.125 < 0.167
     # every input transform ends far below adversarial training under the adaptive attack
     for name in ("jpeg75", "bits1", "bits2", "noise0.2"):
         assert acc[name]["adaptive"] <= trained["adaptive"] - 0.1, name

@@ -23,7 +23,14 @@ pytestmark = pytest.mark.acceptance
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     exe = shutil.which("convlens")
     cmd = [exe] if exe else [sys.executable, "-m", "convlens.cli.main"]
-    return subprocess.run([*cmd, *args], capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    return subprocess.run(
+        [*cmd, *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        stdin=subprocess.DEVNULL,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
 
 
 def test_features_then_a_rotatable_3d_map(tmp_path: Path) -> None:
@@ -32,11 +39,33 @@ def test_features_then_a_rotatable_3d_map(tmp_path: Path) -> None:
     for cls in (0, 1, 6):  # three classes the digits model separates well
         (root / str(cls)).mkdir(parents=True)
         for i, index in enumerate(np.flatnonzero(digits.target == cls)[:40]):
-            Image.fromarray((digits.images[index] * 255 / 16).round().astype(np.uint8)).save(root / str(cls) / f"{i}.png")
-    done = _cli("features", str(root), "--model", "digits_cnn", "--layer", "conv2", "-o", str(tmp_path / "codes"), "--json")
+            Image.fromarray((digits.images[index] * 255 / 16).round().astype(np.uint8)).save(
+                root / str(cls) / f"{i}.png"
+            )
+    done = _cli(
+        "features",
+        str(root),
+        "--model",
+        "digits_cnn",
+        "--layer",
+        "conv2",
+        "-o",
+        str(tmp_path / "codes"),
+        "--json",
+    )
     assert done.returncode == 0, done.stderr
     page = tmp_path / "map3d.html"
-    done = _cli("embed", str(tmp_path / "codes"), "--method", "pca", "--dims", "3", "-o", str(page), "--json")
+    done = _cli(
+        "embed",
+        str(tmp_path / "codes"),
+        "--method",
+        "pca",
+        "--dims",
+        "3",
+        "-o",
+        str(page),
+        "--json",
+    )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["dims"] == 3 and page.with_suffix(".png").stat().st_size > 10_000
     text = page.read_text(encoding="utf-8")

@@ -42,11 +42,15 @@ def _roughness(x: torch.Tensor) -> float:
 
 
 @pytest.mark.parametrize("pattern", ["noise", "pattern"])
-def test_fooling_images_from_noise_on_lite0(lite0: convlens.Model, pattern: str, tmp_path: Path) -> None:
+def test_fooling_images_from_noise_on_lite0(
+    lite0: convlens.Model, pattern: str, tmp_path: Path
+) -> None:
     for target in TARGETS:
         result = fool_from_noise(lite0, target, pattern=pattern, seed=0)
         p = result.provenance["params"]
-        print(f"\n{pattern} -> {target} {lite0.labels.name(target)}: {p['probability']:.4f} in {p['steps']} steps, {p['seconds']:.1f} s, mean change {p['mean_change'] * 255:.1f}/255")
+        print(
+            f"\n{pattern} -> {target} {lite0.labels.name(target)}: {p['probability']:.4f} in {p['steps']} steps, {p['seconds']:.1f} s, mean change {p['mean_change'] * 255:.1f}/255"
+        )
         assert p["success"] and p["predicted"] == target and p["probability"] >= 0.99
         start_prob = float(result.tensors["start_probabilities"][target])
         assert start_prob < 0.1  # the start was not the class: the ascent made it one
@@ -62,25 +66,46 @@ def test_fooling_images_from_noise_on_lite0(lite0: convlens.Model, pattern: str,
             assert _roughness(image) < 0.1
 
 
-def test_fool_from_noise_cli_and_predict_agree(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_fool_from_noise_cli_and_predict_agree(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "fool"
     assert main(["fool", "--from", "pattern", "--target", "daisy", "-o", str(out), "--json"]) == 0
     payload = json.loads(capsys.readouterr().out)
-    assert payload["success"] and payload["predicted"]["class"] == 985 and payload["probability"] >= 0.99
+    assert (
+        payload["success"]
+        and payload["predicted"]["class"] == 985
+        and payload["probability"] >= 0.99
+    )
     assert main(["predict", payload["files"]["fooled"], "--json", "--top-k", "1"]) == 0
     top = json.loads(capsys.readouterr().out)["predictions"][0]["top"][0]
-    assert top["class"] == 985 and top["probability"] == pytest.approx(payload["probability"], abs=1e-5)
+    assert top["class"] == 985 and top["probability"] == pytest.approx(
+        payload["probability"], abs=1e-5
+    )
 
 
-def _curves(model: convlens.Model, rank_x: torch.Tensor, rank_y: torch.Tensor, eval_x: torch.Tensor, eval_y: torch.Tensor, layer: str) -> dict[str, torch.Tensor]:
-    orders = {m: channel_importance(model, rank_x, layer, method=m, labels=rank_y)["order"].flip(0) for m in ("ablation", "activation", "taylor")}
+def _curves(
+    model: convlens.Model,
+    rank_x: torch.Tensor,
+    rank_y: torch.Tensor,
+    eval_x: torch.Tensor,
+    eval_y: torch.Tensor,
+    layer: str,
+) -> dict[str, torch.Tensor]:
+    orders = {
+        m: channel_importance(model, rank_x, layer, method=m, labels=rank_y)["order"].flip(0)
+        for m in ("ablation", "activation", "taylor")
+    }
     curve = pruning_curve(model, eval_x, eval_y, layer, orders, random_orders=10, seed=0)
     names, counts = curve.provenance["params"]["names"], curve["counts"].tolist()
     print(f"\n{model.name} {layer}: accuracy, least important channels removed first")
     print(f"{'removed':>8s}" + "".join(f"{n:>11s}" for n in names))
     for j, k in enumerate(counts):
         print(f"{k:8d}" + "".join(f"{float(row[j]):11.3f}" for row in curve["accuracy"]))
-    print("mean " + ", ".join(f"{n} {float(row.mean()):.3f}" for n, row in zip(names, curve["accuracy"])))
+    print(
+        "mean "
+        + ", ".join(f"{n} {float(row.mean()):.3f}" for n, row in zip(names, curve["accuracy"]))
+    )
     return dict(zip(names, curve["accuracy"]))
 
 
@@ -91,12 +116,17 @@ def test_digits_pruning_in_importance_order_beats_random(layer: str) -> None:
     test_x, test_y = load_dataset("digits", "test")
     acc = _curves(model, train_x[:300], train_y[:300], test_x, test_y, layer)
     random = acc["random"]
-    for method in ("ablation", "taylor"):  # the mean activation is printed, not asserted: on act1 it is worse than random
+    for method in (
+        "ablation",
+        "taylor",
+    ):  # the mean activation is printed, not asserted: on act1 it is worse than random
         assert float(acc[method].mean()) >= float(random.mean()) + 0.05, method
         assert bool((acc[method] >= random - 0.03).all()), (method, acc[method], random)
 
 
-def test_lite0_pruning_in_importance_order_beats_random(lite0: convlens.Model, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_lite0_pruning_in_importance_order_beats_random(
+    lite0: convlens.Model, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     files = labelled_imagenet_files()
     if len(files) != 20:
         pytest.skip("the foolbox wheel's 20 ImageNet photos are not installed")
@@ -111,10 +141,25 @@ def test_lite0_pruning_in_importance_order_beats_random(lite0: convlens.Model, t
     csv = tmp_path / "labels.csv"
     csv.write_text("path,label\n" + "".join(f"{p},{y}\n" for p, y in zip(paths, labels.tolist())))
     capsys.readouterr()
-    args = ["channels", str(csv), "--layer", "blocks.15", "--methods", "ablation", "--random", "10", "-o", str(tmp_path / "out"), "--json"]
+    args = [
+        "channels",
+        str(csv),
+        "--layer",
+        "blocks.15",
+        "--methods",
+        "ablation",
+        "--random",
+        "10",
+        "-o",
+        str(tmp_path / "out"),
+        "--json",
+    ]
     assert main(args) == 0
     payload = json.loads(capsys.readouterr().out)
     lib = channel_importance(lite0, pixels, "blocks.15", method="ablation", labels=labels)
     assert payload["rankings"]["ablation"]["order"][:20] == lib["order"][:20].tolist()
     curve = payload["curve"]["accuracy"]
-    assert sum(curve["ablation"]) / len(curve["ablation"]) >= sum(curve["random"]) / len(curve["random"]) + 0.03
+    assert (
+        sum(curve["ablation"]) / len(curve["ablation"])
+        >= sum(curve["random"]) / len(curve["random"]) + 0.03
+    )

@@ -21,7 +21,9 @@ pytestmark = pytest.mark.acceptance
 def _cli(*args: str, timeout: int = 600) -> subprocess.CompletedProcess[str]:
     exe = shutil.which("convlens")
     cmd = [exe] if exe else [sys.executable, "-m", "convlens.cli.main"]
-    return subprocess.run([*cmd, *args], capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [*cmd, *args], capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
+    )
 
 
 def test_awkward_valid_files_are_all_predicted(tmp_path: Path) -> None:
@@ -75,7 +77,9 @@ def test_digit_templates_look_like_digits() -> None:
     # the same check fails for a wrong reshape (transposed templates): it is not vacuous
     transposed = templates.reshape(10, 8, 8).transpose(0, 2, 1).reshape(10, 64)
     corr_t = np.corrcoef(np.concatenate([transposed, centred]))[:10, 10:]
-    assert (corr_t.argmax(axis=1) == np.arange(10)).sum() < 10 or np.diag(corr_t).min() < np.diag(corr).min()
+    assert (corr_t.argmax(axis=1) == np.arange(10)).sum() < 10 or np.diag(corr_t).min() < np.diag(
+        corr
+    ).min()
 
 
 @pytest.mark.parametrize(("name", "floor"), [("digits_cnn", 0.97), ("mnist_cnn", 0.97)])

@@ -28,7 +28,13 @@ MODELS = ["efficientnet_lite0", "efficientnet_lite1"]
 def _cli(*args: str) -> dict:
     exe = shutil.which("convlens")
     cmd = [exe] if exe else [sys.executable, "-m", "convlens.cli.main"]
-    proc = subprocess.run([*cmd, *args, "--json", "--threads", "1"], capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
+    proc = subprocess.run(
+        [*cmd, *args, "--json", "--threads", "1"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        stdin=subprocess.DEVNULL,
+    )
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)
 
@@ -41,16 +47,26 @@ def lite1() -> convlens.Model:
         pytest.skip("efficientnet_lite1 needs the lite12 extra")
 
 
-def test_shape_bias_of_two_architectures_side_by_side(tmp_path: Path, lite0: convlens.Model, lite1: convlens.Model) -> None:
+def test_shape_bias_of_two_architectures_side_by_side(
+    tmp_path: Path, lite0: convlens.Model, lite1: convlens.Model
+) -> None:
     require_cue_conflict_dev()
     from convlens.robustness import scan_cue_conflict, shape_bias
 
     out = tmp_path / "sb"
-    payload = _cli("robustness", "shape-bias", str(DEV), "--model", ",".join(MODELS), "-o", str(out))
+    payload = _cli(
+        "robustness", "shape-bias", str(DEV), "--model", ",".join(MODELS), "-o", str(out)
+    )
     jsonschema.validate(payload, robustness_shape_bias.SCHEMA)
     assert payload["models"] == MODELS
     first, second = payload["results"]
-    print(f"\nshape bias on {first['n_conflict']} conflicts: " + ", ".join(f"{r['model']} {r['shape_bias']:.3f} ({r['shape']} shape / {r['texture']} texture)" for r in payload["results"]))
+    print(
+        f"\nshape bias on {first['n_conflict']} conflicts: "
+        + ", ".join(
+            f"{r['model']} {r['shape_bias']:.3f} ({r['shape']} shape / {r['texture']} texture)"
+            for r in payload["results"]
+        )
+    )
     # Lite0 equals the reference recorded beside the stimuli by an independent implementation
     assert (first["shape"], first["texture"], first["n_conflict"]) == (51, 154, 300)
     assert first["shape_bias"] == pytest.approx(0.249, abs=0.001)
@@ -65,11 +81,15 @@ def test_shape_bias_of_two_architectures_side_by_side(tmp_path: Path, lite0: con
     # one table with both models' rows and their overall numbers, and the picture
     with open(payload["files"]["table"], newline="") as handle:
         overall = {row["model"]: row for row in csv.DictReader(handle) if row["category"] == "all"}
-    assert {m: (int(r["shape"]), int(r["texture"])) for m, r in overall.items()} == {r["model"]: (r["shape"], r["texture"]) for r in payload["results"]}
+    assert {m: (int(r["shape"]), int(r["texture"])) for m, r in overall.items()} == {
+        r["model"]: (r["shape"], r["texture"]) for r in payload["results"]
+    }
     assert Path(payload["files"]["figure"]).stat().st_size > 10_000
 
 
-def test_attack_curves_of_two_architectures_side_by_side(tmp_path: Path, lite0: convlens.Model, lite1: convlens.Model) -> None:
+def test_attack_curves_of_two_architectures_side_by_side(
+    tmp_path: Path, lite0: convlens.Model, lite1: convlens.Model
+) -> None:
     from convlens.adversarial.curve import attack_curve, load_labelled
     from convlens.data.samples import labelled_imagenet_files
 
@@ -81,7 +101,19 @@ def test_attack_curves_of_two_architectures_side_by_side(tmp_path: Path, lite0: 
     eps = [0.0, 1 / 255, 2 / 255]
     # FGSM: one gradient per image and budget keeps the two models and their lone runs
     # within seconds; at 1/255 it already separates the architectures
-    payload = _cli("robustness", "attack-curve", str(labels), "--model", ",".join(MODELS), "--methods", "fgsm", "--eps", "0,1/255,2/255", "-o", str(tmp_path / "curve"))
+    payload = _cli(
+        "robustness",
+        "attack-curve",
+        str(labels),
+        "--model",
+        ",".join(MODELS),
+        "--methods",
+        "fgsm",
+        "--eps",
+        "0,1/255,2/255",
+        "-o",
+        str(tmp_path / "curve"),
+    )
     jsonschema.validate(payload, robustness_curve.SCHEMA)
     assert payload["models"] == MODELS
     for model, row in zip((lite0, lite1), payload["results"]):

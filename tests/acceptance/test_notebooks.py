@@ -32,7 +32,10 @@ NOTEBOOKS = Path(__file__).resolve().parents[2] / "docs" / "notebooks"
 CELL_TIMEOUT = 240  # seconds, per cell
 #: notebook -> (at least this many cells with pictures, images in each batch cell by its first line)
 EXPECTED = {
-    "attribution-tour.ipynb": (6, {'convlens.explain(model, ["sample:cat", "sample:hopper"], "gradcam")': 2}),
+    "attribution-tour.ipynb": (
+        6,
+        {'convlens.explain(model, ["sample:cat", "sample:hopper"], "gradcam")': 2},
+    ),
     "optimisation-tour.ipynb": (5, {"visualize_class(digits, [0, 3, 7], steps=200, seed=0)": 3}),
 }
 
@@ -52,7 +55,11 @@ def _execute(path: Path, tmp_path: Path) -> Any:
         resources={"metadata": {"path": str(tmp_path)}},  # the kernel's working folder
     )
     # one torch thread: the machine is shared (the kernel inherits this environment)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MPLBACKEND": "module://matplotlib_inline.backend_inline"}
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "MPLBACKEND": "module://matplotlib_inline.backend_inline",
+    }
     started = time.perf_counter()
     with pytest.MonkeyPatch.context() as mp:
         for key, value in env.items():
@@ -68,7 +75,11 @@ def test_the_docs_hold_the_notebooks() -> None:
         notebook = nbformat.read(NOTEBOOKS / name, as_version=4)
         nbformat.validate(notebook)
         # stored clean: the docs carry the code, the test (and the reader) the outputs
-        assert all(not c.get("outputs") and c.get("execution_count") is None for c in notebook.cells if c.cell_type == "code"), name
+        assert all(
+            not c.get("outputs") and c.get("execution_count") is None
+            for c in notebook.cells
+            if c.cell_type == "code"
+        ), name
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
@@ -84,12 +95,16 @@ def test_notebook_runs_and_every_result_shows_a_picture(name: str, tmp_path: Pat
         assert pngs, f"{name}: no picture from cell\n{cell.source}"
         for data in pngs:
             pixels = _picture(data)
-            assert min(pixels.shape[:2]) >= 150, f"{name}: a tiny picture {pixels.shape}\n{cell.source}"
+            assert min(pixels.shape[:2]) >= 150, (
+                f"{name}: a tiny picture {pixels.shape}\n{cell.source}"
+            )
             assert pixels.std(axis=(0, 1)).max() > 20, f"{name}: a blank picture\n{cell.source}"
         with_pictures += 1
         expected_images = next((n for first, n in batches.items() if first in cell.source), None)
         if expected_images is not None:
-            html = next(o.data["text/html"] for o in cell.outputs if "text/html" in o.get("data", {}))
+            html = next(
+                o.data["text/html"] for o in cell.outputs if "text/html" in o.get("data", {})
+            )
             inlined = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html)
             assert len(inlined) == expected_images
             for data in inlined:

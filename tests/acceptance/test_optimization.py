@@ -35,7 +35,13 @@ pytestmark = [pytest.mark.acceptance, pytest.mark.timeout(3600)]
 
 PHOTOS = ["cat", "coffee", "rocket", "moped", "daisy"]
 #: a fooling target for each photo, far from what it shows
-FOOL_TARGETS = {"cat": "daisy", "coffee": "volcano", "rocket": "goldfish", "moped": "tabby", "daisy": "space shuttle"}
+FOOL_TARGETS = {
+    "cat": "daisy",
+    "coffee": "volcano",
+    "rocket": "goldfish",
+    "moped": "tabby",
+    "daisy": "space shuttle",
+}
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +54,9 @@ def photos(lite0: convlens.Model) -> torch.Tensor:
     return lite0.denormalize(lite0.prepare([f"sample:{p}" for p in PHOTOS]).x)
 
 
-def test_class_visualisation_reaches_top1_survives_transforms_and_transfers(lite0: convlens.Model, lite1: convlens.Model) -> None:
+def test_class_visualisation_reaches_top1_survives_transforms_and_transfers(
+    lite0: convlens.Model, lite1: convlens.Model
+) -> None:
     classes = torch.randperm(1000, generator=torch.Generator().manual_seed(2026))[:10].tolist()
     result = visualize_class(lite0, classes, steps=128, seed=0)
     images = quantize_8bit(result["image"])
@@ -59,7 +67,9 @@ def test_class_visualisation_reaches_top1_survives_transforms_and_transfers(lite
     transform, generator = standard_transforms(224), torch.Generator().manual_seed(7)
     for draw in range(8):
         seen = transform(images[hits], generator)
-        survived = lite0.logits(lite0.normalize(seen)).argmax(dim=1).cpu() == torch.tensor(classes)[hits]
+        survived = (
+            lite0.logits(lite0.normalize(seen)).argmax(dim=1).cpu() == torch.tensor(classes)[hits]
+        )
         assert survived.all(), (draw, survived)
     top5 = lite1.logits(lite1.prepare(list(images)).x).topk(5, dim=1).indices.cpu()
     transferred = sum(int(c in top5[i]) for i, c in enumerate(classes))
@@ -67,7 +77,9 @@ def test_class_visualisation_reaches_top1_survives_transforms_and_transfers(lite
     assert transferred >= 8
 
 
-def test_fooling_images_are_the_target_when_read_back(lite0: convlens.Model, photos: torch.Tensor, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_fooling_images_are_the_target_when_read_back(
+    lite0: convlens.Model, photos: torch.Tensor, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     small, lines = 0, []
     for i, name in enumerate(PHOTOS):
         target = lite0.labels.resolve(FOOL_TARGETS[name])
@@ -78,14 +90,18 @@ def test_fooling_images_are_the_target_when_read_back(lite0: convlens.Model, pho
         capsys.readouterr()
         assert main(["predict", str(path), "--json", "--top-k", "1"]) == 0
         predicted = json.loads(capsys.readouterr().out)["predictions"][0]["top"][0]
-        lines.append(f"{name} -> {FOOL_TARGETS[name]}: read back as {predicted['label']} {predicted['probability']:.2f}, L-inf {params['linf'] * 255:.1f}/255")
+        lines.append(
+            f"{name} -> {FOOL_TARGETS[name]}: read back as {predicted['label']} {predicted['probability']:.2f}, L-inf {params['linf'] * 255:.1f}/255"
+        )
         assert predicted["class"] == target, lines[-1]
         small += params["linf"] <= 8 / 255 + 1e-6
     print("\n" + "\n".join(lines))
     assert small >= 4
 
 
-def test_inversion_from_shallow_and_deep_layers(lite0: convlens.Model, lite1: convlens.Model, photos: torch.Tensor) -> None:
+def test_inversion_from_shallow_and_deep_layers(
+    lite0: convlens.Model, lite1: convlens.Model, photos: torch.Tensor
+) -> None:
     for layer in ("stem_act", "blocks.0"):
         shallow = invert(lite0, photos[:1], layer, steps=200)
         print(f"\n{layer}: PSNR {float(shallow['psnr'][0]):.1f} dB")
@@ -101,10 +117,14 @@ def test_inversion_from_shallow_and_deep_layers(lite0: convlens.Model, lite1: co
         images = quantize_8bit(invert(lite0, photos, "blocks.12", steps=200)["image"])
     top5 = lite1.logits(lite1.prepare(list(images)).x).topk(5, dim=1).indices.cpu()
     print(f"\nlite1 top-5 per photo: {top5.tolist()}")
-    on_originals = lite1.logits(lite1.prepare([f"sample:{p}" for p in PHOTOS]).x).argmax(dim=1).cpu()
+    on_originals = (
+        lite1.logits(lite1.prepare([f"sample:{p}" for p in PHOTOS]).x).argmax(dim=1).cpu()
+    )
     top1_hits = int((top5[:, 0] == truth).sum())
     top5_hits = sum(int(truth[i]) in top5[i].tolist() for i in range(len(PHOTOS)))
-    print(f"blocks.12 inversions, efficientnet_lite1: top-1 {top1_hits}/5, top-5 {top5_hits}/5 (on the photos themselves: top-1 {int((on_originals == truth).sum())}/5)")
+    print(
+        f"blocks.12 inversions, efficientnet_lite1: top-1 {top1_hits}/5, top-5 {top5_hits}/5 (on the photos themselves: top-1 {int((on_originals == truth).sum())}/5)"
+    )
     # The issue's floor: Lite1's top-1 is the original's class for >= 3 of 5. It holds at the
     # default seed (0), but narrowly: Lite1 gets only 2 of these 5 *photos* themselves right
     # (Egyptian cat, space shuttle, honeycomb), and seeds 1-3 give 1-3 of 5. What holds across

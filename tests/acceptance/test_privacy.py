@@ -30,11 +30,16 @@ def _one_thread(one_thread: None) -> None:
 
 def test_membership_overfit_leaks_more_than_regularised_for_both_attacks() -> None:
     results = membership_experiment("digits", seeds=(0, 1, 2), n_shadow=4)
-    by = {(r.provenance["params"]["recipe"]["name"], r.provenance["seed"]): r.provenance["params"] for r in results}
+    by = {
+        (r.provenance["params"]["recipe"]["name"], r.provenance["seed"]): r.provenance["params"]
+        for r in results
+    }
     print()
     for (name, seed), p in sorted(by.items()):
         lo, sh = p["loss_threshold"], p["shadow"]
-        print(f"{name:12s} seed {seed}: held-out {p['held_out_accuracy']:.3f}  loss AUC {lo['auc']:.3f} acc {lo['accuracy']:.3f} TPR@1% {lo['tpr_at_1_fpr']:.3f}  shadow AUC {sh['auc']:.3f} acc {sh['accuracy']:.3f} TPR@1% {sh['tpr_at_1_fpr']:.3f}")
+        print(
+            f"{name:12s} seed {seed}: held-out {p['held_out_accuracy']:.3f}  loss AUC {lo['auc']:.3f} acc {lo['accuracy']:.3f} TPR@1% {lo['tpr_at_1_fpr']:.3f}  shadow AUC {sh['auc']:.3f} acc {sh['accuracy']:.3f} TPR@1% {sh['tpr_at_1_fpr']:.3f}"
+        )
     for seed in (0, 1, 2):
         overfit, regular = by[("overfit", seed)], by[("regularised", seed)]
         assert overfit["held_out_accuracy"] >= 0.90 and regular["held_out_accuracy"] >= 0.90
@@ -47,7 +52,9 @@ def test_membership_overfit_leaks_more_than_regularised_for_both_attacks() -> No
 def test_digits_white_box_reconstructions_fool_an_independent_judge(seed: int) -> None:
     result = inversion_experiment("digits", seed=seed)
     p = result.provenance["params"]
-    print(f"\ndigits seed {seed}: judge acc {p['judge_held_out_accuracy']:.3f}; white-box judge {p['white_box']['judge_hits']}/10 {p['white_box']['judge_predictions']}; black-box judge {p['black_box']['judge_hits']}/10, target {p['black_box']['target_hits']}/10, {p['black_box']['queries_per_class']} queries/class")
+    print(
+        f"\ndigits seed {seed}: judge acc {p['judge_held_out_accuracy']:.3f}; white-box judge {p['white_box']['judge_hits']}/10 {p['white_box']['judge_predictions']}; black-box judge {p['black_box']['judge_hits']}/10, target {p['black_box']['target_hits']}/10, {p['black_box']['queries_per_class']} queries/class"
+    )
     assert p["white_box"]["judge_hits"] == 10
     assert p["black_box"]["queries"] > 0 and 0 <= p["black_box"]["judge_hits"] <= 10  # reported
 
@@ -55,7 +62,9 @@ def test_digits_white_box_reconstructions_fool_an_independent_judge(seed: int) -
 def test_mnist_white_box_reconstructions_fool_an_independent_judge() -> None:
     result = inversion_experiment("mnist", seed=0)
     p = result.provenance["params"]
-    print(f"\nmnist: judge acc {p['judge_held_out_accuracy']:.3f}; white-box judge {p['white_box']['judge_hits']}/10; black-box judge {p['black_box']['judge_hits']}/10, target {p['black_box']['target_hits']}/10, {p['black_box']['queries_per_class']} queries/class")
+    print(
+        f"\nmnist: judge acc {p['judge_held_out_accuracy']:.3f}; white-box judge {p['white_box']['judge_hits']}/10; black-box judge {p['black_box']['judge_hits']}/10, target {p['black_box']['target_hits']}/10, {p['black_box']['queries_per_class']} queries/class"
+    )
     assert p["white_box"]["judge_hits"] >= 8
 
 
@@ -64,14 +73,24 @@ def test_backdoor_is_planted_detected_and_reverse_engineered(dataset: str) -> No
     result = backdoor_experiment(dataset, seed=0, rate=0.05)
     p = result.provenance["params"]
     ac, ss, nc = p["activation_clustering"], p["spectral_signatures"], p["neural_cleanse"]
-    print(f"\n{dataset}: trigger {p['trigger']['size']}, poisoned {p['n_poisoned']}/{p['n_train']}; clean acc {p['clean_model_accuracy']:.4f} -> {p['backdoored_accuracy']:.4f}; attack success {p['attack_success']:.4f}")
-    print(f"AC P {ac['precision']:.3f} R {ac['recall']:.3f} FPR {ac['false_positive_rate']:.3f}; SS P {ss['precision']:.3f} R {ss['recall']:.3f} FPR {ss['false_positive_rate']:.3f}")
-    print(f"NC names {nc['named_label']}, index {[round(a, 2) for a in nc['anomaly_index']]}, IoU {nc['mask_iou']:.3f}")
+    print(
+        f"\n{dataset}: trigger {p['trigger']['size']}, poisoned {p['n_poisoned']}/{p['n_train']}; clean acc {p['clean_model_accuracy']:.4f} -> {p['backdoored_accuracy']:.4f}; attack success {p['attack_success']:.4f}"
+    )
+    print(
+        f"AC P {ac['precision']:.3f} R {ac['recall']:.3f} FPR {ac['false_positive_rate']:.3f}; SS P {ss['precision']:.3f} R {ss['recall']:.3f} FPR {ss['false_positive_rate']:.3f}"
+    )
+    print(
+        f"NC names {nc['named_label']}, index {[round(a, 2) for a in nc['anomaly_index']]}, IoU {nc['mask_iou']:.3f}"
+    )
     h, w = p["trigger"]["size"]
-    assert h * w <= (9 if dataset == "digits" else 16) and max(h, w) <= (3 if dataset == "digits" else 4)
+    assert h * w <= (9 if dataset == "digits" else 16) and max(h, w) <= (
+        3 if dataset == "digits" else 4
+    )
     assert p["rate"] <= 0.10
     assert p["clean_model_accuracy"] - p["backdoored_accuracy"] <= 0.02
     assert p["attack_success"] >= 0.90
     assert any(d["recall"] >= 0.80 and d["false_positive_rate"] <= 0.10 for d in (ac, ss))
-    assert nc["named_label"] == p["trigger"]["target"] and nc["anomaly_index"][nc["named_label"]] > 2
+    assert (
+        nc["named_label"] == p["trigger"]["target"] and nc["anomaly_index"][nc["named_label"]] > 2
+    )
     assert nc["mask_iou"] >= 0.5

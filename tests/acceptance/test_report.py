@@ -80,10 +80,14 @@ def test_opens_in_chromium_without_console_errors(built: dict[str, Any], browser
     page.goto(built["out"].as_uri())
     page.wait_for_load_state("load")
     # every <img> decoded by the browser: complete with a natural size
-    states = page.eval_on_selector_all("img", "imgs => imgs.map(i => [i.complete, i.naturalWidth, i.naturalHeight])")
+    states = page.eval_on_selector_all(
+        "img", "imgs => imgs.map(i => [i.complete, i.naturalWidth, i.naturalHeight])"
+    )
     page.close()
     assert not errors, errors
-    assert len(states) == built["summary"]["images"] and all(ok and w > 0 and h > 0 for ok, w, h in states), states
+    assert len(states) == built["summary"]["images"] and all(
+        ok and w > 0 and h > 0 for ok, w, h in states
+    ), states
 
 
 def test_self_contained_and_every_picture_decodes(built: dict[str, Any]) -> None:
@@ -98,20 +102,40 @@ def test_self_contained_and_every_picture_decodes(built: dict[str, Any]) -> None
         assert hashlib.sha256(fig["png"]).hexdigest() == fig["sha256"]
         with Image.open(io.BytesIO(fig["png"])) as image:
             assert image.format == fig["mime"].split("/")[1].upper()
-            assert image.format == ("PNG" if fig["name"].partition(":")[0] in ("filters", "visualize_class", "pgd") else "JPEG"), fig["name"]
+            assert image.format == (
+                "PNG"
+                if fig["name"].partition(":")[0] in ("filters", "visualize_class", "pgd")
+                else "JPEG"
+            ), fig["name"]
             image.load()
 
 
 def test_pictures_equal_the_library_output(built: dict[str, Any], lite0: Any) -> None:
     page = built["html"]
     batch = lite0.prepare(["sample:cat"], sources=["sample:cat"])
-    provenance = {m.group(1): json.loads(_unescape(m.group(2))) for m in re.finditer(r'<figure data-name="([^"]+)".*?<pre>(.*?)</pre>', page, flags=re.DOTALL)}
+    provenance = {
+        m.group(1): json.loads(_unescape(m.group(2)))
+        for m in re.finditer(
+            r'<figure data-name="([^"]+)".*?<pre>(.*?)</pre>', page, flags=re.DOTALL
+        )
+    }
     checked = set()
     for fig in figures(page):
-        expected = hashlib.sha256(library_png(lite0, batch, fig["name"], provenance[fig["name"]])).hexdigest()
+        expected = hashlib.sha256(
+            library_png(lite0, batch, fig["name"], provenance[fig["name"]])
+        ).hexdigest()
         assert fig["sha256"] == expected, fig["name"]
         checked.add(fig["name"].partition(":")[0])
-    assert checked == {"image", "filters", "activations", "attribution", "gradcam", "segment", "visualize_class", "pgd"}
+    assert checked == {
+        "image",
+        "filters",
+        "activations",
+        "attribution",
+        "gradcam",
+        "segment",
+        "visualize_class",
+        "pgd",
+    }
 
 
 def _unescape(text: str) -> str:
@@ -120,16 +144,24 @@ def _unescape(text: str) -> str:
     return html.unescape(text)
 
 
-def test_predictions_gradcam_and_the_adversarial_round_trip(built: dict[str, Any], lite0: Any) -> None:
+def test_predictions_gradcam_and_the_adversarial_round_trip(
+    built: dict[str, Any], lite0: Any
+) -> None:
     summary = built["summary"]
     top = _section(summary, "predictions")["top"]
     assert top[0]["class"] in CAT_CLASSES
     gradcam = _section(summary, "gradcam")
     assert gradcam["classes"] == [t["class"] for t in top[:3]]
     shots = {f["name"]: f for f in figures(built["html"])}
-    assert len({shots[f"gradcam:{c}"]["sha256"] for c in gradcam["classes"]}) == 3  # one map per class
+    assert (
+        len({shots[f"gradcam:{c}"]["sha256"] for c in gradcam["classes"]}) == 3
+    )  # one map per class
     attack = _section(summary, "adversarial")
-    assert attack["success"] and attack["before"] in CAT_CLASSES and attack["after"] != attack["before"]
+    assert (
+        attack["success"]
+        and attack["before"] in CAT_CLASSES
+        and attack["after"] != attack["before"]
+    )
     assert attack["linf_255"] <= 2 + 1e-6
     # the adversarial picture in the page is the 8-bit image: read back, it is what the report says
     with Image.open(io.BytesIO(shots["pgd:adversarial"]["png"])) as image:
@@ -138,7 +170,10 @@ def test_predictions_gradcam_and_the_adversarial_round_trip(built: dict[str, Any
     assert lite0.predict([pixels], top_k=1)[0].classes[0] == attack["after"]
     vis = _section(summary, "class_visualisation")
     with Image.open(io.BytesIO(shots["visualize_class"]["png"])) as image:
-        assert lite0.predict([np.asarray(image.convert("RGB"))], top_k=1)[0].classes[0] == vis["top1"]["class"]
+        assert (
+            lite0.predict([np.asarray(image.convert("RGB"))], top_k=1)[0].classes[0]
+            == vis["top1"]["class"]
+        )
 
 
 def test_ranking_beats_a_random_map(built: dict[str, Any], lite0: Any) -> None:
@@ -153,14 +188,19 @@ def test_ranking_beats_a_random_map(built: dict[str, Any], lite0: Any) -> None:
     batch = lite0.prepare(["sample:cat"])
     noise = random_map((1, *lite0.input_size), torch.Generator().manual_seed(0))
     target = section["target"]
-    score = float(insertion_auc(lite0, batch.x, noise, target, steps=20)[0][0]) - float(deletion_auc(lite0, batch.x, noise, target, steps=20)[0][0])
+    score = float(insertion_auc(lite0, batch.x, noise, target, steps=20)[0][0]) - float(
+        deletion_auc(lite0, batch.x, noise, target, steps=20)[0][0]
+    )
     assert best["insertion"] - best["deletion"] > score + 0.02
 
 
 def test_provenance(built: dict[str, Any], lite0: Any) -> None:
     record = _section(built["summary"], "provenance")
     info = lite0.provenance()
-    assert record["weights_sha256"] == info["weights_sha256"] and record["model"] == "efficientnet_lite0"
+    assert (
+        record["weights_sha256"] == info["weights_sha256"]
+        and record["model"] == "efficientnet_lite0"
+    )
     assert record["versions"] == info["versions"]
     section = built["html"].split('data-section="provenance"')[1]
     assert info["weights_sha256"] in section
@@ -173,10 +213,27 @@ def test_two_models_side_by_side(tmp_path: Path, capsys: pytest.CaptureFixture[s
     if "efficientnet_lite1" not in entries or not entries["efficientnet_lite1"].available():
         pytest.skip("efficientnet_lite1 (extra lite12) is not installed")
     out = tmp_path / "two.html"
-    assert main(["report", "sample:cat", "--model", "efficientnet_lite0,efficientnet_lite1", "--sections", "predictions,gradcam", "-o", str(out), "--json"]) == 0
+    assert (
+        main(
+            [
+                "report",
+                "sample:cat",
+                "--model",
+                "efficientnet_lite0,efficientnet_lite1",
+                "--sections",
+                "predictions,gradcam",
+                "-o",
+                str(out),
+                "--json",
+            ]
+        )
+        == 0
+    )
     payload = json.loads(capsys.readouterr().out)
     assert payload["models"] == ["efficientnet_lite0", "efficientnet_lite1"]
     page = out.read_text()
     block = page.split('data-section="gradcam"')[1]
-    assert block.index('data-model="efficientnet_lite0"') < block.index('data-model="efficientnet_lite1"')
+    assert block.index('data-model="efficientnet_lite0"') < block.index(
+        'data-model="efficientnet_lite1"'
+    )
     assert sum(f["name"].startswith("gradcam:") for f in figures(page)) == 6

@@ -33,7 +33,9 @@ def test_shape_bias_matches_the_reference(lite0: convlens.Model) -> None:
     standard = shape_bias(lite0, DEV, preprocess="standard").provenance["params"]
     as_is = shape_bias(lite0, DEV, preprocess="as-is").provenance["params"]
     for name, p in (("standard", standard), ("as-is", as_is)):
-        print(f"\n{name}: shape bias {p['shape_bias']:.3f} ({p['shape']} shape / {p['texture']} texture / {p['other']} other; {p['n_conflict']} conflicts, {p['n_excluded']} excluded)")
+        print(
+            f"\n{name}: shape bias {p['shape_bias']:.3f} ({p['shape']} shape / {p['texture']} texture / {p['other']} other; {p['n_conflict']} conflicts, {p['n_excluded']} excluded)"
+        )
     assert standard["n_conflict"] == 300 and standard["n_excluded"] == 20
     assert abs(standard["shape_bias"] - 0.249) <= 0.01
     assert abs(as_is["shape_bias"] - 0.216) <= 0.01
@@ -47,16 +49,31 @@ def imagenet20() -> tuple[list[Path], list[int]]:
     return [p for p, _ in files], [label for _, label in files]
 
 
-def test_corruption_table_on_the_foolbox_images(lite0: convlens.Model, imagenet20: tuple[list[Path], list[int]], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_corruption_table_on_the_foolbox_images(
+    lite0: convlens.Model,
+    imagenet20: tuple[list[Path], list[int]],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     paths, labels = imagenet20
     pixels = lite0.denormalize(lite0.prepare([str(p) for p in paths]).x)
     result = corruption_robustness(lite0, pixels, labels, seed=0)
     p = result.provenance["params"]
     with capsys.disabled():
-        print(f"\n{'corruption':18s}" + "".join(f"{f's{s}':>7s}" for s in p["severities"]) + f"{'CE':>8s}")
+        print(
+            f"\n{'corruption':18s}"
+            + "".join(f"{f's{s}':>7s}" for s in p["severities"])
+            + f"{'CE':>8s}"
+        )
         for name in CORRUPTIONS:
-            print(f"{name:18s}" + "".join(f"{100 * e:7.1f}" for e in p["errors"][name]) + f"{100 * p['ce'][name]:8.1f}")
-        print(f"clean accuracy {100 * p['clean_accuracy']:.1f} %, mean corruption error {100 * p['mean_corruption_error']:.1f} %, mCE {100 * p['mce']:.1f} (ImageNet-val normalisation; 20 images), drop {100 * p['accuracy_drop']['mean']:.1f} points")
+            print(
+                f"{name:18s}"
+                + "".join(f"{100 * e:7.1f}" for e in p["errors"][name])
+                + f"{100 * p['ce'][name]:8.1f}"
+            )
+        print(
+            f"clean accuracy {100 * p['clean_accuracy']:.1f} %, mean corruption error {100 * p['mean_corruption_error']:.1f} %, mCE {100 * p['mce']:.1f} (ImageNet-val normalisation; 20 images), drop {100 * p['accuracy_drop']['mean']:.1f} points"
+        )
     errors = result["corruption_errors"]
     assert errors.shape == (15, 5) and bool(((errors >= 0) & (errors <= 1)).all())
     assert float(errors[:, 4].mean()) >= float(errors[:, 0].mean())
@@ -69,7 +86,18 @@ def test_corruption_table_on_the_foolbox_images(lite0: convlens.Model, imagenet2
     csv.write_text("path,label\n" + "".join(f"{x},{y}\n" for x, y in zip(paths, labels)))
     capsys.readouterr()
     out = tmp_path / "out"
-    args = ["robustness", "corruptions", str(csv), "--corruptions", "frost,glass_blur", "--batch-size", "3", "-o", str(out), "--json"]
+    args = [
+        "robustness",
+        "corruptions",
+        str(csv),
+        "--corruptions",
+        "frost,glass_blur",
+        "--batch-size",
+        "3",
+        "-o",
+        str(out),
+        "--json",
+    ]
     assert main(args) == 0
     payload = json.loads(capsys.readouterr().out)
     for name in ("frost", "glass_blur"):

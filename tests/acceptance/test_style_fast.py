@@ -34,13 +34,17 @@ STYLE = "sample:brick"
 SIZE = 256
 
 
-def test_fast_net_is_within_2x_of_the_optimisation_on_held_out_photos(lite0: convlens.Model) -> None:
+def test_fast_net_is_within_2x_of_the_optimisation_on_held_out_photos(
+    lite0: convlens.Model,
+) -> None:
     assert not {f"sample:{p}" for p in HELD_OUT} & {name for name, _ in training_images()}
     started = time.perf_counter()
     net, training = train_style_net(lite0, STYLE, seed=0)
     train_seconds = time.perf_counter() - started
     history = training.tensors["history"]
-    print(f"\ntrained {len(history)} steps in {train_seconds:.0f} s ({torch.get_num_threads()} threads); loss {float(history[:20].mean()):.3f} -> {float(history[-20:].mean()):.3f}")
+    print(
+        f"\ntrained {len(history)} steps in {train_seconds:.0f} s ({torch.get_num_threads()} threads); loss {float(history[:20].mean()):.3f} -> {float(history[-20:].mean()):.3f}"
+    )
     assert float(history[-20:].mean()) < float(history[:20].mean())
 
     ratios = {}
@@ -60,5 +64,7 @@ def test_fast_net_is_within_2x_of_the_optimisation_on_held_out_photos(lite0: con
         opt_total = float(DEFAULT_ALPHA * c_opt + DEFAULT_BETA * s_opt)
         ratios[photo] = fast_total / opt_total
         opt_seconds = optimised.provenance["params"]["seconds"]
-        print(f"{photo}: net {fast_total:.3f} (content {float(c_fast):.3f}, style {float(s_fast):.3f}; {fast_seconds * 1000:.0f} ms) | optimisation {opt_total:.3f} (content {float(c_opt):.3f}, style {float(s_opt):.3f}; {opt_seconds:.0f} s) | ratio {ratios[photo]:.2f}")
+        print(
+            f"{photo}: net {fast_total:.3f} (content {float(c_fast):.3f}, style {float(s_fast):.3f}; {fast_seconds * 1000:.0f} ms) | optimisation {opt_total:.3f} (content {float(c_opt):.3f}, style {float(s_opt):.3f}; {opt_seconds:.0f} s) | ratio {ratios[photo]:.2f}"
+        )
     assert all(r <= 2.0 for r in ratios.values()), ratios

@@ -32,25 +32,38 @@ def lite1() -> convlens.Model:
 
 @pytest.mark.parametrize("content", ["cat", "coffee"])
 @pytest.mark.parametrize("style", ["brick", "grass", "gravel"])
-def test_style_transfer_takes_the_style_and_keeps_the_content_on_lite1(lite0: convlens.Model, lite1: convlens.Model, content: str, style: str) -> None:
+def test_style_transfer_takes_the_style_and_keeps_the_content_on_lite1(
+    lite0: convlens.Model, lite1: convlens.Model, content: str, style: str
+) -> None:
     torch.manual_seed(0)
     result = style_transfer(lite0, f"sample:{content}", f"sample:{style}", size=256)
     stylised, original = quantize_8bit(result["image"]), result["content"]
     style_pixels = load_style_image(f"sample:{style}", 256)
-    ratio = float(gram_distance(lite1, stylised, style_pixels)[0] / gram_distance(lite1, original, style_pixels)[0])
+    ratio = float(
+        gram_distance(lite1, stylised, style_pixels)[0]
+        / gram_distance(lite1, original, style_pixels)[0]
+    )
     correlation = float(content_correlation(lite1, stylised, original)[0])
-    print(f"\n{content} x {style}: Lite1 Gram distance ratio {ratio:.2f}, content correlation {correlation:.2f}, {result.provenance['params']['seconds']:.0f} s")
+    print(
+        f"\n{content} x {style}: Lite1 Gram distance ratio {ratio:.2f}, content correlation {correlation:.2f}, {result.provenance['params']['seconds']:.0f} s"
+    )
     assert ratio <= 0.6
     assert correlation >= 0.45
 
 
 @pytest.mark.parametrize("sample", ["brick", "grass", "gravel"])
-def test_texture_matches_the_sample_on_lite1_without_copying_it(lite0: convlens.Model, lite1: convlens.Model, sample: str) -> None:
+def test_texture_matches_the_sample_on_lite1_without_copying_it(
+    lite0: convlens.Model, lite1: convlens.Model, sample: str
+) -> None:
     result = synthesize_texture(lite0, f"sample:{sample}")
     texture, source = quantize_8bit(result["image"]), result["sample"]
     assert texture.shape[-1] > source.shape[-1]  # larger than the sample
-    ratio = float(gram_distance(lite1, texture, source)[0] / gram_distance(lite1, result["start"], source)[0])
+    ratio = float(
+        gram_distance(lite1, texture, source)[0] / gram_distance(lite1, result["start"], source)[0]
+    )
     ncc = max_patch_correlation(texture, source, patch=32)
-    print(f"\n{sample}: Lite1 Gram distance {ratio:.2f}x the starting noise's, max patch NCC {ncc:.2f}, {result.provenance['params']['seconds']:.0f} s")
+    print(
+        f"\n{sample}: Lite1 Gram distance {ratio:.2f}x the starting noise's, max patch NCC {ncc:.2f}, {result.provenance['params']['seconds']:.0f} s"
+    )
     assert ratio <= 0.5
     assert ncc < 0.9

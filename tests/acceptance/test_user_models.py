@@ -33,11 +33,21 @@ from helpers.user_model import (
 pytestmark = pytest.mark.acceptance
 
 
-def _cli(*args: str, cwd: Path | None = None, timeout: int = 300) -> subprocess.CompletedProcess[str]:
+def _cli(
+    *args: str, cwd: Path | None = None, timeout: int = 300
+) -> subprocess.CompletedProcess[str]:
     exe = shutil.which("convlens")
     cmd = [exe] if exe else [sys.executable, "-m", "convlens.cli.main"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([*cmd, *args], capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL, cwd=cwd, env=env)
+    return subprocess.run(
+        [*cmd, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+        cwd=cwd,
+        env=env,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +61,9 @@ def _captum_reference(files: dict[str, Path], method: str, target: int) -> torch
     net = import_user_file(files["net"]).build(inplace=True)
     net.load_state_dict(torch.load(files["weights"], weights_only=True))
     net.eval()
-    pixels = torch.from_numpy(np.asarray(Image.open(files["image"]).convert("RGB"), dtype=np.float32) / 255).permute(2, 0, 1)[None]
+    pixels = torch.from_numpy(
+        np.asarray(Image.open(files["image"]).convert("RGB"), dtype=np.float32) / 255
+    ).permute(2, 0, 1)[None]
     x = ((pixels - MEAN) / STD).requires_grad_(True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -62,25 +74,61 @@ def _captum_reference(files: dict[str, Path], method: str, target: int) -> torch
 
 
 @pytest.mark.parametrize("method", ["saliency", "guided_backprop", "deconvnet"])
-def test_explain_in_a_subprocess_equals_captum_on_the_same_net(files: dict[str, Path], tmp_path: Path, method: str) -> None:
+def test_explain_in_a_subprocess_equals_captum_on_the_same_net(
+    files: dict[str, Path], tmp_path: Path, method: str
+) -> None:
     raw = tmp_path / f"{method}.npy"
-    done = _cli("explain", str(files["image"]), *model_flags(files), "--method", method, "--target", "fish", "--raw", str(raw), "-o", str(tmp_path / f"{method}.png"), "--json")
+    done = _cli(
+        "explain",
+        str(files["image"]),
+        *model_flags(files),
+        "--method",
+        method,
+        "--target",
+        "fish",
+        "--raw",
+        str(raw),
+        "-o",
+        str(tmp_path / f"{method}.png"),
+        "--json",
+    )
     assert done.returncode == 0, done.stderr
     payload = json.loads(done.stdout)
     assert payload["models"] == [f"{files['net']}:build"]
     ours = torch.from_numpy(np.load(raw))
-    torch.testing.assert_close(ours, _captum_reference(files, method, LABELS.index("fish")), atol=1e-4, rtol=0)
+    torch.testing.assert_close(
+        ours, _captum_reference(files, method, LABELS.index("fish")), atol=1e-4, rtol=0
+    )
 
 
-def test_the_same_model_from_convlens_toml_and_report(files: dict[str, Path], tmp_path: Path) -> None:
+def test_the_same_model_from_convlens_toml_and_report(
+    files: dict[str, Path], tmp_path: Path
+) -> None:
     folder = files["net"].parent
     (tmp_path / "convlens.toml").write_text(
         f'[model]\nmodel = "{folder}/net.py:build"\nweights = "{folder}/ckpt.pt"\ninput-size = {SIZE}\nmean = {MEAN}\nstd = {STD}\nlabels = "{folder}/labels.txt"\n'
     )
     raw = tmp_path / "g.npy"
-    done = _cli("explain", str(files["image"]), "--method", "guided_backprop", "--target", "fish", "--raw", str(raw), "-o", "g.png", cwd=tmp_path)
+    done = _cli(
+        "explain",
+        str(files["image"]),
+        "--method",
+        "guided_backprop",
+        "--target",
+        "fish",
+        "--raw",
+        str(raw),
+        "-o",
+        "g.png",
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stderr
-    torch.testing.assert_close(torch.from_numpy(np.load(raw)), _captum_reference(files, "guided_backprop", LABELS.index("fish")), atol=1e-4, rtol=0)
+    torch.testing.assert_close(
+        torch.from_numpy(np.load(raw)),
+        _captum_reference(files, "guided_backprop", LABELS.index("fish")),
+        atol=1e-4,
+        rtol=0,
+    )
     report = _cli("report", str(files["image"]), "-o", "r.html", "--json", cwd=tmp_path)
     assert report.returncode == 0, report.stderr
     summary = json.loads(report.stdout)
@@ -89,11 +137,21 @@ def test_the_same_model_from_convlens_toml_and_report(files: dict[str, Path], tm
     assert all(label in html for label in LABELS)
 
 
-def test_bad_user_input_is_one_line_exit_2_and_writes_nothing(files: dict[str, Path], tmp_path: Path) -> None:
+def test_bad_user_input_is_one_line_exit_2_and_writes_nothing(
+    files: dict[str, Path], tmp_path: Path
+) -> None:
     out = tmp_path / "never.png"
-    for flags in (["--model", f"{files['net']}:broken"], ["--model", f"{files['net']}:segmenter", "--input-size", "16"], ["--model", f"{tmp_path}/none.py:build"]):
+    for flags in (
+        ["--model", f"{files['net']}:broken"],
+        ["--model", f"{files['net']}:segmenter", "--input-size", "16"],
+        ["--model", f"{tmp_path}/none.py:build"],
+    ):
         done = _cli("explain", str(files["image"]), *flags, "--method", "saliency", "-o", str(out))
-        assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr, done.stderr
+        assert (
+            done.returncode == 2
+            and len(done.stderr.strip().splitlines()) == 1
+            and "Traceback" not in done.stderr
+        ), done.stderr
         assert not out.exists()
 
 
@@ -110,7 +168,13 @@ def test_serve_runs_on_a_user_model(files: dict[str, Path], tmp_path: Path) -> N
     cmd = [exe] if exe else [sys.executable, "-m", "convlens.cli.main"]
     log = tmp_path / "serve.log"
     with log.open("w") as sink:
-        server = subprocess.Popen([*cmd, "serve", *model_flags(files), "--port", str(port)], stdout=subprocess.DEVNULL, stderr=sink, stdin=subprocess.DEVNULL, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        server = subprocess.Popen(
+            [*cmd, "serve", *model_flags(files), "--port", str(port)],
+            stdout=subprocess.DEVNULL,
+            stderr=sink,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
+        )
     base = f"http://127.0.0.1:{port}"
     try:
         for _ in range(300):  # up to 60 s for imports and the model
@@ -124,20 +188,28 @@ def test_serve_runs_on_a_user_model(files: dict[str, Path], tmp_path: Path) -> N
         else:
             pytest.fail("the explorer did not answer within 60 s")
         assert info["models"] == ["net.py:build"]
-        request = urllib.request.Request(f"{base}/api/images?name=img.png", data=files["image"].read_bytes(), method="POST")
+        request = urllib.request.Request(
+            f"{base}/api/images?name=img.png", data=files["image"].read_bytes(), method="POST"
+        )
         with urllib.request.urlopen(request, timeout=30) as r:
             image = json.loads(r.read())
-        with urllib.request.urlopen(f"{base}/api/images/{image['id']}/predictions?top_k=4", timeout=30) as r:
+        with urllib.request.urlopen(
+            f"{base}/api/images/{image['id']}/predictions?top_k=4", timeout=30
+        ) as r:
             top = json.loads(r.read())["top"]
         net = import_user_file(files["net"]).build()
         net.load_state_dict(torch.load(files["weights"], weights_only=True))
         net.eval()
-        pixels = torch.from_numpy(np.asarray(Image.open(files["image"]).convert("RGB"), dtype=np.float32) / 255).permute(2, 0, 1)[None]
+        pixels = torch.from_numpy(
+            np.asarray(Image.open(files["image"]).convert("RGB"), dtype=np.float32) / 255
+        ).permute(2, 0, 1)[None]
         with torch.no_grad():
             probabilities = net((pixels - MEAN) / STD).softmax(1)[0]
         order = probabilities.argsort(descending=True).tolist()
         assert [t["label"] for t in top] == [LABELS[i] for i in order]
-        np.testing.assert_allclose([t["probability"] for t in top], probabilities[order].numpy(), atol=1e-5)
+        np.testing.assert_allclose(
+            [t["probability"] for t in top], probabilities[order].numpy(), atol=1e-5
+        )
     finally:
         server.terminate()
         server.wait(timeout=30)

@@ -16,24 +16,50 @@ from convlens.represent import extract_features, load_features
 
 from helpers.user_model import MEAN, SIZE, STD, write_user_model
 
-pytestmark = [pytest.mark.acceptance, pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.*")]
+pytestmark = [
+    pytest.mark.acceptance,
+    pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.*"),
+]
 
 
 def test_features_of_a_user_file_model_on_ray_equal_local(tmp_path: Path, one_thread: None) -> None:
     ray = pytest.importorskip("ray", reason="ray is in the test extra")
     files = write_user_model(tmp_path / "user")
-    model = ModelSpec(f"{files['net']}:build", weights=str(files["weights"]), input_size=(SIZE, SIZE), mean=(MEAN,), std=(STD,)).load()
+    model = ModelSpec(
+        f"{files['net']}:build",
+        weights=str(files["weights"]),
+        input_size=(SIZE, SIZE),
+        mean=(MEAN,),
+        std=(STD,),
+    ).load()
     photos = tmp_path / "photos"
     photos.mkdir()
     rng = np.random.default_rng(3)
     for i in range(8):
-        Image.fromarray((rng.random((SIZE, SIZE, 3)) * 255).astype(np.uint8)).save(photos / f"{i}.png")
+        Image.fromarray((rng.random((SIZE, SIZE, 3)) * 255).astype(np.uint8)).save(
+            photos / f"{i}.png"
+        )
     items = sorted(str(p) for p in photos.iterdir())
     extract_features(model, items, "block", tmp_path / "local", batch_size=2, shard_size=2)
     os.environ["RAY_DISABLE_USAGE_STATS"] = "1"
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=200 * 2**20, log_to_driver=False, logging_level="ERROR")
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        object_store_memory=200 * 2**20,
+        log_to_driver=False,
+        logging_level="ERROR",
+    )
     try:
-        report = extract_features(model, items, "block", tmp_path / "ray", batch_size=2, shard_size=2, engine="ray", workers=2)
+        report = extract_features(
+            model,
+            items,
+            "block",
+            tmp_path / "ray",
+            batch_size=2,
+            shard_size=2,
+            engine="ray",
+            workers=2,
+        )
     finally:
         ray.shutdown()
     assert report.n_done == 8 and not report.failed

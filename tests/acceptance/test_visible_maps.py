@@ -33,7 +33,13 @@ pytestmark = [pytest.mark.acceptance, pytest.mark.timeout(900)]
 WIDTH, VISIBLE, LOW, HIGH, HOT_HIT = 256, 48, 0.02, 0.85, 0.8
 PHOTOS = ("cat", "hopper")
 #: quick options where the defaults are slow (as the report's quick settings)
-QUICK = {"integrated_gradients": {"n_steps": 16}, "smoothgrad": {"n_samples": 8}, "smoothgrad_sq": {"n_samples": 8}, "vargrad": {"n_samples": 8}, "occlusion": {"patch": 56, "stride": 28}}
+QUICK = {
+    "integrated_gradients": {"n_steps": 16},
+    "smoothgrad": {"n_samples": 8},
+    "smoothgrad_sq": {"n_samples": 8},
+    "vargrad": {"n_samples": 8},
+    "occlusion": {"patch": 56, "stride": 28},
+}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -54,7 +60,12 @@ def _resized(values: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     valid = np.isfinite(values)
 
     def rs(a: np.ndarray) -> np.ndarray:
-        return np.asarray(Image.fromarray(a.astype(np.float32)).resize((shape[1], shape[0]), Image.Resampling.BILINEAR), dtype=np.float64)
+        return np.asarray(
+            Image.fromarray(a.astype(np.float32)).resize(
+                (shape[1], shape[0]), Image.Resampling.BILINEAR
+            ),
+            dtype=np.float64,
+        )
 
     filled, weight = rs(np.where(valid, values, 0.0)), rs(valid.astype(np.float64))
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -74,8 +85,17 @@ def _old_overlay(image: np.ndarray, values: np.ndarray, alpha: float = 0.7) -> n
         u = np.clip((v - lo) / (np.percentile(finite, 99.5) - lo), 0, 1)
     u = _resized(u, image.shape)
     nan = np.isnan(u)
-    colour = np.rint(np.asarray(mpl.colormaps["RdBu_r" if signed else "viridis"](np.nan_to_num((u + 1) / 2 if signed else u)))[..., :3] * 255)
-    weight = np.where(nan, 0.0, alpha * (np.sqrt(np.abs(np.nan_to_num(u))) if signed else 1.0))[..., None]
+    colour = np.rint(
+        np.asarray(
+            mpl.colormaps["RdBu_r" if signed else "viridis"](
+                np.nan_to_num((u + 1) / 2 if signed else u)
+            )
+        )[..., :3]
+        * 255
+    )
+    weight = np.where(nan, 0.0, alpha * (np.sqrt(np.abs(np.nan_to_num(u))) if signed else 1.0))[
+        ..., None
+    ]
     return np.rint((1 - weight) * image + weight * colour).astype(np.uint8)
 
 
@@ -102,30 +122,49 @@ def measured(lite0: Any) -> dict[tuple[str, str], dict[str, Any]]:
             small = display_image(result.originals[0], WIDTH)
             sign = display_settings(result)["sign"]
             values = result.display[0].double().numpy()
-            part = {"positive": np.maximum(values, 0), "negative": np.maximum(-values, 0)}.get(sign, np.abs(values))
+            part = {"positive": np.maximum(values, 0), "negative": np.maximum(-values, 0)}.get(
+                sign, np.abs(values)
+            )
             shown = _resized(np.where(np.isnan(values), np.nan, part), small.shape)
             new = _check(small, result_overlay(result, max_side=WIDTH), shown)
             old = _check(small, _old_overlay(small, values), shown)
             out[(photo, method)] = {"sign": sign, "new": new, "old": old}
-            print(f"{photo:7s} {method:22s} {sign:8s} new cover {new[0]:.2f} hot {new[1]:.2f} | old cover {old[0]:.2f} hot {old[1]:.2f}")
+            print(
+                f"{photo:7s} {method:22s} {sign:8s} new cover {new[0]:.2f} hot {new[1]:.2f} | old cover {old[0]:.2f} hot {old[1]:.2f}"
+            )
     return out
 
 
-def test_every_method_is_visible_but_not_a_wash(measured: dict[tuple[str, str], dict[str, Any]], lite0: Any) -> None:
+def test_every_method_is_visible_but_not_a_wash(
+    measured: dict[tuple[str, str], dict[str, Any]], lite0: Any
+) -> None:
     from convlens.attribution import applicable_methods
 
     assert {m for (_, m) in measured} == set(applicable_methods(lite0))
-    bad = {k: v["new"] for k, v in measured.items() if not (LOW <= v["new"][0] <= HIGH and v["new"][1] >= HOT_HIT)}
+    bad = {
+        k: v["new"]
+        for k, v in measured.items()
+        if not (LOW <= v["new"][0] <= HIGH and v["new"][1] >= HOT_HIT)
+    }
     assert not bad, bad
 
 
-def test_the_old_rendering_fails_the_same_check(measured: dict[tuple[str, str], dict[str, Any]]) -> None:
+def test_the_old_rendering_fails_the_same_check(
+    measured: dict[tuple[str, str], dict[str, Any]],
+) -> None:
     def fails(key: tuple[str, str]) -> bool:
         cover, hot = measured[key]["old"]
         return not (LOW <= cover <= HIGH and hot >= HOT_HIT)
 
     # signed maps: their strongest pixels were a pale veil; unsigned ones: a wash over everything
-    for method in ("integrated_gradients", "lrp", "saliency", "gradcam", "guided_backprop", "smoothgrad"):
+    for method in (
+        "integrated_gradients",
+        "lrp",
+        "saliency",
+        "gradcam",
+        "guided_backprop",
+        "smoothgrad",
+    ):
         assert fails(("cat", method)), (method, measured[("cat", method)]["old"])
     assert measured[("cat", "gradcam")]["old"][0] > HIGH
     assert measured[("cat", "integrated_gradients")]["old"][1] < HOT_HIT

@@ -54,8 +54,18 @@ def test_explorer_in_a_real_browser(browser, live, lite0, tmp_path) -> None:
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     # an image whose src changes again before it loaded is aborted by the browser: not an error
-    page.on("requestfailed", lambda req: errors.append(f"{req.url}: {req.failure}") if "ERR_ABORTED" not in (req.failure or "") else None)
-    page.on("response", lambda r: errors.append(f"{r.url}: HTTP {r.status}") if r.status >= 400 else None)
+    page.on(
+        "requestfailed",
+        lambda req: (
+            errors.append(f"{req.url}: {req.failure}")
+            if "ERR_ABORTED" not in (req.failure or "")
+            else None
+        ),
+    )
+    page.on(
+        "response",
+        lambda r: errors.append(f"{r.url}: HTTP {r.status}") if r.status >= 400 else None,
+    )
     page.goto(live + "/")
     page.wait_for_selector("body[data-ready='1']")
     assert page.locator("#labels option").count() == 1000  # the searchable target list
@@ -64,7 +74,16 @@ def test_explorer_in_a_real_browser(browser, live, lite0, tmp_path) -> None:
     page.set_input_files("#file", str(photo))
     page.wait_for_selector("#predictions li >> nth=4")
     cli = subprocess.run(
-        [sys.executable, "-m", "convlens.cli.main", "predict", "--json", "--top-k", "5", str(photo)],
+        [
+            sys.executable,
+            "-m",
+            "convlens.cli.main",
+            "predict",
+            "--json",
+            "--top-k",
+            "5",
+            str(photo),
+        ],
         capture_output=True,
         text=True,
         env={**os.environ, "CI": "1"},
@@ -92,18 +111,24 @@ def test_explorer_in_a_real_browser(browser, live, lite0, tmp_path) -> None:
 
     page.select_option("#method", "gradcam")
     page.select_option("#layer", "blocks.12")
-    page.wait_for_function("document.querySelector('#overlay-caption').textContent.includes('blocks.12')")
+    page.wait_for_function(
+        "document.querySelector('#overlay-caption').textContent.includes('blocks.12')"
+    )
     _, got = overlay_bytes()
     assert got == _expected_overlay(lite0, photo, "gradcam", None, "blocks.12", 0.5)
 
     page.fill("#target", "285 Egyptian cat")
     page.press("#target", "Tab")  # change event
-    page.wait_for_function("document.querySelector('#overlay-caption').textContent.includes('(285)')")
+    page.wait_for_function(
+        "document.querySelector('#overlay-caption').textContent.includes('(285)')"
+    )
     _, got = overlay_bytes()
     assert got == _expected_overlay(lite0, photo, "gradcam", 285, "blocks.12", 0.5)
 
     page.fill("#opacity", "0.8")
-    page.wait_for_function("document.querySelector('#overlay').getAttribute('src').includes('alpha=0.80')")
+    page.wait_for_function(
+        "document.querySelector('#overlay').getAttribute('src').includes('alpha=0.80')"
+    )
     _, got = overlay_bytes()
     assert got == _expected_overlay(lite0, photo, "gradcam", 285, "blocks.12", 0.8)
     assert page.get_attribute("#download-overlay", "href").endswith("download=true")
@@ -119,19 +144,33 @@ def test_explorer_in_a_real_browser(browser, live, lite0, tmp_path) -> None:
     page.click("#run-attack")
     page.wait_for_selector("#attack-predictions li >> nth=4", timeout=300_000)
     expected = convlens.attack(lite0, [str(photo)], "pgd", eps=4 / 255, steps=5, seed=0)
-    after = [int(c) for c in page.locator("#attack-predictions li").evaluate_all("els => els.map(e => e.dataset.class)")]
+    after = [
+        int(c)
+        for c in page.locator("#attack-predictions li").evaluate_all(
+            "els => els.map(e => e.dataset.class)"
+        )
+    ]
     assert after == expected["top_classes_after"][0].tolist()
 
     # back to the predicted class at the default layer for the picture
     page.fill("#target", "")
     page.press("#target", "Tab")
     page.select_option("#layer", "head_act")
-    page.wait_for_function("(c) => { const t = document.querySelector('#overlay-caption').textContent; return t.includes('head_act') && t.includes(c); }", arg=f"({top[0]['class']})")
+    page.wait_for_function(
+        "(c) => { const t = document.querySelector('#overlay-caption').textContent; return t.includes('head_act') && t.includes(c); }",
+        arg=f"({top[0]['class']})",
+    )
     _, got = overlay_bytes()
     assert got == _expected_overlay(lite0, photo, "gradcam", None, "head_act", 0.8)
-    page.wait_for_selector("#maps[data-layer='head_act'] img >> nth=15")  # the maps follow the layer
+    page.wait_for_selector(
+        "#maps[data-layer='head_act'] img >> nth=15"
+    )  # the maps follow the layer
 
-    out = ROOT / "docs" / "images" / "serve.png" if os.environ.get("CONVLENS_DOC_IMAGES") == "1" else tmp_path / "serve.png"
+    out = (
+        ROOT / "docs" / "images" / "serve.png"
+        if os.environ.get("CONVLENS_DOC_IMAGES") == "1"
+        else tmp_path / "serve.png"
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(out), full_page=True)
     assert out.stat().st_size > 10_000

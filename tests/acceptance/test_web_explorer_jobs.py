@@ -17,12 +17,16 @@ from convlens.render.overlay import overlay
 
 pytestmark = [pytest.mark.acceptance, pytest.mark.timeout(900)]
 
+
 def test_slow_attribution_is_a_job_with_progress_and_cancel(browser, web_server, lite0) -> None:
     url, app = web_server
     page = browser.new_page(viewport={"width": 1500, "height": 900})
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.on("response", lambda r: errors.append(f"{r.url}: HTTP {r.status}") if r.status >= 400 else None)
+    page.on(
+        "response",
+        lambda r: errors.append(f"{r.url}: HTTP {r.status}") if r.status >= 400 else None,
+    )
     page.goto(url + "/")
     page.wait_for_selector("body[data-ready='1']")
     page.click("#samples button[data-sample='moped']")
@@ -39,14 +43,19 @@ def test_slow_attribution_is_a_job_with_progress_and_cancel(browser, web_server,
     maximum = page.evaluate("document.querySelector('#explain-progress').max")
     assert 64 < maximum <= 1280  # the method's count of masked inputs (constant channels skipped)
     page.click("#explain-cancel")
-    page.wait_for_function("document.querySelector('#status').textContent === 'cancelled'", timeout=60_000)
+    page.wait_for_function(
+        "document.querySelector('#status').textContent === 'cancelled'", timeout=60_000
+    )
     assert page.is_hidden("#explain-job")
     assert sorted(p.name for p in folder.glob("expl-*.json")) == stored  # nothing stored
     assert not page.locator("#overlay-caption").inner_text().startswith("scorecam")
 
     # SmoothGrad (25 noisy images) runs to the end as a job; its overlay equals the library's
     page.select_option("#method", "smoothgrad")
-    page.wait_for_function("document.querySelector('#overlay-caption').textContent.startsWith('smoothgrad')", timeout=300_000)
+    page.wait_for_function(
+        "document.querySelector('#overlay-caption').textContent.startsWith('smoothgrad')",
+        timeout=300_000,
+    )
     page.wait_for_selector("#overlay[data-ready='1']")
     got = page.request.get(url + page.get_attribute("#overlay", "src")).body()
     result = convlens.explain(lite0, ["sample:moped"], "smoothgrad")

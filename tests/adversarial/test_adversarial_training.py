@@ -44,7 +44,9 @@ def test_cache_round_trip_gives_the_same_weights() -> None:
     first, meta = get_trained()
     second, again = get_trained()
     assert meta["sha256"] == again["sha256"] and cache_paths()[0].exists()
-    assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), second.state_dict().values()))
+    assert all(
+        torch.equal(a, b) for a, b in zip(first.state_dict().values(), second.state_dict().values())
+    )
     # a weights file that does not match its sidecar's hash is not loaded (get_trained retrains)
     weights = cache_paths()[0]
     original = weights.read_bytes()

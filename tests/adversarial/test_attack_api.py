@@ -98,5 +98,12 @@ def test_transfer_to_itself_equals_the_white_box_rate() -> None:
     assert torch.equal(table["fooled"][0], table["fooled"][1])
     assert float(table["rate"][0]) == float(table["rate"][1])
     # and pgd() itself, run by hand, fools the same images
-    adv = pgd(pixel_forward(source), torch.round(x * 255) / 255, y, 8 / 255, steps=5, generator=torch.Generator().manual_seed(0))
+    adv = pgd(
+        pixel_forward(source),
+        torch.round(x * 255) / 255,
+        y,
+        8 / 255,
+        steps=5,
+        generator=torch.Generator().manual_seed(0),
+    )
     assert adv.shape == x.shape

@@ -24,35 +24,103 @@ def digit_files(tmp_path: Path, digits: tuple) -> tuple[Path, Path]:
     return flat, labelled
 
 
-def test_attack_cli_saves_files_that_predict_agrees_with(tmp_path: Path, digit_files: tuple, capsys: pytest.CaptureFixture[str]) -> None:
+def test_attack_cli_saves_files_that_predict_agrees_with(
+    tmp_path: Path, digit_files: tuple, capsys: pytest.CaptureFixture[str]
+) -> None:
     flat, _ = digit_files
     out = tmp_path / "out"
-    code = main(["attack", str(flat), "--model", "digits_cnn", "--method", "pgd", "--eps", "64/255", "--steps", "10", "-o", str(out), "--json"])
+    code = main(
+        [
+            "attack",
+            str(flat),
+            "--model",
+            "digits_cnn",
+            "--method",
+            "pgd",
+            "--eps",
+            "64/255",
+            "--steps",
+            "10",
+            "-o",
+            str(out),
+            "--json",
+        ]
+    )
     assert code == 0
     payload = json.loads(capsys.readouterr().out)
     jsonschema.validate(payload, cmd_attack.SCHEMA)
     assert len(payload["images"]) == 6 and payload["eps_255"] == 64
     for row in payload["images"]:
         assert row["linf_255"] <= 64 + 1e-3
-        assert main(["predict", row["files"]["adversarial"], "--model", "digits_cnn", "--json", "--top-k", "1"]) == 0
+        assert (
+            main(
+                [
+                    "predict",
+                    row["files"]["adversarial"],
+                    "--model",
+                    "digits_cnn",
+                    "--json",
+                    "--top-k",
+                    "1",
+                ]
+            )
+            == 0
+        )
         predicted = json.loads(capsys.readouterr().out)["predictions"][0]["top"][0]["class"]
         assert predicted == row["after"][0]["class"]
-        assert Path(row["files"]["figure"]).is_file() and Path(row["files"]["perturbation"]).is_file()
+        assert (
+            Path(row["files"]["figure"]).is_file() and Path(row["files"]["perturbation"]).is_file()
+        )
     assert (out / "attack.npz").is_file()
 
 
-def test_black_box_cli_reports_queries(tmp_path: Path, digit_files: tuple, capsys: pytest.CaptureFixture[str]) -> None:
+def test_black_box_cli_reports_queries(
+    tmp_path: Path, digit_files: tuple, capsys: pytest.CaptureFixture[str]
+) -> None:
     flat, _ = digit_files
-    code = main(["attack", str(flat / "d0.png"), "--model", "digits_cnn", "--method", "square", "--eps", "0.3", "--steps", "300", "-o", str(tmp_path / "sq"), "--json"])
+    code = main(
+        [
+            "attack",
+            str(flat / "d0.png"),
+            "--model",
+            "digits_cnn",
+            "--method",
+            "square",
+            "--eps",
+            "0.3",
+            "--steps",
+            "300",
+            "-o",
+            str(tmp_path / "sq"),
+            "--json",
+        ]
+    )
     assert code == 0
     row = json.loads(capsys.readouterr().out)["images"][0]
     assert 1 <= row["queries"] <= 300
 
 
-def test_attack_curve_cli(tmp_path: Path, digit_files: tuple, capsys: pytest.CaptureFixture[str]) -> None:
+def test_attack_curve_cli(
+    tmp_path: Path, digit_files: tuple, capsys: pytest.CaptureFixture[str]
+) -> None:
     _, labelled = digit_files
     out = tmp_path / "curve"
-    code = main(["robustness", "attack-curve", str(labelled), "--model", "digits_cnn", "--methods", "fgsm,pgd", "--eps", "0,16/255,0.3", "-o", str(out), "--json"])
+    code = main(
+        [
+            "robustness",
+            "attack-curve",
+            str(labelled),
+            "--model",
+            "digits_cnn",
+            "--methods",
+            "fgsm,pgd",
+            "--eps",
+            "0,16/255,0.3",
+            "-o",
+            str(out),
+            "--json",
+        ]
+    )
     assert code == 0
     payload = json.loads(capsys.readouterr().out)
     jsonschema.validate(payload, robustness_curve.SCHEMA)
@@ -75,7 +143,9 @@ def test_attack_curve_cli(tmp_path: Path, digit_files: tuple, capsys: pytest.Cap
         (["robustness", "attack-curve", "x", "--eps", "2/255,1/255"], "increase"),
     ],
 )
-def test_bad_input_exits_2_with_one_line(args: list[str], needle: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_input_exits_2_with_one_line(
+    args: list[str], needle: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     code = main([*args, "--model", "digits_cnn"] if args != ["robustness"] else args)
     err = capsys.readouterr().err
     assert code == 2, err
@@ -83,7 +153,9 @@ def test_bad_input_exits_2_with_one_line(args: list[str], needle: str, capsys: p
     assert len(err.strip().splitlines()) == 1, err
 
 
-def test_unlabelled_folder_is_refused_for_the_curve(digit_files: tuple, capsys: pytest.CaptureFixture[str]) -> None:
+def test_unlabelled_folder_is_refused_for_the_curve(
+    digit_files: tuple, capsys: pytest.CaptureFixture[str]
+) -> None:
     flat, _ = digit_files
     assert main(["robustness", "attack-curve", str(flat), "--model", "digits_cnn"]) == 2
     assert "no label" in capsys.readouterr().err

@@ -28,14 +28,27 @@ def _pixels(n: int, c: int, size: int, seed: int = 0) -> torch.Tensor:
     """Smooth-ish 8-bit images (JPEG of white noise is a poor test of anything)."""
     g = torch.Generator().manual_seed(seed)
     coarse = torch.rand(n, c, size // 4, size // 4, generator=g)
-    fine = torch.nn.functional.interpolate(coarse, size=(size, size), mode="bilinear", align_corners=False)
+    fine = torch.nn.functional.interpolate(
+        coarse, size=(size, size), mode="bilinear", align_corners=False
+    )
     return (fine * 255).round() / 255
 
 
 def _tiny_model(channels: int = 1, size: int = 8, seed: int = 0) -> Model:
     torch.manual_seed(seed)
-    net = nn.Sequential(nn.Conv2d(channels, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * size * size, 10))
-    prep = Preprocessing(input_size=(size, size), resize=None, mean=(0.3,) * channels, std=(0.4,) * channels, channels=channels)
+    net = nn.Sequential(
+        nn.Conv2d(channels, 4, 3, padding=1),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(4 * size * size, 10),
+    )
+    prep = Preprocessing(
+        input_size=(size, size),
+        resize=None,
+        mean=(0.3,) * channels,
+        std=(0.4,) * channels,
+        channels=channels,
+    )
     return Model(net.eval(), prep, name="tiny")
 
 
@@ -46,7 +59,11 @@ def test_jpeg_equals_pillow_files_on_disk(tmp_path: Path, channels: int, quality
     got = jpeg(x, quality)
     for i in range(len(x)):
         array = (x[i].numpy() * 255).round().astype(np.uint8)
-        image = Image.fromarray(array[0]) if channels == 1 else Image.fromarray(array.transpose(1, 2, 0))
+        image = (
+            Image.fromarray(array[0])
+            if channels == 1
+            else Image.fromarray(array.transpose(1, 2, 0))
+        )
         path = tmp_path / f"{i}.jpg"
         image.save(path, quality=quality)
         back = np.asarray(Image.open(path)).astype(np.float32) / 255
@@ -104,7 +121,12 @@ def test_defended_model_composes_transform_and_network_without_touching_it() -> 
     assert all(torch.equal(v, model.module.state_dict()[k]) for k, v in before.items())
     # JPEG and noise run through the same wrapper
     with torch.no_grad():
-        torch.testing.assert_close(defend(model, "jpeg", quality=50).module(model.normalize(x)), model.module(model.normalize(jpeg(x, 50))), rtol=0, atol=1e-5)
+        torch.testing.assert_close(
+            defend(model, "jpeg", quality=50).module(model.normalize(x)),
+            model.module(model.normalize(jpeg(x, 50))),
+            rtol=0,
+            atol=1e-5,
+        )
 
 
 def test_bpda_is_the_transform_forward_and_the_identity_backward() -> None:
@@ -127,7 +149,9 @@ def test_bpda_through_a_network_is_the_network_gradient_at_the_transformed_point
     xr = x.clone().requires_grad_(True)
     (got,) = torch.autograd.grad(nn.functional.cross_entropy(forward(xr), y, reduction="sum"), xr)
     z = jpeg(x, 40).requires_grad_(True)
-    (expected,) = torch.autograd.grad(nn.functional.cross_entropy(model.module(model.normalize(z)), y, reduction="sum"), z)
+    (expected,) = torch.autograd.grad(
+        nn.functional.cross_entropy(model.module(model.normalize(z)), y, reduction="sum"), z
+    )
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-7)
     assert got.abs().sum() > 0
 
@@ -142,13 +166,17 @@ def test_eot_is_the_log_mean_probability_over_draws() -> None:
         got = forward(x)
     g = torch.Generator().manual_seed(11)
     with torch.no_grad():
-        probs = [model.module(model.normalize(random_noise(x, 0.2, g))).softmax(dim=1) for _ in range(4)]
+        probs = [
+            model.module(model.normalize(random_noise(x, 0.2, g))).softmax(dim=1) for _ in range(4)
+        ]
     expected = torch.stack(probs).mean(dim=0).log()
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
     # a deterministic defence needs one draw: log-softmax of the defended logits
     bits = defend(model, "bits", bits=3)
     with torch.no_grad():
-        torch.testing.assert_close(adaptive_forward(bits, samples=8)(x), bits.module(model.normalize(x)).log_softmax(dim=1))
+        torch.testing.assert_close(
+            adaptive_forward(bits, samples=8)(x), bits.module(model.normalize(x)).log_softmax(dim=1)
+        )
     assert math.isclose(float(got.exp().sum(dim=1).mean()), 1.0, rel_tol=1e-5)
 
 
@@ -158,7 +186,12 @@ def test_adaptive_forward_refuses_an_undefended_model() -> None:
 
 
 def test_bad_settings_are_refused_with_one_line() -> None:
-    for kind, settings in (("jpeg", {"quality": 0}), ("bits", {"bits": 9}), ("noise", {"sigma": 0}), ("blur", {})):
+    for kind, settings in (
+        ("jpeg", {"quality": 0}),
+        ("bits", {"bits": 9}),
+        ("noise", {"sigma": 0}),
+        ("blur", {}),
+    ):
         with pytest.raises(BadInputError) as info:
             make_defence(kind, **settings)
         assert "\n" not in str(info.value)
@@ -176,7 +209,9 @@ def test_evaluation_table_on_a_tiny_model_is_consistent_with_direct_calls() -> N
     assert acc[0, 0] == 1.0
     assert acc[0, 1] == acc[0, 2] == acc[0, 3]  # undefended: every attack is white-box PGD on it
     with torch.no_grad():
-        clean_bits = (model.module(model.normalize(bit_depth(x, 1))).argmax(dim=1) == y).float().mean()
+        clean_bits = (
+            (model.module(model.normalize(bit_depth(x, 1))).argmax(dim=1) == y).float().mean()
+        )
     assert float(acc[1, 0]) == pytest.approx(float(clean_bits))
     # zero gradient: the naive attack only moves by its random start, which 1-bit rounding mostly undoes
     assert acc[1, 2] >= acc[1, 3]

@@ -16,14 +16,23 @@ def _torchattacks():  # type: ignore[no-untyped-def]
     return pytest.importorskip("torchattacks")
 
 
-def _images(n: int, shape: tuple[int, ...] = (3, 8, 8), seed: int = 0, margin: float = 0.0) -> torch.Tensor:
+def _images(
+    n: int, shape: tuple[int, ...] = (3, 8, 8), seed: int = 0, margin: float = 0.0
+) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     return margin + (1 - 2 * margin) * torch.rand((n, *shape), generator=g)
 
 
 def _conv_forward(seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
-    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, stride=2, padding=1), nn.ReLU6(), nn.Flatten(), nn.Linear(8 * 4 * 4, 5))
+    net = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(8, 8, 3, stride=2, padding=1),
+        nn.ReLU6(),
+        nn.Flatten(),
+        nn.Linear(8 * 4 * 4, 5),
+    )
     return net.eval().requires_grad_(False)
 
 
@@ -44,10 +53,17 @@ def test_fgsm_on_a_linear_model_is_the_closed_form() -> None:
     expected = x + eps * w.sign().view(1, 3, 8, 8)
     torch.testing.assert_close(fgsm(forward, x, labels, eps), expected, rtol=0, atol=1e-7)
     # targeted toward class 1 is the same direction; toward class 0 from label 1 the opposite
-    torch.testing.assert_close(fgsm(forward, x, torch.ones(4, dtype=torch.long), eps, targeted=True), expected, rtol=0, atol=1e-7)
+    torch.testing.assert_close(
+        fgsm(forward, x, torch.ones(4, dtype=torch.long), eps, targeted=True),
+        expected,
+        rtol=0,
+        atol=1e-7,
+    )
     # L2 version: x + eps * w / ||w||
     expected_l2 = x + eps * (w / w.norm()).view(1, 3, 8, 8)
-    torch.testing.assert_close(fgsm(forward, x, labels, eps, norm="2"), expected_l2, rtol=0, atol=1e-6)
+    torch.testing.assert_close(
+        fgsm(forward, x, labels, eps, norm="2"), expected_l2, rtol=0, atol=1e-6
+    )
 
 
 def test_fgsm_clips_to_the_pixel_range() -> None:
@@ -85,7 +101,9 @@ def test_budget_and_range_are_kept_before_and_after_quantisation(method: str, ep
         else:
             assert float(delta.norm(dim=1).max()) <= budget + 1e-5
     q = quantize_within(x, adv, budget, norm)
-    torch.testing.assert_close(q * 255, torch.round(q * 255), rtol=0, atol=1e-4)  # on the 8-bit grid
+    torch.testing.assert_close(
+        q * 255, torch.round(q * 255), rtol=0, atol=1e-4
+    )  # on the 8-bit grid
 
 
 class _PixelModel(nn.Module):
@@ -132,7 +150,10 @@ def test_pgd_random_start_is_seeded_and_stronger_than_fgsm_on_average() -> None:
     model = _PixelModel(_conv_forward(7)).eval()
     x = _images(32, seed=8)
     y = model(x).argmax(dim=1)
-    runs = [pgd(model, x, y, 4 / 255, steps=10, generator=torch.Generator().manual_seed(s)) for s in (0, 0, 1)]
+    runs = [
+        pgd(model, x, y, 4 / 255, steps=10, generator=torch.Generator().manual_seed(s))
+        for s in (0, 0, 1)
+    ]
     assert torch.equal(runs[0], runs[1]) and not torch.equal(runs[0], runs[2])
     loss_pgd = F.cross_entropy(model(runs[0]), y)
     loss_fgsm = F.cross_entropy(model(fgsm(model, x, y, 4 / 255)), y)
@@ -163,11 +184,16 @@ def test_deepfool_and_cw_against_the_exact_distance_to_a_linear_boundary() -> No
     adv_df = deepfool(forward, x, steps=10, candidates=2)
     l2_df = (adv_df - x).flatten(1).norm(dim=1)
     assert bool((forward(adv_df).argmax(dim=1) != y).all())
-    assert bool((l2_df >= exact - slack).all()) and bool((l2_df <= 1.1 * exact + slack).all()), (l2_df, exact)
+    assert bool((l2_df >= exact - slack).all()) and bool((l2_df <= 1.1 * exact + slack).all()), (
+        l2_df,
+        exact,
+    )
     adv_cw = carlini_wagner_l2(forward, x, y, steps=200, search_steps=6, lr=0.02)
     l2_cw = (adv_cw - x).flatten(1).norm(dim=1)
     assert bool((forward(adv_cw).argmax(dim=1) != y).all())
-    assert bool((l2_cw >= exact - slack).all()) and bool((l2_cw <= 1.5 * exact + 3 * slack).all()), (l2_cw, exact)
+    assert bool((l2_cw >= exact - slack).all()) and bool(
+        (l2_cw <= 1.5 * exact + 3 * slack).all()
+    ), (l2_cw, exact)
 
 
 def test_targeted_cw_reaches_the_target_on_digits(digits: tuple) -> None:

@@ -47,11 +47,15 @@ def routed(monkeypatch: pytest.MonkeyPatch) -> list[tuple]:
 @pytest.mark.parametrize("kind", ["conv", "residual"])
 @pytest.mark.parametrize(("ph", "pw"), [(4, 4), (4, 8), (5, 5)])
 @pytest.mark.parametrize("fill", ["mean", "zero", 0.3])
-def test_grid_ablation_equals_plain_path(kind: str, ph: int, pw: int, fill: str | float, routed: list[tuple]) -> None:
+def test_grid_ablation_equals_plain_path(
+    kind: str, ph: int, pw: int, fill: str | float, routed: list[tuple]
+) -> None:
     model, x, labels = tiny_model(kind), _x(), _grid(ph, pw)
     fast = superpixel_ablation(model, x, 2, segments=labels, fill=fill, batch_size=7)
     assert routed == [((ph, pw), (ph, pw))]
-    plain = superpixel_ablation(model, x, 2, segments=labels, fill=fill, batch_size=7, incremental=False)
+    plain = superpixel_ablation(
+        model, x, 2, segments=labels, fill=fill, batch_size=7, incremental=False
+    )
     assert len(routed) == 1  # the forced path did not go through occlusion
     assert fast.shape == plain.shape == x.shape
     assert torch.allclose(fast, plain, atol=1e-5)
@@ -68,7 +72,9 @@ def test_grid_ablation_equals_captum_feature_ablation(kind: str, routed: list[tu
     baseline = x.mean(dim=(2, 3), keepdim=True).expand_as(x)
     with torch.no_grad():
         predicted = model.module(x).argmax(dim=1)
-    ref = captum_attr.FeatureAblation(model.module).attribute(x, baselines=baseline, target=predicted, feature_mask=labels.expand(2, 1, 16, 16))
+    ref = captum_attr.FeatureAblation(model.module).attribute(
+        x, baselines=baseline, target=predicted, feature_mask=labels.expand(2, 1, 16, 16)
+    )
     got = superpixel_ablation(model, x, None, segments=labels, fill="mean")
     assert routed  # went through occlusion
     assert torch.allclose(got, ref, atol=1e-5)
@@ -78,7 +84,9 @@ def test_grid_ablation_blur_routes_only_with_occlusions_sigma(routed: list[tuple
     model, x, labels = tiny_model("residual"), _x(1), _grid(4, 4)
     same = superpixel_ablation(model, x, 1, segments=labels, fill="blur", blur_sigma=2.0)
     assert len(routed) == 1
-    plain = superpixel_ablation(model, x, 1, segments=labels, fill="blur", blur_sigma=2.0, incremental=False)
+    plain = superpixel_ablation(
+        model, x, 1, segments=labels, fill="blur", blur_sigma=2.0, incremental=False
+    )
     assert torch.allclose(same, plain, atol=1e-5)
     other = superpixel_ablation(model, x, 1, segments=labels, fill="blur", blur_sigma=3.0)
     assert len(routed) == 1  # sigma 3 is not occlusion's blur: plain path

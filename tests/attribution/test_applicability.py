@@ -41,7 +41,9 @@ def test_guided_rules_refuse_a_model_without_activation_modules(method: str) -> 
     model = convlens.wrap(FunctionalReluNet(), input_size=16)
     assert method not in applicable_methods(model)
     with pytest.raises(BadInputError, match="would be the plain gradient"):
-        METHODS[method].fn(model, _x(), 1, **({"layer": "conv"} if METHODS[method].uses_layer else {}))
+        METHODS[method].fn(
+            model, _x(), 1, **({"layer": "conv"} if METHODS[method].uses_layer else {})
+        )
     # and on a net with ReLU modules the same method runs and differs from the gradient
     tiny = convlens.wrap(TinyConvNet(), input_size=16)
     assert method in applicable_methods(tiny)
@@ -65,9 +67,14 @@ def test_occlusion_default_window_fits_small_inputs(one_thread: None) -> None:
     model = convlens.load_model("digits_cnn")
     x = torch.rand(2, 1, 8, 8, generator=torch.Generator().manual_seed(1))
     default = convlens.explain(model, x, "occlusion", target=3).tensors["attribution"]
-    explicit = convlens.explain(model, x, "occlusion", target=3, patch=4, stride=2).tensors["attribution"]
+    explicit = convlens.explain(model, x, "occlusion", target=3, patch=4, stride=2).tensors[
+        "attribution"
+    ]
     torch.testing.assert_close(default, explicit)
     # at 32 px and above the default stays 16/8
     big = convlens.wrap(TinyConvNet(), input_size=32)
     xb = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(2))
-    torch.testing.assert_close(METHODS["occlusion"].fn(big, big.normalize(xb), 1), METHODS["occlusion"].fn(big, big.normalize(xb), 1, patch=16, stride=8))
+    torch.testing.assert_close(
+        METHODS["occlusion"].fn(big, big.normalize(xb), 1),
+        METHODS["occlusion"].fn(big, big.normalize(xb), 1, patch=16, stride=8),
+    )

@@ -27,13 +27,28 @@ PREFIX = 2  # TinyViT: class token + one register token, then a 4x4 grid
 
 def _model(module: nn.Module, size: int = 16, name: str = "tiny-vit") -> convlens.Model:
     module.eval()
-    return convlens.wrap(module, input_size=size, mean=0.5, std=0.25, resize=None, labels=[f"c{i}" for i in range(5)], name=name)
+    return convlens.wrap(
+        module,
+        input_size=size,
+        mean=0.5,
+        std=0.25,
+        resize=None,
+        labels=[f"c{i}" for i in range(5)],
+        name=name,
+    )
 
 
-def _probabilities_by_hand(module: nn.Module, x: torch.Tensor, names: list[str]) -> list[np.ndarray]:
+def _probabilities_by_hand(
+    module: nn.Module, x: torch.Tensor, names: list[str]
+) -> list[np.ndarray]:
     """Each named module's output, read by plain forward hooks, as float64 arrays."""
     seen: dict[str, torch.Tensor] = {}
-    handles = [module.get_submodule(n).register_forward_hook(lambda _m, _i, out, n=n: seen.__setitem__(n, out.detach().clone())) for n in names]
+    handles = [
+        module.get_submodule(n).register_forward_hook(
+            lambda _m, _i, out, n=n: seen.__setitem__(n, out.detach().clone())
+        )
+        for n in names
+    ]
     try:
         with torch.no_grad():
             module(x)
@@ -44,10 +59,14 @@ def _probabilities_by_hand(module: nn.Module, x: torch.Tensor, names: list[str])
 
 
 def _upsample(grid: np.ndarray, size: int) -> torch.Tensor:
-    return F.interpolate(torch.from_numpy(grid)[:, None], size=(size, size), mode="bilinear", align_corners=False)
+    return F.interpolate(
+        torch.from_numpy(grid)[:, None], size=(size, size), mode="bilinear", align_corners=False
+    )
 
 
-def _rollout_reference(attns: list[np.ndarray], fusion: str = "mean", discard: float = 0.0, prefix: int = PREFIX) -> np.ndarray:
+def _rollout_reference(
+    attns: list[np.ndarray], fusion: str = "mean", discard: float = 0.0, prefix: int = PREFIX
+) -> np.ndarray:
     n, _, t, _ = attns[0].shape
     joint = np.stack([np.eye(t)] * n)
     for a in attns:
@@ -66,7 +85,9 @@ def _rollout_reference(attns: list[np.ndarray], fusion: str = "mean", discard: f
 NAMES = ["blocks.0.attn.attend", "blocks.1.attn.attend"]
 
 
-@pytest.mark.parametrize(("fusion", "discard"), [("mean", 0.0), ("max", 0.0), ("min", 0.0), ("mean", 0.6)])
+@pytest.mark.parametrize(
+    ("fusion", "discard"), [("mean", 0.0), ("max", 0.0), ("min", 0.0), ("mean", 0.6)]
+)
 def test_rollout_equals_numpy_reference(fusion: str, discard: float) -> None:
     model = _model(TinyViT(seed=4))
     x = torch.randn(3, 3, 16, 16, generator=torch.Generator().manual_seed(4))
@@ -78,7 +99,9 @@ def test_rollout_equals_numpy_reference(fusion: str, discard: float) -> None:
     assert not torch.allclose(got, attention_map(model, x, head_fusion=fusion), atol=1e-3)
 
 
-@pytest.mark.parametrize(("layer", "fusion"), [(-1, "mean"), (0, "max"), ("blocks.0.attn.attend", "min")])
+@pytest.mark.parametrize(
+    ("layer", "fusion"), [(-1, "mean"), (0, "max"), ("blocks.0.attn.attend", "min")]
+)
 def test_attention_map_equals_the_class_row(layer: int | str, fusion: str) -> None:
     model = _model(TinyViT(seed=5))
     x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(5))
@@ -114,7 +137,11 @@ class _PytorchStyleAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, t, c = x.shape
-        q, k, v = self.to_qkv(self.norm(x)).reshape(n, t, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
+        q, k, v = (
+            self.to_qkv(self.norm(x))
+            .reshape(n, t, 3, self.heads, c // self.heads)
+            .permute(2, 0, 3, 1, 4)
+        )
         attn = self.dropout(self.attend(q @ k.transpose(-1, -2) * (c // self.heads) ** -0.5))
         return self.to_out((attn @ v).transpose(1, 2).reshape(n, t, c))
 
@@ -124,7 +151,11 @@ class _FusedAttention(_PytorchStyleAttention):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, t, c = x.shape
-        q, k, v = self.to_qkv(self.norm(x)).reshape(n, t, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
+        q, k, v = (
+            self.to_qkv(self.norm(x))
+            .reshape(n, t, 3, self.heads, c // self.heads)
+            .permute(2, 0, 3, 1, 4)
+        )
         return self.to_out(F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(n, t, c))
 
 
@@ -138,7 +169,9 @@ class _SmallTransformer(nn.Module):
         self.head = nn.Linear(8, 5)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        t = torch.cat([self.cls.expand(x.shape[0], -1, -1), self.embed(x).flatten(2).transpose(1, 2)], dim=1)
+        t = torch.cat(
+            [self.cls.expand(x.shape[0], -1, -1), self.embed(x).flatten(2).transpose(1, 2)], dim=1
+        )
         for layer in self.layers:
             t = t + layer(t)
         return self.head(t[:, 0])
@@ -162,13 +195,17 @@ def test_models_without_attention_are_refused_and_skipped() -> None:
     with pytest.raises(BadInputError, match="no attention layer"):
         explain(cnn, torch.rand(1, 3, 16, 16), "attention_map")
     assert {"attention_map", "attention_rollout"}.isdisjoint(applicable_methods(cnn))
-    assert {"attention_map", "attention_rollout", "gradcam", "saliency"} <= set(applicable_methods(_model(TinyViT())))
+    assert {"attention_map", "attention_rollout", "gradcam", "saliency"} <= set(
+        applicable_methods(_model(TinyViT()))
+    )
     # named explicitly, the layers of the fused model still cannot be read: no such module output
     with pytest.raises(BadInputError, match="not attention probabilities"):
         attention_rollout(fused, torch.rand(1, 3, 16, 16), attention_layers=["layers.0.norm"])
 
 
-def _gradcam_by_hand(module: nn.Module, x: torch.Tensor, layer: str, target: int, prefix: int, grid: tuple[int, int]) -> torch.Tensor:
+def _gradcam_by_hand(
+    module: nn.Module, x: torch.Tensor, layer: str, target: int, prefix: int, grid: tuple[int, int]
+) -> torch.Tensor:
     saved: dict[str, torch.Tensor] = {}
 
     def hook(_m: nn.Module, _i: object, out: torch.Tensor) -> None:

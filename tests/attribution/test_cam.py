@@ -34,7 +34,9 @@ from helpers.tiny import ResidualNet, TinyConvNet
 class OneConvNet(nn.Module):
     """1x1 conv (1 -> 2 channels) -> global average -> linear (2 -> 2, no bias)."""
 
-    def __init__(self, conv_w: tuple[float, float], conv_b: tuple[float, float], fc_w: list[list[float]]) -> None:
+    def __init__(
+        self, conv_w: tuple[float, float], conv_b: tuple[float, float], fc_w: list[list[float]]
+    ) -> None:
         super().__init__()
         self.conv = nn.Conv2d(1, 2, 1)
         self.pool = nn.AdaptiveAvgPool2d(1)
@@ -50,7 +52,16 @@ class OneConvNet(nn.Module):
 
 def _wrap(module: nn.Module, size: int, channels: int = 3, classes: int = 5) -> convlens.Model:
     module.eval()
-    return convlens.wrap(module, input_size=size, mean=0.0, std=1.0, resize=None, channels=channels, labels=[f"c{i}" for i in range(classes)], name="test")
+    return convlens.wrap(
+        module,
+        input_size=size,
+        mean=0.0,
+        std=1.0,
+        resize=None,
+        channels=channels,
+        labels=[f"c{i}" for i in range(classes)],
+        name="test",
+    )
 
 
 # x = [[1, 2], [3, 4]]; conv: A0 = x, A1 = 5 - x = [[4, 3], [2, 1]]; fc rows: class 0 = (1, 2), class 1 = (3, -1).
@@ -61,7 +72,12 @@ A1 = 5 - X[0, 0]
 
 
 def _hand_model() -> convlens.Model:
-    return _wrap(OneConvNet((1.0, -1.0), (0.0, 5.0), [[1.0, 2.0], [3.0, -1.0]]).double(), 2, channels=1, classes=2)
+    return _wrap(
+        OneConvNet((1.0, -1.0), (0.0, 5.0), [[1.0, 2.0], [3.0, -1.0]]).double(),
+        2,
+        channels=1,
+        classes=2,
+    )
 
 
 def _both_classes(method, **options) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[no-untyped-def]
@@ -113,7 +129,12 @@ def test_eigencam_by_hand_rank_one(sign: float) -> None:
     # A_k = sign * c_k x with c = (1, 2): M = sign * x (1, 2), v1 = +-(1, 2)/sqrt(5), M v1 = +-sqrt(5) x.
     # Whatever sign the SVD returns (and for either sign of the activations), the map is
     # sqrt(5) x; a centred variant would give sqrt(5) (x - 2.5), a missing sign fix zeros.
-    model = _wrap(OneConvNet((sign, 2 * sign), (0.0, 0.0), [[1.0, 0.0], [0.0, 1.0]]).double(), 2, channels=1, classes=2)
+    model = _wrap(
+        OneConvNet((sign, 2 * sign), (0.0, 0.0), [[1.0, 0.0], [0.0, 1.0]]).double(),
+        2,
+        channels=1,
+        classes=2,
+    )
     out = eigencam(model, X, 0, layer="conv")
     torch.testing.assert_close(out[0, 0], math.sqrt(5) * X[0, 0])
 
@@ -133,7 +154,9 @@ def test_eigencam_matches_the_principal_eigenvector_of_the_gram_matrix() -> None
         p = m @ vectors[:, -1]
         p = p if p.sum() >= 0 else -p
         expected.append(np.maximum(p, 0).reshape(1, *a.shape[1:]))
-    ref = F.interpolate(torch.tensor(np.stack(expected)), size=(16, 16), mode="bilinear", align_corners=False)
+    ref = F.interpolate(
+        torch.tensor(np.stack(expected)), size=(16, 16), mode="bilinear", align_corners=False
+    )
     torch.testing.assert_close(eigencam(model, x, None, layer="relu2"), ref, atol=1e-10, rtol=1e-8)
     # class-agnostic: the target does not change the map
     assert torch.equal(eigencam(model, x, 0, layer="relu2"), eigencam(model, x, 3, layer="relu2"))
@@ -151,7 +174,9 @@ def test_gradcam_equals_captum_layer_gradcam(layer: str) -> None:
     model = _wrap(net, 16)
     x = torch.randn(3, 3, 16, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
     target = torch.tensor([0, 3, 4])
-    ref = LayerGradCam(net, net.get_submodule(layer)).attribute(x.clone().requires_grad_(), target=target, relu_attributions=True)
+    ref = LayerGradCam(net, net.get_submodule(layer)).attribute(
+        x.clone().requires_grad_(), target=target, relu_attributions=True
+    )
     ref = LayerAttribution.interpolate(ref, (16, 16), interpolate_mode="bilinear")
     ours = gradcam(model, x, target, layer=layer)
     assert ours.abs().max() > 0
@@ -183,7 +208,9 @@ class ReluNet(nn.Module):
 
 
 @pytest.mark.captum
-@pytest.mark.filterwarnings("ignore:Setting backward hooks on ReLU:UserWarning")  # Captum warns on every call
+@pytest.mark.filterwarnings(
+    "ignore:Setting backward hooks on ReLU:UserWarning"
+)  # Captum warns on every call
 @pytest.mark.parametrize("layer", ["relu3", "relu2"])  # relu2 has a ReLU above it
 def test_guided_gradcam_equals_captum_on_a_relu_model(layer: str) -> None:
     from captum.attr import GuidedGradCam
@@ -192,7 +219,9 @@ def test_guided_gradcam_equals_captum_on_a_relu_model(layer: str) -> None:
     model = _wrap(net, 16)
     x = torch.randn(3, 3, 16, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(6))
     target = torch.tensor([1, 2, 4])
-    ref = GuidedGradCam(net, net.get_submodule(layer)).attribute(x.clone().requires_grad_(), target=target, interpolate_mode="bilinear")
+    ref = GuidedGradCam(net, net.get_submodule(layer)).attribute(
+        x.clone().requires_grad_(), target=target, interpolate_mode="bilinear"
+    )
     ours = guided_gradcam(model, x, target, layer=layer)
     assert ours.abs().max() > 0
     torch.testing.assert_close(ours, ref.detach(), atol=1e-12, rtol=1e-10)
@@ -201,7 +230,9 @@ def test_guided_gradcam_equals_captum_on_a_relu_model(layer: str) -> None:
 # -- guided Grad-CAM: one pass = two passes, also on ReLU6 and reused activations ----------
 
 
-def _two_pass(model: convlens.Model, x: torch.Tensor, target: torch.Tensor, layer: str) -> torch.Tensor:
+def _two_pass(
+    model: convlens.Model, x: torch.Tensor, target: torch.Tensor, layer: str
+) -> torch.Tensor:
     return guided_backprop(model, x, target) * gradcam(model, x, target, layer=layer)
 
 
@@ -215,7 +246,9 @@ def _two_pass(model: convlens.Model, x: torch.Tensor, target: torch.Tensor, laye
     ],
 )
 @pytest.mark.parametrize("inplace", [False, True])
-def test_guided_gradcam_one_pass_equals_two_passes(kind: str, layer: str, above: bool, inplace: bool) -> None:
+def test_guided_gradcam_one_pass_equals_two_passes(
+    kind: str, layer: str, above: bool, inplace: bool
+) -> None:
     net = (TinyConvNet if kind == "conv" else ResidualNet)(inplace=inplace, seed=7).double()
     model = _wrap(net, 16)
     assert _rules_above(model, layer) is above  # both code paths are exercised
@@ -242,7 +275,9 @@ def test_guided_gradcam_weights_use_the_plain_gradient() -> None:
     right = gradcam(model, x, target, layer="relu1")
     assert (wrong - right).abs().max() > 1e-3 * right.abs().max()
     ours = guided_gradcam(model, x, target, layer="relu1")
-    torch.testing.assert_close(ours, guided_backprop(model, x, target) * right, atol=1e-12, rtol=1e-10)
+    torch.testing.assert_close(
+        ours, guided_backprop(model, x, target) * right, atol=1e-12, rtol=1e-10
+    )
 
 
 # -- create_graph: the map is differentiable w.r.t. x --------------------------------------
@@ -271,7 +306,9 @@ class SmoothNet(nn.Module):
         return self.fc(self.act3(self.conv3(x)).mean(dim=(2, 3)))
 
 
-@pytest.mark.parametrize("method", [gradcam, gradcam_pp, layercam, eigencam, scorecam], ids=lambda m: m.__name__)
+@pytest.mark.parametrize(
+    "method", [gradcam, gradcam_pp, layercam, eigencam, scorecam], ids=lambda m: m.__name__
+)
 def test_create_graph_gradient_matches_finite_differences(method) -> None:  # type: ignore[no-untyped-def]
     model = _wrap(SmoothNet().double(), 6, classes=2)
     g = torch.Generator().manual_seed(9)
@@ -306,7 +343,9 @@ def _scorecam_slow(model: convlens.Model, x: torch.Tensor, score, layer: str) ->
         act = acts[layer][0]
         scores, channels = [], []
         for k in range(act.shape[0]):
-            up = F.interpolate(act[k][None, None], size=x.shape[-2:], mode="bilinear", align_corners=False)
+            up = F.interpolate(
+                act[k][None, None], size=x.shape[-2:], mode="bilinear", align_corners=False
+            )
             if up.max() == up.min():
                 continue
             mask = (up - up.min()) / (up.max() - up.min())
@@ -316,7 +355,11 @@ def _scorecam_slow(model: convlens.Model, x: torch.Tensor, score, layer: str) ->
         weights = torch.zeros(act.shape[0], dtype=x.dtype)
         weights[channels] = torch.softmax(torch.stack(scores), dim=0)
         cam = torch.relu((weights[:, None, None] * act).sum(0))
-        maps.append(F.interpolate(cam[None, None], size=x.shape[-2:], mode="bilinear", align_corners=False)[0])
+        maps.append(
+            F.interpolate(cam[None, None], size=x.shape[-2:], mode="bilinear", align_corners=False)[
+                0
+            ]
+        )
     return torch.stack(maps)
 
 
@@ -342,11 +385,15 @@ def test_scorecam_matches_a_slow_loop(kind: str) -> None:
     layer = "relu1" if kind == "neuron" else "relu2"
     ref = _scorecam_slow(model, x, score, layer)
     done: list[tuple[int, int]] = []
-    ours = scorecam(model, x, target, layer=layer, batch_size=4, progress=lambda d, t: done.append((d, t)))
+    ours = scorecam(
+        model, x, target, layer=layer, batch_size=4, progress=lambda d, t: done.append((d, t))
+    )
     assert ours.abs().max() > 0
     torch.testing.assert_close(ours, ref, atol=1e-10, rtol=1e-8)
     assert done[-1][0] == done[-1][1] and len(done) == math.ceil(done[-1][1] / 4)
-    torch.testing.assert_close(scorecam(model, x, target, layer=layer, batch_size=1000), ours, atol=1e-12, rtol=1e-10)
+    torch.testing.assert_close(
+        scorecam(model, x, target, layer=layer, batch_size=1000), ours, atol=1e-12, rtol=1e-10
+    )
 
 
 def test_scorecam_skips_constant_channels() -> None:
@@ -369,7 +416,11 @@ def test_scorecam_skips_constant_channels() -> None:
 # -- errors and the explain() driver -------------------------------------------------------
 
 
-@pytest.mark.parametrize("method", [gradcam, gradcam_pp, layercam, eigencam, scorecam, guided_gradcam], ids=lambda m: m.__name__)
+@pytest.mark.parametrize(
+    "method",
+    [gradcam, gradcam_pp, layercam, eigencam, scorecam, guided_gradcam],
+    ids=lambda m: m.__name__,
+)
 def test_a_layer_without_spatial_output_is_refused(method) -> None:  # type: ignore[no-untyped-def]
     model = _wrap(TinyConvNet(), 16)
     with pytest.raises(BadInputError, match=r"'fc'.*relu2"):
@@ -384,7 +435,9 @@ def test_a_target_below_the_layer_is_refused() -> None:
 
 def test_scorecam_batch_size_is_validated() -> None:
     with pytest.raises(BadInputError, match="batch_size=0"):
-        scorecam(_wrap(TinyConvNet(), 16), torch.randn(1, 3, 16, 16), 1, layer="relu2", batch_size=0)
+        scorecam(
+            _wrap(TinyConvNet(), 16), torch.randn(1, 3, 16, 16), 1, layer="relu2", batch_size=0
+        )
 
 
 def test_explain_uses_the_default_cam_layer_and_the_predicted_class() -> None:
@@ -394,6 +447,8 @@ def test_explain_uses_the_default_cam_layer_and_the_predicted_class() -> None:
     result = explain(model, pixels, "gradcam")
     x = model.normalize(pixels)
     predicted = model.logits(x).argmax(dim=1)
-    torch.testing.assert_close(result.tensors["attribution"], gradcam(model, x, predicted, layer="relu2"))
+    torch.testing.assert_close(
+        result.tensors["attribution"], gradcam(model, x, predicted, layer="relu2")
+    )
     assert result.tensors["map"].shape == (2, 16, 16)
     assert gradcam(model, x, predicted).shape == (2, 1, 16, 16)  # layer=None: the default layer

@@ -20,7 +20,13 @@ def digits():
 
 def _calls(digits, method: str, **options) -> tuple[list[tuple[int, int]], convlens.Result]:
     calls: list[tuple[int, int]] = []
-    result = convlens.explain(digits, ["sample:cat", "sample:coffee"], method, progress=lambda d, t: calls.append((d, t)), **options)
+    result = convlens.explain(
+        digits,
+        ["sample:cat", "sample:coffee"],
+        method,
+        progress=lambda d, t: calls.append((d, t)),
+        **options,
+    )
     return calls, result
 
 
@@ -42,15 +48,21 @@ def test_every_method_that_reports_progress_takes_it_by_name() -> None:
         ("occlusion", {"patch": 2, "stride": 2, "batch_size": 5}),
     ],
 )
-def test_progress_rises_to_the_total_and_changes_nothing(digits, method: str, options: dict) -> None:
+def test_progress_rises_to_the_total_and_changes_nothing(
+    digits, method: str, options: dict
+) -> None:
     calls, watched = _calls(digits, method, **options)
     plain = convlens.explain(digits, ["sample:cat", "sample:coffee"], method, **options)
     assert len(calls) >= 2, calls  # reported during the work, not only at the end
     dones = [d for d, _ in calls]
     totals = {t for _, t in calls}
-    assert len(totals) == 1 and dones == sorted(dones) and dones[0] > 0 and dones[-1] == totals.pop()
+    assert (
+        len(totals) == 1 and dones == sorted(dones) and dones[0] > 0 and dones[-1] == totals.pop()
+    )
     assert len(set(dones)) == len(dones)  # strictly rising
-    torch.testing.assert_close(watched.tensors["attribution"], plain.tensors["attribution"], rtol=0, atol=0)
+    torch.testing.assert_close(
+        watched.tensors["attribution"], plain.tensors["attribution"], rtol=0, atol=0
+    )
     torch.testing.assert_close(watched.tensors["map"], plain.tensors["map"], rtol=0, atol=0)
     assert "progress" not in watched.provenance["params"]
     text = json.dumps(watched.provenance)  # raises on anything that is not JSON

@@ -16,14 +16,23 @@ from helpers.tiny import TinyConvNet
 
 def _model(module: nn.Module) -> convlens.Model:
     module.eval()
-    return convlens.wrap(module, input_size=module_input(module), mean=0.5, std=0.25, resize=None, labels=[f"c{i}" for i in range(5)])
+    return convlens.wrap(
+        module,
+        input_size=module_input(module),
+        mean=0.5,
+        std=0.25,
+        resize=None,
+        labels=[f"c{i}" for i in range(5)],
+    )
 
 
 def module_input(module: nn.Module) -> int:
     return getattr(module, "input_size", 16)
 
 
-def _x(n: int = 2, size: int = 16, seed: int = 0, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+def _x(
+    n: int = 2, size: int = 16, seed: int = 0, dtype: torch.dtype = torch.float64
+) -> torch.Tensor:
     return torch.randn(n, 3, size, size, generator=torch.Generator().manual_seed(seed), dtype=dtype)
 
 
@@ -46,13 +55,16 @@ def test_saliency_and_layer_gradient_match_finite_differences() -> None:
     with torch.no_grad():
         fd = _finite_difference(lambda z: net(z)[:, 3], x)
     torch.testing.assert_close(saliency(model, x, 3), fd, atol=1e-6, rtol=1e-5)
+
     # a neuron of an inner layer w.r.t. the input
     def unit(z: torch.Tensor) -> torch.Tensor:
         return torch.clamp(net.bn2(net.conv2(torch.relu(net.conv1(z)))), 0, 6)[:, 5, 2, 1]
 
     with torch.no_grad():
         fd_unit = _finite_difference(unit, x)
-    torch.testing.assert_close(layer_gradient(model, x, Neuron("relu2", 5, 2, 1)), fd_unit, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(
+        layer_gradient(model, x, Neuron("relu2", 5, 2, 1)), fd_unit, atol=1e-6, rtol=1e-5
+    )
     torch.testing.assert_close(gradient_x_input(model, x, 3), fd * x, atol=1e-6, rtol=1e-5)
 
 
@@ -71,7 +83,9 @@ def test_saliency_and_input_x_gradient_match_captum() -> None:
     net = TinyConvNet(seed=3).eval()
     model = _model(net)
     x = _x(3, dtype=torch.float32, seed=3)
-    ref = captum_attr.Saliency(net).attribute(x.clone().requires_grad_(), target=[0, 1, 4], abs=False)
+    ref = captum_attr.Saliency(net).attribute(
+        x.clone().requires_grad_(), target=[0, 1, 4], abs=False
+    )
     torch.testing.assert_close(saliency(model, x, [0, 1, 4]), ref, atol=1e-6, rtol=1e-5)
     ref = captum_attr.InputXGradient(net).attribute(x.clone().requires_grad_(), target=2)
     torch.testing.assert_close(gradient_x_input(model, x, 2), ref, atol=1e-6, rtol=1e-5)
@@ -103,7 +117,11 @@ def _matrix(layer: nn.Module, in_shape: tuple[int, ...]) -> torch.Tensor:
     n = int(torch.tensor(in_shape).prod())
     eye = torch.eye(n, dtype=torch.float64).view(n, *in_shape)
     with torch.no_grad():
-        out = nn.functional.conv2d(eye, layer.weight, None, padding=layer.padding) if isinstance(layer, nn.Conv2d) else eye @ layer.weight.T
+        out = (
+            nn.functional.conv2d(eye, layer.weight, None, padding=layer.padding)
+            if isinstance(layer, nn.Conv2d)
+            else eye @ layer.weight.T
+        )
     return out.reshape(n, -1).T  # (out, in)
 
 
@@ -112,7 +130,11 @@ def _guided_matrix_form(net: ReluMLPConv, x: torch.Tensor, cls: int, mode: str) 
     a1 = net.conv1(x[None])[0]
     h1 = net.act1(a1)
     a2 = net.conv2(h1[None])[0]
-    w1, w2, w3 = _matrix(net.conv1, (3, 6, 6)), _matrix(net.conv2, (4, 6, 6)), net.fc.weight.double()
+    w1, w2, w3 = (
+        _matrix(net.conv1, (3, 6, 6)),
+        _matrix(net.conv2, (4, 6, 6)),
+        net.fc.weight.double(),
+    )
     g = w3[cls]  # dS/dh2
     for a, w, act in ((a2, w2, net.act2), (a1, w1, net.act1)):
         mask = activation_derivative(act, a.reshape(-1))
@@ -129,7 +151,9 @@ def test_guided_and_deconvnet_match_matrix_form(act, mode: str) -> None:  # type
     x = _x(2, 6, seed=4)
     got = (guided_backprop if mode == "guided" else deconvnet)(model, x, 2)
     for i in range(2):
-        torch.testing.assert_close(got[i], _guided_matrix_form(net, x[i], 2, mode), atol=1e-9, rtol=1e-7)
+        torch.testing.assert_close(
+            got[i], _guided_matrix_form(net, x[i], 2, mode), atol=1e-9, rtol=1e-7
+        )
     if act is nn.ReLU6 and mode == "guided":
         pre = net.conv1(x)
         assert (pre > 6).any(), "the test must exercise ReLU6's upper mask"

@@ -25,10 +25,14 @@ from helpers.tiny import TinyConvNet
 
 def _model(module: nn.Module, size: int = 16) -> convlens.Model:
     module.eval()
-    return convlens.wrap(module, input_size=size, mean=0.5, std=0.25, resize=None, labels=[f"c{i}" for i in range(5)])
+    return convlens.wrap(
+        module, input_size=size, mean=0.5, std=0.25, resize=None, labels=[f"c{i}" for i in range(5)]
+    )
 
 
-def _x(n: int = 2, size: int = 16, seed: int = 0, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+def _x(
+    n: int = 2, size: int = 16, seed: int = 0, dtype: torch.dtype = torch.float64
+) -> torch.Tensor:
     return torch.randn(n, 3, size, size, generator=torch.Generator().manual_seed(seed), dtype=dtype)
 
 
@@ -39,7 +43,9 @@ class Linear(nn.Module):
         super().__init__()
         self.fc = nn.Linear(3 * size * size, 5)
         with torch.no_grad():
-            self.fc.weight.copy_(torch.randn(5, 3 * size * size, generator=torch.Generator().manual_seed(5)))
+            self.fc.weight.copy_(
+                torch.randn(5, 3 * size * size, generator=torch.Generator().manual_seed(5))
+            )
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.fc(z.flatten(1))
@@ -67,7 +73,10 @@ class Ramp(nn.Module):
 # -- closed forms and completeness ---------------------------------------------------------
 
 
-@pytest.mark.parametrize(("method", "n_steps"), [("riemann", 1), ("riemann", 7), ("trapezoid", 2), ("trapezoid", 5), ("adaptive", 3)])
+@pytest.mark.parametrize(
+    ("method", "n_steps"),
+    [("riemann", 1), ("riemann", 7), ("trapezoid", 2), ("trapezoid", 5), ("adaptive", 3)],
+)
 def test_linear_model_gives_difference_times_weight_exactly(method: str, n_steps: int) -> None:
     net = Linear().double()
     model = _model(net, 8)
@@ -76,7 +85,15 @@ def test_linear_model_gives_difference_times_weight_exactly(method: str, n_steps
     for baseline in ("black", "blur", user):
         base = baseline_input(model, x, baseline, blur_sigma=1.5)
         expected = (x - base) * net.fc.weight[[0, 3, 4]].view(3, 3, 8, 8)
-        attribution, error = integrated_gradients_with_error(model, x, [0, 3, 4], baseline=baseline, n_steps=n_steps, quadrature=method, blur_sigma=1.5)
+        attribution, error = integrated_gradients_with_error(
+            model,
+            x,
+            [0, 3, 4],
+            baseline=baseline,
+            n_steps=n_steps,
+            quadrature=method,
+            blur_sigma=1.5,
+        )
         torch.testing.assert_close(attribution, expected, atol=1e-12, rtol=1e-12)
         assert float(error.max()) < 1e-12
 
@@ -87,10 +104,20 @@ def test_completeness_error_shrinks_with_steps_on_a_relu_net() -> None:
     model = _model(TinyConvNet(seed=4).double(), 8)
     x = _x(2, 8, seed=4) * 2
     for quadrature in ("riemann", "trapezoid", "adaptive"):
-        errors = [float(integrated_gradients_with_error(model, x, [0, 1], n_steps=n, quadrature=quadrature, chunk=4096)[1].max()) for n in (4, 128, 4096)]
+        errors = [
+            float(
+                integrated_gradients_with_error(
+                    model, x, [0, 1], n_steps=n, quadrature=quadrature, chunk=4096
+                )[1].max()
+            )
+            for n in (4, 128, 4096)
+        ]
         assert errors[0] > 0.05, errors  # coarse steps do err: the check has something to see
         assert errors[1] < errors[0] and errors[2] < errors[1] / 5 and errors[2] < 1e-3, errors
-    errors = [float(integrated_gradients_with_error(model, x, [0, 1], n_steps=n, chunk=4096)[1].max()) for n in (4, 32, 256, 2048)]
+    errors = [
+        float(integrated_gradients_with_error(model, x, [0, 1], n_steps=n, chunk=4096)[1].max())
+        for n in (4, 32, 256, 2048)
+    ]
     assert all(a > 2 * b for a, b in itertools.pairwise(errors)) and errors[-1] < 1e-3, errors
 
 
@@ -99,7 +126,9 @@ def test_error_is_the_completeness_gap_and_sums_match_score_differences() -> Non
     model = _model(net)
     x = _x(2, seed=5)
     for method in ("riemann", "adaptive"):
-        attribution, error = integrated_gradients_with_error(model, x, [1, 3], n_steps=6, quadrature=method)
+        attribution, error = integrated_gradients_with_error(
+            model, x, [1, 3], n_steps=6, quadrature=method
+        )
         base = baseline_input(model, x, "black")
         with torch.no_grad():
             change = net(x)[[0, 1], [1, 3]] - net(base)[[0, 1], [1, 3]]
@@ -115,11 +144,17 @@ def test_neuron_callable_and_predicted_targets() -> None:
     x = _x(2, 8, seed=4) * 2
     # a neuron and a callable target obey completeness too
     for target in (Neuron("relu2", 3, 1, 2), lambda out: out[:, 0] - out[:, 4]):
-        coarse, fine = (float(integrated_gradients_with_error(model, x, target, n_steps=n, chunk=4096)[1].max()) for n in (4, 4096))
+        coarse, fine = (
+            float(integrated_gradients_with_error(model, x, target, n_steps=n, chunk=4096)[1].max())
+            for n in (4, 4096)
+        )
         assert fine < 1e-3 and fine < coarse / 50, (coarse, fine)
     # the predicted target is the class predicted for x, not for the points on the path
     predicted = net(x).argmax(1)
-    torch.testing.assert_close(integrated_gradients(model, x, None, n_steps=5), integrated_gradients(model, x, predicted, n_steps=5))
+    torch.testing.assert_close(
+        integrated_gradients(model, x, None, n_steps=5),
+        integrated_gradients(model, x, predicted, n_steps=5),
+    )
 
 
 def test_chunk_does_not_change_the_result_and_progress_counts_evaluations() -> None:
@@ -127,7 +162,16 @@ def test_chunk_does_not_change_the_result_and_progress_counts_evaluations() -> N
     x = _x(2, seed=7, dtype=torch.float32)
     for method in ("riemann", "adaptive"):
         calls: list[tuple[int, int]] = []
-        one = integrated_gradients(model, x, 2, n_steps=6, quadrature=method, chunk=1, n_scan=4, progress=lambda d, t, calls=calls: calls.append((d, t)))
+        one = integrated_gradients(
+            model,
+            x,
+            2,
+            n_steps=6,
+            quadrature=method,
+            chunk=1,
+            n_scan=4,
+            progress=lambda d, t, calls=calls: calls.append((d, t)),
+        )
         many = integrated_gradients(model, x, 2, n_steps=6, quadrature=method, chunk=64, n_scan=4)
         torch.testing.assert_close(one, many, atol=1e-6, rtol=1e-5)
         total = 2 * (6 + (5 if method == "adaptive" else 0))
@@ -143,7 +187,9 @@ def test_uniform_and_adaptive_quadratures() -> None:
     torch.testing.assert_close(w, torch.full((4,), 0.25, dtype=torch.float64))
     a, w = uniform_quadrature(5, "trapezoid")
     torch.testing.assert_close(a, torch.linspace(0, 1, 5, dtype=torch.float64))
-    torch.testing.assert_close(w, torch.tensor([0.125, 0.25, 0.25, 0.25, 0.125], dtype=torch.float64))
+    torch.testing.assert_close(
+        w, torch.tensor([0.125, 0.25, 0.25, 0.25, 0.125], dtype=torch.float64)
+    )
     # all change on scan interval 2 of 4: (1 - u) of the steps land there, evenly
     scores = torch.tensor([0.0, 0.0, 0.0, 5.0, 5.0])
     a, w = adaptive_quadrature(scores, 20, uniform_share=0.2)
@@ -165,10 +211,14 @@ def test_baselines() -> None:
 
     model = _model(TinyConvNet(), 16)
     x = _x(2, seed=8)
-    torch.testing.assert_close(model.denormalize(baseline_input(model, x, "black")), torch.zeros_like(x))
+    torch.testing.assert_close(
+        model.denormalize(baseline_input(model, x, "black")), torch.zeros_like(x)
+    )
     # blur: scipy's Gaussian filter with the same truncation and replicated ('nearest') borders
     blurred = baseline_input(model, x, "blur", blur_sigma=2.0)
-    reference = torch.from_numpy(gaussian_filter(x.numpy(), sigma=(0, 0, 2.0, 2.0), mode="nearest", truncate=3.0))
+    reference = torch.from_numpy(
+        gaussian_filter(x.numpy(), sigma=(0, 0, 2.0, 2.0), mode="nearest", truncate=3.0)
+    )
     torch.testing.assert_close(blurred, reference, atol=1e-10, rtol=1e-10)
     torch.testing.assert_close(baseline_input(model, x, "blur", blur_sigma=0), x)
     # noise: uniform pixels in [0, 1], one draw shared by every image, set by the generator
@@ -176,7 +226,9 @@ def test_baselines() -> None:
     pixels = model.denormalize(noise)
     assert float(pixels.min()) >= 0 and float(pixels.max()) <= 1 and float(pixels.std()) > 0.2
     torch.testing.assert_close(noise[0], noise[1])
-    torch.testing.assert_close(noise, baseline_input(model, x, "noise", generator=torch.Generator().manual_seed(3)))
+    torch.testing.assert_close(
+        noise, baseline_input(model, x, "noise", generator=torch.Generator().manual_seed(3))
+    )
     # a user tensor broadcasts; a wrong shape is refused with both shapes named
     user = torch.randn(3, 16, 16, dtype=torch.float64)
     torch.testing.assert_close(baseline_input(model, x, user), user.expand_as(x))
@@ -203,9 +255,13 @@ def test_bad_options_are_refused() -> None:
 # -- adaptive beats uniform where the score changes abruptly ---------------------------------
 
 
-def _steps_needed(model: convlens.Model, x: torch.Tensor, quadrature: str, budget: list[int], tolerance: float) -> int | None:
+def _steps_needed(
+    model: convlens.Model, x: torch.Tensor, quadrature: str, budget: list[int], tolerance: float
+) -> int | None:
     for n in budget:
-        _, error = integrated_gradients_with_error(model, x, 0, n_steps=n, quadrature=quadrature, n_scan=16, chunk=1024)
+        _, error = integrated_gradients_with_error(
+            model, x, 0, n_steps=n, quadrature=quadrature, n_scan=16, chunk=1024
+        )
         if float(error.max()) < tolerance:
             return n
     return None
@@ -235,12 +291,23 @@ def test_matches_captum_integrated_gradients() -> None:
     user = torch.randn(1, 3, 16, 16, generator=torch.Generator().manual_seed(11))
     ig = captum_attr.IntegratedGradients(net)
     targets = [0, 2, 4]
-    for baseline, captum_baseline in [("black", model.normalize(torch.zeros(1, 3, 16, 16))), (user, user)]:
-        ours = integrated_gradients(model, x, targets, baseline=baseline, n_steps=20, quadrature="riemann", chunk=7)
-        ref = ig.attribute(x, baselines=captum_baseline, target=targets, n_steps=20, method="riemann_middle")
+    for baseline, captum_baseline in [
+        ("black", model.normalize(torch.zeros(1, 3, 16, 16))),
+        (user, user),
+    ]:
+        ours = integrated_gradients(
+            model, x, targets, baseline=baseline, n_steps=20, quadrature="riemann", chunk=7
+        )
+        ref = ig.attribute(
+            x, baselines=captum_baseline, target=targets, n_steps=20, method="riemann_middle"
+        )
         torch.testing.assert_close(ours, ref, atol=1e-5, rtol=1e-4)
         # Captum's trapezoid uses the same points with weights 1/n (ends halved), which sum to
         # (n - 1)/n; the trapezoid rule's weights are 1/(n - 1): the results differ by n/(n - 1)
-        ours = integrated_gradients(model, x, targets, baseline=baseline, n_steps=20, quadrature="trapezoid")
-        ref = ig.attribute(x, baselines=captum_baseline, target=targets, n_steps=20, method="riemann_trapezoid")
+        ours = integrated_gradients(
+            model, x, targets, baseline=baseline, n_steps=20, quadrature="trapezoid"
+        )
+        ref = ig.attribute(
+            x, baselines=captum_baseline, target=targets, n_steps=20, method="riemann_trapezoid"
+        )
         torch.testing.assert_close(ours, ref * 20 / 19, atol=1e-5, rtol=1e-4)

@@ -43,7 +43,9 @@ def test_gradcam_peaks_on_the_deciding_patch(trained: tuple[convlens.Model, TwoP
     assert _hit_rate(maps, distractor) <= 0.02
 
 
-def test_switching_the_target_moves_the_gradcam_peak(trained: tuple[convlens.Model, TwoPatchSet]) -> None:
+def test_switching_the_target_moves_the_gradcam_peak(
+    trained: tuple[convlens.Model, TwoPatchSet],
+) -> None:
     """On images whose distractor is vertical stripes (class 0, decided by the horizontal
     stripes), explaining class 1 ("vertical") must move the peak to the distractor."""
     model, test = trained
@@ -60,15 +62,23 @@ def test_switching_the_target_moves_the_gradcam_peak(trained: tuple[convlens.Mod
 
 
 @pytest.mark.parametrize("seed", [0, 1])
-def test_random_weights_do_not_localise(trained: tuple[convlens.Model, TwoPatchSet], seed: int) -> None:
+def test_random_weights_do_not_localise(
+    trained: tuple[convlens.Model, TwoPatchSet], seed: int
+) -> None:
     _, (x, y, deciding, _) = trained
     model = two_patch_model(seed)
     maps = gradcam(model, model.normalize(x), y, layer=LAYER)
     assert _hit_rate(maps, deciding) < 0.6  # trained: >= 0.95; observed ~0.3 here
 
 
-@pytest.mark.parametrize(("method", "n"), [(gradcam_pp, 400), (layercam, 400), (eigencam, 400), (scorecam, 40)], ids=lambda v: getattr(v, "__name__", str(v)))
-def test_the_other_cams_find_the_deciding_patch_too(trained: tuple[convlens.Model, TwoPatchSet], method, n: int) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize(
+    ("method", "n"),
+    [(gradcam_pp, 400), (layercam, 400), (eigencam, 400), (scorecam, 40)],
+    ids=lambda v: getattr(v, "__name__", str(v)),
+)
+def test_the_other_cams_find_the_deciding_patch_too(
+    trained: tuple[convlens.Model, TwoPatchSet], method, n: int
+) -> None:  # type: ignore[no-untyped-def]
     model, (x, y, deciding, _) = trained
     maps = method(model, model.normalize(x[:n]), y[:n], layer=LAYER)
     assert _hit_rate(maps, deciding[:n]) >= 0.95

@@ -31,7 +31,9 @@ F64 = torch.float64
 
 def _wrap(module: nn.Module, size: int = 8, channels: int = 3) -> convlens.Model:
     module.eval()
-    return convlens.wrap(module, input_size=size, mean=0.5, std=0.25, resize=None, channels=channels)
+    return convlens.wrap(
+        module, input_size=size, mean=0.5, std=0.25, resize=None, channels=channels
+    )
 
 
 def _x(shape: Sequence[int], seed: int = 0, scale: float = 1.0) -> torch.Tensor:
@@ -41,7 +43,9 @@ def _x(shape: Sequence[int], seed: int = 0, scale: float = 1.0) -> torch.Tensor:
 # -- the matrix-form reference ---------------------------------------------------------------
 
 
-def _affine_matrix(fn: Callable[[torch.Tensor], torch.Tensor], shape: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+def _affine_matrix(
+    fn: Callable[[torch.Tensor], torch.Tensor], shape: Sequence[int]
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``(W (out, in), b (out,))`` of an affine map, from its values on 0 and the basis vectors."""
     d = math.prod(shape)
     with torch.no_grad():
@@ -50,7 +54,16 @@ def _affine_matrix(fn: Callable[[torch.Tensor], torch.Tensor], shape: Sequence[i
     return w, b
 
 
-def _redistribute(a: torch.Tensor, w: torch.Tensor, b: torch.Tensor, r: torch.Tensor, rule: str, eps: float, alpha: float, beta: float) -> torch.Tensor:
+def _redistribute(
+    a: torch.Tensor,
+    w: torch.Tensor,
+    b: torch.Tensor,
+    r: torch.Tensor,
+    rule: str,
+    eps: float,
+    alpha: float,
+    beta: float,
+) -> torch.Tensor:
     """One layer of LRP in matrix form: ``a`` (in,), ``w`` (out, in), ``r`` (out,) -> (in,)."""
     contrib = a[:, None] * w.T  # Z_jk = a_j w_jk
     z = contrib.sum(0) + b
@@ -63,7 +76,9 @@ def _redistribute(a: torch.Tensor, w: torch.Tensor, b: torch.Tensor, r: torch.Te
     return (alpha * pos - beta * neg) @ r
 
 
-def _redistribute_zb(a: torch.Tensor, w: torch.Tensor, r: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
+def _redistribute_zb(
+    a: torch.Tensor, w: torch.Tensor, r: torch.Tensor, low: torch.Tensor, high: torch.Tensor
+) -> torch.Tensor:
     """z^B: ``R_j = sum_k (a_j w_jk - l_j w+_jk - h_j w-_jk) / sum_j (...) R_k``."""
     q = a[:, None] * w.T - low[:, None] * w.T.clamp(min=0) - high[:, None] * w.T.clamp(max=0)
     den = q.sum(0)
@@ -101,7 +116,9 @@ def reference_lrp(
             a, w, b = tape[i]
             if i == 0 and first_layer == "zB":
                 assert low is not None and high is not None
-                r = _redistribute_zb(a, w, r, low.expand_as(xi).reshape(-1), high.expand_as(xi).reshape(-1))
+                r = _redistribute_zb(
+                    a, w, r, low.expand_as(xi).reshape(-1), high.expand_as(xi).reshape(-1)
+                )
             else:
                 r = _redistribute(a, w, b, r, rule, eps, alpha, beta)
         out.append(r.reshape(xi.shape))
@@ -113,11 +130,19 @@ def reference_lrp(
 
 def _mlp(seed: int = 0) -> nn.Sequential:
     torch.manual_seed(seed)
-    return nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 5), nn.LeakyReLU(0.1), nn.Linear(5, 3)).double()
+    return nn.Sequential(
+        nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 5), nn.LeakyReLU(0.1), nn.Linear(5, 3)
+    ).double()
 
 
 def _mlp_stages(net: nn.Sequential) -> list[Stage]:
-    return [("affine", net[0]), ("act", net[1]), ("affine", net[2]), ("act", net[3]), ("affine", net[4])]
+    return [
+        ("affine", net[0]),
+        ("act", net[1]),
+        ("affine", net[2]),
+        ("act", net[3]),
+        ("affine", net[4]),
+    ]
 
 
 class ConvBNNet(nn.Module):
@@ -184,7 +209,13 @@ def _pixel_bounds(model: convlens.Model) -> tuple[torch.Tensor, torch.Tensor]:
 
 @pytest.mark.parametrize(
     ("rule", "options"),
-    [("epsilon", {"epsilon": 0.3}), ("epsilon", {"epsilon": 0.0}), ("alpha_beta", {"alpha": 2.0, "beta": 1.0}), ("alpha_beta", {}), ("zplus", {})],
+    [
+        ("epsilon", {"epsilon": 0.3}),
+        ("epsilon", {"epsilon": 0.0}),
+        ("alpha_beta", {"alpha": 2.0, "beta": 1.0}),
+        ("alpha_beta", {}),
+        ("zplus", {}),
+    ],
 )
 def test_mlp_matches_the_matrix_form_reference(rule: str, options: dict[str, float]) -> None:
     net = _mlp()
@@ -192,7 +223,15 @@ def test_mlp_matches_the_matrix_form_reference(rule: str, options: dict[str, flo
     x = _x((3, 4), seed=1, scale=2.0)  # signed inputs: the alpha-beta rule's x < 0 branch runs
     got = lrp(model, x, 1, rule=rule, first_layer="same", **options)
     ref_rule = "epsilon" if rule == "epsilon" else "alpha_beta"
-    want = reference_lrp(_mlp_stages(net), x, 1, ref_rule, eps=options.get("epsilon", 0.0), alpha=options.get("alpha", 1.0), beta=options.get("beta", 0.0))
+    want = reference_lrp(
+        _mlp_stages(net),
+        x,
+        1,
+        ref_rule,
+        eps=options.get("epsilon", 0.0),
+        alpha=options.get("alpha", 1.0),
+        beta=options.get("beta", 0.0),
+    )
     torch.testing.assert_close(got, want, atol=1e-12, rtol=1e-10)
 
 
@@ -202,7 +241,9 @@ def test_mlp_zb_first_layer_matches_the_reference() -> None:
     low, high = torch.full((4,), -2.0, dtype=F64), torch.tensor([1.0, 2.0, 1.5, 3.0], dtype=F64)
     x = torch.clamp(_x((3, 4), seed=2), low, high)
     got = lrp(model, x, 2, rule="epsilon", epsilon=0.1, first_layer="zB", low=low, high=high)
-    want = reference_lrp(_mlp_stages(net), x, 2, "epsilon", eps=0.1, first_layer="zB", low=low, high=high)
+    want = reference_lrp(
+        _mlp_stages(net), x, 2, "epsilon", eps=0.1, first_layer="zB", low=low, high=high
+    )
     torch.testing.assert_close(got, want, atol=1e-12, rtol=1e-10)
 
 
@@ -215,15 +256,28 @@ def test_mlp_zb_first_layer_matches_the_reference() -> None:
         ("alpha_beta", {"alpha": 1.0, "beta": 0.0}, "zB"),
     ],
 )
-def test_conv_bn_net_matches_the_matrix_form_reference(rule: str, options: dict[str, float], first_layer: str) -> None:
+def test_conv_bn_net_matches_the_matrix_form_reference(
+    rule: str, options: dict[str, float], first_layer: str
+) -> None:
     """Padding, stride, ReLU6 saturation, BatchNorm with negative gammas, average pooling."""
     net = ConvBNNet(seed=4)
     model = _wrap(net)
-    x = model.normalize(torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(5), dtype=F64))
+    x = model.normalize(
+        torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(5), dtype=F64)
+    )
     low, high = _pixel_bounds(model)
     got = lrp(model, x, 0, rule=rule, first_layer=first_layer, **options)
     want = reference_lrp(
-        net.stages(), x, 0, rule, eps=options.get("epsilon", 0.0), alpha=options.get("alpha", 1.0), beta=options.get("beta", 0.0), first_layer=first_layer, low=low, high=high
+        net.stages(),
+        x,
+        0,
+        rule,
+        eps=options.get("epsilon", 0.0),
+        alpha=options.get("alpha", 1.0),
+        beta=options.get("beta", 0.0),
+        first_layer=first_layer,
+        low=low,
+        high=high,
     )
     assert (net.conv1(x) > 6).any(), "the test needs saturated ReLU6 units"
     torch.testing.assert_close(got, want, atol=1e-12, rtol=1e-9)
@@ -234,10 +288,21 @@ def test_string_padding_dilation_and_even_kernels_match_the_reference(rule: str)
     """padding="same" with an even, dilated kernel pads one more pixel after than before."""
     torch.manual_seed(18)
     net = nn.Sequential(
-        nn.Conv2d(3, 4, 4, padding="same", dilation=2), nn.ReLU6(), nn.Conv2d(4, 5, 3, stride=2, padding="valid"), nn.ReLU(), nn.Flatten(), nn.Linear(5 * 3 * 3, 3)
+        nn.Conv2d(3, 4, 4, padding="same", dilation=2),
+        nn.ReLU6(),
+        nn.Conv2d(4, 5, 3, stride=2, padding="valid"),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(5 * 3 * 3, 3),
     ).double()
     x = _x((2, 3, 8, 8), seed=18, scale=2.0)
-    stages: list[Stage] = [("affine", net[0]), ("act", net[1]), ("affine", net[2]), ("act", net[3]), ("affine", lambda t: net[5](t.flatten(1)))]
+    stages: list[Stage] = [
+        ("affine", net[0]),
+        ("act", net[1]),
+        ("affine", net[2]),
+        ("act", net[3]),
+        ("affine", lambda t: net[5](t.flatten(1))),
+    ]
     got = lrp(_wrap(net), x, 1, rule=rule, epsilon=0.2, first_layer="same")
     want = reference_lrp(stages, x, 1, rule, eps=0.2)
     torch.testing.assert_close(got, want, atol=1e-12, rtol=1e-9)
@@ -246,9 +311,13 @@ def test_string_padding_dilation_and_even_kernels_match_the_reference(rule: str)
 def test_zb_is_the_default_with_pixel_bounds() -> None:
     net = ConvBNNet(seed=6)
     model = _wrap(net)
-    x = model.normalize(torch.rand(1, 3, 8, 8, generator=torch.Generator().manual_seed(6), dtype=F64))
+    x = model.normalize(
+        torch.rand(1, 3, 8, 8, generator=torch.Generator().manual_seed(6), dtype=F64)
+    )
     low, high = _pixel_bounds(model)
-    want = reference_lrp(net.stages(), x, 1, "epsilon", eps=1e-6, first_layer="zB", low=low, high=high)
+    want = reference_lrp(
+        net.stages(), x, 1, "epsilon", eps=1e-6, first_layer="zB", low=low, high=high
+    )
     torch.testing.assert_close(lrp(model, x, 1), want, atol=1e-12, rtol=1e-9)
     # and it is not the epsilon rule on the first layer
     assert not torch.allclose(lrp(model, x, 1, first_layer="same"), want, atol=1e-6)
@@ -257,7 +326,10 @@ def test_zb_is_the_default_with_pixel_bounds() -> None:
 # -- BatchNorm folding ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("rule", "options"), [("epsilon", {"epsilon": 0.5}), ("alpha_beta", {"alpha": 2.0, "beta": 1.0}), ("zplus", {})])
+@pytest.mark.parametrize(
+    ("rule", "options"),
+    [("epsilon", {"epsilon": 0.5}), ("alpha_beta", {"alpha": 2.0, "beta": 1.0}), ("zplus", {})],
+)
 def test_batchnorm_is_folded_into_its_conv(rule: str, options: dict[str, float]) -> None:
     net = ConvBNNet(seed=7)
     twin = _folded_twin(net)
@@ -265,12 +337,29 @@ def test_batchnorm_is_folded_into_its_conv(rule: str, options: dict[str, float])
     with torch.no_grad():
         torch.testing.assert_close(net.eval()(x), twin.eval()(x))  # the twin is the same function
     got = lrp(_wrap(net), x, 2, rule=rule, **options)
-    torch.testing.assert_close(got, lrp(_wrap(twin), x, 2, rule=rule, **options), atol=1e-12, rtol=1e-9)
+    torch.testing.assert_close(
+        got, lrp(_wrap(twin), x, 2, rule=rule, **options), atol=1e-12, rtol=1e-9
+    )
     if rule != "epsilon":
         # BatchNorm as a layer of its own (not folded) redistributes differently: the check bites
-        unfolded = [*net.stages()[:2], ("affine", net.conv2), ("affine", net.bn2), *net.stages()[3:]]
+        unfolded = [
+            *net.stages()[:2],
+            ("affine", net.conv2),
+            ("affine", net.bn2),
+            *net.stages()[3:],
+        ]
         low, high = _pixel_bounds(_wrap(net))
-        alt = reference_lrp(unfolded, x, 2, "alpha_beta", alpha=options.get("alpha", 1.0), beta=options.get("beta", 0.0), first_layer="zB", low=low, high=high)
+        alt = reference_lrp(
+            unfolded,
+            x,
+            2,
+            "alpha_beta",
+            alpha=options.get("alpha", 1.0),
+            beta=options.get("beta", 0.0),
+            first_layer="zB",
+            low=low,
+            high=high,
+        )
         assert (got - alt).abs().max() > 1e-3 * got.abs().max()
 
 
@@ -341,7 +430,13 @@ def test_bias_absorption_matches_theory_on_a_relu_net() -> None:
     unit keeps its share (the first-order Taylor identity of a piecewise-linear network)."""
     torch.manual_seed(10)
     net = nn.Sequential(
-        nn.Conv2d(3, 5, 3, padding=1), nn.ReLU(), nn.Conv2d(5, 4, 3, stride=2, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3)
+        nn.Conv2d(3, 5, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(5, 4, 3, stride=2, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(4, 3),
     ).double()
     x = _x((2, 3, 8, 8), seed=10)
     r = lrp(_wrap(net), x, 0, epsilon=0.0, first_layer="same")
@@ -350,7 +445,9 @@ def test_bias_absorption_matches_theory_on_a_relu_net() -> None:
         biases = [m.bias for m in net if isinstance(m, (nn.Conv2d, nn.Linear))]
         grads = torch.autograd.grad(out, biases)
         absorbed = sum(float((b.detach() * g).sum()) for b, g in zip(biases, grads))
-        torch.testing.assert_close(float(r[i].sum()), float(out.detach()) - absorbed, atol=1e-12, rtol=1e-10)
+        torch.testing.assert_close(
+            float(r[i].sum()), float(out.detach()) - absorbed, atol=1e-12, rtol=1e-10
+        )
         assert abs(float(absorbed)) > 1e-2  # the biases do absorb something: the check bites
 
 
@@ -358,9 +455,23 @@ def test_alpha_beta_conserves_on_a_bias_free_net() -> None:
     """With alpha - beta = 1 and every unit receiving both signs of contribution, the
     relevance is conserved layer by layer."""
     torch.manual_seed(11)
-    net = nn.Sequential(nn.Linear(30, 20, bias=False), nn.ReLU6(), nn.Linear(20, 10, bias=False), nn.ReLU(), nn.Linear(10, 3, bias=False)).double()
+    net = nn.Sequential(
+        nn.Linear(30, 20, bias=False),
+        nn.ReLU6(),
+        nn.Linear(20, 10, bias=False),
+        nn.ReLU(),
+        nn.Linear(10, 3, bias=False),
+    ).double()
     x = _x((4, 30), seed=11, scale=3.0)
-    r = lrp(_wrap(net, size=1, channels=30), x, 1, rule="alpha_beta", alpha=2.0, beta=1.0, first_layer="same")
+    r = lrp(
+        _wrap(net, size=1, channels=30),
+        x,
+        1,
+        rule="alpha_beta",
+        alpha=2.0,
+        beta=1.0,
+        first_layer="same",
+    )
     with torch.no_grad():
         torch.testing.assert_close(r.sum(dim=1), net(x)[:, 1], atol=1e-10, rtol=1e-9)
 
@@ -372,7 +483,12 @@ class ResidualMLP(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         torch.manual_seed(12)
-        self.fc1, self.act, self.fc2, self.head = nn.Linear(5, 7), nn.ReLU6(), nn.Linear(7, 5), nn.Linear(5, 2)
+        self.fc1, self.act, self.fc2, self.head = (
+            nn.Linear(5, 7),
+            nn.ReLU6(),
+            nn.Linear(7, 5),
+            nn.Linear(5, 2),
+        )
         self.double()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -421,7 +537,12 @@ class FlattenFirst(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         torch.manual_seed(14)
-        self.flatten, self.fc1, self.act, self.fc2 = nn.Flatten(), nn.Linear(12, 6), nn.ReLU(), nn.Linear(6, 3)
+        self.flatten, self.fc1, self.act, self.fc2 = (
+            nn.Flatten(),
+            nn.Linear(12, 6),
+            nn.ReLU(),
+            nn.Linear(6, 3),
+        )
         self.double()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -431,9 +552,15 @@ class FlattenFirst(nn.Module):
 def test_zb_reaches_a_linear_layer_reading_the_flattened_input() -> None:
     net = FlattenFirst()
     model = _wrap(net, size=2)
-    x = model.normalize(torch.rand(2, 3, 2, 2, generator=torch.Generator().manual_seed(14), dtype=F64))
+    x = model.normalize(
+        torch.rand(2, 3, 2, 2, generator=torch.Generator().manual_seed(14), dtype=F64)
+    )
     low, high = _pixel_bounds(model)
-    stages: list[Stage] = [("affine", lambda t: net.fc1(t.flatten(1))), ("act", net.act), ("affine", net.fc2)]
+    stages: list[Stage] = [
+        ("affine", lambda t: net.fc1(t.flatten(1))),
+        ("act", net.act),
+        ("affine", net.fc2),
+    ]
     want = reference_lrp(stages, x, 0, "epsilon", eps=1e-6, first_layer="zB", low=low, high=high)
     torch.testing.assert_close(lrp(model, x, 0), want, atol=1e-12, rtol=1e-9)
 
@@ -458,10 +585,17 @@ def test_zb_needs_a_layer_reading_the_input() -> None:
 
 @pytest.mark.parametrize(
     ("layer", "name"),
-    [(nn.SiLU(), "SiLU"), (nn.Conv2d(4, 4, 3, padding=1, padding_mode="reflect"), "Conv2d"), (nn.GroupNorm(2, 4), "GroupNorm"), (nn.BatchNorm2d(4, track_running_stats=False), "running statistics")],
+    [
+        (nn.SiLU(), "SiLU"),
+        (nn.Conv2d(4, 4, 3, padding=1, padding_mode="reflect"), "Conv2d"),
+        (nn.GroupNorm(2, 4), "GroupNorm"),
+        (nn.BatchNorm2d(4, track_running_stats=False), "running statistics"),
+    ],
 )
 def test_layers_without_a_rule_are_refused_by_name(layer: nn.Module, name: str) -> None:
-    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), layer, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
+    net = nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1), layer, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2)
+    )
     with pytest.raises(BadInputError, match=rf"layer '1'.*{name}"):
         lrp(_wrap(net), torch.randn(1, 3, 8, 8), 0)
     assert module_hook_count(net) == 0
@@ -488,7 +622,9 @@ def test_alpha_beta_alias_is_registered_and_equals_the_rule() -> None:
     assert METHODS["lrp"].fn is lrp and METHODS["lrp_alpha_beta"].fn is lrp_alpha_beta
     model = _wrap(ConvBNNet(seed=15))
     x = _x((2, 3, 8, 8), seed=15)
-    torch.testing.assert_close(lrp_alpha_beta(model, x, 1), lrp(model, x, 1, rule="alpha_beta"), atol=0, rtol=0)
+    torch.testing.assert_close(
+        lrp_alpha_beta(model, x, 1), lrp(model, x, 1, rule="alpha_beta"), atol=0, rtol=0
+    )
 
 
 def test_float32_batch_equals_float64_reference() -> None:

@@ -31,7 +31,15 @@ def _net(seed: int = 0) -> nn.Module:
 
 
 def _model(module: nn.Module | None = None) -> convlens.Model:
-    return convlens.wrap(module or _net(), input_size=16, mean=0.5, std=0.25, resize=None, labels=list("abcd"), name="tiny")
+    return convlens.wrap(
+        module or _net(),
+        input_size=16,
+        mean=0.5,
+        std=0.25,
+        resize=None,
+        labels=list("abcd"),
+        name="tiny",
+    )
 
 
 def _x(n: int = 1, seed: int = 1) -> torch.Tensor:
@@ -50,7 +58,9 @@ def _score(module: nn.Module, images: torch.Tensor, cls: int) -> torch.Tensor:
         return module(images)[:, cls].double()
 
 
-def _coalition_image(x: torch.Tensor, fill: torch.Tensor, labels: torch.Tensor, keep: list[int]) -> torch.Tensor:
+def _coalition_image(
+    x: torch.Tensor, fill: torch.Tensor, labels: torch.Tensor, keep: list[int]
+) -> torch.Tensor:
     mask = torch.zeros_like(labels, dtype=torch.bool)
     for m in keep:
         mask |= labels == m
@@ -66,8 +76,14 @@ def test_ablation_is_the_drop_when_each_superpixel_is_hidden() -> None:
     black = model.normalize(torch.zeros_like(x))
     full = _score(model.module, x, 1)
     for m in range(6):
-        hidden = _score(model.module, _coalition_image(x, black, labels, [k for k in range(6) if k != m]), 1)
-        assert torch.allclose(got[0][:, labels == m], (full - hidden).float().expand(3, int((labels == m).sum())), atol=1e-5)
+        hidden = _score(
+            model.module, _coalition_image(x, black, labels, [k for k in range(6) if k != m]), 1
+        )
+        assert torch.allclose(
+            got[0][:, labels == m],
+            (full - hidden).float().expand(3, int((labels == m).sum())),
+            atol=1e-5,
+        )
 
 
 @pytest.mark.captum
@@ -76,14 +92,18 @@ def test_ablation_equals_captum_feature_ablation() -> None:
     model, x, labels = _model(), _x(2), _blocks(3, 3)
     got = superpixel_ablation(model, x, 2, segments=labels, fill="mean", batch_size=5)
     fill = x.mean(dim=(2, 3), keepdim=True).expand_as(x)
-    ref = captum_attr.FeatureAblation(model.module).attribute(x, baselines=fill, target=2, feature_mask=labels.expand(2, 1, 16, 16))
+    ref = captum_attr.FeatureAblation(model.module).attribute(
+        x, baselines=fill, target=2, feature_mask=labels.expand(2, 1, 16, 16)
+    )
     assert torch.allclose(got, ref, atol=1e-5)
 
 
 # -- KernelSHAP ------------------------------------------------------------------------------
 
 
-def _brute_shapley(module: nn.Module, x: torch.Tensor, fill: torch.Tensor, labels: torch.Tensor, cls: int) -> torch.Tensor:
+def _brute_shapley(
+    module: nn.Module, x: torch.Tensor, fill: torch.Tensor, labels: torch.Tensor, cls: int
+) -> torch.Tensor:
     """Shapley values by the permutation-free subset formula over every coalition."""
     m = int(labels.max()) + 1
     value = {}
@@ -102,7 +122,15 @@ def _brute_shapley(module: nn.Module, x: torch.Tensor, fill: torch.Tensor, label
 
 def test_kernel_shap_with_every_coalition_is_the_exact_shapley_value() -> None:
     model, x, labels = _model(), _x(), _blocks(2, 2)
-    got = kernel_shap(model, x, 3, segments=labels, fill="zero", n_samples=14, generator=torch.Generator().manual_seed(0))
+    got = kernel_shap(
+        model,
+        x,
+        3,
+        segments=labels,
+        fill="zero",
+        n_samples=14,
+        generator=torch.Generator().manual_seed(0),
+    )
     phi = _brute_shapley(model.module, x, model.normalize(torch.zeros_like(x)), labels, 3)
     for m in range(4):
         assert torch.allclose(got[0, 0][labels == m], phi[m].float(), atol=1e-5)
@@ -111,7 +139,15 @@ def test_kernel_shap_with_every_coalition_is_the_exact_shapley_value() -> None:
 def test_kernel_shap_sums_to_the_score_change_when_sampled() -> None:
     model, x = _model(), _x()
     labels = _blocks(3, 4)
-    got = kernel_shap(model, x, 0, segments=labels, fill="zero", n_samples=30, generator=torch.Generator().manual_seed(3))
+    got = kernel_shap(
+        model,
+        x,
+        0,
+        segments=labels,
+        fill="zero",
+        n_samples=30,
+        generator=torch.Generator().manual_seed(3),
+    )
     per_segment = torch.stack([got[0, 0][labels == m][0] for m in range(12)])
     black = model.normalize(torch.zeros_like(x))
     change = _score(model.module, x, 0) - _score(model.module, black, 0)
@@ -136,7 +172,15 @@ def test_kernel_shap_equals_captum_on_the_same_coalitions(monkeypatch: pytest.Mo
     captum_attr = pytest.importorskip("captum.attr")
     model, x, labels = _model(), _x(), _blocks(3, 3)
     n = 40
-    got = kernel_shap(model, x, 1, segments=labels, fill="zero", n_samples=n, generator=torch.Generator().manual_seed(5))
+    got = kernel_shap(
+        model,
+        x,
+        1,
+        segments=labels,
+        fill="zero",
+        n_samples=n,
+        generator=torch.Generator().manual_seed(5),
+    )
     # the same draws: _image_seed takes one number from the generator, then each image
     # samples with a generator seeded by it
     seed = int(torch.randint(0, 2**62, (1,), generator=torch.Generator().manual_seed(5)).item())
@@ -149,7 +193,9 @@ def test_kernel_shap_equals_captum_on_the_same_coalitions(monkeypatch: pytest.Mo
 
     monkeypatch.setattr(captum_attr.KernelShap, "kernel_shap_perturb_generator", same_draws)
     black = model.normalize(torch.zeros_like(x))
-    ref = captum_attr.KernelShap(model.module).attribute(x, baselines=black, target=1, feature_mask=labels[None, None], n_samples=n + 2)
+    ref = captum_attr.KernelShap(model.module).attribute(
+        x, baselines=black, target=1, feature_mask=labels[None, None], n_samples=n + 2
+    )
     assert torch.allclose(got, ref, atol=2e-3 * float(ref.abs().max()))
 
 
@@ -163,7 +209,18 @@ def test_lime_equals_captum_on_the_same_coalitions() -> None:
 
     model, x, labels = _model(), _x(), _blocks(2, 4)
     n, width = 60, 0.25
-    got = lime(model, x, 0, segments=labels, fill="mean", n_samples=n, kernel_width=width, alpha=1.0, batch_size=7, generator=torch.Generator().manual_seed(2))
+    got = lime(
+        model,
+        x,
+        0,
+        segments=labels,
+        fill="mean",
+        n_samples=n,
+        kernel_width=width,
+        alpha=1.0,
+        batch_size=7,
+        generator=torch.Generator().manual_seed(2),
+    )
     seed = int(torch.randint(0, 2**62, (1,), generator=torch.Generator().manual_seed(2)).item())
     draws = iter(lime_coalitions(8, n, torch.Generator().manual_seed(seed)))
 
@@ -172,12 +229,21 @@ def test_lime_equals_captum_on_the_same_coalitions() -> None:
 
     def similarity(original_inp, perturbed_inp, sample, **kwargs):  # type: ignore[no-untyped-def]
         # LIME's image kernel: cosine distance to the all-kept coalition
-        d = 1 - torch.nn.functional.cosine_similarity(sample.double(), torch.ones_like(sample, dtype=torch.float64), eps=1e-12)
+        d = 1 - torch.nn.functional.cosine_similarity(
+            sample.double(), torch.ones_like(sample, dtype=torch.float64), eps=1e-12
+        )
         return torch.exp(-(d**2) / width**2)
 
-    explainer = captum_attr.Lime(model.module, interpretable_model=SkLearnRidge(alpha=1.0), similarity_func=similarity, perturb_func=perturb)
+    explainer = captum_attr.Lime(
+        model.module,
+        interpretable_model=SkLearnRidge(alpha=1.0),
+        similarity_func=similarity,
+        perturb_func=perturb,
+    )
     fill = x.mean(dim=(2, 3), keepdim=True).expand_as(x)
-    ref = explainer.attribute(x, baselines=fill, target=0, feature_mask=labels[None, None], n_samples=n)
+    ref = explainer.attribute(
+        x, baselines=fill, target=0, feature_mask=labels[None, None], n_samples=n
+    )
     assert torch.allclose(got, ref.float(), atol=1e-4 * max(1.0, float(ref.abs().max())))
 
 
@@ -193,12 +259,33 @@ def test_lime_recovers_an_additive_model() -> None:
             per = torch.stack([x[:, :, labels == m].mean(dim=(1, 2)) for m in range(6)], dim=1)
             return torch.stack([per @ effect, -(per @ effect)], dim=1)
 
-    model = convlens.wrap(Additive(), input_size=16, mean=0.0, std=1.0, resize=None, labels=["p", "n"], name="additive")
+    model = convlens.wrap(
+        Additive(),
+        input_size=16,
+        mean=0.0,
+        std=1.0,
+        resize=None,
+        labels=["p", "n"],
+        name="additive",
+    )
     x = torch.rand(1, 3, 16, 16) + 0.5
-    got = lime(model, x, 0, segments=labels, fill="zero", n_samples=80, alpha=1e-9, generator=torch.Generator().manual_seed(0))
+    got = lime(
+        model,
+        x,
+        0,
+        segments=labels,
+        fill="zero",
+        n_samples=80,
+        alpha=1e-9,
+        generator=torch.Generator().manual_seed(0),
+    )
     means = torch.stack([x[0][:, labels == m].mean() for m in range(6)])
     for m in range(6):
-        assert torch.allclose(got[0, 0][labels == m], (effect[m] * means[m]).expand(int((labels == m).sum())), atol=1e-4)
+        assert torch.allclose(
+            got[0, 0][labels == m],
+            (effect[m] * means[m]).expand(int((labels == m).sum())),
+            atol=1e-4,
+        )
 
 
 # -- shared behaviour ------------------------------------------------------------------------
@@ -210,7 +297,9 @@ def test_superpixels_follow_image_regions() -> None:
     colours = torch.tensor([[1.0, 0, 0], [0, 1.0, 0], [0, 0, 1.0], [1.0, 1.0, 0]])
     for q, (r, c) in enumerate([(0, 0), (0, 16), (16, 0), (16, 16)]):
         x[0, :, r : r + 16, c : c + 16] = colours[q][:, None, None]
-    model = convlens.wrap(_net(), input_size=32, mean=0.0, std=1.0, resize=None, labels=list("abcd"), name="quad")
+    model = convlens.wrap(
+        _net(), input_size=32, mean=0.0, std=1.0, resize=None, labels=list("abcd"), name="quad"
+    )
     labels = superpixels(model, x, n_segments=4)[0]
     quadrant = (torch.arange(32)[:, None] // 16) * 2 + torch.arange(32)[None, :] // 16
     for m in labels.unique():
@@ -220,7 +309,17 @@ def test_superpixels_follow_image_regions() -> None:
 def test_explain_runs_them_seeded_and_reports_progress() -> None:
     model, x = _model(), _x()
     calls: list[tuple[int, int]] = []
-    a = explain(model, x, "lime", 1, seed=4, segments=_blocks(2, 2), n_samples=10, batch_size=4, progress=lambda d, t: calls.append((d, t)))
+    a = explain(
+        model,
+        x,
+        "lime",
+        1,
+        seed=4,
+        segments=_blocks(2, 2),
+        n_samples=10,
+        batch_size=4,
+        progress=lambda d, t: calls.append((d, t)),
+    )
     b = explain(model, x, "lime", 1, seed=4, segments=_blocks(2, 2), n_samples=10, batch_size=4)
     assert torch.equal(a.tensors["attribution"], b.tensors["attribution"])
     assert calls == [(4, 10), (8, 10), (10, 10)]
@@ -229,7 +328,12 @@ def test_explain_runs_them_seeded_and_reports_progress() -> None:
 
 @pytest.mark.parametrize(
     ("options", "message"),
-    [({"fill": "purple"}, "fill="), ({"n_samples": 0}, "n_samples="), ({"segments": torch.zeros(5, 5, dtype=torch.long)}, "segments"), ({"n_segments": 0}, "n_segments=")],
+    [
+        ({"fill": "purple"}, "fill="),
+        ({"n_samples": 0}, "n_samples="),
+        ({"segments": torch.zeros(5, 5, dtype=torch.long)}, "segments"),
+        ({"n_segments": 0}, "n_segments="),
+    ],
 )
 def test_bad_options_are_refused(options: dict, message: str) -> None:
     with pytest.raises(BadInputError, match=message):

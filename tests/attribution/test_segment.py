@@ -22,7 +22,9 @@ class ObjectDetector(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         w = torch.zeros(1, 3, SIZE, SIZE)
-        w[:, :, OBJECT[0], OBJECT[1]] = 1.0 + torch.rand(1, 3, 18, 20, generator=torch.Generator().manual_seed(0))
+        w[:, :, OBJECT[0], OBJECT[1]] = 1.0 + torch.rand(
+            1, 3, 18, 20, generator=torch.Generator().manual_seed(0)
+        )
         self.w = nn.Parameter(w, requires_grad=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -32,7 +34,14 @@ class ObjectDetector(nn.Module):
 
 def _scene(n: int = 2) -> tuple[convlens.Model, torch.Tensor, torch.Tensor]:
     """A bright object on a plain dark background (pixel space), its model and its mask."""
-    model = convlens.wrap(ObjectDetector(), input_size=SIZE, mean=0.5, std=0.25, resize=None, labels=["object", "other"])
+    model = convlens.wrap(
+        ObjectDetector(),
+        input_size=SIZE,
+        mean=0.5,
+        std=0.25,
+        resize=None,
+        labels=["object", "other"],
+    )
     g = torch.Generator().manual_seed(1)
     pixels = 0.15 + 0.05 * torch.rand(n, 3, SIZE, SIZE, generator=g)
     pixels[:, 0, OBJECT[0], OBJECT[1]] = 0.85 + 0.1 * torch.rand(n, 18, 20, generator=g)
@@ -87,7 +96,11 @@ def test_default_saliency_is_the_class_gradient() -> None:
 def test_seeds_follow_the_quantiles() -> None:
     s = np.arange(100, dtype=float).reshape(10, 10)
     seeds = grabcut_seeds(s, 0.95, 0.3)
-    assert (seeds == GC_FGD).sum() == 5 and (seeds == GC_BGD).sum() == 30 and (seeds == GC_PR_BGD).sum() == 65
+    assert (
+        (seeds == GC_FGD).sum() == 5
+        and (seeds == GC_BGD).sum() == 30
+        and (seeds == GC_PR_BGD).sum() == 65
+    )
     assert seeds.flat[99] == GC_FGD and seeds.flat[0] == GC_BGD
     sparse = np.zeros((10, 10))
     sparse[2:4, 2:4] = 1.0  # 4 % non-zero: ties at the 95 % quantile go to the foreground
@@ -98,17 +111,23 @@ def test_seeds_follow_the_quantiles() -> None:
 def test_flat_saliency_gives_an_empty_mask_and_results_are_deterministic() -> None:
     model, x, truth = _scene()
     assert segment(model, x, 0, saliency=torch.ones(2, SIZE, SIZE)).sum() == 0
-    noisy = _peaked_saliency(truth) + 0.5 * torch.rand(2, SIZE, SIZE, generator=torch.Generator().manual_seed(3))
+    noisy = _peaked_saliency(truth) + 0.5 * torch.rand(
+        2, SIZE, SIZE, generator=torch.Generator().manual_seed(3)
+    )
     a = segment(model, x, 0, saliency=noisy, iterations=3)
     b = segment(model, x, 0, saliency=noisy, iterations=3)
-    alone = torch.cat([segment(model, x[i : i + 1], 0, saliency=noisy[i : i + 1], iterations=3) for i in range(2)])
+    alone = torch.cat(
+        [segment(model, x[i : i + 1], 0, saliency=noisy[i : i + 1], iterations=3) for i in range(2)]
+    )
     assert torch.equal(a, b) and torch.equal(a, alone)
 
 
 def test_largest_component_drops_a_distant_island() -> None:
     model, x, truth = _scene(1)
     pixels = model.denormalize(x)
-    pixels[:, :, 2:6, 2:6] = pixels[:, :, 15:19, 20:24]  # a small copy of the object's colour in a corner
+    pixels[:, :, 2:6, 2:6] = pixels[
+        :, :, 15:19, 20:24
+    ]  # a small copy of the object's colour in a corner
     x2 = model.normalize(pixels)
     saliency = _peaked_saliency(truth)
     saliency[:, 2:6, 2:6] = 1.4  # and salient

@@ -18,7 +18,7 @@ import torch
 from convlens.cli.main import main
 from convlens.data.biased import make_biased
 
-FACTORY = '''
+FACTORY = """
 import torch
 from torch import nn
 
@@ -26,7 +26,7 @@ def make():
     torch.manual_seed(0)
     return nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.Conv2d(6, 8, 3, padding=1), nn.ReLU(),
                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10))
-'''
+"""
 
 
 @pytest.fixture(autouse=True)
@@ -49,20 +49,33 @@ def test_make_writes_splits_and_masks(biased_dir: Path) -> None:
     assert not (biased_dir / "train").exists()
 
 
-def test_cli_numbers_equal_the_library(biased_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_numbers_equal_the_library(
+    biased_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     import convlens
     from convlens.metrics.bias import bias_check
     from convlens.models.spec import load_spec, parse_model_list
 
     factory = tmp_path / "net.py"
     factory.write_text(FACTORY)
-    model_opts = ["--model", f"{factory}:make", "--input-size", "32", "--mean", "0.33", "--std", "0.3"]
+    model_opts = [
+        "--model",
+        f"{factory}:make",
+        "--input-size",
+        "32",
+        "--mean",
+        "0.33",
+        "--std",
+        "0.3",
+    ]
     code = main(["bias", str(biased_dir / "test"), "--masks", str(biased_dir / "masks" / "test"), "--counter", str(biased_dir / "counter"),
                  "--method", "saliency", "--json", "-o", str(tmp_path / "b.png"), *model_opts])  # fmt: skip
     assert code == 0
     got = json.loads(capsys.readouterr().out)
     assert (tmp_path / "b.png").stat().st_size > 1000
-    spec = parse_model_list(f"{factory}:make", {"input_size": "32", "mean": "0.33", "std": "0.3"}, None)[0]
+    spec = parse_model_list(
+        f"{factory}:make", {"input_size": "32", "mean": "0.33", "std": "0.3"}, None
+    )[0]
     model = load_spec(spec)
     assert isinstance(model, convlens.Model)
     for split, key in (("test", "main"), ("counter", "counter")):
@@ -76,7 +89,9 @@ def test_cli_numbers_equal_the_library(biased_dir: Path, tmp_path: Path, capsys:
             assert r["outside_share"] == pytest.approx(float(ref.main.shares[i]), abs=1e-4)
         assert got[key]["accuracy"] == pytest.approx(ref.main.accuracy, abs=1e-6)
     assert got["counter_accuracy"] == got["counter"]["accuracy"]
-    assert got["provenance"]["method"] == "saliency" and got["provenance"]["params"]["images"] == len(make_biased("test"))
+    assert got["provenance"]["method"] == "saliency" and got["provenance"]["params"][
+        "images"
+    ] == len(make_biased("test"))
 
 
 @pytest.mark.parametrize(
@@ -84,20 +99,47 @@ def test_cli_numbers_equal_the_library(biased_dir: Path, tmp_path: Path, capsys:
     [
         (["bias", "make"], "give the output folder"),
         (["bias", "{d}/test"], "--masks MASKS/ is required"),
-        (["bias", "{d}/test", "--masks", "{d}/masks/counter", "--counter", "{d}/counter", "--counter-masks", "{d}/nowhere"], "no such file"),
+        (
+            [
+                "bias",
+                "{d}/test",
+                "--masks",
+                "{d}/masks/counter",
+                "--counter",
+                "{d}/counter",
+                "--counter-masks",
+                "{d}/nowhere",
+            ],
+            "no such file",
+        ),
     ],
 )
-def test_bad_input_exits_2(biased_dir: Path, argv: list[str], needle: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_input_exits_2(
+    biased_dir: Path, argv: list[str], needle: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main([a.replace("{d}", str(biased_dir)) for a in argv]) == 2
     err = capsys.readouterr().err.strip()
     assert needle in err and len(err.splitlines()) == 1
 
 
-def test_missing_mask_is_named(biased_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_missing_mask_is_named(
+    biased_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     masks = tmp_path / "masks"
     (masks / "0").mkdir(parents=True)  # no mask for any image
     factory = tmp_path / "net.py"
     factory.write_text(FACTORY)
-    code = main(["bias", str(biased_dir / "test"), "--masks", str(masks), "--model", f"{factory}:make", "--input-size", "32"])
+    code = main(
+        [
+            "bias",
+            str(biased_dir / "test"),
+            "--masks",
+            str(masks),
+            "--model",
+            f"{factory}:make",
+            "--input-size",
+            "32",
+        ]
+    )
     assert code == 2
     assert "no mask" in capsys.readouterr().err

@@ -17,10 +17,19 @@ from convlens.cli import cmd_info, cmd_layers, cmd_predict
 from convlens.cli.main import main
 
 
-def run_cli(*args: str, env: dict[str, str] | None = None, timeout: int = 300) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, timeout: int = 300
+) -> subprocess.CompletedProcess[str]:
     """The real command in a subprocess (stdin closed, like CI)."""
     full_env = {**os.environ, **(env or {})}
-    return subprocess.run([sys.executable, "-m", "convlens.cli.main", *args], capture_output=True, text=True, timeout=timeout, env=full_env, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [sys.executable, "-m", "convlens.cli.main", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=full_env,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 @pytest.fixture()
@@ -35,7 +44,9 @@ def test_predict_json_validates_and_mixed_good_bad_files(tmp_path: Path, photo: 
     missing = tmp_path / "missing.jpg"
     text = tmp_path / "notes.jpg"
     text.write_text("hello, not a picture")
-    proc = run_cli("predict", "sample:coffee", str(missing), str(photo), str(text), "--json", "--top-k", "3")
+    proc = run_cli(
+        "predict", "sample:coffee", str(missing), str(photo), str(text), "--json", "--top-k", "3"
+    )
     assert proc.returncode == 2, proc.stderr
     payload = json.loads(proc.stdout)
     jsonschema.validate(payload, cmd_predict.SCHEMA)
@@ -51,7 +62,10 @@ def test_predict_json_validates_and_mixed_good_bad_files(tmp_path: Path, photo: 
     ("args", "needle"),
     [
         (["layers", "--model", "no_such_model"], "unknown model 'no_such_model'"),
-        (["activations", "sample:cat", "--layer", "blocks.3.depthwise_cnv"], "did you mean 'blocks.3.depthwise_conv'"),
+        (
+            ["activations", "sample:cat", "--layer", "blocks.3.depthwise_cnv"],
+            "did you mean 'blocks.3.depthwise_conv'",
+        ),
         (["predict", "sample:cat", "--top-k", "0"], "--top-k 0"),
         (["predict", "sample:nothing"], "sample:nothing"),
         (["predict", "sample:cat", "--no-such-option"], "unrecognized arguments"),
@@ -67,7 +81,9 @@ def test_bad_input_exits_2_with_one_line(args: list[str], needle: str) -> None:
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
 
 
-def test_unexpected_error_exits_1_and_interrupt_130(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_unexpected_error_exits_1_and_interrupt_130(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     def boom(ctx: object) -> int:
         raise RuntimeError("kaboom")
 

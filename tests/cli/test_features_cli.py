@@ -36,33 +36,91 @@ def digits(tmp_path: Path) -> Path:
     return root
 
 
-def test_codes_equal_the_library_and_json_validates(digits: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_codes_equal_the_library_and_json_validates(
+    digits: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "feat"
-    code = main(["features", str(digits), "--model", "digits_cnn", "--layer", "act2", "--shard-size", "4", "-o", str(out), "--json"])
+    code = main(
+        [
+            "features",
+            str(digits),
+            "--model",
+            "digits_cnn",
+            "--layer",
+            "act2",
+            "--shard-size",
+            "4",
+            "-o",
+            str(out),
+            "--json",
+        ]
+    )
     assert code == 0
     payload = json.loads(capsys.readouterr().out)
     jsonschema.validate(payload, cmd_features.SCHEMA)
-    assert payload["items"] == payload["done"] == 6 and payload["failed"] == [] and payload["errors"] == []
+    assert (
+        payload["items"] == payload["done"] == 6
+        and payload["failed"] == []
+        and payload["errors"] == []
+    )
     assert payload["shape"] == [32, 8, 8] and payload["dim"] == 32 and payload["pooled"] is True
-    assert payload["shards"] == ["shard-00000.parquet", "shard-00001.parquet"] and payload["computed_shards"] == [0, 1]
+    assert payload["shards"] == ["shard-00000.parquet", "shard-00001.parquet"] and payload[
+        "computed_shards"
+    ] == [0, 1]
     features = load_features(out)
-    extract_features(convlens.load_model("digits_cnn"), digits, "act2", tmp_path / "lib", shard_size=4)
+    extract_features(
+        convlens.load_model("digits_cnn"), digits, "act2", tmp_path / "lib", shard_size=4
+    )
     library = load_features(tmp_path / "lib")
     assert features.paths == library.paths and features.labels.tolist() == [1, 1, 1, 7, 7, 7]
     np.testing.assert_allclose(features.codes, library.codes, rtol=1e-6, atol=1e-7)
     # the same command again resumes: nothing recomputed
-    assert main(["features", str(digits), "--model", "digits_cnn", "--layer", "act2", "--shard-size", "4", "-o", str(out), "--json"]) == 0
+    assert (
+        main(
+            [
+                "features",
+                str(digits),
+                "--model",
+                "digits_cnn",
+                "--layer",
+                "act2",
+                "--shard-size",
+                "4",
+                "-o",
+                str(out),
+                "--json",
+            ]
+        )
+        == 0
+    )
     assert json.loads(capsys.readouterr().out)["computed_shards"] == []
 
 
-def test_full_maps_and_bad_files_exit_2_with_outputs_kept(digits: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_full_maps_and_bad_files_exit_2_with_outputs_kept(
+    digits: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     (digits / "7" / "broken.png").write_bytes(b"not an image")
     out = tmp_path / "full"
-    code = main(["features", str(digits), "--model", "digits_cnn", "--layer", "pool", "--full", "-o", str(out), "--json"])
+    code = main(
+        [
+            "features",
+            str(digits),
+            "--model",
+            "digits_cnn",
+            "--layer",
+            "pool",
+            "--full",
+            "-o",
+            str(out),
+            "--json",
+        ]
+    )
     assert code == 2
     captured = capsys.readouterr()
     payload = json.loads(captured.out)
-    assert payload["done"] == 6 and [Path(f["path"]).name for f in payload["failed"]] == ["broken.png"]
+    assert payload["done"] == 6 and [Path(f["path"]).name for f in payload["failed"]] == [
+        "broken.png"
+    ]
     assert payload["dim"] == 32 * 4 * 4 and len(payload["errors"]) == 1
     assert "broken.png" in captured.err and "Traceback" not in captured.err
     assert load_features(out).codes.shape == (6, 512)
@@ -77,7 +135,9 @@ def test_full_maps_and_bad_files_exit_2_with_outputs_kept(digits: Path, tmp_path
         (["--layer", "act2", "--engine", "spark"], "invalid choice"),
     ],
 )
-def test_bad_input_exits_2_with_one_line_and_writes_nothing(digits: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str], needle: str) -> None:
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(
+    digits: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str], needle: str
+) -> None:
     out = tmp_path / "out"
     try:
         code = main(["features", str(digits), "--model", "digits_cnn", "-o", str(out), *extra])
@@ -88,21 +148,67 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(digits: Path, tmp_pa
     assert needle in err and len(err.splitlines()) == 1 and not out.exists()
 
 
-def test_missing_folder_and_ray_without_ray(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
-    assert main(["features", str(tmp_path / "nope"), "--model", "digits_cnn", "--layer", "act2"]) == 2
+def test_missing_folder_and_ray_without_ray(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert (
+        main(["features", str(tmp_path / "nope"), "--model", "digits_cnn", "--layer", "act2"]) == 2
+    )
     assert "no such folder" in capsys.readouterr().err
     monkeypatch.setitem(sys.modules, "ray", None)
     (tmp_path / "d").mkdir()
     _digit(tmp_path / "d" / "a.png", 0)
-    assert main(["features", str(tmp_path / "d"), "--model", "digits_cnn", "--layer", "act2", "--engine", "ray", "-o", str(tmp_path / "o")]) == 2
+    assert (
+        main(
+            [
+                "features",
+                str(tmp_path / "d"),
+                "--model",
+                "digits_cnn",
+                "--layer",
+                "act2",
+                "--engine",
+                "ray",
+                "-o",
+                str(tmp_path / "o"),
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err.strip()
-    assert err == "convlens: error: --engine ray needs Ray: pip install 'convlens[ray]'" and not (tmp_path / "o").exists()
+    assert (
+        err == "convlens: error: --engine ray needs Ray: pip install 'convlens[ray]'"
+        and not (tmp_path / "o").exists()
+    )
 
 
-def test_another_layer_into_the_same_folder_is_refused(digits: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_another_layer_into_the_same_folder_is_refused(
+    digits: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "out"
-    assert main(["features", str(digits), "--model", "digits_cnn", "--layer", "act2", "-o", str(out)]) == 0
-    assert main(["features", str(digits), "--model", "digits_cnn", "--layer", "act1", "-o", str(out)]) == 2
+    assert (
+        main(["features", str(digits), "--model", "digits_cnn", "--layer", "act2", "-o", str(out)])
+        == 0
+    )
+    assert (
+        main(["features", str(digits), "--model", "digits_cnn", "--layer", "act1", "-o", str(out)])
+        == 2
+    )
     assert "overwrite" in capsys.readouterr().err
-    assert main(["features", str(digits), "--model", "digits_cnn", "--layer", "act1", "-o", str(out), "--overwrite"]) == 0
+    assert (
+        main(
+            [
+                "features",
+                str(digits),
+                "--model",
+                "digits_cnn",
+                "--layer",
+                "act1",
+                "-o",
+                str(out),
+                "--overwrite",
+            ]
+        )
+        == 0
+    )
     assert load_features(out).layer == "act1"

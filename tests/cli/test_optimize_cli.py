@@ -22,11 +22,27 @@ def _digit(path: Path, size: int = 8) -> Path:
     return path
 
 
-def test_dream_writes_the_image_at_the_photo_size(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_dream_writes_the_image_at_the_photo_size(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     photo = tmp_path / "big.png"
     Image.fromarray((np.random.default_rng(0).random((40, 56)) * 255).astype(np.uint8)).save(photo)
     out = tmp_path / "dream.png"
-    args = ["dream", str(photo), "--model", "digits_cnn", "--layer", "act2", "--octaves", "2", "--steps", "3", "-o", str(out), "--json"]
+    args = [
+        "dream",
+        str(photo),
+        "--model",
+        "digits_cnn",
+        "--layer",
+        "act2",
+        "--octaves",
+        "2",
+        "--steps",
+        "3",
+        "-o",
+        str(out),
+        "--json",
+    ]
     assert main(args) == 0
     payload = json.loads(capsys.readouterr().out)
     jsonschema.validate(payload, cmd_dream.SCHEMA)
@@ -35,15 +51,35 @@ def test_dream_writes_the_image_at_the_photo_size(tmp_path: Path, capsys: pytest
     assert all(a > b for a, b in zip(payload["objective_after"], payload["objective_before"]))
 
 
-def test_fool_png_is_predicted_as_the_target(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_fool_png_is_predicted_as_the_target(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     photo = _digit(tmp_path / "one.png")
     out = tmp_path / "fool"
-    assert main(["fool", str(photo), "--model", "digits_cnn", "--target", "7", "-o", str(out), "--json"]) == 0
+    assert (
+        main(
+            ["fool", str(photo), "--model", "digits_cnn", "--target", "7", "-o", str(out), "--json"]
+        )
+        == 0
+    )
     payload = json.loads(capsys.readouterr().out)
     jsonschema.validate(payload, cmd_fool.SCHEMA)
     assert payload["success"] and payload["predicted"]["class"] == 7
     assert {p.name for p in out.iterdir()} >= {"fooled.png", "difference.png", "fool.png"}
-    assert main(["predict", payload["files"]["fooled"], "--model", "digits_cnn", "--json", "--top-k", "1"]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                payload["files"]["fooled"],
+                "--model",
+                "digits_cnn",
+                "--json",
+                "--top-k",
+                "1",
+            ]
+        )
+        == 0
+    )
     predicted = json.loads(capsys.readouterr().out)
     jsonschema.validate(predicted, cmd_predict.SCHEMA)
     assert predicted["predictions"][0]["top"][0]["class"] == 7
@@ -59,7 +95,9 @@ def test_fool_png_is_predicted_as_the_target(tmp_path: Path, capsys: pytest.Capt
         (["fool", "{missing}", "--target", "3"], "missing.png"),
     ],
 )
-def test_bad_input_exits_2_with_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], needle: str) -> None:
+def test_bad_input_exits_2_with_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], needle: str
+) -> None:
     photo = _digit(tmp_path / "one.png")
     out = tmp_path / "out"
     filled = [a.format(photo=photo, missing=tmp_path / "missing.png") for a in args]

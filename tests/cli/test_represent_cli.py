@@ -24,7 +24,22 @@ def digits_folder(tmp_path_factory: pytest.TempPathFactory):
         folder.mkdir(parents=True, exist_ok=True)
         Image.fromarray((data.images[i] * 255 / 16).astype(np.uint8)).save(folder / f"d{i:03d}.png")
     features = root / "features"
-    assert main(["features", str(root / "folder"), "--model", "digits_cnn", "--layer", "act2", "-o", str(features), "-q"]) == 0
+    assert (
+        main(
+            [
+                "features",
+                str(root / "folder"),
+                "--model",
+                "digits_cnn",
+                "--layer",
+                "act2",
+                "-o",
+                str(features),
+                "-q",
+            ]
+        )
+        == 0
+    )
     return root / "folder", features
 
 
@@ -35,12 +50,29 @@ def _json(capsys) -> dict:
 def test_embed_writes_html_and_png(digits_folder, tmp_path, capsys) -> None:
     _, features = digits_folder
     out = tmp_path / "map.html"
-    assert main(["embed", str(features), "--method", "pca", "--color", "prediction", "-o", str(out), "--json"]) == 0
+    assert (
+        main(
+            [
+                "embed",
+                str(features),
+                "--method",
+                "pca",
+                "--color",
+                "prediction",
+                "-o",
+                str(out),
+                "--json",
+            ]
+        )
+        == 0
+    )
     payload = _json(capsys)
     assert payload["points"] == 60 and payload["files"]["png"] == str(tmp_path / "map.png")
     page = out.read_text()
     data = json.loads(re.search(r'id="convlens-map-data">(.*?)</script>', page, re.S).group(1))
-    assert len(data["points"]) == 60 and all(p["thumb"].startswith("data:image/jpeg") for p in data["points"])
+    assert len(data["points"]) == 60 and all(
+        p["thumb"].startswith("data:image/jpeg") for p in data["points"]
+    )
     assert sorted({p["label"] for p in data["points"]}) == list(range(10))
     assert (tmp_path / "map.png").is_file()
 
@@ -49,23 +81,82 @@ def test_neighbors_finds_the_query_itself_first(digits_folder, tmp_path, capsys)
     folder, features = digits_folder
     query = sorted(folder.rglob("*.png"))[5]
     out = tmp_path / "grid.png"
-    assert main(["neighbors", str(query), "--index", str(features), "--k", "4", "-o", str(out), "--json"]) == 0
+    assert (
+        main(
+            [
+                "neighbors",
+                str(query),
+                "--index",
+                str(features),
+                "--k",
+                "4",
+                "-o",
+                str(out),
+                "--json",
+            ]
+        )
+        == 0
+    )
     payload = _json(capsys)
     first = payload["neighbors"][0]
     # the query embedded here equals its code from `convlens features` (same model, layer, pooling)
     assert first["path"] == str(query) and first["distance"] < 1e-4
     assert payload["layer"] == "act2" and len(payload["neighbors"]) == 4 and out.is_file()
-    assert [n["distance"] for n in payload["neighbors"]] == sorted(n["distance"] for n in payload["neighbors"])
-    assert main(["neighbors", str(query), "--index", str(features), "--k", "4", "--ann", "--metric", "cosine", "-o", str(out), "--json"]) == 0
+    assert [n["distance"] for n in payload["neighbors"]] == sorted(
+        n["distance"] for n in payload["neighbors"]
+    )
+    assert (
+        main(
+            [
+                "neighbors",
+                str(query),
+                "--index",
+                str(features),
+                "--k",
+                "4",
+                "--ann",
+                "--metric",
+                "cosine",
+                "-o",
+                str(out),
+                "--json",
+            ]
+        )
+        == 0
+    )
     ann = _json(capsys)
-    assert ann["ann"] and 0 <= ann["recall"]["recall"] <= 1 and (features / "ann-cosine.faiss").is_file()
+    assert (
+        ann["ann"]
+        and 0 <= ann["recall"]["recall"] <= 1
+        and (features / "ann-cosine.faiss").is_file()
+    )
     assert ann["neighbors"][0]["path"] == str(query)
 
 
 def test_top_patches_cli(digits_folder, tmp_path, capsys) -> None:
     folder, _ = digits_folder
     out = tmp_path / "tp"
-    assert main(["top-patches", str(folder), "--model", "digits_cnn", "--layer", "pool", "--channels", "0,3", "--k", "4", "--guided", "-o", str(out), "--json"]) == 0
+    assert (
+        main(
+            [
+                "top-patches",
+                str(folder),
+                "--model",
+                "digits_cnn",
+                "--layer",
+                "pool",
+                "--channels",
+                "0,3",
+                "--k",
+                "4",
+                "--guided",
+                "-o",
+                str(out),
+                "--json",
+            ]
+        )
+        == 0
+    )
     payload = _json(capsys)
     assert [c["channel"] for c in payload["channels"]] == [0, 3] and payload["done"] == 60
     values = [p["value"] for p in payload["channels"][0]["patches"]]
@@ -85,7 +176,16 @@ def test_top_patches_cli(digits_folder, tmp_path, capsys) -> None:
         ["neighbors", "{tmp}/nope.png", "--index", "{features}"],
         ["neighbors", "{image}", "--index", "{features}", "--model", "mnist_cnn"],
         ["top-patches", "{folder}", "--model", "digits_cnn", "--layer", "fc"],
-        ["top-patches", "{folder}", "--model", "digits_cnn", "--layer", "act2", "--channels", "0,x"],
+        [
+            "top-patches",
+            "{folder}",
+            "--model",
+            "digits_cnn",
+            "--layer",
+            "act2",
+            "--channels",
+            "0,x",
+        ],
         ["top-patches", "{folder}", "--model", "digits_cnn", "--layer", "act2", "--channels", "99"],
         ["top-patches", "{folder}", "--model", "digits_cnn", "--layer", "nolayer"],
         ["top-patches", "{missing}", "--model", "digits_cnn", "--layer", "act2"],
@@ -94,7 +194,13 @@ def test_top_patches_cli(digits_folder, tmp_path, capsys) -> None:
 def test_bad_input_exit_2_one_line(digits_folder, tmp_path, capsys, argv) -> None:
     folder, features = digits_folder
     image = sorted(folder.rglob("*.png"))[0]
-    values = {"missing": tmp_path / "missing", "features": features, "tmp": tmp_path, "image": image, "folder": folder}
+    values = {
+        "missing": tmp_path / "missing",
+        "features": features,
+        "tmp": tmp_path,
+        "image": image,
+        "folder": folder,
+    }
     args = [a.format(**{k: str(v) for k, v in values.items()}) for a in argv]
     if "-o" not in args and args[0] == "neighbors":
         args += ["-o", str(tmp_path / "o.png")]
@@ -117,9 +223,28 @@ def test_report_gains_neighbours_only_with_an_index(digits_folder, tmp_path, cap
     without = build_report(model, image, only=["predictions"])
     assert "neighbors" not in [s["name"] for s in without.summary()["sections"]]
     report = build_report(model, image, only=["predictions", "neighbors"], index=features)
-    section = next(s for s in report.summary()["sections"] if s["name"] == "neighbors")["models"]["digits_cnn"]
+    section = next(s for s in report.summary()["sections"] if s["name"] == "neighbors")["models"][
+        "digits_cnn"
+    ]
     assert section["available"] and section["nearest"] == image and section["distance"] < 1e-4
     assert not re.search(r"<(script|link|iframe)\b", report.html, flags=re.IGNORECASE)
     out = tmp_path / "r.html"
-    assert main(["report", image, "--model", "digits_cnn", "--sections", "predictions,neighbors", "--index", str(features), "-o", str(out), "--json"]) == 0
+    assert (
+        main(
+            [
+                "report",
+                image,
+                "--model",
+                "digits_cnn",
+                "--sections",
+                "predictions,neighbors",
+                "--index",
+                str(features),
+                "-o",
+                str(out),
+                "--json",
+            ]
+        )
+        == 0
+    )
     assert 'data-section="neighbors"' in out.read_text()

@@ -24,9 +24,26 @@ def _one_thread(one_thread: None) -> None:
     """Every test here runs on one torch thread (the ``one_thread`` fixture in tests/conftest.py)."""
 
 
-def test_gram_writes_the_library_matrices(tmp_path: Path, capsys: pytest.CaptureFixture[str], lite0: convlens.Model) -> None:
+def test_gram_writes_the_library_matrices(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], lite0: convlens.Model
+) -> None:
     out = tmp_path / "g.png"
-    assert main(["gram", "sample:brick", "--layer", "blocks.1.expand_act", "--size", "64", "-o", str(out), "--json"]) == 0
+    assert (
+        main(
+            [
+                "gram",
+                "sample:brick",
+                "--layer",
+                "blocks.1.expand_act",
+                "--size",
+                "64",
+                "-o",
+                str(out),
+                "--json",
+            ]
+        )
+        == 0
+    )
     payload = json.loads(capsys.readouterr().out)
     jsonschema.validate(payload, cmd_gram.SCHEMA)
     saved = np.load(tmp_path / "g.npz")
@@ -37,19 +54,52 @@ def test_gram_writes_the_library_matrices(tmp_path: Path, capsys: pytest.Capture
 
 def test_style_with_two_weighted_styles(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "s.png"
-    args = ["style", "sample:cat", "sample:brick", "sample:grass", "--style-weights", "0.7,0.3", "--size", "64", "--steps", "3", "-o", str(out), "--json"]
+    args = [
+        "style",
+        "sample:cat",
+        "sample:brick",
+        "sample:grass",
+        "--style-weights",
+        "0.7,0.3",
+        "--size",
+        "64",
+        "--steps",
+        "3",
+        "-o",
+        str(out),
+        "--json",
+    ]
     assert main(args) == 0
     payload = json.loads(capsys.readouterr().out)
     jsonschema.validate(payload, cmd_style.SCHEMA)
     with Image.open(out) as written:
         assert written.size == (64, 43)  # the cat photo is 451 x 300: longer side 64
     assert payload["style_weights"] == [0.7, 0.3]
-    assert (tmp_path / "s_figure.png").exists() and json.loads((tmp_path / "s.json").read_text())["provenance"]["method"] == "style_transfer"
+    assert (tmp_path / "s_figure.png").exists() and json.loads((tmp_path / "s.json").read_text())[
+        "provenance"
+    ]["method"] == "style_transfer"
 
 
 def test_texture_is_the_size_asked(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "t.png"
-    assert main(["texture", "sample:gravel", "--size", "80", "--sample-size", "48", "--steps", "2", "-o", str(out), "--json"]) == 0
+    assert (
+        main(
+            [
+                "texture",
+                "sample:gravel",
+                "--size",
+                "80",
+                "--sample-size",
+                "48",
+                "--steps",
+                "2",
+                "-o",
+                str(out),
+                "--json",
+            ]
+        )
+        == 0
+    )
     payload = json.loads(capsys.readouterr().out)
     jsonschema.validate(payload, cmd_texture.SCHEMA)
     with Image.open(out) as written:
@@ -68,7 +118,9 @@ def test_texture_is_the_size_asked(tmp_path: Path, capsys: pytest.CaptureFixture
         (["texture", "sample:gravel", "--size", "4"], "--size"),
     ],
 )
-def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], needle: str) -> None:
+def test_bad_input_is_one_line_and_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], needle: str
+) -> None:
     out = tmp_path / "out.png"
     assert main([*args, "-o", str(out)]) == 2
     err = capsys.readouterr().err.strip()

@@ -13,7 +13,7 @@ from PIL import Image
 from convlens.cli import cmd_tcav
 from convlens.cli.main import main
 
-NET = '''
+NET = """
 import torch
 from torch import nn
 
@@ -30,7 +30,7 @@ class ColourNet(nn.Module):
 
 def build():
     return ColourNet()
-'''
+"""
 
 
 def _folder(root: Path, name: str, n: int, seed: int, red: int = 0) -> Path:
@@ -50,8 +50,27 @@ def setup(tmp_path: Path) -> tuple[list[str], Path]:
     images = _folder(tmp_path, "images", 6, 0)
     concept = _folder(tmp_path, "red", 10, 1, red=100)
     randoms = [str(_folder(tmp_path, f"random{i}", 10, 10 + i)) for i in range(10)]
-    model = ["--model", f"{tmp_path / 'net.py'}:build", "--input-size", "8", "--mean", "0", "--std", "1"]
-    return ["tcav", *model, str(images), "--concept", str(concept), "--layer", "feat", "--random", *randoms], tmp_path
+    model = [
+        "--model",
+        f"{tmp_path / 'net.py'}:build",
+        "--input-size",
+        "8",
+        "--mean",
+        "0",
+        "--std",
+        "1",
+    ]
+    return [
+        "tcav",
+        *model,
+        str(images),
+        "--concept",
+        str(concept),
+        "--layer",
+        "feat",
+        "--random",
+        *randoms,
+    ], tmp_path
 
 
 def test_tcav_reports_a_significant_concept_as_json(setup, capsys) -> None:  # type: ignore[no-untyped-def]
@@ -72,7 +91,9 @@ def test_tcav_figure_draws_the_scores_and_the_null() -> None:
     from convlens.render.tcav import tcav_figure
     from convlens.represent.tcav import TCAVResult
 
-    result = TCAVResult("feat", scores=[0.9, 1.0, 0.8], random_scores=[0.4, 0.6, 0.5], p_value=0.001, alpha=0.05)
+    result = TCAVResult(
+        "feat", scores=[0.9, 1.0, 0.8], random_scores=[0.4, 0.6, 0.5], p_value=0.001, alpha=0.05
+    )
     ax = tcav_figure([("red", result)]).axes[0]
     bars = [round(p.get_height(), 6) for p in ax.patches]
     assert bars == [0.9, 0.5]  # the means of the concept's scores and of the null

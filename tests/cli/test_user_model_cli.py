@@ -35,15 +35,39 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def _library_model(files: dict[str, Path]) -> convlens.Model:
-    return ModelSpec(f"{files['net']}:build", weights=str(files["weights"]), input_size=(SIZE, SIZE), mean=(MEAN,), std=(STD,), labels=str(files["labels"])).load()
+    return ModelSpec(
+        f"{files['net']}:build",
+        weights=str(files["weights"]),
+        input_size=(SIZE, SIZE),
+        mean=(MEAN,),
+        std=(STD,),
+        labels=str(files["labels"]),
+    ).load()
 
 
 @pytest.mark.captum
 @pytest.mark.parametrize("method", ["saliency", "guided_backprop", "deconvnet"])
-def test_cli_attributions_on_a_user_file_equal_captum(files: dict[str, Path], tmp_path: Path, method: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_attributions_on_a_user_file_equal_captum(
+    files: dict[str, Path], tmp_path: Path, method: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     captum_attr = pytest.importorskip("captum.attr")
     raw = tmp_path / "raw.npy"
-    code = main(["explain", str(files["image"]), *model_flags(files), "--method", method, "--target", "bird", "--raw", str(raw), "-o", str(tmp_path / "m.png"), "--json"])
+    code = main(
+        [
+            "explain",
+            str(files["image"]),
+            *model_flags(files),
+            "--method",
+            method,
+            "--target",
+            "bird",
+            "--raw",
+            str(raw),
+            "-o",
+            str(tmp_path / "m.png"),
+            "--json",
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     ours = torch.from_numpy(np.load(raw))
     # Captum on the same file and weights, built and fed by hand (not through convlens)
@@ -52,7 +76,9 @@ def test_cli_attributions_on_a_user_file_equal_captum(files: dict[str, Path], tm
     net.eval()
     from PIL import Image
 
-    pixels = torch.from_numpy(np.asarray(Image.open(files["image"]).convert("RGB"), dtype=np.float32) / 255).permute(2, 0, 1)[None]
+    pixels = torch.from_numpy(
+        np.asarray(Image.open(files["image"]).convert("RGB"), dtype=np.float32) / 255
+    ).permute(2, 0, 1)[None]
     x = ((pixels - MEAN) / STD).requires_grad_(True)
     bird = LABELS.index("bird")
     with warnings.catch_warnings():
@@ -64,7 +90,9 @@ def test_cli_attributions_on_a_user_file_equal_captum(files: dict[str, Path], tm
         else:
             ref = captum_attr.Deconvolution(net).attribute(x, target=bird)
     torch.testing.assert_close(ours, ref.detach(), atol=1e-4, rtol=0)
-    if method != "saliency":  # the rule changed something: not the plain gradient under another name
+    if (
+        method != "saliency"
+    ):  # the rule changed something: not the plain gradient under another name
         (plain,) = torch.autograd.grad(net(x)[0, bird], x)
         assert (ours - plain).abs().max() > 1e-3
 
@@ -80,7 +108,9 @@ def _refused(argv: list[str], out: Path, capsys: pytest.CaptureFixture[str], pat
     assert not out.exists(), f"{out} was written"
 
 
-def test_bad_user_models_are_one_line_and_write_nothing(files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_user_models_are_one_line_and_write_nothing(
+    files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     image, net = str(files["image"]), files["net"]
     out = tmp_path / "out.png"
     renamed = tmp_path / "renamed.pt"
@@ -91,22 +121,56 @@ def test_bad_user_models_are_one_line_and_write_nothing(files: dict[str, Path], 
         (["--model", f"{tmp_path / 'absent.py'}:build"], "no such file"),
         (["--model", f"{net}:nothere"], "'nothere' is not defined there"),
         (["--model", f"{net}:broken"], r"broken\(\) raised ValueError: no GPU here"),
-        (["--model", f"{net}:build", "--weights", str(renamed), "--input-size", "16"], r"missing \(first: fc\.weight\).*unexpected \(first: classifier\.weight\)"),
+        (
+            ["--model", f"{net}:build", "--weights", str(renamed), "--input-size", "16"],
+            r"missing \(first: fc\.weight\).*unexpected \(first: classifier\.weight\)",
+        ),
         (["--model", f"{net}:build", "--weights", str(tmp_path / "none.pt")], "no such file"),
-        (["--model", f"{net}:build", "--input-size", "16", "--labels", str(tmp_path / "none.txt")], "no such file"),
+        (
+            [
+                "--model",
+                f"{net}:build",
+                "--input-size",
+                "16",
+                "--labels",
+                str(tmp_path / "none.txt"),
+            ],
+            "no such file",
+        ),
         (["--model", f"{net}:build", "--input-size", "sixteen"], "input-size 'sixteen'"),
-        (["--model", f"{net}:build,digits_cnn", "--weights", str(files["weights"])], "apply to one model"),
+        (
+            ["--model", f"{net}:build,digits_cnn", "--weights", str(files["weights"])],
+            "apply to one model",
+        ),
     ]
     for flags, pattern in cases:
-        _refused(["explain", image, *flags, "--method", "saliency", "-o", str(out)], out, capsys, pattern)
+        _refused(
+            ["explain", image, *flags, "--method", "saliency", "-o", str(out)], out, capsys, pattern
+        )
     # a dense output where the command needs class scores: the message says who needs what
-    for command in (["predict", image], ["attack", image, "-o", str(out)], ["explain", image, "--method", "saliency", "-o", str(out)]):
-        _refused([*command, "--model", f"{net}:segmenter", "--input-size", "16"], out, capsys, rf"convlens {command[0]} needs class scores \(N, classes\).*\(N, 3, 16, 16\)")
+    for command in (
+        ["predict", image],
+        ["attack", image, "-o", str(out)],
+        ["explain", image, "--method", "saliency", "-o", str(out)],
+    ):
+        _refused(
+            [*command, "--model", f"{net}:segmenter", "--input-size", "16"],
+            out,
+            capsys,
+            rf"convlens {command[0]} needs class scores \(N, classes\).*\(N, 3, 16, 16\)",
+        )
 
 
-def test_config_file_in_the_working_folder_and_flags_that_win(files: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_config_file_in_the_working_folder_and_flags_that_win(
+    files: dict[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     folder = files["net"].parent
-    (tmp_path / "convlens.toml").write_text(f'[model]\nmodel = "{folder}/net.py:build"\nweights = "{folder}/ckpt.pt"\ninput-size = {SIZE}\nmean = {MEAN}\nstd = {STD}\nlabels = "{folder}/labels.txt"\n')
+    (tmp_path / "convlens.toml").write_text(
+        f'[model]\nmodel = "{folder}/net.py:build"\nweights = "{folder}/ckpt.pt"\ninput-size = {SIZE}\nmean = {MEAN}\nstd = {STD}\nlabels = "{folder}/labels.txt"\n'
+    )
     monkeypatch.chdir(tmp_path)
     assert main(["predict", str(files["image"]), "--json", "--top-k", "4"]) == 0
     got = json.loads(capsys.readouterr().out)
@@ -121,7 +185,9 @@ def test_config_file_in_the_working_folder_and_flags_that_win(files: dict[str, P
     assert not np.allclose([t["probability"] for t in top2], [t["probability"] for t in top])
 
 
-def test_report_on_a_user_model(files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_report_on_a_user_model(
+    files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "r.html"
     assert main(["report", str(files["image"]), *model_flags(files), "-o", str(out), "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
@@ -131,7 +197,9 @@ def test_report_on_a_user_model(files: dict[str, Path], tmp_path: Path, capsys: 
     assert summary["out"] == str(out)
 
 
-def test_serve_loads_a_user_model(files: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_serve_loads_a_user_model(
+    files: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     pytest.importorskip("fastapi")
     import uvicorn
 
@@ -149,22 +217,57 @@ def test_serve_loads_a_user_model(files: dict[str, Path], tmp_path: Path, monkey
         got = client.get(f"/api/images/{image['id']}/predictions", params={"top_k": 2}).json()
         expected = _library_model(files).predict([str(files["image"])], top_k=2)[0]
         assert [t["label"] for t in got["top"]] == expected.labels
-        np.testing.assert_allclose([t["probability"] for t in got["top"]], expected.probabilities, atol=1e-6)
+        np.testing.assert_allclose(
+            [t["probability"] for t in got["top"]], expected.probabilities, atol=1e-6
+        )
 
 
-def test_features_then_neighbors_load_the_user_model_again(files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_features_then_neighbors_load_the_user_model_again(
+    files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from PIL import Image
 
     photos = tmp_path / "photos"
     photos.mkdir()
     rng = np.random.default_rng(1)
     for i in range(4):
-        Image.fromarray((rng.random((SIZE, SIZE, 3)) * 255).astype(np.uint8)).save(photos / f"{i}.png")
+        Image.fromarray((rng.random((SIZE, SIZE, 3)) * 255).astype(np.uint8)).save(
+            photos / f"{i}.png"
+        )
     index = tmp_path / "index"
-    assert main(["features", str(photos), *model_flags(files), "--layer", "block", "-o", str(index), "--json"]) == 0
+    assert (
+        main(
+            [
+                "features",
+                str(photos),
+                *model_flags(files),
+                "--layer",
+                "block",
+                "-o",
+                str(index),
+                "--json",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     # neighbors is not told the model: it loads it from what the features folder recorded
-    assert main(["neighbors", str(photos / "2.png"), "--index", str(index), "--k", "2", "-o", str(tmp_path / "n.png"), "--json"]) == 0
+    assert (
+        main(
+            [
+                "neighbors",
+                str(photos / "2.png"),
+                "--index",
+                str(index),
+                "--k",
+                "2",
+                "-o",
+                str(tmp_path / "n.png"),
+                "--json",
+            ]
+        )
+        == 0
+    )
     got = json.loads(capsys.readouterr().out)
     first = got["neighbors"][0] if "neighbors" in got else got["results"][0]
     assert Path(first["path"]).name == "2.png" and first["distance"] == pytest.approx(0, abs=1e-4)
@@ -174,6 +277,15 @@ def test_help_lists_the_model_flags() -> None:
     from convlens.cli.main import build_parser
 
     helptext = build_parser()._subparsers._group_actions[0].choices["explain"].format_help()  # type: ignore[union-attr]
-    for flag in ("--weights", "--trust-checkpoint", "--input-size", "--mean", "--std", "--channels", "--labels", "--config"):
+    for flag in (
+        "--weights",
+        "--trust-checkpoint",
+        "--input-size",
+        "--mean",
+        "--std",
+        "--channels",
+        "--labels",
+        "--config",
+    ):
         assert flag in helptext
     assert sys.executable  # the subprocess form runs in the acceptance tier

@@ -27,7 +27,13 @@ def test_fractions() -> None:
     assert fraction(" 0.03 ", "--eps") == 0.03
     assert fraction("1", "--eps") == 1.0 and fraction("0/7", "--eps") == 0.0
     assert fraction_list("0,1/255, 2/255", "--eps") == [0.0, 1 / 255, 2 / 255]
-    for text, needle in [("4/0", "a fraction such as 4/255"), ("four", "a fraction such as 4/255"), ("1/2/3", "a fraction such as"), ("2", r"must be in \[0, 1\]"), ("-1/255", r"must be in \[0, 1\]")]:
+    for text, needle in [
+        ("4/0", "a fraction such as 4/255"),
+        ("four", "a fraction such as 4/255"),
+        ("1/2/3", "a fraction such as"),
+        ("2", r"must be in \[0, 1\]"),
+        ("-1/255", r"must be in \[0, 1\]"),
+    ]:
         with pytest.raises(BadInputError, match=needle):
             fraction(text, "--eps")
     with pytest.raises(BadInputError, match="values must increase"):
@@ -40,13 +46,21 @@ def test_fractions() -> None:
     ("argv", "needle"),
     [
         (["attack", "sample:cat", "--steps", "0"], "--steps 0: must be >= 1"),
-        (["attack", "sample:cat", "--eps", "5/0"], "--eps '5/0': expected a number or a fraction such as 4/255"),
+        (
+            ["attack", "sample:cat", "--eps", "5/0"],
+            "--eps '5/0': expected a number or a fraction such as 4/255",
+        ),
         (["attack", "sample:cat", "--top-k", "0"], "--top-k 0: must be >= 1"),
         (["report", "sample:cat", "--top-k", "0"], "--top-k 0: must be >= 1"),
         (["visualize", "class", "3", "--lr", "0"], "--lr 0: must be > 0"),
     ],
 )
-def test_commands_refuse_with_one_line_before_loading_a_model(argv: list[str], needle: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_commands_refuse_with_one_line_before_loading_a_model(
+    argv: list[str],
+    needle: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     def no_model(*_args: object, **_kwargs: object) -> None:
         raise AssertionError("a model was loaded before the options were checked")
 

@@ -49,11 +49,33 @@ def _act2_means(model: convlens.Model, pixels: torch.Tensor) -> torch.Tensor:
         return model.module[:4](model.normalize(pixels)).mean(dim=(2, 3))
 
 
-def test_class_image_is_predicted_as_reported(tmp_path: Path, capsys: pytest.CaptureFixture[str], digits: convlens.Model) -> None:
+def test_class_image_is_predicted_as_reported(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], digits: convlens.Model
+) -> None:
     out = tmp_path / "three.png"
-    assert main(["visualize", "class", "3", "--model", "digits_cnn", "--steps", "30", "-o", str(out), "--json"]) == 0
+    assert (
+        main(
+            [
+                "visualize",
+                "class",
+                "3",
+                "--model",
+                "digits_cnn",
+                "--steps",
+                "30",
+                "-o",
+                str(out),
+                "--json",
+            ]
+        )
+        == 0
+    )
     payload = _json(capsys, cmd_visualize.SCHEMA)
-    assert payload["kind"] == "class" and payload["steps"] == 30 and payload["objective"] == "class_score(3)"
+    assert (
+        payload["kind"] == "class"
+        and payload["steps"] == 30
+        and payload["objective"] == "class_score(3)"
+    )
     (row,) = payload["images"]  # type: ignore[misc]
     assert payload["success"] is True and row["top1"]["class"] == 3
     assert out.is_file() and Result.load(out.with_suffix("")).provenance["params"]["steps"] == 30
@@ -73,9 +95,27 @@ def test_class_image_is_predicted_as_reported(tmp_path: Path, capsys: pytest.Cap
     assert float(logit) > float(grey) + 1
 
 
-def test_layer_makes_one_image_per_channel(tmp_path: Path, capsys: pytest.CaptureFixture[str], digits: convlens.Model) -> None:
+def test_layer_makes_one_image_per_channel(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], digits: convlens.Model
+) -> None:
     out = tmp_path / "layer.png"
-    assert main(["visualize", "layer", "act2", "--channels", "0-3", "--model", "digits_cnn", "-o", str(out), "--json"]) == 0
+    assert (
+        main(
+            [
+                "visualize",
+                "layer",
+                "act2",
+                "--channels",
+                "0-3",
+                "--model",
+                "digits_cnn",
+                "-o",
+                str(out),
+                "--json",
+            ]
+        )
+        == 0
+    )
     payload = _json(capsys, cmd_visualize.SCHEMA)
     assert [r["title"] for r in payload["images"]] == ["act2:0", "act2:1", "act2:2", "act2:3"]  # type: ignore[index, union-attr]
     assert payload["success"] is None
@@ -83,7 +123,9 @@ def test_layer_makes_one_image_per_channel(tmp_path: Path, capsys: pytest.Captur
     assert image.shape == (4, 1, 8, 8)
     means = _act2_means(digits, image)[:, :4]  # (image b, channel c)
     values = torch.tensor([r["value"] for r in payload["images"]])  # type: ignore[union-attr]
-    torch.testing.assert_close(values, means.diagonal(), rtol=1e-4, atol=1e-5)  # value b = channel b of image b
+    torch.testing.assert_close(
+        values, means.diagonal(), rtol=1e-4, atol=1e-5
+    )  # value b = channel b of image b
     grey = _act2_means(digits, torch.full((1, 1, 8, 8), 0.5))[0, :4]
     assert (means.diagonal() > grey + 0.3).all(), (means.diagonal(), grey)
     # image b drives channel b harder than the images made for the other channels do on average
@@ -92,11 +134,34 @@ def test_layer_makes_one_image_per_channel(tmp_path: Path, capsys: pytest.Captur
         assert means[c, c] > 1.5 * others.mean(), (c, means)
 
 
-def test_neuron_with_diversity_makes_different_images(tmp_path: Path, capsys: pytest.CaptureFixture[str], digits: convlens.Model) -> None:
+def test_neuron_with_diversity_makes_different_images(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], digits: convlens.Model
+) -> None:
     out = tmp_path / "neuron.png"
-    assert main(["visualize", "neuron", "act2:1", "--diversity", "2", "--model", "digits_cnn", "--steps", "30", "-o", str(out), "--json"]) == 0
+    assert (
+        main(
+            [
+                "visualize",
+                "neuron",
+                "act2:1",
+                "--diversity",
+                "2",
+                "--model",
+                "digits_cnn",
+                "--steps",
+                "30",
+                "-o",
+                str(out),
+                "--json",
+            ]
+        )
+        == 0
+    )
     payload = _json(capsys, cmd_visualize.SCHEMA)
-    assert payload["objective"] == f"channel(act2:1) + {cmd_visualize.DIVERSITY_WEIGHT:g}*diversity(act2)"
+    assert (
+        payload["objective"]
+        == f"channel(act2:1) + {cmd_visualize.DIVERSITY_WEIGHT:g}*diversity(act2)"
+    )
     assert [r["title"] for r in payload["images"]] == ["act2:1 #0", "act2:1 #1"]  # type: ignore[index, union-attr]
     image = Result.load(out.with_suffix("")).tensors["image"]
     assert image.shape == (2, 1, 8, 8)
@@ -105,9 +170,29 @@ def test_neuron_with_diversity_makes_different_images(tmp_path: Path, capsys: py
     assert (_act2_means(digits, image)[:, 1] > grey + 0.1).all()  # both still drive channel 1
 
 
-def test_snapshots_write_a_gif_and_a_filmstrip(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_snapshots_write_a_gif_and_a_filmstrip(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "snap.png"
-    assert main(["visualize", "class", "3", "--model", "digits_cnn", "--steps", "30", "--snapshots", "10", "-o", str(out), "--json"]) == 0
+    assert (
+        main(
+            [
+                "visualize",
+                "class",
+                "3",
+                "--model",
+                "digits_cnn",
+                "--steps",
+                "30",
+                "--snapshots",
+                "10",
+                "-o",
+                str(out),
+                "--json",
+            ]
+        )
+        == 0
+    )
     payload = _json(capsys, cmd_visualize.SCHEMA)
     assert payload["gif"] == str(out.with_suffix(".gif"))
     assert (tmp_path / "snap-filmstrip.png").is_file()
@@ -127,21 +212,66 @@ def test_snapshots_write_a_gif_and_a_filmstrip(tmp_path: Path, capsys: pytest.Ca
 def test_invert_strip_and_single_layer(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     photo = _digit(tmp_path / "one.png")
     out = tmp_path / "strip.png"
-    assert main(["invert", str(photo), "--model", "digits_cnn", "--layers", "conv1,act2", "--steps", "20", "-o", str(out), "--json"]) == 0
+    assert (
+        main(
+            [
+                "invert",
+                str(photo),
+                "--model",
+                "digits_cnn",
+                "--layers",
+                "conv1,act2",
+                "--steps",
+                "20",
+                "-o",
+                str(out),
+                "--json",
+            ]
+        )
+        == 0
+    )
     payload = _json(capsys, cmd_invert.SCHEMA)
     rows = payload["layers"]
     assert [r["layer"] for r in rows] == ["conv1", "act2"]  # type: ignore[union-attr]
     assert all(np.isfinite(r["psnr"]) and 0 < r["relative_error"] < 1.5 for r in rows)  # type: ignore[union-attr]
     written = sorted(p.name for p in tmp_path.iterdir())
-    assert out.is_file() and written == ["one.png", "strip-act2.json", "strip-act2.npz", "strip-conv1.json", "strip-conv1.npz", "strip.png"]
+    assert out.is_file() and written == [
+        "one.png",
+        "strip-act2.json",
+        "strip-act2.npz",
+        "strip-conv1.json",
+        "strip-conv1.npz",
+        "strip.png",
+    ]
     saved = Result.load(tmp_path / "strip-act2")
-    assert saved.provenance["params"]["layer"] == "act2" and saved.provenance["model"] == "digits_cnn"
+    assert (
+        saved.provenance["params"]["layer"] == "act2" and saved.provenance["model"] == "digits_cnn"
+    )
 
     # one layer, no prior, more steps: conv1 (1 -> 16 channels, 3x3, padded) determines the
     # photo, so the saved 8-bit reconstruction is the photo itself, and the reported top-1 is
     # what `convlens predict` says about the photo
     single = tmp_path / "single.png"
-    assert main(["invert", str(photo), "--model", "digits_cnn", "--layer", "conv1", "--tv", "0", "--steps", "200", "-o", str(single), "--json"]) == 0
+    assert (
+        main(
+            [
+                "invert",
+                str(photo),
+                "--model",
+                "digits_cnn",
+                "--layer",
+                "conv1",
+                "--tv",
+                "0",
+                "--steps",
+                "200",
+                "-o",
+                str(single),
+                "--json",
+            ]
+        )
+        == 0
+    )
     (row,) = _json(capsys, cmd_invert.SCHEMA)["layers"]  # type: ignore[misc]
     with Image.open(tmp_path / "single-image.png") as saved, Image.open(photo) as original:
         assert np.array_equal(np.asarray(saved), np.asarray(original))
@@ -177,11 +307,15 @@ def test_invert_strip_and_single_layer(tmp_path: Path, capsys: pytest.CaptureFix
         (["invert", "{missing}", "--layer", "conv1"], "missing.png"),
     ],
 )
-def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], needle: str) -> None:
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], needle: str
+) -> None:
     photo = _digit(tmp_path / "one.png")
     out = tmp_path / "out" / "picture.png"
     filled = [a.format(photo=photo, missing=tmp_path / "missing.png") for a in args]
-    quick = [] if "--steps" in args else ["--steps", "2"]  # were the input wrongly accepted, finish fast
+    quick = (
+        [] if "--steps" in args else ["--steps", "2"]
+    )  # were the input wrongly accepted, finish fast
     assert main([*filled, *quick, "--model", "digits_cnn", "-o", str(out)]) == 2
     err = capsys.readouterr().err
     assert needle in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err

@@ -64,18 +64,28 @@ def test_pixels_are_the_digit_over_its_background(split: str) -> None:
         # the 16x16 box of the upsampled digit sits where the recovered ink matches it best
         alpha = ((px[i] - bg[i][:, None, None]) / (1 - bg[i][:, None, None])).mean(axis=0)
         digit = np.kron(digits[i, 0].numpy(), np.ones((2, 2)))
-        errors = [np.abs(alpha[y : y + 16, x : x + 16] - digit).max() for y in range(17) for x in range(17)]
+        errors = [
+            np.abs(alpha[y : y + 16, x : x + 16] - digit).max()
+            for y in range(17)
+            for x in range(17)
+        ]
         assert min(errors) < 0.1
         ink = np.zeros((32, 32), bool)
         best = int(np.argmin(errors))
         y, x = divmod(best, 17)
         ink[y : y + 16, x : x + 16] = digit > INK_THRESHOLD
-        assert np.array_equal(masks[i], ndimage.binary_dilation(ink, structure=np.ones((3, 3), bool)))
+        assert np.array_equal(
+            masks[i], ndimage.binary_dilation(ink, structure=np.ones((3, 3), bool))
+        )
 
 
 def test_seeded() -> None:
     a, b, c = make_biased("test", seed=3), make_biased("test", seed=3), make_biased("test", seed=4)
-    assert torch.equal(a.pixels, b.pixels) and torch.equal(a.masks, b.masks) and torch.equal(a.backgrounds, b.backgrounds)
+    assert (
+        torch.equal(a.pixels, b.pixels)
+        and torch.equal(a.masks, b.masks)
+        and torch.equal(a.backgrounds, b.backgrounds)
+    )
     assert not torch.equal(a.pixels, c.pixels)
 
 
@@ -98,6 +108,8 @@ def test_written_folders_round_trip(tmp_path: Path) -> None:
         img = np.asarray(Image.open(item.path))
         expected = np.round(d.pixels[i].permute(1, 2, 0).numpy() * 255).astype(np.uint8)
         assert np.abs(img.astype(int) - expected.astype(int)).max() <= 1
-        mask = np.asarray(Image.open(tmp_path / "masks" / "counter" / item.path.relative_to(tmp_path / "counter")))
+        mask = np.asarray(
+            Image.open(tmp_path / "masks" / "counter" / item.path.relative_to(tmp_path / "counter"))
+        )
         assert np.array_equal(mask > 127, d.masks[i].numpy())
     assert (tmp_path / "info.json").is_file() and (tmp_path / "counter-backgrounds.csv").is_file()

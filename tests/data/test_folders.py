@@ -35,7 +35,14 @@ def touch(root: Path, *names: str) -> list[Path]:
 
 
 def test_class_folders_by_index_wnid_and_label(tmp_path: Path) -> None:
-    touch(tmp_path, "281/b.jpg", "281/a.png", "n02123159/c.png", "espresso/nested/e.png", "espresso/d.JPEG")
+    touch(
+        tmp_path,
+        "281/b.jpg",
+        "281/a.png",
+        "n02123159/c.png",
+        "espresso/nested/e.png",
+        "espresso/d.JPEG",
+    )
     touch(tmp_path, "281/notes.txt", ".ipynb_checkpoints/x.png", "espresso/.hidden.png")
     items = scan_labelled(tmp_path, resolve)
     expected = [
@@ -61,7 +68,12 @@ def test_order_is_deterministic_and_sorted(tmp_path: Path) -> None:
 def test_integer_folders_without_resolver(tmp_path: Path) -> None:
     touch(tmp_path, "0/a.png", "1/b.png", "10/c.png", "2/d.png")
     items = scan_labelled(tmp_path)
-    assert {(i.path.name, i.label) for i in items} == {("a.png", 0), ("b.png", 1), ("c.png", 10), ("d.png", 2)}
+    assert {(i.path.name, i.label) for i in items} == {
+        ("a.png", 0),
+        ("b.png", 1),
+        ("c.png", 10),
+        ("d.png", 2),
+    }
 
 
 def test_named_folder_without_resolver_is_refused(tmp_path: Path) -> None:
@@ -133,7 +145,10 @@ def test_csv_without_header_and_integer_labels(tmp_path: Path) -> None:
     touch(tmp_path, "a.png", "b.png")
     csv_path = tmp_path / "list.csv"
     csv_path.write_text("a.png,3\nb.png, 0\n", encoding="utf-8")
-    assert scan_labelled(csv_path) == [LabelledItem(tmp_path / "a.png", 3), LabelledItem(tmp_path / "b.png", 0)]
+    assert scan_labelled(csv_path) == [
+        LabelledItem(tmp_path / "a.png", 3),
+        LabelledItem(tmp_path / "b.png", 0),
+    ]
     # a header-less first row is data, not swallowed as a header
     assert len(scan_labelled(csv_path)) == 2
 

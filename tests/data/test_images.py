@@ -41,7 +41,11 @@ def rgb8(height: int, width: int, seed: int = 0) -> np.ndarray:
 def smooth8(height: int, width: int) -> np.ndarray:
     """A smooth gradient (lossy codecs keep it well)."""
     y, x = np.mgrid[0:height, 0:width]
-    channels = [x * 255 // max(width - 1, 1), y * 255 // max(height - 1, 1), (x + y) * 255 // (width + height)]
+    channels = [
+        x * 255 // max(width - 1, 1),
+        y * 255 // max(height - 1, 1),
+        (x + y) * 255 // (width + height),
+    ]
     return np.stack(channels, axis=2).astype(np.uint8)
 
 
@@ -70,7 +74,10 @@ def png_chunk(kind: bytes, data: bytes) -> bytes:
 
 
 def png_bytes(
-    samples: np.ndarray, color_type: int, bit_depth: int = 16, ihdr_size: tuple[int, int] | None = None
+    samples: np.ndarray,
+    color_type: int,
+    bit_depth: int = 16,
+    ihdr_size: tuple[int, int] | None = None,
 ) -> bytes:
     """A PNG from (H, W, C) samples, cycling rows through the None, Sub, Up and Paeth filters.
 
@@ -101,7 +108,11 @@ def png_bytes(
         out.append(bytes([kind]) + (filtered % 256).astype(np.uint8).tobytes())
     width_, height_ = ihdr_size or (width, height)
     header = struct.pack(">IIBBBBB", width_, height_, bit_depth, color_type, 0, 0, 0)
-    chunks = png_chunk(b"IHDR", header) + png_chunk(b"IDAT", zlib.compress(b"".join(out))) + png_chunk(b"IEND", b"")
+    chunks = (
+        png_chunk(b"IHDR", header)
+        + png_chunk(b"IDAT", zlib.compress(b"".join(out)))
+        + png_chunk(b"IEND", b"")
+    )
     return b"\x89PNG\r\n\x1a\n" + chunks
 
 
@@ -129,15 +140,20 @@ def read_error(source: object, **kwargs: object) -> ImageReadError:
         ("WEBP", ".webp", {"lossless": True}),
     ],
 )
-def test_lossless_rgb_files_load_exactly(tmp_path: Path, image_format: str, suffix: str, options: dict) -> None:
+def test_lossless_rgb_files_load_exactly(
+    tmp_path: Path, image_format: str, suffix: str, options: dict
+) -> None:
     pixels = rgb8(7, 9)
     loaded = load_image(write(tmp_path / f"x{suffix}", pixels, image_format, **options))
-    assert loaded.shape == (3, 7, 9) and loaded.dtype == torch.float32 and loaded.device.type == "cpu"
+    assert (
+        loaded.shape == (3, 7, 9) and loaded.dtype == torch.float32 and loaded.device.type == "cpu"
+    )
     np.testing.assert_array_equal(as_hwc(loaded), pixels.astype(np.float32) / 255)
 
 
 @pytest.mark.parametrize(
-    ("image_format", "options", "tolerance"), [("JPEG", {"quality": 95}, 0.03), ("WEBP", {"quality": 90}, 0.04)]
+    ("image_format", "options", "tolerance"),
+    [("JPEG", {"quality": 95}, 0.03), ("WEBP", {"quality": 90}, 0.04)],
 )
 def test_lossy_files_load_close_to_the_original(
     tmp_path: Path, image_format: str, options: dict, tolerance: float
@@ -158,7 +174,12 @@ def test_odd_sizes_keep_height_and_width_apart(tmp_path: Path, height: int, widt
 
 @pytest.mark.parametrize(
     ("image_format", "name"),
-    [("PNG", "really_a_png.jpg"), ("JPEG", "really_a_jpeg.png"), ("PNG", "no_extension"), ("BMP", "bitmap.gif")],
+    [
+        ("PNG", "really_a_png.jpg"),
+        ("JPEG", "really_a_jpeg.png"),
+        ("PNG", "no_extension"),
+        ("BMP", "bitmap.gif"),
+    ],
 )
 def test_format_comes_from_content_not_suffix(tmp_path: Path, image_format: str, name: str) -> None:
     pixels = smooth8(16, 16)
@@ -193,7 +214,9 @@ def test_gray_alpha_is_composited_over_white(tmp_path: Path) -> None:
     assert loaded[0, 0, 0] == 1.0  # fully transparent black is white, not black
 
 
-@pytest.mark.parametrize(("image_format", "options"), [("PNG", {}), ("TIFF", {}), ("WEBP", {"lossless": True})])
+@pytest.mark.parametrize(
+    ("image_format", "options"), [("PNG", {}), ("TIFF", {}), ("WEBP", {"lossless": True})]
+)
 def test_rgba_is_composited_over_white(tmp_path: Path, image_format: str, options: dict) -> None:
     color = rgb8(4, 5, seed=1)
     alpha = np.array([[0, 64, 128, 192, 255]] * 4, np.uint8)
@@ -214,10 +237,17 @@ def test_palette_png_and_gif_look_up_the_palette(tmp_path: Path) -> None:
     palette = np.array([[255, 0, 0], [0, 255, 0], [0, 0, 255], [17, 99, 201]])
     indices = np.array([[0, 1, 2, 3], [3, 2, 1, 0], [1, 1, 3, 3]])
     image = palette_image(indices, palette)
-    for name, image_format in (("p.png", "PNG"), ("p.gif", "GIF"), ("p.bmp", "BMP"), ("p.tif", "TIFF")):
+    for name, image_format in (
+        ("p.png", "PNG"),
+        ("p.gif", "GIF"),
+        ("p.bmp", "BMP"),
+        ("p.tif", "TIFF"),
+    ):
         image.save(tmp_path / name, image_format)
         assert header(tmp_path / name)[0] == "P"
-        np.testing.assert_array_equal(as_hwc(load_image(tmp_path / name)), u8(palette[indices]), err_msg=name)
+        np.testing.assert_array_equal(
+            as_hwc(load_image(tmp_path / name)), u8(palette[indices]), err_msg=name
+        )
 
 
 def test_palette_transparency_index_and_per_entry_alpha(tmp_path: Path) -> None:
@@ -232,7 +262,9 @@ def test_palette_transparency_index_and_per_entry_alpha(tmp_path: Path) -> None:
         np.testing.assert_array_equal(loaded[indices == 1], u8(np.tile([200, 10, 10], (2, 1))))
     image.save(tmp_path / "alpha.png", transparency=bytes([255, 128, 0]))
     loaded = as_hwc(load_image(tmp_path / "alpha.png"))
-    np.testing.assert_allclose(loaded[0, 1], over_white(np.array([200, 10, 10]) / 255, 128 / 255), atol=1e-6)
+    np.testing.assert_allclose(
+        loaded[0, 1], over_white(np.array([200, 10, 10]) / 255, 128 / 255), atol=1e-6
+    )
     np.testing.assert_array_equal(loaded[0, 2], 1.0)
     np.testing.assert_array_equal(loaded[0, 0], 0.0)
 
@@ -255,8 +287,12 @@ def values16(shape: tuple[int, ...], seed: int = 5) -> np.ndarray:
     return values
 
 
-@pytest.mark.parametrize(("image_format", "suffix"), [("PNG", ".png"), ("TIFF", ".tif"), ("PPM", ".pgm")])
-def test_16bit_grayscale_keeps_16bit_precision(tmp_path: Path, image_format: str, suffix: str) -> None:
+@pytest.mark.parametrize(
+    ("image_format", "suffix"), [("PNG", ".png"), ("TIFF", ".tif"), ("PPM", ".pgm")]
+)
+def test_16bit_grayscale_keeps_16bit_precision(
+    tmp_path: Path, image_format: str, suffix: str
+) -> None:
     values = values16((6, 7))
     path = tmp_path / f"g16{suffix}"
     Image.fromarray(values).save(path, image_format)
@@ -267,7 +303,9 @@ def test_16bit_grayscale_keeps_16bit_precision(tmp_path: Path, image_format: str
 
 
 @pytest.mark.parametrize(("channels", "color_type"), [(3, 2), (4, 6)])
-def test_16bit_color_png_keeps_16bit_precision(tmp_path: Path, channels: int, color_type: int) -> None:
+def test_16bit_color_png_keeps_16bit_precision(
+    tmp_path: Path, channels: int, color_type: int
+) -> None:
     values = values16((9, 11, channels))
     if channels == 4:
         values[..., 3] = np.where(np.arange(11) % 3 == 0, 65535, values[..., 3])
@@ -290,7 +328,9 @@ def test_16bit_gray_alpha_png_keeps_16bit_precision(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("byteorder", ["<", ">"])
 @pytest.mark.parametrize("compression", [None, "zlib"])
-def test_16bit_rgb_tiff_keeps_16bit_precision(tmp_path: Path, byteorder: str, compression: str | None) -> None:
+def test_16bit_rgb_tiff_keeps_16bit_precision(
+    tmp_path: Path, byteorder: str, compression: str | None
+) -> None:
     tifffile = pytest.importorskip("tifffile")
     values = values16((6, 10, 3))
     path = tmp_path / "c16.tif"
@@ -319,7 +359,9 @@ def test_8bit_png_from_own_encoder_matches_pil(tmp_path: Path) -> None:
         ((40, 120, 200, 30), None),  # a mix: compared with PIL only
     ],
 )
-def test_cmyk_jpeg_converts_to_rgb(tmp_path: Path, cmyk: tuple[int, ...], rgb: tuple[int, ...] | None) -> None:
+def test_cmyk_jpeg_converts_to_rgb(
+    tmp_path: Path, cmyk: tuple[int, ...], rgb: tuple[int, ...] | None
+) -> None:
     solid = Image.new("CMYK", (16, 16), cmyk)
     solid.save(tmp_path / "cmyk.jpg", "JPEG", quality=95)
     assert header(tmp_path / "cmyk.jpg")[0] == "CMYK"
@@ -337,7 +379,8 @@ def corner_marked(height: int = 32, width: int = 48) -> np.ndarray:
 
 
 @pytest.mark.parametrize(
-    ("orientation", "red_corner"), [(6, "top-right"), (8, "bottom-left"), (3, "bottom-right"), (1, "top-left")]
+    ("orientation", "red_corner"),
+    [(6, "top-right"), (8, "bottom-left"), (3, "bottom-right"), (1, "top-left")],
 )
 def test_exif_orientation_of_a_jpeg(tmp_path: Path, orientation: int, red_corner: str) -> None:
     exif = Image.Exif()
@@ -428,7 +471,9 @@ def test_color_arrays_and_rgba_arrays() -> None:
 
 def test_result_never_shares_memory_with_the_input() -> None:
     chw = torch.rand(3, 4, 5)
-    hwc_view = chw.numpy().transpose(1, 2, 0)  # an HWC float32 view whose CHW copy would be contiguous
+    hwc_view = chw.numpy().transpose(
+        1, 2, 0
+    )  # an HWC float32 view whose CHW copy would be contiguous
     for source in (chw, hwc_view, chw.numpy().transpose(1, 2, 0).copy()):
         loaded = load_image(source)
         before = loaded.clone()
@@ -463,7 +508,9 @@ def test_tensor_sources(make: object) -> None:
     if source.dtype == torch.uint8:
         reference = reference / 255
     reference = reference.reshape(-1, 5, 6).expand(3, 5, 6)
-    torch.testing.assert_close(loaded, reference, atol=4e-3 if source.dtype == torch.bfloat16 else 1e-7, rtol=0)
+    torch.testing.assert_close(
+        loaded, reference, atol=4e-3 if source.dtype == torch.bfloat16 else 1e-7, rtol=0
+    )
 
 
 # -- bad input: one clear reason each -----------------------------------------------------------------
@@ -504,9 +551,18 @@ def test_truncated_files_are_refused(tmp_path: Path, image_format: str, keep: fl
 @pytest.mark.parametrize(
     ("content", "keyword"),
     [
-        (np.random.default_rng(0).integers(0, 256, 4000, dtype=np.uint8).tobytes(), "unrecognised image format"),
-        (b"Hello, this is a plain text file.\nNothing to see.\n" * 20, "not an image (looks like text)"),
-        (b"<!DOCTYPE html>\n<html><head><title>404</title></head><body>Not found</body></html>\n", "looks like HTML"),
+        (
+            np.random.default_rng(0).integers(0, 256, 4000, dtype=np.uint8).tobytes(),
+            "unrecognised image format",
+        ),
+        (
+            b"Hello, this is a plain text file.\nNothing to see.\n" * 20,
+            "not an image (looks like text)",
+        ),
+        (
+            b"<!DOCTYPE html>\n<html><head><title>404</title></head><body>Not found</body></html>\n",
+            "looks like HTML",
+        ),
         (b"version https://git-lfs.github.com/spec/v1\noid sha256:abc\nsize 123\n", "Git LFS"),
         (b'<?xml version="1.0"?>\n<svg xmlns="http://www.w3.org/2000/svg"></svg>\n', "SVG"),
         (b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj\n", "PDF images are not supported"),
@@ -521,10 +577,14 @@ def test_files_that_are_not_images(tmp_path: Path, content: bytes, keyword: str)
     assert_reason(path, keyword)
 
 
-def test_decompression_bomb_is_refused_from_the_header_fast(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_decompression_bomb_is_refused_from_the_header_fast(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     decoded = []
     original_load = ImageFile.ImageFile.load
-    monkeypatch.setattr(ImageFile.ImageFile, "load", lambda self: decoded.append(self) or original_load(self))
+    monkeypatch.setattr(
+        ImageFile.ImageFile, "load", lambda self: decoded.append(self) or original_load(self)
+    )
     # 1e10 pixels (PIL itself refuses), 1e8 (PIL only warns; the warning must not escape)
     # and just over MAX_PIXELS (PIL is silent; convlens must still refuse).
     cases = [
@@ -543,7 +603,9 @@ def test_decompression_bomb_is_refused_from_the_header_fast(tmp_path: Path, monk
     assert decoded == []
 
 
-def test_max_pixels_can_be_raised_on_the_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_max_pixels_can_be_raised_on_the_module(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     path = write(tmp_path / "x.png", rgb8(10, 10), "PNG")
     monkeypatch.setattr(images_module, "MAX_PIXELS", 99)
     assert_reason(path, "too large", "10x10")
@@ -669,14 +731,18 @@ def test_quantize_8bit_matches_float64_reference_and_rounds_half_up() -> None:
     halves = torch.tensor([(k + 0.5) / 255 for k in range(255)], dtype=torch.float64)
     exact = (halves * 255 - torch.arange(255) == 0.5).nonzero().flatten()
     assert any(int(k) % 2 == 0 for k in exact)  # the check can tell the two rules apart
-    torch.testing.assert_close(quantize_8bit(halves)[exact] * 255, (exact + 1).double(), atol=1e-9, rtol=0)
+    torch.testing.assert_close(
+        quantize_8bit(halves)[exact] * 255, (exact + 1).double(), atol=1e-9, rtol=0
+    )
 
 
 def test_quantize_8bit_keeps_dtype_and_device_and_drops_autograd() -> None:
     x = torch.tensor([[-0.2, 0.0, 0.3, 1.0, 1.7]], requires_grad=True)
     q = quantize_8bit(x)
     assert q.dtype == torch.float32 and q.device == x.device and not q.requires_grad
-    torch.testing.assert_close(q * 255, torch.tensor([[0.0, 0.0, 77.0, 255.0, 255.0]]), atol=1e-4, rtol=0)
+    torch.testing.assert_close(
+        q * 255, torch.tensor([[0.0, 0.0, 77.0, 255.0, 255.0]]), atol=1e-4, rtol=0
+    )
     assert quantize_8bit(x.detach().half()).dtype == torch.float16
     assert torch.equal(quantize_8bit(q), q)
     with pytest.raises(BadInputError, match="float tensor"):
@@ -685,7 +751,9 @@ def test_quantize_8bit_keeps_dtype_and_device_and_drops_autograd() -> None:
 
 @pytest.mark.parametrize("suffix", [".png", ".bmp", ".tif", ".ppm", ".webp"])
 @pytest.mark.parametrize("channels", [3, 1])
-def test_save_load_round_trip_is_exact_on_quantised_values(tmp_path: Path, suffix: str, channels: int) -> None:
+def test_save_load_round_trip_is_exact_on_quantised_values(
+    tmp_path: Path, suffix: str, channels: int
+) -> None:
     if suffix == ".ppm" and channels == 1:
         suffix = ".pgm"
     x = torch.rand(channels, 13, 17, generator=torch.Generator().manual_seed(channels))
@@ -739,7 +807,9 @@ def test_save_is_atomic_when_writing_fails(tmp_path: Path, monkeypatch: pytest.M
         raise PermissionError(13, "Permission denied", str(dst))
 
     monkeypatch.setattr(images_module.os, "replace", no_rename)
-    with pytest.raises(BadInputError, match=re.escape("result.png: cannot write the image (permission denied)")):
+    with pytest.raises(
+        BadInputError, match=re.escape("result.png: cannot write the image (permission denied)")
+    ):
         save_image(torch.zeros(3, 4, 4), target)
     assert target.read_bytes() == old
     assert sorted(p.name for p in tmp_path.iterdir()) == ["result.png"]
@@ -765,7 +835,9 @@ def test_save_refuses_bad_input(tmp_path: Path, pixels: object, name: str, match
 
 def test_save_into_a_directory_path_is_refused(tmp_path: Path) -> None:
     (tmp_path / "taken.png").mkdir()
-    with pytest.raises(BadInputError, match=re.escape("taken.png: cannot write the image (is a directory")):
+    with pytest.raises(
+        BadInputError, match=re.escape("taken.png: cannot write the image (is a directory")
+    ):
         save_image(torch.zeros(3, 2, 2), tmp_path / "taken.png")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["taken.png"]
 
@@ -799,4 +871,15 @@ def test_find_images_missing_path(tmp_path: Path) -> None:
 
 
 def test_image_extensions_are_lower_case_suffixes() -> None:
-    assert {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".ppm", ".pgm"} == IMAGE_EXTENSIONS
+    assert {
+        ".jpg",
+        ".jpeg",
+        ".png",
+        ".webp",
+        ".bmp",
+        ".tif",
+        ".tiff",
+        ".gif",
+        ".ppm",
+        ".pgm",
+    } == IMAGE_EXTENSIONS

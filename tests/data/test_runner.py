@@ -77,7 +77,9 @@ def direct(items: list[LabelledItem]) -> dict[str, np.ndarray]:
     return {key: np.array(value) for key, value in rows.items()}
 
 
-def assert_matches_direct(outputs: Mapping[str, np.ndarray], expected: Mapping[str, np.ndarray]) -> None:
+def assert_matches_direct(
+    outputs: Mapping[str, np.ndarray], expected: Mapping[str, np.ndarray]
+) -> None:
     assert set(outputs) == set(expected)
     np.testing.assert_array_equal(outputs["index"], expected["index"])
     np.testing.assert_allclose(outputs["mean"], expected["mean"], rtol=1e-6, atol=1e-7)
@@ -105,8 +107,12 @@ def listed(out: Path) -> set[int]:
 # ---------------------------------------------------------------- in-process behaviour
 
 
-@pytest.mark.parametrize(("batch_size", "shard_size", "num_workers"), [(4, 10, 0), (3, 7, 2), (5, 5, 0)])
-def test_outputs_equal_a_direct_computation(tmp_path: Path, batch_size: int, shard_size: int, num_workers: int) -> None:
+@pytest.mark.parametrize(
+    ("batch_size", "shard_size", "num_workers"), [(4, 10, 0), (3, 7, 2), (5, 5, 0)]
+)
+def test_outputs_equal_a_direct_computation(
+    tmp_path: Path, batch_size: int, shard_size: int, num_workers: int
+) -> None:
     items = make_items(tmp_path / "items", 23)
     calls: list[tuple[int, int]] = []
     report = run_dataset(
@@ -121,11 +127,18 @@ def test_outputs_equal_a_direct_computation(tmp_path: Path, batch_size: int, sha
     # the manifest lists each shard's item range and the sha256 of its file
     for k, entry in enumerate(manifest(tmp_path / "out")["shards"]):
         assert (entry["start"], entry["stop"]) == (k * shard_size, min((k + 1) * shard_size, 23))
-        assert entry["sha256"] == hashlib.sha256((tmp_path / "out" / entry["file"]).read_bytes()).hexdigest()
+        assert (
+            entry["sha256"]
+            == hashlib.sha256((tmp_path / "out" / entry["file"]).read_bytes()).hexdigest()
+        )
     # progress: from 0, one call per batch, never going back, ending at (23, 23)
     done = [d for d, _ in calls]
-    assert done[0] == 0 and done[-1] == 23 and done == sorted(done) and {t for _, t in calls} == {23}
-    assert len(calls) == 1 + sum(-(-min(shard_size, 23 - s) // batch_size) for s in range(0, 23, shard_size))
+    assert (
+        done[0] == 0 and done[-1] == 23 and done == sorted(done) and {t for _, t in calls} == {23}
+    )
+    assert len(calls) == 1 + sum(
+        -(-min(shard_size, 23 - s) // batch_size) for s in range(0, 23, shard_size)
+    )
 
 
 def test_streaming_shards_and_iter_shards(tmp_path: Path) -> None:
@@ -142,16 +155,22 @@ def test_streaming_shards_and_iter_shards(tmp_path: Path) -> None:
     for first, shards in seen:
         assert shards == set(range(first // 6))
     chunks = list(iter_shards(out))
-    assert [index for index, _ in chunks] == [list(range(s, min(s + 6, 20))) for s in range(0, 20, 6)]
+    assert [index for index, _ in chunks] == [
+        list(range(s, min(s + 6, 20))) for s in range(0, 20, 6)
+    ]
     assert "index" not in chunks[0][1]
-    np.testing.assert_array_equal(np.concatenate([c["flat"] for _, c in chunks]), direct(items)["flat"])
+    np.testing.assert_array_equal(
+        np.concatenate([c["flat"] for _, c in chunks]), direct(items)["flat"]
+    )
 
 
 def test_unreadable_files_are_reported_and_others_processed(tmp_path: Path) -> None:
     # items 4 and 5 fill a whole batch and a whole shard; 9 is in a mixed batch; 12 is missing
     items = make_items(tmp_path / "items", 14, bad=(4, 5, 9))
     items[12] = LabelledItem(tmp_path / "items" / "gone.npy", 0)
-    report = run_dataset(items, features, tmp_path / "out", load=load_npy, batch_size=2, shard_size=2)
+    report = run_dataset(
+        items, features, tmp_path / "out", load=load_npy, batch_size=2, shard_size=2
+    )
     assert [path for path, _ in report.failed] == [str(items[i].path) for i in (4, 5, 9, 12)]
     assert all("not a .npy array" in reason for _, reason in report.failed)
     assert report.n_done == 10
@@ -185,19 +204,42 @@ def test_config_mismatch_is_refused_and_same_config_resumes(tmp_path: Path) -> N
     run_dataset(items, counted, out, load=load_npy, batch_size=4, shard_size=4, config=config)
     first = read_outputs(out)
     with pytest.raises(BadInputError, match=r"config.*new out_dir or pass overwrite=True"):
-        run_dataset(items, counted, out, load=load_npy, batch_size=4, shard_size=4, config={"method": "gradcam"})
+        run_dataset(
+            items,
+            counted,
+            out,
+            load=load_npy,
+            batch_size=4,
+            shard_size=4,
+            config={"method": "gradcam"},
+        )
     with pytest.raises(BadInputError, match="different items"):
-        run_dataset(items[:-1], counted, out, load=load_npy, batch_size=4, shard_size=4, config=config)
+        run_dataset(
+            items[:-1], counted, out, load=load_npy, batch_size=4, shard_size=4, config=config
+        )
     relabelled = [LabelledItem(it.path, 0) for it in items]
     with pytest.raises(BadInputError, match=r"different items \(other paths or labels\)"):
-        run_dataset(relabelled, counted, out, load=load_npy, batch_size=4, shard_size=4, config=config)
+        run_dataset(
+            relabelled, counted, out, load=load_npy, batch_size=4, shard_size=4, config=config
+        )
     with pytest.raises(BadInputError, match="different shard_size"):
         run_dataset(items, counted, out, load=load_npy, batch_size=4, shard_size=3, config=config)
     assert_identical(read_outputs(out), first)  # refusals touch nothing
     calls.clear()
-    report = run_dataset(items, counted, out, load=load_npy, batch_size=4, shard_size=4, config=config)
+    report = run_dataset(
+        items, counted, out, load=load_npy, batch_size=4, shard_size=4, config=config
+    )
     assert calls == [] and report.computed_shards == [] and report.n_done == 9
-    report = run_dataset(items, counted, out, load=load_npy, batch_size=4, shard_size=4, config={"method": "gradcam"}, overwrite=True)
+    report = run_dataset(
+        items,
+        counted,
+        out,
+        load=load_npy,
+        batch_size=4,
+        shard_size=4,
+        config={"method": "gradcam"},
+        overwrite=True,
+    )
     assert report.computed_shards == [0, 1, 2] and manifest(out)["config"] == {"method": "gradcam"}
 
 
@@ -255,7 +297,9 @@ def test_default_loader_reads_images_and_refuses_mixed_sizes(tmp_path: Path) -> 
     np.testing.assert_allclose(x, np.stack(pixels).transpose(0, 3, 1, 2) / 255, atol=1e-6)
     Image.fromarray(pixels[0][:4]).save(tmp_path / "small.png")
     with pytest.raises(BadInputError, match=r"differ in shape.*small\.png"):
-        run_dataset([tmp_path / "0.png", tmp_path / "small.png"], lambda x, _: {"x": x}, tmp_path / "out2")
+        run_dataset(
+            [tmp_path / "0.png", tmp_path / "small.png"], lambda x, _: {"x": x}, tmp_path / "out2"
+        )
 
 
 @pytest.mark.parametrize(
@@ -267,7 +311,9 @@ def test_default_loader_reads_images_and_refuses_mixed_sizes(tmp_path: Path) -> 
         ([torch.zeros(2)], TypeError, "mapping"),
     ],
 )
-def test_bad_fn_outputs_are_refused(tmp_path: Path, outputs: Any, error: type[Exception], match: str) -> None:
+def test_bad_fn_outputs_are_refused(
+    tmp_path: Path, outputs: Any, error: type[Exception], match: str
+) -> None:
     items = make_items(tmp_path / "items", 2)
     with pytest.raises(error, match=match):
         run_dataset(items, lambda x, _: outputs, tmp_path / "out", load=load_npy)
@@ -286,7 +332,7 @@ def test_bad_sizes_and_file_out_dir_are_refused(tmp_path: Path) -> None:
 
 # The job the tests run in a child process and kill. The parent imports the same file to
 # finish the run in-process with the very same fn and loader.
-JOB_SOURCE = '''
+JOB_SOURCE = """
 import json, os, signal, sys, time
 from pathlib import Path
 
@@ -342,7 +388,7 @@ def main(arg):
     print("ready", flush=True)
     report = run(cfg)
     print(json.dumps(report.computed_shards), flush=True)
-'''
+"""
 
 N_ITEMS, BAD, SHARD = 44, (10, 37), 8
 N_SHARDS = -(-N_ITEMS // SHARD)
@@ -361,13 +407,22 @@ def job(tmp_path_factory: pytest.TempPathFactory) -> ModuleType:
 
 
 @pytest.fixture(scope="module")
-def reference(job: ModuleType, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, np.ndarray]]:
+def reference(
+    job: ModuleType, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, dict[str, np.ndarray]]:
     """The item folder and the outputs of an uninterrupted run."""
     root = tmp_path_factory.mktemp("kill-data")
     make_items(root / "items", N_ITEMS, bad=BAD)
-    cfg = {"items": str(root / "items"), "out": str(root / "ref"), "log": str(root / "ref.log"), "sleep": 0.0}
+    cfg = {
+        "items": str(root / "items"),
+        "out": str(root / "ref"),
+        "log": str(root / "ref.log"),
+        "sleep": 0.0,
+    }
     report = job.run(cfg)
-    assert report.failed == [(str(root / "items" / f"{i:03d}.npy"), "not a .npy array") for i in BAD]
+    assert report.failed == [
+        (str(root / "items" / f"{i:03d}.npy"), "not a .npy array") for i in BAD
+    ]
     return root / "items", read_outputs(root / "ref")
 
 
@@ -378,7 +433,10 @@ def reference_dir(reference: tuple[Path, dict[str, np.ndarray]]) -> Path:
 
 
 def child(job: ModuleType, cfg: dict[str, Any]) -> subprocess.Popen[str]:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]),
+    }
     script = f"import sys; sys.path.insert(0, {str(job.FOLDER)!r}); import killjob; killjob.main(sys.argv[1])"
     return subprocess.Popen(
         [sys.executable, "-c", script, json.dumps(cfg)],
@@ -419,7 +477,13 @@ def folder_state(folder: Path) -> tuple[list[str], dict[str, bytes], dict[str, A
     return names, shards, data
 
 
-def resume_and_check(job: ModuleType, cfg: dict[str, Any], ref: dict[str, np.ndarray], before: set[int], ref_dir: Path) -> None:
+def resume_and_check(
+    job: ModuleType,
+    cfg: dict[str, Any],
+    ref: dict[str, np.ndarray],
+    before: set[int],
+    ref_dir: Path,
+) -> None:
     """Finish in-process; nothing listed before is recomputed; the result is exact, and the
     folder holds exactly what an uninterrupted run leaves: the same files (no stray
     temporary or unlisted file), byte-identical shards and the same manifest."""
@@ -429,15 +493,23 @@ def resume_and_check(job: ModuleType, cfg: dict[str, Any], ref: dict[str, np.nda
     recomputed = {i for line in log_lines(log)[n_lines:] for i in line[1:]}
     assert not recomputed & items_of(before), "a shard listed before the kill was recomputed"
     assert recomputed == items_of(set(range(N_SHARDS)) - before) - set(BAD)
-    assert sorted(report.computed_shards) == sorted(set(range(N_SHARDS)) - before)  # workers: in finishing order
+    assert sorted(report.computed_shards) == sorted(
+        set(range(N_SHARDS)) - before
+    )  # workers: in finishing order
     assert not list(out.glob("*.tmp")) and not list(out.glob(".*.tmp"))
-    assert sorted(p.name for p in out.glob("shard-*")) == [f"shard-{k:05d}.npz" for k in range(N_SHARDS)]
+    assert sorted(p.name for p in out.glob("shard-*")) == [
+        f"shard-{k:05d}.npz" for k in range(N_SHARDS)
+    ]
     assert_identical(read_outputs(out), ref)
-    assert report.failed == [(str(Path(cfg["items"]) / f"{i:03d}.npy"), "not a .npy array") for i in BAD]
+    assert report.failed == [
+        (str(Path(cfg["items"]) / f"{i:03d}.npy"), "not a .npy array") for i in BAD
+    ]
     names, shards, data = folder_state(out)
     ref_names, ref_shards, ref_data = folder_state(ref_dir)
     assert names == ref_names
-    assert shards.keys() == ref_shards.keys() and all(shards[k] == ref_shards[k] for k in shards), "shard bytes differ"
+    assert shards.keys() == ref_shards.keys() and all(shards[k] == ref_shards[k] for k in shards), (
+        "shard bytes differ"
+    )
     assert data == ref_data
 
 
@@ -459,7 +531,12 @@ def test_kill_at_fault_point_then_resume(
     point: str, nth: int, truncate: bool, expected_listed: set[int], leftover: str | None,
 ) -> None:  # fmt: skip
     items, ref = reference
-    cfg = {"items": str(items), "out": str(tmp_path / "out"), "log": str(tmp_path / "calls.log"), "sleep": 0.01}
+    cfg = {
+        "items": str(items),
+        "out": str(tmp_path / "out"),
+        "log": str(tmp_path / "calls.log"),
+        "sleep": 0.01,
+    }
     proc = child(job, {**cfg, "fault": point, "nth": nth, "truncate": truncate})
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == -signal.SIGKILL, stderr
@@ -471,7 +548,12 @@ def test_kill_at_fault_point_then_resume(
     resume_and_check(job, cfg, ref, before, reference_dir)
 
 
-def test_kill_at_random_moments_then_resume(job: ModuleType, reference: tuple[Path, dict[str, np.ndarray]], reference_dir: Path, tmp_path: Path) -> None:
+def test_kill_at_random_moments_then_resume(
+    job: ModuleType,
+    reference: tuple[Path, dict[str, np.ndarray]],
+    reference_dir: Path,
+    tmp_path: Path,
+) -> None:
     items, ref = reference
     out, log = tmp_path / "out", tmp_path / "calls.log"
     cfg = {"items": str(items), "out": str(out), "log": str(log), "sleep": 0.03}
@@ -504,7 +586,10 @@ def wait_until_quiet(log: Path, quiet: float = 0.5, timeout: float = 30) -> None
 
 
 def test_kill_with_worker_processes_then_resume(
-    job: ModuleType, reference: tuple[Path, dict[str, np.ndarray]], reference_dir: Path, tmp_path: Path
+    job: ModuleType,
+    reference: tuple[Path, dict[str, np.ndarray]],
+    reference_dir: Path,
+    tmp_path: Path,
 ) -> None:
     # shards computed by two forked workers, written and listed by the parent, which is
     # killed right after it lists the first finished shard; the resume uses workers too
@@ -519,13 +604,18 @@ def test_kill_with_worker_processes_then_resume(
     assert proc.returncode == -signal.SIGKILL, stderr
     wait_until_quiet(log)
     before = listed(out)
-    assert len(before) == 1 and {line[0] for line in log_lines(log)} != {proc.pid}  # computed by workers
+    assert len(before) == 1 and {line[0] for line in log_lines(log)} != {
+        proc.pid
+    }  # computed by workers
     assert_partial_outputs_are_right(out, ref)
     resume_and_check(job, cfg, ref, before, reference_dir)
 
 
 def test_a_second_concurrent_run_is_refused_and_kill_releases_the_lock(
-    job: ModuleType, reference: tuple[Path, dict[str, np.ndarray]], reference_dir: Path, tmp_path: Path
+    job: ModuleType,
+    reference: tuple[Path, dict[str, np.ndarray]],
+    reference_dir: Path,
+    tmp_path: Path,
 ) -> None:
     items, ref = reference
     log = tmp_path / "calls.log"

@@ -21,7 +21,9 @@ from convlens.data.folders import LabelledItem
 from convlens.data.runner import iter_shards, read_outputs, run_dataset
 from convlens.errors import BadInputError, ImageReadError
 
-pytestmark = pytest.mark.usefixtures("one_thread_per_module")  # one torch thread (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures(
+    "one_thread_per_module"
+)  # one torch thread (tests/conftest.py)
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 
@@ -62,7 +64,10 @@ def outputs(x: torch.Tensor, items: list[LabelledItem]) -> dict[str, Any]:
 
 def direct(items: list[LabelledItem]) -> dict[str, np.ndarray]:
     """The same outputs item by item with numpy, no runner involved."""
-    rows: dict[str, list[Any]] = {k: [] for k in ("mean", "flat", "map", "argmax", "positive", "half", "index", "path", "label")}
+    rows: dict[str, list[Any]] = {
+        k: []
+        for k in ("mean", "flat", "map", "argmax", "positive", "half", "index", "path", "label")
+    }
     for i, item in enumerate(items):
         try:
             a = np.load(item.path, allow_pickle=False)
@@ -78,28 +83,55 @@ def direct(items: list[LabelledItem]) -> dict[str, np.ndarray]:
 def test_parquet_outputs_equal_npz_and_a_direct_computation(tmp_path: Path) -> None:
     items = make_items(tmp_path / "items", 23, bad=(5, 12, 13, 14))
     a = run_dataset(items, outputs, tmp_path / "npz", load=load_npy, batch_size=3, shard_size=4)
-    b = run_dataset(items, outputs, tmp_path / "pq", load=load_npy, batch_size=3, shard_size=4, shard_format="parquet")
-    assert a.failed == b.failed and [p for p, _ in b.failed] == [str(items[i].path) for i in (5, 12, 13, 14)]
+    b = run_dataset(
+        items,
+        outputs,
+        tmp_path / "pq",
+        load=load_npy,
+        batch_size=3,
+        shard_size=4,
+        shard_format="parquet",
+    )
+    assert a.failed == b.failed and [p for p, _ in b.failed] == [
+        str(items[i].path) for i in (5, 12, 13, 14)
+    ]
     assert b.shards == [f"shard-{k:05d}.parquet" for k in range(6)]
-    npz, parquet, expected = read_outputs(tmp_path / "npz"), read_outputs(tmp_path / "pq"), direct(items)
+    npz, parquet, expected = (
+        read_outputs(tmp_path / "npz"),
+        read_outputs(tmp_path / "pq"),
+        direct(items),
+    )
     assert set(parquet) == set(npz) | {"path", "label"}
     for key in npz:  # bit-identical, same dtypes and shapes
         assert parquet[key].dtype == npz[key].dtype, key
         np.testing.assert_array_equal(parquet[key], npz[key], err_msg=key)
     assert parquet["path"].tolist() == expected.pop("path").tolist()
     for key, value in expected.items():
-        np.testing.assert_allclose(parquet[key].astype(np.float64), value.astype(np.float64), rtol=1e-6, err_msg=key)
+        np.testing.assert_allclose(
+            parquet[key].astype(np.float64), value.astype(np.float64), rtol=1e-6, err_msg=key
+        )
     # shard 3 (items 12..15) has one readable item; its neighbours stream in order
     assert [index for index, _ in iter_shards(tmp_path / "pq")][3] == [15]
 
 
 def test_parquet_columns_are_readable_by_arrow_tools(tmp_path: Path) -> None:
     items = make_items(tmp_path / "items", 6)
-    run_dataset(items, outputs, tmp_path / "pq", load=load_npy, batch_size=4, shard_size=6, shard_format="parquet")
+    run_dataset(
+        items,
+        outputs,
+        tmp_path / "pq",
+        load=load_npy,
+        batch_size=4,
+        shard_size=6,
+        shard_format="parquet",
+    )
     table = pq.read_table(tmp_path / "pq" / "shard-00000.parquet")
     assert table.column_names[:3] == ["index", "path", "label"] and table.num_rows == 6
     assert table.schema.field("map").type == pa.list_(pa.float32(), 60)  # fixed-size list of C*H*W
-    assert table.schema.field("positive").type == pa.bool_() and table.schema.field("argmax").type == pa.int64()
+    assert (
+        table.schema.field("positive").type == pa.bool_()
+        and table.schema.field("argmax").type == pa.int64()
+    )
     assert table.column("label").to_pylist() == [-1, 1, 2, -1, 4, 5]
     row = np.asarray(table.column("map")[2].as_py(), dtype=np.float32).reshape(3, 4, 5)
     np.testing.assert_array_equal(row, np.load(items[2].path) * 2)
@@ -108,9 +140,17 @@ def test_parquet_columns_are_readable_by_arrow_tools(tmp_path: Path) -> None:
 def test_reserved_keys_and_a_format_change_are_refused(tmp_path: Path) -> None:
     items = make_items(tmp_path / "items", 4)
     with pytest.raises(BadInputError, match=r"'label'.*Parquet"):
-        run_dataset(items, lambda x, _: {"label": x[:, 0, 0, 0]}, tmp_path / "a", load=load_npy, shard_format="parquet")
+        run_dataset(
+            items,
+            lambda x, _: {"label": x[:, 0, 0, 0]},
+            tmp_path / "a",
+            load=load_npy,
+            shard_format="parquet",
+        )
     run_dataset(items, outputs, tmp_path / "b", load=load_npy, shard_format="parquet")
-    with pytest.raises(BadInputError, match=r"different shard_format \(parquet stored, npz given\)"):
+    with pytest.raises(
+        BadInputError, match=r"different shard_format \(parquet stored, npz given\)"
+    ):
         run_dataset(items, outputs, tmp_path / "b", load=load_npy)
     with pytest.raises(BadInputError, match="shard_format is 'csv'"):
         run_dataset(items, outputs, tmp_path / "c", load=load_npy, shard_format="csv")
@@ -123,11 +163,33 @@ def test_two_local_workers_compute_different_shards_with_the_same_outputs(tmp_pa
     offset = torch.tensor(1.5)  # a closure: the forked workers inherit it, nothing is pickled
 
     def fn(x: torch.Tensor, batch: list[LabelledItem]) -> dict[str, Any]:
-        return {**outputs(x, batch), "shifted": x.flatten(1) + offset, "pid": torch.full((len(batch),), os.getpid())}
+        return {
+            **outputs(x, batch),
+            "shifted": x.flatten(1) + offset,
+            "pid": torch.full((len(batch),), os.getpid()),
+        }
 
     calls: list[int] = []
-    one = run_dataset(items, fn, tmp_path / "one", load=load_npy, batch_size=4, shard_size=5, shard_format="parquet")
-    two = run_dataset(items, fn, tmp_path / "two", load=load_npy, batch_size=4, shard_size=5, shard_format="parquet", workers=2, progress=lambda d, t: calls.append(d))
+    one = run_dataset(
+        items,
+        fn,
+        tmp_path / "one",
+        load=load_npy,
+        batch_size=4,
+        shard_size=5,
+        shard_format="parquet",
+    )
+    two = run_dataset(
+        items,
+        fn,
+        tmp_path / "two",
+        load=load_npy,
+        batch_size=4,
+        shard_size=5,
+        shard_format="parquet",
+        workers=2,
+        progress=lambda d, t: calls.append(d),
+    )
     a, b = read_outputs(tmp_path / "one"), read_outputs(tmp_path / "two")
     for key in set(a) - {"pid"}:
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)
@@ -141,20 +203,46 @@ def test_two_local_workers_compute_different_shards_with_the_same_outputs(tmp_pa
         assert set(arrays["pid"].tolist()) == {int(entry["worker"].rsplit(":", 1)[1])}
     assert calls[0] == 0 and calls[-1] == 30 and calls == sorted(calls) and len(calls) == 7
     # resuming with the other engine keeps every shard
-    assert run_dataset(items, fn, tmp_path / "two", load=load_npy, batch_size=4, shard_size=5, shard_format="parquet").computed_shards == []
+    assert (
+        run_dataset(
+            items,
+            fn,
+            tmp_path / "two",
+            load=load_npy,
+            batch_size=4,
+            shard_size=5,
+            shard_format="parquet",
+        ).computed_shards
+        == []
+    )
 
 
 def test_errors_in_worker_processes_come_back_as_one_line(tmp_path: Path) -> None:
     items = make_items(tmp_path / "items", 8)
-    with pytest.raises(BadInputError, match=r"^fn returned 'x' with shape \(3,\) for a batch of 4 items; return one row per item$"):
-        run_dataset(items, lambda x, _: {"x": torch.zeros(3)}, tmp_path / "a", load=load_npy, batch_size=4, shard_size=4, workers=2)
+    with pytest.raises(
+        BadInputError,
+        match=r"^fn returned 'x' with shape \(3,\) for a batch of 4 items; return one row per item$",
+    ):
+        run_dataset(
+            items,
+            lambda x, _: {"x": torch.zeros(3)},
+            tmp_path / "a",
+            load=load_npy,
+            batch_size=4,
+            shard_size=4,
+            workers=2,
+        )
     assert json.loads((tmp_path / "a" / "manifest.json").read_text())["shards"] == []
 
 
-def test_ray_engine_without_ray_says_how_to_install_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_ray_engine_without_ray_says_how_to_install_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
     items = make_items(tmp_path / "items", 2)
-    with pytest.raises(BadInputError, match=r"^--engine ray needs Ray: pip install 'convlens\[ray\]'$"):
+    with pytest.raises(
+        BadInputError, match=r"^--engine ray needs Ray: pip install 'convlens\[ray\]'$"
+    ):
         run_dataset(items, outputs, tmp_path / "out", load=load_npy, engine="ray", workers=2)
     assert not (tmp_path / "out").exists()
 
@@ -190,17 +278,42 @@ runner.run_dataset(items, t.outputs, {out!r}, load=t.load_npy, batch_size=3, sha
 def test_kill_mid_write_then_resume(tmp_path: Path) -> None:
     items = make_items(tmp_path / "items", 22, bad=(3,))
     out = tmp_path / "out"
-    script = JOB.format(here=str(Path(__file__).parent), out=str(out), items=str(tmp_path / "items"))
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    script = JOB.format(
+        here=str(Path(__file__).parent), out=str(out), items=str(tmp_path / "items")
+    )
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]),
+    }
+    proc = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     assert (out / "shard-00002.parquet.tmp").exists()
     assert [e["index"] for e in json.loads((out / "manifest.json").read_text())["shards"]] == [0, 1]
     partial = read_outputs(out)  # what is listed is complete and verified
     np.testing.assert_array_equal(partial["index"], [0, 1, 2, 4, 5, 6, 7, 8, 9])
-    report = run_dataset(items, outputs, out, load=load_npy, batch_size=3, shard_size=5, shard_format="parquet", config={"job": 1})
+    report = run_dataset(
+        items,
+        outputs,
+        out,
+        load=load_npy,
+        batch_size=3,
+        shard_size=5,
+        shard_format="parquet",
+        config={"job": 1},
+    )
     assert report.computed_shards == [2, 3, 4] and not list(out.glob("*.tmp"))
-    run_dataset(items, outputs, tmp_path / "ref", load=load_npy, batch_size=3, shard_size=5, shard_format="parquet", config={"job": 1})
+    run_dataset(
+        items,
+        outputs,
+        tmp_path / "ref",
+        load=load_npy,
+        batch_size=3,
+        shard_size=5,
+        shard_format="parquet",
+        config={"job": 1},
+    )
     resumed, reference = read_outputs(out), read_outputs(tmp_path / "ref")
     for key in reference:
         np.testing.assert_array_equal(resumed[key], reference[key], err_msg=key)

@@ -19,10 +19,20 @@ def _photo(h: int, w: int, seed: int = 0) -> np.ndarray:
 
 def _png_header_only(width: int, height: int) -> bytes:
     def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        return (
+            struct.pack(">I", len(data))
+            + kind
+            + data
+            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        )
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 16)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\x00" * 16))
+        + chunk(b"IEND", b"")
+    )
 
 
 def make_good(folder: Path) -> list[Path]:
@@ -69,7 +79,9 @@ def make_bad(folder: Path) -> dict[str, Path]:
     (folder / "truncated.jpg").write_bytes(data[: len(data) // 2])
     (folder / "whole.jpg").unlink()
     bad["truncated"] = folder / "truncated.jpg"
-    (folder / "random.png").write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    (folder / "random.png").write_bytes(
+        np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes()
+    )
     bad["unrecognised"] = folder / "random.png"
     (folder / "notes.jpg").write_text("just some text, not a picture\n" * 20)
     bad["text"] = folder / "notes.jpg"

@@ -8,13 +8,23 @@ import base64
 import re
 from typing import Any
 
-FIGURE = re.compile(r'<figure data-name="([^"]+)" data-sha256="([0-9a-f]{64})"><img src="data:(image/(?:png|jpeg|webp));base64,([A-Za-z0-9+/=]+)"')
+FIGURE = re.compile(
+    r'<figure data-name="([^"]+)" data-sha256="([0-9a-f]{64})"><img src="data:(image/(?:png|jpeg|webp));base64,([A-Za-z0-9+/=]+)"'
+)
 
 
 def figures(page: str) -> list[dict[str, Any]]:
     """Every inlined figure of a report page: name, claimed sha256, media type, decoded bytes
     (``png`` for history: the encoded picture in whatever format ``mime`` says)."""
-    return [{"name": m.group(1), "sha256": m.group(2), "mime": m.group(3), "png": base64.b64decode(m.group(4))} for m in FIGURE.finditer(page)]
+    return [
+        {
+            "name": m.group(1),
+            "sha256": m.group(2),
+            "mime": m.group(3),
+            "png": base64.b64decode(m.group(4)),
+        }
+        for m in FIGURE.finditer(page)
+    ]
 
 
 def library_png(model: Any, batch: Any, name: str, prov: dict[str, Any]) -> bytes:
@@ -32,7 +42,9 @@ def library_png(model: Any, batch: Any, name: str, prov: dict[str, Any]) -> byte
     return _library_picture(model, batch, name, prov, encode, fmt, quality)
 
 
-def _library_picture(model: Any, batch: Any, name: str, prov: dict[str, Any], encode: Any, fmt: str, quality: int) -> bytes:
+def _library_picture(
+    model: Any, batch: Any, name: str, prov: dict[str, Any], encode: Any, fmt: str, quality: int
+) -> bytes:
     from convlens.adversarial.attack import attack
     from convlens.attribution import explain
     from convlens.inspect import activations, filters
@@ -50,21 +62,43 @@ def _library_picture(model: Any, batch: Any, name: str, prov: dict[str, Any], en
     if kind == "filters":
         return encode(filters_mosaic(filters(model)))
     if kind == "activations":
-        fig = activations_figure(activations(model, batch, arg), 0, max_channels=render["max_channels"])
+        fig = activations_figure(
+            activations(model, batch, arg), 0, max_channels=render["max_channels"]
+        )
         return figure_to_bytes(fig, dpi=render["dpi"], fmt=fmt, quality=quality)
     if kind in ("attribution", "gradcam", "segment"):
         method = prov["method"]
-        options = {k: v for k, v in prov["params"].items() if k not in ("reduce", "seconds", "paper")}
+        options = {
+            k: v for k, v in prov["params"].items() if k not in ("reduce", "seconds", "paper")
+        }
         target = prov["target"]["classes"][0]
         result = explain(model, batch, method, target, seed=prov["seed"] or 0, **options)
-        return encode(result_overlay(result, 0, sign=render["sign"], clip=render["clip"], alpha=render["alpha"], max_side=render["max_side"]))
+        return encode(
+            result_overlay(
+                result,
+                0,
+                sign=render["sign"],
+                clip=render["clip"],
+                alpha=render["alpha"],
+                max_side=render["max_side"],
+            )
+        )
     if kind == "visualize_class":
         given = prov["params_given"]
         result = visualize_class(model, given["cls"], steps=given["steps"], seed=given["seed"])
         return encode(to_uint8_image(result.tensors["image"][0]))
     if kind == "pgd":
         given = prov["params_given"]
-        result = attack(model, model.denormalize(batch.x), "pgd", eps=given["eps"], steps=given["steps"], seed=given["seed"])
+        result = attack(
+            model,
+            model.denormalize(batch.x),
+            "pgd",
+            eps=given["eps"],
+            steps=given["steps"],
+            seed=given["seed"],
+        )
         tensor = result.tensors[render["tensor"]][0]
-        return encode(to_uint8_image(amplified_difference(tensor) if arg == "perturbation" else tensor))
+        return encode(
+            to_uint8_image(amplified_difference(tensor) if arg == "perturbation" else tensor)
+        )
     raise AssertionError(f"no library recipe for picture {name!r}")

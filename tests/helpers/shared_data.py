@@ -15,5 +15,7 @@ CUE_CONFLICT_DEV = SHARED_DATA / "cue-conflict-dev"
 def require_cue_conflict_dev() -> Path:
     """The cue-conflict set; a failure (not a skip) when it is missing, since CI always has it."""
     if not CUE_CONFLICT_DEV.is_dir():
-        pytest.fail(f"{CUE_CONFLICT_DEV} is missing: the cue-conflict set ships in ../shared/data beside the checkout")
+        pytest.fail(
+            f"{CUE_CONFLICT_DEV} is missing: the cue-conflict set ships in ../shared/data beside the checkout"
+        )
     return CUE_CONFLICT_DEV

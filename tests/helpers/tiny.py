@@ -91,9 +91,19 @@ class ResidualNet(nn.Module):
 
 def tiny_model(kind: str = "conv", inplace: bool = False, seed: int = 0) -> convlens.Model:
     """A tiny network wrapped as a convlens Model (16x16 RGB, 5 classes)."""
-    module = {"conv": TinyConvNet, "reused": ReusedReluNet, "residual": ResidualNet}[kind](inplace=inplace, seed=seed)
+    module = {"conv": TinyConvNet, "reused": ReusedReluNet, "residual": ResidualNet}[kind](
+        inplace=inplace, seed=seed
+    )
     module.eval()
-    return convlens.wrap(module, input_size=16, mean=0.5, std=0.25, resize=None, labels=[f"c{i}" for i in range(5)], name=f"tiny-{kind}")
+    return convlens.wrap(
+        module,
+        input_size=16,
+        mean=0.5,
+        std=0.25,
+        resize=None,
+        labels=[f"c{i}" for i in range(5)],
+        name=f"tiny-{kind}",
+    )
 
 
 def module_hook_count(module: nn.Module) -> int:

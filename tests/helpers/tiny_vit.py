@@ -16,7 +16,17 @@ from convlens.models.vit import VisionTransformer
 
 class TinyViT(VisionTransformer):
     def __init__(self, inplace: bool = False, seed: int = 0, n_register_tokens: int = 1) -> None:
-        super().__init__(image_size=16, patch=4, dim=16, depth=2, heads=2, channels=3, classes=5, mlp_ratio=2.0, n_register_tokens=n_register_tokens)
+        super().__init__(
+            image_size=16,
+            patch=4,
+            dim=16,
+            depth=2,
+            heads=2,
+            channels=3,
+            classes=5,
+            mlp_ratio=2.0,
+            n_register_tokens=n_register_tokens,
+        )
         g = torch.Generator().manual_seed(seed)
         with torch.no_grad():
             for p in self.parameters():
@@ -24,7 +34,9 @@ class TinyViT(VisionTransformer):
         self.fail = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        prefix = [p.expand(x.shape[0], -1, -1) for p in (self.cls_token, self.reg_tokens) if p is not None]
+        prefix = [
+            p.expand(x.shape[0], -1, -1) for p in (self.cls_token, self.reg_tokens) if p is not None
+        ]
         tokens = torch.cat([*prefix, self.patch_embed(x)], dim=1) + self.pos_embed
         for i, block in enumerate(self.blocks):
             if self.fail and i == 1:

@@ -99,7 +99,11 @@ def _texture(kind: int, phase: int) -> Tensor:
     c = torch.arange(PATCH_SIZE).view(1, -1) + phase
     rows = ((r // 2) % 2) * 2 - 1  # +-1, two pixels each
     cols = ((c // 2) % 2) * 2 - 1
-    wave = {0: rows.expand(PATCH_SIZE, PATCH_SIZE), 1: cols.expand(PATCH_SIZE, PATCH_SIZE), 2: rows * cols}[kind]
+    wave = {
+        0: rows.expand(PATCH_SIZE, PATCH_SIZE),
+        1: cols.expand(PATCH_SIZE, PATCH_SIZE),
+        2: rows * cols,
+    }[kind]
     return 0.5 + _AMPLITUDE * wave.float()
 
 
@@ -110,17 +114,27 @@ def _two_boxes(g: torch.Generator) -> tuple[list[int], list[int]]:
         (t1, l1, t2, l2) = torch.randint(0, span, (4,), generator=g).tolist()
         apart = abs(t1 - t2) >= PATCH_SIZE + _GAP or abs(l1 - l2) >= PATCH_SIZE + _GAP
         if apart:
-            return [t1, l1, t1 + PATCH_SIZE, l1 + PATCH_SIZE], [t2, l2, t2 + PATCH_SIZE, l2 + PATCH_SIZE]
+            return [t1, l1, t1 + PATCH_SIZE, l1 + PATCH_SIZE], [
+                t2,
+                l2,
+                t2 + PATCH_SIZE,
+                l2 + PATCH_SIZE,
+            ]
 
 
-def _render(n: int, first: Tensor, second: Tensor, g: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
+def _render(
+    n: int, first: Tensor, second: Tensor, g: torch.Generator
+) -> tuple[Tensor, Tensor, Tensor]:
     """Noise images with a patch of texture ``first[i]`` and one of ``second[i]``: (x, boxes, boxes)."""
     x = (0.5 + _NOISE * torch.randn(n, 3, IMAGE_SIZE, IMAGE_SIZE, generator=g)).clamp(0, 1)
     phases = torch.randint(0, 4, (n, 2), generator=g)
     boxes_1, boxes_2 = [], []
     for i in range(n):
         box_1, box_2 = _two_boxes(g)
-        for box, kind, phase in ((box_1, int(first[i]), int(phases[i, 0])), (box_2, int(second[i]), int(phases[i, 1]))):
+        for box, kind, phase in (
+            (box_1, int(first[i]), int(phases[i, 0])),
+            (box_2, int(second[i]), int(phases[i, 1])),
+        ):
             t, lft, b, r = box
             noise = _NOISE * torch.randn(3, PATCH_SIZE, PATCH_SIZE, generator=g)
             x[i, :, t:b, lft:r] = (_texture(kind, phase) + noise).clamp(0, 1)
@@ -176,7 +190,15 @@ class TwoPatchCNN(nn.Module):
 
 def _wrap(module: nn.Module, name: str) -> convlens.Model:
     module.eval()
-    return convlens.wrap(module, input_size=IMAGE_SIZE, mean=MEAN, std=STD, resize=None, labels=list(CLASSES), name=name)
+    return convlens.wrap(
+        module,
+        input_size=IMAGE_SIZE,
+        mean=MEAN,
+        std=STD,
+        resize=None,
+        labels=list(CLASSES),
+        name=name,
+    )
 
 
 def two_patch_model(seed: int = 0) -> convlens.Model:
@@ -187,7 +209,9 @@ def two_patch_model(seed: int = 0) -> convlens.Model:
 
 
 @lru_cache(maxsize=4)
-def train_two_patch_cnn(seed: int = 0, n_train: int = 1500, n_test: int = 400) -> tuple[convlens.Model, TwoPatchSet]:
+def train_two_patch_cnn(
+    seed: int = 0, n_train: int = 1500, n_test: int = 400
+) -> tuple[convlens.Model, TwoPatchSet]:
     """Train :class:`TwoPatchCNN` on fresh two-patch images (seconds on one thread).
 
     Cached per process (the same objects are returned: do not modify them). Returns the
@@ -201,7 +225,9 @@ def train_two_patch_cnn(seed: int = 0, n_train: int = 1500, n_test: int = 400) -
     test = make_two_patch(n_test, seed=2000 + seed)
     with seeded(seed):
         module = TwoPatchCNN()
-    config = TrainConfig(epochs=5, batch_size=64, lr=3e-3, seed=seed, num_threads=1, lr_schedule="cosine")
+    config = TrainConfig(
+        epochs=5, batch_size=64, lr=3e-3, seed=seed, num_threads=1, lr_schedule="cosine"
+    )
     train_classifier(module, (x_train - MEAN) / STD, y_train, config)
     model = _wrap(module, f"two-patch-{seed}")
     model.info["test_accuracy"] = evaluate_accuracy(module, (test.x - MEAN) / STD, test.y)

@@ -16,7 +16,7 @@ from types import ModuleType
 import numpy as np
 from PIL import Image
 
-NET_SOURCE = '''
+NET_SOURCE = """
 import torch
 from torch import nn
 
@@ -72,7 +72,7 @@ def segmenter():
 
 def broken():
     raise ValueError("no GPU here")
-'''
+"""
 
 LABELS = ["cat", "dog", "bird", "fish"]
 SIZE = 16
@@ -94,7 +94,12 @@ def write_user_model(folder: Path) -> dict[str, Path]:
     torch.save(trained.state_dict(), folder / "ckpt.pt")
     rng = np.random.default_rng(0)
     Image.fromarray((rng.random((SIZE, SIZE, 3)) * 255).astype(np.uint8)).save(folder / "img.png")
-    return {"net": folder / "net.py", "labels": folder / "labels.txt", "weights": folder / "ckpt.pt", "image": folder / "img.png"}
+    return {
+        "net": folder / "net.py",
+        "labels": folder / "labels.txt",
+        "weights": folder / "ckpt.pt",
+        "image": folder / "img.png",
+    }
 
 
 def import_user_file(path: Path) -> ModuleType:

@@ -60,7 +60,9 @@ class SkipNet(Net):
 
 
 def _model(cls: type[Net] = Net, inplace: bool = False) -> convlens.Model:
-    return convlens.wrap(cls(inplace=inplace), input_size=8, mean=0.5, std=0.25, labels=[f"c{k}" for k in range(4)])
+    return convlens.wrap(
+        cls(inplace=inplace), input_size=8, mean=0.5, std=0.25, labels=[f"c{k}" for k in range(4)]
+    )
 
 
 def _pixels(n: int = 12, seed: int = 1) -> torch.Tensor:
@@ -82,7 +84,9 @@ def _logits(module: nn.Module, model: convlens.Model, pixels: torch.Tensor) -> t
 
 @pytest.mark.parametrize("cls", [Net, SkipNet])
 @pytest.mark.parametrize("inplace", [False, True])
-def test_ablation_scores_equal_zeroing_each_channel_in_a_copy(cls: type[Net], inplace: bool) -> None:
+def test_ablation_scores_equal_zeroing_each_channel_in_a_copy(
+    cls: type[Net], inplace: bool
+) -> None:
     model = _model(cls, inplace)
     pixels = _pixels()
     labels = torch.tensor([0, 1, 2, 3] * 3)
@@ -93,7 +97,10 @@ def test_ablation_scores_equal_zeroing_each_channel_in_a_copy(cls: type[Net], in
     for c in range(6):
         ablated = _logits(_zeroed(model.module, [c]), model, pixels)
         drops.append(clean[torch.arange(12), labels] - ablated[torch.arange(12), labels])
-        acc_drops.append((clean.argmax(1) == labels).float().mean() - (ablated.argmax(1) == labels).float().mean())
+        acc_drops.append(
+            (clean.argmax(1) == labels).float().mean()
+            - (ablated.argmax(1) == labels).float().mean()
+        )
     expected = torch.stack(drops, 1)
     torch.testing.assert_close(result["score_drops"], expected, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(result["scores"], expected.mean(0), rtol=1e-5, atol=1e-5)
@@ -144,7 +151,9 @@ def test_activation_and_taylor_equal_hand_computed_references() -> None:
     (g,) = torch.autograd.grad(score, a)
     taylor = (a * g).sum(dim=(2, 3)).abs().mean(0)
     mean_abs = a.detach().abs().mean(dim=(0, 2, 3))
-    got_t = channel_importance(model, pixels, "conv1", method="taylor", labels=labels, batch_size=4)["scores"]
+    got_t = channel_importance(
+        model, pixels, "conv1", method="taylor", labels=labels, batch_size=4
+    )["scores"]
     got_a = channel_importance(model, pixels, "conv1", method="activation", labels=labels)["scores"]
     torch.testing.assert_close(got_t, taylor.detach(), rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(got_a, mean_abs, rtol=1e-5, atol=1e-6)
@@ -156,7 +165,10 @@ def test_activation_and_taylor_equal_hand_computed_references() -> None:
     score2 = s_net.upper(a2 + x.mean(1, keepdim=True))[torch.arange(9), labels].sum()
     (g2,) = torch.autograd.grad(score2, a2)
     torch.testing.assert_close(
-        channel_importance(skip, pixels, "conv1", method="taylor", labels=labels)["scores"], (a2 * g2).sum(dim=(2, 3)).abs().mean(0).detach(), rtol=1e-5, atol=1e-6
+        channel_importance(skip, pixels, "conv1", method="taylor", labels=labels)["scores"],
+        (a2 * g2).sum(dim=(2, 3)).abs().mean(0).detach(),
+        rtol=1e-5,
+        atol=1e-6,
     )
 
 
@@ -166,22 +178,52 @@ def test_pruning_curve_equals_accuracy_of_zeroed_copies() -> None:
     labels = _logits(model.module, model, pixels).argmax(1)
     labels[:3] = (labels[:3] + 1) % 4  # some wrong at the start, so accuracy is not 1
     order = [5, 0, 3, 1, 4, 2]
-    result = pruning_curve(model, pixels, labels, "conv1", {"mine": order}, counts=[0, 2, 4, 6], random_orders=3, seed=7, batch_size=20)
-    expected = [float((_logits(_zeroed(model.module, order[:k]), model, pixels).argmax(1) == labels).float().mean()) for k in (0, 2, 4, 6)]
+    result = pruning_curve(
+        model,
+        pixels,
+        labels,
+        "conv1",
+        {"mine": order},
+        counts=[0, 2, 4, 6],
+        random_orders=3,
+        seed=7,
+        batch_size=20,
+    )
+    expected = [
+        float(
+            (_logits(_zeroed(model.module, order[:k]), model, pixels).argmax(1) == labels)
+            .float()
+            .mean()
+        )
+        for k in (0, 2, 4, 6)
+    ]
     torch.testing.assert_close(result["accuracy"][0], torch.tensor(expected), rtol=0, atol=1e-6)
     gen = torch.Generator().manual_seed(7)
     randoms = [torch.randperm(6, generator=gen).tolist() for _ in range(3)]
     random_acc = [
-        [float((_logits(_zeroed(model.module, perm[:k]), model, pixels).argmax(1) == labels).float().mean()) for k in (0, 2, 4, 6)] for perm in randoms
+        [
+            float(
+                (_logits(_zeroed(model.module, perm[:k]), model, pixels).argmax(1) == labels)
+                .float()
+                .mean()
+            )
+            for k in (0, 2, 4, 6)
+        ]
+        for perm in randoms
     ]
     torch.testing.assert_close(result["random"], torch.tensor(random_acc), rtol=0, atol=1e-6)
-    torch.testing.assert_close(result["accuracy"][1], torch.tensor(random_acc).mean(0), rtol=0, atol=1e-6)
+    torch.testing.assert_close(
+        result["accuracy"][1], torch.tensor(random_acc).mean(0), rtol=0, atol=1e-6
+    )
     assert result.provenance["params"]["names"] == ["mine", "random"]
 
 
 def test_edit_output_is_removed_after_an_exception() -> None:
     model = _model()
-    with pytest.raises(RuntimeError, match="boom"), edit_output(model.module, "conv1", lambda a: a * 0):
+    with (
+        pytest.raises(RuntimeError, match="boom"),
+        edit_output(model.module, "conv1", lambda a: a * 0),
+    ):
         assert module_hook_count(model.module) == 1
         raise RuntimeError("boom")
     assert module_hook_count(model.module) == 0

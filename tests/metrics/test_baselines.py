@@ -29,7 +29,14 @@ def test_sobel_map_matches_an_independent_sobel_of_the_luma() -> None:
     x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     gray = (0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2]).numpy()
     # scipy's Sobel (unnormalised, 1-2-1 smoothing) is 4x scikit-image's per-axis kernel
-    ref = np.stack([np.hypot(ndimage.sobel(g, 0, mode="reflect"), ndimage.sobel(g, 1, mode="reflect")) / 4 / math.sqrt(2) for g in gray])
+    ref = np.stack(
+        [
+            np.hypot(ndimage.sobel(g, 0, mode="reflect"), ndimage.sobel(g, 1, mode="reflect"))
+            / 4
+            / math.sqrt(2)
+            for g in gray
+        ]
+    )
     np.testing.assert_allclose(sobel_edge_map(x).numpy(), ref, atol=1e-12)
 
 
@@ -38,7 +45,9 @@ def test_sobel_map_weights_channels_by_luma() -> None:
     red[:, 0, :, 4:] = 1.0
     green = torch.zeros(1, 3, 8, 8)
     green[:, 1, :, 4:] = 1.0
-    assert sobel_edge_map(green).max() / sobel_edge_map(red).max() == pytest.approx(0.587 / 0.299, rel=1e-5)
+    assert sobel_edge_map(green).max() / sobel_edge_map(red).max() == pytest.approx(
+        0.587 / 0.299, rel=1e-5
+    )
     with pytest.raises(BadInputError, match="pixel-space batch"):
         sobel_edge_map(red[0])
 
@@ -52,7 +61,9 @@ def test_centre_gaussian_peaks_at_the_centre(h: int, w: int) -> None:
     torch.testing.assert_close(blob[0], blob[0].flip(0))
     torch.testing.assert_close(blob[0], blob[0].flip(1))
     # the top row of the centre column is (h - 1) / 2 rows from the centre, sigma = h / 4
-    assert float(blob[0, 0, (w - 1) // 2]) == pytest.approx(math.exp(-(((h - 1) / 2) ** 2) / (2 * (0.25 * h) ** 2)), rel=1e-5)
+    assert float(blob[0, 0, (w - 1) // 2]) == pytest.approx(
+        math.exp(-(((h - 1) / 2) ** 2) / (2 * (0.25 * h) ** 2)), rel=1e-5
+    )
 
 
 def test_random_map_is_seeded() -> None:

@@ -32,7 +32,9 @@ def test_share_of_a_non_negative_map_by_hand() -> None:
     got = outside_share(maps, masks)
     assert got.tolist() == pytest.approx([0.9, 0.5], abs=1e-12)
     # the two sign rules agree on non-negative maps, and (N, 1, H, W) is accepted
-    assert outside_share(maps[:, None], masks, sign="positive").tolist() == pytest.approx([0.9, 0.5], abs=1e-12)
+    assert outside_share(maps[:, None], masks, sign="positive").tolist() == pytest.approx(
+        [0.9, 0.5], abs=1e-12
+    )
 
 
 def test_share_of_a_signed_map_by_hand() -> None:
@@ -64,7 +66,14 @@ def _linear_model() -> tuple[convlens.Model, torch.Tensor]:
     with torch.no_grad():
         lin.weight.copy_(weight.flatten(1))
         lin.bias.copy_(torch.tensor([100.0, 0.0]))
-    model = convlens.wrap(nn.Sequential(nn.Flatten(), lin), input_size=8, mean=(0.5,) * 3, std=(0.5,) * 3, resize=None, labels=["a", "b"])
+    model = convlens.wrap(
+        nn.Sequential(nn.Flatten(), lin),
+        input_size=8,
+        mean=(0.5,) * 3,
+        std=(0.5,) * 3,
+        resize=None,
+        labels=["a", "b"],
+    )
     return model, weight
 
 
@@ -79,7 +88,9 @@ def test_bias_check_on_a_linear_model_matches_hand_values() -> None:
     masks = torch.stack([block, bottom, torch.ones(8, 8, dtype=torch.bool)])
     # saliency of class 0 = |W_0| reduced by max over channels: 2 on the block (16 px), 0.5 on 48 px
     # total 32 + 24 = 56; block mask: outside 24/56; bottom row (0.5 each): outside (56 - 4)/56; all: 0
-    report = bias_check(model, x, labels, masks, method="saliency", counter=(x[:2], torch.tensor([1, 1]), masks[:2]))
+    report = bias_check(
+        model, x, labels, masks, method="saliency", counter=(x[:2], torch.tensor([1, 1]), masks[:2])
+    )
     assert report.main.shares.tolist() == pytest.approx([24 / 56, 52 / 56, 0.0], abs=1e-6)
     assert report.main.accuracy == pytest.approx(1 / 3)
     assert report.main.mean_share == pytest.approx((24 / 56 + 52 / 56) / 3, abs=1e-6)
@@ -113,4 +124,10 @@ def test_bad_arguments_are_refused() -> None:
     with pytest.raises(BadInputError, match="labels"):
         bias_check(model, x, torch.tensor([0, 1, 1]), masks, method="saliency")
     with pytest.raises(BadInputError, match="masks are"):
-        bias_check(model, x, torch.tensor([0, 1]), torch.zeros(2, 4, 4, dtype=torch.bool), method="saliency")
+        bias_check(
+            model,
+            x,
+            torch.tensor([0, 1]),
+            torch.zeros(2, 4, 4, dtype=torch.bool),
+            method="saliency",
+        )

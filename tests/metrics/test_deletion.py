@@ -44,7 +44,16 @@ class RegionDetector(nn.Module):
 
 def _wrap(module: nn.Module, size: int, channels: int) -> convlens.Model:
     # mean 0 / std 1: input space = pixel space, so "zero" fill is exactly 0
-    return convlens.wrap(module, input_size=size, mean=0.0, std=1.0, channels=channels, resize=None, labels=["a", "b"], name="hand")
+    return convlens.wrap(
+        module,
+        input_size=size,
+        mean=0.0,
+        std=1.0,
+        channels=channels,
+        resize=None,
+        labels=["a", "b"],
+        name="hand",
+    )
 
 
 def _sigmoid(v: float) -> float:
@@ -64,21 +73,37 @@ def test_auc_of_a_known_curve_by_hand() -> None:
     assert auc.item() == pytest.approx(by_hand, abs=1e-6)
     # two pixels per step: logits 10, 3, 0
     auc2, curve2 = deletion_auc(model, x, w[:, 0], 0, steps=2, fill="zero")
-    torch.testing.assert_close(curve2[0], torch.tensor([_sigmoid(10), _sigmoid(3), _sigmoid(0)]), atol=1e-6, rtol=0)
-    assert auc2.item() == pytest.approx(0.5 * (_sigmoid(10) + 2 * _sigmoid(3) + _sigmoid(0)) / 2, abs=1e-6)
+    torch.testing.assert_close(
+        curve2[0], torch.tensor([_sigmoid(10), _sigmoid(3), _sigmoid(0)]), atol=1e-6, rtol=0
+    )
+    assert auc2.item() == pytest.approx(
+        0.5 * (_sigmoid(10) + 2 * _sigmoid(3) + _sigmoid(0)) / 2, abs=1e-6
+    )
     # insertion reveals the same order into the zero image: logits 0, 4, 7, 9, 10
     _, icurve = insertion_auc(model, x, w[:, 0], 0, steps=4, fill="zero")
-    torch.testing.assert_close(icurve[0], torch.tensor([_sigmoid(v) for v in (0, 4, 7, 9, 10)]), atol=1e-6, rtol=0)
+    torch.testing.assert_close(
+        icurve[0], torch.tensor([_sigmoid(v) for v in (0, 4, 7, 9, 10)]), atol=1e-6, rtol=0
+    )
 
 
 def test_uneven_steps_use_the_true_fraction_of_pixels() -> None:
     # 3 pixels in 2 steps: round(1.5) = 2 pixels after step 1, x-axis 0, 2/3, 1
     w = torch.tensor([[[[3.0, 2.0, 1.0]]]])
-    model = convlens.wrap(LinearLogit(w), input_size=(1, 3), mean=0.0, std=1.0, channels=1, resize=None, labels=["a", "b"])
+    model = convlens.wrap(
+        LinearLogit(w),
+        input_size=(1, 3),
+        mean=0.0,
+        std=1.0,
+        channels=1,
+        resize=None,
+        labels=["a", "b"],
+    )
     auc, curve = deletion_auc(model, torch.ones(1, 1, 1, 3), w[:, 0], 0, steps=2, fill="zero")
     values = [_sigmoid(6), _sigmoid(1), _sigmoid(0)]
     torch.testing.assert_close(curve[0], torch.tensor(values), atol=1e-6, rtol=0)
-    assert auc.item() == pytest.approx((2 / 3) * (values[0] + values[1]) / 2 + (1 / 3) * (values[1] + values[2]) / 2, abs=1e-6)
+    assert auc.item() == pytest.approx(
+        (2 / 3) * (values[0] + values[1]) / 2 + (1 / 3) * (values[1] + values[2]) / 2, abs=1e-6
+    )
 
 
 REGION = (slice(4, 8), slice(9, 13))
@@ -122,10 +147,14 @@ def test_curve_ends_are_the_clean_and_the_filled_image(fill: str) -> None:
 
 
 def test_fills() -> None:
-    model = convlens.wrap(nn.Identity(), input_size=4, mean=[0.2, 0.4, 0.6], std=[0.5, 0.5, 0.5], resize=None)
+    model = convlens.wrap(
+        nn.Identity(), input_size=4, mean=[0.2, 0.4, 0.6], std=[0.5, 0.5, 0.5], resize=None
+    )
     x = torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(1))
     zero = fill_image(model, x, "zero")
-    torch.testing.assert_close(model.denormalize(zero), torch.zeros_like(x), atol=1e-6, rtol=0)  # black pixels
+    torch.testing.assert_close(
+        model.denormalize(zero), torch.zeros_like(x), atol=1e-6, rtol=0
+    )  # black pixels
     mean = fill_image(model, x, "mean")
     torch.testing.assert_close(mean[:, :, 2, 3], x.mean(dim=(2, 3)))
     with pytest.raises(BadInputError, match="fill='grey'"):
@@ -151,9 +180,23 @@ def test_ties_are_broken_in_raster_order() -> None:
 def test_batching_and_chunks_do_not_change_the_result() -> None:
     model, x, good = _region_case(4)
     calls: list[tuple[int, int]] = []
-    _, curve = deletion_auc(model, x, good, 0, steps=10, fill="blur", batch_size=7, progress=lambda d, t: calls.append((d, t)))
+    _, curve = deletion_auc(
+        model,
+        x,
+        good,
+        0,
+        steps=10,
+        fill="blur",
+        batch_size=7,
+        progress=lambda d, t: calls.append((d, t)),
+    )
     _, curve_big = deletion_auc(model, x, good, 0, steps=10, fill="blur", batch_size=1000)
-    alone = torch.cat([deletion_auc(model, x[i : i + 1], good[i : i + 1], 0, steps=10, fill="blur")[1] for i in range(4)])
+    alone = torch.cat(
+        [
+            deletion_auc(model, x[i : i + 1], good[i : i + 1], 0, steps=10, fill="blur")[1]
+            for i in range(4)
+        ]
+    )
     torch.testing.assert_close(curve, curve_big)
     torch.testing.assert_close(curve, alone)
     assert calls[-1] == (44, 44) and len(calls) == 7

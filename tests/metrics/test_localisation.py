@@ -38,14 +38,20 @@ def test_masks_with_tolerance_equal_a_disk_dilation() -> None:
     yy, xx = torch.meshgrid(torch.arange(64), torch.arange(64), indexing="ij")
     mask[0] = (yy - 32) ** 2 + (xx - 32) ** 2 <= 8**2  # a disk of radius 8
     assert pointing_game(_peak(32, 32)[None], mask, tolerance=0).item() is True
-    assert pointing_game(_peak(32, 41)[None], mask, tolerance=0).item() is False  # the disk ends at column 40
+    assert (
+        pointing_game(_peak(32, 41)[None], mask, tolerance=0).item() is False
+    )  # the disk ends at column 40
     assert pointing_game(_peak(32, 41)[None], mask, tolerance=1).item() is True
     # diagonal: the disk pixels nearest to (10, 10) are (26, 27) and (27, 26) (6^2 + 5^2 <= 8^2;
     # (26, 26) is outside), sqrt(16^2 + 17^2) = 23.35 away
     assert pointing_game(_peak(10, 10)[None], mask, tolerance=23.3).item() is False
     assert pointing_game(_peak(10, 10)[None], mask, tolerance=23.4).item() is True
-    assert pointing_game(_peak(32, 56)[None], mask, tolerance=15).item() is False  # 16 px from the disk
-    assert pointing_game(_peak(32, 55)[None], mask.float()[:, None], tolerance=15).item() is True  # 15 px, (N,1,H,W)
+    assert (
+        pointing_game(_peak(32, 56)[None], mask, tolerance=15).item() is False
+    )  # 16 px from the disk
+    assert (
+        pointing_game(_peak(32, 55)[None], mask.float()[:, None], tolerance=15).item() is True
+    )  # 15 px, (N,1,H,W)
 
 
 def test_several_objects_and_empty_annotations() -> None:

@@ -32,8 +32,17 @@ def edge_method(model: convlens.Model, x: torch.Tensor, target: object = None) -
 
 
 def test_default_groups_run_top_down_with_norms_joining_their_layer() -> None:
-    assert randomisation_groups(tiny_model("conv")) == [("fc", ["fc"]), ("conv2+bn2", ["conv2", "bn2"]), ("conv1", ["conv1"])]
-    assert [label for label, _ in randomisation_groups(tiny_model("residual"))] == ["head", "block_conv2+block_bn2", "block_conv1+block_bn1", "stem"]
+    assert randomisation_groups(tiny_model("conv")) == [
+        ("fc", ["fc"]),
+        ("conv2+bn2", ["conv2", "bn2"]),
+        ("conv1", ["conv1"]),
+    ]
+    assert [label for label, _ in randomisation_groups(tiny_model("residual"))] == [
+        "head",
+        "block_conv2+block_bn2",
+        "block_conv1+block_bn1",
+        "stem",
+    ]
 
 
 def test_gradient_maps_decorrelate_while_a_model_free_map_does_not() -> None:
@@ -62,7 +71,9 @@ def test_the_cascade_is_cumulative_and_top_down() -> None:
     seen: list[dict[str, bool]] = []
 
     def recorder(m: convlens.Model, x: torch.Tensor, target: object = None) -> torch.Tensor:
-        seen.append({name: not torch.equal(p, originals[name]) for name, p in m.module.named_parameters()})
+        seen.append(
+            {name: not torch.equal(p, originals[name]) for name, p in m.module.named_parameters()}
+        )
         return x[:, :1] + 0 * m.module.fc.bias.sum()
 
     parameter_randomisation(model, _x(2), recorder, seed=0)
@@ -88,11 +99,19 @@ def test_seeded_and_options_reach_the_method() -> None:
     a = parameter_randomisation(model, x, "saliency", seed=5, ssim=True, return_maps=True)
     b = parameter_randomisation(model, x, "saliency", seed=5)
     c = parameter_randomisation(model, x, "saliency", seed=6)
-    assert torch.equal(a["spearman"], b["spearman"]) and not torch.equal(a["spearman"], c["spearman"])
+    assert torch.equal(a["spearman"], b["spearman"]) and not torch.equal(
+        a["spearman"], c["spearman"]
+    )
     assert a["maps"].shape == (3, 3, 16, 16) and torch.equal(a["maps"][-1], a["final"])
     assert a["ssim"].shape == (3, 3) and float(a["ssim"].max()) <= 1.0
     steps: list[tuple[int, int]] = []
-    parameter_randomisation(model, x, "saliency", layers=["fc", ["conv2", "bn2"]], progress=lambda d, t: steps.append((d, t)))
+    parameter_randomisation(
+        model,
+        x,
+        "saliency",
+        layers=["fc", ["conv2", "bn2"]],
+        progress=lambda d, t: steps.append((d, t)),
+    )
     assert steps == [(1, 3), (2, 3), (3, 3)]
 
 
@@ -111,8 +130,13 @@ def test_randomise_keeps_each_tensors_scale_and_is_seeded() -> None:
     randomise_(twin, torch.Generator().manual_seed(0))
     randomise_(other, torch.Generator().manual_seed(1))
     w = layer.weight.detach()
-    assert abs(float(w.mean()) - float(original.mean())) < 0.05 and abs(float(w.std()) - float(original.std())) < 0.05
-    assert abs(float(torch.corrcoef(torch.stack([w.flatten(), original.flatten()]))[0, 1])) < 0.05  # structure gone
+    assert (
+        abs(float(w.mean()) - float(original.mean())) < 0.05
+        and abs(float(w.std()) - float(original.std())) < 0.05
+    )
+    assert (
+        abs(float(torch.corrcoef(torch.stack([w.flatten(), original.flatten()]))[0, 1])) < 0.05
+    )  # structure gone
     assert torch.equal(layer.weight, twin.weight) and not torch.equal(layer.weight, other.weight)
     assert torch.equal(layer.bias, torch.zeros(32))  # no spread: left as it is
 

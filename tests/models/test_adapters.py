@@ -36,13 +36,19 @@ class _Weights:
 
 def _tinynet() -> nn.Module:
     torch.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))
+    return nn.Sequential(
+        nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3)
+    )
 
 
 @pytest.fixture()
 def fake_torchvision(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     models = types.ModuleType("torchvision.models")
-    models.get_model_weights = lambda name: types.SimpleNamespace(DEFAULT=_Weights()) if name == "tinynet" else (_ for _ in ()).throw(ValueError(name))
+    models.get_model_weights = lambda name: (
+        types.SimpleNamespace(DEFAULT=_Weights())
+        if name == "tinynet"
+        else (_ for _ in ()).throw(ValueError(name))
+    )
     models.get_model = lambda name, weights=None: _tinynet()
     models.list_models = lambda: ["tinynet"]
     package = types.ModuleType("torchvision")

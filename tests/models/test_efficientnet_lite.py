@@ -12,7 +12,9 @@ from convlens.models.efficientnet_lite import (
     convert_state_dict,
 )
 
-oracle = pytest.importorskip("efficientnet_lite_pytorch", reason="test-only oracle (pip install convlens[test])")
+oracle = pytest.importorskip(
+    "efficientnet_lite_pytorch", reason="test-only oracle (pip install convlens[test])"
+)
 
 
 def _weights(variant: int) -> dict[str, torch.Tensor]:
@@ -51,14 +53,23 @@ def test_same_padding_is_asymmetric_like_tensorflow() -> None:
     with torch.no_grad():
         conv.weight.fill_(1.0)
     x = torch.arange(16.0).view(1, 1, 4, 4)
-    expected = torch.nn.functional.conv2d(torch.nn.functional.pad(x, (0, 1, 0, 1)), conv.weight, stride=2)
+    expected = torch.nn.functional.conv2d(
+        torch.nn.functional.pad(x, (0, 1, 0, 1)), conv.weight, stride=2
+    )
     torch.testing.assert_close(conv(x), expected)
 
 
 def test_readable_layer_names() -> None:
     model = EfficientNetLite(LITE_CONFIGS["efficientnet_lite0"])
     names = dict(model.named_modules())
-    for name in ["stem_conv", "blocks.0.depthwise_conv", "blocks.1.expand_act", "blocks.15.project_bn", "head_act", "classifier"]:
+    for name in [
+        "stem_conv",
+        "blocks.0.depthwise_conv",
+        "blocks.1.expand_act",
+        "blocks.15.project_bn",
+        "head_act",
+        "classifier",
+    ]:
         assert name in names
     # every activation is its own module (no reuse), so each can be hooked alone
     acts = [m for m in model.modules() if isinstance(m, torch.nn.ReLU6)]

@@ -16,7 +16,17 @@ def test_imagenet_labels_known_entries() -> None:
     assert len(set(labels.wnids or ())) == 1000
 
 
-@pytest.mark.parametrize(("key", "index"), [(281, 281), ("281", 281), ("tabby", 281), ("Tabby Cat", 281), ("n02123045", 281), ("espresso", 967)])
+@pytest.mark.parametrize(
+    ("key", "index"),
+    [
+        (281, 281),
+        ("281", 281),
+        ("tabby", 281),
+        ("Tabby Cat", 281),
+        ("n02123045", 281),
+        ("espresso", 967),
+    ],
+)
 def test_resolve(key: object, index: int) -> None:
     assert imagenet_labels().resolve(key) == index  # type: ignore[arg-type]
 

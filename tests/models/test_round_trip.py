@@ -23,9 +23,16 @@ def test_png_at_input_size_round_trips_exactly(tmp_path: Path, lite0: convlens.M
     expected = lite0.logits(lite0.normalize(pixels[None])).softmax(1)[0]
     reported = lite0.predict(batch, top_k=3)[0]
     assert reported.classes == expected.topk(3).indices.tolist()
-    torch.testing.assert_close(torch.tensor(reported.probabilities), expected.topk(3).values, rtol=0, atol=1e-6)
+    torch.testing.assert_close(
+        torch.tensor(reported.probabilities), expected.topk(3).values, rtol=0, atol=1e-6
+    )
     # and through the command line, in another process
-    proc = subprocess.run([sys.executable, "-m", "convlens.cli.main", "predict", str(path), "--json", "--top-k", "3"], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "convlens.cli.main", "predict", str(path), "--json", "--top-k", "3"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     cli = json.loads(proc.stdout)["predictions"][0]["top"]
     assert [t["class"] for t in cli] == reported.classes
     assert abs(cli[0]["probability"] - reported.probabilities[0]) < 1e-6

@@ -26,7 +26,9 @@ MIOU_FLOOR = 0.9
 
 def _np_miou(pred: np.ndarray, truth: np.ndarray, classes: int = 3) -> float:
     """Mean IoU from a confusion matrix (a second computation, independent of seg.mean_iou)."""
-    confusion = np.bincount(truth.ravel() * classes + pred.ravel(), minlength=classes * classes).reshape(classes, classes)
+    confusion = np.bincount(
+        truth.ravel() * classes + pred.ravel(), minlength=classes * classes
+    ).reshape(classes, classes)
     tp = np.diag(confusion)
     return float(np.mean(tp / (confusion.sum(0) + confusion.sum(1) - tp)))
 
@@ -40,10 +42,14 @@ def test_shapes_have_the_labels_they_are_drawn_with() -> None:
         square, disc = lab == 1, lab == 2
         ys, xs = np.nonzero(square)
         side = ys.max() - ys.min() + 1
-        assert xs.max() - xs.min() + 1 == side and square.sum() == side * side and 7 <= side <= 12  # a filled square
+        assert (
+            xs.max() - xs.min() + 1 == side and square.sum() == side * side and 7 <= side <= 12
+        )  # a filled square
         ys, xs = np.nonzero(disc)
         d = ys.max() - ys.min() + 1
-        assert 8 <= d <= 12 and abs(disc.sum() - np.pi * d * d / 4) < 0.15 * d * d  # about a disc's area
+        assert (
+            8 <= d <= 12 and abs(disc.sum() - np.pi * d * d / 4) < 0.15 * d * d
+        )  # about a disc's area
         assert disc.sum() < 0.9 * d * d  # not a square
         for mask in (square, disc):  # one flat colour per shape, brighter than any background pixel
             colours = img[:, mask]
@@ -91,15 +97,22 @@ def test_trained_net_segments_unseen_shapes(trained: tuple[nn.Module, dict[str, 
     assert meta["held_out_miou"] >= seg.MIN_MIOU and meta["train_size"] == 1400
 
 
-def test_cache_hit_and_damaged_file(trained: tuple[nn.Module, dict[str, Any]], cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cache_hit_and_damaged_file(
+    trained: tuple[nn.Module, dict[str, Any]], cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     module, meta = trained
     weights, sidecar = seg.cache_paths()
-    assert weights.parent == cache and json.loads(sidecar.read_text())["sha256"] == file_sha256(weights) == meta["sha256"]
+    assert (
+        weights.parent == cache
+        and json.loads(sidecar.read_text())["sha256"] == file_sha256(weights) == meta["sha256"]
+    )
     calls: list[int] = []
     real = seg._train
     monkeypatch.setattr(seg, "_train", lambda progress: calls.append(1) or real(progress))
     again, _ = seg.get_trained()
-    assert calls == [] and all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), module.state_dict().values()))
+    assert calls == [] and all(
+        torch.equal(a, b) for a, b in zip(again.state_dict().values(), module.state_dict().values())
+    )
     backup = weights.read_bytes()
     try:
         weights.write_bytes(backup[:-10] + b"0123456789")  # same size, other bytes
@@ -112,11 +125,17 @@ def test_cache_hit_and_damaged_file(trained: tuple[nn.Module, dict[str, Any]], c
         sidecar.write_text(json.dumps({**meta, "sha256": file_sha256(weights)}))
 
 
-def test_zoo_model_round_trips_a_png(trained: tuple[nn.Module, dict[str, Any]], tmp_path: Path) -> None:
+def test_zoo_model_round_trips_a_png(
+    trained: tuple[nn.Module, dict[str, Any]], tmp_path: Path
+) -> None:
     from PIL import Image
 
     model = convlens.load_model("shapes_segnet")
-    assert model.labels is not None and [model.labels.name(i) for i in range(3)] == ["background", "square", "disc"]
+    assert model.labels is not None and [model.labels.name(i) for i in range(3)] == [
+        "background",
+        "square",
+        "disc",
+    ]
     assert model.input_size == (32, 32) and model.info["held_out_miou"] >= seg.MIN_MIOU
     pixels, labels = seg.make_shapes(1, seed=9)
     path = tmp_path / "shapes.png"

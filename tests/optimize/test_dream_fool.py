@@ -37,7 +37,17 @@ def test_one_step_is_the_normalised_gradient_step_by_hand() -> None:
 def test_every_octave_raises_the_layer_and_the_size_is_kept() -> None:
     model = tiny_model()
     before = snapshot(model.module)
-    result = deep_dream(model, _photo(37, 53), "relu2", octaves=3, octave_scale=1.3, steps=6, lr=0.02, jitter=4, seed=1)
+    result = deep_dream(
+        model,
+        _photo(37, 53),
+        "relu2",
+        octaves=3,
+        octave_scale=1.3,
+        steps=6,
+        lr=0.02,
+        jitter=4,
+        seed=1,
+    )
     assert result.tensors["image"].shape == (1, 3, 37, 53)
     gained = result.tensors["objective_after"] - result.tensors["objective_before"]
     assert (gained > 0).all(), gained
@@ -53,12 +63,16 @@ def test_seeded_jitter_is_deterministic_and_tiles_cover_the_image() -> None:
     c = deep_dream(model, photo, "relu2", octaves=2, steps=3, jitter=5, seed=4, tile=32)
     torch.testing.assert_close(a.tensors["image"], b.tensors["image"])
     assert not torch.equal(a.tensors["image"], c.tensors["image"])
-    assert (a.tensors["image"] - photo[None]).abs().amax(dim=(0, 1)).gt(0).all()  # every pixel moved: no tile left out
+    assert (
+        (a.tensors["image"] - photo[None]).abs().amax(dim=(0, 1)).gt(0).all()
+    )  # every pixel moved: no tile left out
 
 
 def test_any_objective_and_bad_arguments() -> None:
     model = tiny_model()
-    result = deep_dream(model, _photo(16, 16), objective=channel("relu2", 3), octaves=1, steps=4, jitter=0)
+    result = deep_dream(
+        model, _photo(16, 16), objective=channel("relu2", 3), octaves=1, steps=4, jitter=0
+    )
     assert result.tensors["objective_after"][0] > result.tensors["objective_before"][0]
     with pytest.raises(LayerNotFoundError):
         deep_dream(model, _photo(16, 16), "relu9")
@@ -89,7 +103,9 @@ def test_fooling_image_is_the_target_after_the_png_round_trip(tmp_path: Path, ta
     image = result.tensors["image"]
     torch.testing.assert_close(image, quantize_8bit(image))  # already 8-bit levels
     assert params["linf"] <= params["budget"] + 0.5 / 255 + 1e-6  # the radius, plus 8-bit rounding
-    torch.testing.assert_close(torch.tensor(params["linf"]), (image - pixels).abs().max(), rtol=0, atol=1e-6)
+    torch.testing.assert_close(
+        torch.tensor(params["linf"]), (image - pixels).abs().max(), rtol=0, atol=1e-6
+    )
     path = save_image(image[0], tmp_path / "fooled.png")
     reread = model.prepare([load_image(path)]).x
     probs = torch.softmax(model.logits(reread), dim=1)[0]

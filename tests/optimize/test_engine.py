@@ -37,7 +37,9 @@ from helpers.tiny import TinyConvNet, assert_unchanged, module_hook_count, snaps
 def test_class_score_rises(param: str, optimizer: str) -> None:
     model = tiny_model(seed=3)
     lr = 0.05 if optimizer == "adam" else 2.0
-    result = optimize(model, class_score(2), param, steps=40, lr=lr, optimizer=optimizer, generator=0)
+    result = optimize(
+        model, class_score(2), param, steps=40, lr=lr, optimizer=optimizer, generator=0
+    )
     history = result["history"]
     assert history.shape == (40,)
     start, end = history[:5].mean().item(), history[-5:].mean().item()
@@ -52,7 +54,9 @@ def test_class_score_rises(param: str, optimizer: str) -> None:
 def test_result_shape_kind_provenance_plot_and_save(tmp_path: Path) -> None:
     model = tiny_model(seed=4)
     objective = class_score(1) - 0.01 * channel("relu1", 2)
-    result = optimize(model, objective, steps=6, batch=3, generator=5, snapshot_every=2, blur_every=3)
+    result = optimize(
+        model, objective, steps=6, batch=3, generator=5, snapshot_every=2, blur_every=3
+    )
     image = result["image"]
     assert result.kind == "optimized" and result.value is image
     assert image.shape == (3, 3, 16, 16) and image.min() >= 0 and image.max() <= 1
@@ -64,8 +68,14 @@ def test_result_shape_kind_provenance_plot_and_save(tmp_path: Path) -> None:
     assert prov["seed"] == 5 and prov["model"] == "tiny-conv" and prov["layer"] == "relu1"
     settings = prov["params"]
     assert settings["steps"] == 6 and settings["lr"] == 0.05 and settings["optimizer"] == "adam"
-    assert settings["batch"] == 3 and settings["image_size"] == [16, 16] and settings["blur_every"] == 3
-    assert settings["param"].startswith("fourier") and settings["transforms"].startswith("compose([jitter(1)")
+    assert (
+        settings["batch"] == 3
+        and settings["image_size"] == [16, 16]
+        and settings["blur_every"] == 3
+    )
+    assert settings["param"].startswith("fourier") and settings["transforms"].startswith(
+        "compose([jitter(1)"
+    )
     assert result.display is None and result.originals is not None and len(result.originals) == 3
     assert result.to_png().startswith(b"\x89PNG")
     loaded = convlens.Result.load(result.save(tmp_path / "run"))
@@ -113,7 +123,12 @@ def test_same_seed_same_images_other_seed_other_images() -> None:
 
 def test_progress_is_called_once_per_step() -> None:
     seen: list[tuple[int, int]] = []
-    optimize(tiny_model(), class_score(0), steps=7, progress=lambda done, total: seen.append((done, total)))
+    optimize(
+        tiny_model(),
+        class_score(0),
+        steps=7,
+        progress=lambda done, total: seen.append((done, total)),
+    )
     assert seen == [(i, 7) for i in range(1, 8)]
 
 
@@ -131,7 +146,11 @@ class IdentityNet(nn.Module):
 
 def test_lbfgs_reaches_the_known_optimum() -> None:
     model = convlens.wrap(IdentityNet().double(), input_size=8, mean=0.5, std=0.25, resize=None)
-    target = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 0.8 + 0.1
+    target = (
+        torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+        * 0.8
+        + 0.1
+    )
     objective = feature_distance("inp", model.normalize(target))  # maximum 0 at image == target
     param = PixelParam((2, 3, 8, 8), torch.Generator().manual_seed(1), dtype=torch.float64)
     result = optimize(model, objective, param, steps=30, optimizer="lbfgs")
@@ -140,7 +159,14 @@ def test_lbfgs_reaches_the_known_optimum() -> None:
     torch.testing.assert_close(result["image"], target, atol=1e-4, rtol=0)
     assert result["values"].abs().max() < 1e-9
     # Adam with the same budget is far from it: the test can tell the optimisers apart
-    adam = optimize(model, objective, PixelParam((2, 3, 8, 8), torch.Generator().manual_seed(1), dtype=torch.float64), steps=30, optimizer="adam", transforms=[])
+    adam = optimize(
+        model,
+        objective,
+        PixelParam((2, 3, 8, 8), torch.Generator().manual_seed(1), dtype=torch.float64),
+        steps=30,
+        optimizer="adam",
+        transforms=[],
+    )
     assert (adam["image"] - target).abs().max() > 1e-3
 
 
@@ -148,7 +174,9 @@ def test_lbfgs_refuses_random_transforms() -> None:
     with pytest.raises(BadInputError, match="lbfgs") as info:
         optimize(tiny_model(), class_score(0), steps=2, optimizer="lbfgs", transforms=[jitter(1)])
     assert "\n" not in str(info.value)
-    optimize(tiny_model(), class_score(0), steps=2, optimizer="lbfgs", transforms=[random_rotate([0.0])])  # not random: fine
+    optimize(
+        tiny_model(), class_score(0), steps=2, optimizer="lbfgs", transforms=[random_rotate([0.0])]
+    )  # not random: fine
 
 
 @pytest.mark.parametrize(
@@ -183,13 +211,30 @@ def test_bad_arguments_raise_one_line(kwargs: dict[str, object], match: str) -> 
 
 def test_clip_pixels_and_grads_act() -> None:
     model = tiny_model(seed=8)
-    result = optimize(model, class_score(1), "pixel", steps=4, clip_pixels_percentile=60, clip_pixels_every=4, transforms=[])
+    result = optimize(
+        model,
+        class_score(1),
+        "pixel",
+        steps=4,
+        clip_pixels_percentile=60,
+        clip_pixels_every=4,
+        transforms=[],
+    )
     grey = ((result["image"] - 0.5).abs() < 1e-6).all(dim=1).float().mean()
     assert grey >= 153 / 256  # the pixels below the 60th percentile (153 of 256) were set to grey
     # with 90% of the gradient clipped, one SGD step moves at most ~10% of the pixels
     start = PixelParam((1, 3, 16, 16), torch.Generator().manual_seed(2))
     initial = start().detach().clone()
-    moved = optimize(model, class_score(1), start, steps=1, optimizer="sgd", lr=1.0, clip_grads_percentile=90, transforms=[])["image"]
+    moved = optimize(
+        model,
+        class_score(1),
+        start,
+        steps=1,
+        optimizer="sgd",
+        lr=1.0,
+        clip_grads_percentile=90,
+        transforms=[],
+    )["image"]
     changed = ((moved - initial).abs() > 0).any(dim=1).float().mean()
     assert 0 < changed <= 0.11
 
@@ -200,8 +245,20 @@ def test_blur_smooths_the_image() -> None:
     def roughness(image: torch.Tensor) -> float:
         return (image[..., 1:, :] - image[..., :-1, :]).abs().mean().item()
 
-    sharp = optimize(model, class_score(4), "pixel", steps=20, lr=0.2, transforms=[], generator=1)["image"]
-    blurred = optimize(model, class_score(4), "pixel", steps=20, lr=0.2, transforms=[], generator=1, blur_every=1, blur_sigma=1.0)["image"]
+    sharp = optimize(model, class_score(4), "pixel", steps=20, lr=0.2, transforms=[], generator=1)[
+        "image"
+    ]
+    blurred = optimize(
+        model,
+        class_score(4),
+        "pixel",
+        steps=20,
+        lr=0.2,
+        transforms=[],
+        generator=1,
+        blur_every=1,
+        blur_sigma=1.0,
+    )["image"]
     assert roughness(blurred) < 0.5 * roughness(sharp)
 
 
@@ -250,8 +307,15 @@ def test_visualize_layer_gives_each_channel_its_own_image() -> None:
     assert result["image"].shape == (4, 3, 16, 16)
     assert result["channels"].tolist() == channels
     with torch.no_grad():
-        act = evaluate_objective(model, Objective(lambda ctx: ctx.acts["conv2"].mean(dim=(2, 3))[:, 0], ["conv2"]), result["image"])
-        means = torch.stack([evaluate_objective(model, channel("conv2", c), result["image"]) for c in channels], dim=1)
+        act = evaluate_objective(
+            model,
+            Objective(lambda ctx: ctx.acts["conv2"].mean(dim=(2, 3))[:, 0], ["conv2"]),
+            result["image"],
+        )
+        means = torch.stack(
+            [evaluate_objective(model, channel("conv2", c), result["image"]) for c in channels],
+            dim=1,
+        )
     assert act.shape == (4,)
     # image b is the best of the batch at channel b: each column's maximum is on the diagonal
     assert means.argmax(dim=0).tolist() == [0, 1, 2, 3]
@@ -265,7 +329,9 @@ def test_visualize_neuron_unit_channel_and_diversity() -> None:
     assert unit.provenance["objective"] == "neuron(conv1:1[3,4])"
     assert unit.provenance["target"] == {"layer": "conv1", "channel": 1, "y": 3, "x": 4}
     plain = visualize_neuron(model, "relu1", 2, batch=3, steps=30, param="pixel", transforms=[])
-    varied = visualize_neuron(model, "relu1", 2, batch=3, steps=30, param="pixel", transforms=[], diversity=5.0)
+    varied = visualize_neuron(
+        model, "relu1", 2, batch=3, steps=30, param="pixel", transforms=[], diversity=5.0
+    )
     assert varied.provenance["objective"] == "channel(relu1:2) + 5*diversity(relu1)"
 
     def similarity(images: torch.Tensor) -> float:
@@ -282,6 +348,14 @@ def test_visualize_neuron_unit_channel_and_diversity() -> None:
 def test_fourier_param_from_image_starts_where_it_is_told() -> None:
     model = tiny_model(seed=14)
     start = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(3)) * 0.8 + 0.1
-    result = optimize(model, class_score(0), FourierParam.from_image(start), steps=1, lr=1e-6, transforms=[], snapshot_every=1)
+    result = optimize(
+        model,
+        class_score(0),
+        FourierParam.from_image(start),
+        steps=1,
+        lr=1e-6,
+        transforms=[],
+        snapshot_every=1,
+    )
     torch.testing.assert_close(result["snapshots"][0], start, atol=1e-5, rtol=0)
     torch.testing.assert_close(result["image"], start, atol=1e-3, rtol=0)

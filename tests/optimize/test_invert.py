@@ -36,7 +36,9 @@ def test_an_injective_code_gives_the_photo_back() -> None:
     assert image.shape == photos.shape
     # the reported numbers, recomputed without the library: PSNR and the code's relative error
     mse = (image - photos).pow(2).flatten(1).mean(dim=1)
-    torch.testing.assert_close(result.tensors["psnr"], 10 * torch.log10(1 / mse), rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(
+        result.tensors["psnr"], 10 * torch.log10(1 / mse), rtol=1e-5, atol=1e-4
+    )
     with torch.no_grad():
         code, got = (model.module.conv1(model.normalize(p)) for p in (photos, image))
     error = (got - code).flatten(1).norm(dim=1) / code.flatten(1).norm(dim=1)
@@ -73,7 +75,10 @@ def test_the_tv_prior_is_part_of_the_objective() -> None:
     photos = _photos(1)
 
     def tv(x: torch.Tensor) -> float:
-        return float((x[..., 1:, :] - x[..., :-1, :]).pow(2).sum() + (x[..., :, 1:] - x[..., :, :-1]).pow(2).sum())
+        return float(
+            (x[..., 1:, :] - x[..., :-1, :]).pow(2).sum()
+            + (x[..., :, 1:] - x[..., :, :-1]).pow(2).sum()
+        )
 
     plain = invert(model, photos, "conv1", steps=120, tv_weight=0)
     smooth = invert(model, photos, "conv1", steps=120, tv_weight=1.0)
@@ -106,14 +111,27 @@ def test_invert_layers_checks_every_name_before_any_work(monkeypatch: pytest.Mon
     monkeypatch.setattr(invert_module, "optimize", spy)
     ticks: list[tuple[int, int]] = []
     with pytest.raises(LayerNotFoundError, match="relu3"):
-        invert_layers(model, _photos(1), ["conv1", "relu3"], steps=5, progress=lambda d, t: ticks.append((d, t)))
+        invert_layers(
+            model,
+            _photos(1),
+            ["conv1", "relu3"],
+            steps=5,
+            progress=lambda d, t: ticks.append((d, t)),
+        )
     assert calls == [] and ticks == []  # conv1 is valid, but nothing ran before relu3 was refused
 
 
 def test_invert_layers_counts_progress_over_all_layers() -> None:
     model = tiny_model()
     ticks: list[tuple[int, int]] = []
-    results = invert_layers(model, _photos(1), ["conv1", "relu1", "relu2"], steps=4, tv_weight=0, progress=lambda d, t: ticks.append((d, t)))
+    results = invert_layers(
+        model,
+        _photos(1),
+        ["conv1", "relu1", "relu2"],
+        steps=4,
+        tv_weight=0,
+        progress=lambda d, t: ticks.append((d, t)),
+    )
     assert ticks == [(k, 12) for k in range(1, 13)]
     assert [r.provenance["layer"] for r in results] == ["conv1", "relu1", "relu2"]
     assert all(r.tensors["history"].shape == (4,) for r in results)
@@ -142,7 +160,9 @@ def test_invert_layers_default_steps_match_invert() -> None:
         (torch.rand(1, 3, 16, 16), {"layer": "conv9"}, LayerNotFoundError, "conv9"),
     ],
 )
-def test_bad_inputs_are_refused(pixels: object, options: dict[str, object], error: type[Exception], needle: str) -> None:
+def test_bad_inputs_are_refused(
+    pixels: object, options: dict[str, object], error: type[Exception], needle: str
+) -> None:
     model = tiny_model()
     options = dict(options)
     layer = options.pop("layer", "conv1")

@@ -35,7 +35,9 @@ from helpers.tiny import TinyConvNet
 
 def _model(seed: int = 1, dtype: torch.dtype = torch.float64) -> convlens.Model:
     net = TinyConvNet(seed=seed).to(dtype).eval()
-    return convlens.wrap(net, input_size=16, mean=0.5, std=0.25, resize=None, labels=[f"c{i}" for i in range(5)])
+    return convlens.wrap(
+        net, input_size=16, mean=0.5, std=0.25, resize=None, labels=[f"c{i}" for i in range(5)]
+    )
 
 
 def _pixels(n: int = 2, size: int = 6, seed: int = 0) -> torch.Tensor:
@@ -98,7 +100,9 @@ _SEEDS = {"neuron_centre": 1}
 def test_gradient_matches_central_finite_differences(name: str) -> None:
     model = _model()
     objective = OBJECTIVES[name]
-    pixels = _pixels(2, 6, seed=_SEEDS.get(name, zlib.crc32(name.encode()) % 1000))  # not hash(): it changes per process
+    pixels = _pixels(
+        2, 6, seed=_SEEDS.get(name, zlib.crc32(name.encode()) % 1000)
+    )  # not hash(): it changes per process
     x = pixels.clone().requires_grad_()
     (grad,) = torch.autograd.grad(evaluate_objective(model, objective, x).sum(), x)
     with torch.no_grad():
@@ -118,7 +122,10 @@ def test_values_match_hand_computed_references() -> None:
     close(got["class_score"], ref["logits"][:, 3])
     close(got["class_score_per_image"], torch.stack([ref["logits"][0, 1], ref["logits"][1, 4]]))
     close(got["channel"], ref["relu1"][:, 2].mean(dim=(1, 2)))
-    close(got["channel_per_image"], torch.stack([ref["conv2"][0, 1].mean(), ref["conv2"][1, 5].mean()]))
+    close(
+        got["channel_per_image"],
+        torch.stack([ref["conv2"][0, 1].mean(), ref["conv2"][1, 5].mean()]),
+    )
     close(got["neuron_centre"], ref["relu2"][:, 5, 1, 1])  # relu2 is 3x3: the centre is (1, 1)
     close(got["neuron_unit"], ref["conv1"][:, 2, 1, 4])
     close(got["layer_mean"], ref["relu1"].mean(dim=(1, 2, 3)))
@@ -142,8 +149,12 @@ def test_feature_distance_is_zero_at_the_code_and_normalised() -> None:
         at_code = evaluate_objective(model, feature_distance("relu1", code), pixels)
         other = _pixels(2, 8, seed=5)
         away = evaluate_objective(model, feature_distance("relu1", code), other)
-        expected = -(_acts(model.module, other)["relu1"] - code).pow(2).sum(dim=(1, 2, 3)) / code.pow(2).sum(dim=(1, 2, 3))
-        single = evaluate_objective(model, feature_distance("relu1", code[0]), other)  # one code for all
+        expected = -(_acts(model.module, other)["relu1"] - code).pow(2).sum(
+            dim=(1, 2, 3)
+        ) / code.pow(2).sum(dim=(1, 2, 3))
+        single = evaluate_objective(
+            model, feature_distance("relu1", code[0]), other
+        )  # one code for all
     torch.testing.assert_close(at_code, torch.zeros(2, dtype=torch.float64), atol=1e-12, rtol=0)
     torch.testing.assert_close(away, expected)
     torch.testing.assert_close(single[0], expected[0])
@@ -157,13 +168,17 @@ def test_centre_bias_weights_the_centre() -> None:
 
     objective = centre_bias("layer", 0, sigma=0.2)
     constant = torch.full((1, 1, 9, 9), 3.0)
-    torch.testing.assert_close(objective(ctx_with(constant)), torch.tensor([3.0]))  # weights sum to 1
+    torch.testing.assert_close(
+        objective(ctx_with(constant)), torch.tensor([3.0])
+    )  # weights sum to 1
     centre, corner = torch.zeros(1, 1, 9, 9), torch.zeros(1, 1, 9, 9)
     centre[0, 0, 4, 4] = 1.0
     corner[0, 0, 0, 0] = 1.0
     sigma_px = 0.2 * 9
     ratio = objective(ctx_with(centre)) / objective(ctx_with(corner))
-    torch.testing.assert_close(ratio, torch.exp(torch.tensor([(4**2 + 4**2) / (2 * sigma_px**2)])), rtol=1e-4, atol=0)
+    torch.testing.assert_close(
+        ratio, torch.exp(torch.tensor([(4**2 + 4**2) / (2 * sigma_px**2)])), rtol=1e-4, atol=0
+    )
 
 
 # -- arithmetic and descriptions -----------------------------------------------------------
@@ -193,9 +208,15 @@ def test_combinations_compute_what_they_say() -> None:
 
 def test_descriptions_compose_readably() -> None:
     assert (class_score(130) - 1e-4 * l2()).description == "class_score(130) - 0.0001*l2()"
-    assert (class_score(130) - 1e-4 * l2() - 0.5 * total_variation()).description == "class_score(130) - 0.0001*l2() - 0.5*total_variation()"
-    assert (channel("blocks.5", 12) + 2 * diversity("blocks.5")).description == "channel(blocks.5:12) + 2*diversity(blocks.5)"
-    assert (class_score(1) - (l2() + total_variation())).description == "class_score(1) - (l2() + total_variation())"
+    assert (
+        class_score(130) - 1e-4 * l2() - 0.5 * total_variation()
+    ).description == "class_score(130) - 0.0001*l2() - 0.5*total_variation()"
+    assert (
+        channel("blocks.5", 12) + 2 * diversity("blocks.5")
+    ).description == "channel(blocks.5:12) + 2*diversity(blocks.5)"
+    assert (
+        class_score(1) - (l2() + total_variation())
+    ).description == "class_score(1) - (l2() + total_variation())"
     assert (0.5 * (l2() + total_variation())).description == "0.5*(l2() + total_variation())"
     assert (class_score(1) + (-0.5) * l2()).description == "class_score(1) - 0.5*l2()"
     assert (-class_score(2)).description == "-class_score(2)"
@@ -274,8 +295,12 @@ def test_diversity_equals_a_pairwise_loop_reference() -> None:
     act = torch.randn(5, 4, 3, 6, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
     img = torch.zeros(5, 3, 2, 2, dtype=torch.float64)
     value = diversity("layer")(ObjectiveContext(img, img, torch.zeros(5, 2), {"layer": act}))
-    torch.testing.assert_close(value, _diversity_loop_reference(act).expand(5), atol=1e-12, rtol=1e-10)
-    one = diversity("layer")(ObjectiveContext(img[:1], img[:1], torch.zeros(1, 2), {"layer": act[:1]}))
+    torch.testing.assert_close(
+        value, _diversity_loop_reference(act).expand(5), atol=1e-12, rtol=1e-10
+    )
+    one = diversity("layer")(
+        ObjectiveContext(img[:1], img[:1], torch.zeros(1, 2), {"layer": act[:1]})
+    )
     assert one.tolist() == [0.0]
 
 

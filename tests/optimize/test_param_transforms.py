@@ -29,7 +29,14 @@ def _gen(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def _image(n: int = 2, c: int = 3, h: int = 12, w: int = 12, seed: int = 0, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+def _image(
+    n: int = 2,
+    c: int = 3,
+    h: int = 12,
+    w: int = 12,
+    seed: int = 0,
+    dtype: torch.dtype = torch.float64,
+) -> torch.Tensor:
     return torch.rand(n, c, h, w, generator=_gen(seed), dtype=dtype)
 
 
@@ -68,7 +75,9 @@ def test_from_image_round_trips(kind: str, shape: tuple[int, int, int, int]) -> 
 
 def test_from_image_round_trips_in_float32() -> None:
     pixels = _image(2, 3, 32, 32, seed=3, dtype=torch.float32)
-    torch.testing.assert_close(FourierParam.from_image(pixels)(), pixels.clamp(1e-3, 1 - 1e-3), atol=2e-5, rtol=0)
+    torch.testing.assert_close(
+        FourierParam.from_image(pixels)(), pixels.clamp(1e-3, 1 - 1e-3), atol=2e-5, rtol=0
+    )
 
 
 def test_fourier_spectrum_falls_as_one_over_f_to_the_decay_power() -> None:
@@ -92,14 +101,19 @@ def test_fourier_colours_have_imagenet_covariance() -> None:
     """Decorrelated white noise comes out with the colour correlations of ImageNet pixels
     (Krizhevsky et al. 2012 eigen-decomposition); a transposed matrix would not."""
     eigval = torch.tensor([0.2175, 0.0188, 0.0045], dtype=torch.float64)
-    eigvec = torch.tensor([[-0.5675, 0.7192, 0.4009], [-0.5808, -0.0045, -0.8140], [-0.5836, -0.6948, 0.4203]], dtype=torch.float64)
+    eigvec = torch.tensor(
+        [[-0.5675, 0.7192, 0.4009], [-0.5808, -0.0045, -0.8140], [-0.5836, -0.6948, 0.4203]],
+        dtype=torch.float64,
+    )
     imagenet_cov = eigvec @ torch.diag(eigval) @ eigvec.T
 
     def corr(cov: torch.Tensor) -> torch.Tensor:
         d = cov.diagonal().sqrt()
         return cov / (d[:, None] * d[None, :])
 
-    param = FourierParam((16, 3, 48, 48), _gen(5), decay_power=0.0, init_std=0.05, dtype=torch.float64)
+    param = FourierParam(
+        (16, 3, 48, 48), _gen(5), decay_power=0.0, init_std=0.05, dtype=torch.float64
+    )
     colours = torch.logit(param()).permute(1, 0, 2, 3).reshape(3, -1)
     sample_cov = torch.cov(colours)
     torch.testing.assert_close(corr(sample_cov), corr(imagenet_cov), atol=0.03, rtol=0)
@@ -129,7 +143,9 @@ TRANSFORMS = {
     "rotate": lambda: random_rotate(20.0),
     "rotate_list": lambda: random_rotate([-15, 0, 15]),
     "standard": lambda: standard_transforms(24),
-    "with_pad": lambda: compose([pad(2, "reflect"), jitter(2, padding_mode="grey"), random_rotate(5.0)]),
+    "with_pad": lambda: compose(
+        [pad(2, "reflect"), jitter(2, padding_mode="grey"), random_rotate(5.0)]
+    ),
 }
 
 
@@ -168,7 +184,9 @@ def test_rotation_by_90_degrees_is_rot90_counter_clockwise() -> None:
 def test_scale_magnifies_about_the_centre() -> None:
     """A linear ramp zoomed by s has its slope multiplied by s about the centre pixel."""
     size = 21
-    ramp = (torch.arange(size, dtype=torch.float64) - 10)[None, None, None, :].expand(1, 1, size, size)
+    ramp = (torch.arange(size, dtype=torch.float64) - 10)[None, None, None, :].expand(
+        1, 1, size, size
+    )
     out = random_scale([2.0]).apply(ramp, {"scale": torch.tensor([2.0])})
     torch.testing.assert_close(out[0, 0, :, 5:16], ramp[0, 0, :, 5:16] / 2, atol=1e-9, rtol=0)
 
@@ -201,8 +219,16 @@ def test_pad_and_bad_transform_arguments() -> None:
     assert out.shape == (1, 3, 8, 9)
     assert torch.equal(out[:, :, 2:6, 2:7], x) and bool((out[:, :, 0] == 0.5).all())
     assert not pad(2).random
-    for bad in (lambda: jitter(-1), lambda: jitter(1.5), lambda: random_scale([]), lambda: random_scale(1.1),  # type: ignore[arg-type]
-                lambda: random_rotate(-3.0), lambda: jitter(2, padding_mode="wrap"), lambda: pad(1, "mirror"), lambda: compose([None])):  # type: ignore[list-item]
+    for bad in (
+        lambda: jitter(-1),
+        lambda: jitter(1.5),
+        lambda: random_scale([]),
+        lambda: random_scale(1.1),  # type: ignore[arg-type]
+        lambda: random_rotate(-3.0),
+        lambda: jitter(2, padding_mode="wrap"),
+        lambda: pad(1, "mirror"),
+        lambda: compose([None]),
+    ):  # type: ignore[list-item]
         with pytest.raises(BadInputError):
             bad()
 
@@ -213,7 +239,12 @@ def test_gaussian_blur_matches_scipy() -> None:
     x = _image(2, 3, 20, 17, seed=11)
     for sigma in (0.5, 1.0, 2.0):
         ours = gaussian_blur(x, sigma)
-        ref = np.stack([[ndimage.gaussian_filter(ch, sigma, mode="mirror", truncate=4.0) for ch in img] for img in x.numpy()])
+        ref = np.stack(
+            [
+                [ndimage.gaussian_filter(ch, sigma, mode="mirror", truncate=4.0) for ch in img]
+                for img in x.numpy()
+            ]
+        )
         torch.testing.assert_close(ours, torch.from_numpy(ref), atol=1e-10, rtol=0)
     constant = torch.full((1, 3, 8, 8), 0.3, dtype=torch.float64)
     torch.testing.assert_close(gaussian_blur(constant, 3.0), constant)
@@ -250,6 +281,10 @@ def test_clip_small_gradients_keeps_only_the_largest() -> None:
     spec[0, 2, 1, 1, 1] = 0.1
     spec[0, 0, 0, 1, 0] = 2.0
     kept = clip_small_gradients(spec, 50)
-    assert kept[0, :, 0, 0].abs().sum() == 7 and kept[0, :, 0, 1].abs().sum() == 2 and kept[0, :, 1, 1].abs().sum() == 0
+    assert (
+        kept[0, :, 0, 0].abs().sum() == 7
+        and kept[0, :, 0, 1].abs().sum() == 2
+        and kept[0, :, 1, 1].abs().sum() == 0
+    )
     with pytest.raises(BadInputError):
         clip_small_gradients(g, 100)

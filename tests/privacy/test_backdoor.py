@@ -26,11 +26,15 @@ def test_poison_stamps_the_asked_fraction_where_asked(rate: float) -> None:
     trigger = default_trigger("digits", target=2)
     xp, yp, poisoned = poison(x, y, trigger, rate, seed=3)
     assert int(poisoned.sum()) == round(rate * len(y))
-    assert (y[poisoned] != 2).all() and (yp[poisoned] == 2).all()  # drawn from other classes, relabelled
+    assert (y[poisoned] != 2).all() and (
+        yp[poisoned] == 2
+    ).all()  # drawn from other classes, relabelled
     assert torch.equal(yp[~poisoned], y[~poisoned]) and torch.equal(xp[~poisoned], x[~poisoned])
     inside = trigger.mask(8, 8)
     assert (xp[poisoned][:, 0][:, inside] == trigger.pattern.flatten()).all()  # the patch, exactly
-    assert torch.equal(xp[poisoned][:, 0][:, ~inside], x[poisoned][:, 0][:, ~inside])  # nothing else
+    assert torch.equal(
+        xp[poisoned][:, 0][:, ~inside], x[poisoned][:, 0][:, ~inside]
+    )  # nothing else
     again = poison(x, y, trigger, rate, seed=3)[2]
     assert torch.equal(again, poisoned)  # seeded
     assert (x.shape == xp.shape and not torch.equal(xp, x)) or rate == 0
@@ -57,7 +61,15 @@ class _CornerDetector(nn.Module):
 def test_attack_success_counts_non_target_images_only() -> None:
     x = torch.zeros(20, 1, 8, 8)
     labels = torch.arange(20) % 10  # 18 non-target images
-    assert attack_success(_CornerDetector(), "digits", x, labels, Trigger(torch.ones(1, 1), 7, 7, 0)) == 1.0
-    assert attack_success(_CornerDetector(), "digits", x, labels, Trigger(torch.zeros(1, 1), 7, 7, 0)) == 0.0
+    assert (
+        attack_success(_CornerDetector(), "digits", x, labels, Trigger(torch.ones(1, 1), 7, 7, 0))
+        == 1.0
+    )
+    assert (
+        attack_success(_CornerDetector(), "digits", x, labels, Trigger(torch.zeros(1, 1), 7, 7, 0))
+        == 0.0
+    )
     x[:9, 0, 7, 7] = 1  # already bright in 9 images: 8 of them non-target; a dark trigger undoes it
-    assert attack_success(_CornerDetector(), "digits", x, labels, Trigger(torch.ones(1, 1), 6, 6, 0)) == pytest.approx(8 / 18)
+    assert attack_success(
+        _CornerDetector(), "digits", x, labels, Trigger(torch.ones(1, 1), 6, 6, 0)
+    ) == pytest.approx(8 / 18)

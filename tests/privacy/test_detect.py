@@ -65,7 +65,9 @@ def test_kmeans_and_silhouette_against_sklearn() -> None:
     assert torch.equal(assign, truth) or torch.equal(assign, 1 - truth)
     noisy = torch.randint(2, (50,), generator=g)
     for a in (assign, noisy):
-        assert silhouette(points, a) == pytest.approx(silhouette_score(points.double().numpy(), a.numpy()), abs=1e-9)
+        assert silhouette(points, a) == pytest.approx(
+            silhouette_score(points.double().numpy(), a.numpy()), abs=1e-9
+        )
 
 
 def test_anomaly_index_by_hand() -> None:
@@ -82,8 +84,13 @@ def test_mask_iou_and_detection_metrics_by_hand() -> None:
     recovered = torch.zeros(4, 4)
     recovered[3, 1:] = 0.9  # 3 pixels, 2 inside
     assert mask_iou(recovered, true) == pytest.approx(2 / 5)
-    m = detection_metrics(torch.tensor([1, 1, 0, 0, 1], dtype=torch.bool), torch.tensor([1, 0, 1, 0, 0], dtype=torch.bool))
-    assert (m.precision, m.recall, m.false_positive_rate, m.flagged) == pytest.approx((1 / 3, 1 / 2, 2 / 3, 3))
+    m = detection_metrics(
+        torch.tensor([1, 1, 0, 0, 1], dtype=torch.bool),
+        torch.tensor([1, 0, 1, 0, 0], dtype=torch.bool),
+    )
+    assert (m.precision, m.recall, m.false_positive_rate, m.flagged) == pytest.approx(
+        (1 / 3, 1 / 2, 2 / 3, 3)
+    )
 
 
 def test_neural_cleanse_names_a_one_pixel_backdoor() -> None:
@@ -98,11 +105,15 @@ def test_neural_cleanse_names_a_one_pixel_backdoor() -> None:
         logits[:, 3] = logits[:, 3] + 40 * x[:, 0, 6, 6]
         return logits
 
-    images = prototypes[torch.randint(10, (64,), generator=g)] * 0.8 + 0.1 * torch.rand(64, 1, 8, 8, generator=g)
+    images = prototypes[torch.randint(10, (64,), generator=g)] * 0.8 + 0.1 * torch.rand(
+        64, 1, 8, 8, generator=g
+    )
     images[:, :, 6, 6] = 0
     out = neural_cleanse(forward, images, steps=150, batch_size=32, seed=0)
     assert int(out["anomaly_index"].argmax()) == 3 and float(out["anomaly_index"][3]) > 2
     mask = out["masks"][3]
-    assert int(mask.argmax()) == 6 * 8 + 6 and float(mask.flatten().topk(2).values[1]) < 0.05  # that pixel only
+    assert (
+        int(mask.argmax()) == 6 * 8 + 6 and float(mask.flatten().topk(2).values[1]) < 0.05
+    )  # that pixel only
     assert float(out["success"][3]) >= 0.95
     assert float(out["norms"][3]) < 0.1 * float(out["norms"].median())

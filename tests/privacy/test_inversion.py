@@ -41,7 +41,9 @@ def test_black_box_oracle_exposes_outputs_only(digits) -> None:  # type: ignore[
     for name in dir(oracle):
         value = getattr(oracle, name)
         assert not isinstance(value, (nn.Module, nn.Parameter)), name
-        assert not (isinstance(value, torch.Tensor) and value.numel() > 1), name  # no data, no weights
+        assert not (isinstance(value, torch.Tensor) and value.numel() > 1), (
+            name
+        )  # no data, no weights
     p = oracle.probabilities(torch.rand(3, 1, 8, 8))
     assert p.shape == (3, 10) and not p.requires_grad
     assert p.sum(1) == pytest.approx(torch.ones(3), abs=1e-5)
@@ -50,17 +52,23 @@ def test_black_box_oracle_exposes_outputs_only(digits) -> None:  # type: ignore[
 
 def test_white_box_gradient_matches_finite_differences(digits) -> None:  # type: ignore[no-untyped-def]
     # a float64 copy, so central differences are accurate (ReLU kinks are rarely crossed at h=1e-5)
-    oracle = ModelOracle(Model(copy.deepcopy(digits.module).double(), digits.preprocessing), white_box=True)
+    oracle = ModelOracle(
+        Model(copy.deepcopy(digits.module).double(), digits.preprocessing), white_box=True
+    )
     x = torch.rand(1, 1, 8, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     log_p, grad = oracle.gradient(x, torch.tensor([4]))
     h = 1e-5
-    for (i, j) in [(2, 3), (4, 4), (6, 1)]:
+    for i, j in [(2, 3), (4, 4), (6, 1)]:
         e = torch.zeros_like(x)
         e[0, 0, i, j] = h
         plus = torch.log(oracle.probabilities(x + e)[0, 4])
         minus = torch.log(oracle.probabilities(x - e)[0, 4])
-        assert float(grad[0, 0, i, j]) == pytest.approx(float(plus - minus) / (2 * h), rel=1e-4, abs=1e-6)
-    assert float(log_p[0]) == pytest.approx(float(torch.log(oracle.probabilities(x)[0, 4])), abs=1e-5)
+        assert float(grad[0, 0, i, j]) == pytest.approx(
+            float(plus - minus) / (2 * h), rel=1e-4, abs=1e-6
+        )
+    assert float(log_p[0]) == pytest.approx(
+        float(torch.log(oracle.probabilities(x)[0, 4])), abs=1e-5
+    )
 
 
 def test_budget_is_enforced_and_counted(digits) -> None:  # type: ignore[no-untyped-def]

@@ -27,7 +27,9 @@ def test_auc_and_roc_match_sklearn_with_ties(seed: int) -> None:
     member = torch.rand(300, generator=g) < 0.4
     # rounded scores: many ties, which a wrong tie rule gets wrong
     scores = (torch.randn(300, generator=g) + 0.7 * member).mul(4).round() / 4
-    assert roc_auc(scores, member) == pytest.approx(roc_auc_score(member.numpy(), scores.numpy()), abs=1e-12)
+    assert roc_auc(scores, member) == pytest.approx(
+        roc_auc_score(member.numpy(), scores.numpy()), abs=1e-12
+    )
     fpr, tpr, _ = roc_curve(scores, member)
     sk_fpr, sk_tpr, _ = sk_roc_curve(member.numpy(), scores.numpy(), drop_intermediate=False)
     assert fpr.numpy() == pytest.approx(sk_fpr, abs=1e-12)
@@ -39,7 +41,9 @@ def test_tpr_at_one_percent_fpr_by_hand() -> None:
     # top non-member (98.5), 50 below all. At <= 1 % FPR (one non-member, 99, may pass) the
     # threshold 98.5 admits 30 + 20 members: TPR 0.5. Without any false positive: 0.3.
     non = torch.arange(100.0)
-    members = torch.cat([torch.full((30,), 200.0), torch.full((20,), 98.5), torch.full((50,), -1.0)])
+    members = torch.cat(
+        [torch.full((30,), 200.0), torch.full((20,), 98.5), torch.full((50,), -1.0)]
+    )
     scores = torch.cat([members, non])
     member = torch.cat([torch.ones(100, dtype=torch.bool), torch.zeros(100, dtype=torch.bool)])
     assert tpr_at_fpr(scores, member, 0.01) == pytest.approx(0.5)

@@ -26,7 +26,9 @@ from convlens.cli.main import main
         (["privacy", "membership", "--rate", "0.1"], "applies to `convlens privacy backdoor` only"),
     ],
 )
-def test_bad_input_exits_2_with_one_line(args: list[str], needle: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_input_exits_2_with_one_line(
+    args: list[str], needle: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "out"
     try:
         code = main([*args, "-o", str(out)] if len(args) > 1 else args)
@@ -43,7 +45,10 @@ def test_membership_json_and_roc_plot(tmp_path: Path, capsys: pytest.CaptureFixt
     # the command trains on one thread (no --threads given); run in-process, it hands the
     # caller's count back (3: a count it would not pick itself)
     torch.set_num_threads(3)
-    assert main(["privacy", "membership", "--seeds", "1", "--shadows", "1", "-o", str(out), "--json"]) == 0
+    assert (
+        main(["privacy", "membership", "--seeds", "1", "--shadows", "1", "-o", str(out), "--json"])
+        == 0
+    )
     assert torch.get_num_threads() == 3
     payload = json.loads(capsys.readouterr().out)
     jsonschema.validate(payload, cmd_privacy.SCHEMA)
@@ -53,7 +58,22 @@ def test_membership_json_and_roc_plot(tmp_path: Path, capsys: pytest.CaptureFixt
 
 def test_backdoor_table_and_figure(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "b"
-    assert main(["privacy", "backdoor", "--cleanse-steps", "10", "--rate", "0.05", "-o", str(out), "--json"]) == 0
+    assert (
+        main(
+            [
+                "privacy",
+                "backdoor",
+                "--cleanse-steps",
+                "10",
+                "--rate",
+                "0.05",
+                "-o",
+                str(out),
+                "--json",
+            ]
+        )
+        == 0
+    )
     payload = json.loads(capsys.readouterr().out)
     jsonschema.validate(payload, cmd_privacy.SCHEMA)
     assert payload["n_poisoned"] == round(0.05 * 1438) and payload["attack_success"] > 0.9

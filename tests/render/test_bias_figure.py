@@ -22,13 +22,24 @@ def test_outline_is_the_mask_border() -> None:
 def _split(shares: list[float], predicted: list[int]) -> SplitReport:
     n = len(shares)
     return SplitReport(
-        torch.tensor(shares, dtype=torch.float64), torch.tensor(predicted), torch.zeros(n, dtype=torch.long),
-        torch.full((n,), 0.75, dtype=torch.float64), torch.rand(n, 8, 8), torch.ones(n, 8, 8, dtype=torch.bool),
+        torch.tensor(shares, dtype=torch.float64),
+        torch.tensor(predicted),
+        torch.zeros(n, dtype=torch.long),
+        torch.full((n,), 0.75, dtype=torch.float64),
+        torch.rand(n, 8, 8),
+        torch.ones(n, 8, 8, dtype=torch.bool),
     )
 
 
 def test_bias_figure_shows_the_worst_mistakes_of_both_splits() -> None:
-    report = BiasReport(_split([0.1, 0.9, 0.5], [0, 1, 1]), _split([0.7, 0.2], [1, 1]), "saliency", "abs", None, "toy")
+    report = BiasReport(
+        _split([0.1, 0.9, 0.5], [0, 1, 1]),
+        _split([0.7, 0.2], [1, 1]),
+        "saliency",
+        "abs",
+        None,
+        "toy",
+    )
     fig = bias_figure(report, torch.rand(3, 3, 8, 8), torch.rand(2, 3, 8, 8), top=3)
     titles = [a.get_title() for a in fig.axes if not a.axison]
     # mistakes: main 1 (0.9), main 2 (0.5), counter 0 (0.7), counter 1 (0.2) -> top 3 by share
@@ -40,4 +51,7 @@ def test_samples_figure_has_one_axis_per_image() -> None:
     splits = {"train": make_biased("test"), "counter": make_biased("counter")}
     fig = bias_samples_figure(splits, per_split=4)
     assert len(fig.axes) == 8
-    assert fig.axes[4].get_title() == f"{int(splits['counter'].labels[0])} on bg {int(splits['counter'].backgrounds[0])}"
+    assert (
+        fig.axes[4].get_title()
+        == f"{int(splits['counter'].labels[0])} on bg {int(splits['counter'].backgrounds[0])}"
+    )

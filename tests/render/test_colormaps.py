@@ -51,7 +51,9 @@ def test_unsigned_with_negatives_is_min_to_percentile(rng: np.random.Generator) 
 
     got = normalize_map(values)
 
-    np.testing.assert_allclose(got, np.clip((values - low) / (high - low), 0, 1), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(
+        got, np.clip((values - low) / (high - low), 0, 1), rtol=1e-6, atol=1e-6
+    )
     assert got[0, 0] == 0.0
 
 
@@ -78,8 +80,12 @@ def test_signed_auto_detection() -> None:
 
 def test_forced_signed_and_unsigned() -> None:
     values = np.array([-2.0, 0.0, 2.0])
-    np.testing.assert_allclose(normalize_map(values, signed=False, clip_percentile=100), [0.0, 0.5, 1.0])
-    np.testing.assert_allclose(normalize_map(values, signed=True, clip_percentile=100), [-1.0, 0.0, 1.0])
+    np.testing.assert_allclose(
+        normalize_map(values, signed=False, clip_percentile=100), [0.0, 0.5, 1.0]
+    )
+    np.testing.assert_allclose(
+        normalize_map(values, signed=True, clip_percentile=100), [-1.0, 0.0, 1.0]
+    )
 
 
 @pytest.mark.parametrize("constant", [0.0, 3.0, -2.0])

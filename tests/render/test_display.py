@@ -25,9 +25,13 @@ from convlens.render.overlay import overlay
 GRAY = np.full((8, 8, 3), 128, np.uint8)
 
 
-def _expected(image: np.ndarray, u: np.ndarray, cmap: str, alpha: float, diverging: bool) -> np.ndarray:
+def _expected(
+    image: np.ndarray, u: np.ndarray, cmap: str, alpha: float, diverging: bool
+) -> np.ndarray:
     """Hand-written blend: colour of u (or (u+1)/2 on a diverging map), weight alpha*|u|."""
-    colour = np.rint(np.asarray(mpl.colormaps[cmap]((u + 1) / 2 if diverging else u))[..., :3] * 255)
+    colour = np.rint(
+        np.asarray(mpl.colormaps[cmap]((u + 1) / 2 if diverging else u))[..., :3] * 255
+    )
     w = alpha * np.abs(u)[..., None]
     return np.rint((1 - w) * image + w * colour).astype(np.uint8)
 
@@ -50,10 +54,17 @@ def test_signed_part_modes() -> None:
 @pytest.mark.parametrize("sign", ["positive", "negative", "absolute", "all"])
 def test_each_sign_mode_equals_the_hand_blend(sign: str) -> None:
     v = _half_signed()
-    shown = {"positive": np.maximum(v, 0), "negative": np.maximum(-v, 0), "absolute": np.abs(v), "all": v}[sign]
+    shown = {
+        "positive": np.maximum(v, 0),
+        "negative": np.maximum(-v, 0),
+        "absolute": np.abs(v),
+        "all": v,
+    }[sign]
     u = np.clip(shown / np.percentile(np.abs(shown), 99), -1, 1)
     cmap = "RdBu_r" if sign == "all" else "viridis"
-    np.testing.assert_array_equal(overlay(GRAY, v, sign=sign, alpha=0.8), _expected(GRAY, u, cmap, 0.8, sign == "all"))
+    np.testing.assert_array_equal(
+        overlay(GRAY, v, sign=sign, alpha=0.8), _expected(GRAY, u, cmap, 0.8, sign == "all")
+    )
 
 
 def test_positive_leaves_the_negative_evidence_unpainted_and_negative_the_reverse() -> None:
@@ -61,20 +72,30 @@ def test_positive_leaves_the_negative_evidence_unpainted_and_negative_the_revers
     pos, neg = overlay(GRAY, v, sign="positive"), overlay(GRAY, v, sign="negative")
     np.testing.assert_array_equal(pos[:, 4:], GRAY[:, 4:])
     np.testing.assert_array_equal(neg[:, :4], GRAY[:, :4])
-    assert np.abs(pos[:, :4].astype(int) - 128).max() > 40 and np.abs(neg[:, 4:].astype(int) - 128).max() > 40
-    np.testing.assert_array_equal(overlay(GRAY, v, sign="absolute"), overlay(GRAY, -v, sign="absolute"))
+    assert (
+        np.abs(pos[:, :4].astype(int) - 128).max() > 40
+        and np.abs(neg[:, 4:].astype(int) - 128).max() > 40
+    )
+    np.testing.assert_array_equal(
+        overlay(GRAY, v, sign="absolute"), overlay(GRAY, -v, sign="absolute")
+    )
     # all: red (R > B) where clearly positive, blue where clearly negative
     both = overlay(GRAY, v, sign="all", alpha=1.0).astype(int)
     strong = np.abs(v) / np.percentile(np.abs(v), 99) > 0.3
     red, blue = strong & (v > 0), strong & (v < 0)
     assert red.any() and blue.any()
-    assert (both[red][:, 0] > both[red][:, 2] + 10).all() and (both[blue][:, 2] > both[blue][:, 0] + 10).all()
+    assert (both[red][:, 0] > both[red][:, 2] + 10).all() and (
+        both[blue][:, 2] > both[blue][:, 0] + 10
+    ).all()
 
 
 def test_clip_saturates_outliers_so_the_rest_shows() -> None:
     v = np.tile(np.linspace(0.0, 1.0, 100), (100, 1))
     v[0, 0] = 1000.0  # one extreme pixel
-    at99, at100 = overlay(np.zeros((100, 100, 3), np.uint8), v, clip=99), overlay(np.zeros((100, 100, 3), np.uint8), v, clip=100)
+    at99, at100 = (
+        overlay(np.zeros((100, 100, 3), np.uint8), v, clip=99),
+        overlay(np.zeros((100, 100, 3), np.uint8), v, clip=100),
+    )
     # with the maximum as scale every ordinary pixel is under 1/1000 of full colour: black
     assert at100[1:].max() <= 1
     # at the 99th percentile the right edge (just under it) is nearly full yellow at alpha 0.7
@@ -106,12 +127,19 @@ def test_bad_sign_or_clip_refused() -> None:
 
 
 def test_default_sign_per_method_and_from_the_values() -> None:
-    assert {m: default_sign(m) for m in ("gradient_x_input", "integrated_gradients", "lrp")} == dict.fromkeys(("gradient_x_input", "integrated_gradients", "lrp"), "positive")
+    assert {
+        m: default_sign(m) for m in ("gradient_x_input", "integrated_gradients", "lrp")
+    } == dict.fromkeys(("gradient_x_input", "integrated_gradients", "lrp"), "positive")
     assert default_sign("occlusion") == "all" == METHOD_SIGNS["occlusion"]
     assert default_sign("saliency", np.ones((3, 3))) == "positive"
-    assert default_sign(None, _half_signed()) == "all" and default_sign("unknown", _half_signed()) == "all"
+    assert (
+        default_sign(None, _half_signed()) == "all"
+        and default_sign("unknown", _half_signed()) == "all"
+    )
     # overlay's own default (no method known): all for a signed map, positive otherwise
-    np.testing.assert_array_equal(overlay(GRAY, _half_signed()), overlay(GRAY, _half_signed(), sign="all"))
+    np.testing.assert_array_equal(
+        overlay(GRAY, _half_signed()), overlay(GRAY, _half_signed(), sign="all")
+    )
 
 
 def test_result_overlay_uses_the_method_default_and_states_it(digits: Any) -> None:
@@ -122,12 +150,19 @@ def test_result_overlay_uses_the_method_default_and_states_it(digits: Any) -> No
     settings = display_settings(result)
     assert settings == {"sign": "positive", "clip": 99.0, "reduce": "sum"}
     assert display_caption(settings) == "sum over colour channels; positive; clip 99%"
-    np.testing.assert_array_equal(result_overlay(result), overlay(result.originals[0], result.display[0], sign="positive"))
-    np.testing.assert_array_equal(result_overlay(result, sign="all", clip=90), overlay(result.originals[0], result.display[0], sign="all", clip=90))
+    np.testing.assert_array_equal(
+        result_overlay(result), overlay(result.originals[0], result.display[0], sign="positive")
+    )
+    np.testing.assert_array_equal(
+        result_overlay(result, sign="all", clip=90),
+        overlay(result.originals[0], result.display[0], sign="all", clip=90),
+    )
     fig = result_figure(result, sign="negative")
     assert "negative; clip 99%" in fig.axes[0].get_title()
     cam = convlens.explain(digits, _digit_batch(), "gradcam")
-    assert display_caption(display_settings(cam)) == "positive; clip 99%"  # a CAM has no channel reduction
+    assert (
+        display_caption(display_settings(cam)) == "positive; clip 99%"
+    )  # a CAM has no channel reduction
 
 
 def _digit_batch() -> object:
@@ -154,9 +189,41 @@ def test_cli_sign_and_clip(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     outs = {}
     for sign in ("positive", "all"):
         outs[sign] = tmp_path / f"{sign}.png"
-        assert main(["explain", str(tmp_path / "one.png"), "--model", "digits_cnn", "--method", "gradient_x_input", "--sign", sign, "--clip", "95", "-o", str(outs[sign])]) == 0
+        assert (
+            main(
+                [
+                    "explain",
+                    str(tmp_path / "one.png"),
+                    "--model",
+                    "digits_cnn",
+                    "--method",
+                    "gradient_x_input",
+                    "--sign",
+                    sign,
+                    "--clip",
+                    "95",
+                    "-o",
+                    str(outs[sign]),
+                ]
+            )
+            == 0
+        )
     assert outs["positive"].read_bytes() != outs["all"].read_bytes()
     capsys.readouterr()
-    assert main(["explain", str(tmp_path / "one.png"), "--model", "digits_cnn", "--clip", "0", "-o", str(tmp_path / "x.png")]) == 2
+    assert (
+        main(
+            [
+                "explain",
+                str(tmp_path / "one.png"),
+                "--model",
+                "digits_cnn",
+                "--clip",
+                "0",
+                "-o",
+                str(tmp_path / "x.png"),
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "--clip" in err and not (tmp_path / "x.png").exists()

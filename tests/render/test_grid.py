@@ -122,7 +122,9 @@ overlay(np.zeros((3, 3, 3), np.uint8), np.eye(3))
 print("matplotlib.pyplot" in sys.modules)
 """
     env = {**os.environ, "PYTHONPATH": str(SRC), "MPLBACKEND": "Agg"}
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
     assert out.stdout.strip() == "False"
 
 
@@ -144,7 +146,11 @@ def test_save_figure_png_svg_pdf(tmp_path: Path) -> None:
     svg = save_figure(fig, tmp_path / "plot.svg").read_bytes()
     assert svg.lstrip().startswith((b"<?xml", b"<svg"))
     assert save_figure(fig, tmp_path / "plot.PDF").read_bytes().startswith(b"%PDF")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["deep", "plot.PDF", "plot.svg"]  # no temp files
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "deep",
+        "plot.PDF",
+        "plot.svg",
+    ]  # no temp files
 
 
 def test_save_array_is_pixel_exact(tmp_path: Path) -> None:
@@ -155,7 +161,9 @@ def test_save_array_is_pixel_exact(tmp_path: Path) -> None:
             np.testing.assert_array_equal(np.asarray(im), arr)
     with Image.open(save_figure(arr, tmp_path / "a.jpg")) as im:
         assert im.size == (23, 17)
-    assert save_figure(arr, tmp_path / "a.svg").read_bytes().lstrip().startswith((b"<?xml", b"<svg"))
+    assert (
+        save_figure(arr, tmp_path / "a.svg").read_bytes().lstrip().startswith((b"<?xml", b"<svg"))
+    )
     assert save_figure(arr, tmp_path / "a.pdf").read_bytes().startswith(b"%PDF")
     assert (tmp_path / "a.png").stat().st_mode & 0o777 == 0o644
 

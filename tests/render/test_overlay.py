@@ -34,7 +34,10 @@ def test_alpha_one_without_magnitude_is_the_colormap(image: np.ndarray, heat: np
     out = overlay(image, heat, alpha=1.0, alpha_by_magnitude=False)
     np.testing.assert_array_equal(out, apply_colormap(heat, clip_percentile=99.0)[..., :3])
     signed = heat - 0.5
-    np.testing.assert_array_equal(overlay(image, signed, alpha=1.0, alpha_by_magnitude=False), apply_colormap(signed, clip_percentile=99.0)[..., :3])
+    np.testing.assert_array_equal(
+        overlay(image, signed, alpha=1.0, alpha_by_magnitude=False),
+        apply_colormap(signed, clip_percentile=99.0)[..., :3],
+    )
 
 
 def test_opacity_scales_with_the_map(image: np.ndarray, heat: np.ndarray) -> None:
@@ -43,7 +46,9 @@ def test_opacity_scales_with_the_map(image: np.ndarray, heat: np.ndarray) -> Non
     heat[:4] = 0.0
     out = overlay(image, heat, alpha=0.8).astype(float)
     u = np.clip(heat / np.percentile(heat, 99), 0, 1)[:, :, None]
-    expected = np.rint((1 - 0.8 * u) * image + 0.8 * u * apply_colormap(heat, clip_percentile=99.0)[..., :3])
+    expected = np.rint(
+        (1 - 0.8 * u) * image + 0.8 * u * apply_colormap(heat, clip_percentile=99.0)[..., :3]
+    )
     np.testing.assert_array_equal(out, expected)
     np.testing.assert_array_equal(out[:4], image[:4])
 
@@ -52,14 +57,18 @@ def test_signed_maps_fade_where_they_are_near_zero(image: np.ndarray, heat: np.n
     signed = heat - 0.5
     out = overlay(image, signed, alpha=1.0).astype(float)
     weight = np.clip(np.abs(signed) / np.percentile(np.abs(signed), 99), 0, 1)[:, :, None]
-    expected = np.rint((1 - weight) * image + weight * apply_colormap(signed, clip_percentile=99.0)[..., :3])
+    expected = np.rint(
+        (1 - weight) * image + weight * apply_colormap(signed, clip_percentile=99.0)[..., :3]
+    )
     np.testing.assert_array_equal(out, expected)
 
 
 def test_blend_is_the_convex_combination(image: np.ndarray, heat: np.ndarray) -> None:
     colour = apply_colormap(heat, clip_percentile=99.0)[..., :3].astype(float)
     expected = np.rint(0.3 * colour + 0.7 * image)
-    np.testing.assert_array_equal(overlay(image, heat, alpha=0.3, alpha_by_magnitude=False), expected)
+    np.testing.assert_array_equal(
+        overlay(image, heat, alpha=0.3, alpha_by_magnitude=False), expected
+    )
 
 
 def test_nan_region_leaves_image_unchanged(image: np.ndarray, heat: np.ndarray) -> None:
@@ -97,7 +106,9 @@ def test_resize_map_matches_torch_bilinear_when_upsampling() -> None:
     # pixel-centre convention that PIL uses for upsampling.
     rng = np.random.default_rng(3)
     values = rng.random((5, 7)).astype(np.float32)
-    expected = F.interpolate(torch.from_numpy(values)[None, None], size=(15, 21), mode="bilinear", align_corners=False)
+    expected = F.interpolate(
+        torch.from_numpy(values)[None, None], size=(15, 21), mode="bilinear", align_corners=False
+    )
     np.testing.assert_allclose(resize_map(values, (15, 21)), expected[0, 0].numpy(), atol=1e-5)
 
 
@@ -134,7 +145,9 @@ def test_to_uint8_image_replicates_grayscale(image: np.ndarray) -> None:
     gray = image[..., 0]
     expected = np.repeat(gray[..., None], 3, axis=2)
     np.testing.assert_array_equal(to_uint8_image(gray), expected)
-    np.testing.assert_array_equal(to_uint8_image(torch.from_numpy(gray)[None].float() / 255), expected)
+    np.testing.assert_array_equal(
+        to_uint8_image(torch.from_numpy(gray)[None].float() / 255), expected
+    )
     np.testing.assert_array_equal(to_uint8_image(Image.fromarray(gray)), expected)
 
 

@@ -22,7 +22,17 @@ from convlens.render.report import build_report, discover_sections
 
 from helpers.report_oracle import figures, library_png
 
-EXPECTED_SECTIONS = {"predictions", "filters", "activations", "attribution", "gradcam", "segmentation", "class_visualisation", "adversarial", "provenance"}
+EXPECTED_SECTIONS = {
+    "predictions",
+    "filters",
+    "activations",
+    "attribution",
+    "gradcam",
+    "segmentation",
+    "class_visualisation",
+    "adversarial",
+    "provenance",
+}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -70,7 +80,9 @@ def test_no_external_url_script_or_stylesheet(report: Any) -> None:
     links = re.findall(r'(?:src|href)\s*=\s*["\']([^"\']*)', report.html, flags=re.IGNORECASE)
     assert links, "the page has images and a contents list"
     assert not [u for u in links if re.match(r"\s*(https?:)?//", u, flags=re.IGNORECASE)]
-    assert all(u.startswith(("data:image/png;base64,", "data:image/jpeg;base64,", "#")) for u in links)
+    assert all(
+        u.startswith(("data:image/png;base64,", "data:image/jpeg;base64,", "#")) for u in links
+    )
     assert not re.search(r"<(script|link|iframe|object|embed)\b", report.html, flags=re.IGNORECASE)
     assert "url(" not in report.html  # no CSS fetches either
 
@@ -112,19 +124,34 @@ def test_every_img_is_a_data_uri_of_its_format_matching_its_hash(report: Any) ->
         assert hashlib.sha256(fig["png"]).hexdigest() == fig["sha256"]
         with Image.open(io.BytesIO(fig["png"])) as image:
             assert image.format == fig["mime"].split("/")[1].upper()
-            assert image.format == ("PNG" if fig["name"].partition(":")[0] in LOSSLESS else "JPEG"), fig["name"]
+            assert image.format == (
+                "PNG" if fig["name"].partition(":")[0] in LOSSLESS else "JPEG"
+            ), fig["name"]
             image.load()  # decodes fully (a truncated file raises)
             assert min(image.size) >= 1
 
 
-def test_each_picture_equals_the_library_render_by_hash(report: Any, model: Any, digit: Path) -> None:
+def test_each_picture_equals_the_library_render_by_hash(
+    report: Any, model: Any, digit: Path
+) -> None:
     batch = model.prepare([str(digit)], sources=[str(digit)])
     kinds = set()
     for image in report.images:
-        expected = hashlib.sha256(library_png(model, batch, image.name, image.provenance)).hexdigest()
+        expected = hashlib.sha256(
+            library_png(model, batch, image.name, image.provenance)
+        ).hexdigest()
         assert image.sha256 == expected, image.name
         kinds.add(image.name.partition(":")[0])
-    assert kinds == {"image", "filters", "activations", "attribution", "gradcam", "segment", "visualize_class", "pgd"}
+    assert kinds == {
+        "image",
+        "filters",
+        "activations",
+        "attribution",
+        "gradcam",
+        "segment",
+        "visualize_class",
+        "pgd",
+    }
 
 
 def test_the_hash_check_can_fail(report: Any, model: Any, digit: Path) -> None:
@@ -142,32 +169,46 @@ def test_the_hash_check_can_fail(report: Any, model: Any, digit: Path) -> None:
 
     def sha(**changed: Any) -> str:
         pixels = result_overlay(result, 0, **{**recorded, **changed})
-        return hashlib.sha256(array_to_bytes(pixels, render["format"], quality=render["quality"])).hexdigest()
+        return hashlib.sha256(
+            array_to_bytes(pixels, render["format"], quality=render["quality"])
+        ).hexdigest()
 
     assert sha() == image.sha256
     for changed in ({"alpha": 0.5}, {"sign": "all"}, {"clip": 99.9}):
         assert sha(**changed) != image.sha256, changed
 
 
-def test_faithfulness_numbers_are_the_metrics_and_ranked(report: Any, model: Any, digit: Path) -> None:
+def test_faithfulness_numbers_are_the_metrics_and_ranked(
+    report: Any, model: Any, digit: Path
+) -> None:
     from convlens.attribution import applicable_methods, explain
     from convlens.metrics import deletion_auc, insertion_auc
 
-    section = next(s for s in report.summary()["sections"] if s["name"] == "attribution")["models"]["digits_cnn"]
+    section = next(s for s in report.summary()["sections"] if s["name"] == "attribution")["models"][
+        "digits_cnn"
+    ]
     ranking = section["ranking"]
     shown = {r["method"] for r in ranking} | {s["method"] for s in section["skipped"]}
-    assert shown == set(applicable_methods(model)) - {"segment"}  # every method for this model, shown or said why not
+    assert shown == set(applicable_methods(model)) - {
+        "segment"
+    }  # every method for this model, shown or said why not
     scores = [r["insertion"] - r["deletion"] for r in ranking]
     assert scores == sorted(scores, reverse=True)
     batch = model.prepare([str(digit)])
     target = section["target"]
     assert target == int(model.logits(batch.x).argmax())
     for row in ranking[:: max(1, len(ranking) // 4)]:
-        options = next(i for i in report.images if i.name == f"attribution:{row['method']}").provenance["params"]
+        options = next(
+            i for i in report.images if i.name == f"attribution:{row['method']}"
+        ).provenance["params"]
         options = {k: v for k, v in options.items() if k not in ("reduce", "seconds", "paper")}
         maps = explain(model, batch, row["method"], target, **options).tensors["map"]
-        assert float(deletion_auc(model, batch.x, maps, target, steps=20)[0][0]) == pytest.approx(row["deletion"], abs=1e-6)
-        assert float(insertion_auc(model, batch.x, maps, target, steps=20)[0][0]) == pytest.approx(row["insertion"], abs=1e-6)
+        assert float(deletion_auc(model, batch.x, maps, target, steps=20)[0][0]) == pytest.approx(
+            row["deletion"], abs=1e-6
+        )
+        assert float(insertion_auc(model, batch.x, maps, target, steps=20)[0][0]) == pytest.approx(
+            row["insertion"], abs=1e-6
+        )
         assert row["seconds"] > 0
 
 
@@ -177,10 +218,20 @@ def test_provenance_is_present(report: Any, model: Any) -> None:
     assert info["weights_sha256"] in section and info["model"] in section
     for key, version in info["versions"].items():
         assert f"{key} version" in section and str(version) in section
-    record = next(s for s in report.summary()["sections"] if s["name"] == "provenance")["models"]["digits_cnn"]
-    assert set(record["sections"]) >= {"attribution", "gradcam", "class_visualisation", "adversarial"}
+    record = next(s for s in report.summary()["sections"] if s["name"] == "provenance")["models"][
+        "digits_cnn"
+    ]
+    assert set(record["sections"]) >= {
+        "attribution",
+        "gradcam",
+        "class_visualisation",
+        "adversarial",
+    }
     for image in report.images:  # every picture carries what made it
-        assert image.provenance["model"] == "digits_cnn" and image.provenance["weights_sha256"] == info["weights_sha256"]
+        assert (
+            image.provenance["model"] == "digits_cnn"
+            and image.provenance["weights_sha256"] == info["weights_sha256"]
+        )
     assert report.html.count("<summary>provenance</summary>") == len(report.images)
 
 
@@ -194,7 +245,11 @@ def test_two_models_side_by_side_and_unavailable_is_said(model: Any, digit: Path
     acts = next(s for s in two.summary()["sections"] if s["name"] == "activations")["models"]
     assert acts["digits_cnn"]["available"] and not acts["digits_linear"]["available"]
     assert "spatial" in acts["digits_linear"]["reason"]
-    assert all(i.provenance["model"] == "digits_cnn" for i in two.images if i.name.startswith("activations:"))
+    assert all(
+        i.provenance["model"] == "digits_cnn"
+        for i in two.images
+        if i.name.startswith("activations:")
+    )
     assert two.html.count("Not available for this model") == 1
 
 
@@ -203,7 +258,17 @@ def test_cli_json_and_file(tmp_path: Path, digit: Path, capsys: pytest.CaptureFi
     from convlens.cli.main import main
 
     out = tmp_path / "r.html"
-    args = ["report", str(digit), "--model", "digits_cnn,digits_linear", "--sections", "predictions,provenance", "-o", str(out), "--json"]
+    args = [
+        "report",
+        str(digit),
+        "--model",
+        "digits_cnn,digits_linear",
+        "--sections",
+        "predictions,provenance",
+        "-o",
+        str(out),
+        "--json",
+    ]
     assert main(args) == 0
     payload = json.loads(capsys.readouterr().out)
     jsonschema.validate(payload, cmd_report.SCHEMA)
@@ -224,7 +289,9 @@ def test_cli_json_and_file(tmp_path: Path, digit: Path, capsys: pytest.CaptureFi
         (["{digit}", "--top-k", "0"], "--top-k"),
     ],
 )
-def test_bad_input_exits_2_with_one_line(args: list[str], needle: str, tmp_path: Path, digit: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_input_exits_2_with_one_line(
+    args: list[str], needle: str, tmp_path: Path, digit: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from convlens.cli.main import main
 
     filled = [a.format(missing=tmp_path / "missing.png", digit=digit, tmp=tmp_path) for a in args]
@@ -235,20 +302,34 @@ def test_bad_input_exits_2_with_one_line(args: list[str], needle: str, tmp_path:
     assert main(["report", *filled]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and needle in err and "Traceback" not in err
-    assert not list(tmp_path.glob("*.html")) and not list(tmp_path.glob(".*.tmp"))  # nothing written
+    assert not list(tmp_path.glob("*.html")) and not list(
+        tmp_path.glob(".*.tmp")
+    )  # nothing written
 
 
 def test_full_runs_every_method_and_reports_progress(model: Any, digit: Path) -> None:
     from convlens.attribution import applicable_methods
 
     calls: list[tuple[int, int]] = []
-    full = build_report(model, str(digit), full=True, only=["attribution", "provenance"], progress=lambda d, t: calls.append((d, t)))
-    section = next(s for s in full.summary()["sections"] if s["name"] == "attribution")["models"]["digits_cnn"]
-    assert {r["method"] for r in section["ranking"]} == set(applicable_methods(model)) - {"segment"} and not section["skipped"]
+    full = build_report(
+        model,
+        str(digit),
+        full=True,
+        only=["attribution", "provenance"],
+        progress=lambda d, t: calls.append((d, t)),
+    )
+    section = next(s for s in full.summary()["sections"] if s["name"] == "attribution")["models"][
+        "digits_cnn"
+    ]
+    assert {r["method"] for r in section["ranking"]} == set(applicable_methods(model)) - {
+        "segment"
+    } and not section["skipped"]
     image = next(i for i in full.images if i.name == "attribution:scorecam")
     assert image.provenance["metrics"]["steps"] == 50
     # one unit per attribution method that ran, one for the provenance section, the total up front
     n = len(section["ranking"])
     assert calls == [(d, n + 1) for d in range(n + 2)]
-    record = next(s for s in full.summary()["sections"] if s["name"] == "provenance")["models"]["digits_cnn"]
+    record = next(s for s in full.summary()["sections"] if s["name"] == "provenance")["models"][
+        "digits_cnn"
+    ]
     assert record["full"] is True and record["sections"]["attribution"]["metric_steps"] == 50

@@ -48,19 +48,32 @@ def test_progress_counts_methods_and_steps_inside_sections(digit: Path) -> None:
     def on_section(title: str, model_name: str) -> None:
         running["section"] = title
 
-    report = build_report(model, str(digit), progress=lambda d, t: calls.append((d, t, running["section"])), on_section=on_section)
+    report = build_report(
+        model,
+        str(digit),
+        progress=lambda d, t: calls.append((d, t, running["section"])),
+        on_section=on_section,
+    )
     summary = {s["name"]: s["models"]["digits_cnn"] for s in report.summary()["sections"]}
     titles = {s["name"]: s["title"] for s in report.sections}
     # what each long section did, from its own summary: methods that ran (or failed trying), optimisation and attack steps
     attribution = summary["attribution"]
-    methods = len(attribution["ranking"]) + sum(1 for s in attribution["skipped"] if not s["reason"].startswith("slow"))
-    units = {"attribution": methods, "class_visualisation": summary["class_visualisation"]["steps"], "adversarial": summary["adversarial"]["steps"]}
+    methods = len(attribution["ranking"]) + sum(
+        1 for s in attribution["skipped"] if not s["reason"].startswith("slow")
+    )
+    units = {
+        "attribution": methods,
+        "class_visualisation": summary["class_visualisation"]["steps"],
+        "adversarial": summary["adversarial"]["steps"],
+    }
     assert methods >= 10 and units["class_visualisation"] == 32 and units["adversarial"] == 10
     expected_total = sum(units.values()) + len(summary) - len(LONG)
 
     dones, totals = [c[0] for c in calls], {c[1] for c in calls}
     assert totals == {expected_total}, "one total, known up front"
-    assert calls[0][:2] == (0, expected_total) and calls[0][2] == "", "the total is announced before the first section runs"
+    assert calls[0][:2] == (0, expected_total) and calls[0][2] == "", (
+        "the total is announced before the first section runs"
+    )
     assert all(b > a for a, b in pairwise(dones)), "done only rises"
     assert dones[-1] == expected_total
     for name, n in units.items():
@@ -72,7 +85,9 @@ def test_progress_counts_methods_and_steps_inside_sections(digit: Path) -> None:
         assert len([c for c in calls if c[2] == titles[name]]) == 1, name
 
 
-def test_a_section_that_misreports_cannot_overshoot_or_stall(monkeypatch: pytest.MonkeyPatch, digit: Path) -> None:
+def test_a_section_that_misreports_cannot_overshoot_or_stall(
+    monkeypatch: pytest.MonkeyPatch, digit: Path
+) -> None:
     def chatty(model: Any, batch: Any, ctx: Any) -> Fragment:
         # declares 4 units, reports in tenths, repeats itself, goes backwards and past the end
         for done in (1, 5, 5, 3, 10, 12):
@@ -93,8 +108,14 @@ def test_a_section_that_misreports_cannot_overshoot_or_stall(monkeypatch: pytest
     ]
     monkeypatch.setattr(report_module, "discover_sections", lambda index=False: sections)
     calls: list[tuple[int, int]] = []
-    report = build_report(load_model("digits_cnn"), str(digit), progress=lambda d, t: calls.append((d, t)))
+    report = build_report(
+        load_model("digits_cnn"), str(digit), progress=lambda d, t: calls.append((d, t))
+    )
     # chatty: 1/10 and 5/10 of 4 units -> 0 (not reported) and 2; 10/10 -> 4; 12/10 capped at 4
     # quits: 1/3 of 3 -> 5, then its end -> 7 although it raised; silent: its end -> 8
     assert calls == [(0, 8), (2, 8), (4, 8), (5, 8), (7, 8), (8, 8)]
-    assert [c["reason"] for s in report.sections for c in s["cells"]] == [None, "not on this model", None]
+    assert [c["reason"] for s in report.sections for c in s["cells"]] == [
+        None,
+        "not on this model",
+        None,
+    ]

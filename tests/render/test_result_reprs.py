@@ -43,7 +43,7 @@ def _decode(png: bytes | None) -> np.ndarray:
 
 
 def _near(pixels: np.ndarray, rgb: tuple[int, int, int], tol: int = 12) -> np.ndarray:
-    return (np.abs(pixels - np.array(rgb)).max(axis=-1) <= tol)
+    return np.abs(pixels - np.array(rgb)).max(axis=-1) <= tol
 
 
 def _made_kinds() -> dict[str, str]:
@@ -62,7 +62,11 @@ def test_every_kind_the_library_makes_has_a_picture_or_is_declared_numbers_only(
     made = _made_kinds()
     assert len(made) >= 20, sorted(made)  # the scan finds the library's results
     # a kind is drawn by its family's renderer, or is a map/image result (originals given)
-    undrawn = [k for k, call in made.items() if k not in FIGURES and k not in NO_PICTURE and "originals=" not in call]
+    undrawn = [
+        k
+        for k, call in made.items()
+        if k not in FIGURES and k not in NO_PICTURE and "originals=" not in call
+    ]
     assert not undrawn, f"result kinds with no picture: {undrawn}"
     assert not set(FIGURES) - set(made), "FIGURES names a kind the library never makes"
 
@@ -76,7 +80,9 @@ def _two_colour_image() -> torch.Tensor:
 
 def test_an_image_result_shows_its_image() -> None:
     image = _two_colour_image()
-    result = Result("dream", {"image": image[None]}, {"method": "deep_dream", "params": {}}, originals=[image])
+    result = Result(
+        "dream", {"image": image[None]}, {"method": "deep_dream", "params": {}}, originals=[image]
+    )
     pixels = _decode(result._repr_png_())
     red, blue = _near(pixels, (255, 0, 0)), _near(pixels, (0, 0, 255))
     # both halves drawn large (the 5 x 5 inch figure shows the 40 px image at a few hundred px)
@@ -93,7 +99,13 @@ def test_a_batch_shows_every_image_in_order_as_html() -> None:
     colours = [(1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0)]
     images = torch.stack([torch.tensor(c)[:, None, None].expand(3, 24, 24) for c in colours])
     sources = ["<red>", "<green>", "<blue>"]
-    result = Result("optimized", {"optimized": images, "image": images}, {"method": "optimize", "params": {}}, sources=sources, originals=list(images))
+    result = Result(
+        "optimized",
+        {"optimized": images, "image": images},
+        {"method": "optimize", "params": {}},
+        sources=sources,
+        originals=list(images),
+    )
     page = result._repr_html_()
     assert page is not None
     uris = re.findall(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
@@ -102,7 +114,9 @@ def test_a_batch_shows_every_image_in_order_as_html() -> None:
         pixels = _decode(base64.b64decode(uri))
         want = tuple(int(255 * c) for c in colour)
         others = [tuple(int(255 * c) for c in o) for o in colours if o != colour]
-        assert _near(pixels, want).sum() > 10_000 and all(_near(pixels, o).sum() == 0 for o in others)
+        assert _near(pixels, want).sum() > 10_000 and all(
+            _near(pixels, o).sum() == 0 for o in others
+        )
         assert source.replace("<", "&lt;").replace(">", "&gt;") in page  # captions escaped
     assert result.to_png(2) != result.to_png(0)
     with pytest.raises(BadInputError, match="3 picture"):
@@ -110,7 +124,11 @@ def test_a_batch_shows_every_image_in_order_as_html() -> None:
 
 
 def test_numbers_only_results_fall_back_to_text() -> None:
-    result = Result("cue_conflict", {"content_loss": torch.ones(3), "style_loss": torch.ones(3)}, {"method": "cue_conflict", "params": {}})
+    result = Result(
+        "cue_conflict",
+        {"content_loss": torch.ones(3), "style_loss": torch.ones(3)},
+        {"method": "cue_conflict", "params": {}},
+    )
     assert result._repr_png_() is None and result._repr_html_() is None
     assert "cue_conflict" in repr(result)
     with pytest.raises(BadInputError, match="numbers only"):
@@ -137,7 +155,9 @@ def _renderer_png(result: Any) -> bytes:
         "adversarial": lambda: attack_figure(result, 0),
         "activations": lambda: activations_figure(result, 0),
         "gradients": lambda: gradients_figure(result, 0),
-        "gram": lambda: gram_figure(t["gram"], t["mean"], t["variance"], title=result.provenance["layer"]),
+        "gram": lambda: gram_figure(
+            t["gram"], t["mean"], t["variance"], title=result.provenance["layer"]
+        ),
     }
     return figure_to_png_bytes(direct[result.kind]())
 
@@ -149,7 +169,9 @@ def test_library_results_show_their_familys_picture(model: Any, tmp_path: Path) 
     made = {
         "adversarial": convlens.attack(model, _pixels(0, 2), "fgsm", eps=8 / 255),
         "activations": activations(model, _pixels(1)[0].permute(1, 2, 0).numpy(), "relu1"),
-        "gradients": gradients(model, [(_pixels(2)[0].permute(1, 2, 0).numpy() * 255).astype(np.uint8)], target=1),
+        "gradients": gradients(
+            model, [(_pixels(2)[0].permute(1, 2, 0).numpy() * 255).astype(np.uint8)], target=1
+        ),
         "gram": layer_statistics(model, _pixels(3), "relu1"),
     }
     for kind, result in made.items():
@@ -164,7 +186,10 @@ def test_library_results_show_their_familys_picture(model: Any, tmp_path: Path) 
     # an attack on 2 images: an HTML block with both, each its own attack figure
     page = made["adversarial"]._repr_html_()
     uris = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page or "")
-    assert [base64.b64decode(u) for u in uris] == [made["adversarial"].to_png(0), made["adversarial"].to_png(1)]
+    assert [base64.b64decode(u) for u in uris] == [
+        made["adversarial"].to_png(0),
+        made["adversarial"].to_png(1),
+    ]
     assert made["adversarial"].to_png(0) != made["adversarial"].to_png(1)
 
 
@@ -195,7 +220,11 @@ def test_multi_panel_kinds_also_plot_on_one_axis(model: Any) -> None:
 def test_channel_importance_bars_run_from_most_to_least_important() -> None:
     scores = torch.tensor([0.2, 0.9, -0.1, 0.5, 0.05, 0.7])
     order = torch.argsort(scores, descending=True)
-    result = Result("channel_importance", {"channel_importance": scores, "scores": scores, "order": order}, {"method": "channels_ablation", "params": {}, "layer": "act1"})
+    result = Result(
+        "channel_importance",
+        {"channel_importance": scores, "scores": scores, "order": order},
+        {"method": "channels_ablation", "params": {}, "layer": "act1"},
+    )
     pixels = _decode(result._repr_png_())
     bar = _near(pixels, (0x4C, 0x72, 0xB0), tol=6)
     columns = bar.any(axis=0)
@@ -217,5 +246,7 @@ def test_an_embedding_shows_its_map() -> None:
     from convlens.represent.embed import Embedding
 
     coords = np.array([[0, 0], [1, 1], [0, 1], [1, 0]], dtype=np.float32)
-    emb = Embedding(coords, ["a", "b", "c", "d"], np.array([0, 0, 1, 1]), np.array([0, 1, 1, 1]), "pca")
+    emb = Embedding(
+        coords, ["a", "b", "c", "d"], np.array([0, 0, 1, 1]), np.array([0, 1, 1, 1]), "pca"
+    )
     assert emb._repr_png_() == figure_to_png_bytes(embedding_figure(emb))

@@ -43,7 +43,15 @@ class FieldNet(nn.Module):
 @pytest.fixture(scope="module")
 def field_model() -> convlens.Model:
     module = FieldNet().eval()
-    return convlens.wrap(module, input_size=16, mean=0.5, std=0.25, resize=None, labels=["a", "b", "c"], name="field-net")
+    return convlens.wrap(
+        module,
+        input_size=16,
+        mean=0.5,
+        std=0.25,
+        resize=None,
+        labels=["a", "b", "c"],
+        name="field-net",
+    )
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +59,15 @@ def field_relu_model() -> convlens.Model:
     """FieldNet with ReLU activations: guided backprop has modules to act on."""
     module = FieldNet().eval()
     module.act1, module.act2 = nn.ReLU(), nn.ReLU()
-    return convlens.wrap(module, input_size=16, mean=0.5, std=0.25, resize=None, labels=["a", "b", "c"], name="field-net-relu")
+    return convlens.wrap(
+        module,
+        input_size=16,
+        mean=0.5,
+        std=0.25,
+        resize=None,
+        labels=["a", "b", "c"],
+        name="field-net-relu",
+    )
 
 
 @pytest.fixture(scope="module")

@@ -33,7 +33,12 @@ def _clustered(n: int = 150, d: int = 40, k: int = 5, seed: int = 0) -> _Feature
     codes = (centres[labels] + rng.normal(size=(n, d))).astype(np.float32)
     labels = labels.astype(np.int64)
     labels[::10] = -1  # some unlabelled points
-    return _Features(codes, [f"dir/img{i:03d}.png" for i in range(n)], labels, (np.arange(n) % k).astype(np.int64))
+    return _Features(
+        codes,
+        [f"dir/img{i:03d}.png" for i in range(n)],
+        labels,
+        (np.arange(n) % k).astype(np.int64),
+    )
 
 
 def _knn_accuracy(coords: np.ndarray, classes: np.ndarray) -> float:
@@ -54,7 +59,9 @@ def test_pca_matches_svd_reference() -> None:
     assert result.coords.shape == (150, 2) and result.coords.dtype == np.float32
     for axis in range(2):  # equal up to the sign of each axis
         sign = np.sign(np.dot(ref[:, axis], result.coords[:, axis]))
-        np.testing.assert_allclose(result.coords[:, axis], sign * ref[:, axis], rtol=1e-4, atol=1e-3)
+        np.testing.assert_allclose(
+            result.coords[:, axis], sign * ref[:, axis], rtol=1e-4, atol=1e-3
+        )
 
 
 @pytest.mark.parametrize("method", ["tsne", "pca", "umap"])
@@ -69,7 +76,10 @@ def test_maps_keep_clusters_and_are_seeded(method) -> None:
     assert accuracy >= 0.95, accuracy
     # a wrong map fails: shuffled coordinates lose the clusters
     rng = np.random.default_rng(0)
-    assert _knn_accuracy(first.coords[rng.permutation(150)].astype(np.float64), feats.predictions) < 0.5
+    assert (
+        _knn_accuracy(first.coords[rng.permutation(150)].astype(np.float64), feats.predictions)
+        < 0.5
+    )
     assert first.provenance["features"]["model"] == "stand-in"
 
 
@@ -88,18 +98,31 @@ def test_html_map_is_self_contained_and_complete(tmp_path) -> None:
     Image.fromarray(np.full((40, 30, 3), 200, dtype=np.uint8)).save(image)
     thumbs = [thumbnail_uri(image, 32)] + [None] * 19
     feats.paths[3] = 'weird </script><img src="http://x/y.png">.png'
-    page = embedding_html(embed(feats, "pca"), color="prediction", class_name=lambda c: f"class-{c}", thumbnails=thumbs)
-    block = re.search(r'<script type="application/json" id="convlens-map-data">(.*?)</script>', page, re.S)
+    page = embedding_html(
+        embed(feats, "pca"),
+        color="prediction",
+        class_name=lambda c: f"class-{c}",
+        thumbnails=thumbs,
+    )
+    block = re.search(
+        r'<script type="application/json" id="convlens-map-data">(.*?)</script>', page, re.S
+    )
     assert block is not None
     data = json.loads(block.group(1))
     assert [p["path"] for p in data["points"]] == feats.paths
     assert [p["label"] for p in data["points"]] == feats.labels.tolist()
     assert [p["prediction"] for p in data["points"]] == feats.predictions.tolist()
-    assert data["color"] == "prediction" and data["classes"]["label"]["-1"] == "unlabelled" and data["classes"]["prediction"]["2"] == "class-2"
+    assert (
+        data["color"] == "prediction"
+        and data["classes"]["label"]["-1"] == "unlabelled"
+        and data["classes"]["prediction"]["2"] == "class-2"
+    )
     assert data["points"][0]["thumb"].startswith("data:image/jpeg;base64,")
     assert all(0 <= p["x"] <= 1 and 0 <= p["y"] <= 1 for p in data["points"])
     # nothing is fetched from outside: no http(s) URL in any src= or href= of the page
-    assert not re.search(r"""(src|href)\s*=\s*["']?\s*https?://""", page.replace(block.group(1), ""), re.I)
+    assert not re.search(
+        r"""(src|href)\s*=\s*["']?\s*https?://""", page.replace(block.group(1), ""), re.I
+    )
     assert "<script src" not in page and "<link" not in page
 
 
@@ -118,5 +141,7 @@ def test_html_script_parses(tmp_path) -> None:
     script = re.findall(r"<script>(.*?)</script>", page, re.S)
     assert len(script) == 1
     (tmp_path / "map.js").write_text(script[0])
-    proc = subprocess.run(["node", "--check", str(tmp_path / "map.js")], capture_output=True, text=True)
+    proc = subprocess.run(
+        ["node", "--check", str(tmp_path / "map.js")], capture_output=True, text=True
+    )
     assert proc.returncode == 0, proc.stderr

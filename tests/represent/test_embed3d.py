@@ -34,7 +34,9 @@ def _clustered(n: int = 120, d: int = 30, k: int = 4, seed: int = 1) -> _Feature
     codes = (centres[classes] + rng.normal(size=(n, d))).astype(np.float32)
     labels = classes.astype(np.int64)
     labels[::7] = -1
-    return _Features(codes, [f"dir/img{i:03d}.png" for i in range(n)], labels, classes.astype(np.int64))
+    return _Features(
+        codes, [f"dir/img{i:03d}.png" for i in range(n)], labels, classes.astype(np.int64)
+    )
 
 
 def _knn_accuracy(coords: np.ndarray, classes: np.ndarray) -> float:
@@ -42,7 +44,11 @@ def _knn_accuracy(coords: np.ndarray, classes: np.ndarray) -> float:
     d = ((coords[:, None] - coords[None]) ** 2).sum(-1)
     np.fill_diagonal(d, np.inf)
     near = np.argsort(d, axis=1)[:, :5]
-    return float(np.mean([np.bincount(classes[row]).argmax() == c for row, c in zip(near, classes, strict=True)]))
+    return float(
+        np.mean(
+            [np.bincount(classes[row]).argmax() == c for row, c in zip(near, classes, strict=True)]
+        )
+    )
 
 
 def test_pca_3d_equals_sklearn_up_to_sign() -> None:
@@ -54,7 +60,9 @@ def test_pca_3d_equals_sklearn_up_to_sign() -> None:
     assert result.coords.shape == (120, 3) and result.coords.dtype == np.float32
     for axis in range(3):
         sign = np.sign(np.dot(ref[:, axis], result.coords[:, axis]))
-        np.testing.assert_allclose(result.coords[:, axis], sign * ref[:, axis], rtol=1e-4, atol=1e-3)
+        np.testing.assert_allclose(
+            result.coords[:, axis], sign * ref[:, axis], rtol=1e-4, atol=1e-3
+        )
     # the first two axes are the 2-D map's (the third is an addition, not a different map)
     flat = embed(feats, "pca")
     np.testing.assert_allclose(result.coords[:, :2], flat.coords, atol=1e-5)
@@ -91,7 +99,9 @@ def test_bad_dims() -> None:
 
 
 def _page_data(page: str) -> tuple[dict, str]:
-    block = re.search(r'<script type="application/json" id="convlens-map-data">(.*?)</script>', page, re.S)
+    block = re.search(
+        r'<script type="application/json" id="convlens-map-data">(.*?)</script>', page, re.S
+    )
     assert block is not None
     return json.loads(block.group(1)), page.replace(block.group(1), "")
 
@@ -133,15 +143,29 @@ const el=(id)=>({id,style:{},value:'label',textContent:id==='convlens-map-data'?
 const els={}; globalThis.document={getElementById:(id)=>els[id]||(els[id]=el(id))};
 globalThis.window={innerWidth:800,innerHeight:670,addEventListener(){}};
 """
-    runner = "const DATA=" + json.dumps(data) + ";\n" + stub + script[0] + "\nconsole.log(JSON.stringify(arcs));\n"
+    runner = (
+        "const DATA="
+        + json.dumps(data)
+        + ";\n"
+        + stub
+        + script[0]
+        + "\nconsole.log(JSON.stringify(arcs));\n"
+    )
     (tmp_path / "run.js").write_text(runner)
-    proc = subprocess.run(["node", str(tmp_path / "run.js")], capture_output=True, text=True, timeout=30)
+    proc = subprocess.run(
+        ["node", str(tmp_path / "run.js")], capture_output=True, text=True, timeout=30
+    )
     assert proc.returncode == 0, proc.stderr
     arcs = np.array(json.loads(proc.stdout))
     assert arcs.shape == (12, 2) and np.isfinite(arcs).all()
     # the drawn points spread over the canvas (a real projection, not one spot) and stay on it
     assert np.ptp(arcs[:, 0]) > 100 and np.ptp(arcs[:, 1]) > 100
-    assert (arcs[:, 0] > 0).all() and (arcs[:, 0] < 800).all() and (arcs[:, 1] > 0).all() and (arcs[:, 1] < 600).all()
+    assert (
+        (arcs[:, 0] > 0).all()
+        and (arcs[:, 0] < 800).all()
+        and (arcs[:, 1] > 0).all()
+        and (arcs[:, 1] < 600).all()
+    )
 
 
 def test_3d_png(tmp_path) -> None:
@@ -164,14 +188,36 @@ def test_cli_dims_3_json(tmp_path, capsys) -> None:
         sub.mkdir(parents=True, exist_ok=True)
         Image.fromarray((digits.images[i] * 255 / 16).astype(np.uint8)).save(sub / f"d{i:03d}.png")
     features = tmp_path / "features"
-    assert main(["features", str(folder), "--model", "digits_cnn", "--layer", "act2", "-o", str(features), "-q"]) == 0
+    assert (
+        main(
+            [
+                "features",
+                str(folder),
+                "--model",
+                "digits_cnn",
+                "--layer",
+                "act2",
+                "-o",
+                str(features),
+                "-q",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     out = tmp_path / "map3d.html"
-    assert main(["embed", str(features), "--method", "pca", "--dims", "3", "-o", str(out), "--json"]) == 0
+    assert (
+        main(["embed", str(features), "--method", "pca", "--dims", "3", "-o", str(out), "--json"])
+        == 0
+    )
     payload = json.loads(capsys.readouterr().out)
     assert payload["dims"] == 3 and payload["points"] == 30 and payload["params"]["dims"] == 3
     data, _ = _page_data(out.read_text())
-    assert data["dims"] == 3 and len(data["points"]) == 30 and all({"x", "y", "z"} <= set(p) for p in data["points"])
+    assert (
+        data["dims"] == 3
+        and len(data["points"]) == 30
+        and all({"x", "y", "z"} <= set(p) for p in data["points"])
+    )
     assert (tmp_path / "map3d.png").is_file()
     try:
         code = main(["embed", str(features), "--dims", "4", "-o", str(out)])

@@ -22,7 +22,9 @@ from convlens.represent import extract_features, load_features
 
 from helpers.tiny import tiny_model
 
-pytestmark = pytest.mark.usefixtures("one_thread_per_module")  # one torch thread (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures(
+    "one_thread_per_module"
+)  # one torch thread (tests/conftest.py)
 
 TESTS = Path(__file__).resolve().parents[1]
 SRC = TESTS.parent / "src"
@@ -63,12 +65,16 @@ def _reference(model, paths: list[Path], layer: str, pooled: bool) -> tuple[np.n
     """Codes and top-1 classes through a forward hook written here, one image at a time."""
     module = model.module
     saved: list[torch.Tensor] = []
-    handle = module.get_submodule(layer).register_forward_hook(lambda _m, _i, out: saved.append(out.detach().clone()))
+    handle = module.get_submodule(layer).register_forward_hook(
+        lambda _m, _i, out: saved.append(out.detach().clone())
+    )
     codes, preds = [], []
     try:
         with torch.no_grad():
             for path in paths:
-                pixels = torch.from_numpy(np.asarray(Image.open(path).convert("RGB"), dtype=np.float32) / 255).permute(2, 0, 1)
+                pixels = torch.from_numpy(
+                    np.asarray(Image.open(path).convert("RGB"), dtype=np.float32) / 255
+                ).permute(2, 0, 1)
                 logits = module(((pixels - MEAN) / STD)[None])
                 act = saved.pop()[0]
                 codes.append((act.mean(dim=(1, 2)) if pooled else act.reshape(-1)).numpy())
@@ -79,9 +85,13 @@ def _reference(model, paths: list[Path], layer: str, pooled: bool) -> tuple[np.n
 
 
 @pytest.mark.parametrize(("layer", "pooled"), [("relu2", True), ("relu2", False), ("conv1", True)])
-def test_codes_equal_a_direct_forward_hook(labelled: Path, tmp_path: Path, layer: str, pooled: bool) -> None:
+def test_codes_equal_a_direct_forward_hook(
+    labelled: Path, tmp_path: Path, layer: str, pooled: bool
+) -> None:
     model = tiny_model()
-    report = extract_features(model, labelled, layer, tmp_path / "out", pooled=pooled, batch_size=4, shard_size=6)
+    report = extract_features(
+        model, labelled, layer, tmp_path / "out", pooled=pooled, batch_size=4, shard_size=6
+    )
     features = load_features(tmp_path / "out")
     rows = _expected_rows(labelled)
     codes, preds = _reference(model, [p for p, _ in rows], layer, pooled)
@@ -90,24 +100,40 @@ def test_codes_equal_a_direct_forward_hook(labelled: Path, tmp_path: Path, layer
     # batched vs one-at-a-time convolutions: float32 reassociation, O(1e-6) on O(1) values
     np.testing.assert_allclose(features.codes, codes, rtol=1e-5, atol=1e-5)
     np.testing.assert_array_equal(features.predictions, preds)
-    assert features.codes.dtype == np.float32 and features.labels.dtype == np.int64 == features.predictions.dtype
+    assert (
+        features.codes.dtype == np.float32
+        and features.labels.dtype == np.int64 == features.predictions.dtype
+    )
     shape = {"relu2": (8, 8, 8), "conv1": (6, 16, 16)}[layer]
-    assert features.shape == shape and features.layer == layer and features.pooled is pooled and features.model == "tiny-conv"
+    assert (
+        features.shape == shape
+        and features.layer == layer
+        and features.pooled is pooled
+        and features.model == "tiny-conv"
+    )
     assert features.codes.shape == (len(rows), shape[0] if pooled else int(np.prod(shape)))
-    assert features.provenance["layer"] == layer and features.provenance["params"]["pooled"] is pooled
+    assert (
+        features.provenance["layer"] == layer and features.provenance["params"]["pooled"] is pooled
+    )
     # bad files are reported with a reason and have no row
     assert sorted(Path(p).name for p, _ in report.failed) == ["01b.png", "zz.png"]
     assert report.n_done == len(rows) and report.n_items == len(rows) + 2
 
 
-def test_parquet_shards_hold_one_row_per_item_with_a_vector_column(labelled: Path, tmp_path: Path) -> None:
+def test_parquet_shards_hold_one_row_per_item_with_a_vector_column(
+    labelled: Path, tmp_path: Path
+) -> None:
     extract_features(tiny_model(), labelled, "relu2", tmp_path / "out", batch_size=4, shard_size=6)
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     tables = [pq.read_table(tmp_path / "out" / e["file"]) for e in manifest["shards"]]
     assert all(e["file"].endswith(".parquet") for e in manifest["shards"])
     assert tables[0].column_names == ["index", "path", "label", "code", "prediction"]
     code = tables[0].schema.field("code").type
-    assert pa.types.is_fixed_size_list(code) and code.list_size == 8 and code.value_type == pa.float32()
+    assert (
+        pa.types.is_fixed_size_list(code)
+        and code.list_size == 8
+        and code.value_type == pa.float32()
+    )
     assert sum(t.num_rows for t in tables) == len(_expected_rows(labelled))
     # every shard records who computed it; here, this process
     assert {e["worker"].rsplit(":", 1)[1] for e in manifest["shards"]} == {str(os.getpid())}
@@ -120,14 +146,18 @@ def test_flat_folder_is_unlabelled_and_items_can_be_paths(tmp_path: Path) -> Non
         _png(p, rng)
     model = tiny_model()
     extract_features(model, tmp_path / "flat", "relu2", tmp_path / "a", shard_size=2)
-    extract_features(model, [str(p) for p in reversed(paths)], "relu2", tmp_path / "b", shard_size=3)
+    extract_features(
+        model, [str(p) for p in reversed(paths)], "relu2", tmp_path / "b", shard_size=3
+    )
     a, b = load_features(tmp_path / "a"), load_features(tmp_path / "b")
     assert a.labels.tolist() == [-1] * 5 and a.paths == [str(p) for p in paths]
     assert b.paths == [str(p) for p in reversed(paths)]
     np.testing.assert_allclose(b.codes[::-1], a.codes, rtol=1e-6, atol=1e-7)
 
 
-def test_two_local_workers_give_the_same_features_from_two_processes(labelled: Path, tmp_path: Path) -> None:
+def test_two_local_workers_give_the_same_features_from_two_processes(
+    labelled: Path, tmp_path: Path
+) -> None:
     model = tiny_model()
     extract_features(model, labelled, "relu2", tmp_path / "one", shard_size=3)
     report = extract_features(model, labelled, "relu2", tmp_path / "two", shard_size=3, workers=2)
@@ -135,7 +165,9 @@ def test_two_local_workers_give_the_same_features_from_two_processes(labelled: P
     assert two.paths == one.paths
     np.testing.assert_allclose(two.codes, one.codes, rtol=1e-6, atol=1e-7)
     np.testing.assert_array_equal(two.predictions, one.predictions)
-    workers = {e["worker"] for e in json.loads((tmp_path / "two" / "manifest.json").read_text())["shards"]}
+    workers = {
+        e["worker"] for e in json.loads((tmp_path / "two" / "manifest.json").read_text())["shards"]
+    }
     assert len(workers) == 2 and f"{os.uname().nodename}:{os.getpid()}" not in workers
     assert sorted(Path(p).name for p, _ in report.failed) == ["01b.png", "zz.png"]
 
@@ -159,8 +191,14 @@ def test_another_layer_in_the_same_folder_is_refused(labelled: Path, tmp_path: P
     extract_features(model, labelled, "relu2", tmp_path / "out", shard_size=8)
     with pytest.raises(BadInputError, match="another run"):
         extract_features(model, labelled, "conv1", tmp_path / "out", shard_size=8)
-    report = extract_features(model, labelled, "conv1", tmp_path / "out", shard_size=8, overwrite=True)
-    assert load_features(tmp_path / "out").layer == "conv1" and report.computed_shards == [0, 1, 2]  # 17 items
+    report = extract_features(
+        model, labelled, "conv1", tmp_path / "out", shard_size=8, overwrite=True
+    )
+    assert load_features(tmp_path / "out").layer == "conv1" and report.computed_shards == [
+        0,
+        1,
+        2,
+    ]  # 17 items
 
 
 # ---------------------------------------------------------------- kill -9 mid-run, then resume
@@ -187,11 +225,18 @@ extract_features(tiny_model(), {data!r}, "relu2", {out!r}, batch_size=2, shard_s
 """
 
 
-def test_a_killed_run_resumes_without_recomputing_finished_shards(labelled: Path, tmp_path: Path) -> None:
+def test_a_killed_run_resumes_without_recomputing_finished_shards(
+    labelled: Path, tmp_path: Path
+) -> None:
     out = tmp_path / "out"
     script = KILL_JOB.format(tests=str(TESTS), data=str(labelled), out=str(out))
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]),
+    }
+    proc = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     listed = [e["index"] for e in json.loads((out / "manifest.json").read_text())["shards"]]
     assert listed == [0, 1]

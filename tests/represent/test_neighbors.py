@@ -8,10 +8,14 @@ import pytest
 from convlens.errors import BadInputError
 from convlens.represent.neighbors import AnnIndex, build_index, exact_neighbors, recall_at_k, search
 
-pytestmark = pytest.mark.usefixtures("one_thread_per_module")  # one torch thread (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures(
+    "one_thread_per_module"
+)  # one torch thread (tests/conftest.py)
 
 
-def _brute(codes: np.ndarray, queries: np.ndarray, k: int, metric: str) -> tuple[np.ndarray, np.ndarray]:
+def _brute(
+    codes: np.ndarray, queries: np.ndarray, k: int, metric: str
+) -> tuple[np.ndarray, np.ndarray]:
     """Every pairwise distance, the obvious way (float64), then a stable full sort."""
     c, q = codes.astype(np.float64), queries.astype(np.float64)
     if metric == "l2":
@@ -61,7 +65,10 @@ def test_ann_recall_floor_and_save_load(metric, tmp_path) -> None:
     print(f"HNSW recall@10 ({metric}, 3000 x 32, 20 clusters): {index.recall['recall']:.3f}")
     assert index.recall["recall"] >= 0.95
     rng = np.random.default_rng(5)
-    queries = codes[rng.choice(3000, 50, replace=False)] + rng.normal(size=(50, 32)).astype(np.float32) * 0.5
+    queries = (
+        codes[rng.choice(3000, 50, replace=False)]
+        + rng.normal(size=(50, 32)).astype(np.float32) * 0.5
+    )
     ref_d, ref_i = _brute(codes, queries, 10, metric)
     dist, idx = index.search(queries, 10)
     assert recall_at_k(idx, ref_i) >= 0.95
@@ -73,7 +80,9 @@ def test_ann_recall_floor_and_save_load(metric, tmp_path) -> None:
 
 
 def test_recall_at_k_counts_sets() -> None:
-    assert recall_at_k(np.array([[1, 2, 3], [4, 5, 6]]), np.array([[3, 2, 9], [6, 5, 4]])) == pytest.approx(5 / 6)
+    assert recall_at_k(
+        np.array([[1, 2, 3], [4, 5, 6]]), np.array([[3, 2, 9], [6, 5, 4]])
+    ) == pytest.approx(5 / 6)
 
 
 class _Features:
@@ -120,7 +129,9 @@ def test_near_duplicates_far_from_the_origin_are_ordered_exactly() -> None:
     rounding is ~0.1 in squared distance), so a pure float32 search fails here."""
     rng = np.random.default_rng(9)
     centre = rng.normal(size=64) * 130
-    codes = np.concatenate([centre + rng.normal(size=(40, 64)) * 1e-3, rng.normal(size=(200, 64)) * 130]).astype(np.float32)
+    codes = np.concatenate(
+        [centre + rng.normal(size=(40, 64)) * 1e-3, rng.normal(size=(200, 64)) * 130]
+    ).astype(np.float32)
     query = (centre + rng.normal(size=64) * 1e-3).astype(np.float32)
     _, ref_i = _brute(codes, query[None], 10, "l2")
     for chunk_size in (16, 1000):

@@ -16,16 +16,22 @@ from PIL import Image
 from convlens.errors import BadInputError
 from convlens.represent.patches import field_box, merge_top_k, top_patches
 
-pytestmark = pytest.mark.usefixtures("one_thread_per_module")  # one torch thread (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures(
+    "one_thread_per_module"
+)  # one torch thread (tests/conftest.py)
 
 
 def _pixels(path) -> torch.Tensor:
-    return torch.from_numpy(np.asarray(Image.open(path).convert("RGB"), dtype=np.float32) / 255).permute(2, 0, 1)
+    return torch.from_numpy(
+        np.asarray(Image.open(path).convert("RGB"), dtype=np.float32) / 255
+    ).permute(2, 0, 1)
 
 
 def _activations(model, layer: str, x: torch.Tensor) -> torch.Tensor:
     saved = []
-    handle = model.module.get_submodule(layer).register_forward_hook(lambda m, i, o: saved.append(o))
+    handle = model.module.get_submodule(layer).register_forward_hook(
+        lambda m, i, o: saved.append(o)
+    )
     try:
         model.module(x)
     finally:
@@ -33,7 +39,9 @@ def _activations(model, layer: str, x: torch.Tensor) -> torch.Tensor:
     return saved[0]
 
 
-def _support_box(model, layer: str, pixels: torch.Tensor, c: int, y: int, x: int) -> tuple[int, int, int, int]:
+def _support_box(
+    model, layer: str, pixels: torch.Tensor, c: int, y: int, x: int
+) -> tuple[int, int, int, int]:
     """Bounding box of the input pixels whose gradient on unit (c, y, x) is nonzero."""
     x_in = model.normalize(pixels[None]).requires_grad_(True)
     act = _activations(model, layer, x_in)
@@ -59,7 +67,10 @@ def test_merge_top_k_equals_full_sort() -> None:
     values = rng.normal(size=(50, 4)).astype(np.float32)
     values[10, 2] = values[30, 2] = 9.0  # a tie: the earlier item wins
     argmax = rng.integers(0, 20, size=(50, 4))
-    shards = [(list(range(s, min(s + 7, 50))), {"max": values[s : s + 7], "argmax": argmax[s : s + 7]}) for s in range(0, 50, 7)]
+    shards = [
+        (list(range(s, min(s + 7, 50))), {"max": values[s : s + 7], "argmax": argmax[s : s + 7]})
+        for s in range(0, 50, 7)
+    ]
     best_v, best_i, best_a = merge_top_k(iter(shards), 5)
     for c in range(4):
         order = sorted(range(50), key=lambda i: (-values[i, c], i))[:5]
@@ -73,7 +84,17 @@ def test_merge_top_k_equals_full_sort() -> None:
 def test_top_patches_equal_brute_force(field_model, image_folder, layer, tmp_path) -> None:
     channels = [0, 3, 4]
     k = 4
-    result = top_patches(field_model, image_folder, layer, channels, k, work_dir=tmp_path / "run", batch_size=3, shard_size=5, patch_size=None)
+    result = top_patches(
+        field_model,
+        image_folder,
+        layer,
+        channels,
+        k,
+        work_dir=tmp_path / "run",
+        batch_size=3,
+        shard_size=5,
+        patch_size=None,
+    )
     pixels = torch.stack([_pixels(p) for p in image_folder])
     with torch.no_grad():
         acts = _activations(field_model, layer, field_model.normalize(pixels))  # (N, C, H, W)
@@ -93,21 +114,50 @@ def test_top_patches_equal_brute_force(field_model, image_folder, layer, tmp_pat
             patch = result["patches"][ci, r]
             b_top, b_left = (int(v) for v in result["boxes"][ci, r, :2])
             inside = patch[:, top - b_top : bottom - b_top, left - b_left : right - b_left]
-            torch.testing.assert_close(inside, pixels[item, :, top:bottom, left:right], rtol=0, atol=1e-6)
+            torch.testing.assert_close(
+                inside, pixels[item, :, top:bottom, left:right], rtol=0, atol=1e-6
+            )
             outside = torch.ones(patch.shape[1:], dtype=torch.bool)
             outside[top - b_top : bottom - b_top, left - b_left : right - b_left] = False
             if outside.any():  # the part of the field beyond the image: what zero padding feeds
-                torch.testing.assert_close(patch[:, outside], grey[:, None].expand(3, int(outside.sum())), rtol=0, atol=1e-6)
+                torch.testing.assert_close(
+                    patch[:, outside],
+                    grey[:, None].expand(3, int(outside.sum())),
+                    rtol=0,
+                    atol=1e-6,
+                )
 
 
 def test_resume_and_guided(field_model, field_relu_model, image_folder, tmp_path) -> None:
     # guided patches need ReLU-family modules: on the Tanh net they would be plain gradients
     with pytest.raises(BadInputError, match="plain gradient"):
-        top_patches(field_model, image_folder, "act2", [1], 3, work_dir=tmp_path / "tanh", shard_size=4, guided=True)
+        top_patches(
+            field_model,
+            image_folder,
+            "act2",
+            [1],
+            3,
+            work_dir=tmp_path / "tanh",
+            shard_size=4,
+            guided=True,
+        )
     relu_model = field_relu_model
-    first = top_patches(relu_model, image_folder, "act2", [1], 3, work_dir=tmp_path / "run", shard_size=4)
-    again = top_patches(relu_model, image_folder, "act2", [1], 3, work_dir=tmp_path / "run", shard_size=4, guided=True)
-    assert torch.equal(first["items"], again["items"]) and torch.equal(first["patches"], again["patches"])
+    first = top_patches(
+        relu_model, image_folder, "act2", [1], 3, work_dir=tmp_path / "run", shard_size=4
+    )
+    again = top_patches(
+        relu_model,
+        image_folder,
+        "act2",
+        [1],
+        3,
+        work_dir=tmp_path / "run",
+        shard_size=4,
+        guided=True,
+    )
+    assert torch.equal(first["items"], again["items"]) and torch.equal(
+        first["patches"], again["patches"]
+    )
     assert again["guided"].shape == again["patches"].shape
     assert float(again["guided"].min()) >= 0 and float(again["guided"].max()) <= 1
     assert not torch.allclose(again["guided"], torch.full_like(again["guided"], 0.5))
@@ -134,6 +184,17 @@ def test_bad_input(field_model, image_folder, kwargs, match) -> None:
 
 def test_two_workers_give_the_same_top_k(field_model, image_folder, tmp_path) -> None:
     one = top_patches(field_model, image_folder, "act2", [0, 2], 5, shard_size=3)
-    two = top_patches(field_model, image_folder, "act2", [0, 2], 5, shard_size=3, workers=2, work_dir=tmp_path / "two")
-    assert torch.equal(one["items"], two["items"]) and torch.equal(one["positions"], two["positions"])
+    two = top_patches(
+        field_model,
+        image_folder,
+        "act2",
+        [0, 2],
+        5,
+        shard_size=3,
+        workers=2,
+        work_dir=tmp_path / "two",
+    )
+    assert torch.equal(one["items"], two["items"]) and torch.equal(
+        one["positions"], two["positions"]
+    )
     torch.testing.assert_close(one["values"], two["values"], rtol=1e-6, atol=1e-6)

@@ -26,14 +26,24 @@ class ColourNet(nn.Module):
         self.flat = nn.Flatten()
         self.head = nn.Linear(3, 3, bias=False)
         with torch.no_grad():
-            self.head.weight.copy_(torch.tensor([[2.0, 0.0, -1.0], [-2.0, 0.0, 1.0], [0.0, 1.0, 0.0]]))
+            self.head.weight.copy_(
+                torch.tensor([[2.0, 0.0, -1.0], [-2.0, 0.0, 1.0], [0.0, 1.0, 0.0]])
+            )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.flat(self.feat(x)))
 
 
 def _model() -> convlens.Model:
-    return convlens.wrap(ColourNet().eval(), input_size=8, mean=0.0, std=1.0, resize=None, labels=["red", "blue", "green"], name="colour")
+    return convlens.wrap(
+        ColourNet().eval(),
+        input_size=8,
+        mean=0.0,
+        std=1.0,
+        resize=None,
+        labels=["red", "blue", "green"],
+        name="colour",
+    )
 
 
 def _images(n: int, seed: int, red: float = 0.0) -> torch.Tensor:
@@ -43,7 +53,9 @@ def _images(n: int, seed: int, red: float = 0.0) -> torch.Tensor:
 
 
 def test_the_cav_points_toward_the_concept() -> None:
-    cav, accuracy = concept_activation_vector(_model(), _images(20, 0, red=0.6), _images(20, 1), "feat")
+    cav, accuracy = concept_activation_vector(
+        _model(), _images(20, 0, red=0.6), _images(20, 1), "feat"
+    )
     assert accuracy == 1.0
     # the concept differs from random in the red channel only: the CAV is (about) +red
     assert float(cav[0]) > 0.9
@@ -73,7 +85,9 @@ def test_tcav_finds_the_concept_a_class_uses_and_not_one_it_ignores() -> None:
     # the green class ignores red: along the red CAV its score barely moves
     cav, _ = concept_activation_vector(model, concept, randoms[0], "feat")
     green = conceptual_sensitivity(model, images, 2, "feat", cav).abs().max()
-    assert float(green) < 0.25 * float(conceptual_sensitivity(model, images, 0, "feat", cav).abs().min())
+    assert float(green) < 0.25 * float(
+        conceptual_sensitivity(model, images, 0, "feat", cav).abs().min()
+    )
 
 
 def test_too_few_random_sets_are_refused() -> None:

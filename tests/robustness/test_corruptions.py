@@ -27,7 +27,10 @@ from convlens.robustness import (
     summarize_corruptions,
 )
 
-pytest.importorskip("imagecorruptions", reason="needs imagecorruptions-imaug (pip install --no-deps imagecorruptions-imaug numba)")
+pytest.importorskip(
+    "imagecorruptions",
+    reason="needs imagecorruptions-imaug (pip install --no-deps imagecorruptions-imaug numba)",
+)
 
 #: corruptions whose published parameters make every severity strictly stronger than the last
 #: in mean absolute pixel change. The other four are not, by ImageNet-C's own tables: glass
@@ -45,11 +48,20 @@ def photos() -> torch.Tensor:
     from convlens.data.samples import load_sample
 
     images = [load_image(load_sample(n)) for n in ("cat", "coffee", "daisy")]
-    return torch.stack([nn.functional.interpolate(i[None], size=(96, 96), mode="bilinear", antialias=True)[0].clamp(0, 1) for i in images])
+    return torch.stack(
+        [
+            nn.functional.interpolate(i[None], size=(96, 96), mode="bilinear", antialias=True)[
+                0
+            ].clamp(0, 1)
+            for i in images
+        ]
+    )
 
 
 @pytest.mark.parametrize("corruption", CORRUPTIONS)
-def test_deterministic_per_seed_and_independent_of_the_batch(photos: torch.Tensor, corruption: str) -> None:
+def test_deterministic_per_seed_and_independent_of_the_batch(
+    photos: torch.Tensor, corruption: str
+) -> None:
     a = corrupt(photos, corruption, 3, seed=5)
     b = corrupt(photos, corruption, 3, seed=5)
     assert torch.equal(a, b)
@@ -57,7 +69,17 @@ def test_deterministic_per_seed_and_independent_of_the_batch(photos: torch.Tenso
     assert torch.equal(one[0], a[2])
     assert a.shape == photos.shape and a.dtype == photos.dtype
     assert torch.equal(a, (a * 255).round() / 255)  # on the 8-bit grid
-    if corruption in ("gaussian_noise", "shot_noise", "impulse_noise", "glass_blur", "snow", "frost", "fog", "elastic_transform", "motion_blur"):
+    if corruption in (
+        "gaussian_noise",
+        "shot_noise",
+        "impulse_noise",
+        "glass_blur",
+        "snow",
+        "frost",
+        "fog",
+        "elastic_transform",
+        "motion_blur",
+    ):
         assert not torch.equal(a, corrupt(photos, corruption, 3, seed=6))  # the seed matters
 
 
@@ -77,7 +99,9 @@ def test_severity_zero_is_identity(photos: torch.Tensor, corruption: str) -> Non
 
 @pytest.mark.parametrize("corruption", CORRUPTIONS)
 def test_mean_pixel_change_rises_with_severity(photos: torch.Tensor, corruption: str) -> None:
-    change = [float((corrupt(photos, corruption, s, seed=0) - photos).abs().mean()) for s in range(6)]
+    change = [
+        float((corrupt(photos, corruption, s, seed=0) - photos).abs().mean()) for s in range(6)
+    ]
     assert change[0] == 0 and change[1] > 0.002
     assert change[5] > change[3] > change[1], change
     if corruption in STRICT:
@@ -113,7 +137,9 @@ def test_channel_order_and_grey_images(photos: torch.Tensor) -> None:
     grey = photos[:1].mean(dim=1, keepdim=True)
     out_grey = corrupt(grey, "defocus_blur", 2)
     assert out_grey.shape == grey.shape
-    assert (out_grey - corrupt(grey.expand(-1, 3, -1, -1), "defocus_blur", 2).mean(dim=1, keepdim=True)).abs().max() < 1e-6
+    assert (
+        out_grey - corrupt(grey.expand(-1, 3, -1, -1), "defocus_blur", 2).mean(dim=1, keepdim=True)
+    ).abs().max() < 1e-6
 
 
 @pytest.mark.parametrize(
@@ -152,10 +178,15 @@ def test_mce_against_a_hand_computation() -> None:
     assert s.ce["gaussian_noise"] == pytest.approx(1.5 / 4.43214, abs=1e-9)
     # CE(brightness) = 2.5 / (5 * 0.564592); mCE = mean over the 15
     assert s.ce["brightness"] == pytest.approx(2.5 / 2.82296, abs=1e-6)
-    hand = (1.5 / 4.43214 + sum(2.5 / (5 * ALEXNET_MEAN_ERRORS[c]) for c in CORRUPTIONS if c != "gaussian_noise")) / 15
+    hand = (
+        1.5 / 4.43214
+        + sum(2.5 / (5 * ALEXNET_MEAN_ERRORS[c]) for c in CORRUPTIONS if c != "gaussian_noise")
+    ) / 15
     assert s.mce == pytest.approx(hand, abs=1e-6)
     # relative CE(gaussian) = (1.5 - 5 * 0.2) / (4.43214 - 5 * 0.4348)
-    assert s.relative_ce["gaussian_noise"] == pytest.approx(0.5 / (4.43214 - 5 * ALEXNET_CLEAN_ERROR), abs=1e-9)
+    assert s.relative_ce["gaussian_noise"] == pytest.approx(
+        0.5 / (4.43214 - 5 * ALEXNET_CLEAN_ERROR), abs=1e-9
+    )
     # unnormalised mean corruption error: (0.3 + 14 * 0.5) / 15; drop = that - clean error
     assert s.mean_corruption_error == pytest.approx((0.3 + 14 * 0.5) / 15)
     assert s.accuracy_drop["mean"] == pytest.approx((0.3 + 14 * 0.5) / 15 - 0.2)
@@ -187,10 +218,14 @@ class _Brightness(nn.Module):
 
 
 def test_corruption_robustness_counts_errors_like_a_hand_loop(photos: torch.Tensor) -> None:
-    model = convlens.wrap(_Brightness(), input_size=96, mean=0.5, std=0.5, labels=["dark", "bright"])
+    model = convlens.wrap(
+        _Brightness(), input_size=96, mean=0.5, std=0.5, labels=["dark", "bright"]
+    )
     pixels = torch.cat([photos, 1 - photos])
     labels = [1, 0, 1, 0, 1, 0]
-    result = corruption_robustness(model, pixels, labels, corruptions=["brightness", "contrast"], severities=[1, 5], seed=3)
+    result = corruption_robustness(
+        model, pixels, labels, corruptions=["brightness", "contrast"], severities=[1, 5], seed=3
+    )
     # hand loop: the same corruption calls, one image at a time, the rule applied by hand
     for a, name in enumerate(["brightness", "contrast"]):
         for b, severity in enumerate([1, 5]):
@@ -203,6 +238,8 @@ def test_corruption_robustness_counts_errors_like_a_hand_loop(photos: torch.Tens
     assert result["clean_predictions"].tolist() == clean_hand
     params = result.provenance["params"]
     assert params["mce"] is None and params["n_images"] == 6
-    assert params["clean_error"] == pytest.approx(sum(c != y for c, y in zip(clean_hand, labels)) / 6)
+    assert params["clean_error"] == pytest.approx(
+        sum(c != y for c, y in zip(clean_hand, labels)) / 6
+    )
     with pytest.raises(BadInputError, match="labels"):
         corruption_robustness(model, pixels, labels[:3], corruptions=["fog"], severities=[1])

@@ -26,7 +26,12 @@ def test_corruption_heat_table_shows_the_errors() -> None:
 
 
 def test_shape_bias_plot_places_each_category_at_its_shape_fraction() -> None:
-    s = summarize_shape_bias(["cat", "dog", "cat", "clock"], ["cat", "cat", "cat", "clock"], ["dog", "dog", "bear", "knife"], ["cat", "clock"])
+    s = summarize_shape_bias(
+        ["cat", "dog", "cat", "clock"],
+        ["cat", "cat", "cat", "clock"],
+        ["dog", "dog", "bear", "knife"],
+        ["cat", "clock"],
+    )
     fig = shape_bias_figure(s.to_dict() | {"preprocess": "standard"})
     ax = fig.axes[0]
     points = ax.collections[0].get_offsets()

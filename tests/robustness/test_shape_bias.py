@@ -102,7 +102,10 @@ def test_shape_bias_end_to_end_on_both_layouts(tmp_path: Path) -> None:
     assert p["per_category"]["airplane"]["shape_bias"] == pytest.approx(0.5)
     assert result["category_probabilities"].shape == (5, 16)
     # The same stimuli through a labels CSV (header, relative paths), as-is preprocessing
-    rows = ["path,shape,texture"] + [f"{i.path.relative_to(tmp_path)},{i.shape},{i.texture}" for i in scan_cue_conflict(tmp_path / "geirhos")]
+    rows = ["path,shape,texture"] + [
+        f"{i.path.relative_to(tmp_path)},{i.shape},{i.texture}"
+        for i in scan_cue_conflict(tmp_path / "geirhos")
+    ]
     (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
     again = shape_bias(model, tmp_path / "labels.csv", preprocess="as-is")
     assert again.provenance["params"]["decisions"] == p["decisions"]

@@ -93,7 +93,11 @@ def raw_request(app, method: str, raw_path: bytes, body: bytes = b"") -> tuple[i
         "raw_path": path,
         "query_string": query,
         "root_path": "",
-        "headers": [(b"host", b"testserver"), (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        "headers": [
+            (b"host", b"testserver"),
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+        ],
         "client": ("127.0.0.1", 50000),
         "server": ("testserver", 80),
     }
@@ -120,7 +124,9 @@ def raw_request(app, method: str, raw_path: bytes, body: bytes = b"") -> tuple[i
 
     asyncio.run(call())
     status = next(m["status"] for m in messages if m["type"] == "http.response.start")
-    return status, b"".join(m.get("body", b"") for m in messages if m["type"] == "http.response.body")
+    return status, b"".join(
+        m.get("body", b"") for m in messages if m["type"] == "http.response.body"
+    )
 
 
 @pytest.fixture(scope="session")

@@ -30,13 +30,15 @@ def _upload(client, data: bytes, name: str = "digit.png") -> dict:
 
 
 def _stored_images(app) -> list[str]:
-    return sorted(p.name for p in app.state.explorer.storage.root.iterdir() if p.is_dir() and p.name != "shared")
+    return sorted(
+        p.name
+        for p in app.state.explorer.storage.root.iterdir()
+        if p.is_dir() and p.name != "shared"
+    )
 
 
 def _npy(content: bytes) -> np.ndarray:
     return np.load(io.BytesIO(content), allow_pickle=False)
-
-
 
 
 # -- predictions, overlays, raw maps ---------------------------------------------------
@@ -50,18 +52,27 @@ def test_predictions_equal_model_predict(client_factory, digits_model, digit_png
     expected = digits_model.predict([str(path)], top_k=3)[0]
     assert [t["class"] for t in got["top"]] == expected.classes
     assert [t["label"] for t in got["top"]] == expected.labels
-    np.testing.assert_allclose([t["probability"] for t in got["top"]], expected.probabilities, rtol=0, atol=1e-7)
-    assert got["top"][0]["class"] == 3  # a real "3": the model gets it, so the image went through intact
+    np.testing.assert_allclose(
+        [t["probability"] for t in got["top"]], expected.probabilities, rtol=0, atol=1e-7
+    )
+    assert (
+        got["top"][0]["class"] == 3
+    )  # a real "3": the model gets it, so the image went through intact
 
 
 @pytest.mark.parametrize(
     ("method", "target", "layer"),
     [("saliency", None, None), ("gradcam", 5, "conv1"), ("integrated_gradients", "8", None)],
 )
-def test_overlay_and_maps_equal_library_render(client_factory, digits_model, photo_png, tmp_path, method, target, layer) -> None:
+def test_overlay_and_maps_equal_library_render(
+    client_factory, digits_model, photo_png, tmp_path, method, target, layer
+) -> None:
     client, _ = client_factory()
     image = _upload(client, photo_png, "cat.png")
-    r = client.post(f"/api/images/{image['id']}/explain", json={"method": method, "target": target, "layer": layer})
+    r = client.post(
+        f"/api/images/{image['id']}/explain",
+        json={"method": method, "target": target, "layer": layer},
+    )
     assert r.status_code == 200, r.text
     info = r.json()
     path = tmp_path / "cat.png"
@@ -70,14 +81,22 @@ def test_overlay_and_maps_equal_library_render(client_factory, digits_model, pho
     expected_class = int(result.provenance["target"]["classes"][0])
     assert info["target"]["class"] == expected_class
     for alpha in (0.5, 0.3):
-        png = client.get(f"/api/images/{image['id']}/overlays/{info['key']}.png", params={"alpha": alpha})
+        png = client.get(
+            f"/api/images/{image['id']}/overlays/{info['key']}.png", params={"alpha": alpha}
+        )
         assert png.status_code == 200 and png.headers["content-type"] == "image/png"
-        assert png.content == array_to_png_bytes(overlay(result.originals[0], result.display[0], alpha=alpha))
+        assert png.content == array_to_png_bytes(
+            overlay(result.originals[0], result.display[0], alpha=alpha)
+        )
     raw_map = _npy(client.get(f"/api/images/{image['id']}/files/{info['files']['map']}").content)
     np.testing.assert_array_equal(raw_map, result.tensors["map"][0].numpy())
-    attribution = _npy(client.get(f"/api/images/{image['id']}/files/{info['files']['attribution']}").content)
+    attribution = _npy(
+        client.get(f"/api/images/{image['id']}/files/{info['files']['attribution']}").content
+    )
     np.testing.assert_array_equal(attribution, result.tensors["attribution"][0].numpy())
-    download = client.get(f"/api/images/{image['id']}/files/{info['files']['map']}", params={"download": "true"})
+    download = client.get(
+        f"/api/images/{image['id']}/files/{info['files']['map']}", params={"download": "true"}
+    )
     assert download.headers["content-disposition"].startswith("attachment")
 
 
@@ -85,15 +104,21 @@ def test_overlay_differs_between_targets(client_factory, photo_png) -> None:
     """A cache keyed wrongly would hand the first map back for every target."""
     client, _ = client_factory()
     image = _upload(client, photo_png, "cat.png")
-    a = client.post(f"/api/images/{image['id']}/explain", json={"method": "saliency", "target": 1}).json()
-    b = client.post(f"/api/images/{image['id']}/explain", json={"method": "saliency", "target": 7}).json()
+    a = client.post(
+        f"/api/images/{image['id']}/explain", json={"method": "saliency", "target": 1}
+    ).json()
+    b = client.post(
+        f"/api/images/{image['id']}/explain", json={"method": "saliency", "target": 7}
+    ).json()
     assert a["key"] != b["key"]
     map_a = _npy(client.get(f"/api/images/{image['id']}/files/{a['files']['map']}").content)
     map_b = _npy(client.get(f"/api/images/{image['id']}/files/{b['files']['map']}").content)
     assert not np.allclose(map_a, map_b)
 
 
-def test_feature_maps_equal_layer_activations(client_factory, digits_model, photo_png, tmp_path) -> None:
+def test_feature_maps_equal_layer_activations(
+    client_factory, digits_model, photo_png, tmp_path
+) -> None:
     from convlens.inspect.activations import layer_activations
 
     client, _ = client_factory()
@@ -102,7 +127,9 @@ def test_feature_maps_equal_layer_activations(client_factory, digits_model, phot
     path = tmp_path / "cat.png"
     path.write_bytes(photo_png)
     acts = layer_activations(digits_model, digits_model.prepare([str(path)]).x, "conv2")[0]
-    got = _npy(client.get(f"/api/images/{image['id']}/files/{info['files']['activations']}").content)
+    got = _npy(
+        client.get(f"/api/images/{image['id']}/files/{info['files']['activations']}").content
+    )
     np.testing.assert_array_equal(got, acts.numpy())
     means = acts.flatten(1).mean(dim=1)
     shown = [c["channel"] for c in info["channels"]]
@@ -119,13 +146,17 @@ def test_sample_photos_and_attack_match_library(client_factory, digits_model) ->
     assert image["name"] == "sample:cat"
     got = client.get(f"/api/images/{image['id']}/predictions").json()
     assert [t["class"] for t in got["top"]] == digits_model.predict(["sample:cat"])[0].classes
-    job = client.post("/api/jobs/attack", json={"image": image["id"], "eps": 0.1, "steps": 5}).json()
+    job = client.post(
+        "/api/jobs/attack", json={"image": image["id"], "eps": 0.1, "steps": 5}
+    ).json()
     job = wait_for_job(client, job["id"])
     assert job["status"] == "done", job
     expected = convlens.attack(digits_model, ["sample:cat"], "pgd", eps=0.1, steps=5, seed=0)
     assert job["result"]["success"] == bool(expected["success"][0])
     assert [t["class"] for t in job["result"]["after"]] == expected["top_classes_after"][0].tolist()
-    png = client.get(f"/api/images/{image['id']}/files/{job['result']['files']['adversarial']}").content
+    png = client.get(
+        f"/api/images/{image['id']}/files/{job['result']['files']['adversarial']}"
+    ).content
     from PIL import Image
 
     pixels = np.asarray(Image.open(io.BytesIO(png)))
@@ -150,7 +181,9 @@ def test_oversize_bytes_refused_and_nothing_stored(client_factory, to_png) -> No
     r = client.post("/api/images", content=chunks())
     assert r.status_code == 413
     assert _stored_images(app) == []
-    assert client.post("/api/images", content=data[:1500]).status_code == 415  # under the cap: judged as an image
+    assert (
+        client.post("/api/images", content=data[:1500]).status_code == 415
+    )  # under the cap: judged as an image
 
 
 def test_oversize_pixels_refused_from_the_header(client_factory, to_png) -> None:
@@ -163,7 +196,10 @@ def test_oversize_pixels_refused_from_the_header(client_factory, to_png) -> None
     Image.new("1", (8000, 8000)).save(buffer, format="PNG")  # 64 MP, a few kB: a would-be bomb
     r = client.post("/api/images?name=bomb.png", content=buffer.getvalue())
     assert r.status_code == 413 and "64,000,000 pixels" in r.json()["detail"]
-    assert client.post("/api/images", content=to_png(np.zeros((100, 100), np.uint8))).status_code == 201
+    assert (
+        client.post("/api/images", content=to_png(np.zeros((100, 100), np.uint8))).status_code
+        == 201
+    )
     assert len(_stored_images(app)) == 1
 
 
@@ -239,7 +275,13 @@ def test_path_traversal_refused_in_every_route(client_factory, photo_png, raw, t
     checked = 0
     for method, template in routes:
         body = next((b for suffix, b in bodies.items() if template.endswith(suffix)), b"{}")
-        for bad in [*BAD_IDS, f"{image}%2f..%2f..%2fsecret.txt", f"{name}%2f..", "source.bin", "meta.json"]:
+        for bad in [
+            *BAD_IDS,
+            f"{image}%2f..%2f..%2fsecret.txt",
+            f"{name}%2f..",
+            "source.bin",
+            "meta.json",
+        ]:
             status, content = raw(app, method, template.format(bad).encode(), body)
             assert 400 <= status < 500, (method, template, bad, status)
             assert b"TOP-SECRET" not in content and b"root:" not in content
@@ -248,7 +290,12 @@ def test_path_traversal_refused_in_every_route(client_factory, photo_png, raw, t
             checked += 1
     # the attack job takes the image id in its JSON body
     for bad in BAD_IDS:
-        status, _ = raw(app, "POST", b"/api/jobs/attack", json.dumps({"image": bad.replace("%2f", "/")}).encode())
+        status, _ = raw(
+            app,
+            "POST",
+            b"/api/jobs/attack",
+            json.dumps({"image": bad.replace("%2f", "/")}).encode(),
+        )
         assert status == 400
     assert checked == len(routes) * (len(BAD_IDS) + 4)
     # the legitimate requests still work through the same raw path
@@ -261,7 +308,9 @@ def test_files_are_per_image(client_factory, photo_png) -> None:
     client, _ = client_factory()
     a = _upload(client, photo_png, "a.png")["id"]
     b = _upload(client, photo_png, "b.png")["id"]
-    name = client.post(f"/api/images/{a}/explain", json={"method": "saliency"}).json()["files"]["map"]
+    name = client.post(f"/api/images/{a}/explain", json={"method": "saliency"}).json()["files"][
+        "map"
+    ]
     assert client.get(f"/api/images/{a}/files/{name}").status_code == 200
     assert client.get(f"/api/images/{b}/files/{name}").status_code == 404
     unknown = "0" * 32
@@ -278,7 +327,9 @@ def test_oldest_images_evicted(client_factory, photo_png) -> None:
 # -- jobs ------------------------------------------------------------------------------
 def test_cancel_stops_a_running_job_and_writes_nothing(client_factory) -> None:
     client, app = client_factory()
-    job = client.post("/api/jobs/visualize", json={"layer": "conv2", "channel": 1, "steps": 1024}).json()
+    job = client.post(
+        "/api/jobs/visualize", json={"layer": "conv2", "channel": 1, "steps": 1024}
+    ).json()
     deadline = time.monotonic() + 30
     while client.get(f"/api/jobs/{job['id']}").json()["done"] < 2 and time.monotonic() < deadline:
         time.sleep(0.005)
@@ -291,8 +342,12 @@ def test_cancel_stops_a_running_job_and_writes_nothing(client_factory) -> None:
 
 def test_cancel_a_queued_job_never_runs_it(client_factory) -> None:
     client, _ = client_factory()
-    first = client.post("/api/jobs/visualize", json={"layer": "conv2", "channel": 1, "steps": 1024}).json()
-    second = client.post("/api/jobs/visualize", json={"layer": "conv2", "channel": 2, "steps": 3}).json()
+    first = client.post(
+        "/api/jobs/visualize", json={"layer": "conv2", "channel": 1, "steps": 1024}
+    ).json()
+    second = client.post(
+        "/api/jobs/visualize", json={"layer": "conv2", "channel": 2, "steps": 3}
+    ).json()
     assert client.delete(f"/api/jobs/{second['id']}").json()["status"] == "cancelled"
     client.delete(f"/api/jobs/{first['id']}")
     assert wait_for_job(client, first["id"])["status"] == "cancelled"
@@ -311,7 +366,9 @@ def test_visualisation_is_cached_and_equals_library(client_factory, digits_model
     expected = visualize_neuron(digits_model, "conv2", 3, steps=8, seed=0)
     assert png == array_to_png_bytes(to_uint8_image(expected.tensors["image"][0]))
     second = wait_for_job(client, client.post("/api/jobs/visualize", json=request).json()["id"])
-    assert second["result"]["file"] == first["result"]["file"] and second["done"] == 0  # cached: no optimisation step
+    assert (
+        second["result"]["file"] == first["result"]["file"] and second["done"] == 0
+    )  # cached: no optimisation step
     bad = client.post("/api/jobs/visualize", json={"layer": "nope", "channel": 0})
     assert bad.status_code == 400 and "nope" in bad.json()["detail"]
 
@@ -341,7 +398,7 @@ def test_openapi_schema_lists_the_routes(client_factory) -> None:
 def test_page_loads_nothing_from_outside(client_factory) -> None:
     client, _ = client_factory()
     page = client.get("/").text
-    assert "<script src=\"/static/app.js\">" in page
+    assert '<script src="/static/app.js">' in page
     for name in ("", "static/app.js", "static/style.css"):
         text = client.get(f"/{name}").text
         assert "http://" not in text and "https://" not in text and "//cdn" not in text
@@ -357,7 +414,9 @@ def test_page_loads_nothing_from_outside(client_factory) -> None:
         ("GET", "predictions?top_k=0", None, 422, "top_k"),
     ],
 )
-def test_bad_requests_answer_one_line(client_factory, photo_png, method, path, body, status, words) -> None:
+def test_bad_requests_answer_one_line(
+    client_factory, photo_png, method, path, body, status, words
+) -> None:
     client, _ = client_factory()
     image = _upload(client, photo_png, "cat.png")["id"]
     r = client.request(method, f"/api/images/{image}/{path}", json=body)
@@ -382,7 +441,9 @@ def test_serve_without_the_web_extra_exits_2(monkeypatch, capsys) -> None:
     from convlens.cli.main import main
 
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "fastapi" else real(name, *a))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "fastapi" else real(name, *a)
+    )
     assert main(["serve"]) == 2
     err = capsys.readouterr().err.strip()
     assert "pip install 'convlens[web]'" in err and len(err.splitlines()) == 1
@@ -398,12 +459,25 @@ def test_serve_bad_port_exits_2(capsys) -> None:
 def test_loopback_detection() -> None:
     from convlens.cli.cmd_serve import is_loopback
 
-    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost") and is_loopback("127.0.0.2")
-    assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.5") and not is_loopback("example.org")
+    assert (
+        is_loopback("127.0.0.1")
+        and is_loopback("::1")
+        and is_loopback("localhost")
+        and is_loopback("127.0.0.2")
+    )
+    assert (
+        not is_loopback("0.0.0.0")
+        and not is_loopback("192.168.1.5")
+        and not is_loopback("example.org")
+    )
 
 
-@pytest.mark.parametrize(("host", "warned", "restricted"), [("127.0.0.1", False, True), ("0.0.0.0", True, False)])
-def test_serve_wires_uvicorn_and_warns_off_loopback(monkeypatch, capsys, host, warned, restricted) -> None:
+@pytest.mark.parametrize(
+    ("host", "warned", "restricted"), [("127.0.0.1", False, True), ("0.0.0.0", True, False)]
+)
+def test_serve_wires_uvicorn_and_warns_off_loopback(
+    monkeypatch, capsys, host, warned, restricted
+) -> None:
     import uvicorn
 
     from convlens.cli.main import main
@@ -411,7 +485,7 @@ def test_serve_wires_uvicorn_and_warns_off_loopback(monkeypatch, capsys, host, w
     calls = []
     monkeypatch.setattr(uvicorn, "run", lambda app, **kw: calls.append((app, kw)))
     assert main(["serve", "--model", "digits_cnn", "--host", host, "--port", "8765"]) == 0
-    (app, options), = calls
+    ((app, options),) = calls
     assert options["host"] == host and options["port"] == 8765
     assert app.state.explorer.default_model == "digits_cnn"
     assert any("TrustedHost" in str(m.cls) for m in app.user_middleware) == restricted
@@ -423,7 +497,12 @@ def test_serve_wires_uvicorn_and_warns_off_loopback(monkeypatch, capsys, host, w
 def test_job_errors_are_reported_not_raised(client_factory, photo_png) -> None:
     client, _ = client_factory()
     image = _upload(client, photo_png, "cat.png")["id"]
-    job = wait_for_job(client, client.post("/api/jobs/attack", json={"image": image, "target": "giraffe", "steps": 2}).json()["id"])
+    job = wait_for_job(
+        client,
+        client.post(
+            "/api/jobs/attack", json={"image": image, "target": "giraffe", "steps": 2}
+        ).json()["id"],
+    )
     assert job["status"] == "error" and "giraffe" in job["error"]
     assert client.get("/api/info").status_code == 200  # the server carries on
 
@@ -434,7 +513,17 @@ def test_storage_refuses_names_and_links_that_leave_the_area(tmp_path) -> None:
 
     storage = Storage(tmp_path / "area")
     image = storage.add_image(b"x", {"name": "x"})
-    for bad in ["../x.png", "/etc/passwd", "a/b.png", "map-..npy", "MAP-1.npy", "map-1.npy\x00.png", "map-1.exe", "", ".."]:
+    for bad in [
+        "../x.png",
+        "/etc/passwd",
+        "a/b.png",
+        "map-..npy",
+        "MAP-1.npy",
+        "map-1.npy\x00.png",
+        "map-1.exe",
+        "",
+        "..",
+    ]:
         with pytest.raises(BadInputError):
             storage.file(image, bad)
     for bad in ["../" + image, image.upper(), image[:-1], image + "0", "/" + image]:

@@ -60,8 +60,16 @@ def test_500_requests_at_50_concurrent(live, digit_png, photo_png) -> None:
             for name, data in (("digit.png", digit_png), ("cat.png", photo_png)):
                 image = (await client.post(f"/api/images?name={name}", content=data)).json()
                 predictions = (await client.get(f"/api/images/{image['id']}/predictions")).json()
-                explained = (await client.post(f"/api/images/{image['id']}/explain", json={"method": "saliency"})).json()
-                overlay = (await client.get(f"/api/images/{image['id']}/overlays/{explained['key']}.png?alpha=0.5")).content
+                explained = (
+                    await client.post(
+                        f"/api/images/{image['id']}/explain", json={"method": "saliency"}
+                    )
+                ).json()
+                overlay = (
+                    await client.get(
+                        f"/api/images/{image['id']}/overlays/{explained['key']}.png?alpha=0.5"
+                    )
+                ).content
                 tabs.append((image["id"], predictions, explained, overlay))
             assert tabs[0][1] != tabs[1][1]  # the two images really differ
             errors: list[str] = []
@@ -76,10 +84,14 @@ def test_500_requests_at_50_concurrent(live, digit_png, photo_png) -> None:
                             r = await client.get(f"/api/images/{image}/predictions")
                             ok = r.status_code == 200 and r.json() == predictions
                         elif kind == 1:
-                            r = await client.post(f"/api/images/{image}/explain", json={"method": "saliency"})
+                            r = await client.post(
+                                f"/api/images/{image}/explain", json={"method": "saliency"}
+                            )
                             ok = r.status_code == 200 and r.json() == explained
                         elif kind == 2:
-                            r = await client.get(f"/api/images/{image}/overlays/{explained['key']}.png?alpha=0.5")
+                            r = await client.get(
+                                f"/api/images/{image}/overlays/{explained['key']}.png?alpha=0.5"
+                            )
                             ok = r.status_code == 200 and r.content == overlay
                         elif kind == 3:
                             r = await client.get("/api/info")
@@ -88,7 +100,9 @@ def test_500_requests_at_50_concurrent(live, digit_png, photo_png) -> None:
                             r = await client.post("/api/images?name=again.png", content=digit_png)
                             ok = r.status_code == 201
                         if not ok:
-                            errors.append(f"request {k} kind {kind}: HTTP {r.status_code} {r.text[:120]}")
+                            errors.append(
+                                f"request {k} kind {kind}: HTTP {r.status_code} {r.text[:120]}"
+                            )
                     except httpx.HTTPError as exc:
                         errors.append(f"request {k} kind {kind}: {type(exc).__name__} {exc}")
 
@@ -101,7 +115,9 @@ def test_500_requests_at_50_concurrent(live, digit_png, photo_png) -> None:
             return errors, _rss_mb() - before, seconds
 
     errors, growth, seconds = asyncio.run(scenario())
-    print(f"{REQUESTS} requests at {CONCURRENCY} concurrent in {seconds:.1f} s; RSS growth {growth:.1f} MB")
+    print(
+        f"{REQUESTS} requests at {CONCURRENCY} concurrent in {seconds:.1f} s; RSS growth {growth:.1f} MB"
+    )
     assert errors == []
     assert growth < RSS_LIMIT_MB
 

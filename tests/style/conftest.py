@@ -39,4 +39,6 @@ class LossNet(nn.Module):
 def loss_model():
     import convlens
 
-    return convlens.wrap(LossNet(), input_size=32, mean=0.5, std=0.25, resize=None, name="style_loss_net")
+    return convlens.wrap(
+        LossNet(), input_size=32, mean=0.5, std=0.25, resize=None, name="style_loss_net"
+    )

@@ -25,7 +25,9 @@ def _folder(root: Path, counts: dict[str, int], seed: int) -> Path:
     for category, n in counts.items():
         (root / category).mkdir(parents=True)
         for k in range(n):
-            Image.fromarray((rng.random((20, 28, 3)) * 255).astype(np.uint8)).save(root / category / f"img{k}.png")
+            Image.fromarray((rng.random((20, 28, 3)) * 255).astype(np.uint8)).save(
+                root / category / f"img{k}.png"
+            )
     (root / "notes.txt").write_text("not an image folder")
     return root
 
@@ -44,7 +46,11 @@ def _expected_pairs(include_same: bool) -> set[tuple[str, int, str, int]]:
     """Brute force: every shape image x texture image, by category and 1-based index."""
     shapes = [(c, n) for c, k in SHAPES.items() for n in range(1, k + 1)]
     textures = [(c, m) for c, k in TEXTURES.items() for m in range(1, k + 1)]
-    return {(s, n, t, m) for (s, n), (t, m) in itertools.product(shapes, textures) if include_same or s != t}
+    return {
+        (s, n, t, m)
+        for (s, n), (t, m) in itertools.product(shapes, textures)
+        if include_same or s != t
+    }
 
 
 def test_labels_file_is_well_formed(loss_model, dirs: tuple[Path, Path], tmp_path: Path) -> None:
@@ -69,14 +75,24 @@ def test_labels_file_is_well_formed(loss_model, dirs: tuple[Path, Path], tmp_pat
     # the shape-bias reader takes both the CSV and the folder layout, and they agree
     from_csv = scan_cue_conflict(out / "labels.csv", CATEGORIES)
     from_folders = scan_cue_conflict(out, CATEGORIES)
-    assert sorted((i.path, i.shape, i.texture) for i in from_csv) == sorted((i.path, i.shape, i.texture) for i in from_folders)
+    assert sorted((i.path, i.shape, i.texture) for i in from_csv) == sorted(
+        (i.path, i.shape, i.texture) for i in from_folders
+    )
     assert not list(out.rglob(".*.tmp"))
 
 
 def test_include_same_adds_the_same_category_pairs(dirs: tuple[Path, Path]) -> None:
     shapes, textures = scan_categories(dirs[0]), scan_categories(dirs[1])
     with_same = cue_conflict_pairs(shapes, textures, include_same=True)
-    got = {(p.shape, int(re.search(r"(\d+)-", p.path)[1]), p.texture, int(re.search(r"(\d+)\.png", p.path)[1])) for p in with_same}
+    got = {
+        (
+            p.shape,
+            int(re.search(r"(\d+)-", p.path)[1]),
+            p.texture,
+            int(re.search(r"(\d+)\.png", p.path)[1]),
+        )
+        for p in with_same
+    }
     assert got == _expected_pairs(include_same=True)
 
 
@@ -86,7 +102,9 @@ def test_a_subset_of_pairs_is_seeded(dirs: tuple[Path, Path]) -> None:
     a = cue_conflict_pairs(shapes, textures, pairs=3, seed=5)
     b = cue_conflict_pairs(shapes, textures, pairs=3, seed=5)
     assert a == b and len(a) == 3 and set(a) <= set(everything)
-    assert {tuple(cue_conflict_pairs(shapes, textures, pairs=3, seed=s)) for s in range(8)} != {tuple(a)}
+    assert {tuple(cue_conflict_pairs(shapes, textures, pairs=3, seed=s)) for s in range(8)} != {
+        tuple(a)
+    }
     assert cue_conflict_pairs(shapes, textures, pairs=100) == everything
 
 
@@ -96,8 +114,12 @@ def test_pairs_option_writes_that_many(loss_model, dirs: tuple[Path, Path], tmp_
     assert len(_rows(out)) == 3 and len(list(out.rglob("*.png"))) == 2
 
 
-@pytest.mark.parametrize("problem", ["missing", "bad_category", "unreadable", "same_only", "no_images"])
-def test_bad_input_fails_before_anything_is_written(loss_model, dirs: tuple[Path, Path], tmp_path: Path, problem: str) -> None:
+@pytest.mark.parametrize(
+    "problem", ["missing", "bad_category", "unreadable", "same_only", "no_images"]
+)
+def test_bad_input_fails_before_anything_is_written(
+    loss_model, dirs: tuple[Path, Path], tmp_path: Path, problem: str
+) -> None:
     shapes, textures = dirs
     kwargs = {}
     if problem == "missing":

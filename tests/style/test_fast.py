@@ -46,7 +46,9 @@ def stripes(h: int = 48, w: int = 48, period: int = 6) -> torch.Tensor:
 
 def _train(model, steps: int, seed: int = 0, **kw):
     images = [photo(s)[0] for s in range(6)]
-    return train_style_net(model, stripes(), images, steps=steps, size=32, batch=2, lr=1e-2, seed=seed, **TINY, **kw)
+    return train_style_net(
+        model, stripes(), images, steps=steps, size=32, batch=2, lr=1e-2, seed=seed, **TINY, **kw
+    )
 
 
 @pytest.mark.parametrize(("h", "w"), [(16, 16), (37, 50), (64, 33)])
@@ -115,7 +117,9 @@ def test_training_is_seeded(loss_model) -> None:
     c, _ = _train(loss_model, steps=3, seed=2)
     for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values()):
         assert torch.equal(pa, pb), name
-    assert any(not torch.equal(pa, pc) for pa, pc in zip(a.state_dict().values(), c.state_dict().values()))
+    assert any(
+        not torch.equal(pa, pc) for pa, pc in zip(a.state_dict().values(), c.state_dict().values())
+    )
 
 
 def test_bad_training_settings_are_refused(loss_model) -> None:
@@ -148,7 +152,9 @@ class _Evil:
         return (print, ("pwned",))
 
 
-@pytest.mark.parametrize("kind", ["garbage", "truncated", "pickle_code", "other_dict", "wrong_shapes", "empty"])
+@pytest.mark.parametrize(
+    "kind", ["garbage", "truncated", "pickle_code", "other_dict", "wrong_shapes", "empty"]
+)
 def test_a_bad_file_is_one_clean_bad_input_error(loss_model, tmp_path: Path, kind: str) -> None:
     path = tmp_path / "bad.pt"
     if kind == "garbage":
@@ -158,11 +164,23 @@ def test_a_bad_file_is_one_clean_bad_input_error(loss_model, tmp_path: Path, kin
         save_style_net(net, path)
         path.write_bytes(path.read_bytes()[:300])
     elif kind == "pickle_code":  # weights_only loading must refuse to run code
-        torch.save({"format": "convlens-style-net", "x": _Evil()}, path, pickle_protocol=pickle.DEFAULT_PROTOCOL)
+        torch.save(
+            {"format": "convlens-style-net", "x": _Evil()},
+            path,
+            pickle_protocol=pickle.DEFAULT_PROTOCOL,
+        )
     elif kind == "other_dict":
         torch.save({"weights": torch.zeros(3)}, path)
     elif kind == "wrong_shapes":
-        torch.save({"format": "convlens-style-net", "version": 1, "config": {"width": 4, "blocks": 1, "skip": True}, "state_dict": StyleNet(8, 1).state_dict()}, path)
+        torch.save(
+            {
+                "format": "convlens-style-net",
+                "version": 1,
+                "config": {"width": 4, "blocks": 1, "skip": True},
+                "state_dict": StyleNet(8, 1).state_dict(),
+            },
+            path,
+        )
     else:
         path.write_bytes(b"")
     with pytest.raises(BadInputError) as info:

@@ -79,7 +79,9 @@ def adaptive_forward(defended: Model, *, samples: int = 1) -> Forward:
     """
     module = defended.module
     if not isinstance(module, DefendedModule):
-        raise BadInputError(f"adaptive_forward: model {defended.name!r} has no input-transform defence; make it with defend()")
+        raise BadInputError(
+            f"adaptive_forward: model {defended.name!r} has no input-transform defence; make it with defend()"
+        )
     if samples < 1:
         raise BadInputError(f"EOT samples {samples}: must be >= 1")
     draws = samples if module.defence.random else 1
@@ -88,7 +90,12 @@ def adaptive_forward(defended: Model, *, samples: int = 1) -> Forward:
     transform = bpda(lambda p: defence(p, module.generator))
 
     def forward(pixels: Tensor) -> Tensor:
-        logp = torch.stack([network(defended.normalize(transform(pixels))).log_softmax(dim=1) for _ in range(draws)])
+        logp = torch.stack(
+            [
+                network(defended.normalize(transform(pixels))).log_softmax(dim=1)
+                for _ in range(draws)
+            ]
+        )
         return torch.logsumexp(logp, dim=0) - math.log(draws)
 
     return forward

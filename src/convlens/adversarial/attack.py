@@ -35,7 +35,15 @@ from convlens.models.model import Model
 from convlens.results import Result, make_provenance
 from convlens.targets import resolve_target
 
-__all__ = ["BLACK_BOX", "DEFAULT_EPS", "METHODS", "WHITE_BOX", "attack", "pixel_forward", "run_method"]
+__all__ = [
+    "BLACK_BOX",
+    "DEFAULT_EPS",
+    "METHODS",
+    "WHITE_BOX",
+    "attack",
+    "pixel_forward",
+    "run_method",
+]
 
 ProgressFn = Callable[[int, int], None]
 
@@ -46,12 +54,43 @@ METHODS = WHITE_BOX + BLACK_BOX
 DEFAULT_EPS = 4 / 255
 
 _NORMS: dict[str, tuple[str, ...]] = {
-    "fgsm": ("inf", "2"), "bim": ("inf",), "pgd": ("inf", "2"), "cw": ("2",), "deepfool": ("2",),
-    "square": ("inf",), "zoo": ("inf", "2"), "one-pixel": ("0",),
+    "fgsm": ("inf", "2"),
+    "bim": ("inf",),
+    "pgd": ("inf", "2"),
+    "cw": ("2",),
+    "deepfool": ("2",),
+    "square": ("inf",),
+    "zoo": ("inf", "2"),
+    "one-pixel": ("0",),
 }
-_BUDGET = {"fgsm": "required", "bim": "required", "pgd": "required", "square": "required", "zoo": "optional", "cw": "none", "deepfool": "none", "one-pixel": "none"}
-_STEPS = {"fgsm": 1, "bim": 10, "pgd": 10, "cw": 100, "deepfool": 50, "square": 10000, "zoo": 20000, "one-pixel": 100}
-_ALIASES = {"i-fgsm": "bim", "ifgsm": "bim", "carlini-wagner": "cw", "cw-l2": "cw", "onepixel": "one-pixel", "one_pixel": "one-pixel"}
+_BUDGET = {
+    "fgsm": "required",
+    "bim": "required",
+    "pgd": "required",
+    "square": "required",
+    "zoo": "optional",
+    "cw": "none",
+    "deepfool": "none",
+    "one-pixel": "none",
+}
+_STEPS = {
+    "fgsm": 1,
+    "bim": 10,
+    "pgd": 10,
+    "cw": 100,
+    "deepfool": 50,
+    "square": 10000,
+    "zoo": 20000,
+    "one-pixel": 100,
+}
+_ALIASES = {
+    "i-fgsm": "bim",
+    "ifgsm": "bim",
+    "carlini-wagner": "cw",
+    "cw-l2": "cw",
+    "onepixel": "one-pixel",
+    "one_pixel": "one-pixel",
+}
 
 
 def pixel_forward(model: Model) -> Forward:
@@ -59,7 +98,9 @@ def pixel_forward(model: Model) -> Forward:
     return lambda pixels: model.module(model.normalize(pixels))
 
 
-def _method_settings(method: str, eps: float | None, norm: str | None, steps: int | None) -> tuple[str, float | None, str, int]:
+def _method_settings(
+    method: str, eps: float | None, norm: str | None, steps: int | None
+) -> tuple[str, float | None, str, int]:
     name = _ALIASES.get(method.strip().lower(), method.strip().lower())
     if name not in METHODS:
         raise BadInputError(f"method {method!r}: choose from {', '.join(METHODS)}")
@@ -71,7 +112,9 @@ def _method_settings(method: str, eps: float | None, norm: str | None, steps: in
         raise BadInputError(f"{name}: norm {use_norm} is not supported; use {' or '.join(allowed)}")
     budget = _BUDGET[name]
     if budget == "none" and eps is not None:
-        raise BadInputError(f"{name} has no budget ({'it minimises the L2 change' if name in ('cw', 'deepfool') else 'it changes one pixel'}); drop eps")
+        raise BadInputError(
+            f"{name} has no budget ({'it minimises the L2 change' if name in ('cw', 'deepfool') else 'it changes one pixel'}); drop eps"
+        )
     if budget == "required" and eps is None:
         eps = DEFAULT_EPS
     if eps is not None and not 0 <= eps <= 1:
@@ -105,23 +148,78 @@ def run_method(
     n = x.shape[0]
     none = torch.zeros(n, dtype=torch.long)
     if method == "fgsm":
-        return whitebox.fgsm(forward, x, labels, float(eps or 0), norm=norm, targeted=targeted, **opts), none
+        return whitebox.fgsm(
+            forward, x, labels, float(eps or 0), norm=norm, targeted=targeted, **opts
+        ), none
     if method == "bim":
-        return whitebox.bim(forward, x, labels, float(eps or 0), steps=steps, targeted=targeted, progress=progress, **opts), none
+        return whitebox.bim(
+            forward,
+            x,
+            labels,
+            float(eps or 0),
+            steps=steps,
+            targeted=targeted,
+            progress=progress,
+            **opts,
+        ), none
     if method == "pgd":
-        return whitebox.pgd(forward, x, labels, float(eps or 0), norm=norm, steps=steps, targeted=targeted, generator=generator, progress=progress, **opts), none
+        return whitebox.pgd(
+            forward,
+            x,
+            labels,
+            float(eps or 0),
+            norm=norm,
+            steps=steps,
+            targeted=targeted,
+            generator=generator,
+            progress=progress,
+            **opts,
+        ), none
     if method == "cw":
-        return whitebox.carlini_wagner_l2(forward, x, labels, targeted=targeted, steps=steps, progress=progress, **opts), none
+        return whitebox.carlini_wagner_l2(
+            forward, x, labels, targeted=targeted, steps=steps, progress=progress, **opts
+        ), none
     if method == "deepfool":
         if targeted:
             raise BadInputError("deepfool is untargeted; use cw or pgd with a target")
         return whitebox.deepfool(forward, x, steps=steps, progress=progress, **opts), none
     oracle = Oracle(forward, output="scores")
     if method == "square":
-        return blackbox.square(oracle, x, labels, float(eps or 0), norm=norm, max_queries=steps, targeted=targeted, generator=generator, progress=progress, **opts)
+        return blackbox.square(
+            oracle,
+            x,
+            labels,
+            float(eps or 0),
+            norm=norm,
+            max_queries=steps,
+            targeted=targeted,
+            generator=generator,
+            progress=progress,
+            **opts,
+        )
     if method == "zoo":
-        return blackbox.zoo(oracle, x, labels, eps=eps, norm=norm, max_queries=steps, targeted=targeted, generator=generator, progress=progress, **opts)
-    return blackbox.one_pixel(oracle, x, labels, generations=steps, targeted=targeted, seed=seed, progress=progress, **opts)
+        return blackbox.zoo(
+            oracle,
+            x,
+            labels,
+            eps=eps,
+            norm=norm,
+            max_queries=steps,
+            targeted=targeted,
+            generator=generator,
+            progress=progress,
+            **opts,
+        )
+    return blackbox.one_pixel(
+        oracle,
+        x,
+        labels,
+        generations=steps,
+        targeted=targeted,
+        seed=seed,
+        progress=progress,
+        **opts,
+    )
 
 
 def attack(
@@ -203,7 +301,9 @@ def attack(
         if targeted:
             resolved = resolve_target(model, target, n)
             if resolved.kind != "class" or resolved.classes is None:
-                raise BadInputError(f"target {target!r}: an attack targets classes (an index, label or wnid)")
+                raise BadInputError(
+                    f"target {target!r}: an attack targets classes (an index, label or wnid)"
+                )
             goal = resolved.classes.expand(n) if resolved.classes.numel() == 1 else resolved.classes
         elif labels is not None:
             goal = torch.as_tensor(labels, dtype=torch.long).reshape(-1)
@@ -218,14 +318,33 @@ def attack(
         chunks = list(range(0, n, batch_size))
         advs, queries = [], []
         for ci, lo in enumerate(chunks):
-            inner = None if progress is None else (lambda done, total, ci=ci: progress(ci * total + done, len(chunks) * total))
+            inner = (
+                None
+                if progress is None
+                else (lambda done, total, ci=ci: progress(ci * total + done, len(chunks) * total))
+            )
             x = x0[lo : lo + batch_size]
-            adv, q = run_method(forward, x, goal[lo : lo + batch_size], name, eps=eps, norm=norm, steps=steps, targeted=targeted, generator=generator, seed=seed + lo, progress=inner, options=options)
+            adv, q = run_method(
+                forward,
+                x,
+                goal[lo : lo + batch_size],
+                name,
+                eps=eps,
+                norm=norm,
+                steps=steps,
+                targeted=targeted,
+                generator=generator,
+                seed=seed + lo,
+                progress=inner,
+                options=options,
+            )
             advs.append(quantize_within_budget(x, adv, eps, norm))
             queries.append(q)
         adversarial = torch.cat(advs)
         with torch.no_grad():
-            after = torch.cat([forward(chunk).softmax(dim=1) for chunk in adversarial.split(batch_size)])
+            after = torch.cat(
+                [forward(chunk).softmax(dim=1) for chunk in adversarial.split(batch_size)]
+            )
     predicted = after.argmax(dim=1)
     success = predicted == goal if targeted else predicted != goal
     perturbation = adversarial - x0
@@ -255,13 +374,27 @@ def attack(
         "black_box": name in BLACK_BOX,
         "success_rate": float(success.float().mean()),
         "seconds": round(time.perf_counter() - started, 3),
-        **{key: value for key, value in options.items() if isinstance(value, (int, float, str, bool))},
+        **{
+            key: value
+            for key, value in options.items()
+            if isinstance(value, (int, float, str, bool))
+        },
     }
-    provenance = make_provenance(model, f"attack.{name}", params=params, target=goal.cpu() if targeted else None, seed=seed)
-    return Result("adversarial", tensors, provenance, sources=list(batch.sources), originals=list(adversarial.cpu()))
+    provenance = make_provenance(
+        model, f"attack.{name}", params=params, target=goal.cpu() if targeted else None, seed=seed
+    )
+    return Result(
+        "adversarial",
+        tensors,
+        provenance,
+        sources=list(batch.sources),
+        originals=list(adversarial.cpu()),
+    )
 
 
-def quantize_within_budget(x: torch.Tensor, adversarial: torch.Tensor, eps: float | None, norm: str) -> torch.Tensor:
+def quantize_within_budget(
+    x: torch.Tensor, adversarial: torch.Tensor, eps: float | None, norm: str
+) -> torch.Tensor:
     """8-bit adversarial inside the budget (one-pixel has none: plain rounding)."""
     from convlens.adversarial.budget import quantize_within
 

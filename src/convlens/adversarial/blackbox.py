@@ -71,7 +71,9 @@ def square(
     if check_norm(norm) != "inf":
         raise BadInputError("square: only the L-inf version is implemented; use --norm inf")
     if max_queries < 1 or not 0 < p_init <= 1:
-        raise BadInputError(f"square: max_queries {max_queries} must be >= 1 and p_init {p_init} in (0, 1]")
+        raise BadInputError(
+            f"square: max_queries {max_queries} must be >= 1 and p_init {p_init} in (0, 1]"
+        )
     n, c, h, w = x.shape
     dev, dt = x.device, x.dtype
 
@@ -89,7 +91,9 @@ def square(
             break
         idx = active.nonzero()[:, 0]
         m = len(idx)
-        side = max(1, min(h, w, round(float(np.sqrt(_square_fraction(p_init, i, max_queries) * h * w)))))
+        side = max(
+            1, min(h, w, round(float(np.sqrt(_square_fraction(p_init, i, max_queries) * h * w))))
+        )
         top = torch.randint(0, h - side + 1, (m,), generator=generator).to(dev).view(m, 1, 1, 1)
         left = torch.randint(0, w - side + 1, (m,), generator=generator).to(dev).view(m, 1, 1, 1)
         window = (rows >= top) & (rows < top + side) & (cols >= left) & (cols < left + side)
@@ -140,7 +144,9 @@ def zoo(
     """
     norm = check_norm(norm)
     if max_queries < 2 * coordinates + 1 or coordinates < 1:
-        raise BadInputError(f"zoo: max_queries {max_queries} must cover one iteration ({2 * coordinates + 1} queries)")
+        raise BadInputError(
+            f"zoo: max_queries {max_queries} must cover one iteration ({2 * coordinates + 1} queries)"
+        )
     n = x.shape[0]
     d = x[0].numel()
     k = min(coordinates, d)
@@ -155,7 +161,9 @@ def zoo(
     result = x.clone()
     per_iteration = 2 * k + 1
 
-    def loss(images: torch.Tensor, image_labels: torch.Tensor, originals: torch.Tensor) -> torch.Tensor:
+    def loss(
+        images: torch.Tensor, image_labels: torch.Tensor, originals: torch.Tensor
+    ) -> torch.Tensor:
         distance = (images - originals).pow(2).sum(dim=1)
         margin = _margin(oracle(images.view(-1, *x.shape[1:])), image_labels, targeted)
         return distance + c * margin.clamp_min(-kappa)
@@ -168,7 +176,9 @@ def zoo(
         idx = active.nonzero()[:, 0]
         idx_d = idx.to(x.device)
         m = len(idx)
-        coords = torch.stack([torch.randperm(d, generator=generator)[:k] for _ in range(m)]).to(x.device)  # (m, k)
+        coords = torch.stack([torch.randperm(d, generator=generator)[:k] for _ in range(m)]).to(
+            x.device
+        )  # (m, k)
         base = adv[idx_d]
         plus = base[:, None, :].repeat(1, k, 1)
         minus = plus.clone()
@@ -230,7 +240,9 @@ def one_pixel(
     from scipy.optimize import OptimizeResult, differential_evolution
 
     if pixels < 1 or population < 5 or generations < 1:
-        raise BadInputError(f"one_pixel: pixels {pixels} >= 1, population {population} >= 5, generations {generations} >= 1")
+        raise BadInputError(
+            f"one_pixel: pixels {pixels} >= 1, population {population} >= 5, generations {generations} >= 1"
+        )
     n, c, h, w = x.shape
     dims = pixels * (2 + c)
     bounds = [(0, h - 1e-6), (0, w - 1e-6)] + [(0, 255.999)] * c
@@ -249,14 +261,19 @@ def one_pixel(
             batch[ar, :, r, col] = colour.to(x.device)
         return batch
 
-    def problem(image: torch.Tensor, label: torch.Tensor) -> tuple[Callable[[np.ndarray], np.ndarray], Callable[[OptimizeResult], bool]]:
+    def problem(
+        image: torch.Tensor, label: torch.Tensor
+    ) -> tuple[Callable[[np.ndarray], np.ndarray], Callable[[OptimizeResult], bool]]:
         def objective(genes: np.ndarray) -> np.ndarray:
             scores = oracle(apply(image, genes.reshape(dims, -1)))
             p = scores[:, int(label)].double().cpu().numpy()
             return -p if targeted else p
 
         def reached(intermediate_result: OptimizeResult) -> bool:  # SciPy passes the best so far
-            return bool(_margin(oracle(apply(image, intermediate_result.x[:, None])), label, targeted)[0] < 0)
+            return bool(
+                _margin(oracle(apply(image, intermediate_result.x[:, None])), label, targeted)[0]
+                < 0
+            )
 
         return objective, reached
 

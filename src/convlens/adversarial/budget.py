@@ -52,18 +52,30 @@ def project(delta: torch.Tensor, eps: float, norm: str) -> torch.Tensor:
     return delta * _per_image(factor, delta)
 
 
-def random_in_ball(shape: torch.Size | tuple[int, ...], eps: float, norm: str, generator: torch.Generator | None, *, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> torch.Tensor:
+def random_in_ball(
+    shape: torch.Size | tuple[int, ...],
+    eps: float,
+    norm: str,
+    generator: torch.Generator | None,
+    *,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str = "cpu",
+) -> torch.Tensor:
     """A uniform random point of the ball (L-inf: uniform per pixel; L2: uniform in volume)."""
     if norm == "inf":
         return torch.empty(shape, dtype=dtype).uniform_(-eps, eps, generator=generator).to(device)
     direction = torch.randn(shape, generator=generator, dtype=dtype)
-    direction = direction / direction.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (len(shape) - 1)))
+    direction = direction / direction.flatten(1).norm(dim=1).clamp_min(1e-12).view(
+        -1, *([1] * (len(shape) - 1))
+    )
     d = direction[0].numel()
     radius = torch.rand(shape[0], generator=generator, dtype=dtype) ** (1.0 / d) * eps
     return (direction * radius.view(-1, *([1] * (len(shape) - 1)))).to(device)
 
 
-def quantize_within(original: torch.Tensor, adversarial: torch.Tensor, eps: float | None = None, norm: str = "inf") -> torch.Tensor:
+def quantize_within(
+    original: torch.Tensor, adversarial: torch.Tensor, eps: float | None = None, norm: str = "inf"
+) -> torch.Tensor:
     """The 8-bit adversarial image, kept inside the budget and the [0, 1] range.
 
     Parameters

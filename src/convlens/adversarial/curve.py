@@ -31,7 +31,9 @@ ProgressFn = Callable[[int, int], None]
 CURVE_METHODS = ("fgsm", "bim", "pgd")
 
 
-def load_labelled(model: Model, folder: str | Path, *, limit: int | None = None) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+def load_labelled(
+    model: Model, folder: str | Path, *, limit: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     """The 8-bit pixel batch, true labels and file names of a labelled folder or CSV.
 
     Class names resolve through the model's labels (index, wnid or label). Images without
@@ -43,10 +45,14 @@ def load_labelled(model: Model, folder: str | Path, *, limit: int | None = None)
         items = items[:limit]
     unlabelled = [str(item.path) for item in items if item.label is None]
     if unlabelled:
-        raise BadInputError(f"{folder}: {len(unlabelled)} images have no label (e.g. {unlabelled[0]}); use class subfolders or a path,label CSV")
+        raise BadInputError(
+            f"{folder}: {len(unlabelled)} images have no label (e.g. {unlabelled[0]}); use class subfolders or a path,label CSV"
+        )
     batch = model.prepare([str(item.path) for item in items])
     pixels = quantize_8bit(model.denormalize(batch.x).clamp(0, 1))
-    labels = torch.tensor([int(item.label) for item in items if item.label is not None], dtype=torch.long)
+    labels = torch.tensor(
+        [int(item.label) for item in items if item.label is not None], dtype=torch.long
+    )
     return pixels, labels, list(batch.sources)
 
 
@@ -117,14 +123,36 @@ def attack_curve(
                     if e == 0:
                         correct[mi, ei, lo : lo + len(x)] = clean
                     else:
-                        adv, _ = run_method(forward, x, yb, method, eps=e, norm=norm, steps=steps, targeted=False, generator=generator, seed=seed)
+                        adv, _ = run_method(
+                            forward,
+                            x,
+                            yb,
+                            method,
+                            eps=e,
+                            norm=norm,
+                            steps=steps,
+                            targeted=False,
+                            generator=generator,
+                            seed=seed,
+                        )
                         adv = quantize_within_budget(x, adv, e, norm)
                         with torch.no_grad():
-                            correct[mi, ei, lo : lo + len(x)] = (forward(adv).argmax(dim=1) == yb).cpu()
+                            correct[mi, ei, lo : lo + len(x)] = (
+                                forward(adv).argmax(dim=1) == yb
+                            ).cpu()
                     done += len(x)
                     if progress is not None:
                         progress(done, total)
     accuracy = correct.float().mean(dim=2)
-    params = {"methods": methods, "eps": budgets, "norm": norm, "steps": steps, "images": n, "seconds": round(time.perf_counter() - started, 3)}
+    params = {
+        "methods": methods,
+        "eps": budgets,
+        "norm": norm,
+        "steps": steps,
+        "images": n,
+        "seconds": round(time.perf_counter() - started, 3),
+    }
     tensors = {"accuracy": accuracy, "correct": correct, "eps": torch.tensor(budgets), "labels": y}
-    return Result("attack_curve", tensors, make_provenance(model, "attack_curve", params=params, seed=seed))
+    return Result(
+        "attack_curve", tensors, make_provenance(model, "attack_curve", params=params, seed=seed)
+    )

@@ -47,7 +47,9 @@ ProgressFn = Callable[[int, int], None]
 COLUMNS = ("clean", "transfer", "non_adaptive", "adaptive")
 
 
-def _accuracy(model: Model, pixels: torch.Tensor, labels: torch.Tensor, batch_size: int, seed: int) -> torch.Tensor:
+def _accuracy(
+    model: Model, pixels: torch.Tensor, labels: torch.Tensor, batch_size: int, seed: int
+) -> torch.Tensor:
     """Per image, whether ``model`` classifies it correctly (a random defence starts its draws at ``seed``)."""
     if isinstance(model.module, DefendedModule):
         model.module.reseed(seed)
@@ -70,13 +72,25 @@ def _as_reported(model: Model) -> Forward:
     return reported
 
 
-def _pgd(forward: Forward, x: torch.Tensor, y: torch.Tensor, eps: float, steps: int, seed: int, batch_size: int) -> torch.Tensor:
+def _pgd(
+    forward: Forward,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    eps: float,
+    steps: int,
+    seed: int,
+    batch_size: int,
+) -> torch.Tensor:
     """8-bit PGD adversarial images inside the budget, in batches, seeded."""
     generator = torch.Generator().manual_seed(seed)
     out = []
     for lo in range(0, len(x), batch_size):
         xb, yb = x[lo : lo + batch_size], y[lo : lo + batch_size]
-        out.append(quantize_within(xb, pgd(forward, xb, yb, eps, steps=steps, generator=generator), eps, "inf"))
+        out.append(
+            quantize_within(
+                xb, pgd(forward, xb, yb, eps, steps=steps, generator=generator), eps, "inf"
+            )
+        )
     return torch.cat(out)
 
 
@@ -129,13 +143,17 @@ def evaluate_defences(
     if not 0 < eps <= 1:
         raise BadInputError(f"eps {eps}: a budget in pixel units must be in (0, 1]")
     if steps < 1 or eot_samples < 1 or batch_size < 1:
-        raise BadInputError(f"steps {steps}, eot_samples {eot_samples}, batch_size {batch_size}: must be >= 1")
+        raise BadInputError(
+            f"steps {steps}, eot_samples {eot_samples}, batch_size {batch_size}: must be >= 1"
+        )
     chosen = [make_defence(d) if isinstance(d, str) else d for d in defences]
     y = torch.as_tensor(labels, dtype=torch.long).reshape(-1).to(model.device)
     x0 = quantize_8bit(pixels.detach().to(model.device, model.dtype).clamp(0, 1))
     if len(y) != len(x0) or len(y) == 0:
         raise BadInputError(f"{len(y)} labels for {len(x0)} images")
-    names = ["none", *[d.name for d in chosen]] + (["pgd-trained"] if robust_model is not None else [])
+    names = ["none", *[d.name for d in chosen]] + (
+        ["pgd-trained"] if robust_model is not None else []
+    )
     total = len(names)
     correct = torch.zeros(len(names), len(COLUMNS), len(y), dtype=torch.bool)
     started = time.perf_counter()
@@ -154,13 +172,17 @@ def evaluate_defences(
             naive = _pgd(_as_reported(defended), x0, y, eps, steps, seed, batch_size)
             correct[row, 2] = _accuracy(defended, naive, y, batch_size, seed)
             defended.module.reseed(seed)
-            adaptive = _pgd(adaptive_forward(defended, samples=eot_samples), x0, y, eps, steps, seed, batch_size)
+            adaptive = _pgd(
+                adaptive_forward(defended, samples=eot_samples), x0, y, eps, steps, seed, batch_size
+            )
             correct[row, 3] = _accuracy(defended, adaptive, y, batch_size, seed)
             if progress is not None:
                 progress(row + 1, total)
     if robust_model is not None:
         if robust_model.input_size != model.input_size or robust_model.channels != model.channels:
-            raise BadInputError(f"robust model {robust_model.name!r} takes {robust_model.channels}x{robust_model.input_size} inputs, {model.name!r} {model.channels}x{model.input_size}")
+            raise BadInputError(
+                f"robust model {robust_model.name!r} takes {robust_model.channels}x{robust_model.input_size} inputs, {model.name!r} {model.channels}x{model.input_size}"
+            )
         with inference_context(robust_model.module):
             correct[-1, 0] = _accuracy(robust_model, x0, y, batch_size, seed)
             correct[-1, 1] = _accuracy(robust_model, transferred, y, batch_size, seed)

@@ -37,7 +37,16 @@ from convlens.data.images import quantize_8bit
 from convlens.errors import BadInputError
 from convlens.models.model import Model
 
-__all__ = ["DEFENCES", "Defence", "DefendedModule", "bit_depth", "defend", "jpeg", "make_defence", "random_noise"]
+__all__ = [
+    "DEFENCES",
+    "Defence",
+    "DefendedModule",
+    "bit_depth",
+    "defend",
+    "jpeg",
+    "make_defence",
+    "random_noise",
+]
 
 #: input-transform defences :func:`make_defence` knows
 DEFENCES = ("jpeg", "bits", "noise")
@@ -137,15 +146,33 @@ def make_defence(kind: str, *, quality: int = 75, bits: int = 1, sigma: float = 
     if kind == "jpeg":
         if not 1 <= int(quality) <= 95:
             raise BadInputError(f"jpeg quality {quality}: must be in 1-95")
-        return Defence(f"jpeg{quality}", "jpeg", lambda p, g: jpeg(p, quality), random=False, differentiable=False)
+        return Defence(
+            f"jpeg{quality}",
+            "jpeg",
+            lambda p, g: jpeg(p, quality),
+            random=False,
+            differentiable=False,
+        )
     if kind == "bits":
         if not 1 <= int(bits) <= 8:
             raise BadInputError(f"bit depth {bits}: must be in 1-8")
-        return Defence(f"bits{bits}", "bits", lambda p, g: bit_depth(p, bits), random=False, differentiable=False)
+        return Defence(
+            f"bits{bits}",
+            "bits",
+            lambda p, g: bit_depth(p, bits),
+            random=False,
+            differentiable=False,
+        )
     if kind == "noise":
         if not 0 < sigma <= 1:
             raise BadInputError(f"noise sigma {sigma}: must be in (0, 1]")
-        return Defence(f"noise{sigma:g}", "noise", lambda p, g: random_noise(p, sigma, g), random=True, differentiable=True)
+        return Defence(
+            f"noise{sigma:g}",
+            "noise",
+            lambda p, g: random_noise(p, sigma, g),
+            random=True,
+            differentiable=True,
+        )
     raise BadInputError(f"defence {kind!r}: choose from {', '.join(DEFENCES)}")
 
 
@@ -156,7 +183,14 @@ class DefendedModule(nn.Module):
     from ``self.generator`` (CPU), which :meth:`reseed` resets for repeatable evaluations.
     """
 
-    def __init__(self, network: nn.Module, defence: Defence, normalize: Callable[[Tensor], Tensor], denormalize: Callable[[Tensor], Tensor], seed: int = 0) -> None:
+    def __init__(
+        self,
+        network: nn.Module,
+        defence: Defence,
+        normalize: Callable[[Tensor], Tensor],
+        denormalize: Callable[[Tensor], Tensor],
+        seed: int = 0,
+    ) -> None:
         super().__init__()
         self.network = network
         self.defence = defence
@@ -200,4 +234,11 @@ def defend(model: Model, defence: Defence | str, *, seed: int = 0, **settings: f
         defence = make_defence(defence, **settings)  # type: ignore[arg-type]
     module = DefendedModule(model.module, defence, model.normalize, model.denormalize, seed)
     info = {**model.info, "defence": defence.name, "base_model": model.name}
-    return Model(module, model.preprocessing, name=f"{model.name}+{defence.name}", labels=model.labels, weights_sha256=model.weights_sha256, info=info)
+    return Model(
+        module,
+        model.preprocessing,
+        name=f"{model.name}+{defence.name}",
+        labels=model.labels,
+        weights_sha256=model.weights_sha256,
+        info=info,
+    )

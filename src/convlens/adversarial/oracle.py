@@ -42,7 +42,9 @@ class Oracle:
     >>> oracle.queries
     """
 
-    def __init__(self, forward: Forward, *, output: str = "scores", max_queries: int | None = None) -> None:
+    def __init__(
+        self, forward: Forward, *, output: str = "scores", max_queries: int | None = None
+    ) -> None:
         if output not in ("scores", "labels"):
             raise BadInputError(f"output {output!r}: expected 'scores' or 'labels'")
         self.__forward = forward
@@ -53,10 +55,14 @@ class Oracle:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """Scores (or labels) of a pixel batch; counts ``len(x)`` queries."""
         if x.dim() != 4:
-            raise BadInputError(f"the oracle takes a pixel batch (N, C, H, W); got shape {tuple(x.shape)}")
+            raise BadInputError(
+                f"the oracle takes a pixel batch (N, C, H, W); got shape {tuple(x.shape)}"
+            )
         n = int(x.shape[0])
         if self.max_queries is not None and self.queries + n > self.max_queries:
-            raise QueryBudgetExceeded(f"{self.queries} + {n} queries exceed the budget of {self.max_queries}")
+            raise QueryBudgetExceeded(
+                f"{self.queries} + {n} queries exceed the budget of {self.max_queries}"
+            )
         self.queries += n
         with torch.inference_mode():
             logits = self.__forward(x.detach().clone())

@@ -79,7 +79,9 @@ def transfer_table(
     if not targets:
         raise BadInputError("transfer needs at least one target model")
     started = time.perf_counter()
-    result = attack(source, list(images), method, eps=eps, steps=steps, seed=seed, labels=y, progress=progress)
+    result = attack(
+        source, list(images), method, eps=eps, steps=steps, seed=seed, labels=y, progress=progress
+    )
     adversarial = quantize_8bit(result.tensors["adversarial"])
     originals = result.tensors["original"]
     models = [source, *targets]
@@ -93,7 +95,30 @@ def transfer_table(
             clean[row] = _predict(model, list(originals)) == y
             fooled[row] = _predict(model, list(adversarial)) != y
     counted = torch.stack([(clean[0] & clean[r]).sum() for r in range(len(models))])
-    rate = torch.stack([(fooled[r] & clean[0] & clean[r]).sum() / max(int(counted[r]), 1) for r in range(len(models))]).float()
-    params = {"method": result.provenance["params"]["method"], "eps": eps, "steps": steps, "models": [m.name for m in models], "seconds": round(time.perf_counter() - started, 3)}
-    tensors = {"adversarial": adversarial, "clean_correct": clean, "fooled": fooled, "rate": rate, "counted": counted, "labels": y}
-    return Result("transfer", tensors, make_provenance(source, "transfer", params=params, seed=seed), sources=result.sources)
+    rate = torch.stack(
+        [
+            (fooled[r] & clean[0] & clean[r]).sum() / max(int(counted[r]), 1)
+            for r in range(len(models))
+        ]
+    ).float()
+    params = {
+        "method": result.provenance["params"]["method"],
+        "eps": eps,
+        "steps": steps,
+        "models": [m.name for m in models],
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+    tensors = {
+        "adversarial": adversarial,
+        "clean_correct": clean,
+        "fooled": fooled,
+        "rate": rate,
+        "counted": counted,
+        "labels": y,
+    }
+    return Result(
+        "transfer",
+        tensors,
+        make_provenance(source, "transfer", params=params, seed=seed),
+        sources=result.sources,
+    )

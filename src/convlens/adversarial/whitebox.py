@@ -38,7 +38,9 @@ def _per_image(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return values.view(-1, *([1] * (like.dim() - 1)))
 
 
-def _loss_gradient(forward: Forward, x: torch.Tensor, labels: torch.Tensor, targeted: bool) -> torch.Tensor:
+def _loss_gradient(
+    forward: Forward, x: torch.Tensor, labels: torch.Tensor, targeted: bool
+) -> torch.Tensor:
     """d/dx of the summed cross-entropy (negated when targeted): the ascent direction."""
     x = x.detach().requires_grad_(True)
     with torch.enable_grad():
@@ -55,7 +57,15 @@ def _step(grad: torch.Tensor, alpha: float, norm: str) -> torch.Tensor:
     return alpha * grad / _per_image(length, grad)
 
 
-def fgsm(forward: Forward, x: torch.Tensor, labels: torch.Tensor, eps: float, *, norm: str = "inf", targeted: bool = False) -> torch.Tensor:
+def fgsm(
+    forward: Forward,
+    x: torch.Tensor,
+    labels: torch.Tensor,
+    eps: float,
+    *,
+    norm: str = "inf",
+    targeted: bool = False,
+) -> torch.Tensor:
     """Fast gradient sign method: one step to the edge of the budget.
 
     Goodfellow, Shlens & Szegedy 2014, "Explaining and harnessing adversarial examples",
@@ -113,7 +123,9 @@ def pgd(
     if start is not None:
         adv = start.detach().to(x)
     elif random_start and eps > 0:
-        adv = (x + random_in_ball(x.shape, eps, norm, generator, dtype=x.dtype, device=x.device)).clamp(0, 1)
+        adv = (
+            x + random_in_ball(x.shape, eps, norm, generator, dtype=x.dtype, device=x.device)
+        ).clamp(0, 1)
     else:
         adv = x.clone()
     for i in range(steps):
@@ -125,7 +137,17 @@ def pgd(
     return adv
 
 
-def bim(forward: Forward, x: torch.Tensor, labels: torch.Tensor, eps: float, *, steps: int = 10, alpha: float | None = None, targeted: bool = False, progress: ProgressFn | None = None) -> torch.Tensor:
+def bim(
+    forward: Forward,
+    x: torch.Tensor,
+    labels: torch.Tensor,
+    eps: float,
+    *,
+    steps: int = 10,
+    alpha: float | None = None,
+    targeted: bool = False,
+    progress: ProgressFn | None = None,
+) -> torch.Tensor:
     """Basic iterative method / I-FGSM: FGSM steps from the image itself, clipped to the L-inf ball.
 
     Kurakin, Goodfellow & Bengio 2016, "Adversarial examples in the physical world",
@@ -137,14 +159,27 @@ def bim(forward: Forward, x: torch.Tensor, labels: torch.Tensor, eps: float, *, 
     ``1.25 * eps`` steps). PGD without the random start.
     """
     alpha = 1.25 * eps / steps if alpha is None and steps >= 1 else alpha
-    return pgd(forward, x, labels, eps, norm="inf", steps=steps, alpha=alpha, random_start=False, targeted=targeted, progress=progress)
+    return pgd(
+        forward,
+        x,
+        labels,
+        eps,
+        norm="inf",
+        steps=steps,
+        alpha=alpha,
+        random_start=False,
+        targeted=targeted,
+        progress=progress,
+    )
 
 
 def _margin(logits: torch.Tensor, labels: torch.Tensor, targeted: bool) -> torch.Tensor:
     """CW's f: how far the image is from the goal (<= 0 reached). Untargeted:
     ``Z_y - max_{i != y} Z_i``; targeted: ``max_{i != t} Z_i - Z_t``."""
     own = logits.gather(1, labels[:, None])[:, 0]
-    others = logits.masked_fill(F.one_hot(labels, logits.shape[1]).bool(), float("-inf")).amax(dim=1)
+    others = logits.masked_fill(F.one_hot(labels, logits.shape[1]).bool(), float("-inf")).amax(
+        dim=1
+    )
     return others - own if targeted else own - others
 
 
@@ -214,7 +249,15 @@ def carlini_wagner_l2(
     return best
 
 
-def deepfool(forward: Forward, x: torch.Tensor, *, steps: int = 50, overshoot: float = 0.02, candidates: int = 10, progress: ProgressFn | None = None) -> torch.Tensor:
+def deepfool(
+    forward: Forward,
+    x: torch.Tensor,
+    *,
+    steps: int = 50,
+    overshoot: float = 0.02,
+    candidates: int = 10,
+    progress: ProgressFn | None = None,
+) -> torch.Tensor:
     """DeepFool (L2): step to the nearest linearised decision boundary until the class changes.
 
     Moosavi-Dezfooli, Fawzi & Frossard 2016, "DeepFool: a simple and accurate method to
@@ -247,7 +290,13 @@ def deepfool(forward: Forward, x: torch.Tensor, *, steps: int = 50, overshoot: f
             picked = logits.gather(1, classes)  # (N, k)
             # images are independent in eval mode, so the gradient of a batch sum gives
             # every image its own gradient: one backward per candidate column
-            grads = torch.stack([torch.autograd.grad(picked[:, j].sum(), adv, retain_graph=j < k - 1)[0] for j in range(k)], dim=1)
+            grads = torch.stack(
+                [
+                    torch.autograd.grad(picked[:, j].sum(), adv, retain_graph=j < k - 1)[0]
+                    for j in range(k)
+                ],
+                dim=1,
+            )
         with torch.no_grad():
             active &= logits.argmax(dim=1) == original
             if not active.any():
@@ -257,7 +306,9 @@ def deepfool(forward: Forward, x: torch.Tensor, *, steps: int = 50, overshoot: f
             w_norm = w.flatten(2).norm(dim=2).clamp_min(1e-8)
             best = (f.abs() / w_norm).argmin(dim=1)
             idx = torch.arange(n, device=x.device)
-            r = ((f[idx, best].abs() + 1e-4) / w_norm[idx, best] ** 2).view(-1, *([1] * (x.dim() - 1))) * w[idx, best]
+            r = ((f[idx, best].abs() + 1e-4) / w_norm[idx, best] ** 2).view(
+                -1, *([1] * (x.dim() - 1))
+            ) * w[idx, best]
             r_total = r_total + r * _per_image(active, r).to(r.dtype)
         if progress is not None:
             progress(i + 1, steps)

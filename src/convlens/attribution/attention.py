@@ -43,7 +43,9 @@ __all__ = ["attention_map", "attention_rollout", "find_attention_layers", "has_a
 HEAD_FUSIONS = ("mean", "max", "min")
 
 # per module: input shape (C, H, W) -> the attention layers' names in call order
-_FOUND: weakref.WeakKeyDictionary[nn.Module, dict[tuple[int, ...], tuple[str, ...]]] = weakref.WeakKeyDictionary()
+_FOUND: weakref.WeakKeyDictionary[nn.Module, dict[tuple[int, ...], tuple[str, ...]]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def _is_probability(t: torch.Tensor) -> bool:
@@ -74,13 +76,22 @@ def find_attention_layers(model: Model, x: torch.Tensor | None = None) -> list[s
     if key not in found:
         names: list[str] = []
         previous: torch.Tensor | None = None
-        with inference_context(model.module), torch.no_grad(), trace_calls(model.module, leaves_only=True) as calls:
+        with (
+            inference_context(model.module),
+            torch.no_grad(),
+            trace_calls(model.module, leaves_only=True) as calls,
+        ):
             model.module(x[:1].detach())
         for call in sorted(calls, key=lambda c: c.order):
             out = call.output
             if out is None or not _is_probability(out):
                 continue
-            same = previous is not None and bool(call.inputs) and call.inputs[0].shape == previous.shape and torch.equal(call.inputs[0], previous)
+            same = (
+                previous is not None
+                and bool(call.inputs)
+                and call.inputs[0].shape == previous.shape
+                and torch.equal(call.inputs[0], previous)
+            )
             if not same:  # an identity after the softmax (dropout in eval) is the same layer
                 names.append(call.name)
             previous = out
@@ -104,14 +115,18 @@ def has_attention_layers(model: Model) -> bool:
         return False  # a model the blank probe cannot run is not one to offer attention maps for
 
 
-def _attentions(model: Model, x: torch.Tensor, attention_layers: Sequence[str | nn.Module] | None) -> list[torch.Tensor]:
+def _attentions(
+    model: Model, x: torch.Tensor, attention_layers: Sequence[str | nn.Module] | None
+) -> list[torch.Tensor]:
     """The attention probabilities ``(N, heads, T, T)`` of every attention layer, in call order."""
     if attention_layers is None:
         sequence = find_attention_layers(model, x)
     else:
         sequence = [resolve_layer(model.module, ref)[0] for ref in attention_layers]
         if not sequence:
-            raise BadInputError("attention_layers is empty; pass at least one layer name, or None to find them")
+            raise BadInputError(
+                "attention_layers is empty; pass at least one layer name, or None to find them"
+            )
     unique = list(dict.fromkeys(sequence))
     with inference_context(model.module), torch.no_grad(), capture(model.module, unique) as acts:
         model.module(x.detach())
@@ -120,11 +135,15 @@ def _attentions(model: Model, x: torch.Tensor, attention_layers: Sequence[str | 
     for name in sequence:
         calls = acts.calls.get(name, [])
         if taken[name] >= len(calls):
-            raise BadInputError(f"attention layer {name!r} ran {len(calls)} times, but is listed {sequence.count(name)} times")
+            raise BadInputError(
+                f"attention layer {name!r} ran {len(calls)} times, but is listed {sequence.count(name)} times"
+            )
         a = calls[taken[name]]
         taken[name] += 1
         if a.dim() != 4 or a.shape[-1] != a.shape[-2]:
-            raise BadInputError(f"layer {name!r} outputs shape {tuple(a.shape)}, not attention probabilities (N, heads, T, T)")
+            raise BadInputError(
+                f"layer {name!r} outputs shape {tuple(a.shape)}, not attention probabilities (N, heads, T, T)"
+            )
         maps.append(a)
     return maps
 
@@ -143,11 +162,15 @@ def _fuse(a: torch.Tensor, head_fusion: str) -> torch.Tensor:
     return a.mean(dim=1)
 
 
-def _class_row_on_grid(matrix: torch.Tensor, x: torch.Tensor, reshape: GridLike, token: int | str) -> torch.Tensor:
+def _class_row_on_grid(
+    matrix: torch.Tensor, x: torch.Tensor, reshape: GridLike, token: int | str
+) -> torch.Tensor:
     """The row of ``matrix`` ``(N, T, T)`` for the class token (or the mean row), over the
     patch tokens, as ``(N, 1, H, W)`` upsampled to ``x``'s size."""
     n, t, _ = matrix.shape
-    h, w, extra = token_grid(t, input_size=(int(x.shape[-2]), int(x.shape[-1])), reshape=reshape, shape=(n, t, t))
+    h, w, extra = token_grid(
+        t, input_size=(int(x.shape[-2]), int(x.shape[-1])), reshape=reshape, shape=(n, t, t)
+    )
     record_provenance("tokens", {"grid": [h, w], "dropped_tokens": extra})
     if token == "auto":
         token = 0 if extra > 0 else "mean"
@@ -156,9 +179,13 @@ def _class_row_on_grid(matrix: torch.Tensor, x: torch.Tensor, reshape: GridLike,
     elif isinstance(token, int) and not isinstance(token, bool) and -t <= token < t:
         row = matrix[:, token]
     else:
-        raise BadInputError(f"token={token!r}: pass 'auto', 'mean' or a token index in 0..{t - 1} (0 is the class token)")
+        raise BadInputError(
+            f"token={token!r}: pass 'auto', 'mean' or a token index in 0..{t - 1} (0 is the class token)"
+        )
     grid = row[:, extra:].reshape(n, 1, h, w)
-    return F.interpolate(grid, size=tuple(x.shape[-2:]), mode="bilinear", align_corners=False).to(x.dtype)
+    return F.interpolate(grid, size=tuple(x.shape[-2:]), mode="bilinear", align_corners=False).to(
+        x.dtype
+    )
 
 
 _PAPER_MAP = "Abnar & Zuidema 2020, arXiv:2005.00928 (raw attention); Dosovitskiy et al. 2021, arXiv:2010.11929"
@@ -217,20 +244,35 @@ def attention_map(
     resolve_target(model, target, x.shape[0])
     _check_fusion(head_fusion)
     maps = _attentions(model, x, attention_layers)
-    names = list(attention_layers) if attention_layers is not None else find_attention_layers(model, x)
+    names = (
+        list(attention_layers) if attention_layers is not None else find_attention_layers(model, x)
+    )
     if isinstance(attention_layer, str):
         if attention_layer not in names:
-            raise BadInputError(f"attention_layer={attention_layer!r} is not one of the attention layers: {', '.join(map(str, names))}")
+            raise BadInputError(
+                f"attention_layer={attention_layer!r} is not one of the attention layers: {', '.join(map(str, names))}"
+            )
         index = names.index(attention_layer)
-    elif isinstance(attention_layer, int) and not isinstance(attention_layer, bool) and -len(maps) <= attention_layer < len(maps):
+    elif (
+        isinstance(attention_layer, int)
+        and not isinstance(attention_layer, bool)
+        and -len(maps) <= attention_layer < len(maps)
+    ):
         index = attention_layer
     else:
-        raise BadInputError(f"attention_layer={attention_layer!r}: the model has {len(maps)} attention layers; pass an index in {-len(maps)}..{len(maps) - 1} or a name")
+        raise BadInputError(
+            f"attention_layer={attention_layer!r}: the model has {len(maps)} attention layers; pass an index in {-len(maps)}..{len(maps) - 1} or a name"
+        )
     record_provenance("attention_layer", str(names[index]))
     return _class_row_on_grid(_fuse(maps[index], head_fusion), x, reshape, token)
 
 
-@register_method("attention_rollout", output="cam", paper="Abnar & Zuidema 2020, arXiv:2005.00928", applies=has_attention_layers)
+@register_method(
+    "attention_rollout",
+    output="cam",
+    paper="Abnar & Zuidema 2020, arXiv:2005.00928",
+    applies=has_attention_layers,
+)
 def attention_rollout(
     model: Model,
     x: torch.Tensor,
@@ -280,7 +322,9 @@ def attention_rollout(
     rollout = eye.expand(n, t, t)
     for a in maps:
         if a.shape[-1] != t:
-            raise BadInputError(f"attention layers have different token counts ({t} and {a.shape[-1]}); pass attention_layers= with one stage")
+            raise BadInputError(
+                f"attention layers have different token counts ({t} and {a.shape[-1]}); pass attention_layers= with one stage"
+            )
         fused = _fuse(a, head_fusion)
         drop = int(t * t * float(discard_ratio))
         if drop:

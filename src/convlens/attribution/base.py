@@ -97,7 +97,11 @@ def applicable_methods(model: Model, output: str | None = None) -> list[str]:
     """Sorted names of the registered methods that apply to ``model`` (what ``--method all`` runs)."""
     import convlens.attribution  # noqa: F401  (registers every method)
 
-    return sorted(n for n, s in METHODS.items() if (output is None or s.output == output) and s.applies_to(model))
+    return sorted(
+        n
+        for n, s in METHODS.items()
+        if (output is None or s.output == output) and s.applies_to(model)
+    )
 
 
 # What a method decided while it ran (a token layer's grid, ...), collected by explain().
@@ -161,7 +165,9 @@ def default_cam_layer(model: Model) -> str:
     probabilities ``(heads, T, T)`` are never a CAM layer.
     """
     rows = [r for r in model.layers() if r.is_leaf and r.calls == 1 and r.output_shape]
-    tokens = [r for r in rows if len(r.output_shape or ()) == 2 and _fills_grid(r.output_shape[0], model)]  # type: ignore[index]
+    tokens = [
+        r for r in rows if len(r.output_shape or ()) == 2 and _fills_grid(r.output_shape[0], model)
+    ]  # type: ignore[index]
     counts = {r.output_shape[0] for r in tokens}  # type: ignore[index]
     spatial = [
         r for r in rows
@@ -201,7 +207,9 @@ def _default_token_layer(model: Model, rows: Sequence[Any]) -> str:
     width = Counter(r.output_shape[1] for r in rows).most_common(1)[0][0]
     names = [r.name for r in rows if r.output_shape[1] == width]
     h, w = model.input_size
-    x = torch.randn(1, model.channels, h, w, generator=torch.Generator().manual_seed(0)).to(model.device, model.dtype)
+    x = torch.randn(1, model.channels, h, w, generator=torch.Generator().manual_seed(0)).to(
+        model.device, model.dtype
+    )
     chosen = names[-1]
     with torch.enable_grad(), inference_context(model.module), capture(model.module, names) as acts:
         out = model.module(x.requires_grad_(True))
@@ -266,13 +274,20 @@ def explain(
     if isinstance(images, Batch):
         batch = images
     else:
-        seq = images if isinstance(images, (list, tuple)) or (isinstance(images, torch.Tensor) and images.dim() == 4) else [images]
+        seq = (
+            images
+            if isinstance(images, (list, tuple))
+            or (isinstance(images, torch.Tensor) and images.dim() == 4)
+            else [images]
+        )
         batch = model.prepare(seq)
     kwargs = dict(options)
     if spec.uses_layer:
         kwargs["layer"] = layer or default_cam_layer(model)
     elif layer is not None:
-        raise BadInputError(f"method {method!r} takes no layer; layer methods are {', '.join(sorted(m for m, s in METHODS.items() if s.uses_layer))}")
+        raise BadInputError(
+            f"method {method!r} takes no layer; layer methods are {', '.join(sorted(m for m, s in METHODS.items() if s.uses_layer))}"
+        )
     if spec.random:
         kwargs["generator"] = torch.Generator(device=batch.x.device).manual_seed(seed)
     resolved = resolve_target(model, target, len(batch))
@@ -284,13 +299,33 @@ def explain(
     seconds = time.perf_counter() - started
     how = reduce or spec.reduce
     reduced = attribution[:, 0] if spec.output == "cam" else reduce_channels(attribution, how)
-    display = [map_to_original(reduced[i].detach().float().cpu(), g) for i, g in enumerate(batch.geometries)] if reduced.dim() == 3 else None
+    display = (
+        [
+            map_to_original(reduced[i].detach().float().cpu(), g)
+            for i, g in enumerate(batch.geometries)
+        ]
+        if reduced.dim() == 3
+        else None
+    )
     # the generator is recorded as the seed; a progress callback is how the caller
     # watches, not what made the result (and a callable has no JSON form)
     params = {k: v for k, v in kwargs.items() if k not in ("generator", "progress")}
-    params.update({"reduce": how if spec.output == "input" else None, "seconds": round(seconds, 4), "paper": spec.paper})
+    params.update(
+        {
+            "reduce": how if spec.output == "input" else None,
+            "seconds": round(seconds, 4),
+            "paper": spec.paper,
+        }
+    )
     params.update(notes)  # e.g. a token layer's grid and dropped tokens
-    provenance = make_provenance(model, method, params=params, target=resolved, layer=kwargs.get("layer"), seed=seed if spec.random else None)
+    provenance = make_provenance(
+        model,
+        method,
+        params=params,
+        target=resolved,
+        layer=kwargs.get("layer"),
+        seed=seed if spec.random else None,
+    )
     return Result(
         "attribution",
         {"attribution": attribution.detach(), "map": reduced.detach()},

@@ -65,16 +65,22 @@ def _check_spatial(act: torch.Tensor, layer: str, model: Model) -> None:
     if act.dim() not in (3, 4):
         shape = tuple(act.shape[1:])
         suggestion = default_cam_layer(model)
-        raise BadInputError(f"layer {layer!r} outputs shape {shape}, not a (C, h, w) feature map or (T, C) tokens; a CAM needs a convolutional or token layer such as {suggestion!r}")
+        raise BadInputError(
+            f"layer {layer!r} outputs shape {shape}, not a (C, h, w) feature map or (T, C) tokens; a CAM needs a convolutional or token layer such as {suggestion!r}"
+        )
 
 
-def _as_grid(t: torch.Tensor, layer: str, model: Model, size: tuple[int, ...], reshape: GridLike = None) -> torch.Tensor:
+def _as_grid(
+    t: torch.Tensor, layer: str, model: Model, size: tuple[int, ...], reshape: GridLike = None
+) -> torch.Tensor:
     """A layer output (or its gradient) as ``(N, C, h, w)``: feature maps as they are, token
     layers ``(N, T, C)`` on their patch grid (recorded in the provenance)."""
     _check_spatial(t, layer, model)
     if t.dim() == 4:
         if reshape is not None:
-            raise BadInputError(f"reshape={reshape!r} is for token layers (N, T, C); layer {layer!r} is already a feature map {tuple(t.shape[1:])}")
+            raise BadInputError(
+                f"reshape={reshape!r} is for token layers (N, T, C); layer {layer!r} is already a feature map {tuple(t.shape[1:])}"
+            )
         return t
     try:
         grid, info = tokens_to_grid(t, reshape, input_size=(int(size[0]), int(size[1])))
@@ -84,17 +90,38 @@ def _as_grid(t: torch.Tensor, layer: str, model: Model, size: tuple[int, ...], r
     return grid
 
 
-def _layer_grad(score: torch.Tensor, act: torch.Tensor, layer: str, create_graph: bool, retain_graph: bool = False) -> torch.Tensor:
+def _layer_grad(
+    score: torch.Tensor,
+    act: torch.Tensor,
+    layer: str,
+    create_graph: bool,
+    retain_graph: bool = False,
+) -> torch.Tensor:
     if not score.requires_grad:  # a root capture and a score computed below the layer
-        raise BadInputError(f"the target score does not depend on layer {layer!r} (a neuron below it?); pick a layer between the input and the target")
-    (grad,) = torch.autograd.grad(score, act, create_graph=create_graph, retain_graph=retain_graph or create_graph, allow_unused=True)
+        raise BadInputError(
+            f"the target score does not depend on layer {layer!r} (a neuron below it?); pick a layer between the input and the target"
+        )
+    (grad,) = torch.autograd.grad(
+        score,
+        act,
+        create_graph=create_graph,
+        retain_graph=retain_graph or create_graph,
+        allow_unused=True,
+    )
     if grad is None:
-        raise BadInputError(f"the target score does not depend on layer {layer!r} (a neuron below it?); pick a layer between the input and the target")
+        raise BadInputError(
+            f"the target score does not depend on layer {layer!r} (a neuron below it?); pick a layer between the input and the target"
+        )
     return grad
 
 
 def _activations_and_grads(
-    model: Model, x: torch.Tensor, target: TargetLike, layer: LayerLike, create_graph: bool = False, reshape: GridLike = None
+    model: Model,
+    x: torch.Tensor,
+    target: TargetLike,
+    layer: LayerLike,
+    create_graph: bool = False,
+    reshape: GridLike = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(A, dS/dA)``: the layer's output and the target score's gradient w.r.t. it,
     both ``(N, C, h, w)`` (a token layer on its patch grid, see :func:`_as_grid`).
@@ -109,13 +136,20 @@ def _activations_and_grads(
     # and nothing below it is recorded (x does not require grad, parameters are frozen).
     # A differentiable map needs the whole graph from x.
     xr = _input_leaf(x, create_graph) if create_graph else x.detach()
-    with torch.enable_grad(), inference_context(model.module), capture(model.module, [name], root=not create_graph) as acts:
+    with (
+        torch.enable_grad(),
+        inference_context(model.module),
+        capture(model.module, [name], root=not create_graph) as acts,
+    ):
         scores, _ = resolved.scores(model, xr)
         act = acts[name]
         _check_spatial(act, name, model)
         grad = _layer_grad(scores.sum(), act, name, create_graph)
     size = x.shape[-2:]
-    act, grad = _as_grid(act, name, model, size, reshape), _as_grid(grad, name, model, size, reshape)
+    act, grad = (
+        _as_grid(act, name, model, size, reshape),
+        _as_grid(grad, name, model, size, reshape),
+    )
     return (act, grad) if create_graph else (act.detach(), grad)
 
 
@@ -132,9 +166,17 @@ def _weighted_cam(weights: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
 # -- gradient CAMs ---------------------------------------------------------------------
 
 
-@register_method("gradcam", output="cam", uses_layer=True, paper="Selvaraju et al. 2017, arXiv:1610.02391")
+@register_method(
+    "gradcam", output="cam", uses_layer=True, paper="Selvaraju et al. 2017, arXiv:1610.02391"
+)
 def gradcam(
-    model: Model, x: torch.Tensor, target: TargetLike = None, *, layer: LayerLike = None, reshape: GridLike = None, create_graph: bool = False
+    model: Model,
+    x: torch.Tensor,
+    target: TargetLike = None,
+    *,
+    layer: LayerLike = None,
+    reshape: GridLike = None,
+    create_graph: bool = False,
 ) -> torch.Tensor:
     """Grad-CAM: ``relu(sum_k w_k A_k)`` with ``w_k = mean_ij dS/dA_k[i, j]``.
 
@@ -171,9 +213,17 @@ def gradcam(
     return _upsample(_weighted_cam(grad.mean(dim=(2, 3)), act), x.shape[-2:])
 
 
-@register_method("gradcam_pp", output="cam", uses_layer=True, paper="Chattopadhyay et al. 2018, arXiv:1710.11063")
+@register_method(
+    "gradcam_pp", output="cam", uses_layer=True, paper="Chattopadhyay et al. 2018, arXiv:1710.11063"
+)
 def gradcam_pp(
-    model: Model, x: torch.Tensor, target: TargetLike = None, *, layer: LayerLike = None, reshape: GridLike = None, create_graph: bool = False
+    model: Model,
+    x: torch.Tensor,
+    target: TargetLike = None,
+    *,
+    layer: LayerLike = None,
+    reshape: GridLike = None,
+    create_graph: bool = False,
 ) -> torch.Tensor:
     """Grad-CAM++: pixel-weighted gradients, ``w_k = sum_ij alpha_k[i,j] relu(g_k[i,j])``.
 
@@ -197,14 +247,24 @@ def gradcam_pp(
     denom = 2 * g2 + act.sum(dim=(2, 3), keepdim=True) * g2 * grad
     nonzero = denom != 0
     # the inner where keeps 0/0 out of the graph (a NaN there would poison create_graph)
-    alpha = torch.where(nonzero, g2 / torch.where(nonzero, denom, torch.ones_like(denom)), torch.zeros_like(denom))
+    alpha = torch.where(
+        nonzero, g2 / torch.where(nonzero, denom, torch.ones_like(denom)), torch.zeros_like(denom)
+    )
     weights = (alpha * grad.clamp(min=0)).sum(dim=(2, 3))
     return _upsample(_weighted_cam(weights, act), x.shape[-2:])
 
 
-@register_method("layercam", output="cam", uses_layer=True, paper="Jiang et al. 2021, IEEE TIP 30:5875-5888")
+@register_method(
+    "layercam", output="cam", uses_layer=True, paper="Jiang et al. 2021, IEEE TIP 30:5875-5888"
+)
 def layercam(
-    model: Model, x: torch.Tensor, target: TargetLike = None, *, layer: LayerLike = None, reshape: GridLike = None, create_graph: bool = False
+    model: Model,
+    x: torch.Tensor,
+    target: TargetLike = None,
+    *,
+    layer: LayerLike = None,
+    reshape: GridLike = None,
+    create_graph: bool = False,
 ) -> torch.Tensor:
     """LayerCAM: ``relu(sum_k relu(g_k) * A_k)``, elementwise weights ``g = dS/dA``.
 
@@ -230,7 +290,9 @@ def _scorecam_target(resolved: Target, images: torch.Tensor, n: int) -> Target:
     return Target("class", classes=classes[images])
 
 
-@register_method("scorecam", output="cam", uses_layer=True, paper="Wang et al. 2020, arXiv:1910.01279")
+@register_method(
+    "scorecam", output="cam", uses_layer=True, paper="Wang et al. 2020, arXiv:1910.01279"
+)
 def scorecam(
     model: Model,
     x: torch.Tensor,
@@ -274,7 +336,9 @@ def scorecam(
         ``(N, 1, H, W)``, non-negative.
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise BadInputError(f"scorecam batch_size={batch_size!r} must be an int >= 1 (masked inputs per forward pass)")
+        raise BadInputError(
+            f"scorecam batch_size={batch_size!r} must be an int >= 1 (masked inputs per forward pass)"
+        )
     name = _layer_name(model, layer)
     n = x.shape[0]
     resolved = resolve_target(model, target, n)
@@ -305,9 +369,17 @@ def scorecam(
     return cam if create_graph else cam.detach()
 
 
-@register_method("eigencam", output="cam", uses_layer=True, paper="Muhammad & Yeasin 2020, arXiv:2008.00299")
+@register_method(
+    "eigencam", output="cam", uses_layer=True, paper="Muhammad & Yeasin 2020, arXiv:2008.00299"
+)
 def eigencam(
-    model: Model, x: torch.Tensor, target: TargetLike = None, *, layer: LayerLike = None, reshape: GridLike = None, create_graph: bool = False
+    model: Model,
+    x: torch.Tensor,
+    target: TargetLike = None,
+    *,
+    layer: LayerLike = None,
+    reshape: GridLike = None,
+    create_graph: bool = False,
 ) -> torch.Tensor:
     """Eigen-CAM: the activations projected on their first principal direction.
 
@@ -324,7 +396,11 @@ def eigencam(
     name = _layer_name(model, layer)
     resolve_target(model, target, x.shape[0])
     xin = _input_leaf(x, True) if create_graph else x.detach()
-    with inference_context(model.module), torch.set_grad_enabled(create_graph), capture(model.module, [name]) as acts:
+    with (
+        inference_context(model.module),
+        torch.set_grad_enabled(create_graph),
+        capture(model.module, [name]) as acts,
+    ):
         model.module(xin)
         act = _as_grid(acts[name], name, model, x.shape[-2:], reshape)
     n, _, h, w = act.shape
@@ -353,7 +429,11 @@ def _rules_above(model: Model, layer: str) -> bool:
         return True
     position = names.index(layer)
     for index, row in enumerate(rows):
-        if not row.is_leaf or row.name == "(model)" or not is_activation(row.name, model.module.get_submodule(row.name)):
+        if (
+            not row.is_leaf
+            or row.name == "(model)"
+            or not is_activation(row.name, model.module.get_submodule(row.name))
+        ):
             continue
         inside = row.name.startswith(layer + ".")
         if row.calls > 1 or (index > position and not inside):
@@ -361,8 +441,22 @@ def _rules_above(model: Model, layer: str) -> bool:
     return False
 
 
-@register_method("guided_gradcam", output="input", reduce="abs_sum", uses_layer=True, paper="Selvaraju et al. 2017, arXiv:1610.02391", applies=has_relu_family)
-def guided_gradcam(model: Model, x: torch.Tensor, target: TargetLike = None, *, layer: LayerLike = None, reshape: GridLike = None) -> torch.Tensor:
+@register_method(
+    "guided_gradcam",
+    output="input",
+    reduce="abs_sum",
+    uses_layer=True,
+    paper="Selvaraju et al. 2017, arXiv:1610.02391",
+    applies=has_relu_family,
+)
+def guided_gradcam(
+    model: Model,
+    x: torch.Tensor,
+    target: TargetLike = None,
+    *,
+    layer: LayerLike = None,
+    reshape: GridLike = None,
+) -> torch.Tensor:
     """Guided Grad-CAM: guided backprop times the upsampled Grad-CAM, from one pass.
 
     Selvaraju et al. 2017, arXiv:1610.02391 (Sec. 3.1): ``GB(x) * up(relu(sum_k w_k A_k))``
@@ -400,7 +494,12 @@ def guided_gradcam(model: Model, x: torch.Tensor, target: TargetLike = None, *, 
 
     # backward_rules first: its forward hook must run before the capture's, so the captured
     # output is the one the rest of the network consumes
-    with torch.enable_grad(), inference_context(model.module), backward_rules(model.module, rule, at="output") as chosen, capture(model.module, [name]) as acts:
+    with (
+        torch.enable_grad(),
+        inference_context(model.module),
+        backward_rules(model.module, rule, at="output") as chosen,
+        capture(model.module, [name]) as acts,
+    ):
         require_relu_family(chosen, model, "guided_gradcam")
         scores, _ = resolved.scores(model, xr)
         act = acts[name]
@@ -414,6 +513,9 @@ def guided_gradcam(model: Model, x: torch.Tensor, target: TargetLike = None, *, 
         else:
             act_grad, input_grad = torch.autograd.grad(total, [act, xr])
     size = x.shape[-2:]
-    grid, grid_grad = _as_grid(act.detach(), name, model, size, reshape), _as_grid(act_grad, name, model, size, reshape)
+    grid, grid_grad = (
+        _as_grid(act.detach(), name, model, size, reshape),
+        _as_grid(act_grad, name, model, size, reshape),
+    )
     cam = _upsample(_weighted_cam(grid_grad.mean(dim=(2, 3)), grid), size)
     return input_grad * cam

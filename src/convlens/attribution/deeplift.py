@@ -49,10 +49,14 @@ def _is_elementwise(_name: str, module: nn.Module) -> bool:
 
 def has_elementwise_activation(model: Model) -> bool:
     """Whether DeepLIFT's rescale rule has a module to act on (else it is gradient x input)."""
-    return not isinstance(model.module, torch.jit.ScriptModule) and any(isinstance(m, ELEMENTWISE_TYPES) for m in model.module.modules())
+    return not isinstance(model.module, torch.jit.ScriptModule) and any(
+        isinstance(m, ELEMENTWISE_TYPES) for m in model.module.modules()
+    )
 
 
-def _rescale(module: nn.Module, inp: torch.Tensor, out: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+def _rescale(
+    module: nn.Module, inp: torch.Tensor, out: torch.Tensor, grad: torch.Tensor
+) -> torch.Tensor:
     """The rescale multiplier for rows ``[x; x']``; both halves get the same multiplier."""
     n = inp.shape[0] // 2
     du = inp[:n] - inp[n:]
@@ -70,15 +74,29 @@ def _rescale(module: nn.Module, inp: torch.Tensor, out: torch.Tensor, grad: torc
 def _multipliers(model: Model, x: torch.Tensor, base: torch.Tensor, target: Target) -> torch.Tensor:
     n = x.shape[0]
     rows = torch.cat([x, base]).requires_grad_(True)
-    with torch.enable_grad(), inference_context(model.module), backward_rules(model.module, _rescale, select=_is_elementwise):
+    with (
+        torch.enable_grad(),
+        inference_context(model.module),
+        backward_rules(model.module, _rescale, select=_is_elementwise),
+    ):
         # the reference rows take the same class as their image
-        both = Target("class", classes=torch.cat([target.classes, target.classes])) if target.kind == "class" and target.classes is not None and target.classes.numel() > 1 else target
+        both = (
+            Target("class", classes=torch.cat([target.classes, target.classes]))
+            if target.kind == "class" and target.classes is not None and target.classes.numel() > 1
+            else target
+        )
         scores = both.scores(model, rows)[0]
         (grad,) = torch.autograd.grad(scores[:n].sum(), rows)
     return grad[:n]
 
 
-@register_method("deeplift", reduce="sum", random=True, paper="Shrikumar, Greenside & Kundaje 2017, arXiv:1704.02685", applies=has_elementwise_activation)
+@register_method(
+    "deeplift",
+    reduce="sum",
+    random=True,
+    paper="Shrikumar, Greenside & Kundaje 2017, arXiv:1704.02685",
+    applies=has_elementwise_activation,
+)
 def deeplift(
     model: Model,
     x: torch.Tensor,
@@ -107,7 +125,9 @@ def deeplift(
         Shaped like ``x``; sums to ``F(x) - F(x')`` per image on networks whose
         nonlinearities are elementwise activation modules.
     """
-    return deeplift_with_delta(model, x, target, baseline=baseline, blur_sigma=blur_sigma, generator=generator)[0]
+    return deeplift_with_delta(
+        model, x, target, baseline=baseline, blur_sigma=blur_sigma, generator=generator
+    )[0]
 
 
 def deeplift_with_delta(

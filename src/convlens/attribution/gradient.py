@@ -11,7 +11,9 @@ from convlens.targets import TargetLike
 __all__ = ["gradient_x_input", "layer_gradient", "saliency"]
 
 
-@register_method("saliency", reduce="max_abs", paper="Simonyan, Vedaldi & Zisserman 2014, arXiv:1312.6034")
+@register_method(
+    "saliency", reduce="max_abs", paper="Simonyan, Vedaldi & Zisserman 2014, arXiv:1312.6034"
+)
 def saliency(model: Model, x: torch.Tensor, target: TargetLike = None) -> torch.Tensor:
     """Vanilla gradient saliency: ``dS_c/dx``.
 
@@ -31,7 +33,11 @@ def gradient_x_input(model: Model, x: torch.Tensor, target: TargetLike = None) -
     return input_gradients(model, x, target)[0] * x
 
 
-@register_method("layer_gradient", reduce="max_abs", paper="Simonyan et al. 2014, arXiv:1312.6034; Erhan et al. 2009")
+@register_method(
+    "layer_gradient",
+    reduce="max_abs",
+    paper="Simonyan et al. 2014, arXiv:1312.6034; Erhan et al. 2009",
+)
 def layer_gradient(model: Model, x: torch.Tensor, target: TargetLike = None) -> torch.Tensor:
     """Gradient of any layer/neuron score w.r.t. the input: ``d h_{l,c}[y,x] / dx``.
 

@@ -32,17 +32,28 @@ Progress = Callable[[int, int], None] | None
 
 
 def gradient_shap_draws(
-    n_samples: int, n_baselines: int, shape: tuple[int, ...], stdev: float, generator: torch.Generator | None, dtype: torch.dtype = torch.float32
+    n_samples: int,
+    n_baselines: int,
+    shape: tuple[int, ...],
+    stdev: float,
+    generator: torch.Generator | None,
+    dtype: torch.dtype = torch.float32,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The random draws shared by every image: baseline indices ``(n,)``, points on the
     path ``a`` ``(n,)`` and input noise ``(n, *shape)`` (zeros when ``stdev = 0``)."""
     which = torch.randint(0, n_baselines, (n_samples,), generator=generator)
     alphas = torch.rand(n_samples, generator=generator, dtype=dtype)
-    noise = torch.randn((n_samples, *shape), generator=generator, dtype=dtype) * stdev if stdev > 0 else torch.zeros((n_samples, *shape), dtype=dtype)
+    noise = (
+        torch.randn((n_samples, *shape), generator=generator, dtype=dtype) * stdev
+        if stdev > 0
+        else torch.zeros((n_samples, *shape), dtype=dtype)
+    )
     return which, alphas, noise
 
 
-@register_method("gradient_shap", reduce="sum", random=True, paper="Lundberg & Lee 2017, arXiv:1705.07874")
+@register_method(
+    "gradient_shap", reduce="sum", random=True, paper="Lundberg & Lee 2017, arXiv:1705.07874"
+)
 def gradient_shap(
     model: Model,
     x: torch.Tensor,
@@ -94,11 +105,17 @@ def gradient_shap(
         pool = baselines.to(x.device, x.dtype)
         pool = pool.unsqueeze(0) if pool.dim() == 3 else pool
         if pool.dim() != 4 or tuple(pool.shape[1:]) != tuple(x.shape[1:]):
-            raise BadInputError(f"baselines has shape {tuple(baselines.shape)}: pass (K, C, H, W) with (C, H, W) = {tuple(x.shape[1:])}")
+            raise BadInputError(
+                f"baselines has shape {tuple(baselines.shape)}: pass (K, C, H, W) with (C, H, W) = {tuple(x.shape[1:])}"
+            )
         per_image = pool.unsqueeze(0).expand(n, -1, -1, -1, -1)  # (N, K, C, H, W)
     else:
-        per_image = baseline_input(model, x, baselines, blur_sigma=blur_sigma, generator=generator).unsqueeze(1)
-    which, alphas, noise = gradient_shap_draws(n_samples, per_image.shape[1], tuple(x.shape[1:]), stdev, generator, x.dtype)
+        per_image = baseline_input(
+            model, x, baselines, blur_sigma=blur_sigma, generator=generator
+        ).unsqueeze(1)
+    which, alphas, noise = gradient_shap_draws(
+        n_samples, per_image.shape[1], tuple(x.shape[1:]), stdev, generator, x.dtype
+    )
     fixed = _fixed_target(model, x, target)
     items = torch.arange(n).repeat_interleave(n_samples)
     samples = torch.arange(n_samples).repeat(n)

@@ -22,14 +22,22 @@ from convlens.hooks import ACTIVATION_TYPES, backward_rules
 from convlens.models.model import Model
 from convlens.targets import TargetLike
 
-__all__ = ["activation_derivative", "deconvnet", "guided_backprop", "has_relu_family", "require_relu_family"]
+__all__ = [
+    "activation_derivative",
+    "deconvnet",
+    "guided_backprop",
+    "has_relu_family",
+    "require_relu_family",
+]
 
 
 def has_relu_family(model: Model) -> bool:
     """Whether the model has ReLU-family activation *modules*, where the guided and
     deconvnet rules act (the methods' ``applies`` test)."""
     module = model.module
-    return not isinstance(module, torch.jit.ScriptModule) and any(isinstance(m, ACTIVATION_TYPES) for m in module.modules())
+    return not isinstance(module, torch.jit.ScriptModule) and any(
+        isinstance(m, ACTIVATION_TYPES) for m in module.modules()
+    )
 
 
 def require_relu_family(chosen: list[str], model: Model, method: str) -> None:
@@ -52,7 +60,9 @@ def activation_derivative(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return (x > 0).to(x.dtype)
 
 
-def _guided_rule(module: nn.Module, inp: torch.Tensor, out: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+def _guided_rule(
+    module: nn.Module, inp: torch.Tensor, out: torch.Tensor, grad: torch.Tensor
+) -> torch.Tensor:
     return activation_derivative(module, inp) * grad.clamp(min=0)
 
 
@@ -62,11 +72,18 @@ def _positive_part(module: nn.Module, inp: None, out: None, grad: torch.Tensor) 
     return grad.clamp(min=0)
 
 
-def _deconv_rule(module: nn.Module, inp: torch.Tensor, out: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+def _deconv_rule(
+    module: nn.Module, inp: torch.Tensor, out: torch.Tensor, grad: torch.Tensor
+) -> torch.Tensor:
     return grad.clamp(min=0)
 
 
-@register_method("guided_backprop", reduce="abs_sum", paper="Springenberg et al. 2015, arXiv:1412.6806", applies=has_relu_family)
+@register_method(
+    "guided_backprop",
+    reduce="abs_sum",
+    paper="Springenberg et al. 2015, arXiv:1412.6806",
+    applies=has_relu_family,
+)
 def guided_backprop(model: Model, x: torch.Tensor, target: TargetLike = None) -> torch.Tensor:
     """Guided backpropagation: ``m(x) * relu(g)`` at every ReLU-family activation.
 
@@ -78,7 +95,12 @@ def guided_backprop(model: Model, x: torch.Tensor, target: TargetLike = None) ->
         return input_gradients(model, x, target)[0]
 
 
-@register_method("deconvnet", reduce="abs_sum", paper="Zeiler & Fergus 2014, arXiv:1311.2901", applies=has_relu_family)
+@register_method(
+    "deconvnet",
+    reduce="abs_sum",
+    paper="Zeiler & Fergus 2014, arXiv:1311.2901",
+    applies=has_relu_family,
+)
 def deconvnet(model: Model, x: torch.Tensor, target: TargetLike = None) -> torch.Tensor:
     """Deconvnet: ``relu(g)`` at every ReLU-family activation (the mask is ignored).
 

@@ -118,7 +118,9 @@ def baseline_input(
             return torch.broadcast_to(b, x.shape).clone()
         except RuntimeError:
             shapes = f"baseline of shape {tuple(baseline.shape)} does not broadcast to x of shape {tuple(x.shape)}"
-            raise BadInputError(f"{shapes}; pass (C, H, W), (1, C, H, W) or (N, C, H, W) in input space") from None
+            raise BadInputError(
+                f"{shapes}; pass (C, H, W), (1, C, H, W) or (N, C, H, W) in input space"
+            ) from None
     if baseline == "black":
         pixels = torch.zeros((1, *x.shape[1:]), device=x.device, dtype=x.dtype)
         return model.normalize(pixels).expand_as(x).clone()
@@ -127,9 +129,13 @@ def baseline_input(
         return model.normalize(pixels).expand_as(x).clone()
     if baseline == "blur":
         if not blur_sigma >= 0:
-            raise BadInputError(f"blur_sigma={blur_sigma}: the blur's standard deviation must be >= 0 pixels")
+            raise BadInputError(
+                f"blur_sigma={blur_sigma}: the blur's standard deviation must be >= 0 pixels"
+            )
         return gaussian_blur(x, blur_sigma)
-    raise BadInputError(f"baseline={baseline!r}: choose {', '.join(BASELINES)} or pass an input-space tensor")
+    raise BadInputError(
+        f"baseline={baseline!r}: choose {', '.join(BASELINES)} or pass an input-space tensor"
+    )
 
 
 def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -150,7 +156,9 @@ def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
 # -- quadratures -------------------------------------------------------------------------
 
 
-def uniform_quadrature(n_steps: int, quadrature: str = "riemann") -> tuple[torch.Tensor, torch.Tensor]:
+def uniform_quadrature(
+    n_steps: int, quadrature: str = "riemann"
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Points ``a_k`` and weights ``w_k`` (float64, each ``(n_steps,)``) of a uniform rule.
 
     ``"riemann"`` is the midpoint rule; ``"trapezoid"`` includes both ends (needs
@@ -161,7 +169,9 @@ def uniform_quadrature(n_steps: int, quadrature: str = "riemann") -> tuple[torch
         return alphas, torch.full((n_steps,), 1.0 / n_steps, dtype=torch.float64)
     if quadrature == "trapezoid":
         if n_steps < 2:
-            raise BadInputError(f"n_steps={n_steps}: the trapezoid rule needs at least 2 steps (both ends of the path)")
+            raise BadInputError(
+                f"n_steps={n_steps}: the trapezoid rule needs at least 2 steps (both ends of the path)"
+            )
         alphas = torch.arange(n_steps, dtype=torch.float64) / (n_steps - 1)
         weights = torch.full((n_steps,), 1.0 / (n_steps - 1), dtype=torch.float64)
         weights[[0, -1]] /= 2
@@ -169,7 +179,9 @@ def uniform_quadrature(n_steps: int, quadrature: str = "riemann") -> tuple[torch
     raise BadInputError(f"quadrature={quadrature!r}: choose {', '.join(QUADRATURES)}")
 
 
-def adaptive_quadrature(path_scores: torch.Tensor, n_steps: int, uniform_share: float = 0.1) -> tuple[torch.Tensor, torch.Tensor]:
+def adaptive_quadrature(
+    path_scores: torch.Tensor, n_steps: int, uniform_share: float = 0.1
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Midpoint steps placed where a scanned path score changes most.
 
     ``path_scores`` are ``F`` at ``a_j = j / m``, ``j = 0..m`` (``m + 1`` values). Scan
@@ -181,7 +193,11 @@ def adaptive_quadrature(path_scores: torch.Tensor, n_steps: int, uniform_share: 
     m = path_scores.numel() - 1
     change = (path_scores[1:] - path_scores[:-1]).abs().double().cpu()
     total = float(change.sum())
-    share = change / total if total > 0 and math.isfinite(total) else torch.full((m,), 1.0 / m, dtype=torch.float64)
+    share = (
+        change / total
+        if total > 0 and math.isfinite(total)
+        else torch.full((m,), 1.0 / m, dtype=torch.float64)
+    )
     density = (1 - uniform_share) * share + uniform_share / m  # > 0 on every interval
     cumulative = torch.cat([torch.zeros(1, dtype=torch.float64), density.cumsum(0)])
     cumulative = cumulative / cumulative[-1]
@@ -219,7 +235,12 @@ def _row_scores(model: Model, z: torch.Tensor, target: Target, items: torch.Tens
 
 
 def _path_scores(
-    model: Model, x: torch.Tensor, base: torch.Tensor, target: Target, alphas: torch.Tensor, chunk: int
+    model: Model,
+    x: torch.Tensor,
+    base: torch.Tensor,
+    target: Target,
+    alphas: torch.Tensor,
+    chunk: int,
 ) -> torch.Tensor:
     """``F(x' + a (x - x'))`` for every image and every ``a`` in ``alphas`` ``(N, m)``; no graph."""
     n, m = alphas.shape
@@ -257,7 +278,11 @@ def _path_gradients(
     acc = torch.zeros_like(x, memory_format=torch.contiguous_format)
     with torch.enable_grad(), inference_context(model.module):  # also inside a caller's no_grad
         for start in range(0, n * steps, chunk):
-            idx, a, w = items[start : start + chunk], flat_a[start : start + chunk], flat_w[start : start + chunk]
+            idx, a, w = (
+                items[start : start + chunk],
+                flat_a[start : start + chunk],
+                flat_w[start : start + chunk],
+            )
             z = (base[idx] + a.view(-1, 1, 1, 1) * delta[idx]).requires_grad_(True)
             scores = _row_scores(model, z, target, idx)
             # weighting the scores makes the backward return w_k * dF/dz directly
@@ -268,13 +293,19 @@ def _path_gradients(
     return acc
 
 
-def _check_options(n_steps: int, quadrature: str, chunk: int, n_scan: int, uniform_share: float) -> None:
+def _check_options(
+    n_steps: int, quadrature: str, chunk: int, n_scan: int, uniform_share: float
+) -> None:
     if isinstance(n_steps, bool) or not isinstance(n_steps, int) or n_steps < 1:
-        raise BadInputError(f"n_steps={n_steps!r}: pass a whole number of steps >= 1 (50 is common)")
+        raise BadInputError(
+            f"n_steps={n_steps!r}: pass a whole number of steps >= 1 (50 is common)"
+        )
     if quadrature not in QUADRATURES:
         raise BadInputError(f"quadrature={quadrature!r}: choose {', '.join(QUADRATURES)}")
     if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
-        raise BadInputError(f"chunk={chunk!r}: pass the number of path points per forward/backward, >= 1")
+        raise BadInputError(
+            f"chunk={chunk!r}: pass the number of path points per forward/backward, >= 1"
+        )
     if quadrature == "adaptive":
         if isinstance(n_scan, bool) or not isinstance(n_scan, int) or n_scan < 1:
             raise BadInputError(f"n_scan={n_scan!r}: pass the number of scan intervals, >= 1")
@@ -312,14 +343,23 @@ def _integrate(
             progress(n * (n_scan + 1), total)
         rules = [adaptive_quadrature(scanned[i], n_steps, uniform_share) for i in range(n)]
         alphas, weights = torch.stack([r[0] for r in rules]), torch.stack([r[1] for r in rules])
-        grads = _path_gradients(model, x, base, fixed, alphas, weights, chunk, progress, n * (n_scan + 1), total)
+        grads = _path_gradients(
+            model, x, base, fixed, alphas, weights, chunk, progress, n * (n_scan + 1), total
+        )
         return grads * (x - base), base, fixed, scanned[:, [0, -1]]
     a, w = uniform_quadrature(n_steps, quadrature)
-    grads = _path_gradients(model, x, base, fixed, a.expand(n, -1), w.expand(n, -1), chunk, progress)
+    grads = _path_gradients(
+        model, x, base, fixed, a.expand(n, -1), w.expand(n, -1), chunk, progress
+    )
     return grads * (x - base), base, fixed, None
 
 
-@register_method("integrated_gradients", reduce="sum", random=True, paper="Sundararajan, Taly & Yan 2017, arXiv:1703.01365")
+@register_method(
+    "integrated_gradients",
+    reduce="sum",
+    random=True,
+    paper="Sundararajan, Taly & Yan 2017, arXiv:1703.01365",
+)
 def integrated_gradients(
     model: Model,
     x: torch.Tensor,
@@ -377,7 +417,13 @@ def integrated_gradients(
     BadInputError
         Bad ``n_steps``, ``quadrature``, ``chunk``, ``n_scan``, ``uniform_share`` or baseline.
     """
-    options = {"n_steps": n_steps, "quadrature": quadrature, "chunk": chunk, "n_scan": n_scan, "uniform_share": uniform_share}
+    options = {
+        "n_steps": n_steps,
+        "quadrature": quadrature,
+        "chunk": chunk,
+        "n_scan": n_scan,
+        "uniform_share": uniform_share,
+    }
     return _integrate(model, x, target, baseline, blur_sigma, generator, progress, **options)[0]
 
 
@@ -408,8 +454,16 @@ def integrated_gradients_with_error(
     tuple[torch.Tensor, torch.Tensor]
         The attributions (shaped like ``x``) and the errors ``(N,)``.
     """
-    options = {"n_steps": n_steps, "quadrature": quadrature, "chunk": chunk, "n_scan": n_scan, "uniform_share": uniform_share}
-    attribution, base, fixed, ends = _integrate(model, x, target, baseline, blur_sigma, generator, progress, **options)
+    options = {
+        "n_steps": n_steps,
+        "quadrature": quadrature,
+        "chunk": chunk,
+        "n_scan": n_scan,
+        "uniform_share": uniform_share,
+    }
+    attribution, base, fixed, ends = _integrate(
+        model, x, target, baseline, blur_sigma, generator, progress, **options
+    )
     if ends is None:
         grid = torch.tensor([0.0, 1.0], dtype=torch.float64).expand(x.shape[0], -1)
         ends = _path_scores(model, x.detach(), base, fixed, grid, chunk)

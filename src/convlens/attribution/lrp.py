@@ -115,7 +115,9 @@ def has_lrp_rules(model: Model) -> bool:
     if isinstance(module, torch.jit.ScriptModule):
         return False
     supported = (*_AFFINE, *_NORMS, *_POOLS, *ACTIVATION_TYPES, *_PASS_THROUGH)
-    return all(isinstance(m, supported) for m in module.modules() if next(m.children(), None) is None)
+    return all(
+        isinstance(m, supported) for m in module.modules() if next(m.children(), None) is None
+    )
 
 
 # -- layers as linear maps ----------------------------------------------------------------
@@ -142,7 +144,13 @@ class _LinearMap:
     def bias_part(self, part: int, like: torch.Tensor) -> torch.Tensor | float:
         if self.bias is None:
             return 0.0
-        b = self.bias if part == 0 else self.bias.clamp(min=0) if part > 0 else self.bias.clamp(max=0)
+        b = (
+            self.bias
+            if part == 0
+            else self.bias.clamp(min=0)
+            if part > 0
+            else self.bias.clamp(max=0)
+        )
         return _channel_view(b, like, 1 if like.dim() > 2 else -1)
 
 
@@ -172,7 +180,13 @@ class _DenseMap(_LinearMap):
     def bias_part(self, part: int, like: torch.Tensor) -> torch.Tensor | float:
         if self.bias is None:
             return 0.0
-        return self.bias if part == 0 else self.bias.clamp(min=0) if part > 0 else self.bias.clamp(max=0)
+        return (
+            self.bias
+            if part == 0
+            else self.bias.clamp(min=0)
+            if part > 0
+            else self.bias.clamp(max=0)
+        )
 
 
 class _ConvMap(_LinearMap):
@@ -195,7 +209,15 @@ class _ConvMap(_LinearMap):
 
     def apply(self, x: torch.Tensor, part: int) -> torch.Tensor:
         c, pad = self.conv, self._padding(x)
-        return F.conv2d(F.pad(x, pad) if any(pad) else x, self.weights[part], None, c.stride, 0, c.dilation, c.groups)
+        return F.conv2d(
+            F.pad(x, pad) if any(pad) else x,
+            self.weights[part],
+            None,
+            c.stride,
+            0,
+            c.dilation,
+            c.groups,
+        )
 
     def transpose(self, v: torch.Tensor, part: int, x: torch.Tensor) -> torch.Tensor:
         c = self.conv
@@ -217,7 +239,15 @@ class _PoolMap(_LinearMap):
         if isinstance(p, nn.AdaptiveAvgPool2d):
             return F.adaptive_avg_pool2d(x, p.output_size)
         assert isinstance(p, nn.AvgPool2d)  # only the two pool types are given a _PoolMap
-        return F.avg_pool2d(x, p.kernel_size, p.stride, p.padding, p.ceil_mode, p.count_include_pad, p.divisor_override)
+        return F.avg_pool2d(
+            x,
+            p.kernel_size,
+            p.stride,
+            p.padding,
+            p.ceil_mode,
+            p.count_include_pad,
+            p.divisor_override,
+        )
 
     def apply(self, x: torch.Tensor, part: int) -> torch.Tensor:
         out = self._forward(x)
@@ -236,7 +266,9 @@ def _bn_scale_shift(bn: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
     """``(s, t)`` with ``bn(y) = s y + t`` per channel, in eval mode."""
     assert isinstance(bn, _NORMS)
     if bn.running_var is None or bn.running_mean is None:
-        raise BadInputError(f"lrp cannot fold {type(bn).__name__} without running statistics (track_running_stats=False); its output depends on the whole batch")
+        raise BadInputError(
+            f"lrp cannot fold {type(bn).__name__} without running statistics (track_running_stats=False); its output depends on the whole batch"
+        )
     scale = torch.rsqrt(bn.running_var + bn.eps)
     if bn.weight is not None:
         scale = scale * bn.weight
@@ -267,7 +299,9 @@ def _divide(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
     return torch.nan_to_num_(num / den, nan=0.0, posinf=0.0, neginf=0.0)
 
 
-def _epsilon_rule(op: _LinearMap, x: torch.Tensor, z: torch.Tensor, c: torch.Tensor, eps: float) -> torch.Tensor:
+def _epsilon_rule(
+    op: _LinearMap, x: torch.Tensor, z: torch.Tensor, c: torch.Tensor, eps: float
+) -> torch.Tensor:
     """``c_in = W^T (c z / (z + eps sign z))`` (the sign of 0 is its IEEE sign bit)."""
     if eps == 0:
         return op.transpose(_divide(c * z, z), 0, x)
@@ -275,7 +309,9 @@ def _epsilon_rule(op: _LinearMap, x: torch.Tensor, z: torch.Tensor, c: torch.Ten
     return op.transpose((c * z).div_(den), 0, x)
 
 
-def _alpha_beta_rule(op: _LinearMap, x: torch.Tensor, z: torch.Tensor, c: torch.Tensor, alpha: float, beta: float) -> torch.Tensor:
+def _alpha_beta_rule(
+    op: _LinearMap, x: torch.Tensor, z: torch.Tensor, c: torch.Tensor, alpha: float, beta: float
+) -> torch.Tensor:
     """Modified gradient of the alpha-beta rule (module docstring), both input signs."""
     relevance = z * c
     signed = bool((x < 0).any())  # after ReLU-family layers x >= 0: half the work
@@ -287,7 +323,9 @@ def _alpha_beta_rule(op: _LinearMap, x: torch.Tensor, z: torch.Tensor, c: torch.
             out = out.add_(op.apply(neg, -part))
         return out.add_(op.bias_part(part, out))
 
-    def back(s: torch.Tensor, part: int) -> torch.Tensor:  # W^{part}^T s where x>0, W^{-part}^T s where x<0
+    def back(
+        s: torch.Tensor, part: int
+    ) -> torch.Tensor:  # W^{part}^T s where x>0, W^{-part}^T s where x<0
         grad = op.transpose(s, part, x)
         return torch.where(x > 0, grad, op.transpose(s, -part, x)) if signed else grad
 
@@ -297,13 +335,22 @@ def _alpha_beta_rule(op: _LinearMap, x: torch.Tensor, z: torch.Tensor, c: torch.
     return grad
 
 
-def _zb_relevance(op: _LinearMap, x: torch.Tensor, z: torch.Tensor, c: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
+def _zb_relevance(
+    op: _LinearMap,
+    x: torch.Tensor,
+    z: torch.Tensor,
+    c: torch.Tensor,
+    low: torch.Tensor,
+    high: torch.Tensor,
+) -> torch.Tensor:
     """Input relevance of the z^B rule (Montavon et al. 2017, arXiv:1512.02479, eq. for l <= x <= h)."""
     s = _divide(z * c, op.apply(x, 0) - op.apply(low, 1) - op.apply(high, -1))
     return x * op.transpose(s, 0, x) - low * op.transpose(s, 1, x) - high * op.transpose(s, -1, x)
 
 
-def _activation_rule(module: nn.Hardtanh, inp: torch.Tensor, out: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+def _activation_rule(
+    module: nn.Hardtanh, inp: torch.Tensor, out: torch.Tensor, c: torch.Tensor
+) -> torch.Tensor:
     """Relevance passes unchanged: ``c_in = c_out * out / in``."""
     if module.min_val <= 0 <= module.max_val:  # ReLU6 and relatives: in = 0 gives out = 0 (0/0)
         return torch.nan_to_num_(out / inp, nan=1.0).mul_(c)
@@ -335,9 +382,13 @@ def _check_layer(call: Call) -> None:
                 f"lrp cannot use layer {call.name!r} ({type(m).__name__}): only Linear and Conv2d with zero padding (padding_mode='zeros', or convlens's SAME-padded conv) and their standard forward are supported; use a gradient method for this model"
             )
     elif isinstance(m, _NORMS) and m.running_var is None:
-        raise BadInputError(f"lrp cannot use layer {call.name!r} ({type(m).__name__} without running statistics): in eval mode it normalises by the batch, so no per-image relevance exists; use a gradient method")
+        raise BadInputError(
+            f"lrp cannot use layer {call.name!r} ({type(m).__name__} without running statistics): in eval mode it normalises by the batch, so no per-image relevance exists; use a gradient method"
+        )
     elif not isinstance(m, (*_NORMS, *_POOLS, *ACTIVATION_TYPES, *_PASS_THROUGH)):
-        raise BadInputError(f"lrp has no rule for layer {call.name!r} of type {type(m).__name__}; supported layers: {_SUPPORTED} (use a gradient method such as saliency for this model)")
+        raise BadInputError(
+            f"lrp has no rule for layer {call.name!r} of type {type(m).__name__}; supported layers: {_SUPPORTED} (use a gradient method such as saliency for this model)"
+        )
 
 
 def _same_values(a: torch.Tensor, b: torch.Tensor) -> bool:
@@ -349,7 +400,9 @@ class _Plan:
     """BatchNorm pairs and input layers, read from the calls of the forward pass."""
 
     folds: dict[nn.Module, nn.Module] = field(default_factory=dict)  # conv/linear -> its BatchNorm
-    input_layers: set[nn.Module] = field(default_factory=set)  # conv/linear layers reading the input
+    input_layers: set[nn.Module] = field(
+        default_factory=set
+    )  # conv/linear layers reading the input
 
 
 def _make_plan(calls: Sequence[Call], x: torch.Tensor) -> _Plan:
@@ -391,10 +444,14 @@ class _Pass:
     low: torch.Tensor
     high: torch.Tensor
     plan: _Plan = field(default_factory=_Plan)
-    maps: dict[nn.Module, tuple[_LinearMap, tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None]] = field(default_factory=dict)
+    maps: dict[
+        nn.Module, tuple[_LinearMap, tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None]
+    ] = field(default_factory=dict)
     input_relevance: list[torch.Tensor] = field(default_factory=list)
 
-    def _map(self, module: nn.Module) -> tuple[_LinearMap, tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None]:
+    def _map(
+        self, module: nn.Module
+    ) -> tuple[_LinearMap, tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None]:
         """The layer's linear map (folded with its BatchNorm) and that BatchNorm's
         ``(scale, shift, 1 / scale)`` (``1 / 0`` taken as 0)."""
         if module not in self.maps:
@@ -409,7 +466,9 @@ class _Pass:
                 self.maps[module] = (_affine_map(module, bn), norm)
         return self.maps[module]
 
-    def __call__(self, module: nn.Module, inp: torch.Tensor, out: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    def __call__(
+        self, module: nn.Module, inp: torch.Tensor, out: torch.Tensor, c: torch.Tensor
+    ) -> torch.Tensor:
         if isinstance(module, nn.Hardtanh):  # ReLU6 and relatives
             return _activation_rule(module, inp, out, c)
         op, norm = self._map(module)
@@ -418,12 +477,23 @@ class _Pass:
             # c arrives through the BatchNorm's own backward, c_y = s c_z: the folded layer's
             # output is z = s y + t and its relevance z c_z = z c_y / s (0 where s = 0, where
             # the folded weights are 0 and nothing reaches the input anyway)
-            scale, shift, inverse = (_channel_view(v, out, 1 if out.dim() > 2 else -1) for v in norm)
+            scale, shift, inverse = (
+                _channel_view(v, out, 1 if out.dim() > 2 else -1) for v in norm
+            )
             z = torch.addcmul(shift, out, scale)
             c = c * inverse
-        if self.first_layer == "zB" and module in self.plan.input_layers and _same_values(inp, self.x):
-            low, high = self.low.expand_as(self.x).reshape(inp.shape), self.high.expand_as(self.x).reshape(inp.shape)
-            self.input_relevance.append(_zb_relevance(op, inp, z, c, low, high).reshape(self.x.shape))
+        if (
+            self.first_layer == "zB"
+            and module in self.plan.input_layers
+            and _same_values(inp, self.x)
+        ):
+            low, high = (
+                self.low.expand_as(self.x).reshape(inp.shape),
+                self.high.expand_as(self.x).reshape(inp.shape),
+            )
+            self.input_relevance.append(
+                _zb_relevance(op, inp, z, c, low, high).reshape(self.x.shape)
+            )
             return torch.zeros_like(inp)
         if self.rule == "epsilon":
             return _epsilon_rule(op, inp, z, c, self.epsilon)
@@ -433,39 +503,66 @@ class _Pass:
 # -- the method ----------------------------------------------------------------------------
 
 
-def _check_options(rule: str, epsilon: float, alpha: float, beta: float, first_layer: str) -> tuple[float, float]:
+def _check_options(
+    rule: str, epsilon: float, alpha: float, beta: float, first_layer: str
+) -> tuple[float, float]:
     if rule not in RULES:
         raise BadInputError(f"rule={rule!r}: choose one of {', '.join(RULES)}")
     if first_layer not in FIRST_LAYER_RULES:
-        raise BadInputError(f"first_layer={first_layer!r}: choose 'zB' (bounded pixels) or 'same' (the rule of the other layers)")
+        raise BadInputError(
+            f"first_layer={first_layer!r}: choose 'zB' (bounded pixels) or 'same' (the rule of the other layers)"
+        )
     if not epsilon >= 0:
-        raise BadInputError(f"epsilon={epsilon}: must be >= 0 (1e-6 is nearly LRP-0; about 0.1-1 smooths the map)")
+        raise BadInputError(
+            f"epsilon={epsilon}: must be >= 0 (1e-6 is nearly LRP-0; about 0.1-1 smooths the map)"
+        )
     if rule == "zplus":
         if (alpha, beta) != (1.0, 0.0):
-            raise BadInputError(f"rule='zplus' is alpha=1, beta=0 but alpha={alpha}, beta={beta} were given; use rule='alpha_beta' for other values")
+            raise BadInputError(
+                f"rule='zplus' is alpha=1, beta=0 but alpha={alpha}, beta={beta} were given; use rule='alpha_beta' for other values"
+            )
         return 1.0, 0.0
     if rule == "alpha_beta" and (beta < 0 or abs(alpha - beta - 1) > 1e-9):
-        raise BadInputError(f"alpha={alpha}, beta={beta}: the alpha-beta rule needs beta >= 0 and alpha - beta = 1 (e.g. alpha=1, beta=0 or alpha=2, beta=1)")
+        raise BadInputError(
+            f"alpha={alpha}, beta={beta}: the alpha-beta rule needs beta >= 0 and alpha - beta = 1 (e.g. alpha=1, beta=0 or alpha=2, beta=1)"
+        )
     return alpha, beta
 
 
-def _bound(value: float | Sequence[float] | torch.Tensor | None, pixel: float, model: Model, x: torch.Tensor, name: str) -> torch.Tensor:
+def _bound(
+    value: float | Sequence[float] | torch.Tensor | None,
+    pixel: float,
+    model: Model,
+    x: torch.Tensor,
+    name: str,
+) -> torch.Tensor:
     """A z^B bound as a tensor broadcasting to ``x``; default: pixel value ``pixel`` in input space."""
     if value is None:
         if x.dim() != 4:
-            raise BadInputError(f"first_layer='zB' on a {x.dim()}-D input needs {name}= (the input's {'lowest' if name == 'low' else 'highest'} value); or pass first_layer='same'")
-        return model.normalize(torch.full((1, x.shape[1], 1, 1), pixel, dtype=x.dtype, device=x.device))
+            raise BadInputError(
+                f"first_layer='zB' on a {x.dim()}-D input needs {name}= (the input's {'lowest' if name == 'low' else 'highest'} value); or pass first_layer='same'"
+            )
+        return model.normalize(
+            torch.full((1, x.shape[1], 1, 1), pixel, dtype=x.dtype, device=x.device)
+        )
     bound = torch.as_tensor(value, dtype=x.dtype, device=x.device)
     if bound.dim() == 1 and x.dim() > 2:  # one value per channel
         bound = bound.reshape(1, -1, *[1] * (x.dim() - 2))
     try:
         torch.broadcast_shapes(bound.shape, x.shape)
     except RuntimeError:
-        raise BadInputError(f"{name} has shape {tuple(bound.shape)}, which does not broadcast to the input {tuple(x.shape)}; pass a number, one value per channel, or a tensor like x") from None
+        raise BadInputError(
+            f"{name} has shape {tuple(bound.shape)}, which does not broadcast to the input {tuple(x.shape)}; pass a number, one value per channel, or a tensor like x"
+        ) from None
     return bound
 
 
-@register_method("lrp", reduce="sum", paper="Bach et al. 2015, doi:10.1371/journal.pone.0130140; Montavon et al. 2017, arXiv:1512.02479", applies=has_lrp_rules)
+@register_method(
+    "lrp",
+    reduce="sum",
+    paper="Bach et al. 2015, doi:10.1371/journal.pone.0130140; Montavon et al. 2017, arXiv:1512.02479",
+    applies=has_lrp_rules,
+)
 def lrp(
     model: Model,
     x: torch.Tensor,
@@ -533,7 +630,11 @@ def lrp(
     low_t = _bound(low, 0.0, model, x, "low") if first_layer == "zB" else x.new_zeros(())
     high_t = _bound(high, 1.0, model, x, "high") if first_layer == "zB" else x.new_ones(())
     state = _Pass(rule, float(epsilon), float(alpha), float(beta), first_layer, xr, low_t, high_t)
-    with torch.enable_grad(), inference_context(module), backward_rules(module, state, select=_needs_rule):  # also inside a caller's no_grad
+    with (
+        torch.enable_grad(),
+        inference_context(module),
+        backward_rules(module, state, select=_needs_rule),
+    ):  # also inside a caller's no_grad
         # the layer calls are traced during the one forward; the plan they give is used by the
         # rules, which only run in the backward pass
         with trace_calls(module, leaves_only=True) as calls:
@@ -541,8 +642,12 @@ def lrp(
         state.plan = _make_plan(calls, xr)
         del calls
         if first_layer == "zB" and not state.plan.input_layers:
-            raise BadInputError("first_layer='zB' needs a Conv2d or Linear layer that reads the input itself, but the model transforms the input first; pass first_layer='same'")
-        if isinstance(resolved.neuron, Neuron):  # a score read at a conv/linear layer is on its unfolded output
+            raise BadInputError(
+                "first_layer='zB' needs a Conv2d or Linear layer that reads the input itself, but the model transforms the input first; pass first_layer='same'"
+            )
+        if isinstance(
+            resolved.neuron, Neuron
+        ):  # a score read at a conv/linear layer is on its unfolded output
             state.plan.folds.pop(dict(module.named_modules()).get(resolved.neuron.layer), None)  # type: ignore[arg-type]
         (grad,) = torch.autograd.grad(scores.sum(), xr)
     relevance = x.detach() * grad
@@ -551,7 +656,12 @@ def lrp(
     return relevance
 
 
-@register_method("lrp_alpha_beta", reduce="sum", paper="Bach et al. 2015, doi:10.1371/journal.pone.0130140", applies=has_lrp_rules)
+@register_method(
+    "lrp_alpha_beta",
+    reduce="sum",
+    paper="Bach et al. 2015, doi:10.1371/journal.pone.0130140",
+    applies=has_lrp_rules,
+)
 def lrp_alpha_beta(
     model: Model,
     x: torch.Tensor,
@@ -565,4 +675,14 @@ def lrp_alpha_beta(
 ) -> torch.Tensor:
     """:func:`lrp` with ``rule="alpha_beta"`` (default alpha=1, beta=0: the z+ rule), so that
     method lists (``convlens explain --method all``) show both rule families."""
-    return lrp(model, x, target, rule="alpha_beta", alpha=alpha, beta=beta, first_layer=first_layer, low=low, high=high)
+    return lrp(
+        model,
+        x,
+        target,
+        rule="alpha_beta",
+        alpha=alpha,
+        beta=beta,
+        first_layer=first_layer,
+        low=low,
+        high=high,
+    )

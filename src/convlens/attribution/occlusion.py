@@ -134,7 +134,9 @@ def occlusion(
     if patch is None:  # 16 px windows, kept inside small inputs
         patch = min(16, max(1, min(x.shape[-2:]) // 2))
     if stride is None:
-        stride = max(1, patch // 2) if isinstance(patch, int) else tuple(max(1, p // 2) for p in patch)
+        stride = (
+            max(1, patch // 2) if isinstance(patch, int) else tuple(max(1, p // 2) for p in patch)
+        )
     _check_options(x, patch, stride, fill, batch_size, output)
     (ph, pw), (sh, sw) = _pair(patch), _pair(stride)
     h, w = x.shape[-2:]

@@ -55,7 +55,14 @@ Progress = Callable[[int, int], None] | None
 # -- superpixels and fills ---------------------------------------------------------------
 
 
-def superpixels(model: Model, x: torch.Tensor, n_segments: int = 50, compactness: float = 10.0, *, connected: bool = True) -> torch.Tensor:
+def superpixels(
+    model: Model,
+    x: torch.Tensor,
+    n_segments: int = 50,
+    compactness: float = 10.0,
+    *,
+    connected: bool = True,
+) -> torch.Tensor:
     """SLIC superpixels of each image: ``(N, H, W)`` int64 labels ``0 .. M_n - 1``.
 
     Achanta et al., "SLIC Superpixels Compared to State-of-the-Art Superpixel Methods",
@@ -72,19 +79,36 @@ def superpixels(model: Model, x: torch.Tensor, n_segments: int = 50, compactness
     for image in pixels:
         rgb = image.shape[0] == 3
         arr = np.moveaxis(image, 0, -1) if rgb else image.mean(axis=0)
-        labels = slic(arr.astype(np.float64), n_segments=n_segments, compactness=compactness, start_label=0, channel_axis=-1 if rgb else None, convert2lab=rgb, enforce_connectivity=connected)
+        labels = slic(
+            arr.astype(np.float64),
+            n_segments=n_segments,
+            compactness=compactness,
+            start_label=0,
+            channel_axis=-1 if rgb else None,
+            convert2lab=rgb,
+            enforce_connectivity=connected,
+        )
         out.append(np.unique(labels, return_inverse=True)[1].reshape(labels.shape))
     return torch.from_numpy(np.stack(out)).long().to(x.device)
 
 
-def _segments(model: Model, x: torch.Tensor, segments: torch.Tensor | None, n_segments: int, compactness: float, connected: bool) -> torch.Tensor:
+def _segments(
+    model: Model,
+    x: torch.Tensor,
+    segments: torch.Tensor | None,
+    n_segments: int,
+    compactness: float,
+    connected: bool,
+) -> torch.Tensor:
     if segments is None:
         return superpixels(model, x, n_segments, compactness, connected=connected)
     s = torch.as_tensor(segments).to(x.device)
     if s.dim() == 2:
         s = s.expand(x.shape[0], -1, -1)
     if s.dim() != 3 or tuple(s.shape) != (x.shape[0], *x.shape[-2:]) or s.is_floating_point():
-        raise BadInputError(f"segments has shape {tuple(s.shape)}: pass integer labels (H, W) or (N, H, W) matching x {tuple(x.shape)}")
+        raise BadInputError(
+            f"segments has shape {tuple(s.shape)}: pass integer labels (H, W) or (N, H, W) matching x {tuple(x.shape)}"
+        )
     # consecutive labels per image, so M is the number of distinct labels
     return torch.stack([torch.unique(si, return_inverse=True)[1] for si in s]).long()
 
@@ -164,7 +188,11 @@ def _image_seed(generator: torch.Generator | None) -> int:
 # -- feature ablation --------------------------------------------------------------------
 
 
-@register_method("superpixel_ablation", reduce="sum", paper="Zeiler & Fergus 2014, arXiv:1311.2901 (occlusion on superpixels)")
+@register_method(
+    "superpixel_ablation",
+    reduce="sum",
+    paper="Zeiler & Fergus 2014, arXiv:1311.2901 (occlusion on superpixels)",
+)
 def superpixel_ablation(
     model: Model,
     x: torch.Tensor,
@@ -217,14 +245,40 @@ def superpixel_ablation(
     fills = _fill(model, x, fill, blur_sigma)  # validates fill on every path
     grid = _grid_patch(labels) if incremental else None
     # occlusion blurs with sigma = max(patch) / 2: only that blur is the same fill
-    if grid is not None and (fill != "blur" or blur_sigma == max(grid) / 2) and resolve_target(model, target, x.shape[0]).kind in ("class", "predicted"):
-        return occlusion(model, x, target, patch=grid, stride=grid, fill=fill, batch_size=batch_size, progress=progress)
+    if (
+        grid is not None
+        and (fill != "blur" or blur_sigma == max(grid) / 2)
+        and resolve_target(model, target, x.shape[0]).kind in ("class", "predicted")
+    ):
+        return occlusion(
+            model,
+            x,
+            target,
+            patch=grid,
+            stride=grid,
+            fill=fill,
+            batch_size=batch_size,
+            progress=progress,
+        )
     fixed = _fixed_target(model, x, target)
     sizes = [int(lab.max()) + 1 for lab in labels]
     total, done, values = sum(m + 1 for m in sizes), 0, []
     for n, m in enumerate(sizes):
-        coalitions = torch.cat([torch.ones(1, m), 1 - torch.eye(m)])  # all kept, then each one hidden
-        scores = coalition_scores(model, x[n : n + 1], fills[n : n + 1], labels[n], coalitions, _image_target(fixed, n, 1), batch_size=batch_size, progress=progress, done=done, total=total)
+        coalitions = torch.cat(
+            [torch.ones(1, m), 1 - torch.eye(m)]
+        )  # all kept, then each one hidden
+        scores = coalition_scores(
+            model,
+            x[n : n + 1],
+            fills[n : n + 1],
+            labels[n],
+            coalitions,
+            _image_target(fixed, n, 1),
+            batch_size=batch_size,
+            progress=progress,
+            done=done,
+            total=total,
+        )
         done += m + 1
         values.append(scores[0] - scores[1:])
     return _paint(values, labels, x)
@@ -236,10 +290,16 @@ def _grid_patch(labels: torch.Tensor) -> tuple[int, int] | None:
     first = labels[0]
     h, w = first.shape
     # the window size is the length of the first run down the first column / along the first row
-    ph = int((first[:, 0] != first[0, 0]).nonzero()[0]) if bool((first[:, 0] != first[0, 0]).any()) else h
+    ph = (
+        int((first[:, 0] != first[0, 0]).nonzero()[0])
+        if bool((first[:, 0] != first[0, 0]).any())
+        else h
+    )
     pw = int((first[0] != first[0, 0]).nonzero()[0]) if bool((first[0] != first[0, 0]).any()) else w
     cols = -(-w // pw)
-    grid = (torch.arange(h, device=labels.device)[:, None] // ph) * cols + torch.arange(w, device=labels.device)[None, :] // pw
+    grid = (torch.arange(h, device=labels.device)[:, None] // ph) * cols + torch.arange(
+        w, device=labels.device
+    )[None, :] // pw
     m = int(grid.max()) + 1
     for lab in labels:
         # the same partition: pairs (window, label) are as many as windows and as labels
@@ -251,7 +311,9 @@ def _grid_patch(labels: torch.Tensor) -> tuple[int, int] | None:
 # -- LIME ----------------------------------------------------------------------------------
 
 
-def lime_coalitions(n_features: int, n_samples: int, generator: torch.Generator | None = None) -> torch.Tensor:
+def lime_coalitions(
+    n_features: int, n_samples: int, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """``(n_samples, M)`` coalitions, each superpixel kept with probability 1/2 (float 0/1)."""
     return torch.randint(0, 2, (n_samples, n_features), generator=generator).double()
 
@@ -260,7 +322,9 @@ def lime_weights(coalitions: torch.Tensor, kernel_width: float) -> torch.Tensor:
     """LIME's exponential kernel ``exp(-d(z, 1)^2 / w^2)`` on the cosine distance
     ``d(z, 1) = 1 - |z| / (sqrt(|z|) sqrt(M))`` to the full image (d = 1 for z = 0)."""
     kept = coalitions.sum(dim=1)
-    cosine = torch.where(kept > 0, kept.sqrt() / math.sqrt(coalitions.shape[1]), torch.zeros_like(kept))
+    cosine = torch.where(
+        kept > 0, kept.sqrt() / math.sqrt(coalitions.shape[1]), torch.zeros_like(kept)
+    )
     return torch.exp(-((1 - cosine) ** 2) / kernel_width**2)
 
 
@@ -276,7 +340,9 @@ def weighted_ridge(z: torch.Tensor, y: torch.Tensor, w: torch.Tensor, alpha: flo
     return torch.linalg.lstsq(gram, (zc.T @ (w * yc))[:, None]).solution[:, 0]
 
 
-@register_method("lime", reduce="sum", random=True, paper="Ribeiro, Singh & Guestrin 2016, arXiv:1602.04938")
+@register_method(
+    "lime", reduce="sum", random=True, paper="Ribeiro, Singh & Guestrin 2016, arXiv:1602.04938"
+)
 def lime(
     model: Model,
     x: torch.Tensor,
@@ -312,7 +378,9 @@ def lime(
     """
     _check_counts(n_samples=n_samples, batch_size=batch_size)
     if not kernel_width > 0 or not alpha >= 0:
-        raise BadInputError(f"kernel_width={kernel_width!r}, alpha={alpha!r}: need kernel_width > 0 and alpha >= 0")
+        raise BadInputError(
+            f"kernel_width={kernel_width!r}, alpha={alpha!r}: need kernel_width > 0 and alpha >= 0"
+        )
     x = x.detach()
     labels = _segments(model, x, segments, n_segments, compactness, connected)
     fixed = _fixed_target(model, x, target)
@@ -321,7 +389,18 @@ def lime(
     values = []
     for n, lab in enumerate(labels):
         z = lime_coalitions(int(lab.max()) + 1, n_samples, torch.Generator().manual_seed(seed))
-        y = coalition_scores(model, x[n : n + 1], fills[n : n + 1], lab, z, _image_target(fixed, n, 1), batch_size=batch_size, progress=progress, done=n * n_samples, total=len(labels) * n_samples)
+        y = coalition_scores(
+            model,
+            x[n : n + 1],
+            fills[n : n + 1],
+            lab,
+            z,
+            _image_target(fixed, n, 1),
+            batch_size=batch_size,
+            progress=progress,
+            done=n * n_samples,
+            total=len(labels) * n_samples,
+        )
         values.append(weighted_ridge(z, y, lime_weights(z, kernel_width), alpha))
     return _paint(values, labels, x)
 
@@ -333,11 +412,17 @@ def shapley_kernel(n_features: int, kept: torch.Tensor) -> torch.Tensor:
     """The Shapley kernel ``(M - 1) / (C(M, k) k (M - k))`` of coalitions of size ``k``
     (``0 < k < M``)."""
     k = kept.double()
-    binom = torch.exp(torch.lgamma(torch.tensor(n_features + 1.0)) - torch.lgamma(k + 1) - torch.lgamma(n_features - k + 1))
+    binom = torch.exp(
+        torch.lgamma(torch.tensor(n_features + 1.0))
+        - torch.lgamma(k + 1)
+        - torch.lgamma(n_features - k + 1)
+    )
     return (n_features - 1) / (binom * k * (n_features - k))
 
 
-def shapley_coalitions(n_features: int, n_samples: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def shapley_coalitions(
+    n_features: int, n_samples: int, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Coalitions ``(S, M)`` (float 0/1, neither empty nor full) and their regression weights ``(S,)``.
 
     When the ``2^M - 2`` proper coalitions fit in ``n_samples``, all of them with their
@@ -350,18 +435,29 @@ def shapley_coalitions(n_features: int, n_samples: int, generator: torch.Generat
     if m < 2:
         return torch.zeros(0, m, dtype=torch.float64), torch.zeros(0, dtype=torch.float64)
     if m < 62 and 2**m - 2 <= n_samples:
-        rows = [[1.0 if i in chosen else 0.0 for i in range(m)] for k in range(1, m) for chosen in combinations(range(m), k)]
+        rows = [
+            [1.0 if i in chosen else 0.0 for i in range(m)]
+            for k in range(1, m)
+            for chosen in combinations(range(m), k)
+        ]
         z = torch.tensor(rows, dtype=torch.float64)
         return z, shapley_kernel(m, z.sum(dim=1))
     sizes = torch.arange(1, m, dtype=torch.float64)
-    k = torch.multinomial((m - 1) / (sizes * (m - sizes)), n_samples, replacement=True, generator=generator) + 1
+    k = (
+        torch.multinomial(
+            (m - 1) / (sizes * (m - sizes)), n_samples, replacement=True, generator=generator
+        )
+        + 1
+    )
     # a random order of the superpixels; the first k of it are kept
     order = torch.rand(n_samples, m, generator=generator, dtype=torch.float64).argsort(dim=1)
     z = (order.argsort(dim=1) < k[:, None]).double()
     return z, torch.ones(n_samples, dtype=torch.float64)
 
 
-def constrained_regression(z: torch.Tensor, y: torch.Tensor, w: torch.Tensor, empty: torch.Tensor, full: torch.Tensor) -> torch.Tensor:
+def constrained_regression(
+    z: torch.Tensor, y: torch.Tensor, w: torch.Tensor, empty: torch.Tensor, full: torch.Tensor
+) -> torch.Tensor:
     """``argmin_phi sum_i w_i (y_i - f(0) - z_i . phi)^2`` subject to ``sum phi = f(1) - f(0)``.
 
     The constraint is solved for the last coefficient, ``phi_M = f(1) - f(0) - sum_{m<M} phi_m``,
@@ -378,7 +474,9 @@ def constrained_regression(z: torch.Tensor, y: torch.Tensor, w: torch.Tensor, em
     return torch.cat([head, (gap - head.sum()).reshape(1)])
 
 
-@register_method("kernel_shap", reduce="sum", random=True, paper="Lundberg & Lee 2017, arXiv:1705.07874")
+@register_method(
+    "kernel_shap", reduce="sum", random=True, paper="Lundberg & Lee 2017, arXiv:1705.07874"
+)
 def kernel_shap(
     model: Model,
     x: torch.Tensor,
@@ -416,12 +514,28 @@ def kernel_shap(
     fixed = _fixed_target(model, x, target)
     fills = _fill(model, x, fill, blur_sigma)
     seed = _image_seed(generator)
-    plans = [shapley_coalitions(int(lab.max()) + 1, n_samples, torch.Generator().manual_seed(seed)) for lab in labels]
+    plans = [
+        shapley_coalitions(int(lab.max()) + 1, n_samples, torch.Generator().manual_seed(seed))
+        for lab in labels
+    ]
     total, done, values = sum(p[0].shape[0] + 2 for p in plans), 0, []
     for n, (lab, (z, w)) in enumerate(zip(labels, plans)):
         m = z.shape[1]
-        ends = torch.stack([torch.ones(m, dtype=torch.float64), torch.zeros(m, dtype=torch.float64)])
-        y = coalition_scores(model, x[n : n + 1], fills[n : n + 1], lab, torch.cat([ends, z]), _image_target(fixed, n, 1), batch_size=batch_size, progress=progress, done=done, total=total)
+        ends = torch.stack(
+            [torch.ones(m, dtype=torch.float64), torch.zeros(m, dtype=torch.float64)]
+        )
+        y = coalition_scores(
+            model,
+            x[n : n + 1],
+            fills[n : n + 1],
+            lab,
+            torch.cat([ends, z]),
+            _image_target(fixed, n, 1),
+            batch_size=batch_size,
+            progress=progress,
+            done=done,
+            total=total,
+        )
         done += z.shape[0] + 2
         values.append(constrained_regression(z, y[2:], w, y[1], y[0]))
     return _paint(values, labels, x)

@@ -25,7 +25,12 @@ __all__ = ["grabcut_seeds", "segment"]
 GC_BGD, GC_FGD, GC_PR_BGD, GC_PR_FGD = 0, 1, 2, 3
 
 
-@register_method("segment", output="cam", reduce="max_abs", paper="Simonyan, Vedaldi & Zisserman 2014, arXiv:1312.6034, Sec. 3.1")
+@register_method(
+    "segment",
+    output="cam",
+    reduce="max_abs",
+    paper="Simonyan, Vedaldi & Zisserman 2014, arXiv:1312.6034, Sec. 3.1",
+)
 def segment(
     model: Model,
     x: torch.Tensor,
@@ -76,9 +81,13 @@ def segment(
     """
     cv2 = _cv2()
     if not 0 <= bg_quantile < fg_quantile <= 1:
-        raise BadInputError(f"fg_quantile={fg_quantile}, bg_quantile={bg_quantile}: need 0 <= bg_quantile < fg_quantile <= 1")
+        raise BadInputError(
+            f"fg_quantile={fg_quantile}, bg_quantile={bg_quantile}: need 0 <= bg_quantile < fg_quantile <= 1"
+        )
     if iterations < 1:
-        raise BadInputError(f"iterations={iterations!r}: pass a positive number of GrabCut iterations")
+        raise BadInputError(
+            f"iterations={iterations!r}: pass a positive number of GrabCut iterations"
+        )
     maps = _saliency_maps(model, x, target, saliency)
     images = _to_uint8(model, x)
     masks = []
@@ -89,7 +98,9 @@ def segment(
     return out.unsqueeze(1)
 
 
-def grabcut_seeds(saliency: np.ndarray, fg_quantile: float = 0.95, bg_quantile: float = 0.3) -> np.ndarray:
+def grabcut_seeds(
+    saliency: np.ndarray, fg_quantile: float = 0.95, bg_quantile: float = 0.3
+) -> np.ndarray:
     """GrabCut's initial labels from one ``(H, W)`` saliency map (uint8 ``GC_*`` values).
 
     With ``hi``, ``lo`` the map's ``fg_quantile`` and ``bg_quantile``: ``s >= hi`` (and
@@ -104,7 +115,9 @@ def grabcut_seeds(saliency: np.ndarray, fg_quantile: float = 0.95, bg_quantile: 
     return seeds
 
 
-def _grabcut(cv2, image: np.ndarray, seeds: np.ndarray, iterations: int, largest_component: bool) -> np.ndarray:  # type: ignore[no-untyped-def]
+def _grabcut(
+    cv2, image: np.ndarray, seeds: np.ndarray, iterations: int, largest_component: bool
+) -> np.ndarray:  # type: ignore[no-untyped-def]
     fg = (seeds == GC_FGD) | (seeds == GC_PR_FGD)
     bg = (seeds == GC_BGD) | (seeds == GC_PR_BGD)
     if not fg.any():
@@ -115,7 +128,9 @@ def _grabcut(cv2, image: np.ndarray, seeds: np.ndarray, iterations: int, largest
     bgd_model = np.zeros((1, 65), np.float64)
     fgd_model = np.zeros((1, 65), np.float64)
     cv2.setRNGSeed(0)  # k-means++ initialisation of the colour models draws from OpenCV's RNG
-    mask, _, _ = cv2.grabCut(image, mask, None, bgd_model, fgd_model, iterations, cv2.GC_INIT_WITH_MASK)
+    mask, _, _ = cv2.grabCut(
+        image, mask, None, bgd_model, fgd_model, iterations, cv2.GC_INIT_WITH_MASK
+    )
     object_mask = ((mask == GC_FGD) | (mask == GC_PR_FGD)).astype(np.uint8)
     if largest_component and object_mask.any():
         count, labels, stats, _ = cv2.connectedComponentsWithStats(object_mask, connectivity=8)
@@ -125,7 +140,9 @@ def _grabcut(cv2, image: np.ndarray, seeds: np.ndarray, iterations: int, largest
     return object_mask.astype(np.float32)
 
 
-def _saliency_maps(model: Model, x: torch.Tensor, target: TargetLike, saliency: torch.Tensor | None) -> torch.Tensor:
+def _saliency_maps(
+    model: Model, x: torch.Tensor, target: TargetLike, saliency: torch.Tensor | None
+) -> torch.Tensor:
     n, _, h, w = x.shape
     if saliency is None:
         grad, _ = input_gradients(model, x, target)
@@ -136,7 +153,9 @@ def _saliency_maps(model: Model, x: torch.Tensor, target: TargetLike, saliency: 
     if s.dim() == 4:
         s = s.abs().amax(dim=1)
     if tuple(s.shape) != (n, h, w):
-        raise BadInputError(f"saliency has shape {tuple(saliency.shape)} but x is {tuple(x.shape)}; pass one (H, W) map per image")
+        raise BadInputError(
+            f"saliency has shape {tuple(saliency.shape)} but x is {tuple(x.shape)}; pass one (H, W) map per image"
+        )
     return s
 
 
@@ -156,5 +175,7 @@ def _cv2():  # type: ignore[no-untyped-def]
     try:
         import cv2
     except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise MissingDependencyError("segment needs OpenCV: pip install opencv-python-headless") from exc
+        raise MissingDependencyError(
+            "segment needs OpenCV: pip install opencv-python-headless"
+        ) from exc
     return cv2

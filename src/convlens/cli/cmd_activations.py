@@ -22,7 +22,10 @@ SCHEMA = {
                 "properties": {
                     "source": {"type": "string"},
                     "shape": {"type": "array", "items": {"type": "integer"}},
-                    "top_channels": {"type": "array", "items": {"type": "object", "required": ["channel", "strength"]}},
+                    "top_channels": {
+                        "type": "array",
+                        "items": {"type": "object", "required": ["channel", "strength"]},
+                    },
                     "out": {"type": "string"},
                 },
             },
@@ -42,9 +45,21 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image file, folder or sample:NAME")
     p.add_argument("--layer", required=True, help="dotted layer name (see `convlens layers`)")
     p.add_argument("--max-channels", type=int, default=32, help="channels in the grid (default 32)")
-    p.add_argument("--order-by", choices=["mean", "max"], default="mean", help="rank channels by mean or max activation")
-    p.add_argument("--top-k", type=int, default=5, help="strongest channels listed in the output (default 5)")
-    p.add_argument("-o", "--out", default=None, help="picture file for one image (default activations.png); a folder for several")
+    p.add_argument(
+        "--order-by",
+        choices=["mean", "max"],
+        default="mean",
+        help="rank channels by mean or max activation",
+    )
+    p.add_argument(
+        "--top-k", type=int, default=5, help="strongest channels listed in the output (default 5)"
+    )
+    p.add_argument(
+        "-o",
+        "--out",
+        default=None,
+        help="picture file for one image (default activations.png); a folder for several",
+    )
     p.set_defaults(func=run)
 
 
@@ -67,10 +82,17 @@ def run(ctx: Context) -> int:
     n = len(expand_image_args(ctx.args.images))
     rows = []
     for loaded in iter_images(ctx, ctx.args.images, "feature maps"):
-        result = activations(model, model.prepare([loaded.image], sources=[loaded.source]), ctx.args.layer, order_by=ctx.args.order_by)
+        result = activations(
+            model,
+            model.prepare([loaded.image], sources=[loaded.source]),
+            ctx.args.layer,
+            order_by=ctx.args.order_by,
+        )
         out = output_for(ctx, n, loaded.source, "activations.png")
         if result.tensors["activations"].dim() == 4:
-            save_figure(activations_figure(result, 0, max_channels=max(1, ctx.args.max_channels)), out)
+            save_figure(
+                activations_figure(result, 0, max_channels=max(1, ctx.args.max_channels)), out
+            )
         else:
             out = Path("")
         order = result.tensors["channel_order"][0][: ctx.args.top_k].tolist()
@@ -84,9 +106,13 @@ def run(ctx: Context) -> int:
             }
         )
     if ctx.json:
-        ctx.emit_json({"model": model.name, "layer": ctx.args.layer, "images": rows, "errors": ctx.bad_inputs})
+        ctx.emit_json(
+            {"model": model.name, "layer": ctx.args.layer, "images": rows, "errors": ctx.bad_inputs}
+        )
     else:
         for r in rows:
             top = ", ".join(f"{t['channel']} ({t['strength']:.3g})" for t in r["top_channels"])
-            print(f"{r['source']}: {ctx.args.layer} {'x'.join(map(str, r['shape']))}; strongest channels {top} -> {r['out'] or '(not spatial: no picture)'}")
+            print(
+                f"{r['source']}: {ctx.args.layer} {'x'.join(map(str, r['shape']))}; strongest channels {top} -> {r['out'] or '(not spatial: no picture)'}"
+            )
     return ctx.exit_code()

@@ -15,12 +15,26 @@ _TOP = {"type": "array", "items": {"type": "object", "required": ["class", "labe
 
 SCHEMA = {
     "type": "object",
-    "required": ["model", "method", "norm", "eps", "steps", "targeted", "images", "success_rate", "out", "errors"],
+    "required": [
+        "model",
+        "method",
+        "norm",
+        "eps",
+        "steps",
+        "targeted",
+        "images",
+        "success_rate",
+        "out",
+        "errors",
+    ],
     "properties": {
         "model": {"type": "string"},
         "method": {"type": "string"},
         "norm": {"enum": ["inf", "2", "0"]},
-        "eps": {"type": ["number", "null"], "description": "budget in pixel units; null for methods without one (cw, deepfool, one-pixel)"},
+        "eps": {
+            "type": ["number", "null"],
+            "description": "budget in pixel units; null for methods without one (cw, deepfool, one-pixel)",
+        },
         "eps_255": {"type": ["number", "null"]},
         "steps": {"type": "integer"},
         "targeted": {"type": "boolean"},
@@ -29,16 +43,31 @@ SCHEMA = {
             "type": "array",
             "items": {
                 "type": "object",
-                "required": ["source", "success", "before", "after", "linf", "l2", "queries", "files"],
+                "required": [
+                    "source",
+                    "success",
+                    "before",
+                    "after",
+                    "linf",
+                    "l2",
+                    "queries",
+                    "files",
+                ],
                 "properties": {
                     "source": {"type": "string"},
-                    "success": {"type": "boolean", "description": "decided on the saved 8-bit image"},
+                    "success": {
+                        "type": "boolean",
+                        "description": "decided on the saved 8-bit image",
+                    },
                     "before": _TOP,
                     "after": _TOP,
                     "linf": {"type": "number"},
                     "linf_255": {"type": "number"},
                     "l2": {"type": "number"},
-                    "queries": {"type": "integer", "description": "model queries (black-box methods; 0 for white-box)"},
+                    "queries": {
+                        "type": "integer",
+                        "description": "model queries (black-box methods; 0 for white-box)",
+                    },
                     "files": {"type": "object"},
                 },
             },
@@ -71,12 +100,37 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     )
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image file, folder, or sample:NAME")
     p.add_argument("--method", default="pgd", choices=list(METHODS), help="attack (default pgd)")
-    p.add_argument("--eps", default=None, help="budget in pixel units, e.g. 4/255 (default 4/255 for fgsm, bim, pgd, square; optional for zoo; none for cw, deepfool, one-pixel)")
-    p.add_argument("--norm", choices=["inf", "2"], default=None, help="budget norm (default: the method's own; cw and deepfool are L2)")
-    p.add_argument("--target", default=None, help="class index, label or wnid for a targeted attack (default untargeted: away from the predicted class)")
-    p.add_argument("--steps", type=int, default=None, help="iterations (bim, pgd 10; cw 100 per search round; deepfool 50), max queries per image (square 10000, zoo 20000) or DE generations (one-pixel 100)")
-    p.add_argument("--top-k", type=int, default=3, help="classes shown before and after (default 3)")
-    p.add_argument("-o", "--out", default=None, help="output folder (default attack/): per image NAME-adversarial.png, NAME-perturbation.png, NAME-attack.png; attack.npz/.json")
+    p.add_argument(
+        "--eps",
+        default=None,
+        help="budget in pixel units, e.g. 4/255 (default 4/255 for fgsm, bim, pgd, square; optional for zoo; none for cw, deepfool, one-pixel)",
+    )
+    p.add_argument(
+        "--norm",
+        choices=["inf", "2"],
+        default=None,
+        help="budget norm (default: the method's own; cw and deepfool are L2)",
+    )
+    p.add_argument(
+        "--target",
+        default=None,
+        help="class index, label or wnid for a targeted attack (default untargeted: away from the predicted class)",
+    )
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="iterations (bim, pgd 10; cw 100 per search round; deepfool 50), max queries per image (square 10000, zoo 20000) or DE generations (one-pixel 100)",
+    )
+    p.add_argument(
+        "--top-k", type=int, default=3, help="classes shown before and after (default 3)"
+    )
+    p.add_argument(
+        "-o",
+        "--out",
+        default=None,
+        help="output folder (default attack/): per image NAME-adversarial.png, NAME-perturbation.png, NAME-attack.png; attack.npz/.json",
+    )
     p.set_defaults(func=run)
 
 
@@ -84,7 +138,9 @@ def _stems(sources: list[str]) -> list[str]:
     """File-name stems for outputs, unique and safe."""
     stems: list[str] = []
     for source in sources:
-        stem = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(source.removeprefix("sample:")).stem) or "image"
+        stem = (
+            re.sub(r"[^A-Za-z0-9._-]+", "_", Path(source.removeprefix("sample:")).stem) or "image"
+        )
         stems.append(stem)
     if len(set(stems)) < len(stems):
         stems = [f"{i:03d}-{s}" for i, s in enumerate(stems)]
@@ -108,7 +164,9 @@ def run(ctx: Context) -> int:
     model = ctx.model(class_scores=True)
     from convlens.adversarial.attack import _method_settings
 
-    _method_settings(args.method, eps, args.norm, args.steps)  # bad combinations fail before any work
+    _method_settings(
+        args.method, eps, args.norm, args.steps
+    )  # bad combinations fail before any work
     target = None
     if args.target is not None:
         resolve_target(model, args.target)
@@ -118,21 +176,45 @@ def run(ctx: Context) -> int:
         return ctx.exit_code() or 2
     out = ctx.out_path("attack", folder=True)
     with ctx.progress(f"{args.method} attack", None) as update:
-        result = attack(model, [item.image for item in loaded], args.method, eps=eps, norm=args.norm, target=target, steps=args.steps, seed=args.seed or 0, progress=update, top_k=args.top_k)
+        result = attack(
+            model,
+            [item.image for item in loaded],
+            args.method,
+            eps=eps,
+            norm=args.norm,
+            target=target,
+            steps=args.steps,
+            seed=args.seed or 0,
+            progress=update,
+            top_k=args.top_k,
+        )
     sources = [item.source for item in loaded]
     result.sources = sources
     t, params = result.tensors, result.provenance["params"]
 
     def top(classes: Any, probs: Any) -> list[dict[str, Any]]:
-        return [{"class": int(c), "label": model.labels.name(int(c)) if model.labels else str(int(c)), "probability": round(float(p), 6)} for c, p in zip(classes.tolist(), probs.tolist())]
+        return [
+            {
+                "class": int(c),
+                "label": model.labels.name(int(c)) if model.labels else str(int(c)),
+                "probability": round(float(p), 6),
+            }
+            for c, p in zip(classes.tolist(), probs.tolist())
+        ]
 
     rows = []
     for i, stem in enumerate(_stems(sources)):
-        files = {"adversarial": str(out / f"{stem}-adversarial.png"), "perturbation": str(out / f"{stem}-perturbation.png"), "figure": str(out / f"{stem}-attack.png")}
+        files = {
+            "adversarial": str(out / f"{stem}-adversarial.png"),
+            "perturbation": str(out / f"{stem}-perturbation.png"),
+            "figure": str(out / f"{stem}-attack.png"),
+        }
         # the 8-bit image at model resolution: `convlens predict` on it gives "after"
         save_image(t["adversarial"][i], files["adversarial"])
         save_image(amplified_difference(t["perturbation"][i]), files["perturbation"])
-        save_figure(attack_figure(result, i, labels=model.labels, top_k=args.top_k), files["figure"])
+        save_figure(
+            attack_figure(result, i, labels=model.labels, top_k=args.top_k), files["figure"]
+        )
         rows.append(
             {
                 "source": sources[i],
@@ -172,6 +254,8 @@ def run(ctx: Context) -> int:
             b, a = row["before"][0], row["after"][0]
             verdict = "fooled" if row["success"] else "NOT fooled"
             queries = f", {row['queries']} queries" if params["black_box"] else ""
-            print(f"{row['source']}: {b['label']} {b['probability']:.0%} -> {a['label']} {a['probability']:.0%}, {verdict}; L-inf {row['linf_255']:.1f}/255, L2 {row['l2']:.3f}{queries}")
+            print(
+                f"{row['source']}: {b['label']} {b['probability']:.0%} -> {a['label']} {a['probability']:.0%}, {verdict}; L-inf {row['linf_255']:.1f}/255, L2 {row['l2']:.3f}{queries}"
+            )
         print(f"{params['method']}: {params['success_rate']:.0%} fooled -> {out}")
     return ctx.exit_code()

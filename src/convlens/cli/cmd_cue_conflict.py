@@ -15,7 +15,10 @@ SCHEMA = {
         "shape_dir": {"type": "string"},
         "texture_dir": {"type": "string"},
         "out": {"type": "string"},
-        "labels": {"type": "string", "description": "the path,shape,texture CSV (read by `convlens robustness shape-bias`)"},
+        "labels": {
+            "type": "string",
+            "description": "the path,shape,texture CSV (read by `convlens robustness shape-bias`)",
+        },
         "pairs": {"type": "integer"},
         "size": {"type": "integer"},
         "steps": {"type": "integer"},
@@ -34,12 +37,39 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
         help="shape-vs-texture images by style transfer (Geirhos et al. 2019), with labels.csv",
         description="Style transfer with each shape image as content and each texture image as style (SHAPE_DIR/<category>/*, TEXTURE_DIR/<category>/*). Writes OUT/<shape category>/<shape><n>-<texture><m>.png and OUT/labels.csv (path,shape,texture), which `convlens robustness shape-bias` reads. Same-category pairs are skipped unless --include-same.",
     )
-    p.add_argument("shape_dir", metavar="SHAPE_DIR", help="folder of <category>/ subfolders with the shape (content) images")
-    p.add_argument("texture_dir", metavar="TEXTURE_DIR", help="folder of <category>/ subfolders with the texture (style) images")
-    p.add_argument("--pairs", type=int, default=None, help="make only a seeded random subset of N pairs (default: all)")
-    p.add_argument("--include-same", action="store_true", help="also pair shapes and textures of the same category")
-    p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help=f"L-BFGS steps per image (default {DEFAULT_STEPS})")
-    p.add_argument("--size", type=int, default=DEFAULT_SIZE, help=f"longer side of the images (default {DEFAULT_SIZE})")
+    p.add_argument(
+        "shape_dir",
+        metavar="SHAPE_DIR",
+        help="folder of <category>/ subfolders with the shape (content) images",
+    )
+    p.add_argument(
+        "texture_dir",
+        metavar="TEXTURE_DIR",
+        help="folder of <category>/ subfolders with the texture (style) images",
+    )
+    p.add_argument(
+        "--pairs",
+        type=int,
+        default=None,
+        help="make only a seeded random subset of N pairs (default: all)",
+    )
+    p.add_argument(
+        "--include-same",
+        action="store_true",
+        help="also pair shapes and textures of the same category",
+    )
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=DEFAULT_STEPS,
+        help=f"L-BFGS steps per image (default {DEFAULT_STEPS})",
+    )
+    p.add_argument(
+        "--size",
+        type=int,
+        default=DEFAULT_SIZE,
+        help=f"longer side of the images (default {DEFAULT_SIZE})",
+    )
     p.add_argument("-o", "--out", default=None, help="output folder (default cue-conflict/)")
     p.set_defaults(func=run)
 
@@ -56,16 +86,31 @@ def run(ctx: Context) -> int:
     if args.pairs is not None and args.pairs < 1:
         raise BadInputError(f"--pairs {args.pairs}: must be >= 1")
     # check the inputs before loading the model or creating the output folder
-    shapes, textures = scan_categories(args.shape_dir, "shape"), scan_categories(args.texture_dir, "texture")
-    total = len(cue_conflict_pairs(shapes, textures, pairs=args.pairs, include_same=args.include_same, seed=args.seed))
+    shapes, textures = (
+        scan_categories(args.shape_dir, "shape"),
+        scan_categories(args.texture_dir, "texture"),
+    )
+    total = len(
+        cue_conflict_pairs(
+            shapes, textures, pairs=args.pairs, include_same=args.include_same, seed=args.seed
+        )
+    )
     out = Path(args.out or "cue-conflict")
     if out.exists() and not out.is_dir():
         raise BadInputError(f"--out {out}: exists and is not a folder")
     model = ctx.model()
     with ctx.progress("making cue-conflict images", total) as update:
         result = make_cue_conflict(
-            model, args.shape_dir, args.texture_dir, out, pairs=args.pairs, include_same=args.include_same,
-            size=args.size, steps=args.steps, seed=args.seed, progress=update,
+            model,
+            args.shape_dir,
+            args.texture_dir,
+            out,
+            pairs=args.pairs,
+            include_same=args.include_same,
+            size=args.size,
+            steps=args.steps,
+            seed=args.seed,
+            progress=update,
         )
     params = result.provenance["params"]
     payload = {
@@ -83,5 +128,7 @@ def run(ctx: Context) -> int:
     if ctx.json:
         ctx.emit_json(payload)
     else:
-        print(f"{params['pairs']} cue-conflict images in {params['seconds']:.0f} s -> {out} (labels: {params['labels']})")
+        print(
+            f"{params['pairs']} cue-conflict images in {params['seconds']:.0f} s -> {out} (labels: {params['labels']})"
+        )
     return 0

@@ -30,9 +30,13 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
         help="run the tour on the built-in model into a folder (under 3 minutes)",
         description="The tour, written to a folder: predictions, layers, filters, feature maps and gradients for the bundled photos, every fast attribution method side by side, and images made by optimisation (class visualisation, DeepDream, a fooling image).",
     )
-    p.add_argument("-o", "--out", default="convlens-demo", help="output folder (default ./convlens-demo)")
+    p.add_argument(
+        "-o", "--out", default="convlens-demo", help="output folder (default ./convlens-demo)"
+    )
     p.add_argument("--full", action="store_true", help="also run the slow sections")
-    p.add_argument("--only", nargs="+", default=None, metavar="SECTION", help="run only these sections")
+    p.add_argument(
+        "--only", nargs="+", default=None, metavar="SECTION", help="run only these sections"
+    )
     p.set_defaults(func=run)
 
 
@@ -43,7 +47,9 @@ def run(ctx: Context) -> int:
     known = [s.name for s in discover_sections()]
     for name in ctx.args.only or []:
         if name not in known:
-            raise BadInputError(f"--only {name}: no such demo section; choose from {', '.join(known)}")
+            raise BadInputError(
+                f"--only {name}: no such demo section; choose from {', '.join(known)}"
+            )
     out = ctx.out_path("convlens-demo", folder=True)
     model = ctx.model()
     started = time.perf_counter()
@@ -54,7 +60,9 @@ def run(ctx: Context) -> int:
                 print(f"- {section.title}", flush=True)
             return add_bar(section.title, None)
 
-        summary = run_demo(model, out, full=ctx.args.full, only=ctx.args.only, on_section=on_section)
+        summary = run_demo(
+            model, out, full=ctx.args.full, only=ctx.args.only, on_section=on_section
+        )
     summary["out"] = str(out)
     summary["seconds"] = round(time.perf_counter() - started, 1)
     if ctx.json:
@@ -62,7 +70,9 @@ def run(ctx: Context) -> int:
         return 0
     preds = summary["sections"].get("predictions")
     if preds:
-        print(f"  top-1 as expected on {preds['top1_as_expected']}/{preds['photos']} bundled photos")
+        print(
+            f"  top-1 as expected on {preds['top1_as_expected']}/{preds['photos']} bundled photos"
+        )
     files = [f for s in summary["sections"].values() for f in s["files"]]
     print(f"wrote {len(files)} files to {out}/ in {summary['seconds']} s: {', '.join(files)}")
     return 0

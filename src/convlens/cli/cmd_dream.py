@@ -9,7 +9,16 @@ from convlens.errors import BadInputError
 
 SCHEMA = {
     "type": "object",
-    "required": ["model", "source", "layer", "size", "objective_before", "objective_after", "out", "errors"],
+    "required": [
+        "model",
+        "source",
+        "layer",
+        "size",
+        "objective_before",
+        "objective_after",
+        "out",
+        "errors",
+    ],
     "properties": {
         "model": {"type": "string"},
         "source": {"type": "string"},
@@ -32,13 +41,24 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
         description="DeepDream (Mordvintsev et al. 2015): gradient ascent on the photo for the squared activations of a layer, on an octave pyramid with random jitter; any image size (large images are processed in tiles). Early layers give strokes and textures, deeper ones eyes, fur and buildings.",
     )
     p.add_argument("image", metavar="IMAGE", help="image file or sample:NAME")
-    p.add_argument("--layer", required=True, help="layer to amplify, e.g. blocks.6 (see convlens layers)")
+    p.add_argument(
+        "--layer", required=True, help="layer to amplify, e.g. blocks.6 (see convlens layers)"
+    )
     p.add_argument("--octaves", type=int, default=4, help="number of scales (default 4)")
-    p.add_argument("--octave-scale", type=float, default=1.4, help="ratio between scales (default 1.4)")
+    p.add_argument(
+        "--octave-scale", type=float, default=1.4, help="ratio between scales (default 1.4)"
+    )
     p.add_argument("--steps", type=int, default=20, help="gradient steps per octave (default 20)")
     p.add_argument("--lr", type=float, default=0.01, help="step size in pixel units (default 0.01)")
-    p.add_argument("--jitter", type=int, default=32, help="largest random roll in pixels (default 32)")
-    p.add_argument("--max-size", type=int, default=1024, help="shrink larger photos to this longest side first (default 1024)")
+    p.add_argument(
+        "--jitter", type=int, default=32, help="largest random roll in pixels (default 32)"
+    )
+    p.add_argument(
+        "--max-size",
+        type=int,
+        default=1024,
+        help="shrink larger photos to this longest side first (default 1024)",
+    )
     p.add_argument("-o", "--out", default=None, help="output image (default dream.png)")
     p.set_defaults(func=run)
 
@@ -60,15 +80,33 @@ def run(ctx: Context) -> int:
     h, w = image.shape[-2:]
     if max(h, w) > args.max_size:
         scale = args.max_size / max(h, w)
-        image = F.interpolate(image[None], size=(round(h * scale), round(w * scale)), mode="bilinear", antialias=True, align_corners=False)[0].clamp(0, 1)
+        image = F.interpolate(
+            image[None],
+            size=(round(h * scale), round(w * scale)),
+            mode="bilinear",
+            antialias=True,
+            align_corners=False,
+        )[0].clamp(0, 1)
     out = ctx.out_path("dream.png", folder=False)
     with ctx.progress(f"dreaming at {args.layer}", args.octaves * args.steps) as update:
         result = deep_dream(
-            model, image, args.layer, octaves=args.octaves, octave_scale=args.octave_scale, steps=args.steps, lr=args.lr, jitter=args.jitter, seed=args.seed or 0, progress=update
+            model,
+            image,
+            args.layer,
+            octaves=args.octaves,
+            octave_scale=args.octave_scale,
+            steps=args.steps,
+            lr=args.lr,
+            jitter=args.jitter,
+            seed=args.seed or 0,
+            progress=update,
         )
     save_image(result.tensors["image"][0], out)
     result.save(out.with_suffix(""))
-    before, after = result.tensors["objective_before"].tolist(), result.tensors["objective_after"].tolist()
+    before, after = (
+        result.tensors["objective_before"].tolist(),
+        result.tensors["objective_after"].tolist(),
+    )
     payload = {
         "model": model.name,
         "source": args.image,
@@ -84,5 +122,7 @@ def run(ctx: Context) -> int:
         ctx.emit_json(payload)
     else:
         octaves = ", ".join(f"{b:.3g} -> {a:.3g}" for b, a in zip(before, after))
-        print(f"{args.image}: mean squared activation of {args.layer} per octave: {octaves} -> {out}")
+        print(
+            f"{args.image}: mean squared activation of {args.layer} per octave: {octaves} -> {out}"
+        )
     return ctx.exit_code()

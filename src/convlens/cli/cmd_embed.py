@@ -31,12 +31,38 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
         description="Maps the codes of a features folder to the plane and writes a self-contained interactive HTML map (points coloured by label or prediction with a toggle, thumbnails on hover, zoom and pan; no external files) and a PNG scatter beside it. --dims 3 makes a 3-D map, rotated by dragging in the same page, and a 3-D PNG scatter.",
     )
     p.add_argument("index", metavar="OUT", help="a folder written by `convlens features`")
-    p.add_argument("--method", choices=["tsne", "pca", "umap"], default="tsne", help="tsne (default), pca, or umap (pip install 'convlens[represent]')")
-    p.add_argument("--dims", type=int, choices=[2, 3], default=2, help="map dimensions: 2 (default) or 3 (a rotatable 3-D map)")
-    p.add_argument("--color", choices=["label", "prediction"], default="label", help="initial colouring (default label)")
+    p.add_argument(
+        "--method",
+        choices=["tsne", "pca", "umap"],
+        default="tsne",
+        help="tsne (default), pca, or umap (pip install 'convlens[represent]')",
+    )
+    p.add_argument(
+        "--dims",
+        type=int,
+        choices=[2, 3],
+        default=2,
+        help="map dimensions: 2 (default) or 3 (a rotatable 3-D map)",
+    )
+    p.add_argument(
+        "--color",
+        choices=["label", "prediction"],
+        default="label",
+        help="initial colouring (default label)",
+    )
     p.add_argument("--perplexity", type=float, default=30.0, help="t-SNE perplexity (default 30)")
-    p.add_argument("--thumbnails", type=int, default=2000, help="points with a hover thumbnail, the first N (default 2000; 0: none)")
-    p.add_argument("-o", "--out", default=None, help="output HTML file (default map.html); the PNG is written beside it (map.png)")
+    p.add_argument(
+        "--thumbnails",
+        type=int,
+        default=2000,
+        help="points with a hover thumbnail, the first N (default 2000; 0: none)",
+    )
+    p.add_argument(
+        "-o",
+        "--out",
+        default=None,
+        help="output HTML file (default map.html); the PNG is written beside it (map.png)",
+    )
     p.set_defaults(func=run)
 
 
@@ -64,9 +90,13 @@ def run(ctx: Context) -> int:
         try:
             import umap  # noqa: F401
         except ImportError:
-            raise BadInputError("--method umap needs umap-learn; pip install 'convlens[represent]'") from None
+            raise BadInputError(
+                "--method umap needs umap-learn; pip install 'convlens[represent]'"
+            ) from None
     with ctx.progress(f"{args.method} of {len(features)} codes") as update:
-        result = embed(features, args.method, seed=args.seed, perplexity=args.perplexity, dims=args.dims)
+        result = embed(
+            features, args.method, seed=args.seed, perplexity=args.perplexity, dims=args.dims
+        )
         update(1, 1)
     class_name = None
     try:  # class names from the model's labels when it loads here; indices otherwise
@@ -83,12 +113,29 @@ def run(ctx: Context) -> int:
             thumbs.append(thumbnail_uri(path) if i < n_thumbs else None)
             if i < n_thumbs:
                 update(i + 1, n_thumbs)
-    page = embedding_html(result, color=args.color, class_name=class_name, thumbnails=thumbs, title=f"{args.method.upper()}{' 3-D' if args.dims == 3 else ''} of {features.model} {features.layer}")
+    page = embedding_html(
+        result,
+        color=args.color,
+        class_name=class_name,
+        thumbnails=thumbs,
+        title=f"{args.method.upper()}{' 3-D' if args.dims == 3 else ''} of {features.model} {features.layer}",
+    )
     save_figure(embedding_figure(result, color=args.color, class_name=class_name), png)
     write_html(page, out)
-    payload = {"method": args.method, "points": len(features), "dims": args.dims, "layer": features.layer, "model": features.model, "params": result.provenance["params"], "files": {"html": str(out), "png": str(png)}, "errors": ctx.bad_inputs}
+    payload = {
+        "method": args.method,
+        "points": len(features),
+        "dims": args.dims,
+        "layer": features.layer,
+        "model": features.model,
+        "params": result.provenance["params"],
+        "files": {"html": str(out), "png": str(png)},
+        "errors": ctx.bad_inputs,
+    }
     if ctx.json:
         ctx.emit_json(payload)
     else:
-        print(f"{args.method}{' 3-D' if args.dims == 3 else ''} map of {len(features)} codes ({features.model} {features.layer}) -> {out}, {png}")
+        print(
+            f"{args.method}{' 3-D' if args.dims == 3 else ''} map of {len(features)} codes ({features.model} {features.layer}) -> {out}, {png}"
+        )
     return ctx.exit_code()

@@ -156,9 +156,13 @@ def run(ctx: Context) -> int:
         raise BadInputError(f"--masks {args.masks}: not a folder")
     options = parse_options(args.opt)
     check_options(options, methods)
-    per_method = {m: {k: v for k, v in options.items() if k in method_options(m, options)} for m in methods}
+    per_method = {
+        m: {k: v for k, v in options.items() if k in method_options(m, options)} for m in methods
+    }
     model = ctx.model(class_scores=True)
-    if args.methods == "all":  # the methods this model can run (attention maps need attention layers)
+    if (
+        args.methods == "all"
+    ):  # the methods this model can run (attention maps need attention layers)
         methods = [m for m in methods if METHODS[m].applies_to(model)]
         per_method = {m: per_method[m] for m in methods}
     out = ctx.out_path("evaluate", folder=True)

@@ -10,12 +10,31 @@ from convlens.errors import BadInputError
 
 SCHEMA = {
     "type": "object",
-    "required": ["model", "layer", "pooled", "shape", "dim", "out", "engine", "workers", "items", "done", "failed", "shards", "computed_shards", "errors"],
+    "required": [
+        "model",
+        "layer",
+        "pooled",
+        "shape",
+        "dim",
+        "out",
+        "engine",
+        "workers",
+        "items",
+        "done",
+        "failed",
+        "shards",
+        "computed_shards",
+        "errors",
+    ],
     "properties": {
         "model": {"type": "string"},
         "layer": {"type": "string"},
         "pooled": {"type": "boolean"},
-        "shape": {"type": "array", "items": {"type": "integer"}, "description": "per-image shape of the layer's map"},
+        "shape": {
+            "type": "array",
+            "items": {"type": "integer"},
+            "description": "per-image shape of the layer's map",
+        },
         "dim": {"type": "integer", "description": "values per image in the codes"},
         "out": {"type": "string"},
         "engine": {"type": "string", "enum": ["local", "ray"]},
@@ -24,10 +43,18 @@ SCHEMA = {
         "done": {"type": "integer", "description": "images with codes (resumed shards included)"},
         "failed": {
             "type": "array",
-            "items": {"type": "object", "required": ["path", "reason"], "properties": {"path": {"type": "string"}, "reason": {"type": "string"}}},
+            "items": {
+                "type": "object",
+                "required": ["path", "reason"],
+                "properties": {"path": {"type": "string"}, "reason": {"type": "string"}},
+            },
         },
         "shards": {"type": "array", "items": {"type": "string"}},
-        "computed_shards": {"type": "array", "items": {"type": "integer"}, "description": "shards computed by this call (resumed ones excluded)"},
+        "computed_shards": {
+            "type": "array",
+            "items": {"type": "integer"},
+            "description": "shards computed by this call (resumed ones excluded)",
+        },
         "errors": {"type": "array", "items": {"type": "string"}},
     },
 }
@@ -45,15 +72,43 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
             + "`convlens embed`, `neighbors` and the explorer read the folder."
         ),
     )
-    p.add_argument("folder", metavar="DIR", help="folder of images (class subfolders = labels) or a .csv of path,label rows")
+    p.add_argument(
+        "folder",
+        metavar="DIR",
+        help="folder of images (class subfolders = labels) or a .csv of path,label rows",
+    )
     p.add_argument("--layer", required=True, help="layer name (see `convlens layers`)")
-    p.add_argument("--full", action="store_true", help="keep the full C x H x W map per image (default: the spatial mean per channel)")
-    p.add_argument("--engine", choices=["local", "ray"], default="local", help="local (default) or ray: the shards computed on a Ray cluster (pip install 'convlens[ray]')")
-    p.add_argument("--workers", type=int, default=1, help="processes computing shards: local forked processes with one torch thread each, or Ray actors (default 1)")
-    p.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default 32)")
-    p.add_argument("--shard-size", type=int, default=256, help="images per Parquet shard (default 256)")
-    p.add_argument("--overwrite", action="store_true", help="replace a previous run of other settings in the output folder")
-    p.add_argument("-o", "--out", default=None, help="output folder for the shards (default features-LAYER)")
+    p.add_argument(
+        "--full",
+        action="store_true",
+        help="keep the full C x H x W map per image (default: the spatial mean per channel)",
+    )
+    p.add_argument(
+        "--engine",
+        choices=["local", "ray"],
+        default="local",
+        help="local (default) or ray: the shards computed on a Ray cluster (pip install 'convlens[ray]')",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="processes computing shards: local forked processes with one torch thread each, or Ray actors (default 1)",
+    )
+    p.add_argument(
+        "--batch-size", type=int, default=32, help="images per forward pass (default 32)"
+    )
+    p.add_argument(
+        "--shard-size", type=int, default=256, help="images per Parquet shard (default 256)"
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a previous run of other settings in the output folder",
+    )
+    p.add_argument(
+        "-o", "--out", default=None, help="output folder for the shards (default features-LAYER)"
+    )
     p.set_defaults(func=run)
 
 
@@ -64,16 +119,22 @@ def run(ctx: Context) -> int:
     args = ctx.args
     folder = Path(args.folder)
     if not folder.exists():
-        raise BadInputError(f"{folder}: no such folder; pass a folder of images or a .csv of path,label rows")
+        raise BadInputError(
+            f"{folder}: no such folder; pass a folder of images or a .csv of path,label rows"
+        )
     for name in ("workers", "batch_size", "shard_size"):
         if getattr(args, name) < 1:
-            raise BadInputError(f"--{name.replace('_', '-')} {getattr(args, name)}: must be at least 1")
+            raise BadInputError(
+                f"--{name.replace('_', '-')} {getattr(args, name)}: must be at least 1"
+            )
     if args.engine == "ray":
         from convlens.data.engines import require_ray
 
         require_ray()  # before the model loads
     model = ctx.model()
-    shape = list(layer_shape(model, args.layer))  # an unknown layer fails before anything is written
+    shape = list(
+        layer_shape(model, args.layer)
+    )  # an unknown layer fails before anything is written
     items = scan_labelled(folder, model.labels.resolve if model.labels else None)
     out = ctx.out_path(f"features-{args.layer}", folder=True)
     with ctx.progress(f"features at {args.layer} of {len(items)} images", len(items)) as update:
@@ -106,6 +167,7 @@ def run(ctx: Context) -> int:
     else:
         resumed = len(report.shards) - len(report.computed_shards)
         note = f" ({resumed} shards resumed)" if resumed else ""
-        print(f"{report.n_done} of {report.n_items} images -> {report.out_dir}: {dim} values each at {args.layer}{note}; {len(report.failed)} failed")
+        print(
+            f"{report.n_done} of {report.n_items} images -> {report.out_dir}: {dim} values each at {args.layer}{note}; {len(report.failed)} failed"
+        )
     return ctx.exit_code()
-

@@ -28,10 +28,27 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
             "First-layer filters as RGB tiles (default layer), any conv layer's kernels per input channel as grayscale tiles, or a linear layer that sees the pixels as one template per class."
         ),
     )
-    p.add_argument("--layer", default=None, help="dotted layer name (default: the first conv layer)")
-    p.add_argument("--scale", choices=["layer", "filter"], default="layer", help="contrast per whole layer (default) or per tile")
-    p.add_argument("--max-tiles", type=int, default=64, help="at most this many tiles in the picture (default 64)")
-    p.add_argument("-o", "--out", default=None, help="output picture file (.png, .svg, .pdf; default filters.png)")
+    p.add_argument(
+        "--layer", default=None, help="dotted layer name (default: the first conv layer)"
+    )
+    p.add_argument(
+        "--scale",
+        choices=["layer", "filter"],
+        default="layer",
+        help="contrast per whole layer (default) or per tile",
+    )
+    p.add_argument(
+        "--max-tiles",
+        type=int,
+        default=64,
+        help="at most this many tiles in the picture (default 64)",
+    )
+    p.add_argument(
+        "-o",
+        "--out",
+        default=None,
+        help="output picture file (.png, .svg, .pdf; default filters.png)",
+    )
     p.set_defaults(func=run)
 
 
@@ -56,5 +73,7 @@ def run(ctx: Context) -> int:
     if ctx.json:
         ctx.emit_json(info)
     else:
-        print(f"{info['layer']} ({info['mode']}, weights {'x'.join(map(str, info['shape']))}) -> {out}")
+        print(
+            f"{info['layer']} ({info['mode']}, weights {'x'.join(map(str, info['shape']))}) -> {out}"
+        )
     return 0

@@ -10,7 +10,19 @@ from convlens.cli.validators import at_least
 
 SCHEMA = {
     "type": "object",
-    "required": ["model", "source", "target", "success", "probability", "predicted", "linf", "l2", "steps", "files", "errors"],
+    "required": [
+        "model",
+        "source",
+        "target",
+        "success",
+        "probability",
+        "predicted",
+        "linf",
+        "l2",
+        "steps",
+        "files",
+        "errors",
+    ],
     "properties": {
         "model": {"type": "string"},
         "source": {"type": "string"},
@@ -36,12 +48,39 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
         help="a fooling image: nudge a photo until the model calls it CLASS, or make one from noise",
         description="Gradient ascent on the target class's log-probability from a real photo, inside an L-inf ball that widens only when needed, until the 8-bit image is classified as the target with the given probability. Saves the fooling image at the model's resolution (so `convlens predict` on it agrees), the amplified difference, and a side-by-side picture. With --from noise (free pixels from uniform noise) or --from pattern (a small coordinate network, CPPN) there is no photo: Adam ascends the target's log-probability until the 8-bit image is the target with >= 99 % (Nguyen, Yosinski & Clune 2015), and saves fooled.png, start.png and fool.png.",
     )
-    p.add_argument("image", metavar="IMAGE", nargs="?", default=None, help="image file or sample:NAME (not with --from noise/pattern)")
-    p.add_argument("--from", dest="source", choices=("image", "noise", "pattern"), default="image", help="start from IMAGE (default), from uniform noise, or from a CPPN pattern")
+    p.add_argument(
+        "image",
+        metavar="IMAGE",
+        nargs="?",
+        default=None,
+        help="image file or sample:NAME (not with --from noise/pattern)",
+    )
+    p.add_argument(
+        "--from",
+        dest="source",
+        choices=("image", "noise", "pattern"),
+        default="image",
+        help="start from IMAGE (default), from uniform noise, or from a CPPN pattern",
+    )
     p.add_argument("--target", required=True, help="class index, label or wnid to be mistaken for")
-    p.add_argument("--probability", type=float, default=None, help="success threshold on the target's probability (default 0.9 from an image, 0.99 from noise/pattern)")
-    p.add_argument("--steps", type=int, default=None, help="from an image: steps per L-inf radius (radii 2, 4, 8, 16, 32 / 255; default 40); from noise/pattern: most Adam steps (default 300)")
-    p.add_argument("-o", "--out", default=None, help="output folder (default fool/): fooled.png, difference.png (or start.png), fool.png")
+    p.add_argument(
+        "--probability",
+        type=float,
+        default=None,
+        help="success threshold on the target's probability (default 0.9 from an image, 0.99 from noise/pattern)",
+    )
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="from an image: steps per L-inf radius (radii 2, 4, 8, 16, 32 / 255; default 40); from noise/pattern: most Adam steps (default 300)",
+    )
+    p.add_argument(
+        "-o",
+        "--out",
+        default=None,
+        help="output folder (default fool/): fooled.png, difference.png (or start.png), fool.png",
+    )
     p.set_defaults(func=run)
 
 
@@ -55,7 +94,9 @@ def run(ctx: Context) -> int:
     args = ctx.args
     if args.source != "image":
         if args.image is not None:
-            raise BadInputError(f"IMAGE {args.image!r}: --from {args.source} starts from no photo; drop IMAGE or use --from image")
+            raise BadInputError(
+                f"IMAGE {args.image!r}: --from {args.source} starts from no photo; drop IMAGE or use --from image"
+            )
         return _run_from_noise(ctx)
     if args.image is None:
         raise BadInputError("IMAGE: give a photo to nudge, or --from noise / --from pattern")
@@ -71,11 +112,22 @@ def run(ctx: Context) -> int:
     original = model.predict(pixels, top_k=1)[0]
     out = ctx.out_path("fool", folder=True)
     with ctx.progress(f"fooling toward {args.target}", 5 * args.steps) as update:
-        result = fool(model, pixels, args.target, min_probability=args.probability, steps_per_budget=args.steps, progress=update)
+        result = fool(
+            model,
+            pixels,
+            args.target,
+            min_probability=args.probability,
+            steps_per_budget=args.steps,
+            progress=update,
+        )
     from convlens.data.images import save_image
 
     params = result.provenance["params"]
-    files = {"fooled": str(out / "fooled.png"), "difference": str(out / "difference.png"), "figure": str(out / "fool.png")}
+    files = {
+        "fooled": str(out / "fooled.png"),
+        "difference": str(out / "difference.png"),
+        "figure": str(out / "fool.png"),
+    }
     save_image(result.tensors["image"][0], files["fooled"])
     save_image(amplified_difference(result.tensors["difference"][0]), files["difference"])
     save_figure(fooling_figure(result, labels=model.labels), files["figure"])
@@ -103,8 +155,12 @@ def run(ctx: Context) -> int:
         ctx.emit_json(payload)
     else:
         verdict = "fooled" if params["success"] else "NOT fooled"
-        change = f"L-inf {payload['linf_255']:.1f}/255, L2 {params['l2']:.3f}, {params['steps']} steps"
-        print(f"{args.image}: {payload['original']['label']} -> {payload['predicted']['label']} ({params['probability']:.0%}), {verdict}; {change} -> {out}")
+        change = (
+            f"L-inf {payload['linf_255']:.1f}/255, L2 {params['l2']:.3f}, {params['steps']} steps"
+        )
+        print(
+            f"{args.image}: {payload['original']['label']} -> {payload['predicted']['label']} ({params['probability']:.0%}), {verdict}; {change} -> {out}"
+        )
     return ctx.exit_code()
 
 
@@ -127,9 +183,21 @@ def _run_from_noise(ctx: Context) -> int:
     resolve_target(model, args.target)  # fail before any work
     out = ctx.out_path("fool", folder=True)
     with ctx.progress(f"fooling image of {args.target} from {args.source}", steps) as update:
-        result = fool_from_noise(model, args.target, pattern=args.source, min_probability=probability, steps=steps, seed=args.seed, progress=update)
+        result = fool_from_noise(
+            model,
+            args.target,
+            pattern=args.source,
+            min_probability=probability,
+            steps=steps,
+            seed=args.seed,
+            progress=update,
+        )
     params = result.provenance["params"]
-    files = {"fooled": str(out / "fooled.png"), "start": str(out / "start.png"), "figure": str(out / "fool.png")}
+    files = {
+        "fooled": str(out / "fooled.png"),
+        "start": str(out / "start.png"),
+        "figure": str(out / "fool.png"),
+    }
     save_image(result.tensors["image"][0], files["fooled"])
     save_image(result.tensors["start"][0], files["start"])
     save_figure(noise_fooling_figure([result], labels=model.labels), files["figure"])
@@ -159,5 +227,7 @@ def _run_from_noise(ctx: Context) -> int:
         ctx.emit_json(payload)
     else:
         verdict = "fooled" if params["success"] else "NOT fooled"
-        print(f"{args.source} -> {payload['predicted']['label']} ({params['probability']:.2%}), {verdict}; {params['steps']} steps, mean change from the start {params['mean_change'] * 255:.1f}/255 -> {out}")
+        print(
+            f"{args.source} -> {payload['predicted']['label']} ({params['probability']:.2%}), {verdict}; {params['steps']} steps, mean change from the start {params['mean_change'] * 255:.1f}/255 -> {out}"
+        )
     return ctx.exit_code()

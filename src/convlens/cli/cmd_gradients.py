@@ -23,7 +23,10 @@ SCHEMA = {
                     "source": {"type": "string"},
                     "target_class": {"type": "integer"},
                     "loss": {"type": "number"},
-                    "layers": {"type": "array", "items": {"type": "object", "required": ["name", "grad_norm"]}},
+                    "layers": {
+                        "type": "array",
+                        "items": {"type": "object", "required": ["name", "grad_norm"]},
+                    },
                     "out": {"type": "string"},
                 },
             },
@@ -43,11 +46,26 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
         ),
     )
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image file, folder or sample:NAME")
-    p.add_argument("--target", default=None, help="class for the loss: index, label or wnid (default: predicted class)")
-    p.add_argument("--input-target", default=None, help="score for the input gradient: a class, or a neuron layer:channel[:y:x] (default: the loss target)")
+    p.add_argument(
+        "--target",
+        default=None,
+        help="class for the loss: index, label or wnid (default: predicted class)",
+    )
+    p.add_argument(
+        "--input-target",
+        default=None,
+        help="score for the input gradient: a class, or a neuron layer:channel[:y:x] (default: the loss target)",
+    )
     add_target_options(p)  # dense targets for the input gradient, exclusive with --input-target
-    p.add_argument("--maps", type=int, default=4, help="layers with a spatial gradient map (default 4)")
-    p.add_argument("-o", "--out", default=None, help="picture file for one image (default gradients.png); a folder for several")
+    p.add_argument(
+        "--maps", type=int, default=4, help="layers with a spatial gradient map (default 4)"
+    )
+    p.add_argument(
+        "-o",
+        "--out",
+        default=None,
+        help="picture file for one image (default gradients.png); a folder for several",
+    )
     p.set_defaults(func=run)
 
 
@@ -60,18 +78,30 @@ def run(ctx: Context) -> int:
     from convlens.render.inspect import gradients_figure
     from convlens.targets import resolve_target
 
-    dense_target = parse_target_options(ctx.args, "--input-target", ctx.args.input_target)  # bad files fail before any work
+    dense_target = parse_target_options(
+        ctx.args, "--input-target", ctx.args.input_target
+    )  # bad files fail before any work
     model = ctx.model()
-    target = resolve_target(model, ctx.args.target) if ctx.args.target is not None else None  # fail early
-    input_target = resolve_target(model, ctx.args.input_target) if ctx.args.input_target is not None else None
+    target = (
+        resolve_target(model, ctx.args.target) if ctx.args.target is not None else None
+    )  # fail early
+    input_target = (
+        resolve_target(model, ctx.args.input_target) if ctx.args.input_target is not None else None
+    )
     if dense_target is not None:
         dense_target.check(model, ctx.args.images)
     n = len(expand_image_args(ctx.args.images))
     rows = []
     for loaded in iter_images(ctx, ctx.args.images, "gradients"):
         batch = model.prepare([loaded.image], sources=[loaded.source])
-        score = dense_target.for_image(model, loaded.image) if dense_target is not None else input_target
-        result = gradients(model, batch, target, input_target=score, map_layers=max(0, ctx.args.maps))
+        score = (
+            dense_target.for_image(model, loaded.image)
+            if dense_target is not None
+            else input_target
+        )
+        result = gradients(
+            model, batch, target, input_target=score, map_layers=max(0, ctx.args.maps)
+        )
         out = output_for(ctx, n, loaded.source, "gradients.png")
         save_figure(gradients_figure(result, 0), out)
         cls = int(result.provenance["target"]["classes"][0])
@@ -92,5 +122,7 @@ def run(ctx: Context) -> int:
     else:
         for r in rows:
             label = model.labels.name(r["target_class"]) if model.labels else str(r["target_class"])
-            print(f"{r['source']}: loss {r['loss']:.3f} for class {r['target_class']} ({label}), {len(r['layers'])} layers -> {r['out']}")
+            print(
+                f"{r['source']}: loss {r['loss']:.3f} for class {r['target_class']} ({label}), {len(r['layers'])} layers -> {r['out']}"
+            )
     return ctx.exit_code()

@@ -32,9 +32,21 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     )
     p.add_argument("image", metavar="IMAGE", help="image file or sample:NAME (used at --size)")
     p.add_argument("--layer", required=True, help="dotted layer name (see `convlens layers`)")
-    p.add_argument("--transform", choices=list(FEATURE_TRANSFORMS), default="none", help="activation transform before the statistics (default none)")
-    p.add_argument("--size", type=int, default=256, help="the image's longer side in pixels (default 256)")
-    p.add_argument("-o", "--out", default=None, help="output picture (default gram.png); the matrices go to the same name with .npz/.json")
+    p.add_argument(
+        "--transform",
+        choices=list(FEATURE_TRANSFORMS),
+        default="none",
+        help="activation transform before the statistics (default none)",
+    )
+    p.add_argument(
+        "--size", type=int, default=256, help="the image's longer side in pixels (default 256)"
+    )
+    p.add_argument(
+        "-o",
+        "--out",
+        default=None,
+        help="output picture (default gram.png); the matrices go to the same name with .npz/.json",
+    )
     p.set_defaults(func=run)
 
 
@@ -51,12 +63,30 @@ def run(ctx: Context) -> int:
     out = ctx.out_path("gram.png", folder=False)
     result = layer_statistics(model, image, args.layer, transform=args.transform)
     g = result.tensors["gram"]
-    save_figure(gram_figure(g, result.tensors["mean"], result.tensors["variance"], title=f"{model.name} {args.layer} ({args.transform})"), out)
+    save_figure(
+        gram_figure(
+            g,
+            result.tensors["mean"],
+            result.tensors["variance"],
+            title=f"{model.name} {args.layer} ({args.transform})",
+        ),
+        out,
+    )
     result.save(out.with_suffix(""))
     files = {"figure": str(out), "npz": str(out.with_suffix(".npz"))}
-    payload = {"model": model.name, "source": args.image, "layer": args.layer, "transform": args.transform, "channels": int(g.shape[0]), "gram_trace": float(g.trace()), "files": files}
+    payload = {
+        "model": model.name,
+        "source": args.image,
+        "layer": args.layer,
+        "transform": args.transform,
+        "channels": int(g.shape[0]),
+        "gram_trace": float(g.trace()),
+        "files": files,
+    }
     if ctx.json:
         ctx.emit_json(payload)
     else:
-        print(f"{args.image}: {args.layer} Gram matrix {g.shape[0]}x{g.shape[1]} (trace {float(g.trace()):.4g}) -> {out}")
+        print(
+            f"{args.image}: {args.layer} Gram matrix {g.shape[0]}x{g.shape[1]} (trace {float(g.trace()):.4g}) -> {out}"
+        )
     return ctx.exit_code()

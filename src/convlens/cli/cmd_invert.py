@@ -44,11 +44,33 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     group = p.add_mutually_exclusive_group(required=True)
     group.add_argument("--layer", help="the layer whose code is inverted")
     group.add_argument("--layers", help="comma-separated layers, shallow to deep, for a strip")
-    p.add_argument("--steps", type=int, default=200, help="optimisation steps per layer (default 200)")
-    p.add_argument("--tv", type=float, default=None, help="weight of the total-variation prior (default: 0.01 up to stride 4, else 0.2)")
-    p.add_argument("--param", choices=["pixel", "fourier"], default=None, help="image parameterisation (default: pixel up to stride 4, else fourier)")
-    p.add_argument("--jitter", type=int, default=None, help="random shift in pixels each step (default: 0 up to stride 4, else 8)")
-    p.add_argument("-o", "--out", default=None, help="output picture (default invert.png); each layer's result (.npz + .json provenance) is saved beside it as OUT-LAYER")
+    p.add_argument(
+        "--steps", type=int, default=200, help="optimisation steps per layer (default 200)"
+    )
+    p.add_argument(
+        "--tv",
+        type=float,
+        default=None,
+        help="weight of the total-variation prior (default: 0.01 up to stride 4, else 0.2)",
+    )
+    p.add_argument(
+        "--param",
+        choices=["pixel", "fourier"],
+        default=None,
+        help="image parameterisation (default: pixel up to stride 4, else fourier)",
+    )
+    p.add_argument(
+        "--jitter",
+        type=int,
+        default=None,
+        help="random shift in pixels each step (default: 0 up to stride 4, else 8)",
+    )
+    p.add_argument(
+        "-o",
+        "--out",
+        default=None,
+        help="output picture (default invert.png); each layer's result (.npz + .json provenance) is saved beside it as OUT-LAYER",
+    )
     p.set_defaults(func=run)
 
 
@@ -62,7 +84,11 @@ def run(ctx: Context) -> int:
     at_least(args.steps, 1, "--steps")
     if args.tv is not None and args.tv < 0:
         raise BadInputError(f"--tv {args.tv}: must be >= 0")
-    layers = [args.layer] if args.layer else [name.strip() for name in args.layers.split(",") if name.strip()]
+    layers = (
+        [args.layer]
+        if args.layer
+        else [name.strip() for name in args.layers.split(",") if name.strip()]
+    )
     if not layers:
         raise BadInputError("--layers: give at least one layer name")
     model = ctx.model()
@@ -72,7 +98,17 @@ def run(ctx: Context) -> int:
     pixels = model.denormalize(batch.x)
     out = ctx.out_path("invert.png", folder=False)
     with ctx.progress(f"inverting {len(layers)} layer(s)", len(layers) * args.steps) as update:
-        results = invert_layers(model, pixels, layers, steps=args.steps, tv_weight=args.tv, param=args.param, jitter=args.jitter, seed=args.seed or 0, progress=update)
+        results = invert_layers(
+            model,
+            pixels,
+            layers,
+            steps=args.steps,
+            tv_weight=args.tv,
+            param=args.param,
+            jitter=args.jitter,
+            seed=args.seed or 0,
+            progress=update,
+        )
     images = [quantize_8bit(pixels[0])] + [quantize_8bit(r.tensors["image"][0]) for r in results]
     rows = []
     titles = ["original"]
@@ -83,7 +119,11 @@ def run(ctx: Context) -> int:
                 "layer": layer,
                 "psnr": float(r.tensors["psnr"][0]),
                 "relative_error": float(r.tensors["relative_error"][0]),
-                "top1": {"class": pred.classes[0], "label": pred.labels[0], "probability": pred.probabilities[0]},
+                "top1": {
+                    "class": pred.classes[0],
+                    "label": pred.labels[0],
+                    "probability": pred.probabilities[0],
+                },
             }
         )
         titles.append(f"{layer}\n{rows[-1]['psnr']:.1f} dB, {pred.labels[0]}")
@@ -95,9 +135,19 @@ def run(ctx: Context) -> int:
     for layer, result in zip(layers, results):
         result.save(out.with_name(f"{out.stem}-{layer}"))  # the reconstruction with its provenance
     if ctx.json:
-        ctx.emit_json({"model": model.name, "source": args.image, "layers": rows, "out": str(out), "errors": ctx.bad_inputs})
+        ctx.emit_json(
+            {
+                "model": model.name,
+                "source": args.image,
+                "layers": rows,
+                "out": str(out),
+                "errors": ctx.bad_inputs,
+            }
+        )
     else:
         for row in rows:
-            print(f"{row['layer']}: PSNR {row['psnr']:.1f} dB, code error {row['relative_error']:.1%}, top-1 {row['top1']['label']}")
+            print(
+                f"{row['layer']}: PSNR {row['psnr']:.1f} dB, code error {row['relative_error']:.1%}, top-1 {row['top1']['label']}"
+            )
         print(f"-> {out}")
     return ctx.exit_code()

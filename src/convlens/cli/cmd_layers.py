@@ -16,7 +16,15 @@ SCHEMA = {
             "type": "array",
             "items": {
                 "type": "object",
-                "required": ["name", "type", "output_shape", "parameters", "calls", "receptive_field", "is_leaf"],
+                "required": [
+                    "name",
+                    "type",
+                    "output_shape",
+                    "parameters",
+                    "calls",
+                    "receptive_field",
+                    "is_leaf",
+                ],
                 "properties": {
                     "name": {"type": "string"},
                     "type": {"type": "string"},
@@ -47,8 +55,12 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
         help="the model's layers with output shapes and receptive fields",
         description="List every layer by dotted name (use these names wherever a command takes --layer).",
     )
-    p.add_argument("--all", action="store_true", help="include container modules, not only leaf layers")
-    p.add_argument("--filter", default=None, metavar="TEXT", help="only layers whose name contains TEXT")
+    p.add_argument(
+        "--all", action="store_true", help="include container modules, not only leaf layers"
+    )
+    p.add_argument(
+        "--filter", default=None, metavar="TEXT", help="only layers whose name contains TEXT"
+    )
     p.set_defaults(func=run)
 
 
@@ -63,14 +75,24 @@ def run(ctx: Context) -> int:
     if ctx.args.filter:
         rows = [r for r in rows if ctx.args.filter in r.name]
     if ctx.json:
-        ctx.emit_json({"model": model.name, "input_size": list(model.input_size), "layers": [r.to_dict() for r in rows]})
+        ctx.emit_json(
+            {
+                "model": model.name,
+                "input_size": list(model.input_size),
+                "layers": [r.to_dict() for r in rows],
+            }
+        )
         return 0
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"{model.name} ({model.channels}x{model.input_size[0]}x{model.input_size[1]} input)")
+    table = Table(
+        title=f"{model.name} ({model.channels}x{model.input_size[0]}x{model.input_size[1]} input)"
+    )
     for col in ("layer", "type", "output", "params", "RF size", "RF stride"):
-        table.add_column(col, justify="right" if col in ("params", "RF size", "RF stride") else "left")
+        table.add_column(
+            col, justify="right" if col in ("params", "RF size", "RF stride") else "left"
+        )
     for r in rows:
         rf = r.receptive_field
         shape = "x".join(str(s) for s in r.output_shape) if r.output_shape else "-"

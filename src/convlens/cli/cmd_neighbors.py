@@ -10,7 +10,18 @@ from convlens.cli.validators import at_least
 
 SCHEMA = {
     "type": "object",
-    "required": ["model", "layer", "pooled", "query", "metric", "ann", "recall", "neighbors", "files", "errors"],
+    "required": [
+        "model",
+        "layer",
+        "pooled",
+        "query",
+        "metric",
+        "ann",
+        "recall",
+        "neighbors",
+        "files",
+        "errors",
+    ],
     "properties": {
         "model": {"type": "string"},
         "layer": {"type": "string"},
@@ -18,10 +29,16 @@ SCHEMA = {
         "query": {"type": "string"},
         "metric": {"enum": ["l2", "cosine"]},
         "ann": {"type": "boolean"},
-        "recall": {"type": ["object", "null"], "description": "ANN recall@k against exact search, measured when the index was built"},
+        "recall": {
+            "type": ["object", "null"],
+            "description": "ANN recall@k against exact search, measured when the index was built",
+        },
         "neighbors": {
             "type": "array",
-            "items": {"type": "object", "required": ["rank", "index", "path", "distance", "label", "prediction"]},
+            "items": {
+                "type": "object",
+                "required": ["rank", "index", "path", "distance", "label", "prediction"],
+            },
         },
         "files": {"type": "object"},
         "errors": {"type": "array", "items": {"type": "string"}},
@@ -37,10 +54,16 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
         description="Embeds IMAGE with the model, layer and pooling recorded in the features folder, then finds its nearest codes: exact search by default, or an approximate faiss HNSW index (--ann, built once and saved in the features folder, its recall@k against exact search reported). Draws the query and its neighbours with distances.",
     )
     p.add_argument("image", metavar="IMAGE", help="image file or sample:NAME")
-    p.add_argument("--index", required=True, metavar="OUT", help="a folder written by `convlens features`")
+    p.add_argument(
+        "--index", required=True, metavar="OUT", help="a folder written by `convlens features`"
+    )
     p.add_argument("--k", type=int, default=8, help="neighbours (default 8)")
     p.add_argument("--metric", choices=["l2", "cosine"], default="l2", help="distance (default l2)")
-    p.add_argument("--ann", action="store_true", help="approximate search with a faiss HNSW index (pip install 'convlens[represent]')")
+    p.add_argument(
+        "--ann",
+        action="store_true",
+        help="approximate search with a faiss HNSW index (pip install 'convlens[represent]')",
+    )
     p.add_argument("-o", "--out", default=None, help="output picture (default neighbors.png)")
     p.set_defaults(func=run)
 
@@ -50,7 +73,9 @@ def features_model(ctx: Context, features: Any) -> Any:
     from convlens.errors import BadInputError
 
     if ctx.args.model and ctx.args.model != features.model:
-        raise BadInputError(f"--model {ctx.args.model}: the features in {ctx.args.index} were computed with {features.model}; drop --model or pass --model {features.model}")
+        raise BadInputError(
+            f"--model {ctx.args.model}: the features in {ctx.args.index} were computed with {features.model}; drop --model or pass --model {features.model}"
+        )
     from convlens.models.spec import load_recorded
 
     ctx.check_device()
@@ -58,10 +83,14 @@ def features_model(ctx: Context, features: Any) -> Any:
         with ctx.progress(f"loading {features.model}"):
             model = load_recorded(features.model, features.provenance, device=ctx.device)
     except BadInputError as err:
-        raise BadInputError(f"the features were computed with model {features.model!r}, which cannot be loaded here ({err})") from None
+        raise BadInputError(
+            f"the features were computed with model {features.model!r}, which cannot be loaded here ({err})"
+        ) from None
     stored = features.provenance.get("weights_sha256")
     if stored and model.weights_sha256 and stored != model.weights_sha256:
-        raise BadInputError(f"{ctx.args.index}: computed with other weights of {features.model} (sha256 {stored[:12]}..., loaded {model.weights_sha256[:12]}...); recompute the features")
+        raise BadInputError(
+            f"{ctx.args.index}: computed with other weights of {features.model} (sha256 {stored[:12]}..., loaded {model.weights_sha256[:12]}...); recompute the features"
+        )
     return model
 
 
@@ -83,7 +112,16 @@ def run(ctx: Context) -> int:
     batch = model.prepare([args.image])  # a bad file fails here, one line
     query = query_codes(model, [args.image], features.layer, pooled=features.pooled)
     with ctx.progress("searching", 1) as update:
-        found = search(features, query[0], args.k, metric=args.metric, ann=args.ann, index_dir=args.index if args.ann else None, query_name=args.image, progress=update)
+        found = search(
+            features,
+            query[0],
+            args.k,
+            metric=args.metric,
+            ann=args.ann,
+            index_dir=args.index if args.ann else None,
+            query_name=args.image,
+            progress=update,
+        )
     images = []
     for path in found.paths:
         try:
@@ -92,14 +130,27 @@ def run(ctx: Context) -> int:
             ctx.report_bad_input(BadInputError(f"{path}: {err}"))
             images.append(None)
     name = model.labels.name if model.labels else None
-    save_figure(neighbors_figure(model.denormalize(batch.x)[0].cpu(), images, found, class_name=name), out)
-    payload = {"model": model.name, "layer": features.layer, "pooled": features.pooled, **found.to_dict(), "files": {"figure": str(out)}, "errors": ctx.bad_inputs}
+    save_figure(
+        neighbors_figure(model.denormalize(batch.x)[0].cpu(), images, found, class_name=name), out
+    )
+    payload = {
+        "model": model.name,
+        "layer": features.layer,
+        "pooled": features.pooled,
+        **found.to_dict(),
+        "files": {"figure": str(out)},
+        "errors": ctx.bad_inputs,
+    }
     if ctx.json:
         ctx.emit_json(payload)
     else:
         how = "ANN" if args.ann else "exact"
-        recall = f", recall@{found.recall['k']} {found.recall['recall']:.3f}" if found.recall else ""
-        print(f"{args.image}: {len(found.paths)} nearest at {features.layer} ({args.metric}, {how}{recall}) -> {out}")
+        recall = (
+            f", recall@{found.recall['k']} {found.recall['recall']:.3f}" if found.recall else ""
+        )
+        print(
+            f"{args.image}: {len(found.paths)} nearest at {features.layer} ({args.metric}, {how}{recall}) -> {out}"
+        )
         for row in payload["neighbors"]:
             print(f"  {row['rank']:>3}  {row['distance']:.4g}  {row['path']}")
     return ctx.exit_code()

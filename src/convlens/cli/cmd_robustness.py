@@ -46,7 +46,9 @@ def subcommand_modules() -> list[ModuleType]:
     """Every ``convlens.cli.robustness_*`` module, sorted by module name."""
     import convlens.cli as package
 
-    names = sorted(m.name for m in pkgutil.iter_modules(package.__path__) if m.name.startswith(PREFIX))
+    names = sorted(
+        m.name for m in pkgutil.iter_modules(package.__path__) if m.name.startswith(PREFIX)
+    )
     return [importlib.import_module(f"convlens.cli.{name}") for name in names]
 
 
@@ -80,10 +82,14 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     )
     group = p.add_subparsers(dest="robustness_command", metavar="SUBCOMMAND", parser_class=type(p))
     for module in modules:
-        module.register(group, copy.deepcopy(common))  # a subcommand may resolve a clash on its copy
+        module.register(
+            group, copy.deepcopy(common)
+        )  # a subcommand may resolve a clash on its copy
     defaults = {a.dest: a.default for a in common._actions if a.dest != "help"}
     p.set_defaults(func=lambda ctx: _missing_subcommand(ctx, names), **defaults)
 
 
 def _missing_subcommand(ctx: Context, names: str) -> int:
-    raise BadInputError(f"robustness: give a subcommand ({names}); see `convlens robustness --help`")
+    raise BadInputError(
+        f"robustness: give a subcommand ({names}); see `convlens robustness --help`"
+    )

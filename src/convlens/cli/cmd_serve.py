@@ -32,10 +32,22 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
             "Serves the explorer page and its JSON API (schema at /openapi.json) until interrupted. Binds to 127.0.0.1 by default: the API has no authentication, so another host is only for trusted networks. `--model a,b` offers several models. Needs the `web` extra: pip install 'convlens[web]'."
         ),
     )
-    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, this machine only)")
+    p.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, this machine only)"
+    )
     p.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
-    p.add_argument("--max-bytes", type=int, default=20_000_000, help="largest upload in bytes (default 20000000)")
-    p.add_argument("--max-pixels", type=int, default=40_000_000, help="largest upload in width x height (default 40000000)")
+    p.add_argument(
+        "--max-bytes",
+        type=int,
+        default=20_000_000,
+        help="largest upload in bytes (default 20000000)",
+    )
+    p.add_argument(
+        "--max-pixels",
+        type=int,
+        default=40_000_000,
+        help="largest upload in width x height (default 40000000)",
+    )
     p.set_defaults(func=run)
 
 
@@ -55,7 +67,9 @@ def run(ctx: Context) -> int:
     args = ctx.args
     missing = [m for m in ("fastapi", "uvicorn") if importlib.util.find_spec(m) is None]
     if missing:
-        raise MissingDependencyError(f"convlens serve needs {' and '.join(missing)}: pip install 'convlens[web]'")
+        raise MissingDependencyError(
+            f"convlens serve needs {' and '.join(missing)}: pip install 'convlens[web]'"
+        )
     if not 0 <= args.port <= 65535:
         raise BadInputError(f"--port {args.port}: must be 0-65535")
     if args.max_bytes < 1 or args.max_pixels < 1:
@@ -77,7 +91,9 @@ def run(ctx: Context) -> int:
     names = list(models)
     # on loopback only loopback Host headers: a page whose domain rebinds to 127.0.0.1 is refused
     hosts = [*LOOPBACK_HOSTS, args.host] if is_loopback(args.host) else None
-    app = create_app(models=models, max_bytes=args.max_bytes, max_pixels=args.max_pixels, allowed_hosts=hosts)
+    app = create_app(
+        models=models, max_bytes=args.max_bytes, max_pixels=args.max_pixels, allowed_hosts=hosts
+    )
     url = f"http://{args.host}:{args.port}/"
     print(f"convlens explorer on {url} (Ctrl+C stops it)", file=sys.stderr)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
@@ -89,7 +105,9 @@ def run(ctx: Context) -> int:
 def _url_key(name: str, taken: dict[str, object]) -> str:
     """A model's key in the explorer's URLs: its name, or for a user file
     (``nets/resnet.py:build``) the file name and factory, which hold no slash."""
-    key = name if "/" not in name and "\\" not in name else name.replace("\\", "/").rsplit("/", 1)[-1]
+    key = (
+        name if "/" not in name and "\\" not in name else name.replace("\\", "/").rsplit("/", 1)[-1]
+    )
     base, k = key, 2
     while key in taken:
         key, k = f"{base}-{k}", k + 1

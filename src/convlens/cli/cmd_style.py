@@ -9,7 +9,19 @@ from convlens.cli.validators import at_least
 
 SCHEMA = {
     "type": "object",
-    "required": ["model", "content", "styles", "style_weights", "size", "steps", "optimizer", "content_loss", "style_loss", "seconds", "files"],
+    "required": [
+        "model",
+        "content",
+        "styles",
+        "style_weights",
+        "size",
+        "steps",
+        "optimizer",
+        "content_loss",
+        "style_loss",
+        "seconds",
+        "files",
+    ],
     "properties": {
         "model": {"type": "string"},
         "content": {"type": "string"},
@@ -38,7 +50,9 @@ def parse_list(text: str | None, what: str, cast: type = str) -> list:  # type: 
     try:
         return [cast(t) for t in items]
     except ValueError:
-        raise BadInputError(f"{what}: {text!r} is not a comma-separated list of {cast.__name__}s") from None
+        raise BadInputError(
+            f"{what}: {text!r} is not a comma-separated list of {cast.__name__}s"
+        ) from None
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -57,19 +71,74 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
         description="Optimise an image whose features match CONTENT's and whose Gram matrices match STYLE's (several styles mix by a weighted average of their Gram matrices). Layers and weights default to the ones tuned for the model (docs/features/style.md). Writes the result (-o, a PNG), a side-by-side picture next to it (*_figure.png) and the result's data with provenance (.npz/.json).",
     )
     p.add_argument("content", metavar="CONTENT", help="content image file or sample:NAME")
-    p.add_argument("styles", metavar="STYLE", nargs="+", help="one or more style images (files or sample:NAME)")
-    p.add_argument("--style-weights", default=None, help="one weight per style, comma-separated, e.g. 0.7,0.3 (default equal)")
-    p.add_argument("--style-scale", type=float, default=1.0, help="style images resized to this times the content's size (default 1)")
-    p.add_argument("--content-layers", default=None, help="comma-separated dotted layer names (default: the model's)")
-    p.add_argument("--style-layers", default=None, help="comma-separated dotted layer names (default: the model's)")
-    p.add_argument("--alpha", type=float, default=DEFAULT_ALPHA, help=f"content weight (default {DEFAULT_ALPHA:g})")
-    p.add_argument("--beta", type=float, default=DEFAULT_BETA, help=f"style weight (default {DEFAULT_BETA:g})")
-    p.add_argument("--tv", type=float, default=DEFAULT_TV, help=f"total-variation weight (default {DEFAULT_TV:g})")
-    p.add_argument("--optimizer", choices=["adam", "lbfgs"], default="adam", help="adam (default, with jitter) or lbfgs (the paper's)")
-    p.add_argument("--init", choices=["content", "noise"], default="content", help="start from the content (default) or from noise")
-    p.add_argument("--size", type=int, default=DEFAULT_SIZE, help=f"the content's longer side in pixels (default {DEFAULT_SIZE})")
-    p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help=f"optimiser steps (default {DEFAULT_STEPS})")
-    p.add_argument("--preserve-color", action="store_true", help="keep the content's colours (luminance-only transfer)")
+    p.add_argument(
+        "styles", metavar="STYLE", nargs="+", help="one or more style images (files or sample:NAME)"
+    )
+    p.add_argument(
+        "--style-weights",
+        default=None,
+        help="one weight per style, comma-separated, e.g. 0.7,0.3 (default equal)",
+    )
+    p.add_argument(
+        "--style-scale",
+        type=float,
+        default=1.0,
+        help="style images resized to this times the content's size (default 1)",
+    )
+    p.add_argument(
+        "--content-layers",
+        default=None,
+        help="comma-separated dotted layer names (default: the model's)",
+    )
+    p.add_argument(
+        "--style-layers",
+        default=None,
+        help="comma-separated dotted layer names (default: the model's)",
+    )
+    p.add_argument(
+        "--alpha",
+        type=float,
+        default=DEFAULT_ALPHA,
+        help=f"content weight (default {DEFAULT_ALPHA:g})",
+    )
+    p.add_argument(
+        "--beta", type=float, default=DEFAULT_BETA, help=f"style weight (default {DEFAULT_BETA:g})"
+    )
+    p.add_argument(
+        "--tv",
+        type=float,
+        default=DEFAULT_TV,
+        help=f"total-variation weight (default {DEFAULT_TV:g})",
+    )
+    p.add_argument(
+        "--optimizer",
+        choices=["adam", "lbfgs"],
+        default="adam",
+        help="adam (default, with jitter) or lbfgs (the paper's)",
+    )
+    p.add_argument(
+        "--init",
+        choices=["content", "noise"],
+        default="content",
+        help="start from the content (default) or from noise",
+    )
+    p.add_argument(
+        "--size",
+        type=int,
+        default=DEFAULT_SIZE,
+        help=f"the content's longer side in pixels (default {DEFAULT_SIZE})",
+    )
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=DEFAULT_STEPS,
+        help=f"optimiser steps (default {DEFAULT_STEPS})",
+    )
+    p.add_argument(
+        "--preserve-color",
+        action="store_true",
+        help="keep the content's colours (luminance-only transfer)",
+    )
     p.add_argument("-o", "--out", default=None, help="output PNG (default style.png)")
     p.set_defaults(func=run)
 
@@ -85,7 +154,9 @@ def run(ctx: Context) -> int:
     at_least(args.steps, 1, "--steps")
     weights = parse_list(args.style_weights, "--style-weights", float)
     if weights is not None and len(weights) != len(args.styles):
-        raise BadInputError(f"--style-weights has {len(weights)} values for {len(args.styles)} style images")
+        raise BadInputError(
+            f"--style-weights has {len(weights)} values for {len(args.styles)} style images"
+        )
     model = ctx.model()
     content_layers = parse_list(args.content_layers, "--content-layers")
     style_layers = parse_list(args.style_layers, "--style-layers")
@@ -103,7 +174,12 @@ def run(ctx: Context) -> int:
     image = result.tensors["image"][0]
     figure_path = out.with_name(out.stem + "_figure.png")
     save_image(image, out)
-    save_figure(style_figure(result.tensors["content"], list(styles), image, style_titles=list(args.styles)), figure_path)
+    save_figure(
+        style_figure(
+            result.tensors["content"], list(styles), image, style_titles=list(args.styles)
+        ),
+        figure_path,
+    )
     result.save(out.with_suffix(""))
     params = result.provenance["params"]
     payload = {
@@ -117,10 +193,16 @@ def run(ctx: Context) -> int:
         "content_loss": float(result.tensors["content_loss"][0]),
         "style_loss": float(result.tensors["style_loss"][0]),
         "seconds": params["seconds"],
-        "files": {"image": str(out), "figure": str(figure_path), "npz": str(out.with_suffix(".npz"))},
+        "files": {
+            "image": str(out),
+            "figure": str(figure_path),
+            "npz": str(out.with_suffix(".npz")),
+        },
     }
     if ctx.json:
         ctx.emit_json(payload)
     else:
-        print(f"{args.content} in the style of {', '.join(args.styles)}: content loss {payload['content_loss']:.3f}, style loss {payload['style_loss']:.3f}, {params['seconds']:.0f} s -> {out}")
+        print(
+            f"{args.content} in the style of {', '.join(args.styles)}: content loss {payload['content_loss']:.3f}, style loss {payload['style_loss']:.3f}, {params['seconds']:.0f} s -> {out}"
+        )
     return ctx.exit_code()

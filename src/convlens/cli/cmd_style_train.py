@@ -8,7 +8,19 @@ from convlens.cli.context import Context
 
 SCHEMA = {
     "type": "object",
-    "required": ["model", "style", "out", "images", "steps", "size", "batch", "seconds", "loss", "content_loss", "style_loss"],
+    "required": [
+        "model",
+        "style",
+        "out",
+        "images",
+        "steps",
+        "size",
+        "batch",
+        "seconds",
+        "loss",
+        "content_loss",
+        "style_loss",
+    ],
     "properties": {
         "model": {"type": "string"},
         "style": {"type": "string"},
@@ -19,7 +31,11 @@ SCHEMA = {
         "size": {"type": "integer"},
         "batch": {"type": "integer"},
         "seconds": {"type": "number"},
-        "loss": {"type": "object", "required": ["first", "last"], "description": "alpha*content + beta*style + tv*TV, mean of the first and last 10% of steps"},
+        "loss": {
+            "type": "object",
+            "required": ["first", "last"],
+            "description": "alpha*content + beta*style + tv*TV, mean of the first and last 10% of steps",
+        },
         "content_loss": {"type": "number", "description": "mean over the last 10% of steps"},
         "style_loss": {"type": "number", "description": "mean over the last 10% of steps"},
     },
@@ -44,14 +60,39 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
         description=f"Trains a small transformation network (instance normalisation, residual blocks, upsample+conv) so that one forward pass stylises any photo, with the same perceptual losses and layers as `convlens style`. By default it trains on the bundled photos (except {', '.join(HELD_OUT)}, held out) and the 20 foolbox ImageNet photos, as seeded random square crops. Writes a .pt file for `convlens stylize`.",
     )
     p.add_argument("style", metavar="STYLE", help="style image file or sample:NAME")
-    p.add_argument("--images", default=None, help="folder of training photos (default: the bundled set)")
-    p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help=f"Adam steps (default {DEFAULT_STEPS})")
-    p.add_argument("--size", type=int, default=DEFAULT_SIZE, help=f"side of the random square crops (default {DEFAULT_SIZE})")
-    p.add_argument("--batch", type=int, default=DEFAULT_BATCH, help=f"crops per step (default {DEFAULT_BATCH})")
-    p.add_argument("--lr", type=float, default=DEFAULT_LR, help=f"Adam learning rate (default {DEFAULT_LR:g})")
-    p.add_argument("--alpha", type=float, default=DEFAULT_TRAIN_ALPHA, help=f"content weight (default {DEFAULT_TRAIN_ALPHA:g}, as `convlens style`)")
-    p.add_argument("--beta", type=float, default=DEFAULT_BETA, help=f"style weight (default {DEFAULT_BETA:g})")
-    p.add_argument("--tv", type=float, default=DEFAULT_TV, help=f"total-variation weight (default {DEFAULT_TV:g})")
+    p.add_argument(
+        "--images", default=None, help="folder of training photos (default: the bundled set)"
+    )
+    p.add_argument(
+        "--steps", type=int, default=DEFAULT_STEPS, help=f"Adam steps (default {DEFAULT_STEPS})"
+    )
+    p.add_argument(
+        "--size",
+        type=int,
+        default=DEFAULT_SIZE,
+        help=f"side of the random square crops (default {DEFAULT_SIZE})",
+    )
+    p.add_argument(
+        "--batch", type=int, default=DEFAULT_BATCH, help=f"crops per step (default {DEFAULT_BATCH})"
+    )
+    p.add_argument(
+        "--lr", type=float, default=DEFAULT_LR, help=f"Adam learning rate (default {DEFAULT_LR:g})"
+    )
+    p.add_argument(
+        "--alpha",
+        type=float,
+        default=DEFAULT_TRAIN_ALPHA,
+        help=f"content weight (default {DEFAULT_TRAIN_ALPHA:g}, as `convlens style`)",
+    )
+    p.add_argument(
+        "--beta", type=float, default=DEFAULT_BETA, help=f"style weight (default {DEFAULT_BETA:g})"
+    )
+    p.add_argument(
+        "--tv",
+        type=float,
+        default=DEFAULT_TV,
+        help=f"total-variation weight (default {DEFAULT_TV:g})",
+    )
     p.add_argument("-o", "--out", default=None, help="output file (default style.pt)")
     p.set_defaults(func=run)
 
@@ -68,7 +109,9 @@ def run(ctx: Context) -> int:
         raise BadInputError(f"--images {args.images}: not a folder")
     out = Path(args.out or "style.pt")
     if out.is_dir() or out.suffix != ".pt":
-        raise BadInputError(f"--out {out}: a style net is saved as a .pt file, e.g. {out.with_suffix('.pt') if not out.is_dir() else out / 'style.pt'}")
+        raise BadInputError(
+            f"--out {out}: a style net is saved as a .pt file, e.g. {out.with_suffix('.pt') if not out.is_dir() else out / 'style.pt'}"
+        )
     for name, value in (("--steps", args.steps), ("--batch", args.batch), ("--size", args.size)):
         if value < 1:
             raise BadInputError(f"{name} {value}: must be >= 1")
@@ -76,8 +119,18 @@ def run(ctx: Context) -> int:
     model = ctx.model()
     with ctx.progress("training the style net", args.steps) as update:
         net, result = train_style_net(
-            model, args.style, args.images, steps=args.steps, size=args.size, batch=args.batch, lr=args.lr,
-            alpha=args.alpha, beta=args.beta, tv_weight=args.tv, seed=args.seed, progress=update,
+            model,
+            args.style,
+            args.images,
+            steps=args.steps,
+            size=args.size,
+            batch=args.batch,
+            lr=args.lr,
+            alpha=args.alpha,
+            beta=args.beta,
+            tv_weight=args.tv,
+            seed=args.seed,
+            progress=update,
         )
     save_style_net(net, out)
     params = result.provenance["params"]
@@ -87,7 +140,9 @@ def run(ctx: Context) -> int:
         "model": model.name,
         "style": args.style,
         "out": str(out),
-        "images": len(params["images"]) if isinstance(params["images"], list) else int(str(params["images"]).split()[0]),
+        "images": len(params["images"])
+        if isinstance(params["images"], list)
+        else int(str(params["images"]).split()[0]),
         "held_out": params["held_out"],
         "steps": args.steps,
         "size": args.size,
@@ -101,5 +156,7 @@ def run(ctx: Context) -> int:
         ctx.emit_json(payload)
     else:
         loss = payload["loss"]
-        print(f"{args.style}: trained {args.steps} steps on {payload['images']} images in {params['seconds']:.0f} s, loss {loss['first']:.3g} -> {loss['last']:.3g} -> {out}")
+        print(
+            f"{args.style}: trained {args.steps} steps on {payload['images']} images in {params['seconds']:.0f} s, loss {loss['first']:.3g} -> {loss['last']:.3g} -> {out}"
+        )
     return 0

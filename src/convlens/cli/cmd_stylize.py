@@ -40,7 +40,12 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     )
     p.add_argument("images", metavar="IMAGE", nargs="+", help="image files, folders or sample:NAME")
     p.add_argument("--net", required=True, help="style net .pt file from `convlens style-train`")
-    p.add_argument("--size", type=int, default=None, help="resize each image to this longer side first (default: as it is)")
+    p.add_argument(
+        "--size",
+        type=int,
+        default=None,
+        help="resize each image to this longer side first (default: as it is)",
+    )
     p.add_argument("-o", "--out", default=None, help="output folder (default stylized/)")
     p.set_defaults(func=run)
 
@@ -63,7 +68,11 @@ def run(ctx: Context) -> int:
     rows, used = [], set()
     for item in loaded:
         result = stylize(net, item.image, size=args.size)
-        stem = item.source.split(":", 1)[1] if item.source.startswith("sample:") else item.source.replace("\\", "/").rsplit("/", 1)[-1].rsplit(".", 1)[0]
+        stem = (
+            item.source.split(":", 1)[1]
+            if item.source.startswith("sample:")
+            else item.source.replace("\\", "/").rsplit("/", 1)[-1].rsplit(".", 1)[0]
+        )
         name, k = stem, 1
         while name in used:  # two inputs with one name: keep both
             k += 1
@@ -71,12 +80,27 @@ def run(ctx: Context) -> int:
         used.add(name)
         target = save_image(result.tensors["image"][0], out / f"{name}.png")
         params = result.provenance["params"]
-        rows.append({"source": item.source, "file": str(target), "size": params["size"], "seconds": params["seconds"]})
+        rows.append(
+            {
+                "source": item.source,
+                "file": str(target),
+                "size": params["size"],
+                "seconds": params["seconds"],
+            }
+        )
     style = net.provenance.get("params", {}).get("style")
-    payload = {"net": args.net, "style": style if isinstance(style, str) else None, "out": str(out), "images": rows, "errors": ctx.bad_inputs}
+    payload = {
+        "net": args.net,
+        "style": style if isinstance(style, str) else None,
+        "out": str(out),
+        "images": rows,
+        "errors": ctx.bad_inputs,
+    }
     if ctx.json:
         ctx.emit_json(payload)
     else:
         for row in rows:
-            print(f"{row['source']} -> {row['file']} ({row['size'][0]}x{row['size'][1]}, {row['seconds'] * 1000:.0f} ms)")
+            print(
+                f"{row['source']} -> {row['file']} ({row['size'][0]}x{row['size'][1]}, {row['seconds'] * 1000:.0f} ms)"
+            )
     return ctx.exit_code()

@@ -8,21 +8,57 @@ from convlens.cli.context import Context
 
 SCHEMA = {
     "type": "object",
-    "required": ["model", "layer", "target", "concept", "randoms", "images", "mean", "scores", "random_scores", "p_value", "alpha", "significant", "accuracies", "errors"],
+    "required": [
+        "model",
+        "layer",
+        "target",
+        "concept",
+        "randoms",
+        "images",
+        "mean",
+        "scores",
+        "random_scores",
+        "p_value",
+        "alpha",
+        "significant",
+        "accuracies",
+        "errors",
+    ],
     "properties": {
         "model": {"type": "string"},
         "layer": {"type": "string"},
-        "target": {"type": "integer", "description": "the class tested (default: the class predicted most often on IMAGES)"},
+        "target": {
+            "type": "integer",
+            "description": "the class tested (default: the class predicted most often on IMAGES)",
+        },
         "concept": {"type": "string"},
         "randoms": {"type": "array", "items": {"type": "string"}},
         "images": {"type": "integer", "description": "class images read"},
-        "mean": {"type": "number", "description": "mean TCAV score over the concept CAVs: share of images whose class score rises along the concept"},
-        "scores": {"type": "array", "items": {"type": "number"}, "description": "TCAV score of the concept against each random set"},
-        "random_scores": {"type": "array", "items": {"type": "number"}, "description": "the null: random set i against random set i+1"},
-        "p_value": {"type": "number", "description": "two-sided Welch t-test, scores against random_scores"},
+        "mean": {
+            "type": "number",
+            "description": "mean TCAV score over the concept CAVs: share of images whose class score rises along the concept",
+        },
+        "scores": {
+            "type": "array",
+            "items": {"type": "number"},
+            "description": "TCAV score of the concept against each random set",
+        },
+        "random_scores": {
+            "type": "array",
+            "items": {"type": "number"},
+            "description": "the null: random set i against random set i+1",
+        },
+        "p_value": {
+            "type": "number",
+            "description": "two-sided Welch t-test, scores against random_scores",
+        },
         "alpha": {"type": "number"},
         "significant": {"type": "boolean"},
-        "accuracies": {"type": "array", "items": {"type": "number"}, "description": "accuracy of each concept CAV's linear classifier"},
+        "accuracies": {
+            "type": "array",
+            "items": {"type": "number"},
+            "description": "accuracy of each concept CAV's linear classifier",
+        },
         "out": {"type": "string", "description": "the picture"},
         "errors": {"type": "array", "items": {"type": "string"}},
     },
@@ -36,13 +72,42 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
         help="does a concept (a folder of example images) raise a class's score? TCAV with a significance test",
         description="Testing with concept activation vectors (Kim et al. 2018, arXiv:1711.11279): a linear classifier separates the layer's activations of the concept images from those of each random folder; its normal is the concept's direction. The TCAV score is the share of IMAGES whose class score rises along it; CAVs between random folders give the null distribution, and a two-sided Welch t-test says whether the concept's scores differ from it.",
     )
-    p.add_argument("images", nargs="+", metavar="IMAGES", help="images of the class (files, folders or sample:NAME)")
-    p.add_argument("--concept", required=True, metavar="DIR", help="folder of concept images (e.g. striped textures)")
-    p.add_argument("--random", required=True, nargs="+", metavar="DIR", help="at least 3 folders of random images (more make the test stronger)")
-    p.add_argument("--layer", default=None, help="layer whose activations the CAVs live in (default: the last spatial layer)")
-    p.add_argument("--target", default=None, help="class index or label (default: the class predicted most often on IMAGES)")
+    p.add_argument(
+        "images",
+        nargs="+",
+        metavar="IMAGES",
+        help="images of the class (files, folders or sample:NAME)",
+    )
+    p.add_argument(
+        "--concept",
+        required=True,
+        metavar="DIR",
+        help="folder of concept images (e.g. striped textures)",
+    )
+    p.add_argument(
+        "--random",
+        required=True,
+        nargs="+",
+        metavar="DIR",
+        help="at least 3 folders of random images (more make the test stronger)",
+    )
+    p.add_argument(
+        "--layer",
+        default=None,
+        help="layer whose activations the CAVs live in (default: the last spatial layer)",
+    )
+    p.add_argument(
+        "--target",
+        default=None,
+        help="class index or label (default: the class predicted most often on IMAGES)",
+    )
     p.add_argument("--alpha", type=float, default=0.05, help="significance level (default 0.05)")
-    p.add_argument("-o", "--out", default=None, help="picture of the scores against the random null (default tcav.png)")
+    p.add_argument(
+        "-o",
+        "--out",
+        default=None,
+        help="picture of the scores against the random null (default tcav.png)",
+    )
     p.set_defaults(func=run)
 
 
@@ -57,7 +122,9 @@ def run(ctx: Context) -> int:
     if not 0 < args.alpha < 1:
         raise BadInputError(f"--alpha {args.alpha}: pass a significance level between 0 and 1")
     if len(args.random) < 3:
-        raise BadInputError(f"--random: pass at least 3 folders of random images, got {len(args.random)}")
+        raise BadInputError(
+            f"--random: pass at least 3 folders of random images, got {len(args.random)}"
+        )
     out = ctx.out_path("tcav.png", folder=False)
     model = ctx.model(class_scores=True)
     with ctx.progress("reading images"):
@@ -79,11 +146,27 @@ def run(ctx: Context) -> int:
     from convlens.render.tcav import tcav_figure
 
     name = model.labels.name(cls) if model.labels else str(cls)
-    save_figure(tcav_figure([(f"{args.concept}", result)], title=f"{model.name}: class {cls} {name} at {layer}"), out)
-    payload = {"model": model.name, "target": cls, "concept": args.concept, "randoms": list(args.random), "images": int(images.shape[0]), **result.to_dict(), "out": str(out), "errors": ctx.bad_inputs}
+    save_figure(
+        tcav_figure(
+            [(f"{args.concept}", result)], title=f"{model.name}: class {cls} {name} at {layer}"
+        ),
+        out,
+    )
+    payload = {
+        "model": model.name,
+        "target": cls,
+        "concept": args.concept,
+        "randoms": list(args.random),
+        "images": int(images.shape[0]),
+        **result.to_dict(),
+        "out": str(out),
+        "errors": ctx.bad_inputs,
+    }
     if ctx.json:
         ctx.emit_json(payload)
     else:
         verdict = "significant" if result.significant else "not significant"
-        print(f"TCAV {args.concept} for {cls} {name} at {layer}: {result.mean:.2f} (random {sum(result.random_scores) / len(result.random_scores):.2f}), p = {result.p_value:.3g}, {verdict} at alpha {args.alpha} -> {out}")
+        print(
+            f"TCAV {args.concept} for {cls} {name} at {layer}: {result.mean:.2f} (random {sum(result.random_scores) / len(result.random_scores):.2f}), p = {result.p_value:.3g}, {verdict} at alpha {args.alpha} -> {out}"
+        )
     return ctx.exit_code()

@@ -30,11 +30,32 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
         help="a new texture, any size, from a sample's Gram matrices (Gatys et al. 2015)",
         description="Start from noise and match the Gram matrices of the sample at the model's style layers. The Gram matrices forget where things are, so the texture can be larger than the sample. Writes the texture (-o, a PNG), a picture with the sample beside it (*_figure.png) and the data with provenance (.npz/.json).",
     )
-    p.add_argument("sample", metavar="SAMPLE", help="texture sample: image file or sample:NAME (e.g. sample:brick)")
-    p.add_argument("--size", type=int, default=384, help="the texture's side in pixels (default 384)")
-    p.add_argument("--sample-size", type=int, default=256, help="the sample's longer side in pixels (default 256)")
-    p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help=f"optimiser steps (default {DEFAULT_STEPS})")
-    p.add_argument("--param", choices=["fourier", "pixel"], default="fourier", help="image parameterisation (default fourier)")
+    p.add_argument(
+        "sample",
+        metavar="SAMPLE",
+        help="texture sample: image file or sample:NAME (e.g. sample:brick)",
+    )
+    p.add_argument(
+        "--size", type=int, default=384, help="the texture's side in pixels (default 384)"
+    )
+    p.add_argument(
+        "--sample-size",
+        type=int,
+        default=256,
+        help="the sample's longer side in pixels (default 256)",
+    )
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=DEFAULT_STEPS,
+        help=f"optimiser steps (default {DEFAULT_STEPS})",
+    )
+    p.add_argument(
+        "--param",
+        choices=["fourier", "pixel"],
+        default="fourier",
+        help="image parameterisation (default fourier)",
+    )
     p.add_argument("-o", "--out", default=None, help="output PNG (default texture.png)")
     p.set_defaults(func=run)
 
@@ -54,7 +75,16 @@ def run(ctx: Context) -> int:
     sample = load_style_image(args.sample, args.sample_size)  # a bad file fails here, one line
     out = ctx.out_path("texture.png", folder=False)
     with ctx.progress("texture synthesis", args.steps) as update:
-        result = synthesize_texture(model, sample, size=args.size, sample_size=None, param=args.param, steps=args.steps, seed=args.seed, progress=update)
+        result = synthesize_texture(
+            model,
+            sample,
+            size=args.size,
+            sample_size=None,
+            param=args.param,
+            steps=args.steps,
+            seed=args.seed,
+            progress=update,
+        )
     image = result.tensors["image"][0]
     figure_path = out.with_name(out.stem + "_figure.png")
     save_image(image, out)
@@ -68,10 +98,16 @@ def run(ctx: Context) -> int:
         "steps": args.steps,
         "style_loss": float(result.tensors["style_loss"][0]),
         "seconds": params["seconds"],
-        "files": {"image": str(out), "figure": str(figure_path), "npz": str(out.with_suffix(".npz"))},
+        "files": {
+            "image": str(out),
+            "figure": str(figure_path),
+            "npz": str(out.with_suffix(".npz")),
+        },
     }
     if ctx.json:
         ctx.emit_json(payload)
     else:
-        print(f"{args.sample}: {params['size'][0]}x{params['size'][1]} texture, style loss {payload['style_loss']:.3f}, {params['seconds']:.0f} s -> {out}")
+        print(
+            f"{args.sample}: {params['size'][0]}x{params['size'][1]} texture, style loss {payload['style_loss']:.3f}, {params['seconds']:.0f} s -> {out}"
+        )
     return ctx.exit_code()

@@ -9,7 +9,18 @@ from convlens.cli.validators import at_least
 
 SCHEMA = {
     "type": "object",
-    "required": ["model", "layer", "k", "images", "done", "failed", "receptive_field", "channels", "files", "errors"],
+    "required": [
+        "model",
+        "layer",
+        "k",
+        "images",
+        "done",
+        "failed",
+        "receptive_field",
+        "channels",
+        "files",
+        "errors",
+    ],
     "properties": {
         "model": {"type": "string"},
         "layer": {"type": "string"},
@@ -26,7 +37,13 @@ SCHEMA = {
                 "required": ["channel", "patches"],
                 "properties": {
                     "channel": {"type": "integer"},
-                    "patches": {"type": "array", "items": {"type": "object", "required": ["rank", "path", "value", "y", "x", "box"]}},
+                    "patches": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "required": ["rank", "path", "value", "y", "x", "box"],
+                        },
+                    },
                 },
             },
         },
@@ -44,16 +61,36 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
         help="per channel, the k image patches of a folder that activate it most",
         description="Streams a folder through the model (resumable shards in OUT/run/, bounded memory), keeps per channel the k images whose maximum activation is largest, and cuts one patch per image at its argmax with the unit's receptive field. Writes OUT/patches.png (rows: channels) and OUT/patches.npz/.json.",
     )
-    p.add_argument("folder", metavar="DIR", help="folder of images (searched recursively) or a single image")
-    p.add_argument("--layer", required=True, help="layer with a (C, H, W) feature map (see `convlens layers`)")
+    p.add_argument(
+        "folder", metavar="DIR", help="folder of images (searched recursively) or a single image"
+    )
+    p.add_argument(
+        "--layer", required=True, help="layer with a (C, H, W) feature map (see `convlens layers`)"
+    )
     p.add_argument("--channels", default=None, help="comma-separated channel indices (default 0-7)")
     p.add_argument("--k", type=int, default=9, help="patches per channel (default 9)")
-    p.add_argument("--guided", action="store_true", help="also draw each patch's guided backprop beside it")
-    p.add_argument("--engine", choices=["local", "ray"], default="local", help="dataset engine (ray: pip install 'convlens[ray]')")
+    p.add_argument(
+        "--guided", action="store_true", help="also draw each patch's guided backprop beside it"
+    )
+    p.add_argument(
+        "--engine",
+        choices=["local", "ray"],
+        default="local",
+        help="dataset engine (ray: pip install 'convlens[ray]')",
+    )
     p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
-    p.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default 32)")
-    p.add_argument("--overwrite", action="store_true", help="recompute OUT/run/ instead of resuming it")
-    p.add_argument("-o", "--out", default=None, help="output folder (default top-patches/): patches.png, patches.npz, patches.json, run/")
+    p.add_argument(
+        "--batch-size", type=int, default=32, help="images per forward pass (default 32)"
+    )
+    p.add_argument(
+        "--overwrite", action="store_true", help="recompute OUT/run/ instead of resuming it"
+    )
+    p.add_argument(
+        "-o",
+        "--out",
+        default=None,
+        help="output folder (default top-patches/): patches.png, patches.npz, patches.json, run/",
+    )
     p.set_defaults(func=run)
 
 
@@ -65,7 +102,9 @@ def _channels(text: str | None) -> list[int] | None:
     try:
         values = [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
-        raise BadInputError(f"--channels {text!r}: give comma-separated integers such as 0,5,7") from None
+        raise BadInputError(
+            f"--channels {text!r}: give comma-separated integers such as 0,5,7"
+        ) from None
     if not values:
         raise BadInputError(f"--channels {text!r}: give at least one channel")
     return values
@@ -97,7 +136,9 @@ def run(ctx: Context) -> int:
     model = ctx.model()
     model.layer(args.layer)  # an unknown layer fails before any work, with suggestions
     out = ctx.out_path("top-patches", folder=True)
-    with ctx.progress(f"top patches of {args.layer} over {len(items)} images", len(items)) as update:
+    with ctx.progress(
+        f"top patches of {args.layer} over {len(items)} images", len(items)
+    ) as update:
         result = top_patches(
             model, items, args.layer, channels, args.k, work_dir=out / "run", batch_size=args.batch_size,
             engine=args.engine, workers=args.workers, guided=args.guided, overwrite=args.overwrite, progress=update,
@@ -143,8 +184,12 @@ def run(ctx: Context) -> int:
         ctx.emit_json(payload)
     else:
         rf = params["receptive_field"]
-        print(f"{payload['layer']}: {len(rows)} channels x {args.k} patches from {params['n_done']} images (field {rf['size'][0]:g} px, stride {rf['stride'][0]:g}) -> {files['figure']}")
+        print(
+            f"{payload['layer']}: {len(rows)} channels x {args.k} patches from {params['n_done']} images (field {rf['size'][0]:g} px, stride {rf['stride'][0]:g}) -> {files['figure']}"
+        )
         for row in rows:
             best = row["patches"][0]
-            print(f"  channel {row['channel']}: max {best['value']:.3f} in {best['path']} at ({best['y']}, {best['x']})")
+            print(
+                f"  channel {row['channel']}: max {best['value']:.3f} in {best['path']} at ({best['y']}, {best['x']})"
+            )
     return ctx.exit_code()

@@ -66,7 +66,10 @@ class Context:
 
     def command_name(self) -> str:
         """``predict``, ``robustness attack-curve``: for messages."""
-        parts = [getattr(self.args, "command", None), getattr(self.args, "robustness_command", None)]
+        parts = [
+            getattr(self.args, "command", None),
+            getattr(self.args, "robustness_command", None),
+        ]
         return " ".join(p for p in parts if p) or "this command"
 
     def model(self, *, class_scores: bool = False) -> Any:
@@ -77,7 +80,9 @@ class Context:
         """
         specs = self.model_specs()
         if len(specs) != 1:
-            raise BadInputError(f"--model {self.args.model}: convlens {self.command_name()} takes one model, not {len(specs)}")
+            raise BadInputError(
+                f"--model {self.args.model}: convlens {self.command_name()} takes one model, not {len(specs)}"
+            )
         return self.models(class_scores=class_scores)[0]
 
     def models(self, *, class_scores: bool = False) -> list[Any]:
@@ -108,7 +113,9 @@ class Context:
         except RuntimeError as exc:
             raise BadInputError(f"--device {self.device!r}: not a torch device ({exc})") from None
         if device.type == "cuda" and not torch.cuda.is_available():
-            raise BadInputError(f"--device {self.device}: CUDA is not available on this machine; use --device cpu")
+            raise BadInputError(
+                f"--device {self.device}: CUDA is not available on this machine; use --device cpu"
+            )
 
     # -- output ------------------------------------------------------------------------
     @property
@@ -129,7 +136,9 @@ class Context:
             path.mkdir(parents=True, exist_ok=True)
         else:
             if path.is_dir():
-                raise BadInputError(f"--out {out}: is a folder; give a file name such as {Path(out) / default}")
+                raise BadInputError(
+                    f"--out {out}: is a folder; give a file name such as {Path(out) / default}"
+                )
             path.parent.mkdir(parents=True, exist_ok=True)
         return path
 
@@ -145,7 +154,12 @@ class Context:
     @property
     def show_progress(self) -> bool:
         """Progress bars only on a terminal, never under --json, -q or with CI set."""
-        return sys.stderr.isatty() and not self.json and not os.environ.get("CI") and self.args.quiet == 0
+        return (
+            sys.stderr.isatty()
+            and not self.json
+            and not os.environ.get("CI")
+            and self.args.quiet == 0
+        )
 
     @contextmanager
     def progress_group(self) -> Iterator[Callable[[str, int | None], ProgressFn]]:
@@ -154,7 +168,7 @@ class Context:
         ``update(done, total)`` moves that task's bar. Silent when progress is off.
         """
         if not self.show_progress:
-            yield lambda description, total=None: (lambda done, total_now: None)
+            yield lambda description, total=None: lambda done, total_now: None
             return
         from rich.console import Console
         from rich.progress import (
@@ -165,7 +179,12 @@ class Context:
             TimeElapsedColumn,
         )
 
-        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+        columns = (
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+        )
         with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
 
             def add(description: str, total: int | None = None) -> ProgressFn:

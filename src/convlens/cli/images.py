@@ -43,7 +43,9 @@ def expand_image_args(args: Sequence[str]) -> list[str]:
     return out
 
 
-def iter_images(ctx: Context, args: Sequence[str], description: str = "reading images") -> Iterator[LoadedImage]:
+def iter_images(
+    ctx: Context, args: Sequence[str], description: str = "reading images"
+) -> Iterator[LoadedImage]:
     """Read each image argument; report bad ones on stderr and skip them."""
     from convlens.data.images import load_image
     from convlens.data.samples import load_sample

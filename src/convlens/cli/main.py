@@ -43,27 +43,81 @@ def common_options() -> argparse.ArgumentParser:
         help="a built-in name (see `convlens info`), path/to/file.py:factory, package.module:factory or a TorchScript .pt file; a,b,c for several where the command compares models; default efficientnet_lite0 (or [model] in convlens.toml)",
     )
     m = common.add_argument_group("your model (docs/bring-your-own-model.md)")
-    m.add_argument("--config", default=None, metavar="FILE", help="model settings file (default: ./convlens.toml when present; flags win)")
-    m.add_argument("--weights", default=None, metavar="CKPT", help="a state dict to load into --model (torch.load with weights_only=True)")
-    m.add_argument("--trust-checkpoint", action="store_true", default=None, help="allow --weights / a .pt model that needs full unpickling (runs code in the file: only for files you trust)")
-    m.add_argument("--input-size", default=None, metavar="S|HxW", help="the model's input resolution")
-    m.add_argument("--mean", default=None, metavar="M[,M,M]", help="per-channel normalisation mean in [0, 1] pixel units")
-    m.add_argument("--std", default=None, metavar="S[,S,S]", help="per-channel normalisation std in [0, 1] pixel units")
-    m.add_argument("--channels", "--input-channels", dest="model_channels", type=int, default=None, metavar="C", help="input channels (1: grey)")
-    m.add_argument("--labels", "--class-names", dest="model_labels", default=None, metavar="FILE", help="class names: one per line, or JSON")
-    g.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda:0 (default: cuda when present)")
+    m.add_argument(
+        "--config",
+        default=None,
+        metavar="FILE",
+        help="model settings file (default: ./convlens.toml when present; flags win)",
+    )
+    m.add_argument(
+        "--weights",
+        default=None,
+        metavar="CKPT",
+        help="a state dict to load into --model (torch.load with weights_only=True)",
+    )
+    m.add_argument(
+        "--trust-checkpoint",
+        action="store_true",
+        default=None,
+        help="allow --weights / a .pt model that needs full unpickling (runs code in the file: only for files you trust)",
+    )
+    m.add_argument(
+        "--input-size", default=None, metavar="S|HxW", help="the model's input resolution"
+    )
+    m.add_argument(
+        "--mean",
+        default=None,
+        metavar="M[,M,M]",
+        help="per-channel normalisation mean in [0, 1] pixel units",
+    )
+    m.add_argument(
+        "--std",
+        default=None,
+        metavar="S[,S,S]",
+        help="per-channel normalisation std in [0, 1] pixel units",
+    )
+    m.add_argument(
+        "--channels",
+        "--input-channels",
+        dest="model_channels",
+        type=int,
+        default=None,
+        metavar="C",
+        help="input channels (1: grey)",
+    )
+    m.add_argument(
+        "--labels",
+        "--class-names",
+        dest="model_labels",
+        default=None,
+        metavar="FILE",
+        help="class names: one per line, or JSON",
+    )
+    g.add_argument(
+        "--device",
+        default=None,
+        help="torch device, e.g. cpu or cuda:0 (default: cuda when present)",
+    )
     g.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     g.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    g.add_argument("--json", action="store_true", help="print the result as JSON on stdout (schema in docs/cli.md)")
+    g.add_argument(
+        "--json",
+        action="store_true",
+        help="print the result as JSON on stdout (schema in docs/cli.md)",
+    )
     g.add_argument("-q", "--quiet", action="count", default=0, help="fewer logs")
-    g.add_argument("-v", "--verbose", action="count", default=0, help="more logs (-vv: debug, tracebacks)")
+    g.add_argument(
+        "-v", "--verbose", action="count", default=0, help="more logs (-vv: debug, tracebacks)"
+    )
     return common
 
 
 def _command_modules() -> list[str]:
     import convlens.cli as package
 
-    return sorted(m.name for m in pkgutil.iter_modules(package.__path__) if m.name.startswith("cmd_"))
+    return sorted(
+        m.name for m in pkgutil.iter_modules(package.__path__) if m.name.startswith("cmd_")
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:

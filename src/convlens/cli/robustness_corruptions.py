@@ -26,7 +26,19 @@ NAME = "corruptions"
 SINGLE = {
     "type": "object",
     "description": "one model",
-    "required": ["model", "source", "n_images", "corruptions", "severities", "clean_accuracy", "top1_errors", "mean_corruption_error", "mce", "files", "errors"],
+    "required": [
+        "model",
+        "source",
+        "n_images",
+        "corruptions",
+        "severities",
+        "clean_accuracy",
+        "top1_errors",
+        "mean_corruption_error",
+        "mce",
+        "files",
+        "errors",
+    ],
     "properties": {
         "model": {"type": "string"},
         "source": {"type": "string"},
@@ -35,7 +47,11 @@ SINGLE = {
         "severities": {"type": "array", "items": {"type": "integer"}},
         "clean_accuracy": {"type": "number"},
         "clean_error": {"type": "number"},
-        "top1_errors": {"type": "object", "additionalProperties": {"type": "array", "items": {"type": "number"}}, "description": "corruption -> top-1 error at each severity"},
+        "top1_errors": {
+            "type": "object",
+            "additionalProperties": {"type": "array", "items": {"type": "number"}},
+            "description": "corruption -> top-1 error at each severity",
+        },
         "corruption_errors": {"type": "object"},
         "mean_corruption_error": {"type": "number"},
         "ce": {"type": "object"},
@@ -45,7 +61,11 @@ SINGLE = {
         "complete": {"type": "boolean"},
         "mce_note": {"type": "string"},
         "files": {"type": "object"},
-        "errors": {"type": "array", "items": {"type": "string"}, "description": "images that could not be read"},
+        "errors": {
+            "type": "array",
+            "items": {"type": "string"},
+            "description": "images that could not be read",
+        },
     },
 }
 
@@ -72,12 +92,25 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
         help="error under the 15 ImageNet-C corruptions x 5 severities, mCE, drop from clean accuracy",
         description="Corrupts every labelled image with the ImageNet-C corruptions (Hendrycks & Dietterich 2019, via imagecorruptions-imaug) after resizing and cropping it to the model's resolution, and reports the top-1 error per corruption and severity, the mean corruption error, the mCE normalised by AlexNet's published errors (meaningful only for ImageNet validation images) and the drop from clean accuracy. Predictions go to OUT/predictions/ (resumable); the table to OUT/corruptions.csv and the plot to OUT/corruptions.png. With several models (--model a,b,c) each model's files go to OUT/<model>/ and OUT gets one table (corruptions.csv) and one picture (corruptions.png) across them.",
     )
-    p.add_argument("folder", metavar="DIR", help="labelled images: class subfolders (index, wnid or label) or a path,label CSV")
-    p.add_argument("--corruptions", default="all", help="comma-separated corruptions or families (noise, blur, weather, digital); default all 15")
+    p.add_argument(
+        "folder",
+        metavar="DIR",
+        help="labelled images: class subfolders (index, wnid or label) or a path,label CSV",
+    )
+    p.add_argument(
+        "--corruptions",
+        default="all",
+        help="comma-separated corruptions or families (noise, blur, weather, digital); default all 15",
+    )
     p.add_argument("--severities", default="1-5", help="severities, e.g. 1-5 (default), 3 or 1,3,5")
     p.add_argument("--batch-size", type=int, default=16, help="images per batch (default 16)")
     p.add_argument("--limit", type=int, default=None, help="use only the first N images")
-    p.add_argument("-o", "--out", default=None, help="output folder (default corruptions/); with several models OUT/<model>/ per model")
+    p.add_argument(
+        "-o",
+        "--out",
+        default=None,
+        help="output folder (default corruptions/); with several models OUT/<model>/ per model",
+    )
     p.set_defaults(func=run)
 
 
@@ -94,7 +127,9 @@ def parse_corruptions(text: str) -> list[str]:
         elif part in CORRUPTIONS:
             chosen.add(part)
         else:
-            raise BadInputError(f"--corruptions: unknown {part!r}; choose from all, {', '.join(FAMILIES)}, {', '.join(CORRUPTIONS)}")
+            raise BadInputError(
+                f"--corruptions: unknown {part!r}; choose from all, {', '.join(FAMILIES)}, {', '.join(CORRUPTIONS)}"
+            )
     return [c for c in CORRUPTIONS if c in chosen]
 
 
@@ -144,26 +179,53 @@ def run(ctx: Context) -> int:
     # every model's labelled images and class scores are checked before any corruption runs
     plans = []
     for model in models:
-        items = scan_labelled(args.folder, model.labels.resolve if model.labels else None)[: args.limit]
+        items = scan_labelled(args.folder, model.labels.resolve if model.labels else None)[
+            : args.limit
+        ]
         unlabelled = [it for it in items if it.label is None]
         if unlabelled:
-            raise BadInputError(f"{args.folder}: {len(unlabelled)} images have no label (e.g. {unlabelled[0].path}); corruption errors need labelled images (class subfolders or a path,label CSV)")
-        check_class_scores(model, "corruption errors", classes=1 + max((int(it.label) for it in items), default=0))
+            raise BadInputError(
+                f"{args.folder}: {len(unlabelled)} images have no label (e.g. {unlabelled[0].path}); corruption errors need labelled images (class subfolders or a path,label CSV)"
+            )
+        check_class_scores(
+            model, "corruption errors", classes=1 + max((int(it.label) for it in items), default=0)
+        )
         plans.append(items)
     out = ctx.out_path("corruptions", folder=True)
     folders = model_folders(out, models)
     cells = len(corruptions) * len(severities)
     runs = []
     with ctx.progress_group() as add:
-        bars = [add(f"{cells} corruptions x severities over {len(items)} images" + ("" if len(models) == 1 else f" ({m.name})"), len(items) * cells) for m, items in zip(models, plans)]
+        bars = [
+            add(
+                f"{cells} corruptions x severities over {len(items)} images"
+                + ("" if len(models) == 1 else f" ({m.name})"),
+                len(items) * cells,
+            )
+            for m, items in zip(models, plans)
+        ]
         for model, items, folder, bar in zip(models, plans, folders, bars):
             mark = len(ctx.bad_inputs)
-            result = _evaluate(ctx, model, items, folder, corruptions, severities, bar, prefix="" if len(models) == 1 else f"{model.name}: ")
+            result = _evaluate(
+                ctx,
+                model,
+                items,
+                folder,
+                corruptions,
+                severities,
+                bar,
+                prefix="" if len(models) == 1 else f"{model.name}: ",
+            )
             runs.append((result, ctx.bad_inputs[mark:]))
     payloads = []
     for model, folder, (result, errors) in zip(models, folders, runs):
         params = result.provenance["params"]
-        files = {"table": str(folder / "corruptions.csv"), "figure": str(folder / "corruptions.png"), "result": str(folder / "corruptions.npz"), "predictions": str(folder / "predictions")}
+        files = {
+            "table": str(folder / "corruptions.csv"),
+            "figure": str(folder / "corruptions.png"),
+            "result": str(folder / "corruptions.npz"),
+            "predictions": str(folder / "predictions"),
+        }
         write_text_atomic(Path(files["table"]), _table(params))
         save_figure(corruption_errors_figure(result), files["figure"])
         result.save(folder / "corruptions")
@@ -173,7 +235,23 @@ def run(ctx: Context) -> int:
                 "source": str(args.folder),
                 "n_images": params["n_images"],
                 "top1_errors": params["errors"],
-                **{k: params[k] for k in ("corruptions", "severities", "clean_accuracy", "clean_error", "corruption_errors", "mean_corruption_error", "ce", "mce", "relative_mce", "accuracy_drop", "complete", "mce_note")},
+                **{
+                    k: params[k]
+                    for k in (
+                        "corruptions",
+                        "severities",
+                        "clean_accuracy",
+                        "clean_error",
+                        "corruption_errors",
+                        "mean_corruption_error",
+                        "ce",
+                        "mce",
+                        "relative_mce",
+                        "accuracy_drop",
+                        "complete",
+                        "mce_note",
+                    )
+                },
                 "files": files,
                 "errors": errors,
             }
@@ -186,17 +264,45 @@ def run(ctx: Context) -> int:
             print(f"-> {out}")
         return ctx.exit_code()
     files = {"table": str(out / "corruptions.csv"), "figure": str(out / "corruptions.png")}
-    write_text_atomic(Path(files["table"]), "".join(_table(r.provenance["params"], model=m.name, header=i == 0) for i, (m, (r, _)) in enumerate(zip(models, runs))))
-    save_figure(corruption_comparison_figure([(m.name, r) for m, (r, _) in zip(models, runs)]), files["figure"])
+    write_text_atomic(
+        Path(files["table"]),
+        "".join(
+            _table(r.provenance["params"], model=m.name, header=i == 0)
+            for i, (m, (r, _)) in enumerate(zip(models, runs))
+        ),
+    )
+    save_figure(
+        corruption_comparison_figure([(m.name, r) for m, (r, _) in zip(models, runs)]),
+        files["figure"],
+    )
     if ctx.json:
-        ctx.emit_json({"subcommand": NAME, "models": [m.name for m in models], "source": str(args.folder), "results": payloads, "files": files, "errors": ctx.bad_inputs})
+        ctx.emit_json(
+            {
+                "subcommand": NAME,
+                "models": [m.name for m in models],
+                "source": str(args.folder),
+                "results": payloads,
+                "files": files,
+                "errors": ctx.bad_inputs,
+            }
+        )
     else:
         _print_comparison(payloads)
         print(f"-> {out}")
     return ctx.exit_code()
 
 
-def _evaluate(ctx: Context, model: Any, items: list[Any], folder: Path, corruptions: list[str], severities: list[int], update: Any, *, prefix: str) -> Any:
+def _evaluate(
+    ctx: Context,
+    model: Any,
+    items: list[Any],
+    folder: Path,
+    corruptions: list[str],
+    severities: list[int],
+    update: Any,
+    *,
+    prefix: str,
+) -> Any:
     """One model's run: the labelled images through the resumable dataset runner into
     ``folder/predictions``, then the numbers (a Result of kind corruption errors)."""
     import torch
@@ -205,7 +311,9 @@ def _evaluate(ctx: Context, model: Any, items: list[Any], folder: Path, corrupti
     from convlens.robustness.corruptions import corruption_predictions, result_from_predictions
 
     args = ctx.args
-    ids = {str(it.path): i for i, it in enumerate(items)}  # stable per-image seeds, whatever the batching
+    ids = {
+        str(it.path): i for i, it in enumerate(items)
+    }  # stable per-image seeds, whatever the batching
     cells = len(corruptions) * len(severities)
     finished = [0]
 
@@ -224,13 +332,31 @@ def _evaluate(ctx: Context, model: Any, items: list[Any], folder: Path, corrupti
             progress=inner,
         )
         labels = torch.tensor([it.label for it in batch_items], dtype=torch.int64)
-        return {"clean": clean, "corrupted": corrupted.permute(2, 0, 1).contiguous(), "label": labels}
+        return {
+            "clean": clean,
+            "corrupted": corrupted.permute(2, 0, 1).contiguous(),
+            "label": labels,
+        }
 
     def outer(done: int, total: int) -> None:
         finished[0] = done
 
-    config = {"model": model.name, "corruptions": corruptions, "severities": severities, "seed": args.seed, "method": "corruptions"}
-    report = run_dataset(items, compute, folder / "predictions", load=_Loader(model.preprocessing), batch_size=args.batch_size, config=config, progress=outer)
+    config = {
+        "model": model.name,
+        "corruptions": corruptions,
+        "severities": severities,
+        "seed": args.seed,
+        "method": "corruptions",
+    }
+    report = run_dataset(
+        items,
+        compute,
+        folder / "predictions",
+        load=_Loader(model.preprocessing),
+        batch_size=args.batch_size,
+        config=config,
+        progress=outer,
+    )
     for path, reason in report.failed:
         ctx.report_bad_input(BadInputError(f"{prefix}{path}: {reason}"))
     outputs = read_outputs(folder / "predictions")
@@ -239,7 +365,16 @@ def _evaluate(ctx: Context, model: Any, items: list[Any], folder: Path, corrupti
     clean = torch.from_numpy(outputs["clean"])
     corrupted = torch.from_numpy(outputs["corrupted"]).permute(1, 2, 0)
     sources = [str(items[i].path) for i in outputs["index"].tolist()]
-    return result_from_predictions(model, clean, corrupted, torch.from_numpy(outputs["label"]), corruptions, severities, seed=args.seed, sources=sources)
+    return result_from_predictions(
+        model,
+        clean,
+        corrupted,
+        torch.from_numpy(outputs["label"]),
+        corruptions,
+        severities,
+        seed=args.seed,
+        sources=sources,
+    )
 
 
 def percent(value: float | None) -> str:
@@ -258,7 +393,9 @@ def _print_comparison(payloads: list[dict[str, Any]]) -> None:
     rows.append(["relative mCE", *[percent(p["relative_mce"]) for p in payloads]])
     print_rows(rows)
     levels = ",".join(str(s) for s in payloads[0]["severities"])
-    print(f"errors in % on {payloads[0]['n_images']} images, averaged over severities {levels}; accuracy drop in points; mCE and relative mCE (AlexNet = 100) need all 15 corruptions and mean something only on ImageNet validation images")
+    print(
+        f"errors in % on {payloads[0]['n_images']} images, averaged over severities {levels}; accuracy drop in points; mCE and relative mCE (AlexNet = 100) need all 15 corruptions and mean something only on ImageNet validation images"
+    )
 
 
 def _rows(params: dict[str, Any]) -> list[list[str]]:
@@ -290,11 +427,41 @@ def _table(params: dict[str, Any], *, model: str | None = None, header: bool = T
     first = [] if model is None else [model]
     levels = params["severities"]
     if header:
-        writer.writerow([*(["model"] if model is not None else []), "corruption", *[f"error_s{s}" for s in levels], "error_mean", "ce", "relative_ce", "accuracy_drop"])
+        writer.writerow(
+            [
+                *(["model"] if model is not None else []),
+                "corruption",
+                *[f"error_s{s}" for s in levels],
+                "error_mean",
+                "ce",
+                "relative_ce",
+                "accuracy_drop",
+            ]
+        )
     for name in params["corruptions"]:
         rel = params["relative_ce"][name]
-        writer.writerow([*first, name, *params["errors"][name], params["corruption_errors"][name], params["ce"][name], "" if rel is None else rel, params["accuracy_drop"][name]])
-    writer.writerow([*first, "clean", *[params["clean_error"]] * len(levels), params["clean_error"], "", "", 0.0])
+        writer.writerow(
+            [
+                *first,
+                name,
+                *params["errors"][name],
+                params["corruption_errors"][name],
+                params["ce"][name],
+                "" if rel is None else rel,
+                params["accuracy_drop"][name],
+            ]
+        )
+    writer.writerow(
+        [
+            *first,
+            "clean",
+            *[params["clean_error"]] * len(levels),
+            params["clean_error"],
+            "",
+            "",
+            0.0,
+        ]
+    )
     return buffer.getvalue()
 
 
@@ -317,13 +484,22 @@ def _print_table(params: dict[str, Any]) -> None:
     rows = _rows(params)
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for k, row in enumerate(rows):
-        print("  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths))))
+        print(
+            "  ".join(
+                cell.ljust(w) if i == 0 else cell.rjust(w)
+                for i, (cell, w) in enumerate(zip(row, widths))
+            )
+        )
         if k == 0:
             print("  ".join("-" * w for w in widths))
-    print(f"errors in %; clean accuracy {100 * params['clean_accuracy']:.1f} %, mean corruption error {100 * params['mean_corruption_error']:.1f} %, accuracy drop {100 * params['accuracy_drop']['mean']:.1f} points")
+    print(
+        f"errors in %; clean accuracy {100 * params['clean_accuracy']:.1f} %, mean corruption error {100 * params['mean_corruption_error']:.1f} %, accuracy drop {100 * params['accuracy_drop']['mean']:.1f} points"
+    )
     if params["mce"] is not None:
         partial = "" if params["complete"] else " (not all 5 severities: not the paper's number)"
         relative = params["relative_mce"]
-        print(f"mCE {100 * params['mce']:.1f}, relative mCE {'-' if relative is None else f'{100 * relative:.1f}'} (AlexNet = 100; valid only for ImageNet validation images){partial}")
+        print(
+            f"mCE {100 * params['mce']:.1f}, relative mCE {'-' if relative is None else f'{100 * relative:.1f}'} (AlexNet = 100; valid only for ImageNet validation images){partial}"
+        )
     else:
         print("mCE: needs all 15 corruptions (CE per corruption above, AlexNet = 100)")

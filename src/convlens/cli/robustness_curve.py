@@ -26,7 +26,18 @@ NAME = "attack-curve"
 SINGLE = {
     "type": "object",
     "description": "one model",
-    "required": ["model", "subcommand", "source", "images", "norm", "eps", "methods", "accuracy", "files", "errors"],
+    "required": [
+        "model",
+        "subcommand",
+        "source",
+        "images",
+        "norm",
+        "eps",
+        "methods",
+        "accuracy",
+        "files",
+        "errors",
+    ],
     "properties": {
         "model": {"type": "string"},
         "subcommand": {"const": "attack-curve"},
@@ -47,7 +58,19 @@ SINGLE = {
 }
 
 
-SCHEMA = {"oneOf": [SINGLE, multi_schema(NAME, SINGLE, {"table": "OUT/curve.csv: model,method and the accuracy at each eps", "plot": "OUT/curve.png: one line per model and method"})]}
+SCHEMA = {
+    "oneOf": [
+        SINGLE,
+        multi_schema(
+            NAME,
+            SINGLE,
+            {
+                "table": "OUT/curve.csv: model,method and the accuracy at each eps",
+                "plot": "OUT/curve.png: one line per model and method",
+            },
+        ),
+    ]
+}
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -57,14 +80,33 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
         help="accuracy vs attack budget over a labelled folder: table + plot",
         description="Attack every image of a labelled folder (class subfolders or a path,label CSV) at each budget and count how many the model still classifies correctly, on the 8-bit adversarial images. Prints the table and saves a plot (curve.png) and the raw result. With several models (--model a,b,c) each model's run goes to OUT/<model>/ and OUT gets one table (curve.csv) and one plot (curve.png, a line per model and method).",
     )
-    p.add_argument("folder", metavar="DIR", help="labelled folder (class subfolders named by index, wnid or label) or a path,label CSV")
-    p.add_argument("--methods", default="fgsm,pgd", help="comma-separated budgeted attacks: fgsm, bim, pgd (default fgsm,pgd)")
-    p.add_argument("--eps", default="0,1/255,2/255,4/255,8/255", help="comma-separated budgets in pixel units, fractions allowed (default 0,1/255,2/255,4/255,8/255)")
+    p.add_argument(
+        "folder",
+        metavar="DIR",
+        help="labelled folder (class subfolders named by index, wnid or label) or a path,label CSV",
+    )
+    p.add_argument(
+        "--methods",
+        default="fgsm,pgd",
+        help="comma-separated budgeted attacks: fgsm, bim, pgd (default fgsm,pgd)",
+    )
+    p.add_argument(
+        "--eps",
+        default="0,1/255,2/255,4/255,8/255",
+        help="comma-separated budgets in pixel units, fractions allowed (default 0,1/255,2/255,4/255,8/255)",
+    )
     p.add_argument("--norm", choices=["inf", "2"], default="inf", help="budget norm (default inf)")
-    p.add_argument("--steps", type=int, default=10, help="steps of the iterative attacks (default 10)")
+    p.add_argument(
+        "--steps", type=int, default=10, help="steps of the iterative attacks (default 10)"
+    )
     p.add_argument("--batch-size", type=int, default=8, help="images per batch (default 8)")
     p.add_argument("--limit", type=int, default=None, help="use only the first N images")
-    p.add_argument("-o", "--out", default=None, help="output folder (default attack-curve/): curve.png, curve.npz/.json; with several models also curve.csv and OUT/<model>/")
+    p.add_argument(
+        "-o",
+        "--out",
+        default=None,
+        help="output folder (default attack-curve/): curve.png, curve.npz/.json; with several models also curve.csv and OUT/<model>/",
+    )
     p.set_defaults(func=run)
 
 
@@ -98,9 +140,26 @@ def run(ctx: Context) -> int:
     folders = model_folders(out, models)
     results = []
     with ctx.progress_group() as add:
-        bars = [add("attack curve" if len(models) == 1 else f"attack curve {m.name}", len(methods) * len(eps) * len(d[1])) for m, d in zip(models, data)]
+        bars = [
+            add(
+                "attack curve" if len(models) == 1 else f"attack curve {m.name}",
+                len(methods) * len(eps) * len(d[1]),
+            )
+            for m, d in zip(models, data)
+        ]
         for model, (pixels, labels, sources), bar in zip(models, data, bars):
-            result = attack_curve(model, pixels, labels, methods=methods, eps=eps, norm=args.norm, steps=args.steps, seed=args.seed or 0, batch_size=args.batch_size, progress=bar)
+            result = attack_curve(
+                model,
+                pixels,
+                labels,
+                methods=methods,
+                eps=eps,
+                norm=args.norm,
+                steps=args.steps,
+                seed=args.seed or 0,
+                batch_size=args.batch_size,
+                progress=bar,
+            )
             result.sources = sources
             results.append(result)
     payloads = []
@@ -119,7 +178,9 @@ def run(ctx: Context) -> int:
                 "steps": args.steps,
                 "eps": eps,
                 "methods": methods,
-                "accuracy": {m: [round(float(a), 4) for a in accuracy[i]] for i, m in enumerate(methods)},
+                "accuracy": {
+                    m: [round(float(a), 4) for a in accuracy[i]] for i, m in enumerate(methods)
+                },
                 "files": files,
                 "errors": ctx.bad_inputs,
             }
@@ -128,13 +189,32 @@ def run(ctx: Context) -> int:
         return _single(ctx, payloads[0], out)
     files = {"table": str(out / "curve.csv"), "plot": str(out / "curve.png")}
     write_text_atomic(Path(files["table"]), _csv(payloads, eps))
-    save_figure(attack_curve_comparison_figure([(m.name, r) for m, r in zip(models, results)]), files["plot"])
-    payload: dict[str, Any] = {"subcommand": NAME, "models": [m.name for m in models], "source": args.folder, "results": payloads, "files": files, "errors": ctx.bad_inputs}
+    save_figure(
+        attack_curve_comparison_figure([(m.name, r) for m, r in zip(models, results)]),
+        files["plot"],
+    )
+    payload: dict[str, Any] = {
+        "subcommand": NAME,
+        "models": [m.name for m in models],
+        "source": args.folder,
+        "results": payloads,
+        "files": files,
+        "errors": ctx.bad_inputs,
+    }
     if ctx.json:
         ctx.emit_json(payload)
     else:
         print(f"accuracy on {payloads[0]['images']} images of {args.folder} (L{args.norm} budget)")
-        print_rows([["model", "method", *[_eps_text(e) for e in eps]], *[[p["model"], m, *[f"{a:.1%}" for a in p["accuracy"][m]]] for p in payloads for m in methods]])
+        print_rows(
+            [
+                ["model", "method", *[_eps_text(e) for e in eps]],
+                *[
+                    [p["model"], m, *[f"{a:.1%}" for a in p["accuracy"][m]]]
+                    for p in payloads
+                    for m in methods
+                ],
+            ]
+        )
         print(f"-> {out}")
     return ctx.exit_code()
 
@@ -148,7 +228,9 @@ def _single(ctx: Context, payload: dict[str, Any], out: Path) -> int:
     head = ["method"] + [_eps_text(e) for e in eps]
     rows = [[m] + [f"{a:.1%}" for a in payload["accuracy"][m]] for m in methods]
     widths = [max(len(r[j]) for r in [head, *rows]) for j in range(len(head))]
-    print(f"accuracy of {payload['model']} on {payload['images']} images of {payload['source']} (L{payload['norm']} budget)")
+    print(
+        f"accuracy of {payload['model']} on {payload['images']} images of {payload['source']} (L{payload['norm']} budget)"
+    )
     for r in [head, *rows]:
         print("  ".join(c.rjust(w) for c, w in zip(r, widths)))
     print(f"-> {out}")
@@ -159,7 +241,9 @@ def _csv(payloads: list[dict[str, Any]], eps: list[float]) -> str:
     lines = [",".join(["model", "method", *[f"{e:g}" for e in eps]])]
     for p in payloads:
         for method in p["methods"]:
-            lines.append(",".join([_csv_cell(p["model"]), method, *[repr(a) for a in p["accuracy"][method]]]))
+            lines.append(
+                ",".join([_csv_cell(p["model"]), method, *[repr(a) for a in p["accuracy"][method]]])
+            )
     return "\n".join(lines) + "\n"
 
 

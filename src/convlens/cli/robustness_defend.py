@@ -22,22 +22,64 @@ CHOICES = ("jpeg", "bits", "noise", "pgd-trained")
 
 _ROW = {
     "type": "object",
-    "required": ["name", "clean", "transfer", "non_adaptive", "adaptive", "apparent_gain", "real_gain", "gain_lost"],
+    "required": [
+        "name",
+        "clean",
+        "transfer",
+        "non_adaptive",
+        "adaptive",
+        "apparent_gain",
+        "real_gain",
+        "gain_lost",
+    ],
     "properties": {
-        "name": {"type": "string", "description": "none (the undefended model), jpegQ, bitsB, noiseS or pgd-trained"},
+        "name": {
+            "type": "string",
+            "description": "none (the undefended model), jpegQ, bitsB, noiseS or pgd-trained",
+        },
         "clean": {"type": "number"},
-        "transfer": {"type": "number", "description": "accuracy under PGD crafted on the undefended model"},
-        "non_adaptive": {"type": "number", "description": "under PGD with the defended system's own gradients"},
-        "adaptive": {"type": "number", "description": "under PGD with BPDA / EOT gradients (white-box PGD for pgd-trained)"},
-        "apparent_gain": {"type": "number", "description": "non_adaptive minus the undefended model's accuracy under attack"},
-        "real_gain": {"type": "number", "description": "adaptive minus the undefended model's accuracy under attack"},
-        "gain_lost": {"type": ["number", "null"], "description": "1 - real_gain / apparent_gain; null when there is no apparent gain"},
+        "transfer": {
+            "type": "number",
+            "description": "accuracy under PGD crafted on the undefended model",
+        },
+        "non_adaptive": {
+            "type": "number",
+            "description": "under PGD with the defended system's own gradients",
+        },
+        "adaptive": {
+            "type": "number",
+            "description": "under PGD with BPDA / EOT gradients (white-box PGD for pgd-trained)",
+        },
+        "apparent_gain": {
+            "type": "number",
+            "description": "non_adaptive minus the undefended model's accuracy under attack",
+        },
+        "real_gain": {
+            "type": "number",
+            "description": "adaptive minus the undefended model's accuracy under attack",
+        },
+        "gain_lost": {
+            "type": ["number", "null"],
+            "description": "1 - real_gain / apparent_gain; null when there is no apparent gain",
+        },
     },
 }
 
 SCHEMA = {
     "type": "object",
-    "required": ["model", "subcommand", "source", "images", "norm", "eps", "steps", "eot_samples", "defences", "files", "errors"],
+    "required": [
+        "model",
+        "subcommand",
+        "source",
+        "images",
+        "norm",
+        "eps",
+        "steps",
+        "eot_samples",
+        "defences",
+        "files",
+        "errors",
+    ],
     "properties": {
         "model": {"type": "string"},
         "subcommand": {"const": NAME},
@@ -48,8 +90,15 @@ SCHEMA = {
         "steps": {"type": "integer"},
         "eot_samples": {"type": "integer"},
         "robust_model": {"type": ["string", "null"]},
-        "defences": {"type": "array", "items": _ROW, "description": "the undefended model first, then each defence in the order given"},
-        "files": {"type": "object", "description": "plot (defences.png), table (defences.csv), result (defences.npz)"},
+        "defences": {
+            "type": "array",
+            "items": _ROW,
+            "description": "the undefended model first, then each defence in the order given",
+        },
+        "files": {
+            "type": "object",
+            "description": "plot (defences.png), table (defences.csv), result (defences.npz)",
+        },
         "errors": {"type": "array", "items": {"type": "string"}},
     },
 }
@@ -62,17 +111,53 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
         help="defences (JPEG, bit depth, noise, PGD training) under non-adaptive and adaptive attacks: table + plot",
         description="Evaluate defences on a labelled folder (class subfolders or a path,label CSV): clean accuracy, accuracy under L-inf PGD crafted on the undefended model (transfer), under PGD with the defended system's own gradients (non-adaptive: zero through bit depth, none through JPEG, one draw of noise), and under the adaptive attack (BPDA: identity backward through the transform; EOT: average over noise draws; Athalye et al. 2018). Prints how much of each defence's apparent gain disappears and saves a plot (defences.png), a table (defences.csv) and the raw result. pgd-trained compares with the model's adversarially trained counterpart (digits_cnn -> digits_cnn_pgd).",
     )
-    p.add_argument("folder", metavar="DIR", help="labelled folder (class subfolders named by index, wnid or label) or a path,label CSV")
-    p.add_argument("--defence", "--defense", dest="defence", default="jpeg,bits,noise,pgd-trained", help="comma-separated: jpeg, bits, noise, pgd-trained (default all four; pgd-trained needs a model with a trained counterpart)")
-    p.add_argument("--eps", default="0.2", help="L-inf budget in pixel units, fractions allowed (default 0.2, for 8x8 digits; try 4/255 for photos)")
-    p.add_argument("--steps", type=int, default=20, help="PGD iterations of every attack (default 20)")
-    p.add_argument("--eot", type=int, default=8, help="noise draws per gradient step of the EOT attack (default 8)")
+    p.add_argument(
+        "folder",
+        metavar="DIR",
+        help="labelled folder (class subfolders named by index, wnid or label) or a path,label CSV",
+    )
+    p.add_argument(
+        "--defence",
+        "--defense",
+        dest="defence",
+        default="jpeg,bits,noise,pgd-trained",
+        help="comma-separated: jpeg, bits, noise, pgd-trained (default all four; pgd-trained needs a model with a trained counterpart)",
+    )
+    p.add_argument(
+        "--eps",
+        default="0.2",
+        help="L-inf budget in pixel units, fractions allowed (default 0.2, for 8x8 digits; try 4/255 for photos)",
+    )
+    p.add_argument(
+        "--steps", type=int, default=20, help="PGD iterations of every attack (default 20)"
+    )
+    p.add_argument(
+        "--eot",
+        type=int,
+        default=8,
+        help="noise draws per gradient step of the EOT attack (default 8)",
+    )
     p.add_argument("--quality", type=int, default=75, help="JPEG quality 1-95 (default 75)")
-    p.add_argument("--bits", type=int, default=1, help="bits per channel of bit-depth reduction, 1-8 (default 1, Xu et al.'s setting for MNIST)")
-    p.add_argument("--sigma", type=float, default=0.2, help="standard deviation of the random Gaussian noise, pixel units (default 0.2)")
+    p.add_argument(
+        "--bits",
+        type=int,
+        default=1,
+        help="bits per channel of bit-depth reduction, 1-8 (default 1, Xu et al.'s setting for MNIST)",
+    )
+    p.add_argument(
+        "--sigma",
+        type=float,
+        default=0.2,
+        help="standard deviation of the random Gaussian noise, pixel units (default 0.2)",
+    )
     p.add_argument("--batch-size", type=int, default=128, help="images per batch (default 128)")
     p.add_argument("--limit", type=int, default=None, help="use only the first N images")
-    p.add_argument("-o", "--out", default=None, help="output folder (default defend/): defences.png, defences.csv, defences.npz/.json")
+    p.add_argument(
+        "-o",
+        "--out",
+        default=None,
+        help="output folder (default defend/): defences.png, defences.csv, defences.npz/.json",
+    )
     p.set_defaults(func=run)
 
 
@@ -96,26 +181,57 @@ def run(ctx: Context) -> int:
     eps = fraction(args.eps, "--eps")
     if eps <= 0:
         raise BadInputError(f"--eps {args.eps}: must be > 0")
-    for flag, value in (("--steps", args.steps), ("--eot", args.eot), ("--batch-size", args.batch_size), ("--limit", args.limit if args.limit is not None else 1)):
+    for flag, value in (
+        ("--steps", args.steps),
+        ("--eot", args.eot),
+        ("--batch-size", args.batch_size),
+        ("--limit", args.limit if args.limit is not None else 1),
+    ):
         if value < 1:
             raise BadInputError(f"{flag} {value}: must be >= 1")
-    settings = {"jpeg": {"quality": args.quality}, "bits": {"bits": args.bits}, "noise": {"sigma": args.sigma}}
-    defences = [make_defence(d, **settings[d]) for d in chosen if d != "pgd-trained"]  # bad settings refused here
+    settings = {
+        "jpeg": {"quality": args.quality},
+        "bits": {"bits": args.bits},
+        "noise": {"sigma": args.sigma},
+    }
+    defences = [
+        make_defence(d, **settings[d]) for d in chosen if d != "pgd-trained"
+    ]  # bad settings refused here
     model = ctx.model(class_scores=True)
     robust = None
     if "pgd-trained" in chosen:
         if model.name not in ROBUST_COUNTERPARTS:
             known = ", ".join(f"{a} -> {b}" for a, b in ROBUST_COUNTERPARTS.items())
-            raise BadInputError(f"--defence pgd-trained: model {model.name!r} has no adversarially trained counterpart (built in: {known}); drop pgd-trained")
-        with ctx.progress(f"loading {ROBUST_COUNTERPARTS[model.name]} (trained on first use)") as update:
+            raise BadInputError(
+                f"--defence pgd-trained: model {model.name!r} has no adversarially trained counterpart (built in: {known}); drop pgd-trained"
+            )
+        with ctx.progress(
+            f"loading {ROBUST_COUNTERPARTS[model.name]} (trained on first use)"
+        ) as update:
             robust = load_model(ROBUST_COUNTERPARTS[model.name], device=ctx.device, progress=update)
     pixels, labels, sources = load_labelled(model, args.folder, limit=args.limit)
     out = ctx.out_path("defend", folder=True)
     rows = 1 + len(defences) + (robust is not None)
     with ctx.progress("defences", rows) as update:
-        result = evaluate_defences(model, pixels, labels, defences, robust_model=robust, eps=eps, steps=args.steps, eot_samples=args.eot, seed=args.seed or 0, batch_size=args.batch_size, progress=update)
+        result = evaluate_defences(
+            model,
+            pixels,
+            labels,
+            defences,
+            robust_model=robust,
+            eps=eps,
+            steps=args.steps,
+            eot_samples=args.eot,
+            seed=args.seed or 0,
+            batch_size=args.batch_size,
+            progress=update,
+        )
     result.sources = sources
-    files = {"plot": str(out / "defences.png"), "table": str(out / "defences.csv"), "result": str(out / "defences.npz")}
+    files = {
+        "plot": str(out / "defences.png"),
+        "table": str(out / "defences.csv"),
+        "result": str(out / "defences.npz"),
+    }
     save_figure(defences_figure(result), files["plot"])
     result.save(out / "defences")
     table = _rows(result)
@@ -138,13 +254,39 @@ def run(ctx: Context) -> int:
     if ctx.json:
         ctx.emit_json(payload)
         return ctx.exit_code()
-    print(f"accuracy of {model.name} on {params['images']} images of {args.folder}: L-inf PGD eps {_eps_text(eps)}, {args.steps} steps, EOT {args.eot} draws")
-    head = ["defence", "clean", "transfer", "non-adaptive", "adaptive", "apparent gain", "real gain", "gain lost"]
-    body = [[r["name"], *[f"{r[k]:.1%}" for k in ("clean", "transfer", "non_adaptive", "adaptive")], f"{r['apparent_gain']:+.1%}", f"{r['real_gain']:+.1%}", "-" if r["gain_lost"] is None else f"{r['gain_lost']:.0%}"] for r in table]
+    print(
+        f"accuracy of {model.name} on {params['images']} images of {args.folder}: L-inf PGD eps {_eps_text(eps)}, {args.steps} steps, EOT {args.eot} draws"
+    )
+    head = [
+        "defence",
+        "clean",
+        "transfer",
+        "non-adaptive",
+        "adaptive",
+        "apparent gain",
+        "real gain",
+        "gain lost",
+    ]
+    body = [
+        [
+            r["name"],
+            *[f"{r[k]:.1%}" for k in ("clean", "transfer", "non_adaptive", "adaptive")],
+            f"{r['apparent_gain']:+.1%}",
+            f"{r['real_gain']:+.1%}",
+            "-" if r["gain_lost"] is None else f"{r['gain_lost']:.0%}",
+        ]
+        for r in table
+    ]
     widths = [max(len(line[j]) for line in [head, *body]) for j in range(len(head))]
     for line in [head, *body]:
-        print("  ".join(c.ljust(w) if j == 0 else c.rjust(w) for j, (c, w) in enumerate(zip(line, widths))))
-    print("non-adaptive: PGD with the defended system's own gradients; adaptive: BPDA / EOT (white-box PGD for pgd-trained)")
+        print(
+            "  ".join(
+                c.ljust(w) if j == 0 else c.rjust(w) for j, (c, w) in enumerate(zip(line, widths))
+            )
+        )
+    print(
+        "non-adaptive: PGD with the defended system's own gradients; adaptive: BPDA / EOT (white-box PGD for pgd-trained)"
+    )
     print(f"-> {out}")
     return ctx.exit_code()
 
@@ -168,6 +310,17 @@ def _rows(result: Any) -> list[dict[str, Any]]:
 
 
 def _csv(rows: list[dict[str, Any]]) -> str:
-    keys = ["name", "clean", "transfer", "non_adaptive", "adaptive", "apparent_gain", "real_gain", "gain_lost"]
-    lines = [",".join(keys)] + [",".join("" if r[k] is None else str(r[k]) for k in keys) for r in rows]
+    keys = [
+        "name",
+        "clean",
+        "transfer",
+        "non_adaptive",
+        "adaptive",
+        "apparent_gain",
+        "real_gain",
+        "gain_lost",
+    ]
+    lines = [",".join(keys)] + [
+        ",".join("" if r[k] is None else str(r[k]) for k in keys) for r in rows
+    ]
     return "\n".join(lines) + "\n"

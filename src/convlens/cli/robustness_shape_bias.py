@@ -26,7 +26,20 @@ NAME = "shape-bias"
 SINGLE = {
     "type": "object",
     "description": "one model",
-    "required": ["model", "source", "preprocess", "shape_bias", "shape", "texture", "other", "n_conflict", "n_excluded", "per_category", "files", "errors"],
+    "required": [
+        "model",
+        "source",
+        "preprocess",
+        "shape_bias",
+        "shape",
+        "texture",
+        "other",
+        "n_conflict",
+        "n_excluded",
+        "per_category",
+        "files",
+        "errors",
+    ],
     "properties": {
         "model": {"type": "string"},
         "source": {"type": "string"},
@@ -37,14 +50,32 @@ SINGLE = {
         "other": {"type": "integer"},
         "n_conflict": {"type": "integer"},
         "n_excluded": {"type": "integer"},
-        "per_category": {"type": "object", "additionalProperties": {"type": "object", "required": ["shape", "texture", "other", "shape_bias"]}},
+        "per_category": {
+            "type": "object",
+            "additionalProperties": {
+                "type": "object",
+                "required": ["shape", "texture", "other", "shape_bias"],
+            },
+        },
         "files": {"type": "object"},
         "errors": {"type": "array", "items": {"type": "string"}},
     },
 }
 
 
-SCHEMA = {"oneOf": [SINGLE, multi_schema(NAME, SINGLE, {"table": "OUT/shape_bias.csv: model,category,shape,texture,other,shape_bias (category 'all': the overall numbers)", "figure": "OUT/shape_bias.png: per-category shape fraction, one colour per model"})]}
+SCHEMA = {
+    "oneOf": [
+        SINGLE,
+        multi_schema(
+            NAME,
+            SINGLE,
+            {
+                "table": "OUT/shape_bias.csv: model,category,shape,texture,other,shape_bias (category 'all': the overall numbers)",
+                "figure": "OUT/shape_bias.png: per-category shape fraction, one colour per model",
+            },
+        ),
+    ]
+}
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -55,12 +86,38 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
         help="shape-vs-texture bias on cue-conflict images (Geirhos et al. 2019)",
         description="The model's 16-category decision on each cue-conflict image (the category whose ImageNet classes have the highest mean probability) and the shape bias: shape decisions / (shape + texture decisions) over images whose shape and texture differ. Reads the authors' CATEGORY/<shape><n>-<texture><m>.png folders or a path,shape,texture CSV (--labels, what `convlens cue-conflict` writes). Writes OUT/shape_bias.png (per category, like the paper's Fig. 4), OUT/shape_bias.csv and OUT/decisions.csv. With several models (--model a,b,c) each model's files go to OUT/<model>/ and OUT gets one table (shape_bias.csv) and one picture (shape_bias.png) across them.",
     )
-    p.add_argument("folder", metavar="DIR", nargs="?", default=None, help="cue-conflict folder (CATEGORY/<shape><n>-<texture><m>.png); with --labels, the folder CSV paths are relative to")
-    p.add_argument("--labels", metavar="CSV", default=None, help="a path,shape,texture CSV instead of the folder layout")
-    p.add_argument("--preprocess", choices=["standard", "as-is"], default="standard", help="standard: resize 256 + centre-crop 224 even for 224 px stimuli (default); as-is: feed them unchanged")
-    p.add_argument("--categories", metavar="JSON", default=None, help="16-category mapping {category: [ImageNet classes]} (default: the authors')")
+    p.add_argument(
+        "folder",
+        metavar="DIR",
+        nargs="?",
+        default=None,
+        help="cue-conflict folder (CATEGORY/<shape><n>-<texture><m>.png); with --labels, the folder CSV paths are relative to",
+    )
+    p.add_argument(
+        "--labels",
+        metavar="CSV",
+        default=None,
+        help="a path,shape,texture CSV instead of the folder layout",
+    )
+    p.add_argument(
+        "--preprocess",
+        choices=["standard", "as-is"],
+        default="standard",
+        help="standard: resize 256 + centre-crop 224 even for 224 px stimuli (default); as-is: feed them unchanged",
+    )
+    p.add_argument(
+        "--categories",
+        metavar="JSON",
+        default=None,
+        help="16-category mapping {category: [ImageNet classes]} (default: the authors')",
+    )
     p.add_argument("--batch-size", type=int, default=32, help="images per batch (default 32)")
-    p.add_argument("-o", "--out", default=None, help="output folder (default shape-bias/); with several models OUT/<model>/ per model")
+    p.add_argument(
+        "-o",
+        "--out",
+        default=None,
+        help="output folder (default shape-bias/); with several models OUT/<model>/ per model",
+    )
     p.set_defaults(func=run)
 
 
@@ -75,24 +132,54 @@ def run(ctx: Context) -> int:
         raise BadInputError("shape-bias: give a cue-conflict folder DIR or --labels CSV")
     at_least(args.batch_size, 1, "--batch-size")
     if args.folder is not None and args.labels is not None and not Path(args.folder).is_dir():
-        raise BadInputError(f"{args.folder}: with --labels, DIR must be the folder the CSV's paths are relative to")
+        raise BadInputError(
+            f"{args.folder}: with --labels, DIR must be the folder the CSV's paths are relative to"
+        )
     categories = load_categories(args.categories)
     source = args.labels if args.labels is not None else args.folder
-    items = scan_cue_conflict(source, categories, base=args.folder if args.labels is not None else None)
+    items = scan_cue_conflict(
+        source, categories, base=args.folder if args.labels is not None else None
+    )
     models = load_models(ctx)
     for model in models:  # every model checked before any image is read
-        check_class_scores(model, "shape bias", classes=1 + max(max(v) for v in categories.values()), why=" (an ImageNet-1k classifier: the categories name ImageNet classes)")
+        check_class_scores(
+            model,
+            "shape bias",
+            classes=1 + max(max(v) for v in categories.values()),
+            why=" (an ImageNet-1k classifier: the categories name ImageNet classes)",
+        )
     out = ctx.out_path("shape-bias", folder=True)
     folders = model_folders(out, models)
     results = []
     with ctx.progress_group() as add:
-        bars = [add(f"shape bias over {len(items)} images" + ("" if len(models) == 1 else f" ({m.name})"), len(items)) for m in models]
+        bars = [
+            add(
+                f"shape bias over {len(items)} images"
+                + ("" if len(models) == 1 else f" ({m.name})"),
+                len(items),
+            )
+            for m in models
+        ]
         for model, bar in zip(models, bars):
-            results.append(shape_bias(model, items, categories=categories, preprocess=args.preprocess, batch_size=args.batch_size, progress=bar))
+            results.append(
+                shape_bias(
+                    model,
+                    items,
+                    categories=categories,
+                    preprocess=args.preprocess,
+                    batch_size=args.batch_size,
+                    progress=bar,
+                )
+            )
     payloads = []
     for model, result, folder in zip(models, results, folders):
         params = result.provenance["params"]
-        files = {"figure": str(folder / "shape_bias.png"), "table": str(folder / "shape_bias.csv"), "decisions": str(folder / "decisions.csv"), "result": str(folder / "shape_bias.npz")}
+        files = {
+            "figure": str(folder / "shape_bias.png"),
+            "table": str(folder / "shape_bias.csv"),
+            "decisions": str(folder / "decisions.csv"),
+            "result": str(folder / "shape_bias.npz"),
+        }
         write_text_atomic(Path(files["table"]), _category_csv(params))
         write_text_atomic(Path(files["decisions"]), _decisions_csv(result.sources, params))
         save_figure(shape_bias_figure(result), files["figure"])
@@ -101,7 +188,19 @@ def run(ctx: Context) -> int:
             {
                 "model": model.name,
                 "source": str(source),
-                **{k: params[k] for k in ("preprocess", "shape_bias", "shape", "texture", "other", "n_conflict", "n_excluded", "per_category")},
+                **{
+                    k: params[k]
+                    for k in (
+                        "preprocess",
+                        "shape_bias",
+                        "shape",
+                        "texture",
+                        "other",
+                        "n_conflict",
+                        "n_excluded",
+                        "per_category",
+                    )
+                },
                 "files": files,
                 "errors": ctx.bad_inputs,
             }
@@ -115,9 +214,21 @@ def run(ctx: Context) -> int:
         return ctx.exit_code()
     files = {"table": str(out / "shape_bias.csv"), "figure": str(out / "shape_bias.png")}
     write_text_atomic(Path(files["table"]), _comparison_csv(payloads))
-    save_figure(shape_bias_comparison_figure([(m.name, r) for m, r in zip(models, results)]), files["figure"])
+    save_figure(
+        shape_bias_comparison_figure([(m.name, r) for m, r in zip(models, results)]),
+        files["figure"],
+    )
     if ctx.json:
-        ctx.emit_json({"subcommand": NAME, "models": [m.name for m in models], "source": str(source), "results": payloads, "files": files, "errors": ctx.bad_inputs})
+        ctx.emit_json(
+            {
+                "subcommand": NAME,
+                "models": [m.name for m in models],
+                "source": str(source),
+                "results": payloads,
+                "files": files,
+                "errors": ctx.bad_inputs,
+            }
+        )
     else:
         _print_comparison(payloads)
         print(f"-> {out}")
@@ -138,7 +249,16 @@ def _comparison_csv(payloads: list[dict[str, Any]]) -> str:
     writer.writerow(["model", "category", "shape", "texture", "other", "shape_bias"])
     for p in payloads:
         for name, row in [*p["per_category"].items(), ("all", p)]:
-            writer.writerow([p["model"], name, row["shape"], row["texture"], row["other"], "" if row["shape_bias"] is None else row["shape_bias"]])
+            writer.writerow(
+                [
+                    p["model"],
+                    name,
+                    row["shape"],
+                    row["texture"],
+                    row["other"],
+                    "" if row["shape_bias"] is None else row["shape_bias"],
+                ]
+            )
     return buffer.getvalue()
 
 
@@ -149,19 +269,29 @@ def _print_comparison(payloads: list[dict[str, Any]]) -> None:
         categories += [c for c in p["per_category"] if c not in categories]
     rows = [["category", *[p["model"] for p in payloads]]]
     for name in categories:
-        rows.append([name, *[_bias(p["per_category"].get(name, {}).get("shape_bias")) for p in payloads]])
+        rows.append(
+            [name, *[_bias(p["per_category"].get(name, {}).get("shape_bias")) for p in payloads]]
+        )
     rows.append(["shape bias", *[_bias(p["shape_bias"], 3) for p in payloads]])
-    rows.append(["shape/texture/other", *[f"{p['shape']}/{p['texture']}/{p['other']}" for p in payloads]])
+    rows.append(
+        ["shape/texture/other", *[f"{p['shape']}/{p['texture']}/{p['other']}" for p in payloads]]
+    )
     print_rows(rows)
     first = payloads[0]
-    print(f"shape bias = shape / (shape + texture) decisions over {first['n_conflict']} conflict images ({first['n_excluded']} without conflict excluded; preprocessing {first['preprocess']})")
+    print(
+        f"shape bias = shape / (shape + texture) decisions over {first['n_conflict']} conflict images ({first['n_excluded']} without conflict excluded; preprocessing {first['preprocess']})"
+    )
 
 
 def _category_csv(params: dict[str, Any]) -> str:
     lines = ["category,shape,texture,other,shape_bias"]
     for name, row in params["per_category"].items():
-        lines.append(f"{name},{row['shape']},{row['texture']},{row['other']},{'' if row['shape_bias'] is None else row['shape_bias']}")
-    lines.append(f"all,{params['shape']},{params['texture']},{params['other']},{'' if params['shape_bias'] is None else params['shape_bias']}")
+        lines.append(
+            f"{name},{row['shape']},{row['texture']},{row['other']},{'' if row['shape_bias'] is None else row['shape_bias']}"
+        )
+    lines.append(
+        f"all,{params['shape']},{params['texture']},{params['other']},{'' if params['shape_bias'] is None else params['shape_bias']}"
+    )
     return "\n".join(lines) + "\n"
 
 
@@ -172,8 +302,18 @@ def _decisions_csv(sources: list[str], params: dict[str, Any]) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(["path", "shape", "texture", "decision", "cue"])
-    for path, shape, texture, decision in zip(sources, params["shapes"], params["textures"], params["decisions"]):
-        cue = "excluded" if shape == texture else "shape" if decision == shape else "texture" if decision == texture else "other"
+    for path, shape, texture, decision in zip(
+        sources, params["shapes"], params["textures"], params["decisions"]
+    ):
+        cue = (
+            "excluded"
+            if shape == texture
+            else "shape"
+            if decision == shape
+            else "texture"
+            if decision == texture
+            else "other"
+        )
         writer.writerow([path, shape, texture, decision, cue])
     return buffer.getvalue()
 
@@ -183,7 +323,9 @@ def _print(params: dict[str, Any]) -> None:
     print(f"{'category'.ljust(width)}  shape  texture  other  shape bias")
     for name, row in params["per_category"].items():
         bias = "-" if row["shape_bias"] is None else f"{row['shape_bias']:.2f}"
-        print(f"{name.ljust(width)}  {row['shape']:5d}  {row['texture']:7d}  {row['other']:5d}  {bias:>10}")
+        print(
+            f"{name.ljust(width)}  {row['shape']:5d}  {row['texture']:7d}  {row['other']:5d}  {bias:>10}"
+        )
     overall = "-" if params["shape_bias"] is None else f"{params['shape_bias']:.3f}"
     print(
         f"shape bias {overall} ({params['shape']} shape / {params['texture']} texture decisions; {params['other']} neither; "

@@ -43,12 +43,18 @@ def check_class_scores(model: Any, command: str, *, classes: int, why: str = "")
         with eval_mode(model.module), torch.no_grad():
             output = model.module(blank)
     except Exception as exc:  # the user's forward pass; its message is what helps
-        raise BadInputError(f"--model {model.name}: the forward pass of a {model.channels}x{h}x{w} image failed ({type(exc).__name__}: {exc})") from None
+        raise BadInputError(
+            f"--model {model.name}: the forward pass of a {model.channels}x{h}x{w} image failed ({type(exc).__name__}: {exc})"
+        ) from None
     shape = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
     if not isinstance(output, torch.Tensor) or output.dim() != 2:
-        raise BadInputError(f"--model {model.name}: {command} needs class scores (N, classes){why}; the model gives {shape}")
+        raise BadInputError(
+            f"--model {model.name}: {command} needs class scores (N, classes){why}; the model gives {shape}"
+        )
     if output.shape[1] < classes:
-        raise BadInputError(f"--model {model.name}: {command} needs scores for at least {classes} classes{why}; the model gives {shape}")
+        raise BadInputError(
+            f"--model {model.name}: {command} needs scores for at least {classes} classes{why}; the model gives {shape}"
+        )
 
 
 def model_folders(out: Path, models: list[Any]) -> list[Path]:
@@ -81,7 +87,11 @@ def multi_schema(name: str, single: dict[str, Any], files: dict[str, str]) -> di
             "models": {"type": "array", "items": {"type": "string"}},
             "source": {"type": "string"},
             "results": {"type": "array", "items": single},
-            "files": {"type": "object", "required": sorted(files), "properties": {k: {"type": "string", "description": v} for k, v in files.items()}},
+            "files": {
+                "type": "object",
+                "required": sorted(files),
+                "properties": {k: {"type": "string", "description": v} for k, v in files.items()},
+            },
             "errors": {"type": "array", "items": {"type": "string"}},
         },
     }
@@ -91,6 +101,11 @@ def print_rows(rows: list[list[str]]) -> None:
     """A plain text table: the first column left-aligned, the others right-aligned, a rule under the header."""
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for k, row in enumerate(rows):
-        print("  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths))))
+        print(
+            "  ".join(
+                cell.ljust(w) if i == 0 else cell.rjust(w)
+                for i, (cell, w) in enumerate(zip(row, widths))
+            )
+        )
         if k == 0:
             print("  ".join("-" * w for w in widths))

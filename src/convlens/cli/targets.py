@@ -72,9 +72,13 @@ class DenseTargetOption:
                 bound = region(self.class_key, self.mask).bind(model)
                 out = _probe(model)
                 if not isinstance(out, torch.Tensor) or out.dim() != 4:
-                    raise TargetError(f"needs a segmentation model, whose output is (N, classes, H, W); {model.name} gives {_shape(out)}")
+                    raise TargetError(
+                        f"needs a segmentation model, whose output is (N, classes, H, W); {model.name} gives {_shape(out)}"
+                    )
                 if not 0 <= int(bound.class_index) < out.shape[1]:
-                    raise TargetError(f"class {bound.class_index} is out of range: {model.name} has {out.shape[1]} output classes")
+                    raise TargetError(
+                        f"class {bound.class_index} is out of range: {model.name} has {out.shape[1]} output classes"
+                    )
                 self._check_mask_sizes(model, image_args)
             else:
                 assert self.reference is not None
@@ -110,16 +114,22 @@ class DenseTargetOption:
         mask = self.mask
         if tuple(mask.shape) != tuple(model.input_size):
             if tuple(mask.shape) != tuple(image.shape[-2:]):
-                raise BadInputError(f"{self.flag} {self.text}: the mask is {mask.shape[1]}x{mask.shape[0]} but the image is {image.shape[-1]}x{image.shape[-2]}")
+                raise BadInputError(
+                    f"{self.flag} {self.text}: the mask is {mask.shape[1]}x{mask.shape[0]} but the image is {image.shape[-1]}x{image.shape[-2]}"
+                )
             # the same resize and centre crop as the image (bilinear on 0/1, then the majority)
             pixels, _ = model.preprocessing.to_pixels(mask[None].float())
             mask = pixels[0] >= 0.5
             if not bool(mask.any()):
-                raise BadInputError(f"{self.flag} {self.text}: no mask pixel is left inside the model's centre crop of the image")
+                raise BadInputError(
+                    f"{self.flag} {self.text}: no mask pixel is left inside the model's centre crop of the image"
+                )
         return Region(bound.class_index, mask, label=bound.label)
 
 
-def parse_target_options(args: argparse.Namespace, target_flag: str = "--target", target_value: Any = None) -> DenseTargetOption | None:
+def parse_target_options(
+    args: argparse.Namespace, target_flag: str = "--target", target_value: Any = None
+) -> DenseTargetOption | None:
     """Read ``--target-region`` / ``--target-similar`` from ``args`` (None when neither is given).
 
     ``target_value`` is the value of the class/neuron option they exclude (``target_flag``).
@@ -132,7 +142,15 @@ def parse_target_options(args: argparse.Namespace, target_flag: str = "--target"
     """
     region_text = getattr(args, "target_region", None)
     similar_text = getattr(args, "target_similar", None)
-    given = [flag for flag, value in (("--target-region", region_text), ("--target-similar", similar_text), (target_flag, target_value)) if value is not None]
+    given = [
+        flag
+        for flag, value in (
+            ("--target-region", region_text),
+            ("--target-similar", similar_text),
+            (target_flag, target_value),
+        )
+        if value is not None
+    ]
     if len(given) > 1:
         raise BadInputError(f"{' and '.join(given)} are exclusive: give one target")
     if region_text is not None:
@@ -147,7 +165,9 @@ def _parse_region(text: str) -> DenseTargetOption:
 
     key, sep, path = text.partition(":")
     if not sep or not key.strip() or not path.strip():
-        raise BadInputError(f"--target-region {text!r}: expected CLASS:MASK.png, e.g. square:mask.png or 1:mask.png")
+        raise BadInputError(
+            f"--target-region {text!r}: expected CLASS:MASK.png, e.g. square:mask.png or 1:mask.png"
+        )
     try:
         mask = load_mask(path)
     except BadInputError as exc:
@@ -155,7 +175,9 @@ def _parse_region(text: str) -> DenseTargetOption:
     if mask.dim() != 2:
         raise BadInputError(f"--target-region {text}: the mask must be one 2-D image")
     if not bool(mask.any()):
-        raise BadInputError(f"--target-region {text}: the mask {path} has no non-zero pixel; mark the region in white (or any colour) on black")
+        raise BadInputError(
+            f"--target-region {text}: the mask {path} has no non-zero pixel; mark the region in white (or any colour) on black"
+        )
     class_key: int | str = int(key) if key.strip().isdigit() else key.strip()
     return DenseTargetOption("region", text, class_key=class_key, mask=mask)
 

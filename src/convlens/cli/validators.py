@@ -27,7 +27,15 @@ def greater_than(value: float, bound: float, flag: str) -> float:
     return value
 
 
-def fraction(text: str, flag: str, *, low: float = 0.0, high: float = 1.0, what: str = "a budget in pixel units", example: str = "4/255") -> float:
+def fraction(
+    text: str,
+    flag: str,
+    *,
+    low: float = 0.0,
+    high: float = 1.0,
+    what: str = "a budget in pixel units",
+    example: str = "4/255",
+) -> float:
     """A number written as a decimal (``0.03``) or a fraction (``4/255``), within ``[low, high]``.
 
     >>> fraction("4/255", "--eps")
@@ -41,13 +49,19 @@ def fraction(text: str, flag: str, *, low: float = 0.0, high: float = 1.0, what:
         else:
             value = float(s)
     except (ValueError, ZeroDivisionError):
-        raise BadInputError(f"{flag} {text!r}: expected a number or a fraction such as {example}") from None
+        raise BadInputError(
+            f"{flag} {text!r}: expected a number or a fraction such as {example}"
+        ) from None
     if not low <= value <= high:
-        raise BadInputError(f"{flag} {text!r}: {what} must be in [{low:g}, {high:g}] (e.g. {example})")
+        raise BadInputError(
+            f"{flag} {text!r}: {what} must be in [{low:g}, {high:g}] (e.g. {example})"
+        )
     return value
 
 
-def fraction_list(text: str, flag: str, *, increasing: bool = True, low: float = 0.0, high: float = 1.0) -> list[float]:
+def fraction_list(
+    text: str, flag: str, *, increasing: bool = True, low: float = 0.0, high: float = 1.0
+) -> list[float]:
     """Comma-separated :func:`fraction` values (``"0,1/255,2/255"``), increasing unless told."""
     values = [fraction(part, flag, low=low, high=high) for part in text.split(",") if part.strip()]
     if not values:

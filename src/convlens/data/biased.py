@@ -36,7 +36,16 @@ from torch import Tensor
 
 from convlens.errors import BadInputError
 
-__all__ = ["BIAS", "INK_THRESHOLD", "PALETTE", "SIZE", "SPLITS", "BiasedSet", "make_biased", "write_biased"]
+__all__ = [
+    "BIAS",
+    "INK_THRESHOLD",
+    "PALETTE",
+    "SIZE",
+    "SPLITS",
+    "BiasedSet",
+    "make_biased",
+    "write_biased",
+]
 
 SIZE = 32
 #: Probability that a train/test image's background is its own class's colour.

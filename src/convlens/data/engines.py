@@ -56,7 +56,9 @@ def require_ray() -> Any:
     return ray
 
 
-def run_shards(task: Any, pending: list[int], *, engine: str = "local", workers: int = 1) -> Iterator[ShardResult]:
+def run_shards(
+    task: Any, pending: list[int], *, engine: str = "local", workers: int = 1
+) -> Iterator[ShardResult]:
     """Compute ``task(k)`` for every pending shard ``k`` on ``engine``; yield results as they end."""
     if not pending:
         return iter(())
@@ -75,7 +77,9 @@ def _init_local_worker() -> None:
     # A worker whose parent is killed (kill -9) would wait forever on the task queue, whose
     # write end it inherited by fork: leave as soon as the parent is gone.
     parent = os.getppid()
-    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True, name="convlens-parent-watch").start()
+    threading.Thread(
+        target=_exit_with_parent, args=(parent,), daemon=True, name="convlens-parent-watch"
+    ).start()
 
 
 def _exit_with_parent(parent: int, interval: float = 0.5) -> None:
@@ -96,10 +100,14 @@ def _local_shards(task: Any, pending: list[int], workers: int) -> Iterator[Shard
     try:
         context = multiprocessing.get_context("fork")
     except ValueError as err:  # Windows has no fork
-        raise BadInputError(f"workers={workers} with the local engine needs fork (Linux, macOS); use workers=1 or engine='ray'") from err
+        raise BadInputError(
+            f"workers={workers} with the local engine needs fork (Linux, macOS); use workers=1 or engine='ray'"
+        ) from err
     todo = list(pending)
     try:
-        with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=context, initializer=_init_local_worker) as pool:
+        with ProcessPoolExecutor(
+            max_workers=min(workers, len(todo)), mp_context=context, initializer=_init_local_worker
+        ) as pool:
             running: set[Future[ShardResult]] = set()
             while todo or running:
                 while todo and len(running) < workers:

@@ -77,10 +77,14 @@ def scan_labelled(
     """
     root = Path(path)
     if not root.exists():
-        raise BadInputError(f"{root}: no such file or folder; pass a folder of images or a .csv of path,label rows")
+        raise BadInputError(
+            f"{root}: no such file or folder; pass a folder of images or a .csv of path,label rows"
+        )
     if root.is_file():
         if root.suffix.lower() != ".csv":
-            raise BadInputError(f"{root}: not a folder or a .csv file; pass a folder of images or a .csv of path,label rows")
+            raise BadInputError(
+                f"{root}: not a folder or a .csv file; pass a folder of images or a .csv of path,label rows"
+            )
         return _scan_csv(root, resolve_label)
     return _scan_folder(root, resolve_label)
 
@@ -125,7 +129,9 @@ def _scan_folder(root: Path, resolve_label: Callable[[str], int] | None) -> list
         items.extend(LabelledItem(p, label) for p in images)
     if not items:
         kinds = ", ".join(sorted(_EXTENSIONS))
-        raise BadInputError(f"{root}: no images found (looked for {kinds}); pass a folder that holds images")
+        raise BadInputError(
+            f"{root}: no images found (looked for {kinds}); pass a folder that holds images"
+        )
     return items
 
 
@@ -169,7 +175,9 @@ def _scan_csv(csv_path: Path, resolve_label: Callable[[str], int] | None) -> lis
             if not image.is_absolute():
                 image = base / image
             if not image.is_file():
-                raise BadInputError(f"{where}: image {cells[0]!r} not found (looked for {image}); fix the path or remove the row")
+                raise BadInputError(
+                    f"{where}: image {cells[0]!r} not found (looked for {image}); fix the path or remove the row"
+                )
             name = cells[1] if len(cells) > 1 else ""
             label = None
             if name:

@@ -67,7 +67,9 @@ IMAGE_EXTENSIONS: frozenset[str] = frozenset(
 MAX_PIXELS: int = 64_000_000
 
 #: Everything :func:`load_image` accepts.
-ImageSource: TypeAlias = str | os.PathLike[str] | Image.Image | np.ndarray | torch.Tensor | bytes | IO[bytes]
+ImageSource: TypeAlias = (
+    str | os.PathLike[str] | Image.Image | np.ndarray | torch.Tensor | bytes | IO[bytes]
+)
 
 # PIL decoders load_image uses. Content decides among them; the suffix never does.
 # (PIL's JPEG decoder also opens MPO: camera JPEGs that carry extra preview pictures.)
@@ -195,7 +197,9 @@ def _read_all(stream: Any, label: str) -> bytes:
     try:
         data = stream.read()
     except Exception as exc:
-        raise ImageReadError(label, f"cannot read the file object ({_exception_text(exc)})") from exc
+        raise ImageReadError(
+            label, f"cannot read the file object ({_exception_text(exc)})"
+        ) from exc
     if not isinstance(data, bytes):
         raise ImageReadError(label, "file object is not binary; open it with mode 'rb'")
     return data
@@ -266,7 +270,9 @@ def _read_stream(stream: IO[bytes], label: str) -> np.ndarray:
         except UnidentifiedImageError as exc:
             raise ImageReadError(label, _unidentified_reason(head)) from exc
         except Exception as exc:
-            raise ImageReadError(label, f"truncated or corrupt image data ({_exception_text(exc)})") from exc
+            raise ImageReadError(
+                label, f"truncated or corrupt image data ({_exception_text(exc)})"
+            ) from exc
         with image:
             return _decode(image, label, reopen)
 
@@ -277,7 +283,9 @@ def _read_pil(image: Image.Image, label: str) -> np.ndarray:
         return _decode(image, label, None)
 
 
-def _decode(image: Image.Image, label: str, reopen: Callable[[str], Image.Image] | None) -> np.ndarray:
+def _decode(
+    image: Image.Image, label: str, reopen: Callable[[str], Image.Image] | None
+) -> np.ndarray:
     """Check the header, then decode fully (truncation surfaces here, not later)."""
     width, height = image.size
     if width * height > MAX_PIXELS:
@@ -301,9 +309,13 @@ def _decode(image: Image.Image, label: str, reopen: Callable[[str], Image.Image]
     except Image.DecompressionBombError as exc:
         raise ImageReadError(label, _bomb_reason_from(exc, b"")) from exc
     except MemoryError as exc:
-        raise ImageReadError(label, f"not enough memory to decode a {width}x{height} image") from exc
+        raise ImageReadError(
+            label, f"not enough memory to decode a {width}x{height} image"
+        ) from exc
     except Exception as exc:
-        raise ImageReadError(label, f"truncated or corrupt image data ({_exception_text(exc)})") from exc
+        raise ImageReadError(
+            label, f"truncated or corrupt image data ({_exception_text(exc)})"
+        ) from exc
 
 
 def _too_large(size: str) -> str:
@@ -324,7 +336,9 @@ def _bomb_reason_from(exc: Exception, head: bytes) -> str:
 def _frames_reason(image_format: str | None, frames: int) -> str:
     if image_format == "TIFF":
         return f"multi-page TIFF with {frames} pages; convlens reads still images — extract a page first"
-    return f"animated image with {frames} frames; convlens reads still images — extract a frame first"
+    return (
+        f"animated image with {frames} frames; convlens reads still images — extract a frame first"
+    )
 
 
 def _orientation(image: Image.Image) -> int:
@@ -362,11 +376,20 @@ def _pil_array(image: Image.Image) -> np.ndarray:
     if mode == "I":  # 32-bit integers: 16-bit PGM (PIL scales it to 0-65535) or TIFF
         values = np.asarray(image)
         if values.size and (values.min() < 0 or values.max() > 65535):
-            raise ValueError(f"32-bit integer pixels outside 0-65535 (min {values.min()}, max {values.max()})")
+            raise ValueError(
+                f"32-bit integer pixels outside 0-65535 (min {values.min()}, max {values.max()})"
+            )
         return values.astype(np.uint16)
-    if mode in ("P", "PA", "La", "RGBa"):  # palettes may carry transparency; La/RGBa are premultiplied
+    if mode in (
+        "P",
+        "PA",
+        "La",
+        "RGBa",
+    ):  # palettes may carry transparency; La/RGBa are premultiplied
         return np.asarray(image.convert("RGBA"))
-    return np.asarray(image.convert("RGB"))  # CMYK (Adobe inversion handled by PIL), YCbCr, LAB, HSV
+    return np.asarray(
+        image.convert("RGB")
+    )  # CMYK (Adobe inversion handled by PIL), YCbCr, LAB, HSV
 
 
 def _with_color_key(image: Image.Image, array: np.ndarray) -> np.ndarray:
@@ -399,7 +422,9 @@ def _tile_rawmodes(image: Image.Image) -> set[str]:
     modes = set()
     for tile in image.tile:
         args = tile[3]
-        rawmode = args if isinstance(args, str) else args[0] if isinstance(args, tuple) and args else None
+        rawmode = (
+            args if isinstance(args, str) else args[0] if isinstance(args, tuple) and args else None
+        )
         if not isinstance(rawmode, str):
             return set()
         modes.add(rawmode)
@@ -450,7 +475,9 @@ def _precision_plan(image: Image.Image) -> _Plan | None:
     if swapped is None:
         return None
 
-    def combine(first: Image.Image, high: np.ndarray, reopen: Callable[[str], Image.Image]) -> np.ndarray:
+    def combine(
+        first: Image.Image, high: np.ndarray, reopen: Callable[[str], Image.Image]
+    ) -> np.ndarray:
         with reopen(first.format or "") as second:
             if second.size != first.size or _tile_rawmodes(second) != {rawmode}:
                 return high
@@ -464,7 +491,9 @@ def _precision_plan(image: Image.Image) -> _Plan | None:
     return combine
 
 
-def _gray_alpha_16(image: Image.Image, raw: np.ndarray, reopen: Callable[[str], Image.Image]) -> np.ndarray:
+def _gray_alpha_16(
+    image: Image.Image, raw: np.ndarray, reopen: Callable[[str], Image.Image]
+) -> np.ndarray:
     wide = raw.astype(np.uint16)
     return np.dstack([wide[..., 0] << 8 | wide[..., 1], wide[..., 2] << 8 | wide[..., 3]])
 
@@ -482,7 +511,9 @@ def _check_array(array: np.ndarray, label: str) -> np.ndarray:
             hint = "; channels first? use arr.transpose(1, 2, 0)"
         elif array.ndim == 4:
             hint = "; a batch? pass one image, e.g. arr[0]"
-        raise ImageReadError(label, f"expected an array of shape {_ARRAY_SHAPES}, got {shape}{hint}")
+        raise ImageReadError(
+            label, f"expected an array of shape {_ARRAY_SHAPES}, got {shape}{hint}"
+        )
     if array.size == 0:
         raise ImageReadError(label, f"array has no pixels (shape {shape})")
     return array
@@ -501,11 +532,15 @@ def _tensor_to_array(tensor: torch.Tensor, label: str) -> np.ndarray:
             hint = f"; a batch of {shape[0]}: pass one image at a time"
         elif tensor.dim() == 3 and shape[2] in (1, 3):
             hint = "; channels last? use x.permute(2, 0, 1)"
-        raise ImageReadError(label, f"expected a tensor of shape {_TENSOR_SHAPES}, got {shape}{hint}")
+        raise ImageReadError(
+            label, f"expected a tensor of shape {_TENSOR_SHAPES}, got {shape}{hint}"
+        )
     if values.numel() == 0:
         raise ImageReadError(label, f"tensor has no pixels (shape {shape})")
     if values.dtype in (torch.bfloat16, torch.float16):
-        values = values.float()  # numpy has no bfloat16; float16 range checks are clearer in float32
+        values = (
+            values.float()
+        )  # numpy has no bfloat16; float16 range checks are clearer in float32
     try:
         array = values.cpu().permute(1, 2, 0).numpy()
     except Exception as exc:  # quantised, sparse, meta tensors and other exotica
@@ -514,7 +549,9 @@ def _tensor_to_array(tensor: torch.Tensor, label: str) -> np.ndarray:
 
 
 def _dtype_reason(dtype: object) -> str:
-    return f"unsupported dtype {dtype}; pass uint8 (0-255), uint16 (0-65535), bool, or float in [0, 1]"
+    return (
+        f"unsupported dtype {dtype}; pass uint8 (0-255), uint16 (0-65535), bool, or float in [0, 1]"
+    )
 
 
 def _scaled(array: np.ndarray, label: str) -> np.ndarray:
@@ -562,9 +599,13 @@ def _unidentified_reason(head: bytes) -> str:
         if head.startswith(magic):
             return f"{name} images are not supported; convert it to PNG or JPEG (convlens reads {_READABLE})"
     if head[4:8] == b"ftyp" and head[8:12] in (b"avif", b"avis"):
-        return f"AVIF images are not supported; convert it to PNG or JPEG (convlens reads {_READABLE})"
+        return (
+            f"AVIF images are not supported; convert it to PNG or JPEG (convlens reads {_READABLE})"
+        )
     if head[4:8] == b"ftyp" and head[8:12] in (b"heic", b"heix", b"hevc", b"mif1", b"msf1"):
-        return f"HEIC images are not supported; convert it to PNG or JPEG (convlens reads {_READABLE})"
+        return (
+            f"HEIC images are not supported; convert it to PNG or JPEG (convlens reads {_READABLE})"
+        )
     text = _as_text(head)
     if text is not None:
         return _text_reason(text)
@@ -722,11 +763,15 @@ def save_image(pixels: torch.Tensor, path: str | os.PathLike[str]) -> Path:
     image_format = _SAVE_FORMATS.get(target.suffix.lower())
     if image_format is None:
         suffixes = ", ".join(sorted(_SAVE_FORMATS))
-        reason = f"cannot save an image as {target.suffix!r}; use one of {suffixes} (.png is lossless)"
+        reason = (
+            f"cannot save an image as {target.suffix!r}; use one of {suffixes} (.png is lossless)"
+        )
         raise BadInputError(f"{target}: {reason}")
     levels = _levels_to_save(pixels, target)
     if target.suffix.lower() == ".pgm" and levels.ndim == 3:
-        raise BadInputError(f"{target}: a .pgm file holds grayscale; pass (1, H, W) pixels or save as .ppm")
+        raise BadInputError(
+            f"{target}: a .pgm file holds grayscale; pass (1, H, W) pixels or save as .ppm"
+        )
     _write_atomically(Image.fromarray(levels), target, image_format)
     return target
 
@@ -734,11 +779,15 @@ def save_image(pixels: torch.Tensor, path: str | os.PathLike[str]) -> Path:
 def _levels_to_save(pixels: torch.Tensor, target: Path) -> np.ndarray:
     if not isinstance(pixels, torch.Tensor):
         got = type(pixels).__name__
-        raise BadInputError(f"{target}: save_image takes a torch tensor (3, H, W) or (1, H, W); got {got}")
+        raise BadInputError(
+            f"{target}: save_image takes a torch tensor (3, H, W) or (1, H, W); got {got}"
+        )
     shape = tuple(pixels.shape)
     if pixels.dim() != 3 or shape[0] not in (1, 3) or pixels.numel() == 0:
         hint = "; take one image of a batch with x[i]" if pixels.dim() == 4 else ""
-        raise BadInputError(f"{target}: cannot save pixels of shape {shape}; pass (3, H, W) or (1, H, W){hint}")
+        raise BadInputError(
+            f"{target}: cannot save pixels of shape {shape}; pass (3, H, W) or (1, H, W){hint}"
+        )
     if pixels.dtype == torch.uint8:
         levels = pixels.detach()
     elif pixels.is_floating_point():
@@ -752,7 +801,9 @@ def _levels_to_save(pixels: torch.Tensor, target: Path) -> np.ndarray:
             )
         levels = _levels(values).to(torch.uint8)
     else:
-        raise BadInputError(f"{target}: cannot save pixels of dtype {pixels.dtype}; pass float in [0, 1] or uint8")
+        raise BadInputError(
+            f"{target}: cannot save pixels of dtype {pixels.dtype}; pass float in [0, 1] or uint8"
+        )
     array = levels.cpu().permute(1, 2, 0).numpy()
     return np.ascontiguousarray(array[:, :, 0] if shape[0] == 1 else array)
 
@@ -828,4 +879,3 @@ def _images_under(root: Path) -> list[Path]:
             if not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
         )
     return sorted(images)
-

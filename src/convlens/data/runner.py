@@ -54,7 +54,16 @@ from convlens.data.folders import LabelledItem
 from convlens.data.images import load_image
 from convlens.errors import BadInputError, ImageReadError
 
-__all__ = ["ENGINES", "SHARD_FORMATS", "RunReport", "ShardTask", "iter_shards", "read_outputs", "run_dataset", "worker_id"]
+__all__ = [
+    "ENGINES",
+    "SHARD_FORMATS",
+    "RunReport",
+    "ShardTask",
+    "iter_shards",
+    "read_outputs",
+    "run_dataset",
+    "worker_id",
+]
 
 MANIFEST = "manifest.json"
 _LOCK = ".convlens.lock"
@@ -216,7 +225,19 @@ def run_dataset(
             progress(done, len(entries))
         computed: list[int] = []
         if engine == "local" and workers == 1:
-            finished = _compute(entries, pending, fn, out, load, batch_size, shard_size, num_workers, progress, done, shard_format)
+            finished = _compute(
+                entries,
+                pending,
+                fn,
+                out,
+                load,
+                batch_size,
+                shard_size,
+                num_workers,
+                progress,
+                done,
+                shard_format,
+            )
         else:
             task = ShardTask(entries, fn, load, batch_size, shard_size, shard_format)
             finished = _gather(out, task, pending, engine, workers, progress, done, len(entries))
@@ -249,11 +270,15 @@ def iter_shards(out_dir: str | Path) -> Iterator[tuple[list[int], dict[str, np.n
     folder = Path(out_dir)
     manifest = _read_manifest(folder)
     if manifest is None:
-        raise BadInputError(f"{folder}: no {MANIFEST}, so no finished run_dataset outputs here; run run_dataset with this out_dir first")
+        raise BadInputError(
+            f"{folder}: no {MANIFEST}, so no finished run_dataset outputs here; run run_dataset with this out_dir first"
+        )
     entries = manifest["shards"]
     needed = {"index", "file", "sha256"}
     if not all(isinstance(e, dict) and needed <= e.keys() for e in entries):
-        raise BadInputError(f"{folder / MANIFEST} has malformed shard entries; rerun run_dataset with overwrite=True")
+        raise BadInputError(
+            f"{folder / MANIFEST} has malformed shard entries; rerun run_dataset with overwrite=True"
+        )
     return _iter_verified(folder, sorted(entries, key=lambda e: e["index"]))
 
 
@@ -278,14 +303,18 @@ def read_outputs(out_dir: str | Path) -> dict[str, np.ndarray]:
         if not index:
             continue  # a shard of unreadable items only: no keys to compare
         if parts and set(arrays) != set(parts):
-            raise BadInputError(f"{out_dir}: shards hold different outputs ({sorted(parts)} vs {sorted(arrays)}); rerun into a new out_dir")
+            raise BadInputError(
+                f"{out_dir}: shards hold different outputs ({sorted(parts)} vs {sorted(arrays)}); rerun into a new out_dir"
+            )
         for key, value in arrays.items():
             parts.setdefault(key, []).append(value)
         indices.extend(index)
     try:
         result = {key: np.concatenate(values) for key, values in parts.items()}
     except ValueError as err:
-        raise BadInputError(f"{out_dir}: shards hold outputs of different shapes ({err}); rerun into a new out_dir") from err
+        raise BadInputError(
+            f"{out_dir}: shards hold outputs of different shapes ({err}); rerun into a new out_dir"
+        ) from err
     result["index"] = np.asarray(indices, dtype=np.int64)
     return result
 
@@ -301,12 +330,18 @@ def _as_items(items: Sequence[LabelledItem | str | Path]) -> list[LabelledItem]:
         elif isinstance(item, (str, os.PathLike)):
             result.append(LabelledItem(Path(item), None))
         else:
-            raise TypeError(f"items must be LabelledItem or paths, got {type(item).__name__}: {item!r}")
+            raise TypeError(
+                f"items must be LabelledItem or paths, got {type(item).__name__}: {item!r}"
+            )
     return result
 
 
 def _check_sizes(batch_size: int, shard_size: int, num_workers: int) -> None:
-    for name, value, low in (("batch_size", batch_size, 1), ("shard_size", shard_size, 1), ("num_workers", num_workers, 0)):
+    for name, value, low in (
+        ("batch_size", batch_size, 1),
+        ("shard_size", shard_size, 1),
+        ("num_workers", num_workers, 0),
+    ):
         _check_int(name, value, low)
 
 
@@ -320,7 +355,12 @@ def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
         raise BadInputError(f"{name} is {value!r}; choose one of {', '.join(choices)}")
 
 
-def _header(entries: list[LabelledItem], shard_size: int, config: Mapping[str, Any] | None, shard_format: str = "npz") -> dict[str, Any]:
+def _header(
+    entries: list[LabelledItem],
+    shard_size: int,
+    config: Mapping[str, Any] | None,
+    shard_format: str = "npz",
+) -> dict[str, Any]:
     """The manifest fields that identify a run; a resume must match all of them."""
     digest = hashlib.sha256()
     for item in entries:
@@ -329,9 +369,15 @@ def _header(entries: list[LabelledItem], shard_size: int, config: Mapping[str, A
         digest.update(f"{item.path}\t{label}\n".encode())
     try:
         # The JSON round trip makes tuples lists, so a resumed config compares equal.
-        stored = None if config is None else json.loads(json.dumps(dict(config), sort_keys=True, allow_nan=False))
+        stored = (
+            None
+            if config is None
+            else json.loads(json.dumps(dict(config), sort_keys=True, allow_nan=False))
+        )
     except (TypeError, ValueError) as err:
-        raise TypeError(f"config must be JSON-serialisable (str, numbers, lists, dicts; no NaN): {err}") from err
+        raise TypeError(
+            f"config must be JSON-serialisable (str, numbers, lists, dicts; no NaN): {err}"
+        ) from err
     return {
         "format": _FORMAT,
         "version": _VERSION,
@@ -350,11 +396,21 @@ def _read_manifest(folder: Path) -> dict[str, Any] | None:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
-        raise BadInputError(f"{path} cannot be read ({err}); pass overwrite=True to start again or pick a new out_dir") from err
-    if not isinstance(data, dict) or data.get("format") != _FORMAT or not isinstance(data.get("shards"), list):
-        raise BadInputError(f"{path} is not a convlens run manifest; pick a new out_dir or pass overwrite=True")
+        raise BadInputError(
+            f"{path} cannot be read ({err}); pass overwrite=True to start again or pick a new out_dir"
+        ) from err
+    if (
+        not isinstance(data, dict)
+        or data.get("format") != _FORMAT
+        or not isinstance(data.get("shards"), list)
+    ):
+        raise BadInputError(
+            f"{path} is not a convlens run manifest; pick a new out_dir or pass overwrite=True"
+        )
     if data.get("version") != _VERSION:
-        raise BadInputError(f"{path} has format version {data.get('version')!r}, this convlens writes {_VERSION}; pick a new out_dir or pass overwrite=True")
+        raise BadInputError(
+            f"{path} has format version {data.get('version')!r}, this convlens writes {_VERSION}; pick a new out_dir or pass overwrite=True"
+        )
     return data
 
 
@@ -383,7 +439,9 @@ def _check_same_run(folder: Path, old: dict[str, Any], header: dict[str, Any]) -
     if old.get("shard_size") != header["shard_size"]:
         differ.append(f"shard_size ({old.get('shard_size')} stored, {header['shard_size']} given)")
     if old.get("shard_format", "npz") != header["shard_format"]:
-        differ.append(f"shard_format ({old.get('shard_format', 'npz')} stored, {header['shard_format']} given)")
+        differ.append(
+            f"shard_format ({old.get('shard_format', 'npz')} stored, {header['shard_format']} given)"
+        )
     if old.get("config") != header["config"]:
         differ.append(f"config ({old.get('config')!r} stored, {header['config']!r} given)")
     if differ:
@@ -397,8 +455,14 @@ def _valid_entry(folder: Path, entry: Any, header: dict[str, Any]) -> bool:
     """A listed shard is kept only if it is where and what the manifest says."""
     try:
         k = entry["index"]
-        start, stop = k * header["shard_size"], min((k + 1) * header["shard_size"], header["n_items"])
-        if entry["file"] != _shard_name(k, header["shard_format"]) or (entry["start"], entry["stop"]) != (start, stop):
+        start, stop = (
+            k * header["shard_size"],
+            min((k + 1) * header["shard_size"], header["n_items"]),
+        )
+        if entry["file"] != _shard_name(k, header["shard_format"]) or (
+            entry["start"],
+            entry["stop"],
+        ) != (start, stop):
             return False
         path = folder / entry["file"]
         return path.is_file() and _sha256_file(path) == entry["sha256"]
@@ -416,7 +480,9 @@ def _clear(folder: Path) -> None:
             path.unlink()
 
 
-def _write_manifest(folder: Path, header: dict[str, Any], shards: dict[int, dict[str, Any]]) -> None:
+def _write_manifest(
+    folder: Path, header: dict[str, Any], shards: dict[int, dict[str, Any]]
+) -> None:
     data = {**header, "shards": [shards[k] for k in sorted(shards)]}
     tmp = folder / (MANIFEST + _TMP_SUFFIX)
     with open(tmp, "w", encoding="utf-8") as handle:
@@ -457,7 +523,9 @@ def _locked(folder: Path) -> Iterator[None]:
         try:
             fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as err:
-            raise BadInputError(f"{folder} is being written by another running run_dataset; wait for it to finish or pick another out_dir") from err
+            raise BadInputError(
+                f"{folder} is being written by another running run_dataset; wait for it to finish or pick another out_dir"
+            ) from err
         yield
     finally:
         os.close(fd)  # releases the lock
@@ -539,7 +607,9 @@ class _ShardBuffer:
         if self.shard_format == "parquet":
             clash = sorted(set(outputs) & set(_PARQUET_COLUMNS))
             if clash:
-                raise BadInputError(f"fn returned the key {clash[0]!r}, a column Parquet shards add themselves; rename it or use shard_format='npz'")
+                raise BadInputError(
+                    f"fn returned the key {clash[0]!r}, a column Parquet shards add themselves; rename it or use shard_format='npz'"
+                )
         for key, value in outputs.items():
             self.parts.setdefault(key, []).append(value)
         self.ok.extend(batch.indices)
@@ -585,7 +655,9 @@ def _compute(
     plan: list[tuple[int, list[int]]] = []
     for k in pending:
         start, stop = k * shard_size, min((k + 1) * shard_size, len(entries))
-        plan.extend((k, list(range(b, min(b + batch_size, stop)))) for b in range(start, stop, batch_size))
+        plan.extend(
+            (k, list(range(b, min(b + batch_size, stop)))) for b in range(start, stop, batch_size)
+        )
     if not plan:
         return
     # One loader over the batches of every pending shard: workers start once, and batches
@@ -603,13 +675,17 @@ def _compute(
     buffer: _ShardBuffer | None = None
     for (k, positions), batch in zip(plan, loader):
         if buffer is None:
-            buffer = _ShardBuffer(k, k * shard_size, min((k + 1) * shard_size, len(entries)), shard_format)
+            buffer = _ShardBuffer(
+                k, k * shard_size, min((k + 1) * shard_size, len(entries)), shard_format
+            )
         keys = buffer.add(batch, fn, entries, keys)
         done += len(positions)
         if progress is not None:
             progress(done, len(entries))
         if positions[-1] == buffer.stop - 1:
-            yield _finish(folder, buffer.meta(), _encode(buffer.arrays(), shard_format, entries), shard_format)
+            yield _finish(
+                folder, buffer.meta(), _encode(buffer.arrays(), shard_format, entries), shard_format
+            )
             buffer = None
 
 
@@ -681,9 +757,13 @@ def _call(
         raise _shape_error(items, batch.images or [])
     outputs = fn(batch.images, items)
     if not isinstance(outputs, Mapping):
-        raise TypeError(f"fn must return a mapping of name -> tensor or array, got {type(outputs).__name__}")
+        raise TypeError(
+            f"fn must return a mapping of name -> tensor or array, got {type(outputs).__name__}"
+        )
     if keys is not None and set(outputs) != keys:
-        raise BadInputError(f"fn returned keys {sorted(outputs)} after {sorted(keys)}; return the same keys for every batch")
+        raise BadInputError(
+            f"fn returned keys {sorted(outputs)} after {sorted(keys)}; return the same keys for every batch"
+        )
     return {key: _to_numpy(key, value, len(items)) for key, value in outputs.items()}
 
 
@@ -699,7 +779,9 @@ def _shape_error(items: list[LabelledItem], tensors: list[torch.Tensor]) -> BadI
 
 def _to_numpy(key: Any, value: Any, n: int) -> np.ndarray:
     if not isinstance(key, str) or not key or "/" in key or key == "index":
-        raise BadInputError(f"fn returned the key {key!r}; use non-empty names without '/', other than 'index'")
+        raise BadInputError(
+            f"fn returned the key {key!r}; use non-empty names without '/', other than 'index'"
+        )
     if isinstance(value, torch.Tensor):
         value = value.detach().cpu()
         if value.dtype == torch.bfloat16:
@@ -708,15 +790,21 @@ def _to_numpy(key: Any, value: Any, n: int) -> np.ndarray:
     elif isinstance(value, np.ndarray):
         array = value.copy()  # fn may reuse its buffer for the next batch
     else:
-        raise TypeError(f"fn returned {type(value).__name__} for {key!r}; return a tensor or numpy array")
+        raise TypeError(
+            f"fn returned {type(value).__name__} for {key!r}; return a tensor or numpy array"
+        )
     if array.dtype.hasobject:
         raise TypeError(f"fn returned an object array for {key!r}; return numeric arrays")
     if array.ndim == 0 or array.shape[0] != n:
-        raise BadInputError(f"fn returned {key!r} with shape {array.shape} for a batch of {n} items; return one row per item")
+        raise BadInputError(
+            f"fn returned {key!r} with shape {array.shape} for a batch of {n} items; return one row per item"
+        )
     return array
 
 
-def _finish(folder: Path, meta: dict[str, Any], payload: bytes, shard_format: str) -> dict[str, Any]:
+def _finish(
+    folder: Path, meta: dict[str, Any], payload: bytes, shard_format: str
+) -> dict[str, Any]:
     """Write an encoded shard atomically; its manifest entry (file and sha256 added)."""
     name = _shard_name(meta["index"], shard_format)
     digest = _write_atomic(folder / name, payload)
@@ -752,7 +840,9 @@ def _parquet_bytes(arrays: dict[str, np.ndarray], entries: list[LabelledItem]) -
     columns: dict[str, Any] = {
         "index": pa.array(index, pa.int64()),
         "path": pa.array([str(entries[i].path) for i in index], pa.string()),
-        "label": pa.array([-1 if entries[i].label is None else int(entries[i].label) for i in index], pa.int64()),
+        "label": pa.array(
+            [-1 if entries[i].label is None else int(entries[i].label) for i in index], pa.int64()
+        ),
     }
     shapes: dict[str, list[int]] = {}
     for key, array in arrays.items():
@@ -765,7 +855,9 @@ def _parquet_bytes(arrays: dict[str, np.ndarray], entries: list[LabelledItem]) -
             # tools read as a vector column); the row shape goes into the schema metadata.
             shapes[key] = list(array.shape[1:])
             width = int(np.prod(array.shape[1:]))
-            columns[key] = pa.FixedSizeListArray.from_arrays(pa.array(np.ascontiguousarray(array).reshape(-1)), width)
+            columns[key] = pa.FixedSizeListArray.from_arrays(
+                pa.array(np.ascontiguousarray(array).reshape(-1)), width
+            )
     table = pa.table(columns).replace_schema_metadata({_SHAPES_KEY: json.dumps(shapes).encode()})
     sink = io.BytesIO()
     pq.write_table(table, sink)
@@ -807,15 +899,21 @@ def _write_atomic(path: Path, data: bytes) -> str:
     return digest
 
 
-def _iter_verified(folder: Path, entries: list[dict[str, Any]]) -> Iterator[tuple[list[int], dict[str, np.ndarray]]]:
+def _iter_verified(
+    folder: Path, entries: list[dict[str, Any]]
+) -> Iterator[tuple[list[int], dict[str, np.ndarray]]]:
     for entry in entries:
         path = folder / entry["file"]
         try:
             data = path.read_bytes()
         except OSError as err:
-            raise BadInputError(f"{path} is listed in {MANIFEST} but cannot be read ({err}); rerun run_dataset on {folder} to recompute it") from err
+            raise BadInputError(
+                f"{path} is listed in {MANIFEST} but cannot be read ({err}); rerun run_dataset on {folder} to recompute it"
+            ) from err
         if hashlib.sha256(data).hexdigest() != entry["sha256"]:
-            raise BadInputError(f"{path} does not match its checksum in {MANIFEST} (modified or corrupt); rerun run_dataset on {folder} to recompute it")
+            raise BadInputError(
+                f"{path} does not match its checksum in {MANIFEST} (modified or corrupt); rerun run_dataset on {folder} to recompute it"
+            )
         if path.suffix == ".parquet":
             arrays = _read_parquet(data)
         else:

@@ -61,7 +61,12 @@ SAMPLES: dict[str, Sample] = {
         Sample("cat", "scikit-image chelsea()", (281, 282, 285), _skimage("chelsea")),
         Sample("coffee", "scikit-image coffee()", (967,), _skimage("coffee")),
         Sample("rocket", "scikit-image rocket()", (657, 744), _skimage("rocket")),
-        Sample("moped", "scikit-image stereo_motorcycle()[0]", (665, 670), _skimage("stereo_motorcycle")),
+        Sample(
+            "moped",
+            "scikit-image stereo_motorcycle()[0]",
+            (665, 670),
+            _skimage("stereo_motorcycle"),
+        ),
         Sample("palace", "scikit-learn china.jpg", (698,), _sklearn("china.jpg")),
         Sample("daisy", "scikit-learn flower.jpg", (985,), _sklearn("flower.jpg")),
         Sample("hopper", "matplotlib grace_hopper.jpg", (400, 667, 652), _hopper),
@@ -96,7 +101,9 @@ def load_sample(name: str) -> np.ndarray:
     """The photo as an ``(H, W, 3)`` uint8 array (grayscale textures are replicated to RGB)."""
     key = name.removeprefix("sample:")
     if key not in SAMPLES:
-        raise ImageReadError(f"sample:{key}", f"no bundled photo of that name; choose from {', '.join(SAMPLES)}")
+        raise ImageReadError(
+            f"sample:{key}", f"no bundled photo of that name; choose from {', '.join(SAMPLES)}"
+        )
     image = np.asarray(SAMPLES[key].loader())
     if image.ndim == 2:
         image = np.repeat(image[:, :, None], 3, axis=2)

@@ -24,18 +24,26 @@ def run(model: Any, out: Path, progress: ProgressFn | None, full: bool = False) 
     from convlens.render.figures import save_figure
     from convlens.render.optimize import amplified_difference
 
-    runs: list[tuple[str, dict[str, Any]]] = [("pgd", {"method": "pgd", "eps": 1 / 255, "steps": 10})]
+    runs: list[tuple[str, dict[str, Any]]] = [
+        ("pgd", {"method": "pgd", "eps": 1 / 255, "steps": 10})
+    ]
     if full:
         runs.append(("fgsm", {"method": "fgsm", "eps": 1 / 255}))
         try:
             if model.labels is not None:
                 model.labels.resolve(TARGET)
-                runs.append(("pgd_targeted", {"method": "pgd", "eps": 4 / 255, "steps": 20, "target": TARGET}))
+                runs.append(
+                    (
+                        "pgd_targeted",
+                        {"method": "pgd", "eps": 4 / 255, "steps": 20, "target": TARGET},
+                    )
+                )
         except TargetError:
             pass
     files: list[str] = []
     summary: dict[str, Any] = {}
     for k, (name, settings) in enumerate(runs):
+
         def step(done: int, total: int, k: int = k) -> None:
             if progress is not None:
                 progress(k * 1000 + round(1000 * done / max(total, 1)), 1000 * len(runs))

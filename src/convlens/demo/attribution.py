@@ -31,7 +31,11 @@ def run(model: Any, out: Path, progress: ProgressFn | None, full: bool = False) 
     from convlens.render.attribution import comparison_figure
     from convlens.render.figures import save_figure
 
-    names = applicable_methods(model) if full else [m for m in QUICK if m in METHODS and METHODS[m].applies_to(model)]
+    names = (
+        applicable_methods(model)
+        if full
+        else [m for m in QUICK if m in METHODS and METHODS[m].applies_to(model)]
+    )
     files, timings = [], {}
     photos = ["cat", "hopper"]
     total, done = len(photos) * len(names), 0
@@ -49,16 +53,27 @@ def run(model: Any, out: Path, progress: ProgressFn | None, full: bool = False) 
         pred = model.predict(batch, top_k=3)[0]
         caption = ", ".join(f"{lab} {p:.0%}" for lab, p in zip(pred.labels, pred.probabilities))
         file = f"attribution_{photo}.png"
-        save_figure(comparison_figure([(model.name, results)], 0, labels=[model.labels], predictions=[caption]), out / file)
+        save_figure(
+            comparison_figure(
+                [(model.name, results)], 0, labels=[model.labels], predictions=[caption]
+            ),
+            out / file,
+        )
         files.append(file)
-    return {"files": files, "methods": names, "seconds_per_method": {k: round(sum(v) / len(v), 3) for k, v in timings.items()}}
+    return {
+        "files": files,
+        "methods": names,
+        "seconds_per_method": {k: round(sum(v) / len(v), 3) for k, v in timings.items()},
+    }
 
 
 def _scaled(options: dict[str, Any], model: Any) -> dict[str, Any]:
     """Occlusion windows are set for 224 px; a model of another size (a user's) gets the
     same fraction of its input."""
     scale = min(model.input_size) / 224
-    return {k: max(1, round(v * scale)) if k in ("patch", "stride") else v for k, v in options.items()}
+    return {
+        k: max(1, round(v * scale)) if k in ("patch", "stride") else v for k, v in options.items()
+    }
 
 
 SECTION = DemoSection("attribution", "Attribution maps", 40, run)

@@ -10,7 +10,11 @@ from convlens.demo import DemoSection, ProgressFn
 
 def _middle_layer(model: Any) -> str:
     """A mid-depth activation layer with a spatial output, for the feature-map picture."""
-    rows = [r for r in model.layers() if r.is_leaf and r.output_shape and len(r.output_shape) == 3 and r.calls == 1]
+    rows = [
+        r
+        for r in model.layers()
+        if r.is_leaf and r.output_shape and len(r.output_shape) == 3 and r.calls == 1
+    ]
     acts = [r for r in rows if "act" in r.type.lower() or "relu" in r.type.lower()] or rows
     return acts[len(acts) // 3].name
 

@@ -43,10 +43,20 @@ def _spatial_layers(model: Any, preferred: list[str]) -> list[str]:
     names = set(model.layer_names())
     if all(name in names for name in preferred):
         return preferred
-    rows = [r for r in model.layers() if r.is_leaf and r.output_shape and len(r.output_shape) == 3 and r.calls == 1]
-    acts = [r.name for r in rows if "act" in r.type.lower() or "relu" in r.type.lower()] or [r.name for r in rows]
+    rows = [
+        r
+        for r in model.layers()
+        if r.is_leaf and r.output_shape and len(r.output_shape) == 3 and r.calls == 1
+    ]
+    acts = [r.name for r in rows if "act" in r.type.lower() or "relu" in r.type.lower()] or [
+        r.name for r in rows
+    ]
     count = len(preferred)
-    return list(dict.fromkeys(acts[min(len(acts) - 1, (k + 1) * len(acts) // (count + 1))] for k in range(count)))
+    return list(
+        dict.fromkeys(
+            acts[min(len(acts) - 1, (k + 1) * len(acts) // (count + 1))] for k in range(count)
+        )
+    )
 
 
 def _resize_longest(image: Any, longest: int) -> Any:
@@ -57,7 +67,9 @@ def _resize_longest(image: Any, longest: int) -> Any:
         return image
     scale = longest / max(h, w)
     size = (max(1, round(h * scale)), max(1, round(w * scale)))
-    return F.interpolate(image[None], size=size, mode="bilinear", antialias=True, align_corners=False)[0].clamp(0, 1)
+    return F.interpolate(
+        image[None], size=size, mode="bilinear", antialias=True, align_corners=False
+    )[0].clamp(0, 1)
 
 
 def run(model: Any, out: Path, progress: ProgressFn | None, full: bool = False) -> dict[str, Any]:
@@ -84,15 +96,29 @@ def run(model: Any, out: Path, progress: ProgressFn | None, full: bool = False) 
         if progress is None:
             return None
         k = stages.index(name)
-        return lambda done, total: progress(k * 1000 + round(1000 * done / max(total, 1)), 1000 * len(stages))
+        return lambda done, total: progress(
+            k * 1000 + round(1000 * done / max(total, 1)), 1000 * len(stages)
+        )
 
     # 1. classes, one batched optimisation
     result = visualize_class(model, classes, steps=class_steps, progress=stage("classes"))
-    titles = [f"{t['label']}\ntop-1 {p['label']} {p['probability']:.0%}" for t, p in zip(result.provenance["target"], result.provenance["top1"])]
-    save_figure(gallery_figure(result.tensors["image"], titles, ncols=len(classes), suptitle=f"{model.name}: images it classifies as each class ({class_steps} steps)"), out / "optimize_classes.png")
+    titles = [
+        f"{t['label']}\ntop-1 {p['label']} {p['probability']:.0%}"
+        for t, p in zip(result.provenance["target"], result.provenance["top1"])
+    ]
+    save_figure(
+        gallery_figure(
+            result.tensors["image"],
+            titles,
+            ncols=len(classes),
+            suptitle=f"{model.name}: images it classifies as each class ({class_steps} steps)",
+        ),
+        out / "optimize_classes.png",
+    )
     files.append("optimize_classes.png")
     summary["classes"] = [
-        {"target": t["label"], "top1": p["label"], "probability": round(p["probability"], 3)} for t, p in zip(result.provenance["target"], result.provenance["top1"])
+        {"target": t["label"], "top1": p["label"], "probability": round(p["probability"], 3)}
+        for t, p in zip(result.provenance["target"], result.provenance["top1"])
     ]
     summary["class_steps"] = class_steps
 
@@ -106,13 +132,30 @@ def run(model: Any, out: Path, progress: ProgressFn | None, full: bool = False) 
             if dream_progress is not None:
                 dream_progress(k * total + done, len(dream_layers) * total)
 
-        dreams.append(deep_dream(model, photo, layer, octaves=octaves, steps=dream_steps, lr=dream_lr, progress=tick))
+        dreams.append(
+            deep_dream(
+                model, photo, layer, octaves=octaves, steps=dream_steps, lr=dream_lr, progress=tick
+            )
+        )
     # a grayscale model dreams in gray: show every picture with three channels
-    pictures = torch.stack([p.expand(3, -1, -1) for p in (photo, *(d.tensors["image"][0] for d in dreams))])
-    save_figure(gallery_figure(pictures, ["photo", *(f"DeepDream at {layer}" for layer in dream_layers)], ncols=len(pictures)), out / "optimize_dream.png")
+    pictures = torch.stack(
+        [p.expand(3, -1, -1) for p in (photo, *(d.tensors["image"][0] for d in dreams))]
+    )
+    save_figure(
+        gallery_figure(
+            pictures,
+            ["photo", *(f"DeepDream at {layer}" for layer in dream_layers)],
+            ncols=len(pictures),
+        ),
+        out / "optimize_dream.png",
+    )
     files.append("optimize_dream.png")
     summary["dream"] = {
-        layer: {"before": round(float(d.tensors["objective_before"][0]), 4), "after": round(float(d.tensors["objective_after"][-1]), 4)} for layer, d in zip(dream_layers, dreams)
+        layer: {
+            "before": round(float(d.tensors["objective_before"][0]), 4),
+            "after": round(float(d.tensors["objective_after"][-1]), 4),
+        }
+        for layer, d in zip(dream_layers, dreams)
     }
 
     # 3. a fooling image: the cat, nudged until the network calls it a daisy
@@ -122,17 +165,32 @@ def run(model: Any, out: Path, progress: ProgressFn | None, full: bool = False) 
     save_figure(fooling_figure(fooled, labels=model.labels), out / "optimize_fooling.png")
     files.append("optimize_fooling.png")
     p = fooled.provenance["params"]
-    summary["fool"] = {"target": str(target), "success": p["success"], "probability": round(p["probability"], 3), "linf_255": round(p["linf"] * 255, 2), "steps": p["steps"]}
+    summary["fool"] = {
+        "target": str(target),
+        "success": p["success"],
+        "probability": round(p["probability"], 3),
+        "linf_255": round(p["linf"] * 255, 2),
+        "steps": p["steps"],
+    }
 
     # 4. (full) what each layer's code still knows about the photo
     if full:
         layers = _spatial_layers(model, INVERT_LAYERS)
         inversions = invert_layers(model, pixels, layers, steps=200, progress=stage("invert"))
-        images = [quantize_8bit(pixels[0])] + [quantize_8bit(r.tensors["image"][0]) for r in inversions]
-        titles = ["original"] + [f"{layer}\n{float(r.tensors['psnr'][0]):.1f} dB" for layer, r in zip(layers, inversions)]
-        save_figure(gallery_figure(torch.stack(images), titles, ncols=len(images)), out / "optimize_inversion.png")
+        images = [quantize_8bit(pixels[0])] + [
+            quantize_8bit(r.tensors["image"][0]) for r in inversions
+        ]
+        titles = ["original"] + [
+            f"{layer}\n{float(r.tensors['psnr'][0]):.1f} dB" for layer, r in zip(layers, inversions)
+        ]
+        save_figure(
+            gallery_figure(torch.stack(images), titles, ncols=len(images)),
+            out / "optimize_inversion.png",
+        )
         files.append("optimize_inversion.png")
-        summary["inversion_psnr"] = {layer: round(float(r.tensors["psnr"][0]), 2) for layer, r in zip(layers, inversions)}
+        summary["inversion_psnr"] = {
+            layer: round(float(r.tensors["psnr"][0]), 2) for layer, r in zip(layers, inversions)
+        }
     return {"files": files, **summary}
 
 

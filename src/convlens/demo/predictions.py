@@ -16,17 +16,29 @@ def run(model: Any, out: Path, progress: ProgressFn | None, full: bool = False) 
 
     names = sample_names(labelled_only=True)
     images = [load_sample(n) for n in names]
-    predictions = model.predict(model.prepare(images, sources=[f"sample:{n}" for n in names]), top_k=5)
+    predictions = model.predict(
+        model.prepare(images, sources=[f"sample:{n}" for n in names]), top_k=5
+    )
     rows = []
     for name, pred in zip(names, predictions):
         expected = SAMPLES[name].expected
-        rows.append({**pred.to_dict(), "expected": list(expected), "top1_as_expected": pred.classes[0] in expected if expected else None})
+        rows.append(
+            {
+                **pred.to_dict(),
+                "expected": list(expected),
+                "top1_as_expected": pred.classes[0] in expected if expected else None,
+            }
+        )
     (out / "predictions.json").write_text(json.dumps(rows, indent=2))
     save_figure(predictions_figure(images, predictions), out / "predictions.png")
     if progress:
         progress(1, 1)
     ok = sum(bool(r["top1_as_expected"]) for r in rows)
-    return {"files": ["predictions.json", "predictions.png"], "photos": len(rows), "top1_as_expected": ok}
+    return {
+        "files": ["predictions.json", "predictions.png"],
+        "photos": len(rows),
+        "top1_as_expected": ok,
+    }
 
 
 SECTION = DemoSection("predictions", "Predictions on the bundled photos", 10, run)

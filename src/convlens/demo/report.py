@@ -20,7 +20,11 @@ def run(model: Any, out: Path, progress: ProgressFn | None, full: bool) -> dict[
     report = build_report(model, PHOTO, full=full, progress=progress)
     report.save(out / "report.html")
     summary = report.summary()
-    return {"files": ["report.html"], "photo": PHOTO, "sections": [s.get("name") for s in summary.get("sections", [])]}
+    return {
+        "files": ["report.html"],
+        "photo": PHOTO,
+        "sections": [s.get("name") for s in summary.get("sections", [])],
+    }
 
 
 SECTION = DemoSection("report", "The HTML report of one photo", 90, run)

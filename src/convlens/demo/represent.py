@@ -23,7 +23,15 @@ PATCH_CHANNELS = 4
 
 
 def _spatial_layers(model: Any) -> list[str]:
-    return [r.name for r in model.layers() if r.is_leaf and r.calls == 1 and r.output_shape and len(r.output_shape) == 3 and r.output_shape[1] * r.output_shape[2] > 1]
+    return [
+        r.name
+        for r in model.layers()
+        if r.is_leaf
+        and r.calls == 1
+        and r.output_shape
+        and len(r.output_shape) == 3
+        and r.output_shape[1] * r.output_shape[2] > 1
+    ]
 
 
 def run(model: Any, out: Path, progress: ProgressFn | None, full: bool = False) -> dict[str, Any]:
@@ -64,26 +72,63 @@ def run(model: Any, out: Path, progress: ProgressFn | None, full: bool = False) 
         paths = []
         for name in SAMPLES:
             paths.append(save_image(load_image(load_sample(name)), photos / f"{name}.png"))
-        extract_features(model, paths, code_layer, Path(tmp) / "features", batch_size=4, progress=stage(0))
+        extract_features(
+            model, paths, code_layer, Path(tmp) / "features", batch_size=4, progress=stage(0)
+        )
         features = load_features(Path(tmp) / "features")
 
         mapped = embed(features, method, seed=0)
         thumbs = [thumbnail_uri(p) for p in features.paths]
         title = f"{method.upper()} of the bundled photos at {model.name} {code_layer}"
-        write_html(embedding_html(mapped, color="prediction", class_name=class_name, thumbnails=thumbs, title=title), out / "represent_map.html")
-        save_figure(embedding_figure(mapped, color="prediction", class_name=class_name), out / "represent_map.png")
+        write_html(
+            embedding_html(
+                mapped, color="prediction", class_name=class_name, thumbnails=thumbs, title=title
+            ),
+            out / "represent_map.html",
+        )
+        save_figure(
+            embedding_figure(mapped, color="prediction", class_name=class_name),
+            out / "represent_map.png",
+        )
 
         query = photos / f"{QUERY}.png"
         code = query_codes(model, [str(query)], code_layer, pooled=True)[0]
-        found = search(features, code, k=min(5, len(features) - 1), metric="cosine", query_name=str(query), exclude_self=True)
+        found = search(
+            features,
+            code,
+            k=min(5, len(features) - 1),
+            metric="cosine",
+            query_name=str(query),
+            exclude_self=True,
+        )
         pictures = [_model_view(model, p) for p in found.paths]
-        save_figure(neighbors_figure(_model_view(model, str(query)), pictures, found, class_name=class_name), out / "represent_neighbors.png")
+        save_figure(
+            neighbors_figure(
+                _model_view(model, str(query)), pictures, found, class_name=class_name
+            ),
+            out / "represent_neighbors.png",
+        )
         stage(1)(1, 1)
 
-        patches = top_patches(model, paths, patch_layer, list(range(PATCH_CHANNELS)), k=4, work_dir=Path(tmp) / "patches", batch_size=4, guided=full, progress=stage(2))
+        patches = top_patches(
+            model,
+            paths,
+            patch_layer,
+            list(range(PATCH_CHANNELS)),
+            k=4,
+            work_dir=Path(tmp) / "patches",
+            batch_size=4,
+            guided=full,
+            progress=stage(2),
+        )
         save_figure(patches_figure(patches), out / "represent_top_patches.png")
     return {
-        "files": ["represent_map.html", "represent_map.png", "represent_neighbors.png", "represent_top_patches.png"],
+        "files": [
+            "represent_map.html",
+            "represent_map.png",
+            "represent_neighbors.png",
+            "represent_top_patches.png",
+        ],
         "photos": len(features),
         "code_layer": code_layer,
         "code_size": int(features.codes.shape[1]),
@@ -102,4 +147,6 @@ def _model_view(model: Any, path: str) -> Any:
     return model.preprocessing.to_pixels(load_image(path))[0]
 
 
-SECTION = DemoSection("represent", "The bundled photos as a collection: map, neighbours, maximal patches", 75, run)
+SECTION = DemoSection(
+    "represent", "The bundled photos as a collection: map, neighbours, maximal patches", 75, run
+)

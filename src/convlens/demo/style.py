@@ -43,12 +43,24 @@ def run(model: Any, out: Path, progress: ProgressFn | None, full: bool = False) 
         t, p = result.tensors, result.provenance["params"]
         stem = f"style_{name}"
         caption = f"{model.name}: {p['steps']} Adam steps at {p['size'][1]}x{p['size'][0]}, {p['seconds']:.0f} s"
-        save_figure(style_figure(t["content"], [style_pixels], t["image"], style_titles=["style"], caption=caption), out / f"{stem}.png")
+        save_figure(
+            style_figure(
+                t["content"], [style_pixels], t["image"], style_titles=["style"], caption=caption
+            ),
+            out / f"{stem}.png",
+        )
         files.append(f"{stem}.png")
-        summary[name] = {"content_loss": round(float(t["content_loss"]), 4), "style_loss": round(float(t["style_loss"]), 4), "seconds": p["seconds"]}
+        summary[name] = {
+            "content_loss": round(float(t["content_loss"]), 4),
+            "style_loss": round(float(t["style_loss"]), 4),
+            "seconds": p["seconds"],
+        }
     if full:
         texture = synthesize_texture(model, TEXTURE, progress=stage(len(runs)), seed=0)
-        save_figure(texture_figure(texture.tensors["sample"], texture.tensors["image"]), out / "style_texture.png")
+        save_figure(
+            texture_figure(texture.tensors["sample"], texture.tensors["image"]),
+            out / "style_texture.png",
+        )
         files.append("style_texture.png")
     return {"files": files, **summary}
 

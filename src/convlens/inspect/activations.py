@@ -27,7 +27,9 @@ def layer_activations(model: Model, x: torch.Tensor, layer: str) -> torch.Tensor
     return acts[layer].detach().clone()
 
 
-def activations(model: Model, images: Any, layer: str, *, order_by: str = "mean", reshape: Any = None) -> Result:
+def activations(
+    model: Model, images: Any, layer: str, *, order_by: str = "mean", reshape: Any = None
+) -> Result:
     """Feature maps of ``layer`` for images, with channels ranked by strength.
 
     Parameters
@@ -52,11 +54,19 @@ def activations(model: Model, images: Any, layer: str, *, order_by: str = "mean"
     """
     from convlens.tokens import tokens_to_grid
 
-    batch = images if isinstance(images, Batch) else model.prepare(images if isinstance(images, Sequence) and not isinstance(images, str) else [images])
+    batch = (
+        images
+        if isinstance(images, Batch)
+        else model.prepare(
+            images if isinstance(images, Sequence) and not isinstance(images, str) else [images]
+        )
+    )
     acts = layer_activations(model, batch.x, layer)
     params: dict[str, Any] = {"order_by": order_by}
     if acts.dim() == 3:
-        grid, params["tokens"] = tokens_to_grid(acts, reshape, input_size=(int(batch.x.shape[-2]), int(batch.x.shape[-1])))
+        grid, params["tokens"] = tokens_to_grid(
+            acts, reshape, input_size=(int(batch.x.shape[-2]), int(batch.x.shape[-1]))
+        )
         acts = grid.contiguous()
     flat = acts.flatten(2) if acts.dim() > 2 else acts[:, :, None]
     if order_by not in ("mean", "max"):
@@ -67,7 +77,10 @@ def activations(model: Model, images: Any, layer: str, *, order_by: str = "mean"
     order = strength.argsort(dim=1, descending=True)
     display = None
     if acts.dim() == 4:
-        display = [map_to_original(acts[i, order[i, 0]].float().cpu(), g) for i, g in enumerate(batch.geometries)]
+        display = [
+            map_to_original(acts[i, order[i, 0]].float().cpu(), g)
+            for i, g in enumerate(batch.geometries)
+        ]
     provenance = make_provenance(model, "activations", params=params, layer=layer)
     return Result(
         "activations",

@@ -58,46 +58,80 @@ class _Replay:
         with torch.no_grad(), capture(model.module, [layer]) as cap:
             self.logits = _batched_logits(model, self.x, batch_size)
             if len(cap.calls[layer]) != -(-len(self.x) // batch_size):
-                raise LayerReusedError(f"layer {layer!r} runs more than once per forward pass; pick a layer that runs once")
+                raise LayerReusedError(
+                    f"layer {layer!r} runs more than once per forward pass; pick a layer that runs once"
+                )
             self.acts = torch.cat([a.detach() for a in cap.calls[layer]])
         if self.acts.dim() not in (2, 4):
-            raise BadInputError(f"layer {layer!r} gives outputs of shape {tuple(self.acts.shape[1:])}; channels are ranked on conv maps (N, C, H, W) or features (N, C)")
+            raise BadInputError(
+                f"layer {layer!r} gives outputs of shape {tuple(self.acts.shape[1:])}; channels are ranked on conv maps (N, C, H, W) or features (N, C)"
+            )
         self.channels = self.acts.shape[1]
         try:
-            masked = self.run(torch.arange(len(self.x)), torch.ones(len(self.x), self.channels), replay=True)
+            masked = self.run(
+                torch.arange(len(self.x)), torch.ones(len(self.x), self.channels), replay=True
+            )
         except RuntimeError:  # e.g. a forward that reshapes with the input's batch size
             self.replay = False
         else:
             scale = float(self.logits.abs().max().clamp_min(1.0))
-            self.replay = bool(masked.shape == self.logits.shape and torch.allclose(masked, self.logits, rtol=0, atol=1e-4 * scale))
+            self.replay = bool(
+                masked.shape == self.logits.shape
+                and torch.allclose(masked, self.logits, rtol=0, atol=1e-4 * scale)
+            )
 
     def _mask(self, keep: torch.Tensor) -> torch.Tensor:
         return keep.reshape(*keep.shape, *([1] * (self.acts.dim() - 2))).to(self.acts)
 
-    def run(self, index: torch.Tensor, keep: torch.Tensor, *, replay: bool | None = None) -> torch.Tensor:
+    def run(
+        self, index: torch.Tensor, keep: torch.Tensor, *, replay: bool | None = None
+    ) -> torch.Tensor:
         """Logits of images ``index`` (M,) with channel multipliers ``keep`` (M, C)."""
         replay = self.replay if replay is None else replay
         out = []
         for start in range(0, len(index), self.batch_size):
-            idx, mask = index[start : start + self.batch_size], self._mask(keep[start : start + self.batch_size])
+            idx, mask = (
+                index[start : start + self.batch_size],
+                self._mask(keep[start : start + self.batch_size]),
+            )
             if replay:
                 stored = self.acts[idx] * mask
-                with torch.no_grad(), edit_output(self.model.module, self.layer, lambda _a, s=stored: s):
+                with (
+                    torch.no_grad(),
+                    edit_output(self.model.module, self.layer, lambda _a, s=stored: s),
+                ):
                     out.append(self.model.module(self.x[idx[:1]]))
             else:
-                with torch.no_grad(), edit_output(self.model.module, self.layer, lambda a, m=mask: a * m):
+                with (
+                    torch.no_grad(),
+                    edit_output(self.model.module, self.layer, lambda a, m=mask: a * m),
+                ):
                     out.append(self.model.module(self.x[idx]))
         return torch.cat(out).float()
 
 
 def _batched_logits(model: Model, x: torch.Tensor, batch_size: int) -> torch.Tensor:
-    return torch.cat([model.module(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]).float()
+    return torch.cat(
+        [model.module(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]
+    ).float()
 
 
-def _check(model: Model, pixels: torch.Tensor, layer: str, labels: Sequence[int] | torch.Tensor | None, batch_size: int) -> torch.Tensor | None:
-    if not isinstance(pixels, torch.Tensor) or pixels.dim() != 4 or tuple(pixels.shape[1:]) != (model.channels, *model.input_size):
+def _check(
+    model: Model,
+    pixels: torch.Tensor,
+    layer: str,
+    labels: Sequence[int] | torch.Tensor | None,
+    batch_size: int,
+) -> torch.Tensor | None:
+    if (
+        not isinstance(pixels, torch.Tensor)
+        or pixels.dim() != 4
+        or tuple(pixels.shape[1:]) != (model.channels, *model.input_size)
+    ):
         got = tuple(pixels.shape) if isinstance(pixels, torch.Tensor) else type(pixels).__name__
-        raise BadInputError(f"pixels: expected a batch (N, {model.channels}, {model.input_size[0]}, {model.input_size[1]}) in [0, 1], got {got}")
+        raise BadInputError(
+            f"pixels: expected a batch (N, {model.channels}, {model.input_size[0]}, {model.input_size[1]}) in [0, 1], got {got}"
+        )
     if len(pixels) < 1:
         raise BadInputError("pixels: no images")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -109,7 +143,9 @@ def _check(model: Model, pixels: torch.Tensor, layer: str, labels: Sequence[int]
 def _as_labels(labels: Sequence[int] | torch.Tensor, n: int) -> torch.Tensor:
     y = torch.as_tensor(labels, dtype=torch.long).flatten()
     if len(y) != n:
-        raise BadInputError(f"labels has {len(y)} entries but there are {n} images; give one label per image")
+        raise BadInputError(
+            f"labels has {len(y)} entries but there are {n} images; give one label per image"
+        )
     return y
 
 
@@ -181,7 +217,9 @@ def channel_importance(
                 chans = torch.arange(first, min(first + per_pass, c))
                 keep = torch.ones(len(chans), n, c)
                 keep[torch.arange(len(chans)), :, chans] = 0  # row j zeroes channel chans[j]
-                logits = run.run(rows.repeat(len(chans)), keep.reshape(-1, c)).reshape(len(chans), n, -1)
+                logits = run.run(rows.repeat(len(chans)), keep.reshape(-1, c)).reshape(
+                    len(chans), n, -1
+                )
                 drops[:, chans] = (clean[None] - logits[:, rows, targets]).T.cpu()
                 correct[:, chans] = (logits.argmax(-1) == targets[None]).T.cpu()
                 if progress is not None:
@@ -193,18 +231,26 @@ def channel_importance(
                 tensors["accuracy_drops"] = base - correct.float().mean(0)
     scores = scores.detach().float().cpu()
     order = torch.argsort(scores, descending=True, stable=True)
-    tensors.update({"channel_importance": scores, "scores": scores, "order": order, "targets": targets.cpu()})
+    tensors.update(
+        {"channel_importance": scores, "scores": scores, "order": order, "targets": targets.cpu()}
+    )
     params: dict[str, object] = {
         "method": method,
         "layer": layer,
         "channels": c,
         "images": n,
         "labelled": y is not None,
-        "accuracy": float((run.logits.argmax(1) == targets).float().mean()) if y is not None else None,
+        "accuracy": float((run.logits.argmax(1) == targets).float().mean())
+        if y is not None
+        else None,
         "replay": run.replay,
         "seconds": round(time.perf_counter() - started, 3),
     }
-    return Result("channel_importance", tensors, make_provenance(model, f"channels_{method}", params=params, layer=layer))
+    return Result(
+        "channel_importance",
+        tensors,
+        make_provenance(model, f"channels_{method}", params=params, layer=layer),
+    )
 
 
 def _taylor(run: _Replay, targets: torch.Tensor, progress: ProgressFn | None) -> torch.Tensor:
@@ -222,7 +268,9 @@ def _taylor(run: _Replay, targets: torch.Tensor, progress: ProgressFn | None) ->
                 logits = run.model.module(inputs)
             score = logits.gather(1, targets[idx, None]).sum()
             (grad,) = torch.autograd.grad(score, acts)
-        per_image = (acts.detach() * grad).flatten(2).sum(2) if acts.dim() == 4 else acts.detach() * grad
+        per_image = (
+            (acts.detach() * grad).flatten(2).sum(2) if acts.dim() == 4 else acts.detach() * grad
+        )
         total += per_image.abs().double().sum(0).cpu()
         if progress is not None:
             progress(done, len(starts))
@@ -267,7 +315,9 @@ def pruning_curve(
         ``random_orders``, ``replay``.
     """
     if labels is None:
-        raise BadInputError("labels: a pruning curve measures accuracy, so it needs the true class of every image")
+        raise BadInputError(
+            "labels: a pruning curve measures accuracy, so it needs the true class of every image"
+        )
     _check(model, pixels, layer, None, batch_size)
     y = _as_labels(labels, len(pixels))
     if not orders:
@@ -283,7 +333,9 @@ def pruning_curve(
         for name, order in orders.items():
             perm = torch.as_tensor(order, dtype=torch.long).flatten().cpu()
             if sorted(perm.tolist()) != list(range(c)):
-                raise BadInputError(f"order {name!r} must be a permutation of the {c} channels of {layer!r}")
+                raise BadInputError(
+                    f"order {name!r} must be a permutation of the {c} channels of {layer!r}"
+                )
             perms[name] = perm
         if counts is None:
             step = max(1, c // 16)
@@ -304,7 +356,9 @@ def pruning_curve(
             keep = torch.ones(len(chunk), n, c)
             for row, (i, j) in enumerate(chunk):
                 keep[row, :, all_orders[i][: ks[j]]] = 0
-            logits = run.run(rows.repeat(len(chunk)), keep.reshape(-1, c)).reshape(len(chunk), n, -1)
+            logits = run.run(rows.repeat(len(chunk)), keep.reshape(-1, c)).reshape(
+                len(chunk), n, -1
+            )
             hits = (logits.argmax(-1) == y[None]).float().mean(1).cpu()
             for row, (i, j) in enumerate(chunk):
                 accuracy[i, j] = hits[row]
@@ -323,5 +377,14 @@ def pruning_curve(
         "replay": run.replay,
         "seconds": round(time.perf_counter() - started, 3),
     }
-    tensors = {"pruning_curve": table, "accuracy": table, "counts": torch.tensor(ks), "random": random_rows}
-    return Result("pruning_curve", tensors, make_provenance(model, "pruning_curve", params=params, layer=layer))
+    tensors = {
+        "pruning_curve": table,
+        "accuracy": table,
+        "counts": torch.tensor(ks),
+        "random": random_rows,
+    }
+    return Result(
+        "pruning_curve",
+        tensors,
+        make_provenance(model, "pruning_curve", params=params, layer=layer),
+    )

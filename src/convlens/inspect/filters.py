@@ -22,7 +22,9 @@ def _first_conv(model: Model) -> str:
     raise BadInputError(f"model {model.name} has no Conv2d or Linear layer to show")
 
 
-def filter_images(model: Model, layer: str | None = None, *, scale: str = "layer") -> tuple[str, str, torch.Tensor, torch.Tensor]:
+def filter_images(
+    model: Model, layer: str | None = None, *, scale: str = "layer"
+) -> tuple[str, str, torch.Tensor, torch.Tensor]:
     """``(layer, mode, weights, images)`` for a conv or linear layer.
 
     Modes: ``"rgb"`` (a conv on the model's colour input: one RGB tile per filter),
@@ -37,7 +39,9 @@ def filter_images(model: Model, layer: str | None = None, *, scale: str = "layer
     name = layer or _first_conv(model)
     module = model.layer(name)
     if not isinstance(module, (nn.Conv2d, nn.Linear)):
-        raise BadInputError(f"layer {name!r} is a {type(module).__name__}; filters are shown for Conv2d and Linear layers")
+        raise BadInputError(
+            f"layer {name!r} is a {type(module).__name__}; filters are shown for Conv2d and Linear layers"
+        )
     weights = module.weight.detach().float().cpu().clone()
     if isinstance(module, nn.Linear):
         c, (h, w) = model.channels, model.input_size
@@ -66,5 +70,7 @@ def filters(model: Model, layer: str | None = None, *, scale: str = "layer") -> 
     ``weights`` (raw) and ``filters`` (display tiles in [0, 1]).
     """
     name, mode, weights, images = filter_images(model, layer, scale=scale)
-    provenance = make_provenance(model, "filters", params={"mode": mode, "scale": scale}, layer=name)
+    provenance = make_provenance(
+        model, "filters", params={"mode": mode, "scale": scale}, layer=name
+    )
     return Result("filters", {"filters": images, "weights": weights}, provenance)

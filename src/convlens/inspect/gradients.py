@@ -51,16 +51,25 @@ def loss_layer_gradients(
         layers = [r.name for r in model.layers() if r.is_leaf and r.calls == 1 and r.output_shape]
     resolved = resolve_target(model, target, x.shape[0])
     if resolved.kind not in ("class", "predicted"):
-        raise BadInputError("the loss gradient needs a class target (cross-entropy), not a neuron or callable")
+        raise BadInputError(
+            "the loss gradient needs a class target (cross-entropy), not a neuron or callable"
+        )
     xr = x.detach().clone().requires_grad_(True)
-    with torch.enable_grad(), inference_context(model.module), capture(model.module, layers) as acts:
+    with (
+        torch.enable_grad(),
+        inference_context(model.module),
+        capture(model.module, layers) as acts,
+    ):
         logits = model.module(xr)
         _, resolved = resolved.scores_from_logits(logits)
         assert resolved.classes is not None
         loss = F.cross_entropy(logits, resolved.classes.to(logits.device), reduction="sum")
         outputs = [acts[name] for name in layers]
         grads = torch.autograd.grad(loss, outputs, allow_unused=True)
-    return {name: (g if g is not None else torch.zeros_like(o)).detach() for name, o, g in zip(layers, outputs, grads)}, resolved
+    return {
+        name: (g if g is not None else torch.zeros_like(o)).detach()
+        for name, o, g in zip(layers, outputs, grads)
+    }, resolved
 
 
 def gradients(
@@ -92,12 +101,28 @@ def gradients(
         (sum over channels of ``|dL/dh|``), ``input_gradient`` ``(N, C, H, W)``; the
         display map is ``|ds/dx|`` summed over channels on the original image.
     """
-    batch = images if isinstance(images, Batch) else model.prepare(images if isinstance(images, Sequence) and not isinstance(images, str) else [images])
+    batch = (
+        images
+        if isinstance(images, Batch)
+        else model.prepare(
+            images if isinstance(images, Sequence) and not isinstance(images, str) else [images]
+        )
+    )
     grads, resolved = loss_layer_gradients(model, batch.x, target, layers)
     names = list(grads)
     norms = torch.stack([grads[n].flatten(1).norm(dim=1) for n in names], dim=1)
     spatial = [n for n in names if grads[n].dim() == 4 and min(grads[n].shape[-2:]) > 1]
-    picks = sorted({spatial[round(i * (len(spatial) - 1) / max(1, map_layers - 1))] for i in range(map_layers)}, key=spatial.index) if spatial and map_layers > 0 else []
+    picks = (
+        sorted(
+            {
+                spatial[round(i * (len(spatial) - 1) / max(1, map_layers - 1))]
+                for i in range(map_layers)
+            },
+            key=spatial.index,
+        )
+        if spatial and map_layers > 0
+        else []
+    )
     tensors: dict[str, torch.Tensor] = {"layer_norms": norms}
     for n in picks:
         tensors[f"maps/{n}"] = grads[n].abs().sum(dim=1)
@@ -105,12 +130,27 @@ def gradients(
         input_target = resolved
     grad_x = input_gradient(model, batch.x, input_target)
     tensors["input_gradient"] = grad_x
-    display = [map_to_original(grad_x[i].abs().sum(0).float().cpu(), g) for i, g in enumerate(batch.geometries)]
+    display = [
+        map_to_original(grad_x[i].abs().sum(0).float().cpu(), g)
+        for i, g in enumerate(batch.geometries)
+    ]
     in_resolved = resolve_target(model, input_target, batch.x.shape[0])
     provenance = make_provenance(
         model,
         "gradients",
-        params={"layers": names, "map_layers": picks, "input_target": in_resolved.to_dict(), "loss": "cross_entropy"},
+        params={
+            "layers": names,
+            "map_layers": picks,
+            "input_target": in_resolved.to_dict(),
+            "loss": "cross_entropy",
+        },
         target=resolved,
     )
-    return Result("gradients", tensors, provenance, sources=batch.sources, display=display, originals=batch.originals)
+    return Result(
+        "gradients",
+        tensors,
+        provenance,
+        sources=batch.sources,
+        display=display,
+        originals=batch.originals,
+    )

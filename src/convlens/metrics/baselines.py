@@ -27,7 +27,10 @@ _LUMA = (0.299, 0.587, 0.114)
 
 
 def random_map(
-    shape: tuple[int, int, int], generator: torch.Generator | None = None, *, device: str | torch.device | None = None
+    shape: tuple[int, int, int],
+    generator: torch.Generator | None = None,
+    *,
+    device: str | torch.device | None = None,
 ) -> torch.Tensor:
     """Uniform random maps in ``[0, 1)`` of ``shape`` ``(N, H, W)``, drawn from ``generator``.
 
@@ -42,7 +45,12 @@ def random_map(
 
 
 def centre_gaussian_map(
-    h: int, w: int, sigma_frac: float = 0.25, *, n: int = 1, device: str | torch.device | None = None
+    h: int,
+    w: int,
+    sigma_frac: float = 0.25,
+    *,
+    n: int = 1,
+    device: str | torch.device | None = None,
 ) -> torch.Tensor:
     """A Gaussian blob at the image centre: ``exp(-(dy^2 / 2 sy^2 + dx^2 / 2 sx^2))``.
 
@@ -53,10 +61,15 @@ def centre_gaussian_map(
     if h < 1 or w < 1 or n < 1:
         raise BadInputError(f"h={h}, w={w}, n={n}: pass positive sizes")
     if not sigma_frac > 0:
-        raise BadInputError(f"sigma_frac={sigma_frac!r}: pass a positive fraction of the image size")
+        raise BadInputError(
+            f"sigma_frac={sigma_frac!r}: pass a positive fraction of the image size"
+        )
     ys = torch.arange(h, dtype=torch.float32, device=device) - (h - 1) / 2
     xs = torch.arange(w, dtype=torch.float32, device=device) - (w - 1) / 2
-    blob = torch.exp(-(ys[:, None] ** 2) / (2 * (sigma_frac * h) ** 2) - xs[None, :] ** 2 / (2 * (sigma_frac * w) ** 2))
+    blob = torch.exp(
+        -(ys[:, None] ** 2) / (2 * (sigma_frac * h) ** 2)
+        - xs[None, :] ** 2 / (2 * (sigma_frac * w) ** 2)
+    )
     return blob.expand(n, h, w).clone()
 
 
@@ -72,19 +85,25 @@ def sobel_edge_map(x_pixels: torch.Tensor) -> torch.Tensor:
     from skimage.filters import sobel
 
     if not isinstance(x_pixels, torch.Tensor) or x_pixels.dim() != 4:
-        got = tuple(x_pixels.shape) if isinstance(x_pixels, torch.Tensor) else type(x_pixels).__name__
+        got = (
+            tuple(x_pixels.shape) if isinstance(x_pixels, torch.Tensor) else type(x_pixels).__name__
+        )
         raise BadInputError(f"sobel_edge_map needs a pixel-space batch (N, C, H, W); got {got}")
     gray = _grayscale(x_pixels.detach()).double().cpu().numpy()
     edges = np.stack([sobel(g) for g in gray])
     return torch.from_numpy(edges).to(x_pixels.device, x_pixels.dtype)
 
 
-def baseline_maps(x_pixels: torch.Tensor, *, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+def baseline_maps(
+    x_pixels: torch.Tensor, *, generator: torch.Generator | None = None
+) -> dict[str, torch.Tensor]:
     """The three baselines for a pixel-space batch: ``{"random", "centre_gaussian", "sobel_edges"}``."""
     n, _, h, w = x_pixels.shape
     return {
         "random": random_map((n, h, w), generator).to(x_pixels.device, x_pixels.dtype),
-        "centre_gaussian": centre_gaussian_map(h, w, n=n, device=x_pixels.device).to(x_pixels.dtype),
+        "centre_gaussian": centre_gaussian_map(h, w, n=n, device=x_pixels.device).to(
+            x_pixels.dtype
+        ),
         "sobel_edges": sobel_edge_map(x_pixels),
     }
 

@@ -67,7 +67,9 @@ def outside_share(maps: Tensor, masks: Tensor, *, sign: str = "abs") -> Tensor:
     if maps.dim() == 4 and maps.shape[1] == 1:
         maps = maps[:, 0]
     if maps.dim() != 3 or tuple(masks.shape) != tuple(maps.shape):
-        raise BadInputError(f"maps {tuple(maps.shape)} and masks {tuple(masks.shape)} must both be (N, H, W) of the same size")
+        raise BadInputError(
+            f"maps {tuple(maps.shape)} and masks {tuple(masks.shape)} must both be (N, H, W) of the same size"
+        )
     a = maps.detach().to(torch.float64)
     a = a.abs() if sign == "abs" else a.clamp(min=0)
     inside = masks.to(torch.bool)
@@ -105,7 +107,14 @@ class SplitReport:
     def misclassified(self) -> list[int]:
         """Indices of the wrong predictions, largest outside-object share first (NaN last)."""
         wrong = torch.nonzero(self.predicted != self.labels).flatten().tolist()
-        return sorted(wrong, key=lambda i: (math.isnan(float(self.shares[i])), -float(self.shares[i]) if not math.isnan(float(self.shares[i])) else 0.0, i))
+        return sorted(
+            wrong,
+            key=lambda i: (
+                math.isnan(float(self.shares[i])),
+                -float(self.shares[i]) if not math.isnan(float(self.shares[i])) else 0.0,
+                i,
+            ),
+        )
 
     def to_dict(self, top: int | None = None) -> dict[str, Any]:
         ranked = self.misclassified()
@@ -119,7 +128,12 @@ class SplitReport:
                 for s, y, p, v in zip(self._names(), self.labels, self.predicted, self.shares)
             ],
             "misclassified": [
-                {"source": self._names()[i], "label": int(self.labels[i]), "predicted": int(self.predicted[i]), "outside_share": _num(float(self.shares[i]))}
+                {
+                    "source": self._names()[i],
+                    "label": int(self.labels[i]),
+                    "predicted": int(self.predicted[i]),
+                    "outside_share": _num(float(self.shares[i])),
+                }
                 for i in (ranked if top is None else ranked[:top])
             ],
         }
@@ -138,7 +152,9 @@ class BiasReport:
     sign: str
     layer: str | None
     model: str
-    provenance: dict[str, Any] = field(default_factory=dict)  # model id, weights sha256, versions, time
+    provenance: dict[str, Any] = field(
+        default_factory=dict
+    )  # model id, weights sha256, versions, time
 
     def to_dict(self, top: int | None = None) -> dict[str, Any]:
         return {
@@ -148,7 +164,9 @@ class BiasReport:
             "sign": self.sign,
             "main": self.main.to_dict(top),
             "counter": self.counter.to_dict(top) if self.counter is not None else None,
-            "counter_accuracy": round(self.counter.accuracy, 6) if self.counter is not None else None,
+            "counter_accuracy": round(self.counter.accuracy, 6)
+            if self.counter is not None
+            else None,
             "provenance": self.provenance,
         }
 
@@ -158,21 +176,35 @@ def _num(v: float) -> float | None:
 
 
 def _split(
-    model: Model, x: Tensor, labels: Tensor, masks: Tensor, method: str, layer: str | None, sign: str,
-    batch_size: int, sources: list[str] | None, progress: ProgressFn | None, done: int, total: int,
+    model: Model,
+    x: Tensor,
+    labels: Tensor,
+    masks: Tensor,
+    method: str,
+    layer: str | None,
+    sign: str,
+    batch_size: int,
+    sources: list[str] | None,
+    progress: ProgressFn | None,
+    done: int,
+    total: int,
 ) -> SplitReport:
     from convlens.metrics.sanity import method_maps
 
     n = x.shape[0]
     if labels.shape != (n,) or masks.dim() != 3 or masks.shape[0] != n:
-        raise BadInputError(f"{n} images need {n} labels and {n} (H, W) masks; got labels {tuple(labels.shape)}, masks {tuple(masks.shape)}")
+        raise BadInputError(
+            f"{n} images need {n} labels and {n} (H, W) masks; got labels {tuple(labels.shape)}, masks {tuple(masks.shape)}"
+        )
     predicted = model.logits(x).argmax(dim=1).cpu()
     shares, all_maps, maps_seen = [], [], 0
     for lo in range(0, n, batch_size):
         hi = min(n, lo + batch_size)
         maps = method_maps(model, x[lo:hi], method, predicted[lo:hi].tolist(), layer=layer)
         if tuple(maps.shape[1:]) != tuple(masks.shape[1:]):
-            raise BadInputError(f"masks are {tuple(masks.shape[1:])} but the maps are {tuple(maps.shape[1:])} (the model's input size)")
+            raise BadInputError(
+                f"masks are {tuple(masks.shape[1:])} but the maps are {tuple(maps.shape[1:])} (the model's input size)"
+            )
         shares.append(outside_share(maps, masks[lo:hi], sign=sign))
         all_maps.append(maps.float().cpu())
         maps_seen += hi - lo
@@ -180,7 +212,15 @@ def _split(
             progress(done + maps_seen, total)
     m = masks.to(torch.bool)
     background = 1.0 - m.flatten(1).double().mean(dim=1)
-    return SplitReport(torch.cat(shares), predicted, labels.cpu().long(), background.cpu(), torch.cat(all_maps), m.cpu(), list(sources or []))
+    return SplitReport(
+        torch.cat(shares),
+        predicted,
+        labels.cpu().long(),
+        background.cpu(),
+        torch.cat(all_maps),
+        m.cpu(),
+        list(sources or []),
+    )
 
 
 def bias_check(
@@ -241,12 +281,40 @@ def bias_check(
     if METHODS[method].uses_layer:
         layer = layer or default_cam_layer(model)
     total = x.shape[0] + (counter[0].shape[0] if counter is not None else 0)
-    main = _split(model, x, labels, masks, method, layer, sign, batch_size, sources, progress, 0, total)
+    main = _split(
+        model, x, labels, masks, method, layer, sign, batch_size, sources, progress, 0, total
+    )
     other = None
     if counter is not None:
         cx, cy, cm = counter
-        other = _split(model, cx, cy, cm, method, layer, sign, batch_size, counter_sources, progress, x.shape[0], total)
+        other = _split(
+            model,
+            cx,
+            cy,
+            cm,
+            method,
+            layer,
+            sign,
+            batch_size,
+            counter_sources,
+            progress,
+            x.shape[0],
+            total,
+        )
     from convlens.results import make_provenance
 
-    params = {"sign": sign, "images": x.shape[0], "counter_images": other and len(other.labels), "target": "predicted"}
-    return BiasReport(main, other, method, sign, layer, model.name, make_provenance(model, method, params=params, layer=layer))
+    params = {
+        "sign": sign,
+        "images": x.shape[0],
+        "counter_images": other and len(other.labels),
+        "target": "predicted",
+    }
+    return BiasReport(
+        main,
+        other,
+        method,
+        sign,
+        layer,
+        model.name,
+        make_provenance(model, method, params=params, layer=layer),
+    )

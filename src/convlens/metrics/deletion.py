@@ -93,7 +93,18 @@ def deletion_auc(
     TargetError
         A neuron or callable target.
     """
-    return _auc(model, x, maps, target, deletion=True, steps=steps, fill=fill, blur_sigma=blur_sigma, batch_size=batch_size, progress=progress)
+    return _auc(
+        model,
+        x,
+        maps,
+        target,
+        deletion=True,
+        steps=steps,
+        fill=fill,
+        blur_sigma=blur_sigma,
+        batch_size=batch_size,
+        progress=progress,
+    )
 
 
 def insertion_auc(
@@ -116,7 +127,18 @@ def insertion_auc(
     clean image; the last point is the clean image's probability. Parameters, returns
     and errors as in :func:`deletion_auc`.
     """
-    return _auc(model, x, maps, target, deletion=False, steps=steps, fill=fill, blur_sigma=blur_sigma, batch_size=batch_size, progress=progress)
+    return _auc(
+        model,
+        x,
+        maps,
+        target,
+        deletion=False,
+        steps=steps,
+        fill=fill,
+        blur_sigma=blur_sigma,
+        batch_size=batch_size,
+        progress=progress,
+    )
 
 
 def pixel_ranks(maps: torch.Tensor) -> torch.Tensor:
@@ -131,11 +153,15 @@ def pixel_ranks(maps: torch.Tensor) -> torch.Tensor:
     return ranks.scatter_(1, order, positions)
 
 
-def fill_image(model: Model, x: torch.Tensor, fill: str | torch.Tensor, blur_sigma: float | None = None) -> torch.Tensor:
+def fill_image(
+    model: Model, x: torch.Tensor, fill: str | torch.Tensor, blur_sigma: float | None = None
+) -> torch.Tensor:
     """The input-space image that removed pixels are replaced by (see :func:`deletion_auc`)."""
     if isinstance(fill, torch.Tensor):
         if fill.shape != x.shape:
-            raise BadInputError(f"fill tensor has shape {tuple(fill.shape)} but x has {tuple(x.shape)}; pass an input-space tensor shaped like x or one of {', '.join(FILLS)}")
+            raise BadInputError(
+                f"fill tensor has shape {tuple(fill.shape)} but x has {tuple(x.shape)}; pass an input-space tensor shaped like x or one of {', '.join(FILLS)}"
+            )
         return fill.to(x.device, x.dtype)
     if fill == "zero":
         black = torch.zeros(1, x.shape[1], 1, 1, device=x.device, dtype=x.dtype)
@@ -147,7 +173,9 @@ def fill_image(model: Model, x: torch.Tensor, fill: str | torch.Tensor, blur_sig
         if not sigma > 0:
             raise BadInputError(f"blur_sigma={blur_sigma!r}: pass a positive number of pixels")
         return gaussian_blur(x, sigma)
-    raise BadInputError(f"fill={fill!r}: choose {', '.join(FILLS)} or an input-space tensor shaped like x")
+    raise BadInputError(
+        f"fill={fill!r}: choose {', '.join(FILLS)} or an input-space tensor shaped like x"
+    )
 
 
 def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -186,7 +214,9 @@ def _auc(
     x = x.detach()
     maps = _check_maps(maps, x)
     if not isinstance(steps, int) or steps < 1:
-        raise BadInputError(f"steps={steps!r}: pass a positive int (the curve has steps + 1 points)")
+        raise BadInputError(
+            f"steps={steps!r}: pass a positive int (the curve has steps + 1 points)"
+        )
     if batch_size < 1:
         raise BadInputError(f"batch_size={batch_size!r}: pass a positive int")
     classes = _target_classes(model, x, target, batch_size)
@@ -195,7 +225,11 @@ def _auc(
     n, _, h, w = x.shape
     total = h * w
     ranks = pixel_ranks(maps).reshape(n, h, w)
-    counts = torch.round(torch.arange(steps + 1, dtype=torch.float64) * total / steps).long().to(x.device)
+    counts = (
+        torch.round(torch.arange(steps + 1, dtype=torch.float64) * total / steps)
+        .long()
+        .to(x.device)
+    )
     fractions = counts.to(torch.float64) / total
     items = n * (steps + 1)
     probs = torch.empty(items, device=x.device, dtype=torch.float64)
@@ -206,8 +240,12 @@ def _auc(
         batch = torch.where(changed, end[image], start[image])
         logits = model.logits(batch, batch_size=batch_size)
         if lo == 0 and int(classes.max()) >= logits.shape[1]:
-            raise TargetError(f"class index {int(classes.max())} is out of range: the model has {logits.shape[1]} outputs")
-        probs[lo : lo + len(idx)] = logits.double().softmax(dim=1).gather(1, classes[image].view(-1, 1)).squeeze(1)
+            raise TargetError(
+                f"class index {int(classes.max())} is out of range: the model has {logits.shape[1]} outputs"
+            )
+        probs[lo : lo + len(idx)] = (
+            logits.double().softmax(dim=1).gather(1, classes[image].view(-1, 1)).squeeze(1)
+        )
         if progress is not None:
             progress(min(lo + batch_size, items), items)
     curve = probs.view(n, steps + 1)
@@ -217,24 +255,36 @@ def _auc(
 
 def _check_maps(maps: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     if not isinstance(maps, torch.Tensor):
-        raise BadInputError(f"maps must be a tensor (N, H, W), not {type(maps).__name__}; pass explain(...).tensors['map']")
+        raise BadInputError(
+            f"maps must be a tensor (N, H, W), not {type(maps).__name__}; pass explain(...).tensors['map']"
+        )
     if x.dim() != 4:
-        raise BadInputError(f"x must be an input-space batch (N, C, H, W); got shape {tuple(x.shape)}")
+        raise BadInputError(
+            f"x must be an input-space batch (N, C, H, W); got shape {tuple(x.shape)}"
+        )
     if maps.dim() == 4 and maps.shape[1] == 1:
         maps = maps[:, 0]
     if maps.dim() != 3 or maps.shape[0] != x.shape[0] or maps.shape[-2:] != x.shape[-2:]:
         hint = "pass one (H, W) map per image at the input size, e.g. explain(...).tensors['map']"
-        raise BadInputError(f"maps have shape {tuple(maps.shape)} but x is {tuple(x.shape)}; {hint}")
+        raise BadInputError(
+            f"maps have shape {tuple(maps.shape)} but x is {tuple(x.shape)}; {hint}"
+        )
     maps = maps.detach().to(x.device)
     if not torch.isfinite(maps).all():
-        raise BadInputError("maps contain NaN or infinite values; an importance order needs finite numbers")
+        raise BadInputError(
+            "maps contain NaN or infinite values; an importance order needs finite numbers"
+        )
     return maps.float() if maps.dtype in (torch.float16, torch.bfloat16) else maps
 
 
-def _target_classes(model: Model, x: torch.Tensor, target: TargetLike, batch_size: int) -> torch.Tensor:
+def _target_classes(
+    model: Model, x: torch.Tensor, target: TargetLike, batch_size: int
+) -> torch.Tensor:
     resolved = resolve_target(model, target, x.shape[0])
     if resolved.kind == "predicted":
         return model.logits(x, batch_size=batch_size).argmax(dim=1)
     if resolved.kind != "class" or resolved.classes is None:
-        raise TargetError(f"deletion and insertion need a class target (a probability); got a {resolved.kind} target")
+        raise TargetError(
+            f"deletion and insertion need a class target (a probability); got a {resolved.kind} target"
+        )
     return resolved.classes.to(x.device).expand(x.shape[0]).clone()

@@ -19,7 +19,9 @@ __all__ = ["pointing_game"]
 BoxesOrMasks = torch.Tensor | Sequence[torch.Tensor | Sequence[Sequence[float]] | Sequence[float]]
 
 
-def pointing_game(maps: torch.Tensor, boxes_or_masks: BoxesOrMasks, tolerance: float = 15) -> torch.Tensor:
+def pointing_game(
+    maps: torch.Tensor, boxes_or_masks: BoxesOrMasks, tolerance: float = 15
+) -> torch.Tensor:
     """Hit or miss of each map's maximum on the object, with a tolerance in pixels.
 
     Zhang et al. 2016/2018, arXiv:1608.00507. The point is the map's maximum (the first in
@@ -73,11 +75,15 @@ def _maps(maps: torch.Tensor) -> torch.Tensor:
     return maps.detach()
 
 
-def _distance_to_masks(py: torch.Tensor, px: torch.Tensor, masks: torch.Tensor, shape: tuple[int, int, int]) -> torch.Tensor:
+def _distance_to_masks(
+    py: torch.Tensor, px: torch.Tensor, masks: torch.Tensor, shape: tuple[int, int, int]
+) -> torch.Tensor:
     if masks.dim() == 4 and masks.shape[1] == 1:
         masks = masks[:, 0]
     if tuple(masks.shape) != shape:
-        raise BadInputError(f"masks have shape {tuple(masks.shape)} but maps are {shape}; pass one (H, W) mask per map")
+        raise BadInputError(
+            f"masks have shape {tuple(masks.shape)} but maps are {shape}; pass one (H, W) mask per map"
+        )
     n, h, w = shape
     masks = masks.to(py.device) != 0
     ys = torch.arange(h, device=py.device, dtype=torch.float64).view(1, h, 1)
@@ -87,7 +93,9 @@ def _distance_to_masks(py: torch.Tensor, px: torch.Tensor, masks: torch.Tensor, 
     return squared.reshape(n, -1).min(dim=1).values.sqrt()  # inf for an empty mask: a miss
 
 
-def _distance_to_boxes(py: torch.Tensor, px: torch.Tensor, boxes: BoxesOrMasks, n: int) -> torch.Tensor:
+def _distance_to_boxes(
+    py: torch.Tensor, px: torch.Tensor, boxes: BoxesOrMasks, n: int
+) -> torch.Tensor:
     per_image = _box_list(boxes, n)
     distances = []
     for i, b in enumerate(per_image):
@@ -105,16 +113,27 @@ def _distance_to_boxes(py: torch.Tensor, px: torch.Tensor, boxes: BoxesOrMasks, 
 def _box_list(boxes: BoxesOrMasks, n: int) -> list[torch.Tensor]:
     if isinstance(boxes, torch.Tensor):
         if boxes.dim() != 2 or boxes.shape[1] != 4:
-            raise BadInputError(f"boxes have shape {tuple(boxes.shape)}; pass (N, 4) boxes (x_min, y_min, x_max, y_max) or (N, H, W) masks")
+            raise BadInputError(
+                f"boxes have shape {tuple(boxes.shape)}; pass (N, 4) boxes (x_min, y_min, x_max, y_max) or (N, H, W) masks"
+            )
         items: list[torch.Tensor] = [b.view(1, 4) for b in boxes]
     elif isinstance(boxes, Sequence):
-        items = [torch.as_tensor(b, dtype=torch.float64).reshape(-1, 4) if len(b) else torch.zeros(0, 4) for b in boxes]  # type: ignore[arg-type]
+        items = [
+            torch.as_tensor(b, dtype=torch.float64).reshape(-1, 4) if len(b) else torch.zeros(0, 4)
+            for b in boxes
+        ]  # type: ignore[arg-type]
     else:
-        raise BadInputError(f"boxes_or_masks must be a tensor or a list of boxes, not {type(boxes).__name__}")
+        raise BadInputError(
+            f"boxes_or_masks must be a tensor or a list of boxes, not {type(boxes).__name__}"
+        )
     if len(items) != n:
-        raise BadInputError(f"{len(items)} boxes (or box lists) for {n} maps; pass one entry per map")
+        raise BadInputError(
+            f"{len(items)} boxes (or box lists) for {n} maps; pass one entry per map"
+        )
     items = [b.detach().double().cpu() for b in items]
     for b in items:
         if b.numel() and ((b[:, 2] < b[:, 0]).any() or (b[:, 3] < b[:, 1]).any()):
-            raise BadInputError(f"box {b.tolist()} has x_max < x_min or y_max < y_min; boxes are (x_min, y_min, x_max, y_max)")
+            raise BadInputError(
+                f"box {b.tolist()} has x_max < x_min or y_max < y_min; boxes are (x_min, y_min, x_max, y_max)"
+            )
     return items

@@ -29,7 +29,13 @@ from convlens.errors import BadInputError
 from convlens.models.model import Model
 from convlens.targets import Target, TargetLike, resolve_target
 
-__all__ = ["method_maps", "parameter_randomisation", "randomisation_groups", "randomise_", "spearman_rows"]
+__all__ = [
+    "method_maps",
+    "parameter_randomisation",
+    "randomisation_groups",
+    "randomise_",
+    "spearman_rows",
+]
 
 ProgressFn = Callable[[int, int], None]
 MethodLike = str | Callable[..., torch.Tensor]
@@ -128,14 +134,29 @@ def parameter_randomisation(
     fixed = _fixed_target(model, x, target)
 
     def map_of(m: Model) -> torch.Tensor:
-        reduced = method_maps(m, x, method, fixed, layer=layer, reduce=reduce, seed=seed, batch_size=batch_size, **method_options)
+        reduced = method_maps(
+            m,
+            x,
+            method,
+            fixed,
+            layer=layer,
+            reduce=reduce,
+            seed=seed,
+            batch_size=batch_size,
+            **method_options,
+        )
         return reduced.abs() if abs else reduced
 
     total = len(groups) + 1
     original = map_of(model)
     if progress is not None:
         progress(1, total)
-    copy_model = Model(copy.deepcopy(model.module), model.preprocessing, name=f"{model.name}+randomised", labels=model.labels)
+    copy_model = Model(
+        copy.deepcopy(model.module),
+        model.preprocessing,
+        name=f"{model.name}+randomised",
+        labels=model.labels,
+    )
     generator = torch.Generator().manual_seed(seed)
     spearman, similarity, maps = [], [], []
     current = original
@@ -203,7 +224,9 @@ def method_maps(
         if random:
             kwargs["generator"] = torch.Generator(device=x.device).manual_seed(seed)
         out = fn(model, x[lo : lo + step], part, **kwargs).detach()
-        chunks.append(out[:, 0] if (output == "cam" or out.shape[1] == 1) else reduce_channels(out, how))
+        chunks.append(
+            out[:, 0] if (output == "cam" or out.shape[1] == 1) else reduce_channels(out, how)
+        )
     return torch.cat(chunks)
 
 
@@ -219,7 +242,11 @@ def randomisation_groups(model: Model) -> list[tuple[str, list[str]]]:
     or that never run, are skipped.
     """
     order = {row.name: i for i, row in enumerate(model.layers())}
-    units = [(name, m) for name, m in _units(model.module) if name in order and any(True for _ in m.parameters())]
+    units = [
+        (name, m)
+        for name, m in _units(model.module)
+        if name in order and any(True for _ in m.parameters())
+    ]
     units.sort(key=lambda u: order[u[0]])
     merged: list[list[tuple[str, nn.Module]]] = []
     for name, m in units:
@@ -229,7 +256,9 @@ def randomisation_groups(model: Model) -> list[tuple[str, list[str]]]:
             merged.append([(name, m)])
     groups = [(_label([n for n, _ in g]), [n for n, _ in g]) for g in merged]
     labels = [label for label, _ in groups]
-    groups = [(label if labels.count(label) == 1 else "+".join(names), names) for label, names in groups]
+    groups = [
+        (label if labels.count(label) == 1 else "+".join(names), names) for label, names in groups
+    ]
     return groups[::-1]
 
 
@@ -246,7 +275,10 @@ def randomise_(module: nn.Module, generator: torch.Generator) -> None:
             std, mean = torch.std_mean(p.detach().double())
             if not float(std) > 0:
                 continue
-            fresh = torch.randn(p.shape, generator=generator, dtype=torch.float64) * std.cpu() + mean.cpu()
+            fresh = (
+                torch.randn(p.shape, generator=generator, dtype=torch.float64) * std.cpu()
+                + mean.cpu()
+            )
             p.copy_(fresh.to(p.device, p.dtype))
 
 
@@ -288,7 +320,9 @@ def _method(method: MethodLike) -> tuple[str, Callable[..., torch.Tensor], str, 
     import convlens.attribution  # noqa: F401  (registers every method)
 
     if method not in METHODS:
-        raise BadInputError(f"unknown method {method!r}; choose from {', '.join(sorted(METHODS))} or pass a callable")
+        raise BadInputError(
+            f"unknown method {method!r}; choose from {', '.join(sorted(METHODS))} or pass a callable"
+        )
     spec = METHODS[method]
     return spec.name, spec.fn, spec.output, spec.reduce, spec.uses_layer, spec.random
 
@@ -301,7 +335,12 @@ def _fixed_target(model: Model, x: torch.Tensor, target: TargetLike) -> Target:
 
 
 def _target_slice(target: Target, lo: int, hi: int, n: int) -> Target:
-    if target.kind == "class" and target.classes is not None and target.classes.numel() == n and n > 1:
+    if (
+        target.kind == "class"
+        and target.classes is not None
+        and target.classes.numel() == n
+        and n > 1
+    ):
         return Target("class", classes=target.classes[lo:hi])
     return target
 
@@ -314,12 +353,16 @@ def _normalise_groups(model: Model, layers: Sequence[Group] | None) -> list[tupl
         for g in layers:
             names = [g] if isinstance(g, str) else list(g)
             if not names:
-                raise BadInputError("an empty group in layers=; each group is a module name or a list of names")
+                raise BadInputError(
+                    "an empty group in layers=; each group is a module name or a list of names"
+                )
             for name in names:
                 model.layer(name)  # LayerNotFoundError with suggestions
             groups.append(("+".join(names), names))
     if not groups:
-        raise BadInputError(f"model {model.name} has no layers with parameters to randomise; pass layers=")
+        raise BadInputError(
+            f"model {model.name} has no layers with parameters to randomise; pass layers="
+        )
     return groups
 
 

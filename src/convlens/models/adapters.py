@@ -29,7 +29,9 @@ ADAPTER_PREFIXES = ("torchvision:", "timm:")
 
 def torch_checkpoint_dir() -> Path:
     """Where torch caches checkpoints a user already has (only read, never fetched; computed without importing torch.hub)."""
-    home = os.environ.get("TORCH_HOME") or os.path.join(os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "torch")
+    home = os.environ.get("TORCH_HOME") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "torch"
+    )
     return Path(home) / "hub" / "checkpoints"
 
 
@@ -37,7 +39,9 @@ def _import(name: str, hint: str) -> Any:
     try:
         return importlib.import_module(name)
     except Exception as exc:  # not installed, or installed but broken against this torch
-        raise MissingDependencyError(f"{name} is not usable here ({type(exc).__name__}: {exc}); {hint}") from None
+        raise MissingDependencyError(
+            f"{name} is not usable here ({type(exc).__name__}: {exc}); {hint}"
+        ) from None
 
 
 def _labels_for(categories: list[str] | None, num_classes: int) -> Labels | None:
@@ -48,7 +52,10 @@ def _labels_for(categories: list[str] | None, num_classes: int) -> Labels | None
 
 def load_torchvision(name: str) -> Model:
     """A torchvision classifier with weights from the local checkpoint cache."""
-    tv = _import("torchvision.models", "install a torchvision build matching your torch to use torchvision:NAME models")
+    tv = _import(
+        "torchvision.models",
+        "install a torchvision build matching your torch to use torchvision:NAME models",
+    )
     try:
         weights_enum = tv.get_model_weights(name)
     except (ValueError, KeyError):
@@ -64,21 +71,39 @@ def load_torchvision(name: str) -> Model:
     module.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     module.eval()
     transform = weights.transforms()
-    crop = transform.crop_size[0] if isinstance(transform.crop_size, (list, tuple)) else int(transform.crop_size)
-    resize = transform.resize_size[0] if isinstance(transform.resize_size, (list, tuple)) else int(transform.resize_size)
+    crop = (
+        transform.crop_size[0]
+        if isinstance(transform.crop_size, (list, tuple))
+        else int(transform.crop_size)
+    )
+    resize = (
+        transform.resize_size[0]
+        if isinstance(transform.resize_size, (list, tuple))
+        else int(transform.resize_size)
+    )
     prep = Preprocessing((crop, crop), resize, tuple(transform.mean), tuple(transform.std))
     categories = weights.meta.get("categories")
     from convlens.models.zoo import file_sha256
 
     labels = _labels_for(categories, len(categories) if categories else 0)
-    return Model(module, prep, name=f"torchvision:{name}", labels=labels, weights_sha256=file_sha256(path), info={"weights": str(path)})
+    return Model(
+        module,
+        prep,
+        name=f"torchvision:{name}",
+        labels=labels,
+        weights_sha256=file_sha256(path),
+        info={"weights": str(path)},
+    )
 
 
 def load_timm(name: str) -> Model:
     """A timm model with pretrained weights from the local Hugging Face cache only."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     timm = _import("timm", "pip install timm to use timm:NAME models")
-    if name not in timm.list_models(pretrained=True) and name.split(".")[0] not in timm.list_models():
+    if (
+        name not in timm.list_models(pretrained=True)
+        and name.split(".")[0] not in timm.list_models()
+    ):
         raise UnknownModelError(f"timm has no pretrained model {name!r}")
     try:
         module = timm.create_model(name, pretrained=True)
@@ -92,14 +117,22 @@ def load_timm(name: str) -> Model:
     resize = round(min(h, w) / config.get("crop_pct", 0.875))
     prep = Preprocessing((h, w), resize, tuple(config["mean"]), tuple(config["std"]))
     num_classes = getattr(module, "num_classes", 0)
-    return Model(module, prep, name=f"timm:{name}", labels=_labels_for(None, num_classes), info={"source": "timm"})
+    return Model(
+        module,
+        prep,
+        name=f"timm:{name}",
+        labels=_labels_for(None, num_classes),
+        info={"source": "timm"},
+    )
 
 
 def load_adapted(spec: str) -> Model:
     """Load ``torchvision:NAME`` or ``timm:NAME``."""
     prefix, _, name = spec.partition(":")
     if not name:
-        raise UnknownModelError(f"model {spec!r} needs a name after the colon, e.g. torchvision:resnet18")
+        raise UnknownModelError(
+            f"model {spec!r} needs a name after the colon, e.g. torchvision:resnet18"
+        )
     if prefix == "torchvision":
         return load_torchvision(name)
     if prefix == "timm":

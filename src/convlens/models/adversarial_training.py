@@ -46,7 +46,17 @@ from convlens.models.training import (
     torch_threads,
 )
 
-__all__ = ["BASE", "CACHE_VERSION", "NAME", "PGD_RECIPE", "ROBUST_COUNTERPARTS", "AdversarialRecipe", "adversarial_train", "cache_paths", "get_trained"]
+__all__ = [
+    "BASE",
+    "CACHE_VERSION",
+    "NAME",
+    "PGD_RECIPE",
+    "ROBUST_COUNTERPARTS",
+    "AdversarialRecipe",
+    "adversarial_train",
+    "cache_paths",
+    "get_trained",
+]
 
 ProgressFn = Callable[[int, int], None]
 
@@ -86,7 +96,9 @@ class AdversarialRecipe:
 PGD_RECIPE = AdversarialRecipe(
     eps=0.2,
     steps=7,
-    train=TrainConfig(epochs=12, batch_size=32, lr=3e-3, lr_schedule="cosine", seed=0, num_threads=1),
+    train=TrainConfig(
+        epochs=12, batch_size=32, lr=3e-3, lr_schedule="cosine", seed=0, num_threads=1
+    ),
 )
 
 
@@ -123,14 +135,20 @@ def adversarial_train(
     from convlens.adversarial.whitebox import pgd
 
     if pixels.shape[0] != labels.shape[0] or pixels.shape[0] == 0:
-        raise BadInputError(f"adversarial_train: {pixels.shape[0]} images for {labels.shape[0]} labels")
+        raise BadInputError(
+            f"adversarial_train: {pixels.shape[0]} images for {labels.shape[0]} labels"
+        )
     if not 0 < recipe.eps <= 1 or recipe.steps < 1:
-        raise BadInputError(f"adversarial_train: eps {recipe.eps} must be in (0, 1] and steps {recipe.steps} >= 1")
+        raise BadInputError(
+            f"adversarial_train: eps {recipe.eps} must be in (0, 1] and steps {recipe.steps} >= 1"
+        )
     config = recipe.train
     params = [p for p in module.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
     steps_per_epoch = math.ceil(pixels.shape[0] / config.batch_size)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs * steps_per_epoch)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+        optimizer, T_max=config.epochs * steps_per_epoch
+    )
     generator = make_generator(config.seed)
 
     def forward(p: Tensor) -> Tensor:
@@ -148,7 +166,9 @@ def adversarial_train(
                     xb, yb = pixels[idx], labels[idx]
                     # the inner maximisation sees the network as it will be used (eval mode)
                     with eval_mode(module):
-                        adv = pgd(forward, xb, yb, recipe.eps, steps=recipe.steps, generator=generator)
+                        adv = pgd(
+                            forward, xb, yb, recipe.eps, steps=recipe.steps, generator=generator
+                        )
                     module.train()
                     optimizer.zero_grad(set_to_none=True)
                     logits = forward(adv)
@@ -181,7 +201,9 @@ def _train(progress: ProgressFn | None) -> tuple[nn.Module, dict[str, Any]]:
     with torch_threads(recipe.train.num_threads):
         accuracy = evaluate_accuracy(module, spec.normalize(x_test), y_test)
     if accuracy < MIN_ACCURACY:
-        raise ConvlensError(f"adversarial training of {NAME} reached held-out accuracy {accuracy:.4f} < {MIN_ACCURACY}; please report it with your torch version")
+        raise ConvlensError(
+            f"adversarial training of {NAME} reached held-out accuracy {accuracy:.4f} < {MIN_ACCURACY}; please report it with your torch version"
+        )
     meta: dict[str, Any] = {
         "name": NAME,
         "version": CACHE_VERSION,
@@ -219,19 +241,34 @@ def _load_cached() -> tuple[nn.Module, dict[str, Any]] | None:
     weights, sidecar = cache_paths()
     try:
         meta = json.loads(sidecar.read_text(encoding="utf-8"))
-        if not isinstance(meta, dict) or meta.get("name") != NAME or meta.get("version") != CACHE_VERSION:
+        if (
+            not isinstance(meta, dict)
+            or meta.get("name") != NAME
+            or meta.get("version") != CACHE_VERSION
+        ):
             return None
         if meta.get("sha256") != file_sha256(weights):
             return None
         module = build_module(BASE)
         module.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
-    except (OSError, ValueError, RuntimeError, KeyError, TypeError, EOFError, AttributeError, pickle.UnpicklingError):
+    except (
+        OSError,
+        ValueError,
+        RuntimeError,
+        KeyError,
+        TypeError,
+        EOFError,
+        AttributeError,
+        pickle.UnpicklingError,
+    ):
         return None  # anything unreadable or inconsistent means "not cached": retrain
     module.eval()
     return module, meta
 
 
-def get_trained(*, progress: ProgressFn | None = None, retrain: bool = False) -> tuple[nn.Module, dict[str, Any]]:
+def get_trained(
+    *, progress: ProgressFn | None = None, retrain: bool = False
+) -> tuple[nn.Module, dict[str, Any]]:
     """The PGD-trained digits CNN: from the cache, or trained now (~10 s, one thread) and cached.
 
     Parameters
@@ -256,7 +293,9 @@ def get_trained(*, progress: ProgressFn | None = None, retrain: bool = False) ->
     module, meta = _train(progress)
     meta["total_seconds"] = round(time.perf_counter() - started, 3)
     weights, sidecar = cache_paths()
-    atomic_torch_save(OrderedDict((k, v.detach().cpu().clone()) for k, v in module.state_dict().items()), weights)
+    atomic_torch_save(
+        OrderedDict((k, v.detach().cpu().clone()) for k, v in module.state_dict().items()), weights
+    )
     meta["sha256"] = file_sha256(weights)  # hash what is on disk
     atomic_write_bytes(json.dumps(meta, indent=2).encode("utf-8"), sidecar)
     return module, meta

@@ -43,7 +43,16 @@ from convlens.models.training import (
     train_classifier,
 )
 
-__all__ = ["CACHE_VERSION", "MEAN", "MODELS", "STD", "build_module", "cache_paths", "get_trained", "train_config"]
+__all__ = [
+    "CACHE_VERSION",
+    "MEAN",
+    "MODELS",
+    "STD",
+    "build_module",
+    "cache_paths",
+    "get_trained",
+    "train_config",
+]
 
 ProgressFn = Callable[[int, int], None]
 
@@ -89,7 +98,10 @@ def build_module(name: str) -> nn.Module:
                 ("pool2", nn.MaxPool2d(2)),
                 ("conv3", nn.Conv2d(32, 64, 3, padding=1)),
                 ("act3", nn.ReLU()),
-                ("pool", nn.AdaptiveMaxPool2d(1)),  # max, not mean: a digit is a small local pattern
+                (
+                    "pool",
+                    nn.AdaptiveMaxPool2d(1),
+                ),  # max, not mean: a digit is a small local pattern
                 ("flatten", nn.Flatten()),
                 ("classifier", nn.Linear(64, 10)),
             ]
@@ -108,13 +120,26 @@ def _load_cached(name: str) -> tuple[nn.Module, dict[str, Any]] | None:
     weights, sidecar = cache_paths(name)
     try:
         meta = json.loads(sidecar.read_text(encoding="utf-8"))
-        if not isinstance(meta, dict) or meta.get("name") != name or meta.get("version") != CACHE_VERSION:
+        if (
+            not isinstance(meta, dict)
+            or meta.get("name") != name
+            or meta.get("version") != CACHE_VERSION
+        ):
             return None
         if meta.get("sha256") != file_sha256(weights):
             return None
         module = build_module(name)
         module.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
-    except (OSError, ValueError, RuntimeError, KeyError, TypeError, EOFError, AttributeError, pickle.UnpicklingError):
+    except (
+        OSError,
+        ValueError,
+        RuntimeError,
+        KeyError,
+        TypeError,
+        EOFError,
+        AttributeError,
+        pickle.UnpicklingError,
+    ):
         return None  # anything unreadable or inconsistent means "not cached": retrain
     module.eval()
     return module, meta
@@ -127,7 +152,9 @@ def _train(name: str, progress: ProgressFn | None) -> tuple[nn.Module, dict[str,
     train = make_biased(MODELS[name], seed=0)
     with seeded(config.seed):
         module = build_module(name)
-    history = train_classifier(module, (train.pixels - MEAN) / STD, train.labels, config, progress=progress)
+    history = train_classifier(
+        module, (train.pixels - MEAN) / STD, train.labels, config, progress=progress
+    )
     with torch_threads(config.num_threads):
         acc = {
             split: evaluate_accuracy(module, (d.pixels - MEAN) / STD, d.labels)
@@ -173,7 +200,9 @@ def _save(name: str, module: nn.Module, meta: dict[str, Any]) -> dict[str, Any]:
     return meta
 
 
-def get_trained(name: str, *, progress: ProgressFn | None = None, retrain: bool = False) -> tuple[nn.Module, dict[str, Any]]:
+def get_trained(
+    name: str, *, progress: ProgressFn | None = None, retrain: bool = False
+) -> tuple[nn.Module, dict[str, Any]]:
     """``bias_digits_cnn`` or ``fair_digits_cnn``: from the cache, or trained now (seconds) and cached.
 
     Parameters

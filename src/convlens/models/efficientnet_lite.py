@@ -137,7 +137,11 @@ class EfficientNetLite(nn.Module):
             # Lite keeps the first and last stage's depth fixed.
             n = repeats if index in (0, last) else math.ceil(repeats * config.depth)
             for i in range(n):
-                blocks.append(MBConvBlock(in_ch if i == 0 else out_ch, out_ch, kernel, stride if i == 0 else 1, expand))
+                blocks.append(
+                    MBConvBlock(
+                        in_ch if i == 0 else out_ch, out_ch, kernel, stride if i == 0 else 1, expand
+                    )
+                )
         self.blocks = nn.Sequential(*blocks)
         self.head_conv = SamePadConv2d(out_ch, 1280, 1, bias=False)
         self.head_bn = nn.BatchNorm2d(1280, eps=_BN_EPS)

@@ -36,7 +36,9 @@ class Labels:
     names: tuple[str, ...]
     wnids: tuple[str, ...] | None = None
     synonyms: tuple[tuple[str, ...], ...] | None = None
-    _lookup: dict[str, tuple[int, ...]] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _lookup: dict[str, tuple[int, ...]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         table: dict[str, set[int]] = {}
@@ -76,7 +78,9 @@ class Labels:
             raise TargetError(f"class {key!r} is a bool; pass a class index, label or wnid")
         if isinstance(key, int):
             if not 0 <= key < len(self.names):
-                raise TargetError(f"class index {key} is out of range: the model has {len(self.names)} classes (0-{len(self.names) - 1})")
+                raise TargetError(
+                    f"class index {key} is out of range: the model has {len(self.names)} classes (0-{len(self.names) - 1})"
+                )
             return key
         text = str(key).strip()
         if text.lstrip("-").isdigit():
@@ -90,7 +94,9 @@ class Labels:
             raise AmbiguousLabelError(text, [(i, self.names[i]) for i in matches])
         close = difflib.get_close_matches(text.lower(), list(self._lookup), n=3, cutoff=0.6)
         hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-        raise TargetError(f"unknown class {text!r}{hint} (pass a class index 0-{len(self.names) - 1}, a label or a wnid)")
+        raise TargetError(
+            f"unknown class {text!r}{hint} (pass a class index 0-{len(self.names) - 1}, a label or a wnid)"
+        )
 
 
 @cache

@@ -57,7 +57,12 @@ class Prediction:
             "source": self.source,
             "top": [
                 {"class": c, "label": lab, "wnid": w, "probability": p}
-                for c, lab, w, p in zip(self.classes, self.labels, self.wnids or [None] * len(self.classes), self.probabilities)
+                for c, lab, w, p in zip(
+                    self.classes,
+                    self.labels,
+                    self.wnids or [None] * len(self.classes),
+                    self.probabilities,
+                )
             ],
         }
 
@@ -149,7 +154,9 @@ class Model:
         """Input space -> pixel space."""
         return self.preprocessing.denormalize(x)
 
-    def prepare(self, images: ImageLike | Sequence[ImageLike], *, sources: Sequence[str] | None = None) -> Batch:
+    def prepare(
+        self, images: ImageLike | Sequence[ImageLike], *, sources: Sequence[str] | None = None
+    ) -> Batch:
         """Load and preprocess images (paths, PIL, arrays, tensors) into an input-space batch.
 
         A 4-D tensor is taken as a pixel-space batch already at input size. ``sources``
@@ -182,7 +189,11 @@ class Model:
             pixels, geometry = self.preprocessing.to_pixels(original)
             pixels_list.append(pixels)
             geometries.append(geometry)
-            names.append(sources[i] if sources is not None else (item if isinstance(item, str) else source_name(item)))
+            names.append(
+                sources[i]
+                if sources is not None
+                else (item if isinstance(item, str) else source_name(item))
+            )
             originals.append(original)
         pixels = torch.stack(pixels_list).to(self.device, self.dtype)
         return Batch(self.normalize(pixels), geometries, names, originals)
@@ -190,7 +201,9 @@ class Model:
     def _check_pixels(self, pixels: torch.Tensor) -> None:
         c, (h, w) = self.channels, self.input_size
         if tuple(pixels.shape[1:]) != (c, h, w):
-            raise BadInputError(f"a pixel batch for {self.name} must have shape (N, {c}, {h}, {w}); got {tuple(pixels.shape)}")
+            raise BadInputError(
+                f"a pixel batch for {self.name} must have shape (N, {c}, {h}, {w}); got {tuple(pixels.shape)}"
+            )
 
     # -- prediction ---------------------------------------------------------------------
     @torch.no_grad()
@@ -302,13 +315,17 @@ def wrap(
     if len(std_t) == 1:
         std_t = std_t * n_channels
     if len(mean_t) != n_channels or len(std_t) != n_channels:
-        raise BadInputError(f"mean and std need {n_channels} values, one per channel; got {len(mean_t)} and {len(std_t)}")
+        raise BadInputError(
+            f"mean and std need {n_channels} values, one per channel; got {len(mean_t)} and {len(std_t)}"
+        )
     if resize == "auto":
         resize = round(min(size) / 0.875)
     label_obj: Labels | None
     if isinstance(labels, str):
         if labels != "imagenet":
-            raise BadInputError(f"labels={labels!r}: pass 'imagenet', a list of class names, or a Labels object")
+            raise BadInputError(
+                f"labels={labels!r}: pass 'imagenet', a list of class names, or a Labels object"
+            )
         from convlens.models.labels import imagenet_labels
 
         label_obj = imagenet_labels()
@@ -316,8 +333,16 @@ def wrap(
         label_obj = labels
     else:
         label_obj = Labels.from_names(list(labels))
-    prep = Preprocessing(size, resize if isinstance(resize, int) else None, mean_t, std_t, n_channels)  # type: ignore[arg-type]
-    return Model(module, prep, name=name or f"custom:{type(module).__name__}", labels=label_obj, device=device)
+    prep = Preprocessing(
+        size, resize if isinstance(resize, int) else None, mean_t, std_t, n_channels
+    )  # type: ignore[arg-type]
+    return Model(
+        module,
+        prep,
+        name=name or f"custom:{type(module).__name__}",
+        labels=label_obj,
+        device=device,
+    )
 
 
 ProgressFn = Callable[[int, int], None]

@@ -88,7 +88,9 @@ class Preprocessing:
         short = self.resize if self.resize is not None else min(th, tw)
         scale = short / min(h, w)
         rh, rw = max(th, round(h * scale)), max(tw, round(w * scale))
-        resized = F.interpolate(image[None], size=(rh, rw), mode="bilinear", align_corners=False, antialias=True)[0]
+        resized = F.interpolate(
+            image[None], size=(rh, rw), mode="bilinear", align_corners=False, antialias=True
+        )[0]
         top, left = (rh - th) // 2, (rw - tw) // 2
         return resized[:, top : top + th, left : left + tw].clamp(0, 1), geometry
 
@@ -102,7 +104,9 @@ class Preprocessing:
             return (image * weights[:, None, None]).sum(0, keepdim=True)
         if self.channels == 3 and image.shape[0] == 1:
             return image.expand(3, -1, -1)
-        raise ValueError(f"cannot convert a {image.shape[0]}-channel image to {self.channels} channels")
+        raise ValueError(
+            f"cannot convert a {image.shape[0]}-channel image to {self.channels} channels"
+        )
 
     def normalize(self, pixels: torch.Tensor) -> torch.Tensor:
         """Pixel space -> input space."""
@@ -135,6 +139,8 @@ def map_to_original(values: torch.Tensor, geometry: Geometry) -> torch.Tensor:
     y1 = min(oh, round(geometry.top + geometry.height))
     x1 = min(ow, round(geometry.left + geometry.width))
     if y1 > y0 and x1 > x0:
-        patch = F.interpolate(v[None].float(), size=(y1 - y0, x1 - x0), mode="bilinear", align_corners=False)[0]
+        patch = F.interpolate(
+            v[None].float(), size=(y1 - y0, x1 - x0), mode="bilinear", align_corners=False
+        )[0]
         out[:, y0:y1, x0:x1] = patch
     return out[0] if squeeze else out

@@ -103,7 +103,9 @@ def make_shapes(n: int, seed: int = 0, size: int = SIZE) -> tuple[Tensor, Tensor
     if not isinstance(n, int) or n < 1:
         raise BadInputError(f"make_shapes n={n!r} must be an int >= 1")
     if not isinstance(size, int) or size < 24:
-        raise BadInputError(f"make_shapes size={size!r} must be an int >= 24 (the shapes are up to 12 px)")
+        raise BadInputError(
+            f"make_shapes size={size!r} must be an int >= 24 (the shapes are up to 12 px)"
+        )
     rng = np.random.RandomState(seed)
     pixels = np.empty((n, 3, size, size), np.float32)
     labels = np.zeros((n, size, size), np.int64)
@@ -274,13 +276,26 @@ def _load_cached() -> tuple[nn.Module, dict[str, Any]] | None:
     weights, sidecar = cache_paths()
     try:
         meta = json.loads(sidecar.read_text(encoding="utf-8"))
-        if not isinstance(meta, dict) or meta.get("name") != NAME or meta.get("version") != CACHE_VERSION:
+        if (
+            not isinstance(meta, dict)
+            or meta.get("name") != NAME
+            or meta.get("version") != CACHE_VERSION
+        ):
             return None
         if meta.get("sha256") != file_sha256(weights):
             return None
         module = ShapesSegNet()
         module.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
-    except (OSError, ValueError, RuntimeError, KeyError, TypeError, EOFError, AttributeError, pickle.UnpicklingError):
+    except (
+        OSError,
+        ValueError,
+        RuntimeError,
+        KeyError,
+        TypeError,
+        EOFError,
+        AttributeError,
+        pickle.UnpicklingError,
+    ):
         return None  # anything unreadable or inconsistent means "not cached": retrain
     module.eval()
     return module, meta
@@ -295,7 +310,9 @@ def _save(module: nn.Module, meta: dict[str, Any]) -> dict[str, Any]:
     return meta
 
 
-def get_trained(*, progress: ProgressFn | None = None, retrain: bool = False) -> tuple[nn.Module, dict[str, Any]]:
+def get_trained(
+    *, progress: ProgressFn | None = None, retrain: bool = False
+) -> tuple[nn.Module, dict[str, Any]]:
     """The trained ``shapes_segnet``: from the cache, or trained now (seconds) and cached.
 
     Parameters

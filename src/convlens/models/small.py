@@ -226,7 +226,9 @@ def build_module(name: str) -> nn.Module:
     if name == "digits_vit":
         from convlens.models.vit import VisionTransformer
 
-        return VisionTransformer(image_size=8, patch=2, dim=48, depth=3, heads=4, channels=1, classes=10, mlp_ratio=2.0)
+        return VisionTransformer(
+            image_size=8, patch=2, dim=48, depth=3, heads=4, channels=1, classes=10, mlp_ratio=2.0
+        )
     if name == "digits_linear":
         layers: list[tuple[str, nn.Module]] = [
             ("flatten", nn.Flatten()),

@@ -76,7 +76,18 @@ log = logging.getLogger("convlens")
 
 CONFIG_FILE = "convlens.toml"
 TORCHSCRIPT_SUFFIXES = (".pt", ".pth", ".ts", ".jit")
-_KEYS = ("model", "weights", "trust_checkpoint", "input_size", "mean", "std", "channels", "resize", "labels", "name")
+_KEYS = (
+    "model",
+    "weights",
+    "trust_checkpoint",
+    "input_size",
+    "mean",
+    "std",
+    "channels",
+    "resize",
+    "labels",
+    "name",
+)
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 
 
@@ -110,7 +121,9 @@ class ModelSpec:
 
     @property
     def has_overrides(self) -> bool:
-        return any(getattr(self, k) not in (None, False) for k in _KEYS if k not in ("model", "name"))
+        return any(
+            getattr(self, k) not in (None, False) for k in _KEYS if k not in ("model", "name")
+        )
 
     @property
     def display_name(self) -> str:
@@ -127,22 +140,30 @@ class ModelSpec:
         return out
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], *, base: Path | None = None, where: str = "model") -> ModelSpec:
+    def from_dict(
+        cls, data: Mapping[str, Any], *, base: Path | None = None, where: str = "model"
+    ) -> ModelSpec:
         """A spec from a config table or :meth:`to_dict` (keys may use ``-`` or ``_``)."""
         values: dict[str, Any] = {}
         for raw_key, value in data.items():
             key = str(raw_key).replace("-", "_")
             if key not in _KEYS:
-                raise BadInputError(f"{where}: unknown key {raw_key!r}; known keys: {', '.join(k.replace('_', '-') for k in _KEYS)}")
+                raise BadInputError(
+                    f"{where}: unknown key {raw_key!r}; known keys: {', '.join(k.replace('_', '-') for k in _KEYS)}"
+                )
             values[key] = value
         if "model" not in values:
-            raise BadInputError(f"{where}: needs a `model = ...` entry (a name, file.py:factory, package.module:factory or a TorchScript file)")
+            raise BadInputError(
+                f"{where}: needs a `model = ...` entry (a name, file.py:factory, package.module:factory or a TorchScript file)"
+            )
         return cls(**_clean(values, base=base, where=where))
 
     def replace(self, **changes: Any) -> ModelSpec:
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
 
-    def load(self, *, device: str | torch.device | None = None, progress: ProgressFn | None = None) -> Model:
+    def load(
+        self, *, device: str | torch.device | None = None, progress: ProgressFn | None = None
+    ) -> Model:
         """Build the :class:`Model` (see :func:`load_spec`)."""
         return load_spec(self, device=device, progress=progress)
 
@@ -155,7 +176,9 @@ def _clean(values: dict[str, Any], *, base: Path | None, where: str) -> dict[str
             continue
         if key in ("model", "weights", "labels", "name"):
             if not isinstance(value, str) or not value.strip():
-                raise BadInputError(f"{where}: {key.replace('_', '-')} must be a non-empty string, got {value!r}")
+                raise BadInputError(
+                    f"{where}: {key.replace('_', '-')} must be a non-empty string, got {value!r}"
+                )
             value = value.strip()
             if base is not None and key in ("weights", "labels"):
                 value = str(_resolve_path(value, base))
@@ -163,14 +186,18 @@ def _clean(values: dict[str, Any], *, base: Path | None, where: str) -> dict[str
                 value = _resolve_model_path(value, base)
         elif key == "trust_checkpoint":
             if not isinstance(value, bool):
-                raise BadInputError(f"{where}: trust-checkpoint must be true or false, got {value!r}")
+                raise BadInputError(
+                    f"{where}: trust-checkpoint must be true or false, got {value!r}"
+                )
         elif key == "input_size":
             value = _parse_size(value, where)
         elif key in ("mean", "std"):
             value = _parse_floats(value, f"{where}: {key}")
             if key == "std" and any(v <= 0 for v in value):
                 raise BadInputError(f"{where}: std values must be positive, got {list(value)}")
-        elif key in ("channels", "resize") and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        elif key in ("channels", "resize") and (
+            isinstance(value, bool) or not isinstance(value, int) or value < 1
+        ):
             raise BadInputError(f"{where}: {key} must be a positive integer, got {value!r}")
         out[key] = value
     return out
@@ -197,11 +224,19 @@ def _parse_size(value: Any, where: str) -> tuple[int, int]:
         try:
             value = [int(p) for p in parts]
         except ValueError:
-            raise BadInputError(f"{where}: input-size {value!r} is not S, HxW or H,W in pixels") from None
+            raise BadInputError(
+                f"{where}: input-size {value!r} is not S, HxW or H,W in pixels"
+            ) from None
     if isinstance(value, int) and not isinstance(value, bool):
         value = [value, value]
-    if not isinstance(value, (list, tuple)) or len(value) not in (1, 2) or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value):
-        raise BadInputError(f"{where}: input-size {value!r} is not S, HxW or [H, W] with positive integers")
+    if (
+        not isinstance(value, (list, tuple))
+        or len(value) not in (1, 2)
+        or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)
+    ):
+        raise BadInputError(
+            f"{where}: input-size {value!r} is not S, HxW or [H, W] with positive integers"
+        )
     return (value[0], value[-1])
 
 
@@ -211,10 +246,16 @@ def _parse_floats(value: Any, where: str) -> tuple[float, ...]:
         try:
             return tuple(float(p) for p in parts) or _raise(where, value)
         except ValueError:
-            raise BadInputError(f"{where} {value!r}: not a number or a comma-separated list of numbers") from None
+            raise BadInputError(
+                f"{where} {value!r}: not a number or a comma-separated list of numbers"
+            ) from None
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return (float(value),)
-    if isinstance(value, (list, tuple)) and value and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+    if (
+        isinstance(value, (list, tuple))
+        and value
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+    ):
         return tuple(float(v) for v in value)
     raise BadInputError(f"{where} {value!r}: not a number or a list of numbers")
 
@@ -262,12 +303,16 @@ def load_config(path: Path | None) -> Config:
         raise BadInputError(f"{path}: not valid TOML ({exc})") from None
     unknown = sorted(set(data) - {"model", "models"})
     if unknown:
-        raise BadInputError(f"{path}: unknown table {unknown[0]!r}; a config file has [model] and [models.NAME] tables")
+        raise BadInputError(
+            f"{path}: unknown table {unknown[0]!r}; a config file has [model] and [models.NAME] tables"
+        )
     base = path.resolve().parent
     default = None
     if "model" in data:
         if not isinstance(data["model"], dict):
-            raise BadInputError(f"{path}: `model` must be a table ([model]), got {type(data['model']).__name__}")
+            raise BadInputError(
+                f"{path}: `model` must be a table ([model]), got {type(data['model']).__name__}"
+            )
         default = ModelSpec.from_dict(data["model"], base=base, where=f"{path} [model]")
     named: dict[str, ModelSpec] = {}
     models = data.get("models", {})
@@ -281,7 +326,9 @@ def load_config(path: Path | None) -> Config:
     return Config(path, default, named)
 
 
-def parse_model_list(text: str | None, overrides: Mapping[str, Any] | None = None, config: Config | None = None) -> list[ModelSpec]:
+def parse_model_list(
+    text: str | None, overrides: Mapping[str, Any] | None = None, config: Config | None = None
+) -> list[ModelSpec]:
     """``--model a,b,c`` (or the config's default, or the built-in default) as specs.
 
     ``overrides`` are the command-line flags (``weights``, ``input_size`` ...); they apply
@@ -298,17 +345,23 @@ def parse_model_list(text: str | None, overrides: Mapping[str, Any] | None = Non
         if any(not n for n in names):
             raise BadInputError(f"--model {text!r}: an empty name between commas")
         if len(set(names)) != len(names):
-            raise BadInputError(f"--model {text!r}: give one model or distinct names separated by commas (a,b)")
+            raise BadInputError(
+                f"--model {text!r}: give one model or distinct names separated by commas (a,b)"
+            )
         base_specs = [config.named.get(n) or _from_command_line(n) for n in names]
     if overrides and len(base_specs) > 1:
         flags = ", ".join("--" + k.replace("_", "-") for k in overrides)
-        raise BadInputError(f"{flags} apply to one model; with several models define each in {CONFIG_FILE} as [models.NAME]")
+        raise BadInputError(
+            f"{flags} apply to one model; with several models define each in {CONFIG_FILE} as [models.NAME]"
+        )
     if overrides:
         cleaned = _clean(dict(overrides), base=Path.cwd(), where="command line")
         base_specs = [dataclasses.replace(base_specs[0], **cleaned)]
     names_seen = [s.display_name for s in base_specs]
     if len(set(names_seen)) != len(names_seen):
-        raise BadInputError(f"--model {text!r}: two models would share the name {names_seen[0]!r}; name them in {CONFIG_FILE}")
+        raise BadInputError(
+            f"--model {text!r}: two models would share the name {names_seen[0]!r}; name them in {CONFIG_FILE}"
+        )
     return base_specs
 
 
@@ -325,7 +378,9 @@ def _from_command_line(text: str) -> ModelSpec:
 # -- loading --------------------------------------------------------------------------------
 
 
-def load_spec(spec: ModelSpec, *, device: str | torch.device | None = None, progress: ProgressFn | None = None) -> Model:
+def load_spec(
+    spec: ModelSpec, *, device: str | torch.device | None = None, progress: ProgressFn | None = None
+) -> Model:
     """Build the :class:`Model` a spec describes, on ``device`` (default CPU), in eval mode.
 
     Raises
@@ -353,7 +408,9 @@ def _load_user(spec: ModelSpec) -> tuple[nn.Module | Model, str | None]:
     text = spec.display_name  # messages name what the user wrote
     file_part, sep, attr = spec.model.rpartition(":")
     if sep and file_part.endswith(".py"):
-        return _call_factory(_import_file(Path(file_part), text), attr, text), _sha256(Path(file_part))
+        return _call_factory(_import_file(Path(file_part), text), attr, text), _sha256(
+            Path(file_part)
+        )
     if spec.model.endswith(TORCHSCRIPT_SUFFIXES):
         path = Path(spec.model)
         if not path.is_file():
@@ -365,7 +422,9 @@ def _load_user(spec: ModelSpec) -> tuple[nn.Module | Model, str | None]:
         except ModuleNotFoundError as exc:
             raise BadInputError(f"--model {text}: cannot import {file_part!r} ({exc})") from None
         except Exception as exc:
-            raise BadInputError(f"--model {text}: importing {file_part} raised {type(exc).__name__}: {_first_line(exc)}") from None
+            raise BadInputError(
+                f"--model {text}: importing {file_part} raised {type(exc).__name__}: {_first_line(exc)}"
+            ) from None
         return _call_factory(module, attr, text), None
     from convlens.models.zoo import available_models
 
@@ -399,7 +458,9 @@ def _import_file(path: Path, text: str) -> Any:
         module_spec.loader.exec_module(module)
     except Exception as exc:
         sys.modules.pop(name, None)
-        raise BadInputError(f"--model {text}: running {path.name} raised {type(exc).__name__}: {_first_line(exc)}") from None
+        raise BadInputError(
+            f"--model {text}: running {path.name} raised {type(exc).__name__}: {_first_line(exc)}"
+        ) from None
     finally:
         if added:
             sys.path.remove(folder)
@@ -410,17 +471,29 @@ def _import_file(path: Path, text: str) -> Any:
 def _call_factory(module: Any, attr: str, text: str) -> nn.Module | Model:
     factory = getattr(module, attr, None)
     if factory is None:
-        defined = sorted(n for n, v in vars(module).items() if callable(v) and not n.startswith("_") and getattr(v, "__module__", None) == module.__name__)
+        defined = sorted(
+            n
+            for n, v in vars(module).items()
+            if callable(v)
+            and not n.startswith("_")
+            and getattr(v, "__module__", None) == module.__name__
+        )
         hint = f"; it defines {', '.join(defined[:8])}" if defined else ""
         raise BadInputError(f"--model {text}: {attr!r} is not defined there{hint}")
     if not callable(factory):
-        raise BadInputError(f"--model {text}: {attr!r} is a {type(factory).__name__}, not a callable returning a model")
+        raise BadInputError(
+            f"--model {text}: {attr!r} is a {type(factory).__name__}, not a callable returning a model"
+        )
     try:
         built = factory()
     except Exception as exc:
-        raise BadInputError(f"--model {text}: {attr}() raised {type(exc).__name__}: {_first_line(exc)}") from None
+        raise BadInputError(
+            f"--model {text}: {attr}() raised {type(exc).__name__}: {_first_line(exc)}"
+        ) from None
     if not isinstance(built, (nn.Module, Model)):
-        raise BadInputError(f"--model {text}: {attr}() returned a {type(built).__name__}, not a torch.nn.Module or convlens.Model")
+        raise BadInputError(
+            f"--model {text}: {attr}() returned a {type(built).__name__}, not a torch.nn.Module or convlens.Model"
+        )
     return built
 
 
@@ -438,10 +511,18 @@ def _load_serialized(path: Path, trust: bool, text: str) -> nn.Module:
     try:
         loaded = torch.load(str(path), map_location="cpu", weights_only=False)
     except Exception as exc:
-        raise BadInputError(f"--model {text}: cannot be loaded ({type(exc).__name__}: {_first_line(exc)})") from None
+        raise BadInputError(
+            f"--model {text}: cannot be loaded ({type(exc).__name__}: {_first_line(exc)})"
+        ) from None
     if not isinstance(loaded, nn.Module):
-        hint = " (a state dict: give the architecture with --model file.py:factory and this file with --weights)" if isinstance(loaded, dict) else ""
-        raise BadInputError(f"--model {text}: holds a {type(loaded).__name__}, not a torch.nn.Module{hint}")
+        hint = (
+            " (a state dict: give the architecture with --model file.py:factory and this file with --weights)"
+            if isinstance(loaded, dict)
+            else ""
+        )
+        raise BadInputError(
+            f"--model {text}: holds a {type(loaded).__name__}, not a torch.nn.Module{hint}"
+        )
     return loaded
 
 
@@ -463,21 +544,31 @@ def load_state_dict(path: str | Path, *, trust: bool = False) -> dict[str, torch
             ) from None
         loaded = torch.load(str(path), map_location="cpu", weights_only=False)
     except Exception as exc:
-        raise BadInputError(f"--weights {path}: not a torch checkpoint ({type(exc).__name__}: {_first_line(exc)[:160]})") from None
+        raise BadInputError(
+            f"--weights {path}: not a torch checkpoint ({type(exc).__name__}: {_first_line(exc)[:160]})"
+        ) from None
     if isinstance(loaded, nn.Module):
         loaded = loaded.state_dict()
     if isinstance(loaded, Mapping):
         for key in ("state_dict", "model_state_dict", "model", "net", "module"):
             inner = loaded.get(key)
-            if isinstance(inner, Mapping) and inner and all(isinstance(v, torch.Tensor) for v in inner.values()):
+            if (
+                isinstance(inner, Mapping)
+                and inner
+                and all(isinstance(v, torch.Tensor) for v in inner.values())
+            ):
                 return dict(inner)
             if isinstance(inner, nn.Module):
                 return inner.state_dict()
         if loaded and all(isinstance(v, torch.Tensor) for v in loaded.values()):
             return dict(loaded)
     kind = type(loaded).__name__
-    keys = f" with keys {', '.join(map(str, list(loaded)[:6]))}" if isinstance(loaded, Mapping) else ""
-    raise BadInputError(f"--weights {path}: no state dict inside (a {kind}{keys}); save one with torch.save(model.state_dict(), path)")
+    keys = (
+        f" with keys {', '.join(map(str, list(loaded)[:6]))}" if isinstance(loaded, Mapping) else ""
+    )
+    raise BadInputError(
+        f"--weights {path}: no state dict inside (a {kind}{keys}); save one with torch.save(model.state_dict(), path)"
+    )
 
 
 def _load_weights(module: nn.Module, path: str, trust: bool) -> None:
@@ -494,10 +585,14 @@ def _load_weights(module: nn.Module, path: str, trust: bool) -> None:
             parts.append(f"{len(missing)} missing (first: {', '.join(missing[:3])})")
         if unexpected:
             parts.append(f"{len(unexpected)} unexpected (first: {', '.join(unexpected[:3])})")
-        raise BadInputError(f"--weights {path}: the checkpoint's keys do not match the model: {'; '.join(parts)}")
+        raise BadInputError(
+            f"--weights {path}: the checkpoint's keys do not match the model: {'; '.join(parts)}"
+        )
     for key, tensor in expected.items():
         if tuple(state[key].shape) != tuple(tensor.shape):
-            raise BadInputError(f"--weights {path}: {key} has shape {tuple(state[key].shape)} in the checkpoint but {tuple(tensor.shape)} in the model")
+            raise BadInputError(
+                f"--weights {path}: {key} has shape {tuple(state[key].shape)} in the checkpoint but {tuple(tensor.shape)} in the model"
+            )
     module.load_state_dict(state)
 
 
@@ -520,14 +615,20 @@ def load_labels(path: str | Path) -> Labels:
             try:
                 table = {int(k): str(v) for k, v in data.items()}
             except ValueError:
-                raise BadInputError(f"--labels {path}: a JSON object must map class indices to names, e.g. {{\"0\": \"cat\"}}") from None
+                raise BadInputError(
+                    f'--labels {path}: a JSON object must map class indices to names, e.g. {{"0": "cat"}}'
+                ) from None
             if sorted(table) != list(range(len(table))):
-                raise BadInputError(f"--labels {path}: the indices must be 0..{len(table) - 1} without gaps")
+                raise BadInputError(
+                    f"--labels {path}: the indices must be 0..{len(table) - 1} without gaps"
+                )
             names = [table[i] for i in range(len(table))]
         elif isinstance(data, list) and all(isinstance(v, (str, int, float)) for v in data):
             names = [str(v) for v in data]
         else:
-            raise BadInputError(f"--labels {path}: JSON must be a list of names or an {{index: name}} object")
+            raise BadInputError(
+                f"--labels {path}: JSON must be a list of names or an {{index: name}} object"
+            )
     else:
         names = [line.strip() for line in text.splitlines() if line.strip()]
     if not names:
@@ -535,16 +636,26 @@ def load_labels(path: str | Path) -> Labels:
     return Labels.from_names(names)
 
 
-def _apply(built: nn.Module | Model, spec: ModelSpec, *, origin: str, source_sha: str | None = None) -> Model:
+def _apply(
+    built: nn.Module | Model, spec: ModelSpec, *, origin: str, source_sha: str | None = None
+) -> Model:
     """Weights, preprocessing and labels of ``spec`` on a module or model."""
     if isinstance(built, Model):
-        module, base_prep, labels, sha, info = built.module, built.preprocessing, built.labels, built.weights_sha256, dict(built.info)
+        module, base_prep, labels, sha, info = (
+            built.module,
+            built.preprocessing,
+            built.labels,
+            built.weights_sha256,
+            dict(built.info),
+        )
         name = built.name
     else:
         module, base_prep, labels, sha, info, name = built, None, None, None, {}, None
     if spec.weights is not None:
         if isinstance(module, torch.jit.ScriptModule):
-            raise BadInputError(f"--weights {spec.weights}: a TorchScript model carries its own weights; drop --weights")
+            raise BadInputError(
+                f"--weights {spec.weights}: a TorchScript model carries its own weights; drop --weights"
+            )
         _load_weights(module, spec.weights, spec.trust_checkpoint)
         sha = _sha256(Path(spec.weights))
     elif sha is None:
@@ -552,7 +663,14 @@ def _apply(built: nn.Module | Model, spec: ModelSpec, *, origin: str, source_sha
     if spec.labels is not None:
         labels = load_labels(spec.labels)
     channels = spec.channels or (base_prep.channels if base_prep else _first_conv_channels(module))
-    if base_prep is not None and spec.input_size is None and spec.mean is None and spec.std is None and spec.channels is None and spec.resize is None:
+    if (
+        base_prep is not None
+        and spec.input_size is None
+        and spec.mean is None
+        and spec.std is None
+        and spec.channels is None
+        and spec.resize is None
+    ):
         prep = base_prep
     else:
         size = spec.input_size or (base_prep.input_size if base_prep else (224, 224))
@@ -570,11 +688,15 @@ def _apply(built: nn.Module | Model, spec: ModelSpec, *, origin: str, source_sha
         else:
             resize = "auto"
         try:
-            prep = wrap(module, input_size=size, mean=mean, std=std, resize=resize, channels=channels).preprocessing
+            prep = wrap(
+                module, input_size=size, mean=mean, std=std, resize=resize, channels=channels
+            ).preprocessing
         except BadInputError as exc:
             raise BadInputError(f"--model {origin}: {exc}") from None
     info.update({"spec": spec.to_dict()})
-    return Model(module, prep, name=spec.name or name or origin, labels=labels, weights_sha256=sha, info=info)
+    return Model(
+        module, prep, name=spec.name or name or origin, labels=labels, weights_sha256=sha, info=info
+    )
 
 
 def _first_conv_channels(module: nn.Module) -> int:
@@ -596,7 +718,11 @@ def _sha256(path: Path) -> str:
 def _unsafe_reason(exc: BaseException) -> str:
     """What ``weights_only=True`` refused, without torch's multi-paragraph advice."""
     match = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
-    return f"weights_only=True refused the object {match.group(1)}" if match else "weights_only=True refused it"
+    return (
+        f"weights_only=True refused the object {match.group(1)}"
+        if match
+        else "weights_only=True refused it"
+    )
 
 
 def _first_line(exc: BaseException) -> str:
@@ -645,7 +771,9 @@ def require_class_scores(model: Model, command: str) -> None:
     if out["kind"] == "tensor" and len(out["shape"]) == 2:
         n_classes = out["shape"][1]
         if model.labels is not None and len(model.labels) != n_classes:
-            raise BadInputError(f"model {model.name}: {len(model.labels)} labels for {n_classes} outputs; give --labels with one name per output")
+            raise BadInputError(
+                f"model {model.name}: {len(model.labels)} labels for {n_classes} outputs; give --labels with one name per output"
+            )
         return
     if out["kind"] == "tensor":
         got = f"a tensor of shape ({', '.join(['N', *map(str, out['shape'][1:])])})"
@@ -658,11 +786,17 @@ def require_class_scores(model: Model, command: str) -> None:
     )
 
 
-def load_recorded(name: str, provenance: Mapping[str, Any], *, device: str | torch.device | None = None) -> Model:
+def load_recorded(
+    name: str, provenance: Mapping[str, Any], *, device: str | torch.device | None = None
+) -> Model:
     """The model a result or feature folder records: its spec when it was a user model,
     else the built-in ``name``."""
     data = provenance.get("spec")
-    spec = ModelSpec.from_dict(data, where=f"the recorded model {name!r}") if isinstance(data, Mapping) else ModelSpec(name)
+    spec = (
+        ModelSpec.from_dict(data, where=f"the recorded model {name!r}")
+        if isinstance(data, Mapping)
+        else ModelSpec(name)
+    )
     return load_spec(spec, device=device)
 
 

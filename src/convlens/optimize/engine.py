@@ -54,7 +54,9 @@ def _generator(generator: torch.Generator | int | None) -> tuple[torch.Generator
     if generator is None:
         generator = 0
     if isinstance(generator, bool) or not isinstance(generator, int):
-        raise BadInputError(f"generator must be a torch.Generator, an int seed or None, got {type(generator).__name__}")
+        raise BadInputError(
+            f"generator must be a torch.Generator, an int seed or None, got {type(generator).__name__}"
+        )
     return torch.Generator().manual_seed(generator), generator
 
 
@@ -63,7 +65,9 @@ def _image_size(model: Any, image_size: int | Sequence[int] | None) -> tuple[int
         h, w = model.input_size
         return int(h), int(w)
     size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
-    if len(size) != 2 or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in size):
+    if len(size) != 2 or not all(
+        isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in size
+    ):
         raise BadInputError(f"image_size must be a positive int or (H, W), got {image_size!r}")
     return size[0], size[1]
 
@@ -88,13 +92,19 @@ def make_param(
     h, w = _image_size(model, image_size)
     shape = (batch, model.channels, h, w)
     if kind == "fourier":
-        return FourierParam(shape, generator, decay_power=decay_power, device=model.device, dtype=model.dtype)
+        return FourierParam(
+            shape, generator, decay_power=decay_power, device=model.device, dtype=model.dtype
+        )
     if kind == "pixel":
         return PixelParam(shape, generator, device=model.device, dtype=model.dtype)
-    raise BadInputError(f"param={kind!r}: choose 'fourier' or 'pixel', or pass a FourierParam/PixelParam")
+    raise BadInputError(
+        f"param={kind!r}: choose 'fourier' or 'pixel', or pass a FourierParam/PixelParam"
+    )
 
 
-def _transforms(transforms: TransformsLike, optimizer: str, size: tuple[int, int]) -> Transform | None:
+def _transforms(
+    transforms: TransformsLike, optimizer: str, size: tuple[int, int]
+) -> Transform | None:
     if transforms is None:
         return None if optimizer == "lbfgs" else standard_transforms(min(size))
     if transforms is False or (isinstance(transforms, Sequence) and len(transforms) == 0):
@@ -103,7 +113,9 @@ def _transforms(transforms: TransformsLike, optimizer: str, size: tuple[int, int
         return transforms
     if isinstance(transforms, Sequence):
         return compose(list(transforms))
-    raise BadInputError(f"transforms must be a Transform, a list of them, or None/[] for none; got {type(transforms).__name__}")
+    raise BadInputError(
+        f"transforms must be a Transform, a list of them, or None/[] for none; got {type(transforms).__name__}"
+    )
 
 
 def _check_layers(model: Any, objective: Objective) -> None:
@@ -111,7 +123,14 @@ def _check_layers(model: Any, objective: Objective) -> None:
         resolve_layer(model.module, name)  # LayerNotFoundError with suggestions
 
 
-def _forward(model: Any, objective: Objective, cap: Any, image: torch.Tensor, seen: torch.Tensor, truncate: bool = False) -> torch.Tensor:
+def _forward(
+    model: Any,
+    objective: Objective,
+    cap: Any,
+    image: torch.Tensor,
+    seen: torch.Tensor,
+    truncate: bool = False,
+) -> torch.Tensor:
     cap.clear()
     if truncate:  # the objective reads layers only: the rest of the network is not run
         logits = forward_until_captured(model.module, model.normalize(seen))
@@ -121,7 +140,9 @@ def _forward(model: Any, objective: Objective, cap: Any, image: torch.Tensor, se
     return objective(ObjectiveContext(image, seen, logits, acts))
 
 
-def evaluate_objective(model: Any, objective: Objective, pixels: torch.Tensor, *, truncate: bool = False) -> torch.Tensor:
+def evaluate_objective(
+    model: Any, objective: Objective, pixels: torch.Tensor, *, truncate: bool = False
+) -> torch.Tensor:
     """The objective's values ``(B,)`` on a pixel-space batch, seen without transforms.
 
     Differentiable w.r.t. ``pixels`` when they require grad (the model's parameters are
@@ -129,15 +150,25 @@ def evaluate_objective(model: Any, objective: Objective, pixels: torch.Tensor, *
     """
     objective = as_objective(objective)
     _check_layers(model, objective)
-    with inference_context(model.module), capture(model.module, objective.layers, stop=truncate) as cap:
+    with (
+        inference_context(model.module),
+        capture(model.module, objective.layers, stop=truncate) as cap,
+    ):
         values = _forward(model, objective, cap, pixels, pixels, truncate)
         cap.clear()
     return values
 
 
-def _check_number(name: str, value: Any, *, low: float, inclusive: bool = True, integer: bool = False) -> None:
+def _check_number(
+    name: str, value: Any, *, low: float, inclusive: bool = True, integer: bool = False
+) -> None:
     ok_type = isinstance(value, int) if integer else isinstance(value, (int, float))
-    if isinstance(value, bool) or not ok_type or not math.isfinite(value) or (value < low if inclusive else value <= low):
+    if (
+        isinstance(value, bool)
+        or not ok_type
+        or not math.isfinite(value)
+        or (value < low if inclusive else value <= low)
+    ):
         kind = "a whole number" if integer else "a number"
         bound = f">= {low:g}" if inclusive else f"> {low:g}"
         raise BadInputError(f"{name} must be {kind} {bound}, got {value!r}")
@@ -249,27 +280,44 @@ def optimize(
     _check_number("blur_sigma", blur_sigma, low=0, inclusive=False)
     _check_number("clip_pixels_every", clip_pixels_every, low=1, integer=True)
     _check_number("snapshot_every", snapshot_every, low=0, integer=True)
-    for name, pct in (("clip_pixels_percentile", clip_pixels_percentile), ("clip_grads_percentile", clip_grads_percentile)):
+    for name, pct in (
+        ("clip_pixels_percentile", clip_pixels_percentile),
+        ("clip_grads_percentile", clip_grads_percentile),
+    ):
         if isinstance(pct, bool) or not isinstance(pct, (int, float)) or not 0 <= pct < 100:
             raise BadInputError(f"{name} must be a percentile in [0, 100), got {pct!r}")
     if progress is not None and not callable(progress):
-        raise BadInputError(f"progress must be a callable progress(done, total), got {type(progress).__name__}")
+        raise BadInputError(
+            f"progress must be a callable progress(done, total), got {type(progress).__name__}"
+        )
     gen, seed = _generator(generator)
     _check_layers(model, objective)
     if truncate and not objective.layers:
-        raise BadInputError(f"truncate=True needs an objective that reads layers; {objective.description} reads none")
+        raise BadInputError(
+            f"truncate=True needs an objective that reads layers; {objective.description} reads none"
+        )
 
     if param is None or isinstance(param, str):
-        param = make_param(param or "fourier", model, batch=batch, image_size=image_size, generator=gen)
+        param = make_param(
+            param or "fourier", model, batch=batch, image_size=image_size, generator=gen
+        )
     elif isinstance(param, ImageParam):
         if batch != 1 and batch != param.batch:
-            raise BadInputError(f"batch={batch} but the given param holds {param.batch} images; drop batch= or make the param with {batch}")
+            raise BadInputError(
+                f"batch={batch} but the given param holds {param.batch} images; drop batch= or make the param with {batch}"
+            )
         if image_size is not None and tuple(param.shape[2:]) != _image_size(model, image_size):
-            raise BadInputError(f"image_size={image_size!r} but the given param is {param.shape[2]}x{param.shape[3]}")
+            raise BadInputError(
+                f"image_size={image_size!r} but the given param is {param.shape[2]}x{param.shape[3]}"
+            )
     else:
-        raise BadInputError(f"param must be 'fourier', 'pixel' or an ImageParam, got {type(param).__name__}")
+        raise BadInputError(
+            f"param must be 'fourier', 'pixel' or an ImageParam, got {type(param).__name__}"
+        )
     if param.shape[1] != model.channels:
-        raise BadInputError(f"the param has {param.shape[1]} channels but the model takes {model.channels}")
+        raise BadInputError(
+            f"the param has {param.shape[1]} channels but the model takes {model.channels}"
+        )
     size = (param.shape[2], param.shape[3])
     tf = _transforms(transforms, optimizer, size)
     if optimizer == "lbfgs" and tf is not None and tf.random:
@@ -286,7 +334,13 @@ def optimize(
             return torch.optim.SGD(leaves, lr=rate)
         # one iteration per step, and no early stop: ``steps`` alone decides how long it runs
         return torch.optim.LBFGS(
-            leaves, lr=rate, max_iter=1, history_size=20, line_search_fn="strong_wolfe", tolerance_grad=0.0, tolerance_change=0.0
+            leaves,
+            lr=rate,
+            max_iter=1,
+            history_size=20,
+            line_search_fn="strong_wolfe",
+            tolerance_grad=0.0,
+            tolerance_change=0.0,
         )
 
     opt = new_optimizer()
@@ -298,7 +352,10 @@ def optimize(
             snapshots.append(param().detach().cpu())
         snapshot_steps.append(0)
 
-    with inference_context(model.module), capture(model.module, objective.layers, stop=truncate) as cap:
+    with (
+        inference_context(model.module),
+        capture(model.module, objective.layers, stop=truncate) as cap,
+    ):
         try:
             first: list[torch.Tensor] = []  # the objective at the start of the current step
 
@@ -327,7 +384,9 @@ def optimize(
                     opt.step()
                 value = first[0].double().mean().item()
                 if not math.isfinite(value):
-                    raise ConvlensError(f"the objective became {value} at step {step + 1}; try a smaller lr (now {rate:g})")
+                    raise ConvlensError(
+                        f"the objective became {value} at step {step + 1}; try a smaller lr (now {rate:g})"
+                    )
                 history[step] = value
 
                 done = step + 1
@@ -354,7 +413,12 @@ def optimize(
             for leaf in leaves:
                 leaf.grad = None
 
-    tensors: dict[str, torch.Tensor] = {"optimized": image, "image": image, "history": history, "values": final_values}
+    tensors: dict[str, torch.Tensor] = {
+        "optimized": image,
+        "image": image,
+        "history": history,
+        "values": final_values,
+    }
     if snapshot_every:
         tensors["snapshots"] = torch.stack(snapshots)
         tensors["snapshot_steps"] = torch.tensor(snapshot_steps)
@@ -380,4 +444,6 @@ def optimize(
     provenance = make_provenance(model, "optimize", params=settings, layer=layer, seed=seed)
     provenance["objective"] = objective.description
     sources = [f"<optimized[{i}]>" for i in range(param.batch)]
-    return Result("optimized", tensors, provenance, sources=sources, originals=list(image.detach().cpu()))
+    return Result(
+        "optimized", tensors, provenance, sources=sources, originals=list(image.detach().cpu())
+    )

@@ -128,7 +128,9 @@ def fool(
                 with torch.enable_grad():
                     log_p = torch.log_softmax(model.module(model.normalize(x)), dim=1)[0, cls]
                     (grad,) = torch.autograd.grad(log_p, x)
-                x = torch.minimum(torch.maximum(x.detach() + alpha * grad.sign(), x0 - eps), x0 + eps).clamp(0, 1)
+                x = torch.minimum(
+                    torch.maximum(x.detach() + alpha * grad.sign(), x0 - eps), x0 + eps
+                ).clamp(0, 1)
                 probs = _probabilities(model, quantize_8bit(x))
                 done += 1
                 if progress is not None:
@@ -151,8 +153,19 @@ def fool(
         "budgets": list(budgets),
         "seconds": round(time.perf_counter() - started, 3),
     }
-    tensors = {"image": image, "original": x0, "difference": difference, "probabilities": probs.detach().cpu(), "original_probabilities": before.cpu()}
-    return Result("fooling", tensors, make_provenance(model, "fool", params=params, target=resolved), originals=[image[0].cpu()])
+    tensors = {
+        "image": image,
+        "original": x0,
+        "difference": difference,
+        "probabilities": probs.detach().cpu(),
+        "original_probabilities": before.cpu(),
+    }
+    return Result(
+        "fooling",
+        tensors,
+        make_provenance(model, "fool", params=params, target=resolved),
+        originals=[image[0].cpu()],
+    )
 
 
 def fool_from_noise(
@@ -279,16 +292,24 @@ def fool_from_noise(
         "start_probabilities": start_probs.cpu(),
         "history": torch.tensor(history, dtype=torch.float64),
     }
-    provenance = make_provenance(model, f"fool_from_{pattern}", params=params, target=resolved, seed=seed)
+    provenance = make_provenance(
+        model, f"fool_from_{pattern}", params=params, target=resolved, seed=seed
+    )
     return Result("fooling", tensors, provenance, originals=[image[0].cpu()])
 
 
 def _as_pixels(model: Model, pixels: torch.Tensor) -> torch.Tensor:
-    if not isinstance(pixels, torch.Tensor) or pixels.dim() not in (3, 4) or (pixels.dim() == 4 and pixels.shape[0] != 1):
+    if (
+        not isinstance(pixels, torch.Tensor)
+        or pixels.dim() not in (3, 4)
+        or (pixels.dim() == 4 and pixels.shape[0] != 1)
+    ):
         raise BadInputError("pixels: expected one image (C, H, W) or (1, C, H, W) in [0, 1]")
     x = (pixels if pixels.dim() == 4 else pixels[None]).to(model.device, model.dtype).detach()
     if tuple(x.shape[1:]) != (model.channels, *model.input_size):
-        raise BadInputError(f"pixels of shape {tuple(x.shape[1:])}: expected the model's input {(model.channels, *model.input_size)} (model.prepare(...) gives it)")
+        raise BadInputError(
+            f"pixels of shape {tuple(x.shape[1:])}: expected the model's input {(model.channels, *model.input_size)} (model.prepare(...) gives it)"
+        )
     if not torch.isfinite(x).all() or x.min() < 0 or x.max() > 1:
         raise BadInputError("pixels must be finite and in [0, 1]")
     return x

@@ -110,15 +110,53 @@ def invert(
     if tv_weight:
         objective = objective - tv_weight * total_variation(tv_power)
     transforms = [shift(jitter)] if jitter else []
-    run = optimize(model, objective, param, steps=steps, lr=lr, transforms=transforms, generator=seed, progress=progress, batch=x0.shape[0])
+    run = optimize(
+        model,
+        objective,
+        param,
+        steps=steps,
+        lr=lr,
+        transforms=transforms,
+        generator=seed,
+        progress=progress,
+        batch=x0.shape[0],
+    )
     image = run.tensors["image"].to(x0.device)
     error = (_code(model, image, layer) - code).flatten(1).norm(dim=1) / code.flatten(1).norm(dim=1)
-    params = {"layer": layer, "steps": steps, "lr": lr, "tv_weight": tv_weight, "tv_power": tv_power, "param": param, "jitter": jitter, "objective": objective.description, "seconds": round(time.perf_counter() - started, 3)}
-    tensors = {"image": image, "original": x0, "psnr": psnr(image, x0).cpu(), "relative_error": error.cpu(), "history": run.tensors["history"]}
-    return Result("inversion", tensors, make_provenance(model, "invert", params=params, layer=layer, seed=seed), originals=[i.cpu() for i in image])
+    params = {
+        "layer": layer,
+        "steps": steps,
+        "lr": lr,
+        "tv_weight": tv_weight,
+        "tv_power": tv_power,
+        "param": param,
+        "jitter": jitter,
+        "objective": objective.description,
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+    tensors = {
+        "image": image,
+        "original": x0,
+        "psnr": psnr(image, x0).cpu(),
+        "relative_error": error.cpu(),
+        "history": run.tensors["history"],
+    }
+    return Result(
+        "inversion",
+        tensors,
+        make_provenance(model, "invert", params=params, layer=layer, seed=seed),
+        originals=[i.cpu() for i in image],
+    )
 
 
-def invert_layers(model: Model, pixels: torch.Tensor, layers: Sequence[str], *, progress: ProgressFn | None = None, **options: object) -> list[Result]:
+def invert_layers(
+    model: Model,
+    pixels: torch.Tensor,
+    layers: Sequence[str],
+    *,
+    progress: ProgressFn | None = None,
+    **options: object,
+) -> list[Result]:
     """:func:`invert` at each of ``layers`` (shallow to deep: the strip of the paper's Fig. 6)."""
     for layer in layers:
         resolve_layer(model.module, layer)  # every name checked before the first long run
@@ -139,7 +177,9 @@ def _as_batch(model: Model, pixels: torch.Tensor) -> torch.Tensor:
         raise BadInputError("pixels: expected (C, H, W) or (B, C, H, W) in [0, 1]")
     x = (pixels if pixels.dim() == 4 else pixels[None]).to(model.device, model.dtype).detach()
     if tuple(x.shape[1:]) != (model.channels, *model.input_size):
-        raise BadInputError(f"pixels of shape {tuple(x.shape[1:])}: expected the model's input {(model.channels, *model.input_size)}")
+        raise BadInputError(
+            f"pixels of shape {tuple(x.shape[1:])}: expected the model's input {(model.channels, *model.input_size)}"
+        )
     if not torch.isfinite(x).all() or x.min() < 0 or x.max() > 1:
         raise BadInputError("pixels must be finite and in [0, 1]")
     return x

@@ -83,7 +83,9 @@ class ObjectiveContext:
         try:
             return self.acts[layer]
         except KeyError:
-            raise BadInputError(f"layer {layer!r} was not captured; list it in the objective's layers") from None
+            raise BadInputError(
+                f"layer {layer!r} was not captured; list it in the objective's layers"
+            ) from None
 
 
 def _fmt(k: float) -> str:
@@ -112,7 +114,9 @@ class Objective:
         _precedence: int = _ATOM,
     ) -> None:
         if not callable(fn):
-            raise TypeError(f"an objective needs a callable fn(ctx) -> (B,), not {type(fn).__name__}")
+            raise TypeError(
+                f"an objective needs a callable fn(ctx) -> (B,), not {type(fn).__name__}"
+            )
         self.fn = fn
         self.layers: tuple[str, ...] = tuple(dict.fromkeys(layers))
         self.description = description
@@ -123,7 +127,9 @@ class Objective:
         value = self.fn(ctx)
         if not isinstance(value, torch.Tensor) or value.shape != (ctx.batch,):
             got = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
-            raise BadInputError(f"objective {self.description} returned {got}; an objective returns one value per image, shape ({ctx.batch},)")
+            raise BadInputError(
+                f"objective {self.description} returned {got}; an objective returns one value per image, shape ({ctx.batch},)"
+            )
         return value
 
     def __repr__(self) -> str:
@@ -138,13 +144,23 @@ class Objective:
             if other._negation_of is not None:  # a + (-b) reads "a - b"
                 return self - other._negation_of
             a, b = self, other
-            return Objective(lambda ctx: a(ctx) + b(ctx), (*a.layers, *b.layers), f"{a.description} + {b.description}", _precedence=_SUM)
+            return Objective(
+                lambda ctx: a(ctx) + b(ctx),
+                (*a.layers, *b.layers),
+                f"{a.description} + {b.description}",
+                _precedence=_SUM,
+            )
         if isinstance(other, Real) and not isinstance(other, bool):
             if other == 0:
                 return self
             k = float(other)
             sign = "+" if k > 0 else "-"
-            return Objective(lambda ctx: self(ctx) + k, self.layers, f"{self.description} {sign} {_fmt(abs(k))}", _precedence=_SUM)
+            return Objective(
+                lambda ctx: self(ctx) + k,
+                self.layers,
+                f"{self.description} {sign} {_fmt(abs(k))}",
+                _precedence=_SUM,
+            )
         return NotImplemented
 
     def __radd__(self, other: Any) -> Objective:
@@ -155,14 +171,21 @@ class Objective:
     def __neg__(self) -> Objective:
         if self._negation_of is not None:
             return self._negation_of
-        negated = Objective(lambda ctx: -self(ctx), self.layers, f"-{self._wrapped(_PRODUCT)}", _precedence=_PRODUCT)
+        negated = Objective(
+            lambda ctx: -self(ctx), self.layers, f"-{self._wrapped(_PRODUCT)}", _precedence=_PRODUCT
+        )
         negated._negation_of = self
         return negated
 
     def __sub__(self, other: Any) -> Objective:
         if isinstance(other, Objective):
             a, b = self, other
-            return Objective(lambda ctx: a(ctx) - b(ctx), (*a.layers, *b.layers), f"{a.description} - {b._wrapped(_SUM)}", _precedence=_SUM)
+            return Objective(
+                lambda ctx: a(ctx) - b(ctx),
+                (*a.layers, *b.layers),
+                f"{a.description} - {b._wrapped(_SUM)}",
+                _precedence=_SUM,
+            )
         if isinstance(other, Real) and not isinstance(other, bool):
             return self + (-float(other))
         return NotImplemented
@@ -179,9 +202,16 @@ class Objective:
                 raise BadInputError(f"an objective's weight must be finite, got {k}")
             if k < 0:
                 return -(self * (-k))
-            return Objective(lambda ctx: k * self(ctx), self.layers, f"{_fmt(k)}*{self._wrapped(_SUM)}", _precedence=_PRODUCT)
+            return Objective(
+                lambda ctx: k * self(ctx),
+                self.layers,
+                f"{_fmt(k)}*{self._wrapped(_SUM)}",
+                _precedence=_PRODUCT,
+            )
         if isinstance(other, Objective):
-            raise TypeError("objectives multiply by numbers only (weight * objective), not by another Objective")
+            raise TypeError(
+                "objectives multiply by numbers only (weight * objective), not by another Objective"
+            )
         return NotImplemented
 
     __rmul__ = __mul__
@@ -200,26 +230,36 @@ def as_objective(value: Objective | Callable[[ObjectiveContext], torch.Tensor]) 
         return value
     if callable(value):
         return Objective(value, (), getattr(value, "__name__", "custom"))
-    raise TypeError(f"expected an Objective or a callable fn(ctx) -> (B,), got {type(value).__name__}")
+    raise TypeError(
+        f"expected an Objective or a callable fn(ctx) -> (B,), got {type(value).__name__}"
+    )
 
 
 # -- helpers ------------------------------------------------------------------------------
-def _per_image(value: int | Sequence[int] | torch.Tensor, batch: int, what: str, device: torch.device) -> torch.Tensor:
+def _per_image(
+    value: int | Sequence[int] | torch.Tensor, batch: int, what: str, device: torch.device
+) -> torch.Tensor:
     """``value`` as a ``(batch,)`` long tensor: one int for all images, or one per image."""
     t = torch.as_tensor(value, dtype=torch.long, device=device)
     if t.dim() == 0:
         return t.expand(batch)
     if t.shape != (batch,):
-        raise BadInputError(f"{what} has {t.numel()} entries but the batch has {batch} images; pass one int or {batch} ints")
+        raise BadInputError(
+            f"{what} has {t.numel()} entries but the batch has {batch} images; pass one int or {batch} ints"
+        )
     return t
 
 
 def _check_channels(act: torch.Tensor, ch: torch.Tensor, layer: str) -> None:
     if act.dim() < 2:
-        raise BadInputError(f"layer {layer!r} output has shape {tuple(act.shape)}; expected (B, C, ...)")
+        raise BadInputError(
+            f"layer {layer!r} output has shape {tuple(act.shape)}; expected (B, C, ...)"
+        )
     n = act.shape[1]
     if bool(((ch < 0) | (ch >= n)).any()):
-        raise BadInputError(f"channel {ch.tolist()} out of range for layer {layer!r}, which has {n} channels (0-{n - 1})")
+        raise BadInputError(
+            f"channel {ch.tolist()} out of range for layer {layer!r}, which has {n} channels (0-{n - 1})"
+        )
 
 
 def _describe_index(value: int | Sequence[int] | torch.Tensor) -> str:
@@ -237,7 +277,9 @@ def _spatial_mean(act: torch.Tensor) -> torch.Tensor:
 
 def _check_index(value: Any, what: str) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, Sequence, torch.Tensor)):
-        raise BadInputError(f"{what} must be an int or one int per image, got {type(value).__name__}")
+        raise BadInputError(
+            f"{what} must be an int or one int per image, got {type(value).__name__}"
+        )
 
 
 # -- objectives on the model --------------------------------------------------------------
@@ -261,13 +303,19 @@ def class_score(cls: int | Sequence[int] | torch.Tensor) -> Objective:
 
     def fn(ctx: ObjectiveContext) -> torch.Tensor:
         if ctx.logits is None:
-            raise BadInputError("class_score needs the logits; it cannot be used with truncate=True")
+            raise BadInputError(
+                "class_score needs the logits; it cannot be used with truncate=True"
+            )
         if ctx.logits.dim() != 2:
-            raise BadInputError(f"class_score needs (B, classes) logits; the model returns {tuple(ctx.logits.shape)}")
+            raise BadInputError(
+                f"class_score needs (B, classes) logits; the model returns {tuple(ctx.logits.shape)}"
+            )
         idx = _per_image(cls, ctx.batch, "cls", ctx.logits.device)
         k = ctx.logits.shape[1]
         if bool(((idx < 0) | (idx >= k)).any()):
-            raise BadInputError(f"class {idx.tolist()} out of range: the model has {k} outputs (0-{k - 1})")
+            raise BadInputError(
+                f"class {idx.tolist()} out of range: the model has {k} outputs (0-{k - 1})"
+            )
         return ctx.logits.gather(1, idx[:, None])[:, 0]
 
     return Objective(fn, (), f"class_score({_describe_index(cls)})")
@@ -299,7 +347,9 @@ def channel(layer: str, ch: int | Sequence[int] | torch.Tensor) -> Objective:
     return Objective(fn, (layer,), f"channel({layer}:{_describe_index(ch)})")
 
 
-def neuron(layer: str, ch: int | Sequence[int] | torch.Tensor, y: int | None = None, x: int | None = None) -> Objective:
+def neuron(
+    layer: str, ch: int | Sequence[int] | torch.Tensor, y: int | None = None, x: int | None = None
+) -> Objective:
     """One unit ``A_ch[y, x]`` of ``layer``; the centre unit when ``y``/``x`` are None.
 
     ``f(x) = A_ch(x)[y, x]``, with ``y = H // 2``, ``x = W // 2`` by default (Erhan et al.
@@ -323,7 +373,9 @@ def neuron(layer: str, ch: int | Sequence[int] | torch.Tensor, y: int | None = N
         if picked.dim() == 1:
             return picked
         if picked.dim() != 3:
-            raise BadInputError(f"neuron needs a (B, C, H, W) layer output; {layer!r} gives {tuple(act.shape)}")
+            raise BadInputError(
+                f"neuron needs a (B, C, H, W) layer output; {layer!r} gives {tuple(act.shape)}"
+            )
         h, w = picked.shape[1:]
         yy = h // 2 if y is None else y
         xx = w // 2 if x is None else x
@@ -331,7 +383,9 @@ def neuron(layer: str, ch: int | Sequence[int] | torch.Tensor, y: int | None = N
             raise BadInputError(f"unit ({yy}, {xx}) is outside the {h}x{w} map of layer {layer!r}")
         return picked[:, yy, xx]
 
-    where = "" if y is None and x is None else f"[{'c' if y is None else y},{'c' if x is None else x}]"
+    where = (
+        "" if y is None and x is None else f"[{'c' if y is None else y},{'c' if x is None else x}]"
+    )
     return Objective(fn, (layer,), f"neuron({layer}:{_describe_index(ch)}{where})")
 
 
@@ -369,9 +423,13 @@ def direction(layer: str, vector: torch.Tensor | Sequence[float]) -> Objective:
         mean = _spatial_mean(ctx.act(layer))
         u = unit.to(mean.device, mean.dtype)
         if u.shape[-1] != mean.shape[1]:
-            raise BadInputError(f"direction has {u.shape[-1]} entries but layer {layer!r} has {mean.shape[1]} channels")
+            raise BadInputError(
+                f"direction has {u.shape[-1]} entries but layer {layer!r} has {mean.shape[1]} channels"
+            )
         if u.dim() == 2 and u.shape[0] != ctx.batch:
-            raise BadInputError(f"direction has {u.shape[0]} rows but the batch has {ctx.batch} images; pass (C,) or ({ctx.batch}, C)")
+            raise BadInputError(
+                f"direction has {u.shape[0]} rows but the batch has {ctx.batch} images; pass (C,) or ({ctx.batch}, C)"
+            )
         projected: torch.Tensor = (mean * u).sum(dim=1)
         return projected
 
@@ -388,7 +446,9 @@ def feature_distance(layer: str, code: torch.Tensor) -> Objective:
     """
     target = torch.as_tensor(code).detach()
     if target.dim() == 0 or not bool((target != 0).any()):
-        raise BadInputError("feature code is a scalar, empty or all zero; pass the activation to invert, (C, H, W) or (B, C, H, W)")
+        raise BadInputError(
+            "feature code is a scalar, empty or all zero; pass the activation to invert, (C, H, W) or (B, C, H, W)"
+        )
 
     def fn(ctx: ObjectiveContext) -> torch.Tensor:
         act = ctx.act(layer)
@@ -396,7 +456,9 @@ def feature_distance(layer: str, code: torch.Tensor) -> Objective:
         if t.dim() == act.dim() - 1:
             t = t.unsqueeze(0)
         if t.shape[1:] != act.shape[1:] or t.shape[0] not in (1, act.shape[0]):
-            raise BadInputError(f"feature code has shape {tuple(target.shape)} but layer {layer!r} gives {tuple(act.shape)}")
+            raise BadInputError(
+                f"feature code has shape {tuple(target.shape)} but layer {layer!r} gives {tuple(act.shape)}"
+            )
         t = t.expand_as(act)
         norm = t.flatten(1).pow(2).sum(dim=1).clamp_min(torch.finfo(act.dtype).tiny)
         return -(act - t).flatten(1).pow(2).sum(dim=1) / norm
@@ -450,7 +512,9 @@ def diversity(layer: str) -> Objective:
     return Objective(fn, (layer,), f"diversity({layer})")
 
 
-def centre_bias(layer: str, ch: int | Sequence[int] | torch.Tensor, sigma: float = 0.25) -> Objective:
+def centre_bias(
+    layer: str, ch: int | Sequence[int] | torch.Tensor, sigma: float = 0.25
+) -> Objective:
     """A channel objective weighted toward the centre of the map.
 
     ``f(x) = sum_{y,x} w(y, x) A_ch(x)[y, x]`` with ``w`` a Gaussian centred in the map,
@@ -461,12 +525,16 @@ def centre_bias(layer: str, ch: int | Sequence[int] | torch.Tensor, sigma: float
     """
     _check_index(ch, "channel")
     if not sigma > 0:
-        raise BadInputError(f"centre_bias sigma must be > 0 (a fraction of the map size), got {sigma}")
+        raise BadInputError(
+            f"centre_bias sigma must be > 0 (a fraction of the map size), got {sigma}"
+        )
 
     def fn(ctx: ObjectiveContext) -> torch.Tensor:
         act = ctx.act(layer)
         if act.dim() != 4:
-            raise BadInputError(f"centre_bias needs a (B, C, H, W) layer output; {layer!r} gives {tuple(act.shape)}")
+            raise BadInputError(
+                f"centre_bias needs a (B, C, H, W) layer output; {layer!r} gives {tuple(act.shape)}"
+            )
         idx = _per_image(ch, ctx.batch, "channel", act.device)
         _check_channels(act, idx, layer)
         h, w = act.shape[2:]
@@ -477,7 +545,9 @@ def centre_bias(layer: str, ch: int | Sequence[int] | torch.Tensor, sigma: float
         picked = act[torch.arange(ctx.batch, device=act.device), idx]
         return (picked * weights).flatten(1).sum(dim=1)
 
-    return Objective(fn, (layer,), f"centre_bias({layer}:{_describe_index(ch)}, sigma={_fmt(sigma)})")
+    return Objective(
+        fn, (layer,), f"centre_bias({layer}:{_describe_index(ch)}, sigma={_fmt(sigma)})"
+    )
 
 
 # -- regularisers on the image (already negated: they are maximised too) -----------------

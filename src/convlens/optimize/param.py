@@ -64,7 +64,9 @@ _FOURIER_GAIN = 0.25
 def _shape(shape: Sequence[int]) -> tuple[int, int, int, int]:
     dims = tuple(int(s) for s in shape)
     if len(dims) != 4 or min(dims) < 1:
-        raise BadInputError(f"an image parameterisation needs a shape (B, C, H, W) of positive sizes, got {tuple(shape)}")
+        raise BadInputError(
+            f"an image parameterisation needs a shape (B, C, H, W) of positive sizes, got {tuple(shape)}"
+        )
     return dims[0], dims[1], dims[2], dims[3]
 
 
@@ -74,7 +76,11 @@ def _logit(pixels: torch.Tensor, eps: float) -> torch.Tensor:
 
 
 def _check_pixels(pixels: torch.Tensor) -> torch.Tensor:
-    if not isinstance(pixels, torch.Tensor) or not pixels.is_floating_point() or pixels.dim() not in (3, 4):
+    if (
+        not isinstance(pixels, torch.Tensor)
+        or not pixels.is_floating_point()
+        or pixels.dim() not in (3, 4)
+    ):
         got = tuple(pixels.shape) if isinstance(pixels, torch.Tensor) else type(pixels).__name__
         raise BadInputError(f"expected a float pixel batch (B, C, H, W) in [0, 1], got {got}")
     return pixels[None] if pixels.dim() == 3 else pixels
@@ -113,7 +119,9 @@ class ImageParam:
     def _check_same_shape(self, pixels: torch.Tensor) -> torch.Tensor:
         pixels = _check_pixels(pixels)
         if tuple(pixels.shape) != self.shape:
-            raise BadInputError(f"image has shape {tuple(pixels.shape)} but the parameterisation is {self.shape}")
+            raise BadInputError(
+                f"image has shape {tuple(pixels.shape)} but the parameterisation is {self.shape}"
+            )
         return pixels
 
 
@@ -155,7 +163,11 @@ class PixelParam(ImageParam):
             raise BadInputError(f"init_std must be >= 0, got {init_std}")
         self.init_std = float(init_std)
         # no draw at init_std 0 (from_image): it would move the global RNG for nothing
-        noise = torch.randn(self.shape, generator=generator, dtype=torch.float64) * init_std if init_std else torch.zeros(self.shape, dtype=torch.float64)
+        noise = (
+            torch.randn(self.shape, generator=generator, dtype=torch.float64) * init_std
+            if init_std
+            else torch.zeros(self.shape, dtype=torch.float64)
+        )
         self.logits = noise.to(device=device, dtype=dtype).requires_grad_(True)
 
     def parameters(self) -> list[torch.Tensor]:
@@ -181,7 +193,9 @@ class PixelParam(ImageParam):
         return "pixel"
 
 
-def fourier_scale(h: int, w: int, decay_power: float = 1.0, *, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+def fourier_scale(
+    h: int, w: int, decay_power: float = 1.0, *, dtype: torch.dtype = torch.float64
+) -> torch.Tensor:
     """The ``(H, W // 2 + 1)`` spectrum weights ``1 / max(f, 1 / max(H, W))^decay_power``.
 
     ``f`` is the frequency in cycles per pixel of each ``torch.fft.rfft2`` coefficient;
@@ -249,9 +263,14 @@ class FourierParam(ImageParam):
         self.decay_power = float(decay_power)
         self.decorrelate = bool(decorrelate) and c == 3
         self.init_std = float(init_std)
-        noise = torch.randn((b, c, h, w // 2 + 1, 2), generator=generator, dtype=torch.float64) * init_std
+        noise = (
+            torch.randn((b, c, h, w // 2 + 1, 2), generator=generator, dtype=torch.float64)
+            * init_std
+        )
         self.spectrum = noise.to(device=device, dtype=dtype).requires_grad_(True)
-        self._scale = (fourier_scale(h, w, decay_power) * _FOURIER_GAIN).to(device=device, dtype=dtype)
+        self._scale = (fourier_scale(h, w, decay_power) * _FOURIER_GAIN).to(
+            device=device, dtype=dtype
+        )
         self._color = COLOR_CORRELATION_SQRT.to(device=device, dtype=dtype)
 
     def parameters(self) -> list[torch.Tensor]:
@@ -280,11 +299,23 @@ class FourierParam(ImageParam):
 
     @classmethod
     def from_image(
-        cls, pixels: torch.Tensor, *, decay_power: float = 1.0, decorrelate: bool = True, eps: float = 1e-3
+        cls,
+        pixels: torch.Tensor,
+        *,
+        decay_power: float = 1.0,
+        decorrelate: bool = True,
+        eps: float = 1e-3,
     ) -> FourierParam:
         """A parameterisation whose image is ``pixels`` (clamped to ``[eps, 1 - eps]``)."""
         pixels = _check_pixels(pixels)
-        param = cls(pixels.shape, decay_power=decay_power, decorrelate=decorrelate, init_std=0.0, device=pixels.device, dtype=pixels.dtype)
+        param = cls(
+            pixels.shape,
+            decay_power=decay_power,
+            decorrelate=decorrelate,
+            init_std=0.0,
+            device=pixels.device,
+            dtype=pixels.dtype,
+        )
         param.set_image(pixels, eps)
         return param
 

@@ -113,7 +113,9 @@ class AffineTransform(Transform):
         return warp_affine(x, self.matrices(params, x.shape[0]), self.padding_mode)
 
 
-def warp_affine(x: torch.Tensor, forward: torch.Tensor, padding_mode: str = "reflection") -> torch.Tensor:
+def warp_affine(
+    x: torch.Tensor, forward: torch.Tensor, padding_mode: str = "reflection"
+) -> torch.Tensor:
     """Resample ``x`` so its content moves by the forward maps ``(B, 3, 3)`` (centred pixel
     coordinates), bilinear, one ``affine_grid`` + ``grid_sample`` for the batch."""
     b, _, h, w = x.shape
@@ -121,9 +123,14 @@ def warp_affine(x: torch.Tensor, forward: torch.Tensor, padding_mode: str = "ref
     d = torch.diag(torch.tensor([w / 2, h / 2, 1.0], dtype=torch.float64))
     d_inv = torch.diag(torch.tensor([2 / w, 2 / h, 1.0], dtype=torch.float64))
     theta = d_inv @ torch.linalg.inv(forward) @ d  # output point -> where to sample the input
-    grid = F.affine_grid(theta[:, :2].to(x.device, x.dtype), [b, x.shape[1], h, w], align_corners=False)
+    grid = F.affine_grid(
+        theta[:, :2].to(x.device, x.dtype), [b, x.shape[1], h, w], align_corners=False
+    )
     if padding_mode == "grey":
-        return F.grid_sample(x - 0.5, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + 0.5
+        return (
+            F.grid_sample(x - 0.5, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+            + 0.5
+        )
     return F.grid_sample(x, grid, mode="bilinear", padding_mode=padding_mode, align_corners=False)
 
 
@@ -160,7 +167,9 @@ class _Scale(AffineTransform):
     def __init__(self, scales: Sequence[float], padding_mode: str) -> None:
         values = torch.as_tensor([float(s) for s in scales], dtype=torch.float64)
         if values.numel() == 0 or not bool((values > 0).all()):
-            raise BadInputError(f"random_scale takes a non-empty list of positive factors, got {list(scales)!r}")
+            raise BadInputError(
+                f"random_scale takes a non-empty list of positive factors, got {list(scales)!r}"
+            )
         self.values = values
         self.padding_mode = _check_padding_mode(padding_mode)
         self.random = values.numel() > 1
@@ -180,7 +189,9 @@ class _Scale(AffineTransform):
 def random_scale(scales: Sequence[float], *, padding_mode: str = "reflection") -> AffineTransform:
     """Zoom each image about its centre by a factor chosen uniformly from ``scales``."""
     if isinstance(scales, (int, float)):
-        raise BadInputError("random_scale takes a list of factors to choose from, e.g. [0.9, 1.0, 1.1]")
+        raise BadInputError(
+            "random_scale takes a list of factors to choose from, e.g. [0.9, 1.0, 1.1]"
+        )
     return _Scale(scales, padding_mode)
 
 
@@ -188,7 +199,9 @@ class _Rotate(AffineTransform):
     def __init__(self, degrees: float | Sequence[float], padding_mode: str) -> None:
         if isinstance(degrees, (int, float)):
             if not math.isfinite(degrees) or degrees < 0:
-                raise BadInputError(f"random_rotate takes a maximum angle >= 0 or a list of angles, got {degrees!r}")
+                raise BadInputError(
+                    f"random_rotate takes a maximum angle >= 0 or a list of angles, got {degrees!r}"
+                )
             self.max_angle = float(degrees)
             self.values: torch.Tensor | None = None
             self.random = degrees > 0
@@ -218,7 +231,9 @@ class _Rotate(AffineTransform):
         return m
 
 
-def random_rotate(degrees: float | Sequence[float], *, padding_mode: str = "reflection") -> AffineTransform:
+def random_rotate(
+    degrees: float | Sequence[float], *, padding_mode: str = "reflection"
+) -> AffineTransform:
     """Rotate each image about its centre: uniform in ``[-degrees, degrees]`` for a number,
     or chosen uniformly from a list of angles. Positive is counter-clockwise on screen."""
     return _Rotate(degrees, padding_mode)
@@ -233,7 +248,9 @@ class Pad(Transform):
         if isinstance(n, bool) or not isinstance(n, int) or n < 0:
             raise BadInputError(f"pad takes a whole number of pixels >= 0, got {n!r}")
         if mode not in ("constant", "reflect", "replicate", "circular"):
-            raise BadInputError(f"pad mode={mode!r}: choose constant, reflect, replicate or circular")
+            raise BadInputError(
+                f"pad mode={mode!r}: choose constant, reflect, replicate or circular"
+            )
         self.n, self.mode, self.value = n, mode, float(value)
         self.description = f"pad({n}, {mode})"
 
@@ -276,7 +293,9 @@ class Compose(Transform):
         for i, t in enumerate(self.transforms):
             params[str(i)] = t.make_params(shape, generator)
             if isinstance(t, Pad) and t.n:
-                shape = x.new_empty((x.shape[0], x.shape[1], shape.shape[2] + 2 * t.n, shape.shape[3] + 2 * t.n))
+                shape = x.new_empty(
+                    (x.shape[0], x.shape[1], shape.shape[2] + 2 * t.n, shape.shape[3] + 2 * t.n)
+                )
         return params
 
     def apply(self, x: torch.Tensor, params: Params) -> torch.Tensor:
@@ -325,7 +344,9 @@ def standard_transforms(size: int = 224, *, padding_mode: str = "reflection") ->
 
 
 # -- periodic operations on the image (Yosinski et al. 2015) -------------------------------
-def _gaussian_kernel(sigma: float, radius: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+def _gaussian_kernel(
+    sigma: float, radius: int, dtype: torch.dtype, device: torch.device
+) -> torch.Tensor:
     t = torch.arange(-radius, radius + 1, dtype=torch.float64)
     k = torch.exp(-0.5 * (t / sigma) ** 2)
     return (k / k.sum()).to(device=device, dtype=dtype)

@@ -35,7 +35,9 @@ DEFAULT_STEPS = 128
 def _resolve_class(model: Any, cls: int | str) -> int:
     if model.labels is not None:
         return int(model.labels.resolve(cls))
-    if isinstance(cls, bool) or (not isinstance(cls, int) and not (isinstance(cls, str) and cls.strip().isdigit())):
+    if isinstance(cls, bool) or (
+        not isinstance(cls, int) and not (isinstance(cls, str) and cls.strip().isdigit())
+    ):
         raise TargetError(f"class {cls!r}: this model has no labels, pass a class index")
     return int(cls)
 
@@ -98,7 +100,9 @@ def visualize_class(
         objective = objective - l2_weight * obj.l2()
     if tv_weight:
         objective = objective - tv_weight * obj.total_variation()
-    result = optimize(model, objective, param, steps=steps, lr=lr, batch=len(targets), generator=seed, **options)
+    result = optimize(
+        model, objective, param, steps=steps, lr=lr, batch=len(targets), generator=seed, **options
+    )
 
     image = result["image"]
     with torch.no_grad():
@@ -106,7 +110,14 @@ def visualize_class(
     target = torch.tensor(targets)
     top_p, top1 = probs.max(dim=1)
     target_p = probs.gather(1, target[:, None].to(probs.device))[:, 0]
-    result.tensors.update({"target": target, "top1": top1.cpu(), "top1_probability": top_p.cpu(), "target_probability": target_p.cpu()})
+    result.tensors.update(
+        {
+            "target": target,
+            "top1": top1.cpu(),
+            "top1_probability": top_p.cpu(),
+            "target_probability": target_p.cpu(),
+        }
+    )
 
     def name(i: int) -> str:
         return model.labels.name(i) if model.labels is not None else str(i)
@@ -114,7 +125,12 @@ def visualize_class(
     result.provenance["method"] = "visualize_class"
     result.provenance["target"] = [{"class": t, "label": name(t)} for t in targets]
     result.provenance["top1"] = [
-        {"class": int(c), "label": name(int(c)), "probability": float(p), "target_probability": float(tp)}
+        {
+            "class": int(c),
+            "label": name(int(c)),
+            "probability": float(p),
+            "target_probability": float(tp),
+        }
         for c, p, tp in zip(top1.tolist(), top_p.tolist(), target_p.tolist())
     ]
     result.provenance["success"] = bool((top1.cpu() == target).all())
@@ -162,7 +178,9 @@ def visualize_neuron(
     >>> result = visualize_neuron(model, "blocks.10", 7, diversity=1.0, batch=4)
     """
     if (y is None) != (x is None):
-        raise BadInputError("give both y and x for a unit, or neither for the channel's spatial mean")
+        raise BadInputError(
+            "give both y and x for a unit, or neither for the channel's spatial mean"
+        )
     if not diversity >= 0:
         raise BadInputError(f"diversity is a weight >= 0, got {diversity}")
     if diversity and batch < 2:
@@ -170,7 +188,9 @@ def visualize_neuron(
     objective = obj.channel(layer, channel) if y is None else obj.neuron(layer, channel, y, x)
     if diversity:
         objective = objective + diversity * obj.diversity(diversity_layer or layer)
-    result = optimize(model, objective, param, steps=steps, lr=lr, batch=batch, generator=seed, **options)
+    result = optimize(
+        model, objective, param, steps=steps, lr=lr, batch=batch, generator=seed, **options
+    )
     result.provenance["method"] = "visualize_neuron"
     result.provenance["target"] = {"layer": layer, "channel": channel, "y": y, "x": x}
     return result
@@ -208,7 +228,9 @@ def visualize_layer(
     if any(isinstance(c, bool) or not isinstance(c, int) or c < 0 for c in chosen):
         raise BadInputError(f"channels must be whole numbers >= 0, got {chosen!r}")
     objective = obj.channel(layer, chosen)
-    result = optimize(model, objective, param, steps=steps, lr=lr, batch=len(chosen), generator=seed, **options)
+    result = optimize(
+        model, objective, param, steps=steps, lr=lr, batch=len(chosen), generator=seed, **options
+    )
     result.tensors["channels"] = torch.tensor(chosen)
     result.provenance["method"] = "visualize_layer"
     result.provenance["target"] = {"layer": layer, "channels": chosen}

@@ -47,7 +47,14 @@ from convlens.privacy.detect import (
 )
 from convlens.results import Result, make_provenance
 
-__all__ = ["FEATURE_LAYER", "Trigger", "attack_success", "backdoor_experiment", "default_trigger", "poison"]
+__all__ = [
+    "FEATURE_LAYER",
+    "Trigger",
+    "attack_success",
+    "backdoor_experiment",
+    "default_trigger",
+    "poison",
+]
 
 
 #: Where the detectors read the representation: the last convolutional features, pooled and
@@ -80,8 +87,16 @@ class Trigger:
     def apply(self, pixels: Tensor) -> Tensor:
         """A copy of ``pixels`` ``(N, C, H, W)`` with the patch pasted on every channel."""
         h, w = self.size
-        if pixels.dim() != 4 or self.top < 0 or self.left < 0 or self.top + h > pixels.shape[2] or self.left + w > pixels.shape[3]:
-            raise BadInputError(f"trigger {h}x{w} at ({self.top}, {self.left}) does not fit images of shape {tuple(pixels.shape)}")
+        if (
+            pixels.dim() != 4
+            or self.top < 0
+            or self.left < 0
+            or self.top + h > pixels.shape[2]
+            or self.left + w > pixels.shape[3]
+        ):
+            raise BadInputError(
+                f"trigger {h}x{w} at ({self.top}, {self.left}) does not fit images of shape {tuple(pixels.shape)}"
+            )
         out = pixels.clone()
         out[:, :, self.top : self.top + h, self.left : self.left + w] = self.pattern.to(out)
         return out
@@ -99,7 +114,9 @@ def default_trigger(dataset: str, target: int = 0) -> Trigger:
     return Trigger(pattern, size - k - offset, size - k - offset, target)
 
 
-def poison(pixels: Tensor, labels: Tensor, trigger: Trigger, rate: float, *, seed: int = 0) -> tuple[Tensor, Tensor, Tensor]:
+def poison(
+    pixels: Tensor, labels: Tensor, trigger: Trigger, rate: float, *, seed: int = 0
+) -> tuple[Tensor, Tensor, Tensor]:
     """BadNets poisoning of a training set.
 
     ``round(rate * N)`` examples whose label is not the target are drawn (seeded), stamped
@@ -115,7 +132,9 @@ def poison(pixels: Tensor, labels: Tensor, trigger: Trigger, rate: float, *, see
     candidates = torch.nonzero(labels != trigger.target)[:, 0]
     k = round(rate * labels.shape[0])
     if k > candidates.numel():
-        raise BadInputError(f"poison rate {rate} needs {k} non-target examples; only {candidates.numel()} exist")
+        raise BadInputError(
+            f"poison rate {rate} needs {k} non-target examples; only {candidates.numel()} exist"
+        )
     chosen = candidates[torch.randperm(candidates.numel(), generator=split_generator(seed))[:k]]
     poisoned = torch.zeros(labels.shape[0], dtype=torch.bool)
     poisoned[chosen] = True
@@ -125,7 +144,9 @@ def poison(pixels: Tensor, labels: Tensor, trigger: Trigger, rate: float, *, see
     return x, y, poisoned
 
 
-def attack_success(module: torch.nn.Module, dataset: str, pixels: Tensor, labels: Tensor, trigger: Trigger) -> float:
+def attack_success(
+    module: torch.nn.Module, dataset: str, pixels: Tensor, labels: Tensor, trigger: Trigger
+) -> float:
     """Fraction of non-target images that the trigger sends to the target."""
     keep = labels != trigger.target
     predicted = pixel_logits(module, dataset, trigger.apply(pixels[keep])).argmax(1)
@@ -191,20 +212,31 @@ def backdoor_experiment(
     total = 2 + 10 * steps
     tick = (lambda d: progress(d, total)) if progress is not None else (lambda d: None)
 
-    config = replace(train_config("digits_cnn" if dataset == "digits" else "mnist_cnn"), seed=seed, augment=None, num_threads=1)
+    config = replace(
+        train_config("digits_cnn" if dataset == "digits" else "mnist_cnn"),
+        seed=seed,
+        augment=None,
+        num_threads=1,
+    )
     clean = train_module(dataset, x_train, y_train, config)
     tick(1)
     x_p, y_p, poisoned = poison(x_train, y_train, trigger, rate, seed=seed)
     backdoored = train_module(dataset, x_p, y_p, config)
     tick(2)
-    clean_acc, backdoored_acc = accuracy(clean, dataset, x_test, y_test), accuracy(backdoored, dataset, x_test, y_test)
+    clean_acc, backdoored_acc = (
+        accuracy(clean, dataset, x_test, y_test),
+        accuracy(backdoored, dataset, x_test, y_test),
+    )
     success = attack_success(backdoored, dataset, x_test, y_test, trigger)
     clean_success = attack_success(clean, dataset, x_test, y_test, trigger)
 
     features = layer_features(backdoored, normalize(dataset, x_p), FEATURE_LAYER)
     ac = activation_clustering(features, y_p, seed=seed)
     ss = spectral_signatures(features, y_p)
-    ac_metrics, ss_metrics = detection_metrics(ac["flagged"], poisoned), detection_metrics(ss["flagged"], poisoned)
+    ac_metrics, ss_metrics = (
+        detection_metrics(ac["flagged"], poisoned),
+        detection_metrics(ss["flagged"], poisoned),
+    )
 
     with frozen(backdoored), inference_context(backdoored):
         nc = neural_cleanse(
@@ -234,7 +266,12 @@ def backdoor_experiment(
         "rate": rate,
         "n_poisoned": int(poisoned.sum()),
         "n_train": int(y_train.shape[0]),
-        "trigger": {"size": list(trigger.size), "top": trigger.top, "left": trigger.left, "target": trigger.target},
+        "trigger": {
+            "size": list(trigger.size),
+            "top": trigger.top,
+            "left": trigger.left,
+            "target": trigger.target,
+        },
         "clean_model_accuracy": clean_acc,
         "backdoored_accuracy": backdoored_acc,
         "accuracy_drop": clean_acc - backdoored_acc,
@@ -270,4 +307,6 @@ def backdoor_experiment(
         "example_triggered": triggered,
         "example_saliency": grad.abs().amax(dim=1),
     }
-    return Result("backdoor", tensors, make_provenance(model, "badnets_backdoor", params=params, seed=seed))
+    return Result(
+        "backdoor", tensors, make_provenance(model, "badnets_backdoor", params=params, seed=seed)
+    )

@@ -67,7 +67,12 @@ class DetectionMetrics:
     flagged: int
 
     def to_dict(self) -> dict[str, float]:
-        return {"precision": self.precision, "recall": self.recall, "false_positive_rate": self.false_positive_rate, "flagged": self.flagged}
+        return {
+            "precision": self.precision,
+            "recall": self.recall,
+            "false_positive_rate": self.false_positive_rate,
+            "flagged": self.flagged,
+        }
 
 
 def detection_metrics(flagged: Tensor, poisoned: Tensor) -> DetectionMetrics:
@@ -196,7 +201,9 @@ def activation_clustering(
     return {"flagged": flagged, "per_label": per_label}
 
 
-def spectral_signatures(features: Tensor, labels: Tensor, *, eps: float | None = None, z: float = 4.0) -> dict[str, Any]:
+def spectral_signatures(
+    features: Tensor, labels: Tensor, *, eps: float | None = None, z: float = 4.0
+) -> dict[str, Any]:
     """Tran et al.'s outlier scores along each label's top singular direction.
 
     Parameters
@@ -229,7 +236,9 @@ def spectral_signatures(features: Tensor, labels: Tensor, *, eps: float | None =
         s = projection**2
         scores[rows] = s
         if eps is not None:
-            k = min(rows.numel(), math.ceil(1.5 * eps * rows.numel() - 1e-9))  # 1.5 * 0.2 * 190 is 57.000...01
+            k = min(
+                rows.numel(), math.ceil(1.5 * eps * rows.numel() - 1e-9)
+            )  # 1.5 * 0.2 * 190 is 57.000...01
             flagged[rows[torch.topk(s, k).indices]] = True
         else:
             median = projection.median()
@@ -240,7 +249,9 @@ def spectral_signatures(features: Tensor, labels: Tensor, *, eps: float | None =
 
 def _check_features(features: Tensor, labels: Tensor) -> None:
     if features.dim() != 2 or labels.dim() != 1 or features.shape[0] != labels.shape[0]:
-        raise BadInputError(f"features {tuple(features.shape)} and labels {tuple(labels.shape)}: expected (N, D) and (N,)")
+        raise BadInputError(
+            f"features {tuple(features.shape)} and labels {tuple(labels.shape)}: expected (N, D) and (N,)"
+        )
 
 
 # -- Neural Cleanse -----------------------------------------------------------------------------
@@ -319,7 +330,9 @@ def neural_cleanse(
     _, c, h, w = images.shape
     masks, patterns, norms, success = [], [], [], []
     for t in range(n_classes):
-        mask_logit = torch.full((1, 1, h, w), -2.0) + 0.1 * torch.randn(1, 1, h, w, generator=generator)
+        mask_logit = torch.full((1, 1, h, w), -2.0) + 0.1 * torch.randn(
+            1, 1, h, w, generator=generator
+        )
         pattern_logit = 0.1 * torch.randn(1, c, h, w, generator=generator)
         mask_logit.requires_grad_(True)
         pattern_logit.requires_grad_(True)
@@ -333,7 +346,9 @@ def neural_cleanse(
                 m, p = torch.sigmoid(mask_logit), torch.sigmoid(pattern_logit)
                 stamped = (1 - m) * images[idx] + m * p
                 logits = forward(stamped)
-                tv = (m[..., 1:, :] - m[..., :-1, :]).abs().sum() + (m[..., :, 1:] - m[..., :, :-1]).abs().sum()
+                tv = (m[..., 1:, :] - m[..., :-1, :]).abs().sum() + (
+                    m[..., :, 1:] - m[..., :, :-1]
+                ).abs().sum()
                 loss = F.cross_entropy(logits, target) + lam * (m.sum() + smoothness * tv)
                 optimizer.zero_grad()
                 loss.backward()

@@ -36,7 +36,14 @@ from convlens.models.model import Model
 from convlens.privacy._common import ProgressFn, accuracy, full_dataset, train_module
 from convlens.results import Result, make_provenance
 
-__all__ = ["ModelOracle", "QueryBudgetError", "inversion_experiment", "invert_black_box", "invert_white_box", "total_variation"]
+__all__ = [
+    "ModelOracle",
+    "QueryBudgetError",
+    "inversion_experiment",
+    "invert_black_box",
+    "invert_white_box",
+    "total_variation",
+]
 
 
 class ModelOracle:
@@ -57,7 +64,15 @@ class ModelOracle:
         Largest number of images that may be queried (``None``: unlimited).
     """
 
-    __slots__ = ("_forward", "_gradient", "budget", "input_shape", "n_classes", "queries", "white_box")
+    __slots__ = (
+        "_forward",
+        "_gradient",
+        "budget",
+        "input_shape",
+        "n_classes",
+        "queries",
+        "white_box",
+    )
 
     def __init__(self, model: Model, *, white_box: bool, budget: int | None = None) -> None:
         if not isinstance(model, Model):
@@ -67,14 +82,22 @@ class ModelOracle:
         module, normalize = model.module, model.normalize
         self.input_shape: tuple[int, int, int] = (model.channels, *model.input_size)
         with torch.no_grad(), inference_context(module):
-            self.n_classes: int = int(module(normalize(torch.zeros(1, *self.input_shape, device=model.device, dtype=model.dtype))).shape[1])
+            self.n_classes: int = int(
+                module(
+                    normalize(
+                        torch.zeros(1, *self.input_shape, device=model.device, dtype=model.dtype)
+                    )
+                ).shape[1]
+            )
         self.white_box = white_box
         self.budget = budget
         self.queries = 0
 
         def forward(pixels: Tensor) -> Tensor:
             with torch.no_grad(), inference_context(module):
-                return torch.softmax(module(normalize(pixels.to(model.device, model.dtype))), dim=1).cpu()
+                return torch.softmax(
+                    module(normalize(pixels.to(model.device, model.dtype))), dim=1
+                ).cpu()
 
         def gradient(pixels: Tensor, classes: Tensor) -> tuple[Tensor, Tensor]:
             x = pixels.detach().to(model.device, model.dtype).requires_grad_(True)
@@ -85,14 +108,24 @@ class ModelOracle:
             return chosen.detach().cpu(), grad.cpu()
 
         self._forward: Callable[[Tensor], Tensor] = forward
-        self._gradient: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]] | None = gradient if white_box else None
+        self._gradient: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]] | None = (
+            gradient if white_box else None
+        )
 
     def _check(self, pixels: Tensor) -> None:
-        if not isinstance(pixels, Tensor) or pixels.dim() != 4 or tuple(pixels.shape[1:]) != self.input_shape:
+        if (
+            not isinstance(pixels, Tensor)
+            or pixels.dim() != 4
+            or tuple(pixels.shape[1:]) != self.input_shape
+        ):
             got = tuple(pixels.shape) if isinstance(pixels, Tensor) else type(pixels).__name__
-            raise BadInputError(f"oracle query of shape {got}: expected (N, {', '.join(map(str, self.input_shape))})")
+            raise BadInputError(
+                f"oracle query of shape {got}: expected (N, {', '.join(map(str, self.input_shape))})"
+            )
         if self.budget is not None and self.queries + pixels.shape[0] > self.budget:
-            raise QueryBudgetError(f"{pixels.shape[0]} more queries would exceed the budget of {self.budget} ({self.queries} used)")
+            raise QueryBudgetError(
+                f"{pixels.shape[0]} more queries would exceed the budget of {self.budget} ({self.queries} used)"
+            )
         self.queries += pixels.shape[0]
 
     @property
@@ -108,7 +141,9 @@ class ModelOracle:
     def gradient(self, pixels: Tensor, classes: Tensor) -> tuple[Tensor, Tensor]:
         """``(log p_c(x), d log p_c / dx)`` per image (white-box only; N queries)."""
         if self._gradient is None:
-            raise BadInputError("this oracle is black-box: it answers probabilities only, no gradients")
+            raise BadInputError(
+                "this oracle is black-box: it answers probabilities only, no gradients"
+            )
         self._check(pixels)
         return self._gradient(pixels.detach(), classes)
 
@@ -186,7 +221,9 @@ def invert_white_box(
     """
     cls = _classes(oracle, classes)
     if steps < 1 or lr <= 0 or tv < 0 or l2 < 0 or not 0 < init < 1:
-        raise BadInputError("invert_white_box needs steps >= 1, lr > 0, tv >= 0, l2 >= 0 and init in (0, 1)")
+        raise BadInputError(
+            "invert_white_box needs steps >= 1, lr > 0, tv >= 0, l2 >= 0 and init in (0, 1)"
+        )
     z = _init(oracle, len(cls), init).requires_grad_(True)
     optimizer = torch.optim.Adam([z], lr=lr)
     objective = torch.zeros(len(cls))
@@ -194,7 +231,11 @@ def invert_white_box(
     for step in range(steps):
         with torch.enable_grad():
             x = torch.sigmoid(z)
-            dy, dx = (torch.randint(-jitter, jitter + 1, (2,), generator=generator).tolist() if jitter > 0 else (0, 0))
+            dy, dx = (
+                torch.randint(-jitter, jitter + 1, (2,), generator=generator).tolist()
+                if jitter > 0
+                else (0, 0)
+            )
             log_p, grad_x = oracle.gradient(torch.roll(x.detach(), (dy, dx), dims=(2, 3)), cls)
             grad_x = torch.roll(grad_x, (-dy, -dx), dims=(2, 3))
             prior = _prior(x, tv, l2)
@@ -209,7 +250,13 @@ def invert_white_box(
             progress(step + 1, steps)
     images = torch.sigmoid(z.detach())
     probs = oracle.probabilities(images)
-    return {"images": images, "probabilities": probs, "classes": cls, "queries": oracle.queries, "objective": objective}
+    return {
+        "images": images,
+        "probabilities": probs,
+        "classes": cls,
+        "queries": oracle.queries,
+        "objective": objective,
+    }
 
 
 def invert_black_box(
@@ -259,14 +306,24 @@ def invert_black_box(
     """
     cls = _classes(oracle, classes)
     if samples < 1 or sigma <= 0 or lr <= 0 or budget_per_class < 2 * samples + 1:
-        raise BadInputError("invert_black_box needs samples >= 1, sigma > 0, lr > 0 and budget_per_class >= 2 * samples + 1")
+        raise BadInputError(
+            "invert_black_box needs samples >= 1, sigma > 0, lr > 0 and budget_per_class >= 2 * samples + 1"
+        )
     c, h, w = oracle.input_shape
     if not isinstance(downsample, int) or downsample < 1 or h % downsample or w % downsample:
-        raise BadInputError(f"downsample={downsample!r} must be an int >= 1 dividing the input size {h}x{w}")
+        raise BadInputError(
+            f"downsample={downsample!r} must be an int >= 1 dividing the input size {h}x{w}"
+        )
     k, shape = len(cls), (c, h // downsample, w // downsample)
 
     def image(zz: Tensor) -> Tensor:
-        up = zz if downsample == 1 else torch.nn.functional.interpolate(zz, size=(h, w), mode="bilinear", align_corners=False)
+        up = (
+            zz
+            if downsample == 1
+            else torch.nn.functional.interpolate(
+                zz, size=(h, w), mode="bilinear", align_corners=False
+            )
+        )
         return torch.sigmoid(up)
 
     steps = (budget_per_class - 1) // (2 * samples)
@@ -277,7 +334,9 @@ def invert_black_box(
     for step in range(steps):
         u = torch.randn(k, samples, *shape, generator=generator)
         zz = z.detach()[:, None]
-        probes = torch.cat([zz + sigma * u, zz - sigma * u], dim=1).flatten(0, 1)  # (k 2n, C, h', w')
+        probes = torch.cat([zz + sigma * u, zz - sigma * u], dim=1).flatten(
+            0, 1
+        )  # (k 2n, C, h', w')
         p = oracle.probabilities(image(probes)).view(k, 2 * samples, -1)
         f = torch.log(p[rows, :, cls].clamp_min(1e-30))  # (k, 2n)
         diff = (f[:, :samples] - f[:, samples:])[..., None, None, None]
@@ -293,7 +352,13 @@ def invert_black_box(
     images = image(z.detach())
     probs = oracle.probabilities(images)
     log_p = torch.log(probs[rows, cls].clamp_min(1e-30))
-    return {"images": images, "probabilities": probs, "classes": cls, "queries": oracle.queries, "objective": log_p - _prior(images, tv, l2)}
+    return {
+        "images": images,
+        "probabilities": probs,
+        "classes": cls,
+        "queries": oracle.queries,
+        "objective": log_p - _prior(images, tv, l2),
+    }
 
 
 def _judge(dataset: str, seed: int) -> nn.Module:
@@ -301,7 +366,14 @@ def _judge(dataset: str, seed: int) -> nn.Module:
     from convlens.models.training import TrainConfig
 
     x_train, y_train, _, _ = full_dataset(dataset)
-    config = TrainConfig(epochs=12 if dataset == "digits" else 6, batch_size=32 if dataset == "digits" else 64, lr=3e-3, lr_schedule="cosine", seed=seed, num_threads=1)
+    config = TrainConfig(
+        epochs=12 if dataset == "digits" else 6,
+        batch_size=32 if dataset == "digits" else 64,
+        lr=3e-3,
+        lr_schedule="cosine",
+        seed=seed,
+        num_threads=1,
+    )
     return train_module(dataset, x_train, y_train, config, arch="alt")
 
 
@@ -346,7 +418,11 @@ def inversion_experiment(
 
     check_dataset(dataset)
     model = load_model("digits_cnn" if dataset == "digits" else "mnist_cnn")
-    budget = black_box_budget if black_box_budget is not None else (10_000 if dataset == "digits" else 20_000)
+    budget = (
+        black_box_budget
+        if black_box_budget is not None
+        else (10_000 if dataset == "digits" else 20_000)
+    )
     total = white_box_steps + (budget - 1) // 40  # black-box steps: 2 x 20 probes each
     done = 0
 
@@ -364,10 +440,18 @@ def inversion_experiment(
     for name in ("white_box", "black_box"):
         started = time.perf_counter()
         if name == "white_box":
-            out = invert_white_box(ModelOracle(model, white_box=True), steps=white_box_steps, seed=seed, progress=step)
+            out = invert_white_box(
+                ModelOracle(model, white_box=True), steps=white_box_steps, seed=seed, progress=step
+            )
         else:
             oracle = ModelOracle(model, white_box=False, budget=budget * 10)
-            out = invert_black_box(oracle, budget_per_class=budget, downsample=1 if dataset == "digits" else 4, seed=seed, progress=step)
+            out = invert_black_box(
+                oracle,
+                budget_per_class=budget,
+                downsample=1 if dataset == "digits" else 4,
+                seed=seed,
+                progress=step,
+            )
         judged = torch.softmax(pixel_logits(judge, dataset, out["images"]), dim=1)
         cls = out["classes"]
         tensors[name] = out["images"]
@@ -382,4 +466,6 @@ def inversion_experiment(
             "queries_per_class": int(out["queries"]) // len(cls),
             "seconds": round(time.perf_counter() - started, 3),
         }
-    return Result("inversion", tensors, make_provenance(model, "model_inversion", params=params, seed=seed))
+    return Result(
+        "inversion", tensors, make_provenance(model, "model_inversion", params=params, seed=seed)
+    )

@@ -70,7 +70,9 @@ def _check_scores(scores: Tensor, member: Tensor) -> tuple[Tensor, Tensor]:
     s = torch.as_tensor(scores, dtype=torch.float64).flatten()
     m = torch.as_tensor(member).flatten().bool()
     if s.shape != m.shape:
-        raise BadInputError(f"{s.numel()} scores but {m.numel()} membership labels; pass one label per score")
+        raise BadInputError(
+            f"{s.numel()} scores but {m.numel()} membership labels; pass one label per score"
+        )
     if not torch.isfinite(s).all():
         raise BadInputError("membership scores must be finite")
     if m.all() or not m.any():
@@ -109,7 +111,9 @@ def roc_auc(scores: Tensor, member: Tensor) -> float:
     # average ranks over ties
     unique, inverse = torch.unique(s, return_inverse=True)
     sums = torch.zeros(unique.numel(), dtype=torch.float64).index_add_(0, inverse, ranks)
-    counts = torch.zeros(unique.numel(), dtype=torch.float64).index_add_(0, inverse, torch.ones_like(ranks))
+    counts = torch.zeros(unique.numel(), dtype=torch.float64).index_add_(
+        0, inverse, torch.ones_like(ranks)
+    )
     ranks = (sums / counts)[inverse]
     n_pos, n_neg = int(m.sum()), int((~m).sum())
     u = float(ranks[m].sum()) - n_pos * (n_pos + 1) / 2
@@ -142,7 +146,9 @@ def attack_metrics(scores: Tensor, predicted: Tensor, member: Tensor) -> AttackM
     p = torch.as_tensor(predicted).flatten().bool()
     if p.shape != m.shape:
         raise BadInputError(f"{p.numel()} decisions but {m.numel()} membership labels")
-    return AttackMetrics(float((p == m).double().mean()), roc_auc(scores, member), tpr_at_fpr(scores, member, 0.01))
+    return AttackMetrics(
+        float((p == m).double().mean()), roc_auc(scores, member), tpr_at_fpr(scores, member, 0.01)
+    )
 
 
 # -- the target's training recipe -----------------------------------------------------------
@@ -205,7 +211,9 @@ class ShadowAttack:
     Adam on binary cross-entropy (in / out of the shadow's training set).
     """
 
-    def __init__(self, n_classes: int = 10, *, hidden: int = 32, steps: int = 300, seed: int = 0) -> None:
+    def __init__(
+        self, n_classes: int = 10, *, hidden: int = 32, steps: int = 300, seed: int = 0
+    ) -> None:
         self.n_classes = n_classes
         self.hidden = hidden
         self.steps = steps
@@ -224,7 +232,9 @@ class ShadowAttack:
         with seeded(self.seed), torch.enable_grad():
             for cls in range(self.n_classes):
                 rows = labels == cls
-                net = nn.Sequential(nn.Linear(feats.shape[1], self.hidden), nn.ReLU(), nn.Linear(self.hidden, 1))
+                net = nn.Sequential(
+                    nn.Linear(feats.shape[1], self.hidden), nn.ReLU(), nn.Linear(self.hidden, 1)
+                )
                 if rows.sum() == 0 or member[rows].all() or not member[rows].any():
                     self.models[cls] = net  # no usable records: stays at chance
                     continue
@@ -260,7 +270,9 @@ def _split(dataset: str, seed: int, n_members: int | None) -> dict[str, tuple[Te
     order = torch.randperm(x.shape[0], generator=split_generator(seed))
     n = n_members if n_members is not None else DEFAULT_MEMBERS[dataset]
     if not isinstance(n, int) or not 10 <= n <= x.shape[0] // 4:
-        raise BadInputError(f"n_members={n_members!r} must be an int between 10 and {x.shape[0] // 4} for {dataset}")
+        raise BadInputError(
+            f"n_members={n_members!r} must be an int between 10 and {x.shape[0] // 4} for {dataset}"
+        )
     parts = {"members": order[:n], "non_members": order[n : 2 * n], "shadow": order[2 * n :]}
     return {k: (x[idx], y[idx]) for k, idx in parts.items()}
 
@@ -324,7 +336,9 @@ def membership_inference(
     # held-out accuracy on everything the target never saw (non-members and the pool)
     held_out = accuracy(target, dataset, torch.cat([x_out, x_pool]), torch.cat([y_out, y_pool]))
     log_probs, labels = torch.cat([lp_in, lp_out]), torch.cat([y_in, y_out])
-    member = torch.cat([torch.ones(len(y_in), dtype=torch.bool), torch.zeros(len(y_out), dtype=torch.bool)])
+    member = torch.cat(
+        [torch.ones(len(y_in), dtype=torch.bool), torch.zeros(len(y_out), dtype=torch.bool)]
+    )
 
     # Yeom: threshold at the target's mean training loss
     loss_scores = loss_threshold_scores(log_probs, labels)
@@ -338,9 +352,21 @@ def membership_inference(
         order = torch.randperm(x_pool.shape[0], generator=generator)
         n = len(y_in)
         inside, outside = order[:n], order[n : 2 * n]
-        shadow = train_module(dataset, x_pool[inside], y_pool[inside], recipe.train_config(seed * 100 + k + 1), arch=recipe.arch)
+        shadow = train_module(
+            dataset,
+            x_pool[inside],
+            y_pool[inside],
+            recipe.train_config(seed * 100 + k + 1),
+            arch=recipe.arch,
+        )
         for idx, is_in in ((inside, True), (outside, False)):
-            records.append((_log_probs(shadow, dataset, x_pool[idx]), y_pool[idx], torch.full((len(idx),), is_in)))
+            records.append(
+                (
+                    _log_probs(shadow, dataset, x_pool[idx]),
+                    y_pool[idx],
+                    torch.full((len(idx),), is_in),
+                )
+            )
         done += 1
         if progress is not None:
             progress(done, total)
@@ -359,9 +385,18 @@ def membership_inference(
         "shadow": shadow_metrics.to_dict(),
         "seconds": round(time.perf_counter() - started, 3),
     }
-    tensors = {"member": member, "loss_scores": loss_scores, "shadow_scores": shadow_scores, "labels": labels}
+    tensors = {
+        "member": member,
+        "loss_scores": loss_scores,
+        "shadow_scores": shadow_scores,
+        "labels": labels,
+    }
     model = as_model(target, dataset, f"membership-target:{dataset}:{recipe.name}")
-    return Result("membership", tensors, make_provenance(model, "membership_inference", params=params, seed=seed))
+    return Result(
+        "membership",
+        tensors,
+        make_provenance(model, "membership_inference", params=params, seed=seed),
+    )
 
 
 def membership_experiment(
@@ -385,7 +420,16 @@ def membership_experiment(
                 if progress is not None:
                     progress(offset + done, total)
 
-            results.append(membership_inference(dataset, recipe, seed=seed, n_shadow=n_shadow, n_members=n_members, progress=step))
+            results.append(
+                membership_inference(
+                    dataset,
+                    recipe,
+                    seed=seed,
+                    n_shadow=n_shadow,
+                    n_members=n_members,
+                    progress=step,
+                )
+            )
     return results
 
 
@@ -407,11 +451,19 @@ def overfitting_sweep(
     ``value``, the target's ``train_accuracy`` and ``held_out_accuracy``, and both attacks'
     metrics.
     """
-    points = [("epochs", e, replace(base, name=f"epochs={e}", epochs=int(e), weight_decay=0.0)) for e in epochs]
-    points += [("weight_decay", w, replace(base, name=f"wd={w:g}", weight_decay=float(w))) for w in weight_decays]
+    points = [
+        ("epochs", e, replace(base, name=f"epochs={e}", epochs=int(e), weight_decay=0.0))
+        for e in epochs
+    ]
+    points += [
+        ("weight_decay", w, replace(base, name=f"wd={w:g}", weight_decay=float(w)))
+        for w in weight_decays
+    ]
     rows: list[dict[str, Any]] = []
     for i, (axis, value, recipe) in enumerate(points):
-        result = membership_inference(dataset, recipe, seed=seed, n_shadow=n_shadow, n_members=n_members)
+        result = membership_inference(
+            dataset, recipe, seed=seed, n_shadow=n_shadow, n_members=n_members
+        )
         p = result.provenance["params"]
         rows.append(
             {

@@ -20,7 +20,10 @@ def _name(cls: int, labels: Any) -> str:
 
 
 def _topk_text(classes: Any, probs: Any, labels: Any, k: int) -> str:
-    return "\n".join(f"{float(p):5.1%} {_name(int(c), labels)[:28]}" for c, p in zip(classes[:k].tolist(), probs[:k].tolist()))
+    return "\n".join(
+        f"{float(p):5.1%} {_name(int(c), labels)[:28]}"
+        for c, p in zip(classes[:k].tolist(), probs[:k].tolist())
+    )
 
 
 def attack_figure(result: Any, index: int = 0, *, labels: Any = None, top_k: int = 3) -> Figure:
@@ -33,9 +36,21 @@ def attack_figure(result: Any, index: int = 0, *, labels: Any = None, top_k: int
     fig = Figure(figsize=(9.6, 4.6))
     axes = fig.subplots(1, 3)
     panels = [
-        (t["original"][index], "original", _topk_text(t["top_classes_before"][index], t["top_probs_before"][index], labels, top_k)),
-        (amplified_difference(t["perturbation"][index]), f"perturbation x{scale:.0f}", f"L-inf {linf * 255:.1f}/255\nL2 {l2:.3f}"),
-        (t["adversarial"][index], "adversarial (8-bit)", _topk_text(t["top_classes_after"][index], t["top_probs_after"][index], labels, top_k)),
+        (
+            t["original"][index],
+            "original",
+            _topk_text(t["top_classes_before"][index], t["top_probs_before"][index], labels, top_k),
+        ),
+        (
+            amplified_difference(t["perturbation"][index]),
+            f"perturbation x{scale:.0f}",
+            f"L-inf {linf * 255:.1f}/255\nL2 {l2:.3f}",
+        ),
+        (
+            t["adversarial"][index],
+            "adversarial (8-bit)",
+            _topk_text(t["top_classes_after"][index], t["top_probs_after"][index], labels, top_k),
+        ),
     ]
     for ax, (picture, title, text) in zip(axes, panels):
         ax.imshow(to_uint8_image(picture.detach().float().cpu()), interpolation="nearest")
@@ -67,7 +82,11 @@ def curve_figure(result: Any, *, title: str | None = None) -> Figure:
     ax.set_ylim(-2, 102)
     ax.grid(alpha=0.3)
     ax.legend()
-    ax.set_title(title or f"{result.provenance.get('model', '')}: accuracy under attack ({p['images']} images)", fontsize=10)
+    ax.set_title(
+        title
+        or f"{result.provenance.get('model', '')}: accuracy under attack ({p['images']} images)",
+        fontsize=10,
+    )
     fig.tight_layout()
     return fig
 
@@ -84,6 +103,8 @@ def transfer_figure(result: Any) -> Figure:
         ax.text(i, r + 1, f"{r:.0f}%", ha="center", fontsize=9)
     ax.set_ylim(0, 105)
     ax.set_ylabel("fooled (%)")
-    ax.set_title(f"{p['method']} eps {p['eps'] * 255:.0f}/255 crafted on {p['models'][0]}", fontsize=10)
+    ax.set_title(
+        f"{p['method']} eps {p['eps'] * 255:.0f}/255 crafted on {p['models'][0]}", fontsize=10
+    )
     fig.tight_layout()
     return fig

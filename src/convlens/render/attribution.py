@@ -44,7 +44,11 @@ def _caption(result: Any, index: int, labels: Any, drawn: str = "") -> str:
     seconds = params.get("seconds")
     timing = f"\n{seconds * 1000:.0f} ms" if seconds is not None else ""
     # the options the caller chose, so two tiles of one method can be told apart
-    chosen = [f"{k}={v}" for k, v in params.items() if k not in _NOT_OPTIONS and not isinstance(v, (list, dict))]
+    chosen = [
+        f"{k}={v}"
+        for k, v in params.items()
+        if k not in _NOT_OPTIONS and not isinstance(v, (list, dict))
+    ]
     options = f"\n{', '.join(chosen)}" if chosen else ""
     drawn = f"\n{drawn}" if drawn else ""
     return f"{prov['method']}{options}\n{what.strip()}{drawn}{timing}"
@@ -65,8 +69,18 @@ def attribution_figure(
     left, right = fig.subplots(1, 2)
     left.imshow(to_uint8_image(result.originals[index]))
     left.set_title(result.sources[index] if result.sources else "", fontsize=9)
-    right.imshow(result_overlay(result, index, sign=sign, clip=clip, alpha=alpha, max_side=FIGURE_MAX_SIDE))
-    right.set_title(_caption(result, index, labels, display_caption(display_settings(result, index, sign=sign, clip=clip))), fontsize=9)
+    right.imshow(
+        result_overlay(result, index, sign=sign, clip=clip, alpha=alpha, max_side=FIGURE_MAX_SIDE)
+    )
+    right.set_title(
+        _caption(
+            result,
+            index,
+            labels,
+            display_caption(display_settings(result, index, sign=sign, clip=clip)),
+        ),
+        fontsize=9,
+    )
     for ax in (left, right):
         ax.axis("off")
     fig.tight_layout()
@@ -108,11 +122,19 @@ def comparison_figure(
             tile = tiles[col]
             if tile is None:
                 ax.imshow(to_uint8_image(results[0].originals[index]))  # the photo as it is
-                caption = title if not predictions else f"{title}\n" + predictions[r].replace(", ", "\n")
+                caption = (
+                    title if not predictions else f"{title}\n" + predictions[r].replace(", ", "\n")
+                )
                 ax.set_title(caption, fontsize=8)
             else:
-                ax.imshow(result_overlay(tile, index, sign=sign, clip=clip, alpha=alpha, max_side=FIGURE_MAX_SIDE))
+                ax.imshow(
+                    result_overlay(
+                        tile, index, sign=sign, clip=clip, alpha=alpha, max_side=FIGURE_MAX_SIDE
+                    )
+                )
                 drawn = display_caption(display_settings(tile, index, sign=sign, clip=clip))
-                ax.set_title(_caption(tile, index, labels[r] if labels else None, drawn), fontsize=7)
+                ax.set_title(
+                    _caption(tile, index, labels[r] if labels else None, drawn), fontsize=7
+                )
     fig.tight_layout()
     return fig

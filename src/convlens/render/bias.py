@@ -26,7 +26,9 @@ def _outline(mask: np.ndarray) -> np.ndarray:
     return mask & ~inner
 
 
-def bias_figure(report: Any, images: torch.Tensor, counter_images: torch.Tensor | None = None, *, top: int = 6) -> Figure:
+def bias_figure(
+    report: Any, images: torch.Tensor, counter_images: torch.Tensor | None = None, *, top: int = 6
+) -> Figure:
     """Summary bars and the ``top`` misclassified images with the largest outside-object share.
 
     Parameters
@@ -42,7 +44,11 @@ def bias_figure(report: Any, images: torch.Tensor, counter_images: torch.Tensor 
     splits = [("main", report.main, images)]
     if report.counter is not None and counter_images is not None:
         splits.append(("counter-cue", report.counter, counter_images))
-    worst = [(float(s.shares[i]), name, s, imgs, i) for name, s, imgs in splits for i in s.misclassified()]
+    worst = [
+        (float(s.shares[i]), name, s, imgs, i)
+        for name, s, imgs in splits
+        for i in s.misclassified()
+    ]
     worst = sorted((w for w in worst if not np.isnan(w[0])), key=lambda w: -w[0])[:top]
     cols = max(len(worst), 2)
     fig = Figure(figsize=(2.0 * cols, 4.4 if worst else 2.4))
@@ -50,8 +56,20 @@ def bias_figure(report: Any, images: torch.Tensor, counter_images: torch.Tensor 
     ax = fig.add_subplot(grid[0, : cols // 2])
     names = [name for name, _, _ in splits]
     pos = np.arange(len(splits))
-    ax.bar(pos - 0.18, [s.mean_share for _, s, _ in splits], 0.36, label="outside-object share", color="#d62728")
-    ax.bar(pos + 0.18, [s.mean_background_fraction for _, s, _ in splits], 0.36, label="background area", color="#bbbbbb")
+    ax.bar(
+        pos - 0.18,
+        [s.mean_share for _, s, _ in splits],
+        0.36,
+        label="outside-object share",
+        color="#d62728",
+    )
+    ax.bar(
+        pos + 0.18,
+        [s.mean_background_fraction for _, s, _ in splits],
+        0.36,
+        label="background area",
+        color="#bbbbbb",
+    )
     ax.set_xticks(pos, names)
     ax.set_ylim(0, 1)
     ax.set_title(f"{report.method} on {report.model}", fontsize=9)
@@ -64,13 +82,17 @@ def bias_figure(report: Any, images: torch.Tensor, counter_images: torch.Tensor 
     for p, (_, s, _) in zip(pos, splits):
         ax2.text(p, s.accuracy + 0.02, f"{s.accuracy:.2f}", ha="center", fontsize=8)
     for j, (share, name, s, imgs, i) in enumerate(worst):
-        pic = overlay(imgs[i], s.maps[i], alpha=0.6, sign="absolute" if report.sign == "abs" else "positive")
+        pic = overlay(
+            imgs[i], s.maps[i], alpha=0.6, sign="absolute" if report.sign == "abs" else "positive"
+        )
         rgb = to_uint8_image(pic).copy()
         rgb[_outline(s.masks[i].numpy())] = (0, 255, 255)
         a = fig.add_subplot(grid[1, j])
         a.imshow(rgb, interpolation="nearest")
         a.set_axis_off()
-        a.set_title(f"{name}: {int(s.labels[i])} as {int(s.predicted[i])}\noutside {share:.2f}", fontsize=7)
+        a.set_title(
+            f"{name}: {int(s.labels[i])} as {int(s.predicted[i])}\noutside {share:.2f}", fontsize=7
+        )
     fig.tight_layout()
     return fig
 

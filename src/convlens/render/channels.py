@@ -20,16 +20,26 @@ def pruning_figure(result: Any, *, title: str | None = None, ylabel: str = "accu
     fig = Figure(figsize=(6.4, 4.0))
     ax = fig.subplots()
     randoms = t["random"]
-    ax.fill_between(counts, randoms.min(0).values.numpy(), randoms.max(0).values.numpy(), color="0.85", label=f"random orders (range of {len(randoms)})")
+    ax.fill_between(
+        counts,
+        randoms.min(0).values.numpy(),
+        randoms.max(0).values.numpy(),
+        color="0.85",
+        label=f"random orders (range of {len(randoms)})",
+    )
     for name, row in zip(p["names"], t["accuracy"]):
         if name == "random":
             ax.plot(counts, row.numpy(), "k--", label="random (mean)")
         else:
-            ax.plot(counts, row.numpy(), "-o", ms=3, color=_COLOURS.get(name.split(" ")[0]), label=name)
+            ax.plot(
+                counts, row.numpy(), "-o", ms=3, color=_COLOURS.get(name.split(" ")[0]), label=name
+            )
     ax.set_xlabel(f"channels of {p['layer']} zeroed (of {p['channels']})")
     ax.set_ylabel(ylabel)
     ax.set_ylim(-0.02, 1.02)
-    ax.set_title(title or f"{p['images']} images: removing the least important channels first", fontsize=10)
+    ax.set_title(
+        title or f"{p['images']} images: removing the least important channels first", fontsize=10
+    )
     ax.legend(fontsize=8, loc="lower left")
     ax.grid(alpha=0.3)
     fig.tight_layout()

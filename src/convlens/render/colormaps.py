@@ -71,7 +71,11 @@ def get_cmap(cmap: str | Colormap | None = None) -> Colormap:
     if not isinstance(name, str) or name not in mpl.colormaps:
         known = [*_ALIASES, *mpl.colormaps]
         close = difflib.get_close_matches(str(cmap), known, n=3)
-        hint = f"did you mean {', '.join(repr(c) for c in close)}?" if close else "use e.g. 'viridis', 'diverging' or 'cividis'"
+        hint = (
+            f"did you mean {', '.join(repr(c) for c in close)}?"
+            if close
+            else "use e.g. 'viridis', 'diverging' or 'cividis'"
+        )
         raise BadInputError(f"unknown colormap {cmap!r}; {hint}")
     return mpl.colormaps[name]
 
@@ -163,7 +167,11 @@ def normalize_map(
     if finite.size == 0:
         return np.where(np.isnan(v), np.nan, 0.0).astype(np.float32)
     with np.errstate(invalid="ignore"):  # inf - inf where the map holds inf; clipped below
-        out = _scale_signed(v, finite, clip_percentile) if signed else _scale_unsigned(v, finite, clip_percentile)
+        out = (
+            _scale_signed(v, finite, clip_percentile)
+            if signed
+            else _scale_unsigned(v, finite, clip_percentile)
+        )
     return out.astype(np.float32)
 
 
@@ -188,7 +196,9 @@ def _scale_unsigned(v: np.ndarray, finite: np.ndarray, clip_percentile: float) -
     return np.clip((v - low) / (high - low), 0.0, 1.0)
 
 
-def _rgba_from_normalized(normalized: np.ndarray, cmap: str | Colormap | None, signed: bool) -> np.ndarray:
+def _rgba_from_normalized(
+    normalized: np.ndarray, cmap: str | Colormap | None, signed: bool
+) -> np.ndarray:
     """Colour an already normalised map; NaN becomes alpha 0. Returns uint8 (..., 4)."""
     colormap = get_cmap(DIVERGING_CMAP if cmap is None and signed else cmap)
     unit = (normalized + 1.0) / 2.0 if signed else normalized

@@ -179,12 +179,18 @@ def display_image(original: Any, max_side: int | None = None) -> np.ndarray:
     return np.asarray(Image.fromarray(pixels).resize((size[1], size[0]), Image.Resampling.BILINEAR))
 
 
-def display_settings(result: Any, index: int = 0, *, sign: str | None = None, clip: float = DEFAULT_CLIP) -> dict[str, Any]:
+def display_settings(
+    result: Any, index: int = 0, *, sign: str | None = None, clip: float = DEFAULT_CLIP
+) -> dict[str, Any]:
     """The sign, clip and channel reduction a result's map is drawn with (for captions and
     provenance): ``{"sign": ..., "clip": ..., "reduce": ...}``."""
     method = result.provenance.get("method")
     chosen = check_sign(sign) if sign is not None else default_sign(method, result.display[index])
-    return {"sign": chosen, "clip": check_clip(clip), "reduce": result.provenance.get("params", {}).get("reduce")}
+    return {
+        "sign": chosen,
+        "clip": check_clip(clip),
+        "reduce": result.provenance.get("params", {}).get("reduce"),
+    }
 
 
 def display_caption(settings: dict[str, Any]) -> str:
@@ -243,4 +249,11 @@ def result_overlay(
         raise BadInputError(f"a {result.kind} result has no map to draw over an image")
     settings = display_settings(result, index, sign=sign, clip=clip)
     image = display_image(result.originals[index], max_side)
-    return overlay(image, result.display[index], alpha=alpha, cmap=cmap, sign=settings["sign"], clip=settings["clip"])
+    return overlay(
+        image,
+        result.display[index],
+        alpha=alpha,
+        cmap=cmap,
+        sign=settings["sign"],
+        clip=settings["clip"],
+    )

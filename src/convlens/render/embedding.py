@@ -108,7 +108,10 @@ def embedding_html(
         "method": embedding.method,
         "dims": dims,
         "color": color if color in ("label", "prediction") else "label",
-        "classes": {"label": _names(labels, label_name or class_name), "prediction": _names(preds, class_name)},
+        "classes": {
+            "label": _names(labels, label_name or class_name),
+            "prediction": _names(preds, class_name),
+        },
         "palette": _PALETTE,
         "unlabelled": _UNLABELLED,
         "points": points,
@@ -128,12 +131,20 @@ def write_html(text: str, path: str | os.PathLike[str]) -> Path:
     return target
 
 
-def embedding_figure(embedding: Any, *, color: str = "label", class_name: Callable[[int], str] | None = None, max_legend: int = 20) -> Figure:
+def embedding_figure(
+    embedding: Any,
+    *,
+    color: str = "label",
+    class_name: Callable[[int], str] | None = None,
+    max_legend: int = 20,
+) -> Figure:
     """A PNG-ready scatter of the map, coloured by label or prediction, with a legend.
 
     A 3-D embedding is drawn as a matplotlib 3-D scatter from a fixed viewpoint.
     """
-    values = np.asarray(embedding.labels if color == "label" else embedding.predictions, dtype=np.int64)
+    values = np.asarray(
+        embedding.labels if color == "label" else embedding.predictions, dtype=np.int64
+    )
     coords = np.asarray(embedding.coords)
     three = coords.ndim == 2 and coords.shape[1] == 3
     fig = Figure(figsize=(7.5, 6.5), dpi=100)
@@ -150,9 +161,13 @@ def embedding_figure(embedding: Any, *, color: str = "label", class_name: Callab
     ax.set_yticks([])
     if three:
         ax.set_zticks([])
-    ax.set_title(f"{embedding.method.upper()}{' 3-D' if three else ''} of {len(coords)} codes, coloured by {color}")
+    ax.set_title(
+        f"{embedding.method.upper()}{' 3-D' if three else ''} of {len(coords)} codes, coloured by {color}"
+    )
     if classes:
-        ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7, frameon=False, markerscale=1.5)
+        ax.legend(
+            loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7, frameon=False, markerscale=1.5
+        )
     fig.tight_layout()
     return fig
 

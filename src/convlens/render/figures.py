@@ -34,7 +34,15 @@ __all__ = [
 FIGURE_FORMATS = (".pdf", ".png", ".svg")
 """Extensions :func:`save_figure` accepts for a matplotlib figure."""
 # Raster formats go through PIL; vector formats wrap the array in a figure.
-_PIL_FORMATS = {".bmp": "BMP", ".jpeg": "JPEG", ".jpg": "JPEG", ".png": "PNG", ".tif": "TIFF", ".tiff": "TIFF", ".webp": "WEBP"}
+_PIL_FORMATS = {
+    ".bmp": "BMP",
+    ".jpeg": "JPEG",
+    ".jpg": "JPEG",
+    ".png": "PNG",
+    ".tif": "TIFF",
+    ".tiff": "TIFF",
+    ".webp": "WEBP",
+}
 ARRAY_FORMATS = tuple(sorted({*_PIL_FORMATS, ".pdf", ".svg"}))
 """Extensions :func:`save_figure` accepts for a uint8 array."""
 
@@ -48,7 +56,9 @@ def _check_array(arr: np.ndarray) -> np.ndarray:
     if a.ndim == 3 and a.shape[2] == 1:
         a = a[:, :, 0]
     if not (a.ndim == 2 or (a.ndim == 3 and a.shape[2] in (3, 4))) or 0 in a.shape:
-        raise BadInputError(f"array of shape {a.shape} is not a picture; expected (H, W), (H, W, 3) or (H, W, 4)")
+        raise BadInputError(
+            f"array of shape {a.shape} is not a picture; expected (H, W), (H, W, 3) or (H, W, 4)"
+        )
     return a
 
 
@@ -91,7 +101,9 @@ def _atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
         raise
 
 
-def save_figure(fig_or_array: Figure | np.ndarray, path: str | os.PathLike[str], *, dpi: float = 150) -> Path:
+def save_figure(
+    fig_or_array: Figure | np.ndarray, path: str | os.PathLike[str], *, dpi: float = 150
+) -> Path:
     """Save a matplotlib figure or a uint8 picture array; the format follows the extension.
 
     Parameters
@@ -204,7 +216,9 @@ def array_to_bytes(arr: np.ndarray, fmt: str = "png", *, quality: int = 85) -> b
         If the array is not uint8 pixels, or ``fmt`` / ``quality`` is not supported.
     """
     if fmt not in MEDIA_TYPES:
-        raise BadInputError(f"picture format {fmt!r} is not supported; choose from {', '.join(MEDIA_TYPES)}")
+        raise BadInputError(
+            f"picture format {fmt!r} is not supported; choose from {', '.join(MEDIA_TYPES)}"
+        )
     if fmt == "png":
         return array_to_png_bytes(arr)
     if not isinstance(quality, int) or not 1 <= quality <= 95:

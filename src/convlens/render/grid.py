@@ -140,7 +140,9 @@ def _as_display_input(image: np.ndarray | torch.Tensor) -> np.ndarray:
     return a[:, :, 0] if a.ndim == 3 and a.shape[2] == 1 else a
 
 
-def _display_array(a: np.ndarray, cmap: str | Colormap | None, signed: bool, index: int) -> np.ndarray:
+def _display_array(
+    a: np.ndarray, cmap: str | Colormap | None, signed: bool, index: int
+) -> np.ndarray:
     """What imshow gets: 2-D maps are coloured by convlens's rules, pictures pass through."""
     if a.ndim == 2:
         return apply_colormap(a, cmap, signed=signed)
@@ -198,7 +200,9 @@ def labelled_grid(
     if tile_inches <= 0:
         raise BadInputError(f"tile_inches={tile_inches} must be > 0")
     if titles is not None and len(titles) != len(images):
-        raise BadInputError(f"{len(titles)} titles for {len(images)} images; give one title per image")
+        raise BadInputError(
+            f"{len(titles)} titles for {len(images)} images; give one title per image"
+        )
     rows, ncols = _grid_shape(len(images), ncols)
     raw = [_as_display_input(image) for image in images]
     if signed is None:

@@ -51,8 +51,11 @@ def neighbors_figure(
         label = int(neighbors.labels[i])
         pred = int(neighbors.predictions[i])
         name = class_name(pred) if class_name is not None else str(pred)
-        truth = "" if label < 0 else f" (true {class_name(label) if class_name is not None else label})"
-        ax.set_title(f"#{i + 1} d={float(neighbors.distances[i]):.3g}\n{name[:18]}{truth[:22]}", fontsize=6)
+        truth = (
+            "" if label < 0 else f" (true {class_name(label) if class_name is not None else label})"
+        )
+        ax.set_title(
+            f"#{i + 1} d={float(neighbors.distances[i]):.3g}\n{name[:18]}{truth[:22]}", fontsize=6
+        )
     fig.tight_layout()
     return fig
-

@@ -16,33 +16,65 @@ from PIL import Image
 from convlens.render.grid import labelled_grid
 from convlens.render.overlay import to_uint8_image
 
-__all__ = ["amplified_difference", "filmstrip", "fooling_figure", "gallery_figure", "noise_fooling_figure", "save_gif"]
+__all__ = [
+    "amplified_difference",
+    "filmstrip",
+    "fooling_figure",
+    "gallery_figure",
+    "noise_fooling_figure",
+    "save_gif",
+]
 
 
 def amplified_difference(difference: torch.Tensor) -> torch.Tensor:
     """A change ``(C, H, W)`` made visible: ``0.5 + d / (2 max|d|)`` (grey = unchanged)."""
     scale = float(difference.abs().max())
-    return (0.5 + difference / (2 * scale)).clamp(0, 1) if scale > 0 else torch.full_like(difference, 0.5)
+    return (
+        (0.5 + difference / (2 * scale)).clamp(0, 1)
+        if scale > 0
+        else torch.full_like(difference, 0.5)
+    )
 
 
-def gallery_figure(images: torch.Tensor, titles: Sequence[str] | None = None, *, ncols: int | None = None, suptitle: str | None = None) -> Figure:
+def gallery_figure(
+    images: torch.Tensor,
+    titles: Sequence[str] | None = None,
+    *,
+    ncols: int | None = None,
+    suptitle: str | None = None,
+) -> Figure:
     """Pixel-space images ``(B, C, H, W)`` in a titled grid."""
     pictures = [to_uint8_image(image) for image in images.detach().float().cpu()]
     return labelled_grid(pictures, titles, ncols=ncols, suptitle=suptitle, tile_inches=2.2)
 
 
-def filmstrip(snapshots: torch.Tensor, steps: Sequence[int] | None = None, *, index: int = 0) -> Figure:
+def filmstrip(
+    snapshots: torch.Tensor, steps: Sequence[int] | None = None, *, index: int = 0
+) -> Figure:
     """Snapshots ``(S, B, C, H, W)`` of an optimisation as one row, for image ``index``."""
     frames = snapshots[:, index]
-    titles = [f"step {s}" for s in steps] if steps is not None else [f"{k}" for k in range(len(frames))]
+    titles = (
+        [f"step {s}" for s in steps] if steps is not None else [f"{k}" for k in range(len(frames))]
+    )
     return gallery_figure(frames, titles, ncols=len(frames))
 
 
-def save_gif(snapshots: torch.Tensor, path: str | os.PathLike[str], *, index: int = 0, ms_per_frame: int = 120) -> Path:
+def save_gif(
+    snapshots: torch.Tensor,
+    path: str | os.PathLike[str],
+    *,
+    index: int = 0,
+    ms_per_frame: int = 120,
+) -> Path:
     """Snapshots ``(S, B, C, H, W)`` as an animated GIF of image ``index``, written atomically."""
-    frames = [Image.fromarray(np.asarray(to_uint8_image(f))) for f in snapshots[:, index].detach().float().cpu()]
+    frames = [
+        Image.fromarray(np.asarray(to_uint8_image(f)))
+        for f in snapshots[:, index].detach().float().cpu()
+    ]
     buffer = io.BytesIO()
-    frames[0].save(buffer, format="GIF", save_all=True, append_images=frames[1:], duration=ms_per_frame, loop=0)
+    frames[0].save(
+        buffer, format="GIF", save_all=True, append_images=frames[1:], duration=ms_per_frame, loop=0
+    )
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
@@ -65,7 +97,10 @@ def fooling_figure(result: Any, *, labels: Any = None) -> Figure:
     panels = [
         (original, f"original: {name(int(before.argmax()))} {float(before.max()):.0%}"),
         (image, f"fooling image: {name(p['predicted'])} {p['probability']:.0%}"),
-        (amplified_difference(t["difference"][0]), f"difference x{0.5 / max(p['linf'], 1e-12):.0f}\nL-inf {p['linf'] * 255:.1f}/255, L2 {p['l2']:.2f}"),
+        (
+            amplified_difference(t["difference"][0]),
+            f"difference x{0.5 / max(p['linf'], 1e-12):.0f}\nL-inf {p['linf'] * 255:.1f}/255, L2 {p['l2']:.2f}",
+        ),
     ]
     for ax, (picture, title) in zip(axes, panels):
         ax.imshow(to_uint8_image(picture.cpu()))
@@ -90,11 +125,20 @@ def noise_fooling_figure(results: Sequence[Any], *, labels: Any = None, top_k: i
         top = torch.topk(probs, min(top_k, len(probs)))
         ax = axes[0, col]
         ax.imshow(to_uint8_image(result.tensors["image"][0].cpu()))
-        ax.set_title(f"{p['target']} {name(p['target'])}\n{p['probability']:.2%} ({p['pattern']}, {p['steps']} steps)", fontsize=8)
+        ax.set_title(
+            f"{p['target']} {name(p['target'])}\n{p['probability']:.2%} ({p['pattern']}, {p['steps']} steps)",
+            fontsize=8,
+        )
         ax.axis("off")
         bars = axes[1, col]
-        bars.barh(range(len(top.values)), top.values.numpy(), color=["tab:red" if int(i) == p["target"] else "tab:gray" for i in top.indices])
-        bars.set_yticks(range(len(top.values)), [name(int(i))[:18] for i in top.indices], fontsize=7)
+        bars.barh(
+            range(len(top.values)),
+            top.values.numpy(),
+            color=["tab:red" if int(i) == p["target"] else "tab:gray" for i in top.indices],
+        )
+        bars.set_yticks(
+            range(len(top.values)), [name(int(i))[:18] for i in top.indices], fontsize=7
+        )
         bars.invert_yaxis()
         bars.set_xlim(0, 1)
         bars.tick_params(axis="x", labelsize=7)

@@ -208,7 +208,11 @@ def overlay(
     base = to_uint8_image(image)
     heat = _as_2d(_as_float_array(heatmap), "heatmap")
     if sign is None:
-        sign = ("all" if is_signed_map(heat) else "positive") if signed is None else ("all" if signed else "positive")
+        sign = (
+            ("all" if is_signed_map(heat) else "positive")
+            if signed is None
+            else ("all" if signed else "positive")
+        )
     shown = resize_map(signed_part(heat, check_sign(sign)), base.shape[:2]).astype(np.float64)
     scaled = scale_shown(shown, clip)
     rgba = _rgba_from_normalized(scaled, cmap, sign == "all")

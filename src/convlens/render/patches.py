@@ -17,7 +17,9 @@ def _rgb(t: torch.Tensor) -> np.ndarray:
     return a[..., 0] if a.shape[2] == 1 else a
 
 
-def patches_figure(result: Any, *, max_channels: int = 16, titles: Sequence[str] | None = None) -> Figure:
+def patches_figure(
+    result: Any, *, max_channels: int = 16, titles: Sequence[str] | None = None
+) -> Figure:
     """The grid of a ``top_patches`` result: rows are channels, columns ranks (value above each).
 
     With guided backprop in the result, each patch is followed by its guided map.
@@ -45,5 +47,12 @@ def patches_figure(result: Any, *, max_channels: int = 16, titles: Sequence[str]
                 gx = fig.add_subplot(n_rows, k * per, r * k * per + j * per + 2)
                 gx.imshow(_rgb(guided[r, j]), interpolation="nearest")
                 gx.set_axis_off()
-    fig.subplots_adjust(left=0.06, right=0.99, bottom=0.01, top=1 - 0.45 / (cell * n_rows + 0.6), wspace=0.06, hspace=0.3)
+    fig.subplots_adjust(
+        left=0.06,
+        right=0.99,
+        bottom=0.01,
+        top=1 - 0.45 / (cell * n_rows + 0.6),
+        wspace=0.06,
+        hspace=0.3,
+    )
     return fig

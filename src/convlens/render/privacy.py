@@ -24,7 +24,14 @@ def _figure(width: float, height: float) -> Figure:
 def _grey(ax: Any, image: torch.Tensor, title: str | None = None, **kwargs: Any) -> None:
     a = image.detach().float().cpu()
     a = a[0] if a.dim() == 3 else a
-    ax.imshow(a.numpy(), cmap=kwargs.pop("cmap", "gray"), vmin=kwargs.pop("vmin", 0), vmax=kwargs.pop("vmax", 1), interpolation="nearest", **kwargs)
+    ax.imshow(
+        a.numpy(),
+        cmap=kwargs.pop("cmap", "gray"),
+        vmin=kwargs.pop("vmin", 0),
+        vmax=kwargs.pop("vmax", 1),
+        interpolation="nearest",
+        **kwargs,
+    )
     ax.set_xticks([])
     ax.set_yticks([])
     if title:
@@ -43,7 +50,10 @@ def roc_figure(results: Sequence[Any]) -> Figure:
     axes = fig.subplots(1, 2)
     recipes = sorted({r.provenance["params"]["recipe"]["name"] for r in results})
     colours = {name: f"C{i}" for i, name in enumerate(recipes)}
-    for ax, key, title in ((axes[0], "loss_scores", "loss threshold (Yeom 2018)"), (axes[1], "shadow_scores", "shadow models (Shokri 2017)")):
+    for ax, key, title in (
+        (axes[0], "loss_scores", "loss threshold (Yeom 2018)"),
+        (axes[1], "shadow_scores", "shadow models (Shokri 2017)"),
+    ):
         seen: set[str] = set()
         for r in results:
             p = r.provenance["params"]
@@ -51,7 +61,14 @@ def roc_figure(results: Sequence[Any]) -> Figure:
             fpr, tpr, _ = roc_curve(r.tensors[key], r.tensors["member"])
             metrics = p["loss_threshold" if key == "loss_scores" else "shadow"]
             label = f"{name} (AUC {metrics['auc']:.2f}, seed {r.provenance.get('seed')})"
-            ax.plot(fpr.clamp_min(1e-3).numpy(), tpr.numpy(), color=colours[name], lw=1.2, alpha=0.9, label=label)
+            ax.plot(
+                fpr.clamp_min(1e-3).numpy(),
+                tpr.numpy(),
+                color=colours[name],
+                lw=1.2,
+                alpha=0.9,
+                label=label,
+            )
             seen.add(name)
         grid = np.logspace(-3, 0, 50)
         ax.plot(grid, grid, "k:", lw=0.8, label="chance")
@@ -77,7 +94,13 @@ def sweep_figure(rows: Sequence[Mapping[str, Any]]) -> Figure:
         xs = np.arange(len(part))
         ax.plot(xs, [r["loss_threshold"]["auc"] for r in part], "o-", label="AUC loss threshold")
         ax.plot(xs, [r["shadow"]["auc"] for r in part], "s-", label="AUC shadow models")
-        ax.plot(xs, [r["train_accuracy"] - r["held_out_accuracy"] for r in part], "^--", color="grey", label="train - held-out accuracy")
+        ax.plot(
+            xs,
+            [r["train_accuracy"] - r["held_out_accuracy"] for r in part],
+            "^--",
+            color="grey",
+            label="train - held-out accuracy",
+        )
         ax.axhline(0.5, color="k", lw=0.6, ls=":")
         ax.set_xticks(xs, [f"{r['value']:g}" for r in part])
         ax.set_xlabel("epochs" if axis == "epochs" else "weight decay")
@@ -101,8 +124,13 @@ def reconstructions_figure(result: Any) -> Figure:
         for c, ax in enumerate(row):
             mark = "ok" if judged[c] == c else f"judge: {judged[c]}"
             _grey(ax, images[c], f"{c} ({mark})")
-        row[0].set_ylabel(f"{variant.replace('_', '-')}\n{p[variant]['queries_per_class']} q/class", fontsize=8)
-    fig.suptitle(f"model inversion of {result.provenance.get('model')}: judge {p['white_box']['judge_hits']}/{n} white-box, {p['black_box']['judge_hits']}/{n} black-box", fontsize=10)
+        row[0].set_ylabel(
+            f"{variant.replace('_', '-')}\n{p[variant]['queries_per_class']} q/class", fontsize=8
+        )
+    fig.suptitle(
+        f"model inversion of {result.provenance.get('model')}: judge {p['white_box']['judge_hits']}/{n} white-box, {p['black_box']['judge_hits']}/{n} black-box",
+        fontsize=10,
+    )
     fig.tight_layout()
     return fig
 
@@ -121,19 +149,39 @@ def backdoor_figure(result: Any) -> Figure:
     pattern[top : top + h, left : left + w] = t["trigger_pattern"]
     _grey(fig.add_subplot(grid[0, 0]), pattern, f"true trigger (target {target})")
     mask = t["masks"][target]
-    _grey(fig.add_subplot(grid[0, 1]), mask, f"recovered mask, label {target} (IoU {nc['mask_iou']:.2f})", cmap="magma")
-    _grey(fig.add_subplot(grid[0, 2]), (mask * t["patterns"][target][0]), "recovered mask x pattern")
+    _grey(
+        fig.add_subplot(grid[0, 1]),
+        mask,
+        f"recovered mask, label {target} (IoU {nc['mask_iou']:.2f})",
+        cmap="magma",
+    )
+    _grey(
+        fig.add_subplot(grid[0, 2]), (mask * t["patterns"][target][0]), "recovered mask x pattern"
+    )
     ax = fig.add_subplot(grid[0, 3])
     index = t["anomaly_index"].numpy()
-    ax.bar(np.arange(len(index)), index, color=["C3" if k == target else "C0" for k in range(len(index))])
+    ax.bar(
+        np.arange(len(index)),
+        index,
+        color=["C3" if k == target else "C0" for k in range(len(index))],
+    )
     ax.axhline(2, color="k", ls="--", lw=0.8)
     ax.set_xticks(np.arange(len(index)))
     ax.set_xlabel("label")
     ax.set_title("anomaly index (MAD); > 2 flags", fontsize=8)
     _grey(fig.add_subplot(grid[1, 0]), t["example"][0], "clean held-out image")
-    _grey(fig.add_subplot(grid[1, 1]), t["example_triggered"][0], f"triggered: predicted {p['example_prediction']}")
+    _grey(
+        fig.add_subplot(grid[1, 1]),
+        t["example_triggered"][0],
+        f"triggered: predicted {p['example_prediction']}",
+    )
     sal = t["example_saliency"][0]
-    _grey(fig.add_subplot(grid[1, 2]), sal / sal.max().clamp_min(1e-12), f"saliency of class {target}", cmap="inferno")
+    _grey(
+        fig.add_subplot(grid[1, 2]),
+        sal / sal.max().clamp_min(1e-12),
+        f"saliency of class {target}",
+        cmap="inferno",
+    )
     ax = fig.add_subplot(grid[1, 3])
     ax.axis("off")
     ac, ss = p["activation_clustering"], p["spectral_signatures"]

@@ -28,7 +28,16 @@ from convlens.render.display import (
 from convlens.render.figures import figure_to_png_bytes
 from convlens.render.overlay import to_uint8_image
 
-__all__ = ["FIGURES", "NO_PICTURE", "has_picture", "plot_result", "result_count", "result_figure", "result_html", "result_png"]
+__all__ = [
+    "FIGURES",
+    "NO_PICTURE",
+    "has_picture",
+    "plot_result",
+    "result_count",
+    "result_figure",
+    "result_html",
+    "result_png",
+]
 
 #: the most images :func:`result_html` lays out (a batch of 1000 would make a huge cell)
 MAX_HTML_IMAGES = 32
@@ -93,7 +102,13 @@ def _activations(result: Any, index: int, **options: Any) -> Figure:
     # a layer without spatial axes: its channels' values, strongest first
     strength = result.tensors["channel_strength"][index].detach().float().cpu()
     order = result.tensors["channel_order"][index].tolist()[:64]
-    return _bars([float(strength[c]) for c in order], [str(c) for c in order], "channel, strongest first", "activation", _title(result, index))
+    return _bars(
+        [float(strength[c]) for c in order],
+        [str(c) for c in order],
+        "channel, strongest first",
+        "activation",
+        _title(result, index),
+    )
 
 
 def _gradients(result: Any, index: int, **options: Any) -> Figure:
@@ -119,20 +134,29 @@ def _gram(result: Any, index: int, **options: Any) -> Figure:
     from convlens.render.style import gram_figure
 
     t = result.tensors
-    return gram_figure(t["gram"], t.get("mean"), t.get("variance"), title=str(result.provenance.get("layer") or ""))
+    return gram_figure(
+        t["gram"], t.get("mean"), t.get("variance"), title=str(result.provenance.get("layer") or "")
+    )
 
 
 def _style_transfer(result: Any, index: int, **options: Any) -> Figure:
     from convlens.render.optimize import gallery_figure
 
     t = result.tensors
-    return gallery_figure(_stack([t["content"], t["image"]]), ["content", "result"], ncols=2, suptitle=_title(result, 0))
+    return gallery_figure(
+        _stack([t["content"], t["image"]]),
+        ["content", "result"],
+        ncols=2,
+        suptitle=_title(result, 0),
+    )
 
 
 def _texture(result: Any, index: int, **options: Any) -> Figure:
     from convlens.render.style import texture_figure
 
-    return texture_figure(result.tensors["sample"], result.tensors["image"], caption=_title(result, 0))
+    return texture_figure(
+        result.tensors["sample"], result.tensors["image"], caption=_title(result, 0)
+    )
 
 
 def _patches(result: Any, index: int, **options: Any) -> Figure:
@@ -151,7 +175,13 @@ def _channel_importance(result: Any, index: int, **options: Any) -> Figure:
     """Bars of each channel's score, most important first (up to 64 channels)."""
     scores = result.tensors["scores"].detach().float().cpu()
     order = result.tensors["order"].tolist()[:64]  # most important first
-    return _bars([float(scores[c]) for c in order], [str(c) for c in order], "channel, most important first", "score", _title(result, 0))
+    return _bars(
+        [float(scores[c]) for c in order],
+        [str(c) for c in order],
+        "channel, most important first",
+        "score",
+        _title(result, 0),
+    )
 
 
 def _bars(values: list[float], names: list[str], xlabel: str, ylabel: str, title: str) -> Figure:
@@ -192,7 +222,11 @@ def _inversion(result: Any, index: int, **options: Any) -> Figure:
     from convlens.render.optimize import gallery_figure
 
     t = result.tensors  # feature inversion: the photo and what the layer keeps of it
-    return gallery_figure(_stack([t["original"][index], t["image"][index]]), ["original", f"inverted from {result.provenance.get('layer')}"], ncols=2)
+    return gallery_figure(
+        _stack([t["original"][index], t["image"][index]]),
+        ["original", f"inverted from {result.provenance.get('layer')}"],
+        ncols=2,
+    )
 
 
 def _fooling(result: Any, index: int, **options: Any) -> Figure:
@@ -209,7 +243,9 @@ def _style_training(result: Any, index: int, **options: Any) -> Figure:
     fig = Figure(figsize=(5.5, 3.5))
     ax = fig.add_subplot()
     for name in ("content_loss", "style_loss"):
-        ax.semilogy(np.maximum(t[name].detach().double().cpu().numpy(), 1e-12), label=name.replace("_", " "))
+        ax.semilogy(
+            np.maximum(t[name].detach().double().cpu().numpy(), 1e-12), label=name.replace("_", " ")
+        )
     ax.set_xlabel("step")
     ax.set_title(_title(result, 0), fontsize=9)
     ax.legend()
@@ -356,7 +392,9 @@ def result_figure(result: Any, index: int = 0, **options: Any) -> Figure:
     if not 0 <= index < n:
         raise BadInputError(f"index {index}: this {result.kind} result has {n} picture(s)")
     if not has_picture(result):
-        raise BadInputError(f"a {result.kind!r} result holds numbers only; read result.tensors / result.provenance")
+        raise BadInputError(
+            f"a {result.kind!r} result holds numbers only; read result.tensors / result.provenance"
+        )
     if result.kind in FIGURES:
         return FIGURES[result.kind](result, index, **options)
     fig = Figure(figsize=(5, 5))
@@ -381,7 +419,9 @@ def result_html(result: Any) -> str | None:
     cells = []
     for i in range(shown):
         data = base64.b64encode(result_png(result, i)).decode("ascii")
-        caption = html.escape(result.sources[i] if result.sources and i < len(result.sources) else f"[{i}]")
+        caption = html.escape(
+            result.sources[i] if result.sources and i < len(result.sources) else f"[{i}]"
+        )
         cells.append(
             '<figure style="margin:4px;display:inline-block;vertical-align:top">'
             + f'<img src="data:image/png;base64,{data}" style="max-width:320px" alt="{caption}">'

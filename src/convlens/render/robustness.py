@@ -48,8 +48,13 @@ def corruption_errors_figure(result: Any, *, title: str | None = None) -> Figure
     names, levels = list(params["corruptions"]), list(params["severities"])
     table = np.array([params["errors"][c] for c in names], dtype=float) * 100
     clean = 100 * float(params["clean_error"])
-    fig = Figure(figsize=(4.2 + 0.55 * len(levels) + 4.5, max(3.5, 1.2 + 0.32 * len(names))), layout="constrained")
-    heat_ax, line_ax = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1.6 + 0.35 * len(levels), 3.2]})
+    fig = Figure(
+        figsize=(4.2 + 0.55 * len(levels) + 4.5, max(3.5, 1.2 + 0.32 * len(names))),
+        layout="constrained",
+    )
+    heat_ax, line_ax = fig.subplots(
+        1, 2, gridspec_kw={"width_ratios": [1.6 + 0.35 * len(levels), 3.2]}
+    )
     image = heat_ax.imshow(table, cmap="Reds", vmin=0, vmax=100, aspect="auto")
     heat_ax.set_xticks(range(len(levels)), [str(s) for s in levels])
     heat_ax.set_yticks(range(len(names)), [_pretty(n) for n in names])
@@ -58,7 +63,15 @@ def corruption_errors_figure(result: Any, *, title: str | None = None) -> Figure
     for i in range(len(names)):
         for j in range(len(levels)):
             value = table[i, j]
-            heat_ax.text(j, i, f"{value:.0f}", ha="center", va="center", fontsize=7, color="white" if value > 60 else "black")
+            heat_ax.text(
+                j,
+                i,
+                f"{value:.0f}",
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white" if value > 60 else "black",
+            )
     fig.colorbar(image, ax=heat_ax, fraction=0.05, pad=0.02)
     # One line per family keeps 15 lines readable: the mean over the family's corruptions.
     from convlens.robustness.corruptions import FAMILIES
@@ -84,7 +97,10 @@ def corruption_errors_figure(result: Any, *, title: str | None = None) -> Figure
 
 
 def corruption_grid_figure(
-    images: Mapping[str, Sequence[torch.Tensor]] | Mapping[str, torch.Tensor], severities: Sequence[int], *, ncols: int | None = None
+    images: Mapping[str, Sequence[torch.Tensor]] | Mapping[str, torch.Tensor],
+    severities: Sequence[int],
+    *,
+    ncols: int | None = None,
 ) -> Figure:
     """Each corruption at each severity: ``{corruption: (S, C, H, W)}`` pixels, corruption after
     corruption, ``ncols`` tiles a row (default one row per corruption)."""
@@ -97,7 +113,9 @@ def corruption_grid_figure(
     return labelled_grid(pictures, titles, ncols=ncols or len(severities), tile_inches=1.5)
 
 
-def shape_bias_figure(result: Any, *, title: str | None = None, reference: Mapping[str, float] | None = None) -> Figure:
+def shape_bias_figure(
+    result: Any, *, title: str | None = None, reference: Mapping[str, float] | None = None
+) -> Figure:
     """Per-category fraction of shape decisions, like Fig. 4 of Geirhos et al. 2019.
 
     Categories on the vertical axis, the fraction of "shape" decisions on the horizontal
@@ -119,7 +137,9 @@ def shape_bias_figure(result: Any, *, title: str | None = None, reference: Mappi
     if overall is not None:
         ax.axvline(overall, color="tab:red", linewidth=1.5, label=f"overall {overall:.3f}")
     for i, (label, value) in enumerate((reference or {}).items()):
-        ax.axvline(value, color=f"C{i + 1}", linestyle=":", linewidth=1.2, label=f"{label} {value:.2f}")
+        ax.axvline(
+            value, color=f"C{i + 1}", linestyle=":", linewidth=1.2, label=f"{label} {value:.2f}"
+        )
     ax.set_yticks(positions, names)
     ax.set_xlim(-0.02, 1.02)
     ax.set_ylim(-0.6, len(names) - 0.4)
@@ -129,7 +149,9 @@ def shape_bias_figure(result: Any, *, title: str | None = None, reference: Mappi
     top.set_xticks([0, 0.25, 0.5, 0.75, 1], ["0", "0.25", "0.5", "0.75", "1"])
     top.set_xlabel("fraction of 'shape' decisions")
     counts = f"{params.get('shape', '?')} shape / {params.get('texture', '?')} texture / {params.get('other', '?')} other"
-    ax.set_title(title or f"Shape bias ({params.get('preprocess', '')}; {counts})", fontsize=9, pad=10)
+    ax.set_title(
+        title or f"Shape bias ({params.get('preprocess', '')}; {counts})", fontsize=9, pad=10
+    )
     ax.legend(fontsize=7, loc="lower right")
     return fig
 
@@ -157,7 +179,9 @@ def corruption_comparison_figure(runs: Runs, *, title: str | None = None) -> Fig
     bar_ax, line_ax = fig.subplots(1, 2, gridspec_kw={"width_ratios": [bars_inches, 3.4]})
     width = 0.8 / len(params)
     for k, (model, p) in enumerate(params):
-        heights = [100 * float(p["corruption_errors"][c]) for c in names] + [100 * float(p["mean_corruption_error"])]
+        heights = [100 * float(p["corruption_errors"][c]) for c in names] + [
+            100 * float(p["mean_corruption_error"])
+        ]
         label = model if p.get("mce") is None else f"{model} (mCE {100 * p['mce']:.1f})"
         offsets = [i - 0.4 + width * (k + 0.5) for i in range(len(groups))]
         bar_ax.bar(offsets, heights, width=width, color=f"C{k}", label=label)
@@ -165,7 +189,9 @@ def corruption_comparison_figure(runs: Runs, *, title: str | None = None) -> Fig
         bar_ax.axhline(clean, color=f"C{k}", linestyle="--", linewidth=1)
         by_level = np.array([p["errors"][c] for c in names], dtype=float).mean(axis=0) * 100
         line_ax.plot([0, *levels], [clean, *by_level], marker="o", color=f"C{k}", label=model)
-    bar_ax.set_xticks(range(len(groups)), [_pretty(g) for g in groups], rotation=60, ha="right", fontsize=8)
+    bar_ax.set_xticks(
+        range(len(groups)), [_pretty(g) for g in groups], rotation=60, ha="right", fontsize=8
+    )
     bar_ax.set_ylim(0, 100)
     bar_ax.set_ylabel("top-1 error % (mean over severities)")
     bar_ax.set_title("error per corruption (dashed: clean error)", fontsize=9)
@@ -198,17 +224,29 @@ def attack_curve_comparison_figure(runs: Runs, *, title: str | None = None) -> F
         p = result.provenance["params"]
         eps = [float(e) * 255 for e in result.tensors["eps"]]
         for m, (method, row) in enumerate(zip(p["methods"], result.tensors["accuracy"])):
-            ax.plot(eps, [float(a) * 100 for a in row], marker="os^D"[m % 4], color=f"C{k}", linestyle=styles[m % len(styles)], label=f"{model} {method}")
+            ax.plot(
+                eps,
+                [float(a) * 100 for a in row],
+                marker="os^D"[m % 4],
+                color=f"C{k}",
+                linestyle=styles[m % len(styles)],
+                label=f"{model} {method}",
+            )
     ax.set_xlabel(f"budget eps (L{first['norm']}, x 1/255)")
     ax.set_ylabel("accuracy (%)")
     ax.set_ylim(-2, 102)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    ax.set_title(title or f"Accuracy under attack, {len(runs)} models ({first['images']} images)", fontsize=10)
+    ax.set_title(
+        title or f"Accuracy under attack, {len(runs)} models ({first['images']} images)",
+        fontsize=10,
+    )
     return fig
 
 
-def shape_bias_comparison_figure(runs: Runs, *, title: str | None = None, reference: Mapping[str, float] | None = None) -> Figure:
+def shape_bias_comparison_figure(
+    runs: Runs, *, title: str | None = None, reference: Mapping[str, float] | None = None
+) -> Figure:
     """Shape bias of several models per category, as in Fig. 4 of Geirhos et al. 2019.
 
     Categories on the vertical axis, the fraction of shape decisions on the horizontal one;
@@ -228,17 +266,37 @@ def shape_bias_comparison_figure(runs: Runs, *, title: str | None = None, refere
     row_of = {c: len(names) - 1 - i for i, c in enumerate(names)}  # first category on top
     for y in row_of.values():
         ax.axhline(y, color="0.92", linewidth=0.6, zorder=0)
-    spread = min(0.5, 0.15 * (len(params) - 1))  # models side by side within a row: equal values stay visible
+    spread = min(
+        0.5, 0.15 * (len(params) - 1)
+    )  # models side by side within a row: equal values stay visible
     for k, (model, p) in enumerate(params):
-        shown = [c for c in names if c in p["per_category"] and p["per_category"][c].get("shape_bias") is not None]
+        shown = [
+            c
+            for c in names
+            if c in p["per_category"] and p["per_category"][c].get("shape_bias") is not None
+        ]
         overall = p.get("shape_bias")
         label = model if overall is None else f"{model} {overall:.3f}"
         dy = spread / 2 - spread * k / (len(params) - 1) if len(params) > 1 else 0.0
-        ax.scatter([p["per_category"][c]["shape_bias"] for c in shown], [row_of[c] + dy for c in shown], s=50, color=f"C{k}", marker=markers[k % len(markers)], zorder=3, label=label)
+        ax.scatter(
+            [p["per_category"][c]["shape_bias"] for c in shown],
+            [row_of[c] + dy for c in shown],
+            s=50,
+            color=f"C{k}",
+            marker=markers[k % len(markers)],
+            zorder=3,
+            label=label,
+        )
         if overall is not None:
             ax.axvline(overall, color=f"C{k}", linewidth=1.5)
     for i, (label, value) in enumerate((reference or {}).items()):
-        ax.axvline(value, color="0.5", linestyle=[":", "-.", "--"][i % 3], linewidth=1.0, label=f"{label} {value:.2f}")
+        ax.axvline(
+            value,
+            color="0.5",
+            linestyle=[":", "-.", "--"][i % 3],
+            linewidth=1.0,
+            label=f"{label} {value:.2f}",
+        )
     ax.set_yticks(list(row_of.values()), names)
     ax.set_xlim(-0.02, 1.02)
     ax.set_ylim(-0.6, len(names) - 0.4)

@@ -20,12 +20,30 @@ def tcav_figure(results: list[tuple[str, Any]], *, title: str = "") -> Any:
     rng = np.random.default_rng(0)  # horizontal jitter only, so points do not hide each other
     ticks, labels = [], []
     for k, (name, result) in enumerate(results):
-        for j, (values, colour, kind) in enumerate(((result.scores, "tab:red", "concept"), (result.random_scores, "tab:grey", "random"))):
+        for j, (values, colour, kind) in enumerate(
+            ((result.scores, "tab:red", "concept"), (result.random_scores, "tab:grey", "random"))
+        ):
             x = 3 * k + j
-            ax.bar(x, float(np.mean(values)), width=0.7, color=colour, alpha=0.35, label=kind if k == 0 else None)
-            ax.scatter(x + rng.uniform(-0.18, 0.18, len(values)), values, s=14, color=colour, zorder=3)
+            ax.bar(
+                x,
+                float(np.mean(values)),
+                width=0.7,
+                color=colour,
+                alpha=0.35,
+                label=kind if k == 0 else None,
+            )
+            ax.scatter(
+                x + rng.uniform(-0.18, 0.18, len(values)), values, s=14, color=colour, zorder=3
+            )
         verdict = "significant" if result.significant else "n.s."
-        ax.text(3 * k + 0.5, 1.04, f"p = {result.p_value:.2g}\n{verdict}", ha="center", va="bottom", fontsize=8)
+        ax.text(
+            3 * k + 0.5,
+            1.04,
+            f"p = {result.p_value:.2g}\n{verdict}",
+            ha="center",
+            va="bottom",
+            fontsize=8,
+        )
         ticks.append(3 * k + 0.5)
         labels.append(name)
     ax.set_xticks(ticks, labels)

@@ -123,7 +123,9 @@ def embed(
         raise BadInputError(f"dims {dims!r}: a map has 2 or 3 dimensions")
     codes = np.asarray(features.codes, dtype=np.float64)
     if codes.ndim != 2 or codes.shape[0] < 3:
-        raise BadInputError(f"an embedding needs at least 3 codes in an (N, D) array, got shape {codes.shape}")
+        raise BadInputError(
+            f"an embedding needs at least 3 codes in an (N, D) array, got shape {codes.shape}"
+        )
     if not np.isfinite(codes).all():
         raise BadInputError("the codes hold NaN or infinite values")
     n = codes.shape[0]
@@ -136,11 +138,24 @@ def embed(
     elif method == "tsne":
         from sklearn.manifold import TSNE
 
-        reduced = _pca(codes, min(pca_dims, codes.shape[1], n)) if codes.shape[1] > pca_dims else codes
+        reduced = (
+            _pca(codes, min(pca_dims, codes.shape[1], n)) if codes.shape[1] > pca_dims else codes
+        )
         perp = float(min(perplexity, max(1.0, (n - 1) / 3)))
-        tsne = TSNE(n_components=dims, perplexity=perp, init="pca" if reduced.shape[1] >= dims else "random", learning_rate="auto", random_state=seed, method="barnes_hut" if n > 200 else "exact")
+        tsne = TSNE(
+            n_components=dims,
+            perplexity=perp,
+            init="pca" if reduced.shape[1] >= dims else "random",
+            learning_rate="auto",
+            random_state=seed,
+            method="barnes_hut" if n > 200 else "exact",
+        )
         coords = tsne.fit_transform(reduced)
-        params.update(perplexity=perp, pca_dims=int(reduced.shape[1]), kl_divergence=float(tsne.kl_divergence_))
+        params.update(
+            perplexity=perp,
+            pca_dims=int(reduced.shape[1]),
+            kl_divergence=float(tsne.kl_divergence_),
+        )
     else:
         try:
             with warnings.catch_warnings():
@@ -148,9 +163,17 @@ def embed(
                 warnings.simplefilter("ignore", ImportWarning)
                 import umap
         except ImportError:
-            raise MissingDependencyError("--method umap needs umap-learn; pip install 'convlens[represent]'") from None
+            raise MissingDependencyError(
+                "--method umap needs umap-learn; pip install 'convlens[represent]'"
+            ) from None
         nn = int(min(n_neighbors, n - 1))
-        reducer = umap.UMAP(n_components=dims, n_neighbors=nn, random_state=seed, n_jobs=1, init="spectral" if n > nn + 2 else "random")
+        reducer = umap.UMAP(
+            n_components=dims,
+            n_neighbors=nn,
+            random_state=seed,
+            n_jobs=1,
+            init="spectral" if n > nn + 2 else "random",
+        )
         with warnings.catch_warnings():
             # Separate clusters make a disconnected k-NN graph; umap lays each component out
             # on its own, which is what a map of distinct classes should show.
@@ -158,7 +181,12 @@ def embed(
             coords = reducer.fit_transform(codes.astype(np.float32))
         params.update(n_neighbors=nn)
     params["seconds"] = time.perf_counter() - started
-    provenance = {"method": f"embed_{method}", "params": params, "seed": seed, "features": dict(getattr(features, "provenance", {}) or {})}
+    provenance = {
+        "method": f"embed_{method}",
+        "params": params,
+        "seed": seed,
+        "features": dict(getattr(features, "provenance", {}) or {}),
+    }
     return Embedding(
         coords=np.asarray(coords, dtype=np.float32),
         paths=list(features.paths),

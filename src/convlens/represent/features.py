@@ -42,7 +42,15 @@ from convlens.hooks import capture, eval_mode
 from convlens.models.model import Model
 from convlens.results import make_provenance
 
-__all__ = ["PROVENANCE_FILE", "Features", "code_size", "extract_features", "layer_code", "layer_shape", "load_features"]
+__all__ = [
+    "PROVENANCE_FILE",
+    "Features",
+    "code_size",
+    "extract_features",
+    "layer_code",
+    "layer_shape",
+    "load_features",
+]
 
 #: the sidecar with the run's provenance, written when a run finishes
 PROVENANCE_FILE = "features.json"
@@ -127,7 +135,9 @@ class _Codes:
         x = model.normalize(pixels.to(model.device, model.dtype))
         with torch.no_grad(), eval_mode(model.module), capture(model.module, [self.layer]) as acts:
             logits = model.module(x)
-            code = layer_code(_as_map(acts[self.layer], (int(x.shape[-2]), int(x.shape[-1]))), self.pooled)
+            code = layer_code(
+                _as_map(acts[self.layer], (int(x.shape[-2]), int(x.shape[-1]))), self.pooled
+            )
         return {"code": code.float().cpu(), "prediction": logits.flatten(1).argmax(dim=1).cpu()}
 
 
@@ -163,7 +173,9 @@ def code_size(shape: Sequence[int], pooled: bool) -> int:
     return int(shape[0]) if pooled and len(shape) == 3 else int(np.prod(shape))
 
 
-def _as_items(model: Model, items: Sequence[LabelledItem | str | Path] | str | Path) -> list[LabelledItem | str | Path]:
+def _as_items(
+    model: Model, items: Sequence[LabelledItem | str | Path] | str | Path
+) -> list[LabelledItem | str | Path]:
     if isinstance(items, (str, os.PathLike)):
         # One folder or CSV: class names resolve through the model's labels.
         return list(scan_labelled(items, model.labels.resolve if model.labels else None))
@@ -232,7 +244,9 @@ def extract_features(
     (120, 192)
     """
     if not isinstance(model, Model):
-        raise TypeError(f"model must be a convlens Model (convlens.wrap(module) makes one), not {type(model).__name__}")
+        raise TypeError(
+            f"model must be a convlens Model (convlens.wrap(module) makes one), not {type(model).__name__}"
+        )
     shape = layer_shape(model, layer)
     entries = _as_items(model, items)
     config = {
@@ -242,7 +256,12 @@ def extract_features(
         "layer": layer,
         "pooled": bool(pooled),
         "shape": list(shape),
-        "preprocessing": {"input_size": list(model.input_size), "resize": model.preprocessing.resize, "mean": list(model.preprocessing.mean), "std": list(model.preprocessing.std)},
+        "preprocessing": {
+            "input_size": list(model.input_size),
+            "resize": model.preprocessing.resize,
+            "mean": list(model.preprocessing.mean),
+            "std": list(model.preprocessing.std),
+        },
     }
     if "spec" in model.info:  # a user model: neighbors/embed load it again from this
         config["spec"] = model.info["spec"]
@@ -251,9 +270,17 @@ def extract_features(
         batch_size=batch_size, shard_size=shard_size, config=config, overwrite=overwrite,
         progress=progress, shard_format="parquet", engine=engine, workers=workers,
     )  # fmt: skip
-    params = {"pooled": bool(pooled), "batch_size": batch_size, "shard_size": shard_size, "engine": engine, "workers": workers}
+    params = {
+        "pooled": bool(pooled),
+        "batch_size": batch_size,
+        "shard_size": shard_size,
+        "engine": engine,
+        "workers": workers,
+    }
     provenance = make_provenance(model, "features", params=params, layer=layer)
-    provenance.update(shape=list(shape), n_items=report.n_items, n_done=report.n_done, n_failed=len(report.failed))
+    provenance.update(
+        shape=list(shape), n_items=report.n_items, n_done=report.n_done, n_failed=len(report.failed)
+    )
     _write_json(Path(out_dir) / PROVENANCE_FILE, provenance)
     return report
 
@@ -274,18 +301,30 @@ def load_features(out_dir: str | Path) -> Features:
     try:
         manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
-        raise BadInputError(f"{folder} is not a features folder (no readable {MANIFEST}); {hint}") from err
+        raise BadInputError(
+            f"{folder} is not a features folder (no readable {MANIFEST}); {hint}"
+        ) from err
     config = manifest.get("config") if isinstance(manifest, dict) else None
     if not isinstance(config, dict) or config.get("kind") != _KIND:
-        raise BadInputError(f"{folder} holds no features (its {MANIFEST} is not from `convlens features`); {hint}")
+        raise BadInputError(
+            f"{folder} holds no features (its {MANIFEST} is not from `convlens features`); {hint}"
+        )
     n_shards = -(-int(manifest["n_items"]) // int(manifest["shard_size"]))
     if len(manifest["shards"]) != n_shards:
-        raise BadInputError(f"{folder}: the features run is unfinished ({len(manifest['shards'])} of {n_shards} shards); run the same `convlens features` command again to finish it")
+        raise BadInputError(
+            f"{folder}: the features run is unfinished ({len(manifest['shards'])} of {n_shards} shards); run the same `convlens features` command again to finish it"
+        )
     outputs = read_outputs(folder)
     shape = tuple(int(s) for s in config["shape"])
     n = len(outputs["index"])
-    codes = outputs.get("code", np.zeros((n, code_size(shape, config["pooled"])), np.float32)).astype(np.float32, copy=False)
-    provenance: dict[str, Any] = {key: config[key] for key in ("model", "weights_sha256", "layer", "pooled", "shape", "spec") if key in config}
+    codes = outputs.get(
+        "code", np.zeros((n, code_size(shape, config["pooled"])), np.float32)
+    ).astype(np.float32, copy=False)
+    provenance: dict[str, Any] = {
+        key: config[key]
+        for key in ("model", "weights_sha256", "layer", "pooled", "shape", "spec")
+        if key in config
+    }
     provenance["method"] = "features"
     sidecar = folder / PROVENANCE_FILE
     if sidecar.is_file():

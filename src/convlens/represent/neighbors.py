@@ -103,7 +103,9 @@ def exact_neighbors(
     base = _as_matrix("codes", codes)
     q = _as_matrix("queries", queries)
     if q.shape[1] != base.shape[1]:
-        raise BadInputError(f"queries have {q.shape[1]} dimensions but the codes {base.shape[1]}; use the same layer and pooling")
+        raise BadInputError(
+            f"queries have {q.shape[1]} dimensions but the codes {base.shape[1]}; use the same layer and pooling"
+        )
     if k < 1 or chunk_size < 1:
         raise BadInputError(f"k ({k}) and chunk_size ({chunk_size}) must be >= 1")
     k = min(k, base.shape[0])
@@ -128,7 +130,11 @@ def exact_neighbors(
             c_norm = np.ones_like(c_norm)
         dots = q32 @ chunk.T
         # screened squared l2 (or 1 - cos), and how far float32 may be from it
-        approx = (q_norm[:, None] ** 2 - 2.0 * dots + c_norm[None] ** 2) if metric == "l2" else 1.0 - dots
+        approx = (
+            (q_norm[:, None] ** 2 - 2.0 * dots + c_norm[None] ** 2)
+            if metric == "l2"
+            else 1.0 - dots
+        )
         tol = 4 * slack * (q_norm[:, None] + c_norm[None]) ** 2 + 1e-12
         kk = min(k, approx.shape[1])
         upper = np.partition(approx + tol, kk - 1, axis=1)[:, kk - 1 : kk]
@@ -136,13 +142,21 @@ def exact_neighbors(
         picked = base[start + cols].astype(np.float64)
         if metric == "cosine":
             picked = _unit(picked)
-        exact = np.sqrt(((q64[rows] - picked) ** 2).sum(1)) if metric == "l2" else 1.0 - (q64[rows] * picked).sum(1)
+        exact = (
+            np.sqrt(((q64[rows] - picked) ** 2).sum(1))
+            if metric == "l2"
+            else 1.0 - (q64[rows] * picked).sum(1)
+        )
         cand_d, cand_i = _ragged(rows, exact, cols + start, q.shape[0])
-        best_d, best_i = _smallest(np.concatenate([best_d, cand_d], axis=1), np.concatenate([best_i, cand_i], axis=1), k)
+        best_d, best_i = _smallest(
+            np.concatenate([best_d, cand_d], axis=1), np.concatenate([best_i, cand_i], axis=1), k
+        )
     return best_d.astype(np.float32), best_i
 
 
-def _ragged(rows: np.ndarray, values: np.ndarray, idx: np.ndarray, n_rows: int) -> tuple[np.ndarray, np.ndarray]:
+def _ragged(
+    rows: np.ndarray, values: np.ndarray, idx: np.ndarray, n_rows: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Per-row candidates (``rows`` sorted, as ``np.nonzero`` gives them) as padded
     ``(n_rows, max count)`` arrays; padding is ``inf`` so it is never chosen."""
     counts = np.bincount(rows, minlength=n_rows)
@@ -163,11 +177,17 @@ def _smallest(dist: np.ndarray, idx: np.ndarray, k: int) -> tuple[np.ndarray, np
     """
     if dist.shape[1] > k:
         part = np.argpartition(dist, k - 1, axis=1)[:, :k]
-        cand_d, cand_i = np.take_along_axis(dist, part, axis=1), np.take_along_axis(idx, part, axis=1)
+        cand_d, cand_i = (
+            np.take_along_axis(dist, part, axis=1),
+            np.take_along_axis(idx, part, axis=1),
+        )
     else:
         cand_d, cand_i = dist, idx
     order = np.lexsort((cand_i, cand_d), axis=1)
-    out_d, out_i = np.take_along_axis(cand_d, order, axis=1), np.take_along_axis(cand_i, order, axis=1)
+    out_d, out_i = (
+        np.take_along_axis(cand_d, order, axis=1),
+        np.take_along_axis(cand_i, order, axis=1),
+    )
     kth = out_d[:, -1:]
     for r in np.nonzero((dist <= kth).sum(axis=1) > k)[0]:  # a tie straddles the cut
         full = np.lexsort((idx[r], dist[r]))[:k]
@@ -214,7 +234,15 @@ class AnnIndex:
     recall: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def build(cls, codes: np.ndarray, metric: str = "l2", *, m: int = 32, ef_construction: int = 80, ef_search: int = 64) -> AnnIndex:
+    def build(
+        cls,
+        codes: np.ndarray,
+        metric: str = "l2",
+        *,
+        m: int = 32,
+        ef_construction: int = 80,
+        ef_search: int = 64,
+    ) -> AnnIndex:
         """Build an HNSW graph with ``m`` links per node over ``codes``.
 
         faiss uses as many threads as torch (``torch.get_num_threads()``). With one thread
@@ -239,7 +267,9 @@ class AnnIndex:
         """Approximate ``(distances, indices)``, ``(Q, k)``, in the metric's units (as exact)."""
         q = _as_matrix("queries", queries)
         if q.shape[1] != self.index.d:
-            raise BadInputError(f"queries have {q.shape[1]} dimensions but the index {self.index.d}; use the same layer and pooling")
+            raise BadInputError(
+                f"queries have {q.shape[1]} dimensions but the index {self.index.d}; use the same layer and pooling"
+            )
         if self.metric == "cosine":
             q = _unit(q)
         k = min(k, self.size)
@@ -258,7 +288,13 @@ class AnnIndex:
         tmp = path.with_name(path.name + ".tmp")
         faiss.write_index(self.index, str(tmp))
         os.replace(tmp, path)
-        meta = {"metric": self.metric, "ef_search": self.ef_search, "size": self.size, "dim": int(self.index.d), "recall": self.recall}
+        meta = {
+            "metric": self.metric,
+            "ef_search": self.ef_search,
+            "size": self.size,
+            "dim": int(self.index.d),
+            "recall": self.recall,
+        }
         meta_path = folder / INDEX_META.format(metric=self.metric)
         meta_tmp = meta_path.with_name(meta_path.name + ".tmp")
         meta_tmp.write_text(json.dumps(meta, indent=1), encoding="utf-8")
@@ -274,9 +310,16 @@ class AnnIndex:
         path = folder / INDEX_FILE.format(metric=metric)
         meta_path = folder / INDEX_META.format(metric=metric)
         if not path.is_file() or not meta_path.is_file():
-            raise BadInputError(f"{folder}: no {metric} ANN index ({path.name}); build one with build_index or `convlens neighbors --ann`")
+            raise BadInputError(
+                f"{folder}: no {metric} ANN index ({path.name}); build one with build_index or `convlens neighbors --ann`"
+            )
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        return cls(faiss.read_index(str(path)), metric, int(meta.get("ef_search", 64)), dict(meta.get("recall", {})))
+        return cls(
+            faiss.read_index(str(path)),
+            metric,
+            int(meta.get("ef_search", 64)),
+            dict(meta.get("recall", {})),
+        )
 
 
 def build_index(
@@ -312,7 +355,9 @@ def load_index(folder: str | Path, metric: str = "l2") -> AnnIndex:
     return AnnIndex.load(folder, metric)
 
 
-def query_codes(model: Any, images: Sequence[Any], layer: str, *, pooled: bool = True) -> np.ndarray:
+def query_codes(
+    model: Any, images: Sequence[Any], layer: str, *, pooled: bool = True
+) -> np.ndarray:
     """Codes of images at ``layer``, computed as ``convlens features`` does.
 
     The same preprocessing (:meth:`Model.prepare`), the layer's output in eval mode, then the
@@ -322,7 +367,11 @@ def query_codes(model: Any, images: Sequence[Any], layer: str, *, pooled: bool =
     from convlens.represent.features import layer_code
 
     batch = model.prepare(list(images))
-    with torch.no_grad(), eval_mode(model.module), capture(model.module, [layer], stop=True) as acts:
+    with (
+        torch.no_grad(),
+        eval_mode(model.module),
+        capture(model.module, [layer], stop=True) as acts,
+    ):
         forward_until_captured(model.module, batch.x)
         code = layer_code(acts[layer], pooled)
     return code.float().cpu().numpy()
@@ -350,8 +399,17 @@ class Neighbors:
             "ann": self.ann,
             "recall": self.recall,
             "neighbors": [
-                {"rank": r + 1, "index": int(i), "path": p, "distance": float(d), "label": int(lab), "prediction": int(pred)}
-                for r, (i, p, d, lab, pred) in enumerate(zip(self.indices, self.paths, self.distances, self.labels, self.predictions))
+                {
+                    "rank": r + 1,
+                    "index": int(i),
+                    "path": p,
+                    "distance": float(d),
+                    "label": int(lab),
+                    "prediction": int(pred),
+                }
+                for r, (i, p, d, lab, pred) in enumerate(
+                    zip(self.indices, self.paths, self.distances, self.labels, self.predictions)
+                )
             ],
         }
 
@@ -404,7 +462,11 @@ def search(
         dist, idx = exact_neighbors(codes, query, k + extra, metric=metric)
     dist, idx = dist[0], idx[0]
     if exclude_self:
-        keep = [j for j in range(len(idx)) if not (features.paths[int(idx[j])] == query_name and dist[j] <= 1e-6)][:k]
+        keep = [
+            j
+            for j in range(len(idx))
+            if not (features.paths[int(idx[j])] == query_name and dist[j] <= 1e-6)
+        ][:k]
         dist, idx = dist[keep], idx[keep]
     if progress is not None:
         progress(1, 1)

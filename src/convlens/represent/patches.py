@@ -102,7 +102,9 @@ def merge_top_k(
             items = np.concatenate([best_i, items], axis=1)
             argmax = np.concatenate([best_a, argmax], axis=1)
         # lexsort: last key is primary. Decreasing value, then increasing item index.
-        order = np.stack([np.lexsort((items[c], -values[c])) for c in range(values.shape[0])])[:, :k]
+        order = np.stack([np.lexsort((items[c], -values[c])) for c in range(values.shape[0])])[
+            :, :k
+        ]
         best_v = np.take_along_axis(values, order, axis=1)
         best_i = np.take_along_axis(items, order, axis=1)
         best_a = np.take_along_axis(argmax, order, axis=1)
@@ -132,7 +134,11 @@ class _Maxima:
     def __call__(self, pixels: torch.Tensor, _items: list[LabelledItem]) -> dict[str, torch.Tensor]:
         model = self.model
         x = model.normalize(pixels.to(model.device, model.dtype))
-        with torch.no_grad(), eval_mode(model.module), capture(model.module, [self.layer], stop=True) as acts:
+        with (
+            torch.no_grad(),
+            eval_mode(model.module),
+            capture(model.module, [self.layer], stop=True) as acts,
+        ):
             forward_until_captured(model.module, x)
             a = acts[self.layer]
             if a.dim() == 3:  # tokens (B, T, C) on their patch grid
@@ -148,7 +154,9 @@ def _runner_options(engine: str, workers: int) -> dict[str, Any]:
     if "engine" in params:
         return {"engine": engine, "workers": workers} if "workers" in params else {"engine": engine}
     if engine != "local":
-        raise BadInputError(f"engine {engine!r}: this convlens's dataset runner has only the local engine")
+        raise BadInputError(
+            f"engine {engine!r}: this convlens's dataset runner has only the local engine"
+        )
     return {"num_workers": max(0, workers - 1)} if workers > 1 else {}
 
 
@@ -222,31 +230,66 @@ def top_patches(
     info = model.layer_info(name)
     grid = _token_grid(model, info.output_shape)
     if grid is not None and guided:
-        raise BadInputError(f"layer {name!r} is a token layer: guided backprop patches need a convolutional layer (guided=False works)")
-    n_channels = int(info.output_shape[-1] if grid is not None else info.output_shape[0]) if info.output_shape else 0
+        raise BadInputError(
+            f"layer {name!r} is a token layer: guided backprop patches need a convolutional layer (guided=False works)"
+        )
+    n_channels = (
+        int(info.output_shape[-1] if grid is not None else info.output_shape[0])
+        if info.output_shape
+        else 0
+    )
     chosen = list(range(min(8, n_channels))) if channels is None else [int(c) for c in channels]
     if not chosen:
         raise BadInputError("no channels selected")
     bad = [c for c in chosen if not 0 <= c < n_channels]
     if bad:
-        raise BadInputError(f"channels {bad} are out of range: layer {name!r} has {n_channels} channels (0..{n_channels - 1})")
+        raise BadInputError(
+            f"channels {bad} are out of range: layer {name!r} has {n_channels} channels (0..{n_channels - 1})"
+        )
     rf = info.receptive_field if grid is None else _patch_field(model, grid)
     if rf is None or rf.is_global:
-        raise BadInputError(f"layer {name!r} has no spatial receptive field; pick a convolutional layer")
+        raise BadInputError(
+            f"layer {name!r} has no spatial receptive field; pick a convolutional layer"
+        )
     entries = [it if isinstance(it, LabelledItem) else LabelledItem(Path(it), None) for it in items]
     if not entries:
         raise BadInputError("no images given")
     started = time.perf_counter()
     loader = _Loader(model.preprocessing)
-    config = {"method": "top_patches", "model": model.name, "weights_sha256": model.weights_sha256, "layer": name, "channels": chosen}
+    config = {
+        "method": "top_patches",
+        "model": model.name,
+        "weights_sha256": model.weights_sha256,
+        "layer": name,
+        "channels": chosen,
+    }
     options = _runner_options(engine, workers)
     with tempfile.TemporaryDirectory(prefix="convlens-patches-") as tmp:
         run_dir = Path(work_dir) if work_dir is not None else Path(tmp)
-        report = run_dataset(entries, _Maxima(model, name, chosen), run_dir, load=loader, batch_size=batch_size, shard_size=shard_size, config=config, overwrite=overwrite, progress=progress, **options)
+        report = run_dataset(
+            entries,
+            _Maxima(model, name, chosen),
+            run_dir,
+            load=loader,
+            batch_size=batch_size,
+            shard_size=shard_size,
+            config=config,
+            overwrite=overwrite,
+            progress=progress,
+            **options,
+        )
         values, winners, argmax = merge_top_k(iter_shards(run_dir), k)
-    w_map = grid[1] if grid is not None else int(info.output_shape[2]) if info.output_shape and len(info.output_shape) == 3 else 1
+    w_map = (
+        grid[1]
+        if grid is not None
+        else int(info.output_shape[2])
+        if info.output_shape and len(info.output_shape) == 3
+        else 1
+    )
     positions = np.stack([argmax // w_map, argmax % w_map], axis=-1)
-    fill = model.denormalize(torch.zeros(1, model.channels, 1, 1, device=model.device, dtype=model.dtype))[0, :, 0, 0].cpu()
+    fill = model.denormalize(
+        torch.zeros(1, model.channels, 1, 1, device=model.device, dtype=model.dtype)
+    )[0, :, 0, 0].cpu()
     boxes = np.zeros((*values.shape, 4), dtype=np.int64)
     patches, guides = [], []
     cache: dict[int, torch.Tensor] = {}
@@ -261,7 +304,16 @@ def top_patches(
             boxes[ci, r] = field_box(rf, y, x)
             row.append(_resize(_cut(pixels, boxes[ci, r], fill), patch_size))
             if guided:
-                grow.append(_resize(_cut(_guided(model, pixels, name, c, y, x), boxes[ci, r], torch.full((model.channels,), 0.5)), patch_size))
+                grow.append(
+                    _resize(
+                        _cut(
+                            _guided(model, pixels, name, c, y, x),
+                            boxes[ci, r],
+                            torch.full((model.channels,), 0.5),
+                        ),
+                        patch_size,
+                    )
+                )
         patches.append(torch.stack(row))
         if guided:
             guides.append(torch.stack(grow))
@@ -279,7 +331,11 @@ def top_patches(
     params = {
         "k": k,
         "channels": chosen,
-        "receptive_field": {"size": list(rf.size), "stride": list(rf.stride), "offset": list(rf.offset)},
+        "receptive_field": {
+            "size": list(rf.size),
+            "stride": list(rf.stride),
+            "offset": list(rf.offset),
+        },
         "paths": paths,
         "n_items": report.n_items,
         "n_done": report.n_done,
@@ -303,11 +359,15 @@ def _spatial_layer(model: Model, layer: str) -> str:
         _token_grid(model, info.output_shape, name)  # raises when the tokens fill no grid
         return name
     if info.output_shape is None or len(info.output_shape) != 3:
-        raise BadInputError(f"layer {name!r} outputs shape {info.output_shape}; top patches need a (C, H, W) feature map or (T, C) tokens")
+        raise BadInputError(
+            f"layer {name!r} outputs shape {info.output_shape}; top patches need a (C, H, W) feature map or (T, C) tokens"
+        )
     return name
 
 
-def _token_grid(model: Model, shape: tuple[int, ...] | None, name: str = "") -> tuple[int, int] | None:
+def _token_grid(
+    model: Model, shape: tuple[int, ...] | None, name: str = ""
+) -> tuple[int, int] | None:
     """``(h, w)`` of a token layer's patch grid, None for a feature map."""
     if shape is None or len(shape) != 2:
         return None
@@ -342,10 +402,14 @@ def _resize(patch: torch.Tensor, size: int | None) -> torch.Tensor:
         return patch
     scale = size / max(h, w)
     shape = (max(1, round(h * scale)), max(1, round(w * scale)))
-    return torch.nn.functional.interpolate(patch[None], size=shape, mode="bilinear", antialias=True, align_corners=False)[0]
+    return torch.nn.functional.interpolate(
+        patch[None], size=shape, mode="bilinear", antialias=True, align_corners=False
+    )[0]
 
 
-def _guided(model: Model, pixels: torch.Tensor, layer: str, channel: int, y: int, x: int) -> torch.Tensor:
+def _guided(
+    model: Model, pixels: torch.Tensor, layer: str, channel: int, y: int, x: int
+) -> torch.Tensor:
     """Guided backprop of one unit, as a pixel-space picture in [0, 1] (grey = 0)."""
     from convlens.attribution.guided import guided_backprop
     from convlens.targets import Neuron

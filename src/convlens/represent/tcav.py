@@ -32,7 +32,13 @@ from convlens.inspect.activations import layer_activations
 from convlens.models.model import Model
 from convlens.targets import TargetLike, resolve_target
 
-__all__ = ["TCAVResult", "concept_activation_vector", "conceptual_sensitivity", "tcav", "tcav_score"]
+__all__ = [
+    "TCAVResult",
+    "concept_activation_vector",
+    "conceptual_sensitivity",
+    "tcav",
+    "tcav_score",
+]
 
 
 @dataclass
@@ -71,7 +77,13 @@ def _codes(model: Model, images: torch.Tensor, layer: str) -> np.ndarray:
 
 
 def concept_activation_vector(
-    model: Model, concept: torch.Tensor, random: torch.Tensor, layer: str, *, regularization: float = 1.0, seed: int = 0
+    model: Model,
+    concept: torch.Tensor,
+    random: torch.Tensor,
+    layer: str,
+    *,
+    regularization: float = 1.0,
+    seed: int = 0,
 ) -> tuple[torch.Tensor, float]:
     """The unit CAV ``(D,)`` separating ``concept`` from ``random`` at ``layer``, and the
     classifier's accuracy on those images.
@@ -82,31 +94,47 @@ def concept_activation_vector(
     from sklearn.linear_model import LogisticRegression
 
     if concept.shape[0] < 2 or random.shape[0] < 2:
-        raise BadInputError(f"a CAV needs at least 2 concept and 2 random images, got {concept.shape[0]} and {random.shape[0]}")
+        raise BadInputError(
+            f"a CAV needs at least 2 concept and 2 random images, got {concept.shape[0]} and {random.shape[0]}"
+        )
     a, b = _codes(model, concept, layer), _codes(model, random, layer)
     features = np.concatenate([a, b])
     labels = np.concatenate([np.ones(len(a)), np.zeros(len(b))])
-    clf = LogisticRegression(C=1.0 / regularization, max_iter=2000, random_state=seed).fit(features, labels)
+    clf = LogisticRegression(C=1.0 / regularization, max_iter=2000, random_state=seed).fit(
+        features, labels
+    )
     w = torch.from_numpy(clf.coef_[0].copy())
     norm = float(w.norm())
     if norm == 0:
-        raise BadInputError(f"layer {layer}: the concept and random images give the same activations; no CAV")
+        raise BadInputError(
+            f"layer {layer}: the concept and random images give the same activations; no CAV"
+        )
     return w / norm, float(clf.score(features, labels))
 
 
-def conceptual_sensitivity(model: Model, images: torch.Tensor, target: TargetLike, layer: str, cav: torch.Tensor) -> torch.Tensor:
+def conceptual_sensitivity(
+    model: Model, images: torch.Tensor, target: TargetLike, layer: str, cav: torch.Tensor
+) -> torch.Tensor:
     """``S(x) = grad_{f_l} h_k(f_l(x)) . v`` per image ``(N,)``."""
     resolved = resolve_target(model, target, images.shape[0])
-    with torch.enable_grad(), inference_context(model.module), capture(model.module, [layer], root=True) as acts:
+    with (
+        torch.enable_grad(),
+        inference_context(model.module),
+        capture(model.module, [layer], root=True) as acts,
+    ):
         scores, _ = resolved.scores(model, images.detach())
         (grad,) = torch.autograd.grad(scores.sum(), acts[layer])
     flat = grad.flatten(1).double().cpu()
     if flat.shape[1] != cav.numel():
-        raise BadInputError(f"layer {layer}: the CAV has {cav.numel()} values but the layer gives {flat.shape[1]}")
+        raise BadInputError(
+            f"layer {layer}: the CAV has {cav.numel()} values but the layer gives {flat.shape[1]}"
+        )
     return flat @ cav.double()
 
 
-def tcav_score(model: Model, images: torch.Tensor, target: TargetLike, layer: str, cav: torch.Tensor) -> float:
+def tcav_score(
+    model: Model, images: torch.Tensor, target: TargetLike, layer: str, cav: torch.Tensor
+) -> float:
     """The share of ``images`` whose class score rises along the concept: ``mean(S(x) > 0)``."""
     return float((conceptual_sensitivity(model, images, target, layer, cav) > 0).double().mean())
 
@@ -131,19 +159,36 @@ def tcav(
     from scipy.stats import ttest_ind
 
     if len(randoms) < 3:
-        raise BadInputError(f"TCAV needs at least 3 random sets for its significance test, got {len(randoms)}")
+        raise BadInputError(
+            f"TCAV needs at least 3 random sets for its significance test, got {len(randoms)}"
+        )
     if not 0 < alpha < 1:
         raise BadInputError(f"alpha={alpha!r}: pass a significance level in (0, 1)")
     scores, accuracies = [], []
     for i, random in enumerate(randoms):
-        cav, accuracy = concept_activation_vector(model, concept, random, layer, regularization=regularization, seed=i)
+        cav, accuracy = concept_activation_vector(
+            model, concept, random, layer, regularization=regularization, seed=i
+        )
         scores.append(tcav_score(model, images, target, layer, cav))
         accuracies.append(accuracy)
     # the null: each random set as the "concept" against the next one (cyclically), so no
     # single random set is in every null CAV and biases them all the same way
     n = len(randoms)
     null = [
-        tcav_score(model, images, target, layer, concept_activation_vector(model, randoms[i], randoms[(i + 1) % n], layer, regularization=regularization, seed=i)[0])
+        tcav_score(
+            model,
+            images,
+            target,
+            layer,
+            concept_activation_vector(
+                model,
+                randoms[i],
+                randoms[(i + 1) % n],
+                layer,
+                regularization=regularization,
+                seed=i,
+            )[0],
+        )
         for i in range(n)
     ]
     if np.std(scores) == 0 and np.std(null) == 0:

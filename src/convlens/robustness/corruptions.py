@@ -140,7 +140,9 @@ def _package() -> Any:
     try:
         import imagecorruptions
     except ImportError as exc:
-        raise MissingDependencyError(f"corruptions need imagecorruptions-imaug: {_INSTALL} ({exc})") from exc
+        raise MissingDependencyError(
+            f"corruptions need imagecorruptions-imaug: {_INSTALL} ({exc})"
+        ) from exc
     return imagecorruptions
 
 
@@ -168,8 +170,14 @@ def _numpy_seeded(seed: int) -> Iterator[None]:
 
 def _check(corruption: str, severity: int) -> None:
     if corruption not in CORRUPTIONS:
-        raise BadInputError(f"unknown corruption {corruption!r}; choose from {', '.join(CORRUPTIONS)}")
-    if isinstance(severity, bool) or not isinstance(severity, (int, np.integer)) or not 0 <= int(severity) <= 5:
+        raise BadInputError(
+            f"unknown corruption {corruption!r}; choose from {', '.join(CORRUPTIONS)}"
+        )
+    if (
+        isinstance(severity, bool)
+        or not isinstance(severity, (int, np.integer))
+        or not 0 <= int(severity) <= 5
+    ):
         raise BadInputError(f"severity {severity!r}: expected an integer from 0 (none) to 5")
 
 
@@ -183,7 +191,9 @@ def _corrupt_uint8(image: np.ndarray, corruption: str, severity: int, seed: int)
         out = package.corrupt(image, severity=int(severity), corruption_name=corruption, **extra)
     out = np.asarray(out, dtype=np.uint8)
     if out.shape != image.shape:  # never silently resample behind the user's back
-        raise BadInputError(f"{corruption} at severity {severity} returned shape {out.shape} for an image of shape {image.shape}")
+        raise BadInputError(
+            f"{corruption} at severity {severity} returned shape {out.shape} for an image of shape {image.shape}"
+        )
     return out
 
 
@@ -231,7 +241,9 @@ def corrupt(
     if c not in (1, 3):
         raise BadInputError(f"pixels with {c} channels: corruptions need 1 (grey) or 3 (RGB)")
     if min(h, w) < _MIN_SIZE:
-        raise BadInputError(f"images of {h}x{w}: the ImageNet-C corruptions need at least {_MIN_SIZE}x{_MIN_SIZE} pixels")
+        raise BadInputError(
+            f"images of {h}x{w}: the ImageNet-C corruptions need at least {_MIN_SIZE}x{_MIN_SIZE} pixels"
+        )
     ids = list(range(n)) if items is None else [int(i) for i in items]
     if len(ids) != n:
         raise BadInputError(f"{len(ids)} item ids for {n} images; pass one id per image")
@@ -261,14 +273,18 @@ def corrupt(
 def _severities(severities: Sequence[int]) -> list[int]:
     values = [int(s) for s in severities]
     if not values or any(not 1 <= s <= 5 for s in values) or len(set(values)) != len(values):
-        raise BadInputError(f"severities {list(severities)!r}: expected distinct integers from 1 to 5")
+        raise BadInputError(
+            f"severities {list(severities)!r}: expected distinct integers from 1 to 5"
+        )
     return sorted(values)
 
 
 def _corruptions(corruptions: Sequence[str]) -> list[str]:
     names = list(corruptions)
     if not names or len(set(names)) != len(names):
-        raise BadInputError(f"corruptions {names!r}: expected distinct names from {', '.join(CORRUPTIONS)}")
+        raise BadInputError(
+            f"corruptions {names!r}: expected distinct names from {', '.join(CORRUPTIONS)}"
+        )
     for name in names:
         _check(name, 0)
     return names
@@ -306,14 +322,26 @@ def corruption_predictions(
         ``clean`` ``(N,)`` and ``corrupted`` ``(len(corruptions), len(severities), N)``, int64.
     """
     names, levels = _corruptions(corruptions), _severities(severities)
-    if not isinstance(pixels, torch.Tensor) or pixels.dim() != 4 or tuple(pixels.shape[1:]) != (model.channels, *model.input_size):
+    if (
+        not isinstance(pixels, torch.Tensor)
+        or pixels.dim() != 4
+        or tuple(pixels.shape[1:]) != (model.channels, *model.input_size)
+    ):
         shape = tuple(pixels.shape) if isinstance(pixels, torch.Tensor) else type(pixels).__name__
-        raise BadInputError(f"pixels of shape {shape}: expected (N, {model.channels}, {model.input_size[0]}, {model.input_size[1]}) (model.prepare(...) gives it)")
+        raise BadInputError(
+            f"pixels of shape {shape}: expected (N, {model.channels}, {model.input_size[0]}, {model.input_size[1]}) (model.prepare(...) gives it)"
+        )
     if batch_size < 1:
         raise BadInputError(f"batch_size {batch_size}: must be at least 1")
 
     def top1(images: torch.Tensor) -> torch.Tensor:
-        return model.logits(model.normalize(images.to(model.device, model.dtype)), batch_size=batch_size).argmax(dim=1).cpu()
+        return (
+            model.logits(
+                model.normalize(images.to(model.device, model.dtype)), batch_size=batch_size
+            )
+            .argmax(dim=1)
+            .cpu()
+        )
 
     total, done = len(names) * len(levels), 0
     out = torch.empty(len(names), len(levels), pixels.shape[0], dtype=torch.int64)
@@ -390,7 +418,9 @@ class CorruptionSummary:
         }
 
 
-def summarize_corruptions(errors: Mapping[str, Sequence[float]], severities: Sequence[int], clean_error: float) -> CorruptionSummary:
+def summarize_corruptions(
+    errors: Mapping[str, Sequence[float]], severities: Sequence[int], clean_error: float
+) -> CorruptionSummary:
     """The ImageNet-C numbers from errors per corruption and severity.
 
     ``CE_c = sum_s E_{s,c} / sum_s A_{s,c}`` with ``A`` AlexNet's published errors at the same
@@ -417,7 +447,9 @@ def summarize_corruptions(errors: Mapping[str, Sequence[float]], severities: Seq
     for name in names:
         row = [float(e) for e in errors[name]]
         if len(row) != len(levels) or any(not 0 <= e <= 1 for e in row):
-            raise BadInputError(f"errors[{name!r}]: expected {len(levels)} errors in [0, 1], got {row}")
+            raise BadInputError(
+                f"errors[{name!r}]: expected {len(levels)} errors in [0, 1], got {row}"
+            )
         rows[name] = row
     if not 0 <= clean_error <= 1:
         raise BadInputError(f"clean_error {clean_error}: expected a value in [0, 1]")
@@ -427,7 +459,9 @@ def summarize_corruptions(errors: Mapping[str, Sequence[float]], severities: Seq
         alex = [ALEXNET_ERRORS[name][s - 1] for s in levels]
         ce[name] = sum(row) / sum(alex)
         degradation = sum(a - ALEXNET_CLEAN_ERROR for a in alex)
-        relative[name] = sum(e - clean_error for e in row) / degradation if degradation > 0 else None
+        relative[name] = (
+            sum(e - clean_error for e in row) / degradation if degradation > 0 else None
+        )
     all_corruptions = set(rows) == set(CORRUPTIONS)
     complete = all_corruptions and levels == [1, 2, 3, 4, 5]
     rel_values = [v for v in relative.values() if v is not None]
@@ -445,7 +479,9 @@ def summarize_corruptions(errors: Mapping[str, Sequence[float]], severities: Seq
         ce=ce,
         mce=sum(ce.values()) / len(ce) if all_corruptions else None,
         relative_ce=relative,
-        relative_mce=sum(rel_values) / len(rel_values) if all_corruptions and len(rel_values) == len(relative) else None,
+        relative_mce=sum(rel_values) / len(rel_values)
+        if all_corruptions and len(rel_values) == len(relative)
+        else None,
         accuracy_drop=drop,
         complete=complete,
     )
@@ -460,8 +496,15 @@ def summary_from_predictions(
 ) -> CorruptionSummary:
     """:func:`summarize_corruptions` from top-1 classes (as :func:`corruption_predictions` gives)."""
     labels = torch.as_tensor(labels, dtype=torch.int64).cpu()
-    if labels.dim() != 1 or labels.numel() == 0 or labels.numel() != clean.numel() or corrupted.shape[-1] != labels.numel():
-        raise BadInputError(f"{labels.numel()} labels for {clean.numel()} images; pass one label per image")
+    if (
+        labels.dim() != 1
+        or labels.numel() == 0
+        or labels.numel() != clean.numel()
+        or corrupted.shape[-1] != labels.numel()
+    ):
+        raise BadInputError(
+            f"{labels.numel()} labels for {clean.numel()} images; pass one label per image"
+        )
     clean_error = float((clean.cpu() != labels).double().mean())
     wrong = (corrupted.cpu() != labels).double().mean(dim=-1)  # (corruptions, severities)
     errors = {name: wrong[a].tolist() for a, name in enumerate(corruptions)}
@@ -505,15 +548,33 @@ def corruption_robustness(
         ``labels``; provenance params: the :class:`CorruptionSummary` as a dict, the
         corruptions, severities and the corruption package's version.
     """
-    labels_t = torch.as_tensor(list(labels) if not isinstance(labels, torch.Tensor) else labels, dtype=torch.int64)
+    labels_t = torch.as_tensor(
+        list(labels) if not isinstance(labels, torch.Tensor) else labels, dtype=torch.int64
+    )
     n = pixels.shape[0] if isinstance(pixels, torch.Tensor) and pixels.dim() == 4 else -1
     if labels_t.dim() != 1 or labels_t.numel() != n:
         raise BadInputError(f"{labels_t.numel()} labels for {n} images; pass one label per image")
     started = time.perf_counter()
     clean, corrupted = corruption_predictions(
-        model, pixels, corruptions=corruptions, severities=severities, seed=seed, items=items, batch_size=batch_size, progress=progress
+        model,
+        pixels,
+        corruptions=corruptions,
+        severities=severities,
+        seed=seed,
+        items=items,
+        batch_size=batch_size,
+        progress=progress,
     )
-    return result_from_predictions(model, clean, corrupted, labels_t, corruptions, severities, seed=seed, seconds=time.perf_counter() - started)
+    return result_from_predictions(
+        model,
+        clean,
+        corrupted,
+        labels_t,
+        corruptions,
+        severities,
+        seed=seed,
+        seconds=time.perf_counter() - started,
+    )
 
 
 def result_from_predictions(
@@ -539,7 +600,12 @@ def result_from_predictions(
         "space": "pixel space at the model's resolution (crop first, then corrupt), 8-bit",
         "seconds": None if seconds is None else round(seconds, 3),
     }
-    tensors = {"corruption_errors": errors, "clean_predictions": clean.cpu(), "predictions": corrupted.cpu(), "labels": labels}
+    tensors = {
+        "corruption_errors": errors,
+        "clean_predictions": clean.cpu(),
+        "predictions": corrupted.cpu(),
+        "labels": labels,
+    }
     provenance = make_provenance(model, "corruptions", params=params, seed=seed)
     return Result("corruption_errors", tensors, provenance, sources=list(sources or []))
 

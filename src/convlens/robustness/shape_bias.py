@@ -62,21 +62,174 @@ GEIRHOS_CATEGORIES: dict[str, tuple[int, ...]] = {
     "airplane": (404,),
     "bear": (294, 295, 296, 297),
     "bicycle": (444, 671),
-    "bird": (8, 10, 11, 12, 13, 14, 15, 16, 18, 19, 20, 22, 23, 24, 80, 81, 82, 83, 87, 88, 89, 90, 91, 92,
-        93, 94, 95, 96, 98, 99, 100, 127, 128, 129, 130, 131, 132, 133, 135, 136, 137, 138, 139, 140, 141,
-        142, 143, 144, 145),
+    "bird": (
+        8,
+        10,
+        11,
+        12,
+        13,
+        14,
+        15,
+        16,
+        18,
+        19,
+        20,
+        22,
+        23,
+        24,
+        80,
+        81,
+        82,
+        83,
+        87,
+        88,
+        89,
+        90,
+        91,
+        92,
+        93,
+        94,
+        95,
+        96,
+        98,
+        99,
+        100,
+        127,
+        128,
+        129,
+        130,
+        131,
+        132,
+        133,
+        135,
+        136,
+        137,
+        138,
+        139,
+        140,
+        141,
+        142,
+        143,
+        144,
+        145,
+    ),
     "boat": (472, 554, 625, 814, 914),
     "bottle": (440, 720, 737, 898, 899, 901, 907),
     "car": (436, 511, 817),
     "cat": (281, 282, 283, 284, 285, 286),
     "chair": (423, 559, 765, 857),
     "clock": (409, 530, 892),
-    "dog": (152, 153, 154, 155, 156, 157, 158, 159, 160, 161, 162, 163, 164, 165, 166, 167, 168, 169, 170,
-        171, 172, 173, 174, 175, 176, 177, 178, 179, 180, 181, 182, 183, 184, 185, 186, 187, 188, 189, 190,
-        191, 193, 194, 195, 196, 197, 198, 199, 200, 201, 202, 203, 205, 206, 207, 208, 209, 210, 211, 212,
-        213, 214, 215, 216, 217, 218, 219, 220, 221, 222, 223, 224, 225, 226, 228, 229, 230, 231, 232, 233,
-        234, 235, 236, 237, 238, 239, 240, 241, 243, 244, 245, 246, 247, 248, 249, 250, 252, 253, 254, 255,
-        256, 257, 259, 261, 262, 263, 265, 266, 267, 268),
+    "dog": (
+        152,
+        153,
+        154,
+        155,
+        156,
+        157,
+        158,
+        159,
+        160,
+        161,
+        162,
+        163,
+        164,
+        165,
+        166,
+        167,
+        168,
+        169,
+        170,
+        171,
+        172,
+        173,
+        174,
+        175,
+        176,
+        177,
+        178,
+        179,
+        180,
+        181,
+        182,
+        183,
+        184,
+        185,
+        186,
+        187,
+        188,
+        189,
+        190,
+        191,
+        193,
+        194,
+        195,
+        196,
+        197,
+        198,
+        199,
+        200,
+        201,
+        202,
+        203,
+        205,
+        206,
+        207,
+        208,
+        209,
+        210,
+        211,
+        212,
+        213,
+        214,
+        215,
+        216,
+        217,
+        218,
+        219,
+        220,
+        221,
+        222,
+        223,
+        224,
+        225,
+        226,
+        228,
+        229,
+        230,
+        231,
+        232,
+        233,
+        234,
+        235,
+        236,
+        237,
+        238,
+        239,
+        240,
+        241,
+        243,
+        244,
+        245,
+        246,
+        247,
+        248,
+        249,
+        250,
+        252,
+        253,
+        254,
+        255,
+        256,
+        257,
+        259,
+        261,
+        262,
+        263,
+        265,
+        266,
+        267,
+        268,
+    ),
     "elephant": (385, 386),
     "keyboard": (508, 878),
     "knife": (499,),
@@ -111,16 +264,28 @@ def load_categories(path: str | Path | None = None) -> dict[str, tuple[int, ...]
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise BadInputError(f"{path}: cannot read the categories JSON ({exc})") from None
-    ok = isinstance(data, dict) and data and all(
-        isinstance(v, list) and v and all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in v) for v in data.values()
+    ok = (
+        isinstance(data, dict)
+        and data
+        and all(
+            isinstance(v, list)
+            and v
+            and all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in v)
+            for v in data.values()
+        )
     )
     if not ok:
-        raise BadInputError(f"{path}: expected a JSON object {{category: [ImageNet class index, ...]}}")
+        raise BadInputError(
+            f"{path}: expected a JSON object {{category: [ImageNet class index, ...]}}"
+        )
     return {str(k): tuple(v) for k, v in data.items()}
 
 
 def scan_cue_conflict(
-    path: str | Path, categories: Mapping[str, Sequence[int]] = GEIRHOS_CATEGORIES, *, base: str | Path | None = None
+    path: str | Path,
+    categories: Mapping[str, Sequence[int]] = GEIRHOS_CATEGORIES,
+    *,
+    base: str | Path | None = None,
 ) -> list[CueConflictItem]:
     """The stimuli of a Geirhos-layout folder or a ``path,shape,texture`` CSV.
 
@@ -147,28 +312,44 @@ def scan_cue_conflict(
     """
     root = Path(path)
     if not root.exists():
-        raise BadInputError(f"{root}: no such file or folder; pass a cue-conflict folder (CATEGORY/<shape><n>-<texture><m>.png) or a path,shape,texture CSV")
-    items = _scan_csv(root, Path(base) if base is not None else root.parent) if root.is_file() else _scan_folder(root)
+        raise BadInputError(
+            f"{root}: no such file or folder; pass a cue-conflict folder (CATEGORY/<shape><n>-<texture><m>.png) or a path,shape,texture CSV"
+        )
+    items = (
+        _scan_csv(root, Path(base) if base is not None else root.parent)
+        if root.is_file()
+        else _scan_folder(root)
+    )
     names = set(categories)
     for item in items:
         for role, value in (("shape", item.shape), ("texture", item.texture)):
             if value not in names:
-                raise BadInputError(f"{item.path}: {role} category {value!r} is not one of the {len(names)} categories ({', '.join(sorted(names))})")
+                raise BadInputError(
+                    f"{item.path}: {role} category {value!r} is not one of the {len(names)} categories ({', '.join(sorted(names))})"
+                )
     return items
 
 
 def _scan_folder(root: Path) -> list[CueConflictItem]:
     items: list[CueConflictItem] = []
     for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        for image in sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in _EXTENSIONS):
+        for image in sorted(
+            p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in _EXTENSIONS
+        ):
             match = _NAME_RE.match(image.stem.lower())
             if match is None:
-                raise BadInputError(f"{image}: name does not follow <shape><n>-<texture><m> (e.g. cat1-elephant2.png); pass a path,shape,texture CSV instead")
+                raise BadInputError(
+                    f"{image}: name does not follow <shape><n>-<texture><m> (e.g. cat1-elephant2.png); pass a path,shape,texture CSV instead"
+                )
             if match["shape"] != folder.name.lower():
-                raise BadInputError(f"{image}: the name says shape {match['shape']!r} but the folder is {folder.name!r}")
+                raise BadInputError(
+                    f"{image}: the name says shape {match['shape']!r} but the folder is {folder.name!r}"
+                )
             items.append(CueConflictItem(image, folder.name.lower(), match["texture"]))
     if not items:
-        raise BadInputError(f"{root}: no cue-conflict images found; expected CATEGORY/<shape><n>-<texture><m>.png files")
+        raise BadInputError(
+            f"{root}: no cue-conflict images found; expected CATEGORY/<shape><n>-<texture><m>.png files"
+        )
     return items
 
 
@@ -184,23 +365,31 @@ def _scan_csv(path: Path, base: Path) -> list[CueConflictItem]:
             if line_no == 1 and [c.lower() for c in cells[:3]] == ["path", "shape", "texture"]:
                 continue
             if len(cells) != 3:
-                raise BadInputError(f"{path} line {line_no}: {len(cells)} columns; expected path,shape,texture")
+                raise BadInputError(
+                    f"{path} line {line_no}: {len(cells)} columns; expected path,shape,texture"
+                )
             image = Path(cells[0]) if Path(cells[0]).is_absolute() else base / cells[0]
             if not image.is_file():
-                raise BadInputError(f"{path} line {line_no}: image {cells[0]!r} not found (looked for {image})")
+                raise BadInputError(
+                    f"{path} line {line_no}: image {cells[0]!r} not found (looked for {image})"
+                )
             items.append(CueConflictItem(image, cells[1].lower(), cells[2].lower()))
     if not items:
         raise BadInputError(f"{path}: no rows; expected path,shape,texture rows (header optional)")
     return items
 
 
-def category_probabilities(probabilities: torch.Tensor, categories: Mapping[str, Sequence[int]] = GEIRHOS_CATEGORIES) -> torch.Tensor:
+def category_probabilities(
+    probabilities: torch.Tensor, categories: Mapping[str, Sequence[int]] = GEIRHOS_CATEGORIES
+) -> torch.Tensor:
     """Mean softmax probability of each category's classes: ``(N, K)`` -> ``(N, len(categories))``.
 
     The columns follow the mapping's order.
     """
     if probabilities.dim() != 2:
-        raise BadInputError(f"probabilities of shape {tuple(probabilities.shape)}: expected (N, classes)")
+        raise BadInputError(
+            f"probabilities of shape {tuple(probabilities.shape)}: expected (N, classes)"
+        )
     k = probabilities.shape[1]
     columns = []
     for name, classes in categories.items():
@@ -211,10 +400,14 @@ def category_probabilities(probabilities: torch.Tensor, categories: Mapping[str,
     return torch.stack(columns, dim=1)
 
 
-def category_decisions(probabilities: torch.Tensor, categories: Mapping[str, Sequence[int]] = GEIRHOS_CATEGORIES) -> list[str]:
+def category_decisions(
+    probabilities: torch.Tensor, categories: Mapping[str, Sequence[int]] = GEIRHOS_CATEGORIES
+) -> list[str]:
     """The 16-way decision of each row of softmax probabilities ``(N, K)``."""
     names = list(categories)
-    return [names[i] for i in category_probabilities(probabilities, categories).argmax(dim=1).tolist()]
+    return [
+        names[i] for i in category_probabilities(probabilities, categories).argmax(dim=1).tolist()
+    ]
 
 
 @dataclass(frozen=True)
@@ -253,7 +446,12 @@ class ShapeBiasSummary:
         }
 
 
-def summarize_shape_bias(decisions: Sequence[str], shapes: Sequence[str], textures: Sequence[str], categories: Sequence[str] | None = None) -> ShapeBiasSummary:
+def summarize_shape_bias(
+    decisions: Sequence[str],
+    shapes: Sequence[str],
+    textures: Sequence[str],
+    categories: Sequence[str] | None = None,
+) -> ShapeBiasSummary:
     """Count shape and texture decisions over the conflict images.
 
     Parameters
@@ -264,7 +462,9 @@ def summarize_shape_bias(decisions: Sequence[str], shapes: Sequence[str], textur
         Category order of ``per_category`` (default: sorted shape categories seen).
     """
     if not len(decisions) == len(shapes) == len(textures):
-        raise BadInputError(f"{len(decisions)} decisions for {len(shapes)} shapes and {len(textures)} textures; pass one of each per image")
+        raise BadInputError(
+            f"{len(decisions)} decisions for {len(shapes)} shapes and {len(textures)} textures; pass one of each per image"
+        )
     order = list(categories) if categories is not None else sorted(set(shapes))
     per: dict[str, dict[str, Any]] = {c: {"shape": 0, "texture": 0, "other": 0} for c in order}
     excluded = 0
@@ -310,7 +510,9 @@ def _standard_pixels(model: Model, image: torch.Tensor) -> torch.Tensor:
     rh, rw = max(th, round(h * scale)), max(tw, round(w * scale))
     data = (image.detach().float().cpu().clamp(0, 1) * 255).round().to(torch.uint8)
     mode = "L" if data.shape[0] == 1 else "RGB"
-    picture = Image.fromarray(data[0].numpy() if mode == "L" else data.permute(1, 2, 0).numpy(), mode=mode)
+    picture = Image.fromarray(
+        data[0].numpy() if mode == "L" else data.permute(1, 2, 0).numpy(), mode=mode
+    )
     resized = np.asarray(picture.resize((rw, rh), Image.Resampling.BILINEAR))
     top, left = (rh - th) // 2, (rw - tw) // 2
     crop = torch.from_numpy(np.ascontiguousarray(resized[top : top + th, left : left + tw]))
@@ -323,7 +525,9 @@ def _as_is_pixels(model: Model, image: torch.Tensor) -> torch.Tensor:
     image = model.preprocessing.match_channels(image)
     if tuple(image.shape[-2:]) == tuple(model.input_size):
         return image
-    return F.interpolate(image[None], size=model.input_size, mode="bilinear", align_corners=False, antialias=True)[0].clamp(0, 1)
+    return F.interpolate(
+        image[None], size=model.input_size, mode="bilinear", align_corners=False, antialias=True
+    )[0].clamp(0, 1)
 
 
 def shape_bias(
@@ -369,7 +573,9 @@ def shape_bias(
         raise BadInputError(f"preprocess {preprocess!r}: choose 'standard' or 'as-is'")
     if batch_size < 1:
         raise BadInputError(f"batch_size {batch_size}: must be at least 1")
-    stimuli = scan_cue_conflict(items, categories) if isinstance(items, (str, Path)) else list(items)
+    stimuli = (
+        scan_cue_conflict(items, categories) if isinstance(items, (str, Path)) else list(items)
+    )
     if not stimuli:
         raise BadInputError("no cue-conflict images given")
     to_pixels = _standard_pixels if preprocess == "standard" else _as_is_pixels
@@ -378,7 +584,9 @@ def shape_bias(
     with eval_mode(model.module), torch.no_grad():
         for start in range(0, len(stimuli), batch_size):
             batch = stimuli[start : start + batch_size]
-            pixels = torch.stack([to_pixels(model, load_image(item.path)) for item in batch]).to(model.device, model.dtype)
+            pixels = torch.stack([to_pixels(model, load_image(item.path)) for item in batch]).to(
+                model.device, model.dtype
+            )
             probs = torch.softmax(model.module(model.normalize(pixels)).float(), dim=1)
             chunks.append(category_probabilities(probs, categories).cpu())
             if progress is not None:
@@ -386,7 +594,9 @@ def shape_bias(
     table = torch.cat(chunks)
     names = list(categories)
     decisions = [names[i] for i in table.argmax(dim=1).tolist()]
-    summary = summarize_shape_bias(decisions, [s.shape for s in stimuli], [s.texture for s in stimuli], names)
+    summary = summarize_shape_bias(
+        decisions, [s.shape for s in stimuli], [s.texture for s in stimuli], names
+    )
     params = {
         **summary.to_dict(),
         "preprocess": preprocess,
@@ -397,4 +607,9 @@ def shape_bias(
         "seconds": round(time.perf_counter() - started, 3),
     }
     sources = [str(s.path) for s in stimuli]
-    return Result("category_probabilities", {"category_probabilities": table}, make_provenance(model, "shape_bias", params=params), sources=sources)
+    return Result(
+        "category_probabilities",
+        {"category_probabilities": table},
+        make_provenance(model, "shape_bias", params=params),
+        sources=sources,
+    )

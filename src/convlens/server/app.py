@@ -43,7 +43,14 @@ from convlens.errors import BadInputError, ConvlensError, ImageReadError
 from convlens.server.jobs import JobManager, ProgressFn
 from convlens.server.storage import Storage
 
-__all__ = ["DEFAULT_MAX_BYTES", "DEFAULT_MAX_PIXELS", "LOOPBACK_HOSTS", "Explorer", "create_app", "reports_progress"]
+__all__ = [
+    "DEFAULT_MAX_BYTES",
+    "DEFAULT_MAX_PIXELS",
+    "LOOPBACK_HOSTS",
+    "Explorer",
+    "create_app",
+    "reports_progress",
+]
 
 DEFAULT_MAX_BYTES = 20_000_000
 DEFAULT_MAX_PIXELS = 40_000_000
@@ -161,7 +168,9 @@ class Explorer:
         try:
             return self.storage.meta(image_id)
         except KeyError:
-            raise HTTPError(404, "unknown image id (expired or never issued); upload the image again") from None
+            raise HTTPError(
+                404, "unknown image id (expired or never issued); upload the image again"
+            ) from None
 
     def file(self, image_id: str, name: str) -> Path:
         self.image_meta(image_id)
@@ -201,15 +210,22 @@ class Explorer:
                 with Image.open(io.BytesIO(data)) as im:
                     size = im.size
             except Image.DecompressionBombError:
-                raise HTTPError(413, f"{name}: image is over the server's limit of {self.max_pixels:,} pixels") from None
+                raise HTTPError(
+                    413, f"{name}: image is over the server's limit of {self.max_pixels:,} pixels"
+                ) from None
             except Exception:
                 size = None  # not identifiable: load_image gives the precise reason below
         if size is not None and size[0] * size[1] > self.max_pixels:
-            raise HTTPError(413, f"{name}: {size[0]}x{size[1]} = {size[0] * size[1]:,} pixels is over the server's limit of {self.max_pixels:,}")
+            raise HTTPError(
+                413,
+                f"{name}: {size[0]}x{size[1]} = {size[0] * size[1]:,} pixels is over the server's limit of {self.max_pixels:,}",
+            )
         try:
             image = load_image(data, name=name)
         except ImageReadError as exc:
-            raise HTTPError(415, f"{name}: not an image this server can read ({exc.reason})") from None
+            raise HTTPError(
+                415, f"{name}: not an image this server can read ({exc.reason})"
+            ) from None
         height, width = int(image.shape[1]), int(image.shape[2])
         image_id = self.storage.add_image(data, {"name": name, "width": width, "height": height})
         return {"id": image_id, "name": name, "width": width, "height": height}
@@ -218,11 +234,26 @@ class Explorer:
         from convlens.data.samples import SAMPLES, load_sample
 
         if sample not in SAMPLES:
-            raise HTTPError(404, f"no bundled photo named {sample[:40]!r}; choose from {', '.join(SAMPLES)}")
+            raise HTTPError(
+                404, f"no bundled photo named {sample[:40]!r}; choose from {', '.join(SAMPLES)}"
+            )
         image = load_sample(sample)
         name = f"sample:{sample}"
-        image_id = self.storage.add_image(b"", {"name": name, "sample": sample, "width": int(image.shape[1]), "height": int(image.shape[0])})
-        return {"id": image_id, "name": name, "width": int(image.shape[1]), "height": int(image.shape[0])}
+        image_id = self.storage.add_image(
+            b"",
+            {
+                "name": name,
+                "sample": sample,
+                "width": int(image.shape[1]),
+                "height": int(image.shape[0]),
+            },
+        )
+        return {
+            "id": image_id,
+            "name": name,
+            "width": int(image.shape[1]),
+            "height": int(image.shape[0]),
+        }
 
     # -- computations (each under its model's lock) ----------------------------------
     def predictions(self, image_id: str, model: str | None, top_k: int) -> dict[str, Any]:
@@ -231,24 +262,38 @@ class Explorer:
         if not path.exists():
             with slot.lock:
                 prediction = slot.model.predict(self.batch(slot, image_id), top_k=top_k)[0]
-            self.storage.write(path, json.dumps({"model": slot.model.name, **prediction.to_dict()}).encode())
+            self.storage.write(
+                path, json.dumps({"model": slot.model.name, **prediction.to_dict()}).encode()
+            )
         return dict(json.loads(path.read_text()))
 
-    def _explain_plan(self, image_id: str, request: ExplainRequest) -> tuple[_Slot, str | None, str, Path]:
+    def _explain_plan(
+        self, image_id: str, request: ExplainRequest
+    ) -> tuple[_Slot, str | None, str, Path]:
         """Check an explain request before any work: its model, method, layer and image;
         the cache key of its files and the path of their metadata."""
         from convlens.attribution import METHODS
 
         slot = self.slot(request.model)
         if request.method not in METHODS:
-            raise BadInputError(f"unknown method {request.method!r}; choose from {', '.join(sorted(METHODS))}")
+            raise BadInputError(
+                f"unknown method {request.method!r}; choose from {', '.join(sorted(METHODS))}"
+            )
         layer = request.layer if METHODS[request.method].uses_layer else None
         if layer is not None:
             slot.model.layer(layer)  # a bad layer is refused now, also before a job starts
         key = _key(slot.model.name, request.method, request.target, layer)
         return slot, layer, key, self.file(image_id, f"expl-{key}.json")
 
-    def _explain_store(self, slot: _Slot, image_id: str, request: ExplainRequest, layer: str | None, key: str, progress: ProgressFn | None = None) -> None:
+    def _explain_store(
+        self,
+        slot: _Slot,
+        image_id: str,
+        request: ExplainRequest,
+        layer: str | None,
+        key: str,
+        progress: ProgressFn | None = None,
+    ) -> None:
         """Compute one map with :func:`convlens.explain` and store its files, metadata last.
 
         The one place the sync route and the job compute: both write the same files.
@@ -265,13 +310,26 @@ class Explorer:
             if progress is not None:
                 progress(done, total)
 
-        options = {"progress": watch} if (progress is not None and reports_progress(request.method)) else {}
+        options = (
+            {"progress": watch}
+            if (progress is not None and reports_progress(request.method))
+            else {}
+        )
         with slot.lock:
-            result = explain(slot.model, self.batch(slot, image_id), request.method, request.target, layer=layer, **options)
+            result = explain(
+                slot.model,
+                self.batch(slot, image_id),
+                request.method,
+                request.target,
+                layer=layer,
+                **options,
+            )
         if result.display is None:
             raise BadInputError(f"method {request.method!r} gives no map to draw")
         if progress is not None:
-            progress(last[1], last[1])  # the last chance to notice a cancel: raises before any write
+            progress(
+                last[1], last[1]
+            )  # the last chance to notice a cancel: raises before any write
         target = result.provenance.get("target", {})
         classes = target.get("classes") or []
         cls = int(classes[0]) if classes else None
@@ -281,13 +339,28 @@ class Explorer:
             "model": slot.model.name,
             "method": request.method,
             "layer": result.provenance.get("layer"),
-            "target": {"class": cls, "label": labels.name(cls) if (labels is not None and cls is not None) else None},
+            "target": {
+                "class": cls,
+                "label": labels.name(cls) if (labels is not None and cls is not None) else None,
+            },
             "seconds": result.provenance["params"].get("seconds"),
-            "files": {"map": f"map-{key}.npy", "display": f"display-{key}.npy", "attribution": f"attr-{key}.npy"},
+            "files": {
+                "map": f"map-{key}.npy",
+                "display": f"display-{key}.npy",
+                "attribution": f"attr-{key}.npy",
+            },
         }
-        self.storage.write(self.file(image_id, f"map-{key}.npy"), _npy(result.tensors["map"][0].float().cpu().numpy()))
-        self.storage.write(self.file(image_id, f"display-{key}.npy"), _npy(result.display[0].float().cpu().numpy()))
-        self.storage.write(self.file(image_id, f"attr-{key}.npy"), _npy(result.tensors["attribution"][0].float().cpu().numpy()))
+        self.storage.write(
+            self.file(image_id, f"map-{key}.npy"),
+            _npy(result.tensors["map"][0].float().cpu().numpy()),
+        )
+        self.storage.write(
+            self.file(image_id, f"display-{key}.npy"), _npy(result.display[0].float().cpu().numpy())
+        )
+        self.storage.write(
+            self.file(image_id, f"attr-{key}.npy"),
+            _npy(result.tensors["attribution"][0].float().cpu().numpy()),
+        )
         self.storage.write(self.file(image_id, f"expl-{key}.json"), json.dumps(meta).encode())
 
     def explain(self, image_id: str, request: ExplainRequest) -> dict[str, Any]:
@@ -297,7 +370,9 @@ class Explorer:
             self._explain_store(slot, image_id, request, layer, key)
         return dict(json.loads(info.read_text()))
 
-    def overlay(self, image_id: str, key: str, alpha: float, sign: str | None = None, clip: float = 99.0) -> Path:
+    def overlay(
+        self, image_id: str, key: str, alpha: float, sign: str | None = None, clip: float = 99.0
+    ) -> Path:
         """The map drawn over the image by ``render.overlay`` (sign None: ``all`` for a signed
         map, ``positive`` otherwise; ``clip``: the percentile drawn at full colour)."""
         from convlens.render.display import check_clip, check_sign
@@ -314,7 +389,14 @@ class Explorer:
             if not display.exists():
                 raise HTTPError(404, "no map with that key for this image; run explain first")
             heat = np.load(display, allow_pickle=False)
-            self.storage.write(path, _png(overlay(self.original(image_id), heat, alpha=percent / 100, sign=sign, clip=clip)))
+            self.storage.write(
+                path,
+                _png(
+                    overlay(
+                        self.original(image_id), heat, alpha=percent / 100, sign=sign, clip=clip
+                    )
+                ),
+            )
         return path
 
     def original_png(self, image_id: str) -> Path:
@@ -338,20 +420,28 @@ class Explorer:
                 result = activations(slot.model, self.batch(slot, image_id), request.layer)
             acts = result.tensors["activations"][0].float().cpu()
             if acts.dim() != 3:
-                raise BadInputError(f"layer {request.layer!r} has output shape {tuple(acts.shape)}: no spatial feature maps; pick a convolutional layer")
+                raise BadInputError(
+                    f"layer {request.layer!r} has output shape {tuple(acts.shape)}: no spatial feature maps; pick a convolutional layer"
+                )
             order = result.tensors["channel_order"][0].tolist()[:FEATURE_TILES]
             strength = result.tensors["channel_strength"][0]
             tiles = {c: apply_colormap(acts[c].numpy())[:, :, :3] for c in order}
             for c, tile in tiles.items():
                 self.storage.write(self.file(image_id, f"fmap-{key}-c{c}.png"), _png(tile))
-            self.storage.write(self.file(image_id, f"fmaps-{key}.png"), _png(tile_grid([tiles[c] for c in order], ncols=4)))
+            self.storage.write(
+                self.file(image_id, f"fmaps-{key}.png"),
+                _png(tile_grid([tiles[c] for c in order], ncols=4)),
+            )
             self.storage.write(self.file(image_id, f"acts-{key}.npy"), _npy(acts.numpy()))
             meta = {
                 "key": key,
                 "model": slot.model.name,
                 "layer": request.layer,
                 "shape": list(acts.shape),
-                "channels": [{"channel": c, "strength": float(strength[c]), "file": f"fmap-{key}-c{c}.png"} for c in order],
+                "channels": [
+                    {"channel": c, "strength": float(strength[c]), "file": f"fmap-{key}-c{c}.png"}
+                    for c in order
+                ],
                 "files": {"grid": f"fmaps-{key}.png", "activations": f"acts-{key}.npy"},
             }
             self.storage.write(info, json.dumps(meta).encode())
@@ -370,9 +460,23 @@ class Explorer:
         def work(progress: ProgressFn) -> dict[str, Any]:
             if not path.exists():
                 with slot.lock:
-                    result = visualize_neuron(slot.model, request.layer, request.channel, steps=request.steps, seed=0, progress=progress)
-                self.storage.write(path, _png(to_uint8_image(result.tensors["image"][0].detach().float().cpu())))
-            return {"file": f"/api/shared/{path.name}", "layer": request.layer, "channel": request.channel, "steps": request.steps}
+                    result = visualize_neuron(
+                        slot.model,
+                        request.layer,
+                        request.channel,
+                        steps=request.steps,
+                        seed=0,
+                        progress=progress,
+                    )
+                self.storage.write(
+                    path, _png(to_uint8_image(result.tensors["image"][0].detach().float().cpu()))
+                )
+            return {
+                "file": f"/api/shared/{path.name}",
+                "layer": request.layer,
+                "channel": request.channel,
+                "steps": request.steps,
+            }
 
         return self.jobs.submit("visualize", work).to_dict()
 
@@ -412,7 +516,11 @@ class Explorer:
         def top(classes: Any, probs: Any) -> list[dict[str, Any]]:
             labels = slot.model.labels
             return [
-                {"class": int(c), "label": labels.name(int(c)) if labels is not None else str(int(c)), "probability": float(p)}
+                {
+                    "class": int(c),
+                    "label": labels.name(int(c)) if labels is not None else str(int(c)),
+                    "probability": float(p),
+                }
                 for c, p in zip(classes.tolist(), probs.tolist())
             ]
 
@@ -420,11 +528,28 @@ class Explorer:
             if not info.exists():
                 source, _ = self.source(image_id)
                 with slot.lock:
-                    result = attack(slot.model, [source], request.method, eps=request.eps, steps=request.steps, target=request.target, seed=0, progress=progress)
+                    result = attack(
+                        slot.model,
+                        [source],
+                        request.method,
+                        eps=request.eps,
+                        steps=request.steps,
+                        target=request.target,
+                        seed=0,
+                        progress=progress,
+                    )
                 t = result.tensors
-                self.storage.write(self.file(image_id, f"adv-{key}.png"), _png(to_uint8_image(t["adversarial"][0])))
-                self.storage.write(self.file(image_id, f"pert-{key}.png"), _png(to_uint8_image(amplified_difference(t["perturbation"][0]))))
-                self.storage.write(self.file(image_id, f"pert-{key}.npy"), _npy(t["perturbation"][0].float().numpy()))
+                self.storage.write(
+                    self.file(image_id, f"adv-{key}.png"), _png(to_uint8_image(t["adversarial"][0]))
+                )
+                self.storage.write(
+                    self.file(image_id, f"pert-{key}.png"),
+                    _png(to_uint8_image(amplified_difference(t["perturbation"][0]))),
+                )
+                self.storage.write(
+                    self.file(image_id, f"pert-{key}.npy"),
+                    _npy(t["perturbation"][0].float().numpy()),
+                )
                 meta = {
                     "key": key,
                     "method": result.provenance["params"]["method"],
@@ -434,7 +559,11 @@ class Explorer:
                     "linf": float(t["linf"][0]),
                     "before": top(t["top_classes_before"][0], t["top_probs_before"][0]),
                     "after": top(t["top_classes_after"][0], t["top_probs_after"][0]),
-                    "files": {"adversarial": f"adv-{key}.png", "perturbation": f"pert-{key}.png", "perturbation_raw": f"pert-{key}.npy"},
+                    "files": {
+                        "adversarial": f"adv-{key}.png",
+                        "perturbation": f"pert-{key}.png",
+                        "perturbation_raw": f"pert-{key}.npy",
+                    },
                 }
                 self.storage.write(info, json.dumps(meta).encode())
             return {"image": image_id, **json.loads(info.read_text())}
@@ -462,7 +591,13 @@ def _file_response(path: Path, download: bool) -> FileResponse:
         raise HTTPError(404, "no such file for this image (compute it first)")
     headers = {"Cache-Control": "no-store"}
     disposition = "attachment" if download else "inline"
-    return FileResponse(path, media_type=MEDIA.get(path.suffix, "application/octet-stream"), headers=headers, content_disposition_type=disposition, filename=path.name)
+    return FileResponse(
+        path,
+        media_type=MEDIA.get(path.suffix, "application/octet-stream"),
+        headers=headers,
+        content_disposition_type=disposition,
+        filename=path.name,
+    )
 
 
 def create_app(
@@ -509,7 +644,13 @@ def create_app(
         from convlens.models.zoo import load_model
 
         models = {name: load_model(name, device=device) for name in model_names}
-    explorer = Explorer(models, Storage(storage_root, max_images=max_images), max_bytes=max_bytes, max_pixels=max_pixels, workers=workers)
+    explorer = Explorer(
+        models,
+        Storage(storage_root, max_images=max_images),
+        max_bytes=max_bytes,
+        max_pixels=max_pixels,
+        workers=workers,
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -519,7 +660,14 @@ def create_app(
     from convlens import __version__
 
     # no /docs or /redoc: FastAPI's pages load scripts from a CDN; the schema is enough
-    app = FastAPI(title="convlens explorer", version=__version__, docs_url=None, redoc_url=None, redirect_slashes=False, lifespan=lifespan)
+    app = FastAPI(
+        title="convlens explorer",
+        version=__version__,
+        docs_url=None,
+        redoc_url=None,
+        redirect_slashes=False,
+        lifespan=lifespan,
+    )
     app.state.explorer = explorer
     if allowed_hosts is not None:
         from starlette.middleware.trustedhost import TrustedHostMiddleware
@@ -540,13 +688,18 @@ def create_app(
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        return JSONResponse({"detail": _one_line(f"unexpected error: {type(exc).__name__}: {exc}")}, status_code=500)
+        return JSONResponse(
+            {"detail": _one_line(f"unexpected error: {type(exc).__name__}: {exc}")}, status_code=500
+        )
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0] if exc.errors() else {}
         where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
-        return JSONResponse({"detail": _one_line(f"{where}: {first.get('msg', 'invalid request')}")}, status_code=422)
+        return JSONResponse(
+            {"detail": _one_line(f"{where}: {first.get('msg', 'invalid request')}")},
+            status_code=422,
+        )
 
     # -- page ----------------------------------------------------------------------------
     @app.get("/", include_in_schema=False)
@@ -572,22 +725,34 @@ def create_app(
                     "progress": reports_progress(s.name),
                     "paper": s.paper,
                     # the page offers a method only for the models that can run it (attention maps: transformers)
-                    "models": [name for name, slot in explorer.slots.items() if s.applies_to(slot.model)],
+                    "models": [
+                        name for name, slot in explorer.slots.items() if s.applies_to(slot.model)
+                    ],
                 }
                 for s in sorted(METHODS.values(), key=lambda s: s.name)
             ],
-            "samples": [{"name": s.name, "source": s.source, "expected": list(s.expected)} for s in SAMPLES.values()],
+            "samples": [
+                {"name": s.name, "source": s.source, "expected": list(s.expected)}
+                for s in SAMPLES.values()
+            ],
             "limits": {"max_bytes": explorer.max_bytes, "max_pixels": explorer.max_pixels},
         }
 
-    @app.get("/api/models/{model}/labels", summary="The model's class labels (index, name, WordNet id)")
+    @app.get(
+        "/api/models/{model}/labels", summary="The model's class labels (index, name, WordNet id)"
+    )
     def labels(model: str) -> list[dict[str, Any]]:
         m = explorer.slot(model).model
         if m.labels is None:
             return []
-        return [{"class": i, "label": m.labels.name(i), "wnid": m.labels.wnid(i)} for i in range(len(m.labels))]
+        return [
+            {"class": i, "label": m.labels.name(i), "wnid": m.labels.wnid(i)}
+            for i in range(len(m.labels))
+        ]
 
-    @app.get("/api/models/{model}/layers", summary="The model's layer table and its default CAM layer")
+    @app.get(
+        "/api/models/{model}/layers", summary="The model's layer table and its default CAM layer"
+    )
     def layers(model: str) -> dict[str, Any]:
         from convlens.attribution.base import default_cam_layer
 
@@ -601,17 +766,26 @@ def create_app(
         return {"layers": table, "default_cam_layer": cam}
 
     # -- images --------------------------------------------------------------------------
-    @app.post("/api/images", summary="Upload an image (the raw file as the request body)", status_code=201)
-    async def upload(request: Request, name: str = Query(default="upload", max_length=200)) -> dict[str, Any]:
+    @app.post(
+        "/api/images", summary="Upload an image (the raw file as the request body)", status_code=201
+    )
+    async def upload(
+        request: Request, name: str = Query(default="upload", max_length=200)
+    ) -> dict[str, Any]:
         label = "".join(ch for ch in name if ch.isprintable()) or "upload"
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > explorer.max_bytes:
-            raise HTTPError(413, f"{label}: {int(declared):,} bytes is over the server's limit of {explorer.max_bytes:,}")
+            raise HTTPError(
+                413,
+                f"{label}: {int(declared):,} bytes is over the server's limit of {explorer.max_bytes:,}",
+            )
         chunks, total = [], 0
         async for chunk in request.stream():
             total += len(chunk)
             if total > explorer.max_bytes:
-                raise HTTPError(413, f"{label}: over the server's limit of {explorer.max_bytes:,} bytes")
+                raise HTTPError(
+                    413, f"{label}: over the server's limit of {explorer.max_bytes:,} bytes"
+                )
             chunks.append(chunk)
         data = b"".join(chunks)
         if not data:
@@ -627,21 +801,37 @@ def create_app(
     @app.get("/api/images/{image_id}", summary="An image's name and size")
     def image(image_id: str) -> dict[str, Any]:
         meta = explorer.image_meta(image_id)
-        return {"id": image_id, "name": meta["name"], "width": meta["width"], "height": meta["height"]}
+        return {
+            "id": image_id,
+            "name": meta["name"],
+            "width": meta["width"],
+            "height": meta["height"],
+        }
 
-    @app.get("/api/images/{image_id}/original.png", summary="The image as PNG", response_class=Response)
+    @app.get(
+        "/api/images/{image_id}/original.png", summary="The image as PNG", response_class=Response
+    )
     def original(image_id: str, download: bool = False) -> FileResponse:
         return _file_response(explorer.original_png(image_id), download)
 
     @app.get("/api/images/{image_id}/predictions", summary="Top-k classes (Model.predict)")
-    def predictions(image_id: str, model: str | None = None, top_k: int = Query(default=5, ge=1, le=1000)) -> dict[str, Any]:
+    def predictions(
+        image_id: str, model: str | None = None, top_k: int = Query(default=5, ge=1, le=1000)
+    ) -> dict[str, Any]:
         return explorer.predictions(image_id, model, top_k)
 
-    @app.post("/api/images/{image_id}/explain", summary="An attribution map (convlens.explain); files for the overlay and raw maps")
+    @app.post(
+        "/api/images/{image_id}/explain",
+        summary="An attribution map (convlens.explain); files for the overlay and raw maps",
+    )
     def explain(image_id: str, body: ExplainRequest) -> dict[str, Any]:
         return explorer.explain(image_id, body)
 
-    @app.get("/api/images/{image_id}/overlays/{key}.png", summary="A map drawn over the image (render.overlay) at an opacity (rounded to 0.01)", response_class=Response)
+    @app.get(
+        "/api/images/{image_id}/overlays/{key}.png",
+        summary="A map drawn over the image (render.overlay) at an opacity (rounded to 0.01)",
+        response_class=Response,
+    )
     def overlay(
         image_id: str,
         key: str,
@@ -654,30 +844,53 @@ def create_app(
             raise HTTPError(400, "map key is not one this server issues")
         return _file_response(explorer.overlay(image_id, key, alpha, sign, clip), download)
 
-    @app.post("/api/images/{image_id}/activations", summary="Feature maps of a layer, strongest channels first")
+    @app.post(
+        "/api/images/{image_id}/activations",
+        summary="Feature maps of a layer, strongest channels first",
+    )
     def activations(image_id: str, body: ActivationsRequest) -> dict[str, Any]:
         return explorer.feature_maps(image_id, body)
 
-    @app.get("/api/images/{image_id}/files/{name}", summary="Download a file computed for this image (PNG or .npy)", response_class=Response)
+    @app.get(
+        "/api/images/{image_id}/files/{name}",
+        summary="Download a file computed for this image (PNG or .npy)",
+        response_class=Response,
+    )
     def image_file(image_id: str, name: str, download: bool = False) -> FileResponse:
         if name in ("source.bin", "meta.json"):
             raise HTTPError(404, "no such file for this image")
         return _file_response(explorer.file(image_id, name), download)
 
-    @app.get("/api/shared/{name}", summary="A cached picture shared by all images (channel visualisations)", response_class=Response)
+    @app.get(
+        "/api/shared/{name}",
+        summary="A cached picture shared by all images (channel visualisations)",
+        response_class=Response,
+    )
     def shared_file(name: str, download: bool = False) -> FileResponse:
         return _file_response(explorer.storage.shared_file(name), download)
 
     # -- jobs ----------------------------------------------------------------------------
-    @app.post("/api/jobs/explain", summary="Start an attribution map (slow methods report progress; cached maps come back done); poll /api/jobs/{id}", status_code=202)
+    @app.post(
+        "/api/jobs/explain",
+        summary="Start an attribution map (slow methods report progress; cached maps come back done); poll /api/jobs/{id}",
+        status_code=202,
+    )
     def explain_job(body: ExplainJobRequest) -> dict[str, Any]:
         return explorer.explain_job(body)
 
-    @app.post("/api/jobs/visualize", summary="Start a channel visualisation (cached); poll /api/jobs/{id}", status_code=202)
+    @app.post(
+        "/api/jobs/visualize",
+        summary="Start a channel visualisation (cached); poll /api/jobs/{id}",
+        status_code=202,
+    )
     def visualize(body: VisualizeRequest) -> dict[str, Any]:
         return explorer.visualize_job(body)
 
-    @app.post("/api/jobs/attack", summary="Start an adversarial attack on an image; poll /api/jobs/{id}", status_code=202)
+    @app.post(
+        "/api/jobs/attack",
+        summary="Start an adversarial attack on an image; poll /api/jobs/{id}",
+        status_code=202,
+    )
     def attack(body: AttackRequest) -> dict[str, Any]:
         return explorer.attack_job(body)
 

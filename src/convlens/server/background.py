@@ -13,7 +13,9 @@ __all__ = ["serve_in_background"]
 
 
 @contextmanager
-def serve_in_background(app: Any, host: str = "127.0.0.1", port: int = 0, *, timeout: float = 30.0) -> Iterator[str]:
+def serve_in_background(
+    app: Any, host: str = "127.0.0.1", port: int = 0, *, timeout: float = 30.0
+) -> Iterator[str]:
     """Serve ``app`` with uvicorn on a thread; yields the base URL, stops on exit.
 
     ``port=0`` takes a free port: the socket is bound here and handed to uvicorn, so no
@@ -31,7 +33,9 @@ def serve_in_background(app: Any, host: str = "127.0.0.1", port: int = 0, *, tim
     sock.bind((host, port))
     bound = sock.getsockname()[1]
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="convlens-serve", daemon=True)
+    thread = threading.Thread(
+        target=server.run, kwargs={"sockets": [sock]}, name="convlens-serve", daemon=True
+    )
     thread.start()
     deadline = time.monotonic() + timeout
     while not server.started:

@@ -49,7 +49,9 @@ class Storage:
 
     def __init__(self, root: str | os.PathLike[str] | None = None, *, max_images: int = 64) -> None:
         self._owned = root is None
-        self.root = Path(tempfile.mkdtemp(prefix="convlens-serve-") if root is None else root).resolve()
+        self.root = Path(
+            tempfile.mkdtemp(prefix="convlens-serve-") if root is None else root
+        ).resolve()
         self.root.mkdir(parents=True, exist_ok=True)
         self.max_images = max_images
         self._lock = threading.Lock()

@@ -68,25 +68,42 @@ def scan_categories(folder: str | os.PathLike[str], role: str = "image") -> dict
     """``FOLDER/<category>/*`` -> ``{category: [image, ...]}`` (sorted; names lower-cased)."""
     root = Path(folder)
     if not root.is_dir():
-        raise BadInputError(f"{root}: not a folder; the {role} images go in {role.upper()}_DIR/<category>/*.png")
+        raise BadInputError(
+            f"{root}: not a folder; the {role} images go in {role.upper()}_DIR/<category>/*.png"
+        )
     found: dict[str, list[Path]] = {}
     for sub in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         name = sub.name.lower()
-        images = sorted(p for p in sub.iterdir() if p.is_file() and p.suffix.lower() in _EXTENSIONS and not p.name.startswith("."))
+        images = sorted(
+            p
+            for p in sub.iterdir()
+            if p.is_file() and p.suffix.lower() in _EXTENSIONS and not p.name.startswith(".")
+        )
         if not images:
             continue
         if not _CATEGORY_RE.match(name):
-            raise BadInputError(f"{sub}: category folder names must be letters and underscores (they go into <shape><n>-<texture><m>.png)")
+            raise BadInputError(
+                f"{sub}: category folder names must be letters and underscores (they go into <shape><n>-<texture><m>.png)"
+            )
         if name in found:
-            raise BadInputError(f"{sub}: category {name!r} appears twice (folder names differ only in case)")
+            raise BadInputError(
+                f"{sub}: category {name!r} appears twice (folder names differ only in case)"
+            )
         found[name] = images
     if not found:
-        raise BadInputError(f"{root}: no {role} images in category subfolders; expected {root}/<category>/*.png")
+        raise BadInputError(
+            f"{root}: no {role} images in category subfolders; expected {root}/<category>/*.png"
+        )
     return found
 
 
 def cue_conflict_pairs(
-    shapes: dict[str, list[Path]], textures: dict[str, list[Path]], *, pairs: int | None = None, include_same: bool = False, seed: int = 0
+    shapes: dict[str, list[Path]],
+    textures: dict[str, list[Path]],
+    *,
+    pairs: int | None = None,
+    include_same: bool = False,
+    seed: int = 0,
 ) -> list[CueConflictPair]:
     """Every (shape image, texture image) pair, minus same-category ones unless
     ``include_same``; with ``pairs``, a seeded random subset of that many (in the same order)."""
@@ -99,7 +116,9 @@ def cue_conflict_pairs(
         if include_same or s_cat != t_cat
     ]
     if not everything:
-        raise BadInputError("no shape/texture pairs with different categories; add categories or pass include_same=True")
+        raise BadInputError(
+            "no shape/texture pairs with different categories; add categories or pass include_same=True"
+        )
     if pairs is None:
         return everything
     if isinstance(pairs, bool) or not isinstance(pairs, int) or pairs < 1:
@@ -182,7 +201,9 @@ def make_cue_conflict(
     started = time.perf_counter()
     for key in ("content", "styles", "size", "steps", "seed", "progress"):
         if key in style_options:
-            raise BadInputError(f"make_cue_conflict sets {key!r} itself; pass it as its own argument where there is one")
+            raise BadInputError(
+                f"make_cue_conflict sets {key!r} itself; pass it as its own argument where there is one"
+            )
     shapes = scan_categories(shape_dir, "shape")
     textures = scan_categories(texture_dir, "texture")
     chosen = cue_conflict_pairs(shapes, textures, pairs=pairs, include_same=include_same, seed=seed)
@@ -197,7 +218,15 @@ def make_cue_conflict(
                 loaded[path] = load_image(path)
     c_losses, s_losses, written = [], [], []
     for i, pair in enumerate(chosen):
-        result = style_transfer(model, loaded[pair.shape_path], loaded[pair.texture_path], size=size, steps=steps, seed=seed, **style_options)
+        result = style_transfer(
+            model,
+            loaded[pair.shape_path],
+            loaded[pair.texture_path],
+            size=size,
+            steps=steps,
+            seed=seed,
+            **style_options,
+        )
         target = out / pair.path
         target.parent.mkdir(parents=True, exist_ok=True)
         save_image(result.tensors["image"][0], target)
@@ -223,4 +252,9 @@ def make_cue_conflict(
         "seconds": round(time.perf_counter() - started, 3),
     }
     tensors = {"content_loss": torch.tensor(c_losses), "style_loss": torch.tensor(s_losses)}
-    return Result("cue_conflict", tensors, make_provenance(model, "cue_conflict", params=params, seed=seed), sources=written)
+    return Result(
+        "cue_conflict",
+        tensors,
+        make_provenance(model, "cue_conflict", params=params, seed=seed),
+        sources=written,
+    )

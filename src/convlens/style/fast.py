@@ -102,11 +102,15 @@ _FORMAT_VERSION = 1
 # -- the transformation network ---------------------------------------------------------------
 def _conv(c_in: int, c_out: int, kernel: int, stride: int = 1) -> nn.Sequential:
     # reflection padding: zero padding darkens the borders of every stylised image
-    return nn.Sequential(nn.ReflectionPad2d(kernel // 2), nn.Conv2d(c_in, c_out, kernel, stride=stride))
+    return nn.Sequential(
+        nn.ReflectionPad2d(kernel // 2), nn.Conv2d(c_in, c_out, kernel, stride=stride)
+    )
 
 
 def _conv_in_relu(c_in: int, c_out: int, kernel: int, stride: int = 1) -> nn.Sequential:
-    return nn.Sequential(_conv(c_in, c_out, kernel, stride), nn.InstanceNorm2d(c_out, affine=True), nn.ReLU())
+    return nn.Sequential(
+        _conv(c_in, c_out, kernel, stride), nn.InstanceNorm2d(c_out, affine=True), nn.ReLU()
+    )
 
 
 class _Residual(nn.Module):
@@ -114,7 +118,11 @@ class _Residual(nn.Module):
 
     def __init__(self, channels: int) -> None:
         super().__init__()
-        self.body = nn.Sequential(_conv_in_relu(channels, channels, 3), _conv(channels, channels, 3), nn.InstanceNorm2d(channels, affine=True))
+        self.body = nn.Sequential(
+            _conv_in_relu(channels, channels, 3),
+            _conv(channels, channels, 3),
+            nn.InstanceNorm2d(channels, affine=True),
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.body(x)
@@ -146,7 +154,9 @@ class StyleNet(nn.Module):
     :func:`train_style_net` and kept by :func:`save_style_net` / :func:`load_style_net`).
     """
 
-    def __init__(self, width: int = DEFAULT_WIDTH, blocks: int = DEFAULT_BLOCKS, skip: bool = DEFAULT_SKIP) -> None:
+    def __init__(
+        self, width: int = DEFAULT_WIDTH, blocks: int = DEFAULT_BLOCKS, skip: bool = DEFAULT_SKIP
+    ) -> None:
         super().__init__()
         for name, value, low in (("width", width, 1), ("blocks", blocks, 0)):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
@@ -156,7 +166,9 @@ class StyleNet(nn.Module):
         self.config: dict[str, Any] = {"width": width, "blocks": blocks, "skip": skip}
         self.provenance: dict[str, Any] = {}
         w = width
-        self.down = nn.Sequential(_conv_in_relu(3, w, 9), _conv_in_relu(w, 2 * w, 3, 2), _conv_in_relu(2 * w, 4 * w, 3, 2))
+        self.down = nn.Sequential(
+            _conv_in_relu(3, w, 9), _conv_in_relu(w, 2 * w, 3, 2), _conv_in_relu(2 * w, 4 * w, 3, 2)
+        )
         self.res = nn.Sequential(*[_Residual(4 * w) for _ in range(blocks)])
         self.up = nn.Sequential(_Upsample(4 * w, 2 * w), _Upsample(2 * w, w))
         self.out = _conv(w, 3, 9)
@@ -166,10 +178,14 @@ class StyleNet(nn.Module):
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         if pixels.dim() != 4 or pixels.shape[1] != 3:
-            raise BadInputError(f"a style net takes RGB pixels (B, 3, H, W), got {tuple(pixels.shape)}")
+            raise BadInputError(
+                f"a style net takes RGB pixels (B, 3, H, W), got {tuple(pixels.shape)}"
+            )
         h, w = pixels.shape[-2:]
         if min(h, w) < 16:
-            raise BadInputError(f"a style net needs images of at least 16 x 16 pixels, got {h} x {w}")
+            raise BadInputError(
+                f"a style net needs images of at least 16 x 16 pixels, got {h} x {w}"
+            )
         # pad to a multiple of 4 so the two downsamplings and upsamplings give back H x W
         ph, pw = -h % 4, -w % 4
         x = F.pad(pixels, (0, pw, 0, ph), mode="reflect") if ph or pw else pixels
@@ -189,7 +205,9 @@ def training_images() -> list[tuple[str, Any]]:
     installed).
     """
     skip = set(HELD_OUT) | set(TRAINING_EXCLUDED)
-    photos: list[tuple[str, Any]] = [(f"sample:{n}", load_sample(n)) for n in sample_names() if n not in skip]
+    photos: list[tuple[str, Any]] = [
+        (f"sample:{n}", load_sample(n)) for n in sample_names() if n not in skip
+    ]
     photos += [(f"foolbox:{path.name}", path) for path, _ in labelled_imagenet_files()]
     return photos
 
@@ -202,22 +220,37 @@ def _load_training_set(images: Any, size: int) -> tuple[list[torch.Tensor], list
         files = find_images(images)
         named = [(str(f), f) for f in files]
     elif isinstance(images, Sequence):
-        named = [(str(i) if isinstance(i, (str, os.PathLike)) else f"<image {k}>", i) for k, i in enumerate(images)]
+        named = [
+            (str(i) if isinstance(i, (str, os.PathLike)) else f"<image {k}>", i)
+            for k, i in enumerate(images)
+        ]
     else:
-        raise BadInputError(f"images must be a folder, a list of images or None (the default set), got {type(images).__name__}")
+        raise BadInputError(
+            f"images must be a folder, a list of images or None (the default set), got {type(images).__name__}"
+        )
     if not named:
         raise BadInputError(f"no training images found in {images}")
     tensors = []
     for name, source in named:
-        image = load_image(source, name=name)[None] if not (isinstance(source, str) and source.startswith("sample:")) else load_style_image(source)
+        image = (
+            load_image(source, name=name)[None]
+            if not (isinstance(source, str) and source.startswith("sample:"))
+            else load_style_image(source)
+        )
         h, w = image.shape[-2:]
         scale = size / min(h, w)
         new = (max(size, round(h * scale)), max(size, round(w * scale)))
-        tensors.append(F.interpolate(image, size=new, mode="bilinear", align_corners=False, antialias=scale < 1).clamp(0, 1)[0])
+        tensors.append(
+            F.interpolate(
+                image, size=new, mode="bilinear", align_corners=False, antialias=scale < 1
+            ).clamp(0, 1)[0]
+        )
     return tensors, [n for n, _ in named]
 
 
-def _random_crops(images: Sequence[torch.Tensor], size: int, batch: int, gen: torch.Generator) -> torch.Tensor:
+def _random_crops(
+    images: Sequence[torch.Tensor], size: int, batch: int, gen: torch.Generator
+) -> torch.Tensor:
     """``batch`` random ``size x size`` crops (images drawn with replacement, random flips)."""
     crops = []
     for _ in range(batch):
@@ -234,11 +267,21 @@ def _random_crops(images: Sequence[torch.Tensor], size: int, batch: int, gen: to
 
 # -- losses -----------------------------------------------------------------------------------
 def _perceptual_objective(
-    model: Any, contents: torch.Tensor, targets: Any, layers: Any, *, alpha: float, beta: float, tv_weight: float, parts: dict[str, torch.Tensor]
+    model: Any,
+    contents: torch.Tensor,
+    targets: Any,
+    layers: Any,
+    *,
+    alpha: float,
+    beta: float,
+    tv_weight: float,
+    parts: dict[str, torch.Tensor],
 ) -> Objective:
     """``-(alpha L_c + beta L_s + tv TV)`` for these content images; stores the parts."""
     c_loss = content_loss(layer_codes(model, contents, layers.content))
-    s_loss = style_loss(targets, layers.style, transform=layers.transform, statistic=layers.statistic)
+    s_loss = style_loss(
+        targets, layers.style, transform=layers.transform, statistic=layers.statistic
+    )
     tv = total_variation(2.0)
 
     def fn(ctx: ObjectiveContext) -> torch.Tensor:
@@ -246,10 +289,16 @@ def _perceptual_objective(
         parts["content"], parts["style"] = c.detach(), s.detach()
         return -(alpha * c + beta * s + tv_weight * tv(ctx))
 
-    return Objective(fn, layers=(*c_loss.layers, *s_loss.layers), description=f"-({alpha:g} {c_loss.description} + {beta:g} {s_loss.description} + {tv_weight:g} TV)")
+    return Objective(
+        fn,
+        layers=(*c_loss.layers, *s_loss.layers),
+        description=f"-({alpha:g} {c_loss.description} + {beta:g} {s_loss.description} + {tv_weight:g} TV)",
+    )
 
 
-def perceptual_losses(model: Any, images: torch.Tensor, contents: torch.Tensor, style: Any) -> tuple[torch.Tensor, torch.Tensor]:
+def perceptual_losses(
+    model: Any, images: torch.Tensor, contents: torch.Tensor, style: Any
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The content and style penalties of ``images`` as :func:`style_transfer` defines them.
 
     ``images`` and ``contents`` are pixels ``(B, 3, H, W)`` of one size; the style image is
@@ -259,9 +308,24 @@ def perceptual_losses(model: Any, images: torch.Tensor, contents: torch.Tensor, 
     layers = default_layers(model)
     side = max(contents.shape[-2:])
     style_pixels = load_style_image(style, side).to(model.device, model.dtype)
-    targets = style_targets(model, [style_pixels], list(layers.style), transform=layers.transform, statistic=layers.statistic)
+    targets = style_targets(
+        model,
+        [style_pixels],
+        list(layers.style),
+        transform=layers.transform,
+        statistic=layers.statistic,
+    )
     parts: dict[str, torch.Tensor] = {}
-    objective = _perceptual_objective(model, contents.to(model.device, model.dtype), targets, layers, alpha=1.0, beta=1.0, tv_weight=0.0, parts=parts)
+    objective = _perceptual_objective(
+        model,
+        contents.to(model.device, model.dtype),
+        targets,
+        layers,
+        alpha=1.0,
+        beta=1.0,
+        tv_weight=0.0,
+        parts=parts,
+    )
     with torch.no_grad():
         evaluate_objective(model, objective, images.to(model.device, model.dtype), truncate=True)
     return parts["content"].cpu(), parts["style"].cpu()
@@ -269,8 +333,15 @@ def perceptual_losses(model: Any, images: torch.Tensor, contents: torch.Tensor, 
 
 def _check_positive(name: str, value: Any, *, integer: bool = False, zero: bool = False) -> None:
     ok = isinstance(value, int) if integer else isinstance(value, (int, float))
-    if isinstance(value, bool) or not ok or not math.isfinite(value) or (value < 0 if zero else value <= 0):
-        raise BadInputError(f"{name} must be {'a whole number' if integer else 'a number'} {'>= 0' if zero else '> 0'}, got {value!r}")
+    if (
+        isinstance(value, bool)
+        or not ok
+        or not math.isfinite(value)
+        or (value < 0 if zero else value <= 0)
+    ):
+        raise BadInputError(
+            f"{name} must be {'a whole number' if integer else 'a number'} {'>= 0' if zero else '> 0'}, got {value!r}"
+        )
 
 
 class TrainedStyleNet(NamedTuple):
@@ -344,7 +415,13 @@ def train_style_net(
         raise BadInputError(f"size must be a whole number of pixels >= 32, got {size!r}")
     layers = default_layers(model)
     style_pixels = load_style_image(style, size).to(model.device, model.dtype)
-    targets = style_targets(model, [style_pixels], list(layers.style), transform=layers.transform, statistic=layers.statistic)
+    targets = style_targets(
+        model,
+        [style_pixels],
+        list(layers.style),
+        transform=layers.transform,
+        statistic=layers.statistic,
+    )
     photos, names = _load_training_set(images, size)
 
     gen = torch.Generator().manual_seed(seed)
@@ -358,7 +435,16 @@ def train_style_net(
     for step in range(steps):
         contents = _random_crops(photos, size, batch, gen).to(model.device, model.dtype)
         parts: dict[str, torch.Tensor] = {}
-        objective = _perceptual_objective(model, contents, targets, layers, alpha=alpha, beta=beta, tv_weight=tv_weight, parts=parts)
+        objective = _perceptual_objective(
+            model,
+            contents,
+            targets,
+            layers,
+            alpha=alpha,
+            beta=beta,
+            tv_weight=tv_weight,
+            parts=parts,
+        )
         loss = -evaluate_objective(model, objective, net(contents), truncate=True).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()  # type: ignore[no-untyped-call]
@@ -366,7 +452,9 @@ def train_style_net(
         history[step] = loss.item()
         c_hist[step], s_hist[step] = parts["content"].mean().item(), parts["style"].mean().item()
         if not math.isfinite(history[step].item()):
-            raise BadInputError(f"training diverged at step {step + 1} (loss {history[step].item()}); try a smaller lr (now {lr:g})")
+            raise BadInputError(
+                f"training diverged at step {step + 1} (loss {history[step].item()}); try a smaller lr (now {lr:g})"
+            )
         if progress is not None:
             progress(step + 1, steps)
     net.eval()
@@ -391,7 +479,12 @@ def train_style_net(
         "seconds": round(time.perf_counter() - started, 3),
     }
     net.provenance = make_provenance(model, "style_net", params=params, seed=seed)
-    tensors = {"history": history, "content_loss": c_hist, "style_loss": s_hist, "style": style_pixels.cpu()}
+    tensors = {
+        "history": history,
+        "content_loss": c_hist,
+        "style_loss": s_hist,
+        "style": style_pixels.cpu(),
+    }
     return TrainedStyleNet(net, Result("style_training", tensors, net.provenance))
 
 
@@ -404,7 +497,9 @@ def stylize(net: StyleNet, image: Any, *, size: int | None = None) -> Result:
     and ``content`` (the input as used), with the net's provenance.
     """
     if not isinstance(net, StyleNet):
-        raise BadInputError(f"stylize needs a StyleNet (see load_style_net), got {type(net).__name__}")
+        raise BadInputError(
+            f"stylize needs a StyleNet (see load_style_net), got {type(net).__name__}"
+        )
     started = time.perf_counter()
     content = load_style_image(image, size)
     param = next(net.parameters())
@@ -417,7 +512,11 @@ def stylize(net: StyleNet, image: Any, *, size: int | None = None) -> Result:
         net.train(was_training)
     provenance = {
         "method": "stylize",
-        "params": {"size": list(out.shape[-2:]), "net": dict(net.config), "seconds": round(time.perf_counter() - started, 4)},
+        "params": {
+            "size": list(out.shape[-2:]),
+            "net": dict(net.config),
+            "seconds": round(time.perf_counter() - started, 4),
+        },
         "net_provenance": dict(net.provenance),
         "model": net.provenance.get("model"),
     }
@@ -467,15 +566,21 @@ def load_style_net(path: str | os.PathLike[str], *, device: str | torch.device =
     """
     source = Path(path)
     if not source.is_file():
-        raise BadInputError(f"{source}: no such style-net file (make one with `convlens style-train`)")
+        raise BadInputError(
+            f"{source}: no such style-net file (make one with `convlens style-train`)"
+        )
     try:
         payload = torch.load(source, map_location="cpu", weights_only=True)
-    except Exception as exc:  # corrupt files raise many types (UnpicklingError, RuntimeError, EOFError, ...)
+    except (
+        Exception
+    ) as exc:  # corrupt files raise many types (UnpicklingError, RuntimeError, EOFError, ...)
         raise BadInputError(f"{source}: not a readable style-net file ({_one_line(exc)})") from None
     if not isinstance(payload, dict) or payload.get("format") != _FORMAT:
         raise BadInputError(f"{source}: not a convlens style net (no {_FORMAT!r} marker)")
     if payload.get("version") != _FORMAT_VERSION:
-        raise BadInputError(f"{source}: style-net format version {payload.get('version')!r}; this convlens reads {_FORMAT_VERSION}")
+        raise BadInputError(
+            f"{source}: style-net format version {payload.get('version')!r}; this convlens reads {_FORMAT_VERSION}"
+        )
     config, state = payload.get("config"), payload.get("state_dict")
     if not isinstance(config, dict) or not isinstance(state, dict):
         raise BadInputError(f"{source}: style-net file without a config or state dict")
@@ -483,7 +588,9 @@ def load_style_net(path: str | os.PathLike[str], *, device: str | torch.device =
         net = StyleNet(**config)
         net.load_state_dict(state)
     except (BadInputError, TypeError, RuntimeError) as exc:
-        raise BadInputError(f"{source}: style-net weights do not fit its config ({_one_line(exc)})") from None
+        raise BadInputError(
+            f"{source}: style-net weights do not fit its config ({_one_line(exc)})"
+        ) from None
     provenance = payload.get("provenance")
     net.provenance = provenance if isinstance(provenance, dict) else {}
     for p in net.parameters():

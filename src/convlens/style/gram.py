@@ -38,7 +38,9 @@ _EPS = 1e-8
 
 def _check_features(features: torch.Tensor) -> torch.Tensor:
     if not isinstance(features, torch.Tensor) or features.dim() != 4:
-        raise BadInputError(f"features: expected a (B, C, H, W) tensor, got {getattr(features, 'shape', type(features).__name__)}")
+        raise BadInputError(
+            f"features: expected a (B, C, H, W) tensor, got {getattr(features, 'shape', type(features).__name__)}"
+        )
     return features
 
 
@@ -81,5 +83,7 @@ def transform_features(features: torch.Tensor, transform: str) -> torch.Tensor:
     try:
         fn = FEATURE_TRANSFORMS[transform]
     except KeyError:
-        raise BadInputError(f"feature transform {transform!r}: choose one of {', '.join(FEATURE_TRANSFORMS)}") from None
+        raise BadInputError(
+            f"feature transform {transform!r}: choose one of {', '.join(FEATURE_TRANSFORMS)}"
+        ) from None
     return fn(_check_features(features))

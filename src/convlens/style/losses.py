@@ -61,11 +61,35 @@ class StyleLayers:
 DEFAULT_LAYERS: dict[str, StyleLayers] = {
     "efficientnet_lite0": StyleLayers(
         content=("blocks.4",),
-        style={"stem_act": 1.0, "blocks.1.expand_act": 1.0, "blocks.3.expand_act": 1.0, "blocks.5.expand_act": 1.0, "blocks.8.expand_act": 1.0},
+        style={
+            "stem_act": 1.0,
+            "blocks.1.expand_act": 1.0,
+            "blocks.3.expand_act": 1.0,
+            "blocks.5.expand_act": 1.0,
+            "blocks.8.expand_act": 1.0,
+        },
     ),
     # the classic choices of Gatys et al. 2016 on torchvision's VGG (conv1_1 ... conv5_1, conv4_2)
-    "torchvision:vgg16": StyleLayers(content=("features.20",), style={"features.1": 1.0, "features.6": 1.0, "features.11": 1.0, "features.18": 1.0, "features.25": 1.0}),
-    "torchvision:vgg19": StyleLayers(content=("features.22",), style={"features.1": 1.0, "features.6": 1.0, "features.11": 1.0, "features.20": 1.0, "features.29": 1.0}),
+    "torchvision:vgg16": StyleLayers(
+        content=("features.20",),
+        style={
+            "features.1": 1.0,
+            "features.6": 1.0,
+            "features.11": 1.0,
+            "features.18": 1.0,
+            "features.25": 1.0,
+        },
+    ),
+    "torchvision:vgg19": StyleLayers(
+        content=("features.22",),
+        style={
+            "features.1": 1.0,
+            "features.6": 1.0,
+            "features.11": 1.0,
+            "features.20": 1.0,
+            "features.29": 1.0,
+        },
+    ),
 }
 
 
@@ -86,11 +110,15 @@ def default_layers(model: object) -> StyleLayers:
         by_stride[max(field.stride)] = info.name  # the deepest layer at each stride
     names = [by_stride[s] for s in sorted(by_stride)][:5]
     if not names:
-        raise BadInputError("could not pick style layers for this model: give content and style layers explicitly")
+        raise BadInputError(
+            "could not pick style layers for this model: give content and style layers explicitly"
+        )
     return StyleLayers(content=(names[min(2, len(names) - 1)],), style=dict.fromkeys(names, 1.0))
 
 
-def layer_codes(model: object, pixels: torch.Tensor, layers: Sequence[str]) -> dict[str, torch.Tensor]:
+def layer_codes(
+    model: object, pixels: torch.Tensor, layers: Sequence[str]
+) -> dict[str, torch.Tensor]:
     """The activations of ``layers`` for pixel-space images ``(B, C, H, W)``, detached.
 
     The forward pass stops at the deepest of them, so any image size works.
@@ -98,7 +126,11 @@ def layer_codes(model: object, pixels: torch.Tensor, layers: Sequence[str]) -> d
     module = model.module  # type: ignore[attr-defined]
     for layer in layers:
         resolve_layer(module, layer)
-    with inference_context(module), torch.no_grad(), capture(module, list(layers), stop=True) as acts:
+    with (
+        inference_context(module),
+        torch.no_grad(),
+        capture(module, list(layers), stop=True) as acts,
+    ):
         forward_until_captured(module, model.normalize(pixels))  # type: ignore[attr-defined]
         return {name: acts[name].detach() for name in layers}
 
@@ -139,13 +171,17 @@ def style_targets(
     if len(weights) != len(styles):
         raise BadInputError(f"{len(weights)} style weights for {len(styles)} style images")
     if any(not isinstance(w, (int, float)) or w < 0 for w in weights) or sum(weights) <= 0:
-        raise BadInputError(f"style weights must be numbers >= 0 with a positive sum, got {list(weights)}")
+        raise BadInputError(
+            f"style weights must be numbers >= 0 with a positive sum, got {list(weights)}"
+        )
     total = float(sum(weights))
     mixed: dict[str, list[torch.Tensor]] = {}
     for image, weight in zip(styles, weights):
         codes = layer_codes(model, image, layers)
         for layer in layers:
-            stats = [s.mean(dim=0, keepdim=True) for s in _statistics(codes[layer], transform, statistic)]
+            stats = [
+                s.mean(dim=0, keepdim=True) for s in _statistics(codes[layer], transform, statistic)
+            ]
             acc = mixed.setdefault(layer, [torch.zeros_like(s) for s in stats])
             for k, s in enumerate(stats):
                 acc[k] = acc[k] + (weight / total) * s
@@ -169,7 +205,9 @@ def style_loss(
     _check_statistic(statistic)
     weights = dict(layer_weights) if layer_weights is not None else dict.fromkeys(targets, 1.0)
     if set(weights) != set(targets):
-        raise BadInputError(f"style layer weights {sorted(weights)} do not match the targets' layers {sorted(targets)}")
+        raise BadInputError(
+            f"style layer weights {sorted(weights)} do not match the targets' layers {sorted(targets)}"
+        )
 
     def fn(ctx: ObjectiveContext) -> torch.Tensor:
         total = ctx.image.new_zeros(ctx.batch)
@@ -178,7 +216,11 @@ def style_loss(
             total = total + weights[layer] * sum(_relative(s, t) for s, t in zip(stats, target))
         return total
 
-    return Objective(fn, layers=tuple(targets), description=f"style_loss({len(targets)} layers, {statistic}, {transform})")
+    return Objective(
+        fn,
+        layers=tuple(targets),
+        description=f"style_loss({len(targets)} layers, {statistic}, {transform})",
+    )
 
 
 def content_loss(codes: Mapping[str, torch.Tensor]) -> Objective:
@@ -192,7 +234,9 @@ def content_loss(codes: Mapping[str, torch.Tensor]) -> Objective:
     return Objective(fn, layers=tuple(codes), description=f"content_loss({', '.join(codes)})")
 
 
-def layer_statistics(model: object, image: torch.Tensor, layer: str, *, transform: str = "none") -> Result:
+def layer_statistics(
+    model: object, image: torch.Tensor, layer: str, *, transform: str = "none"
+) -> Result:
     """The style statistics of one layer for one pixel-space image ``(1, C, H, W)``.
 
     Returns kind ``"gram"``: ``gram (C, C)`` (``F F^T / (C H W)``), ``mean (C,)`` and
@@ -200,8 +244,14 @@ def layer_statistics(model: object, image: torch.Tensor, layer: str, *, transfor
     """
     if not isinstance(image, torch.Tensor) or image.dim() != 4 or image.shape[0] != 1:
         raise BadInputError("image: expected one pixel-space image (1, C, H, W)")
-    act = transform_features(layer_codes(model, image.to(model.device, model.dtype), [layer])[layer], transform)  # type: ignore[attr-defined]
+    act = transform_features(
+        layer_codes(model, image.to(model.device, model.dtype), [layer])[layer], transform
+    )  # type: ignore[attr-defined]
     mean, var = mean_variance(act)
     tensors = {"gram": gram_matrix(act)[0].cpu(), "mean": mean[0].cpu(), "variance": var[0].cpu()}
-    params = {"transform": transform, "image_size": list(image.shape[-2:]), "channels": int(act.shape[1])}
+    params = {
+        "transform": transform,
+        "image_size": list(image.shape[-2:]),
+        "channels": int(act.shape[1]),
+    }
     return Result("gram", tensors, make_provenance(model, "gram", params=params, layer=layer))

@@ -24,7 +24,13 @@ from convlens.errors import BadInputError
 from convlens.style.gram import gram_matrix
 from convlens.style.losses import layer_codes
 
-__all__ = ["content_correlation", "content_layer", "gram_distance", "max_patch_correlation", "measure_layers"]
+__all__ = [
+    "content_correlation",
+    "content_layer",
+    "gram_distance",
+    "max_patch_correlation",
+    "measure_layers",
+]
 
 _ACTIVATIONS = ("ReLU", "ReLU6", "LeakyReLU", "SiLU", "GELU", "Hardswish", "ELU")
 
@@ -43,7 +49,9 @@ def measure_layers(model: Any, count: int = 4) -> list[str]:
         by_stride[max(field.stride)] = info.name
     names = [by_stride[s] for s in sorted(by_stride)][:count]
     if not names:
-        raise BadInputError("no activation layers with a receptive field: give the measuring layers explicitly")
+        raise BadInputError(
+            "no activation layers with a receptive field: give the measuring layers explicitly"
+        )
     return names
 
 
@@ -53,7 +61,9 @@ def content_layer(model: Any) -> str:
     return layers[-1]
 
 
-def gram_distance(model: Any, images: torch.Tensor, reference: torch.Tensor, layers: Sequence[str] | None = None) -> torch.Tensor:
+def gram_distance(
+    model: Any, images: torch.Tensor, reference: torch.Tensor, layers: Sequence[str] | None = None
+) -> torch.Tensor:
     """Per image of ``images (B, C, H, W)``: mean relative Frobenius distance of its Gram
     matrices to those of ``reference (1, C, H', W')`` (sizes may differ)."""
     layers = list(layers) if layers is not None else measure_layers(model)
@@ -62,18 +72,24 @@ def gram_distance(model: Any, images: torch.Tensor, reference: torch.Tensor, lay
     total = torch.zeros(images.shape[0])
     for layer in layers:
         gx, gr = gram_matrix(x[layer]), gram_matrix(r[layer])[:1]
-        total += ((gx - gr).flatten(1).norm(dim=1) / gr.flatten(1).norm(dim=1).clamp_min(1e-12)).cpu()
+        total += (
+            (gx - gr).flatten(1).norm(dim=1) / gr.flatten(1).norm(dim=1).clamp_min(1e-12)
+        ).cpu()
     return total / len(layers)
 
 
-def content_correlation(model: Any, images: torch.Tensor, content: torch.Tensor, layer: str | None = None) -> torch.Tensor:
+def content_correlation(
+    model: Any, images: torch.Tensor, content: torch.Tensor, layer: str | None = None
+) -> torch.Tensor:
     """Per image: Pearson correlation of its activations at ``layer`` with the content's.
 
     ``images`` and ``content`` must have the same size (the maps are compared position by
     position).
     """
     if images.shape[-2:] != content.shape[-2:]:
-        raise BadInputError(f"content_correlation needs images of the content's size {tuple(content.shape[-2:])}, got {tuple(images.shape[-2:])}")
+        raise BadInputError(
+            f"content_correlation needs images of the content's size {tuple(content.shape[-2:])}, got {tuple(images.shape[-2:])}"
+        )
     layer = layer or content_layer(model)
     a = layer_codes(model, images.to(model.device, model.dtype), [layer])[layer].flatten(1)
     b = layer_codes(model, content.to(model.device, model.dtype), [layer])[layer].flatten(1)[:1]
@@ -82,7 +98,9 @@ def content_correlation(model: Any, images: torch.Tensor, content: torch.Tensor,
     return ((a * b).sum(dim=1) / (a.norm(dim=1) * b.norm(dim=1)).clamp_min(1e-12)).cpu()
 
 
-def max_patch_correlation(texture: torch.Tensor, sample: torch.Tensor, patch: int = 32, stride: int = 8) -> float:
+def max_patch_correlation(
+    texture: torch.Tensor, sample: torch.Tensor, patch: int = 32, stride: int = 8
+) -> float:
     """Largest normalised cross-correlation between a ``patch x patch`` patch of ``texture``
     (taken every ``stride`` pixels) and a patch of ``sample`` at any position.
 

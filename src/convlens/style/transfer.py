@@ -86,11 +86,15 @@ def resize_longer_side(image: torch.Tensor, size: int) -> torch.Tensor:
     new = (max(1, round(h * scale)), max(1, round(w * scale)))
     if new == (h, w):
         return image
-    return F.interpolate(image, size=new, mode="bilinear", align_corners=False, antialias=True).clamp(0, 1)
+    return F.interpolate(
+        image, size=new, mode="bilinear", align_corners=False, antialias=True
+    ).clamp(0, 1)
 
 
 # RGB -> YIQ (NTSC); Y is the luminance
-_YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.595716, -0.274453, -0.321263], [0.211456, -0.522591, 0.311135]])
+_YIQ = torch.tensor(
+    [[0.299, 0.587, 0.114], [0.595716, -0.274453, -0.321263], [0.211456, -0.522591, 0.311135]]
+)
 
 
 def preserve_colors(result: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
@@ -103,12 +107,19 @@ def preserve_colors(result: torch.Tensor, content: torch.Tensor) -> torch.Tensor
 
 
 def _check_weight(name: str, value: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value < 0
+    ):
         raise BadInputError(f"{name} must be a number >= 0, got {value!r}")
     return float(value)
 
 
-def _style_layers(model: Any, style_layers: Sequence[str] | Mapping[str, float] | None) -> dict[str, float]:
+def _style_layers(
+    model: Any, style_layers: Sequence[str] | Mapping[str, float] | None
+) -> dict[str, float]:
     if style_layers is None:
         return dict(default_layers(model).style)
     if isinstance(style_layers, Mapping):
@@ -191,8 +202,16 @@ def style_transfer(
     if init not in ("content", "noise"):
         raise BadInputError(f"init={init!r}: choose content or noise")
     optimizer, lr, transforms = _optimizer_settings(optimizer, lr, jitter)
-    alpha, beta, tv_weight = _check_weight("alpha", alpha), _check_weight("beta", beta), _check_weight("tv_weight", tv_weight)
-    if isinstance(style_scale, bool) or not isinstance(style_scale, (int, float)) or not 0.05 <= style_scale <= 8:
+    alpha, beta, tv_weight = (
+        _check_weight("alpha", alpha),
+        _check_weight("beta", beta),
+        _check_weight("tv_weight", tv_weight),
+    )
+    if (
+        isinstance(style_scale, bool)
+        or not isinstance(style_scale, (int, float))
+        or not 0.05 <= style_scale <= 8
+    ):
         raise BadInputError(f"style_scale must be a number in [0.05, 8], got {style_scale!r}")
     style_list = list(styles) if isinstance(styles, (list, tuple)) else [styles]
     defaults = default_layers(model)
@@ -203,11 +222,23 @@ def style_transfer(
 
     content_pixels = load_style_image(content, size, model).to(model.device, model.dtype)
     style_side = max(16, round(max(content_pixels.shape[-2:]) * style_scale))
-    style_pixels = [load_style_image(s, style_side, model).to(model.device, model.dtype) for s in style_list]
+    style_pixels = [
+        load_style_image(s, style_side, model).to(model.device, model.dtype) for s in style_list
+    ]
 
-    targets = style_targets(model, style_pixels, list(layers), weights=style_weights, transform=transform, statistic=statistic)
+    targets = style_targets(
+        model,
+        style_pixels,
+        list(layers),
+        weights=style_weights,
+        transform=transform,
+        statistic=statistic,
+    )
     codes = layer_codes(model, content_pixels, content_layers)
-    c_loss, s_loss = content_loss(codes), style_loss(targets, layers, transform=transform, statistic=statistic)
+    c_loss, s_loss = (
+        content_loss(codes),
+        style_loss(targets, layers, transform=transform, statistic=statistic),
+    )
     objective = -(alpha * c_loss) - beta * s_loss
     if tv_weight:
         objective = objective - tv_weight * total_variation(2.0)
@@ -216,8 +247,21 @@ def style_transfer(
     if init == "content":
         param = PixelParam.from_image(content_pixels)
     else:
-        param = PixelParam(content_pixels.shape, gen, init_std=1.0, device=model.device, dtype=model.dtype)
-    run = optimize(model, objective, param, steps=steps, lr=lr, optimizer=optimizer, transforms=transforms, generator=gen, progress=progress, truncate=True)
+        param = PixelParam(
+            content_pixels.shape, gen, init_std=1.0, device=model.device, dtype=model.dtype
+        )
+    run = optimize(
+        model,
+        objective,
+        param,
+        steps=steps,
+        lr=lr,
+        optimizer=optimizer,
+        transforms=transforms,
+        generator=gen,
+        progress=progress,
+        truncate=True,
+    )
     image = run.tensors["image"]
     if preserve_color and image.shape[1] == 3:  # a grayscale result has no colour to keep
         image = preserve_colors(image, content_pixels)
@@ -248,7 +292,12 @@ def style_transfer(
         "content_loss": final_c,
         "style_loss": final_s,
     }
-    return Result("style_transfer", tensors, make_provenance(model, "style_transfer", params=params, seed=seed), originals=[image[0].detach().cpu()])
+    return Result(
+        "style_transfer",
+        tensors,
+        make_provenance(model, "style_transfer", params=params, seed=seed),
+        originals=[image[0].detach().cpu()],
+    )
 
 
 def synthesize_texture(
@@ -290,7 +339,9 @@ def synthesize_texture(
     transform = defaults.transform if transform is None else transform
     statistic = defaults.statistic if statistic is None else statistic
     sample_pixels = load_style_image(sample, sample_size, model).to(model.device, model.dtype)
-    targets = style_targets(model, [sample_pixels], list(layers), transform=transform, statistic=statistic)
+    targets = style_targets(
+        model, [sample_pixels], list(layers), transform=transform, statistic=statistic
+    )
     s_loss = style_loss(targets, layers, transform=transform, statistic=statistic)
     objective = -s_loss
     if tv_weight:
@@ -298,14 +349,27 @@ def synthesize_texture(
     gen = torch.Generator().manual_seed(seed)
     shape = (1, model.channels, *hw)
     if param == "pixel":
-        image_param: PixelParam | FourierParam = PixelParam(shape, gen, init_std=1.0, device=model.device, dtype=model.dtype)
+        image_param: PixelParam | FourierParam = PixelParam(
+            shape, gen, init_std=1.0, device=model.device, dtype=model.dtype
+        )
     elif param == "fourier":
         image_param = FourierParam(shape, gen, device=model.device, dtype=model.dtype)
     else:
         raise BadInputError(f"param={param!r}: choose pixel or fourier")
     with torch.no_grad():
         start = image_param().detach().cpu()
-    run = optimize(model, objective, image_param, steps=steps, lr=lr, optimizer=optimizer, transforms=transforms, generator=gen, progress=progress, truncate=True)
+    run = optimize(
+        model,
+        objective,
+        image_param,
+        steps=steps,
+        lr=lr,
+        optimizer=optimizer,
+        transforms=transforms,
+        generator=gen,
+        progress=progress,
+        truncate=True,
+    )
     image = run.tensors["image"]
     final_s = _final_losses(model, image, None, s_loss)[1]
     params = {
@@ -322,11 +386,24 @@ def synthesize_texture(
         "tv_weight": tv_weight,
         "seconds": round(time.perf_counter() - started, 3),
     }
-    tensors = {"image": image.detach().cpu(), "start": start, "sample": sample_pixels.cpu(), "history": run.tensors["history"], "style_loss": final_s}
-    return Result("texture", tensors, make_provenance(model, "texture", params=params, seed=seed), originals=[image[0].detach().cpu()])
+    tensors = {
+        "image": image.detach().cpu(),
+        "start": start,
+        "sample": sample_pixels.cpu(),
+        "history": run.tensors["history"],
+        "style_loss": final_s,
+    }
+    return Result(
+        "texture",
+        tensors,
+        make_provenance(model, "texture", params=params, seed=seed),
+        originals=[image[0].detach().cpu()],
+    )
 
 
-def _optimizer_settings(optimizer: str, lr: float | None, jitter: int | None) -> tuple[str, float | None, list[Any]]:
+def _optimizer_settings(
+    optimizer: str, lr: float | None, jitter: int | None
+) -> tuple[str, float | None, list[Any]]:
     """Check the optimiser; fill in the defaults of ``lr`` and ``jitter``; the transforms."""
     if optimizer not in ("lbfgs", "adam"):
         raise BadInputError(f"optimizer={optimizer!r}: choose adam or lbfgs")
@@ -337,13 +414,21 @@ def _optimizer_settings(optimizer: str, lr: float | None, jitter: int | None) ->
     if isinstance(jitter, bool) or not isinstance(jitter, int) or jitter < 0:
         raise BadInputError(f"jitter must be a whole number of pixels >= 0, got {jitter!r}")
     if jitter and optimizer == "lbfgs":
-        raise BadInputError("jitter needs optimizer='adam' (L-BFGS needs a deterministic objective)")
+        raise BadInputError(
+            "jitter needs optimizer='adam' (L-BFGS needs a deterministic objective)"
+        )
     return optimizer, lr, [shift(jitter)] if jitter else []
 
 
-def _final_losses(model: Any, image: torch.Tensor, c_loss: Any, s_loss: Any) -> tuple[torch.Tensor, torch.Tensor]:
+def _final_losses(
+    model: Any, image: torch.Tensor, c_loss: Any, s_loss: Any
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The content and style penalties of the final image (content 0 without a content term)."""
     with torch.no_grad():
-        c = evaluate_objective(model, c_loss, image, truncate=True).cpu() if c_loss is not None else torch.zeros(image.shape[0])
+        c = (
+            evaluate_objective(model, c_loss, image, truncate=True).cpu()
+            if c_loss is not None
+            else torch.zeros(image.shape[0])
+        )
         s = evaluate_objective(model, s_loss, image, truncate=True).cpu()
     return c, s

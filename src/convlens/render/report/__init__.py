@@ -171,7 +171,13 @@ class Report:
 
     @property
     def images(self) -> list[ReportImage]:
-        return [image for s in self.sections for cell in s["cells"] if cell["fragment"] is not None for image in cell["fragment"].images]
+        return [
+            image
+            for s in self.sections
+            for cell in s["cells"]
+            if cell["fragment"] is not None
+            for image in cell["fragment"].images
+        ]
 
     def summary(self) -> dict[str, Any]:
         """JSON-able: models, source, per section and model the numbers or the reason it is missing."""
@@ -181,12 +187,24 @@ class Report:
             for cell in s["cells"]:
                 frag = cell["fragment"]
                 per_model[cell["model"]] = (
-                    {"available": True, "images": len(frag.images), "seconds": cell["seconds"], **frag.summary}
+                    {
+                        "available": True,
+                        "images": len(frag.images),
+                        "seconds": cell["seconds"],
+                        **frag.summary,
+                    }
                     if frag is not None
                     else {"available": False, "reason": cell["reason"], "seconds": cell["seconds"]}
                 )
             sections.append({"name": s["name"], "title": s["title"], "models": per_model})
-        return {"source": self.source, "models": self.models, "sections": sections, "images": len(self.images), "bytes": len(self.html.encode()), "seconds": round(self.seconds, 2)}
+        return {
+            "source": self.source,
+            "models": self.models,
+            "sections": sections,
+            "images": len(self.images),
+            "bytes": len(self.html.encode()),
+            "seconds": round(self.seconds, 2),
+        }
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the page atomically (a reader never sees half a report)."""
@@ -290,12 +308,29 @@ def build_report(
         known = {s.name for s in sections}
         unknown = [n for n in only if n not in known]
         if unknown:
-            raise BadInputError(f"unknown report section {unknown[0]!r}; choose from {', '.join(sorted(known))}")
+            raise BadInputError(
+                f"unknown report section {unknown[0]!r}; choose from {', '.join(sorted(known))}"
+            )
         sections = [s for s in sections if s.name in only]
     source = image if isinstance(image, str) else getattr(image, "name", type(image).__name__)
-    batches = [model.prepare([image], sources=[str(source)]) for model in model_list]  # bad input fails before any work
-    contexts = [ReportContext(full=full, seed=seed, top_k=top_k, source=str(source), index=None if index is None else str(index)) for _ in model_list]
-    weights = {(s.name, i): s.weight(m, ctx) for s in sections for i, (m, ctx) in enumerate(zip(model_list, contexts))}
+    batches = [
+        model.prepare([image], sources=[str(source)]) for model in model_list
+    ]  # bad input fails before any work
+    contexts = [
+        ReportContext(
+            full=full,
+            seed=seed,
+            top_k=top_k,
+            source=str(source),
+            index=None if index is None else str(index),
+        )
+        for _ in model_list
+    ]
+    weights = {
+        (s.name, i): s.weight(m, ctx)
+        for s in sections
+        for i, (m, ctx) in enumerate(zip(model_list, contexts))
+    }
     meter = _Meter(progress, sum(weights.values()))
     if progress is not None:
         progress(0, meter.total)  # the total, before the first section runs
@@ -314,8 +349,17 @@ def build_report(
                 reason = str(exc)
             finally:
                 ctx.progress = None
-            cells.append({"model": model.name, "fragment": fragment, "reason": reason, "seconds": round(time.perf_counter() - t0, 2)})
+            cells.append(
+                {
+                    "model": model.name,
+                    "fragment": fragment,
+                    "reason": reason,
+                    "seconds": round(time.perf_counter() - t0, 2),
+                }
+            )
             meter.finish_section()
         built.append({"name": section.name, "title": section.title, "cells": cells})
     page = render_page(str(source), [m.name for m in model_list], built, full=full, seed=seed)
-    return Report(page, str(source), [m.name for m in model_list], built, time.perf_counter() - started)
+    return Report(
+        page, str(source), [m.name for m in model_list], built, time.perf_counter() - started
+    )

@@ -16,12 +16,22 @@ esc = html.escape
 LOSSY = {"format": "jpeg", "quality": 85}
 
 
-def png_image(name: str, pixels: np.ndarray, caption: str, provenance: dict[str, Any]) -> ReportImage:
+def png_image(
+    name: str, pixels: np.ndarray, caption: str, provenance: dict[str, Any]
+) -> ReportImage:
     """A :class:`ReportImage` from a library renderer's uint8 array, pixel for pixel."""
     return ReportImage(name, array_to_png_bytes(np.asarray(pixels)), caption, provenance)
 
 
-def encoded_image(name: str, pixels: np.ndarray, caption: str, provenance: dict[str, Any], *, fmt: str = LOSSY["format"], quality: int = LOSSY["quality"]) -> ReportImage:
+def encoded_image(
+    name: str,
+    pixels: np.ndarray,
+    caption: str,
+    provenance: dict[str, Any],
+    *,
+    fmt: str = LOSSY["format"],
+    quality: int = LOSSY["quality"],
+) -> ReportImage:
     """A :class:`ReportImage` encoded as ``fmt``; the format and quality are recorded in
     ``provenance["render"]`` so the picture can be re-encoded and checked by hash."""
     render = {**provenance.get("render", {}), "format": fmt, "quality": quality}

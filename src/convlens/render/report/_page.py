@@ -23,7 +23,9 @@ td.num{text-align:right;font-variant-numeric:tabular-nums}
 """
 
 
-def render_page(source: str, models: list[str], sections: list[dict[str, Any]], *, full: bool, seed: int) -> str:
+def render_page(
+    source: str, models: list[str], sections: list[dict[str, Any]], *, full: bool, seed: int
+) -> str:
     """The whole HTML document from the built sections (see ``build_report``)."""
     esc = html.escape
     title = f"convlens report: {source} ({', '.join(models)})"
@@ -33,10 +35,14 @@ def render_page(source: str, models: list[str], sections: list[dict[str, Any]], 
         f"<title>{esc(title)}</title><style>{CSS}</style></head><body>",
         f"<h1>{esc(title)}</h1>",
         f"<p>Made {esc(time.strftime('%Y-%m-%d %H:%M:%S %z'))}; {'full' if full else 'quick'} settings; seed {seed}.</p>",
-        "<nav><ol>" + "".join(f'<li><a href="#{esc(s["name"])}">{esc(s["title"])}</a></li>' for s in sections) + "</ol></nav>",
+        "<nav><ol>"
+        + "".join(f'<li><a href="#{esc(s["name"])}">{esc(s["title"])}</a></li>' for s in sections)
+        + "</ol></nav>",
     ]
     for s in sections:
-        parts.append(f'<section id="{esc(s["name"])}" class="report-section" data-section="{esc(s["name"])}"><h2>{esc(s["title"])}</h2><div class="row">')
+        parts.append(
+            f'<section id="{esc(s["name"])}" class="report-section" data-section="{esc(s["name"])}"><h2>{esc(s["title"])}</h2><div class="row">'
+        )
         for cell in s["cells"]:
             parts.append(f'<div class="col" data-model="{esc(cell["model"])}">')
             if len(models) > 1:
@@ -44,7 +50,9 @@ def render_page(source: str, models: list[str], sections: list[dict[str, Any]], 
             if cell["fragment"] is not None:
                 parts.append(cell["fragment"].html)
             else:
-                parts.append(f'<p class="na">Not available for this model: {esc(str(cell["reason"]))}</p>')
+                parts.append(
+                    f'<p class="na">Not available for this model: {esc(str(cell["reason"]))}</p>'
+                )
             parts.append(f'<p class="seconds">{cell["seconds"]:.1f} s</p></div>')
         parts.append("</div></section>")
     parts.append("</body></html>")

@@ -17,13 +17,31 @@ from convlens.render.report._common import LOSSY, result_provenance
 
 def activation_layers(model: Any, count: int = 3) -> list[str]:
     """``count`` activation layers with a spatial output, spread over the depth (called once each)."""
-    rows = [r for r in model.layers() if r.is_leaf and r.output_shape and len(r.output_shape) == 3 and r.calls == 1]
-    acts = [r.name for r in rows if "act" in r.type.lower() or "relu" in r.type.lower()] or [r.name for r in rows]
-    if _is_token_model(model):  # a ViT: its blocks' token outputs (shown as patch grids), not attention probabilities
-        acts = [r.name for r in model.layers() if not r.is_leaf and r.calls == 1 and r.output_shape and len(r.output_shape) == 2 and r.name.rsplit(".", 1)[-1].isdigit()] or acts
+    rows = [
+        r
+        for r in model.layers()
+        if r.is_leaf and r.output_shape and len(r.output_shape) == 3 and r.calls == 1
+    ]
+    acts = [r.name for r in rows if "act" in r.type.lower() or "relu" in r.type.lower()] or [
+        r.name for r in rows
+    ]
+    if _is_token_model(
+        model
+    ):  # a ViT: its blocks' token outputs (shown as patch grids), not attention probabilities
+        acts = [
+            r.name
+            for r in model.layers()
+            if not r.is_leaf
+            and r.calls == 1
+            and r.output_shape
+            and len(r.output_shape) == 2
+            and r.name.rsplit(".", 1)[-1].isdigit()
+        ] or acts
     if not acts:
         return []
-    picks = [acts[min(len(acts) - 1, k * (len(acts) - 1) // max(1, count - 1))] for k in range(count)]
+    picks = [
+        acts[min(len(acts) - 1, k * (len(acts) - 1) // max(1, count - 1))] for k in range(count)
+    ]
     return list(dict.fromkeys(picks))
 
 
@@ -51,11 +69,36 @@ def build(model: Any, batch: Any, ctx: ReportContext) -> Fragment:
     images = []
     for layer in layers:
         result = activations(model, batch, layer)
-        prov = {**result_provenance(result), "render": {"function": "activations_figure", "max_channels": max_channels, "dpi": 100, **LOSSY}}
-        png = figure_to_bytes(activations_figure(result, 0, max_channels=max_channels), dpi=100, fmt=LOSSY["format"], quality=LOSSY["quality"])
+        prov = {
+            **result_provenance(result),
+            "render": {
+                "function": "activations_figure",
+                "max_channels": max_channels,
+                "dpi": 100,
+                **LOSSY,
+            },
+        }
+        png = figure_to_bytes(
+            activations_figure(result, 0, max_channels=max_channels),
+            dpi=100,
+            fmt=LOSSY["format"],
+            quality=LOSSY["quality"],
+        )
         shape = tuple(result.tensors["activations"].shape[1:])
-        images.append(ReportImage(f"activations:{layer}", png, f"{layer}: output {shape}, {min(max_channels, shape[0])} strongest channels", prov, MEDIA_TYPES[LOSSY["format"]]))
-    ctx.records["activations"] = {"layers": layers, "max_channels": max_channels, "order_by": "mean"}
+        images.append(
+            ReportImage(
+                f"activations:{layer}",
+                png,
+                f"{layer}: output {shape}, {min(max_channels, shape[0])} strongest channels",
+                prov,
+                MEDIA_TYPES[LOSSY["format"]],
+            )
+        )
+    ctx.records["activations"] = {
+        "layers": layers,
+        "max_channels": max_channels,
+        "order_by": "mean",
+    }
     return Fragment("".join(figure_html(i, width=520) for i in images), images, {"layers": layers})
 
 

@@ -27,7 +27,9 @@ def build(model: Any, batch: Any, ctx: ReportContext) -> Fragment:
     eps, steps = FULL if ctx.full else QUICK
     pixels = model.denormalize(batch.x)
     try:
-        result = attack(model, pixels, "pgd", eps=eps, steps=steps, seed=ctx.seed, progress=ctx.progress)
+        result = attack(
+            model, pixels, "pgd", eps=eps, steps=steps, seed=ctx.seed, progress=ctx.progress
+        )
     except ConvlensError as exc:
         raise SectionUnavailable(str(exc)) from None
     t = result.tensors
@@ -35,10 +37,29 @@ def build(model: Any, batch: Any, ctx: ReportContext) -> Fragment:
     p_before, p_after = float(t["top_probs_before"][0, 0]), float(t["top_probs_after"][0, 0])
     success = bool(t["success"][0])
     linf = float(t["linf"][0])
-    prov = {**result_provenance(result), "params_given": {"method": "pgd", "eps": eps, "steps": steps, "seed": ctx.seed, "input": "model.denormalize(batch.x)"}}
+    prov = {
+        **result_provenance(result),
+        "params_given": {
+            "method": "pgd",
+            "eps": eps,
+            "steps": steps,
+            "seed": ctx.seed,
+            "input": "model.denormalize(batch.x)",
+        },
+    }
     images = [
-        png_image("pgd:original", to_uint8_image(t["original"][0]), f"input: {label(model, before)} ({p_before:.0%})", {**prov, "render": {"function": "to_uint8_image", "tensor": "original"}}),
-        png_image("pgd:adversarial", to_uint8_image(t["adversarial"][0]), f"PGD, L-inf {linf * 255:.1f}/255: {label(model, after)} ({p_after:.0%})", {**prov, "render": {"function": "to_uint8_image", "tensor": "adversarial"}}),
+        png_image(
+            "pgd:original",
+            to_uint8_image(t["original"][0]),
+            f"input: {label(model, before)} ({p_before:.0%})",
+            {**prov, "render": {"function": "to_uint8_image", "tensor": "original"}},
+        ),
+        png_image(
+            "pgd:adversarial",
+            to_uint8_image(t["adversarial"][0]),
+            f"PGD, L-inf {linf * 255:.1f}/255: {label(model, after)} ({p_after:.0%})",
+            {**prov, "render": {"function": "to_uint8_image", "tensor": "adversarial"}},
+        ),
         png_image(
             "pgd:perturbation",
             to_uint8_image(amplified_difference(t["perturbation"][0])),
@@ -53,7 +74,14 @@ def build(model: Any, batch: Any, ctx: ReportContext) -> Fragment:
         + "".join(figure_html(i, width=220) for i in images)
     )
     ctx.records["adversarial"] = {"method": "pgd", "eps": eps, "steps": steps, "seed": ctx.seed}
-    summary = {"before": before, "after": after, "success": success, "linf_255": round(linf * 255, 3), "eps": eps, "steps": steps}
+    summary = {
+        "before": before,
+        "after": after,
+        "success": success,
+        "linf_255": round(linf * 255, 3),
+        "eps": eps,
+        "steps": steps,
+    }
     return Fragment(html, images, summary)
 
 

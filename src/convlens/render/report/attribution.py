@@ -58,9 +58,24 @@ def attribution_image(model: Any, result: Any, name: str) -> ReportImage:
     from convlens.render.display import DEFAULT_CLIP, display_settings, result_overlay
 
     settings = display_settings(result, 0, clip=DEFAULT_CLIP)
-    render = {"function": "result_overlay", "alpha": OVERLAY_ALPHA, "sign": settings["sign"], "clip": settings["clip"], "max_side": display_width(WIDTH)}
-    pixels = result_overlay(result, 0, sign=settings["sign"], clip=settings["clip"], alpha=OVERLAY_ALPHA, max_side=render["max_side"])
-    return encoded_image(f"attribution:{name}", pixels, name, {**result_provenance(result), "render": render})
+    render = {
+        "function": "result_overlay",
+        "alpha": OVERLAY_ALPHA,
+        "sign": settings["sign"],
+        "clip": settings["clip"],
+        "max_side": display_width(WIDTH),
+    }
+    pixels = result_overlay(
+        result,
+        0,
+        sign=settings["sign"],
+        clip=settings["clip"],
+        alpha=OVERLAY_ALPHA,
+        max_side=render["max_side"],
+    )
+    return encoded_image(
+        f"attribution:{name}", pixels, name, {**result_provenance(result), "render": render}
+    )
 
 
 def planned_methods(model: Any, full: bool) -> list[str]:
@@ -68,7 +83,9 @@ def planned_methods(model: Any, full: bool) -> list[str]:
     from convlens.attribution import applicable_methods
 
     # attention maps only on models with attention layers
-    return [n for n in applicable_methods(model) if n not in ELSEWHERE and (full or n not in FULL_ONLY)]
+    return [
+        n for n in applicable_methods(model) if n not in ELSEWHERE and (full or n not in FULL_ONLY)
+    ]
 
 
 def steps(model: Any, ctx: ReportContext) -> int:
@@ -84,7 +101,11 @@ def build(model: Any, batch: Any, ctx: ReportContext) -> Fragment:
     (target,), _ = predicted_classes(model, batch, 1)
     rows, skipped = [], []
     planned = planned_methods(model, ctx.full)
-    skipped += [(n, "slow; run with --full") for n in applicable_methods(model) if n in FULL_ONLY and n not in planned]
+    skipped += [
+        (n, "slow; run with --full")
+        for n in applicable_methods(model)
+        if n in FULL_ONLY and n not in planned
+    ]
     for done, name in enumerate(planned, 1):
         options = method_options(model, name, ctx.full)
         try:
@@ -98,7 +119,17 @@ def build(model: Any, batch: Any, ctx: ReportContext) -> Fragment:
         insertion = float(insertion_auc(model, batch.x, maps, target, steps=steps)[0][0])
         seconds = float(result.provenance["params"]["seconds"])
         image = attribution_image(model, result, name)
-        rows.append({"method": name, "options": options, "seconds": seconds, "deletion": deletion, "insertion": insertion, "score": insertion - deletion, "image": image})
+        rows.append(
+            {
+                "method": name,
+                "options": options,
+                "seconds": seconds,
+                "deletion": deletion,
+                "insertion": insertion,
+                "score": insertion - deletion,
+                "image": image,
+            }
+        )
         ctx.advance(done, len(planned))
     rows.sort(key=lambda r: (-r["score"], r["method"]))
     for rank, row in enumerate(rows, 1):
@@ -107,7 +138,15 @@ def build(model: Any, batch: Any, ctx: ReportContext) -> Fragment:
             row["image"].name,
             row["image"].png,
             f"#{rank} {row['method']}\n{row['seconds'] * 1000:.0f} ms; deletion {row['deletion']:.3f}, insertion {row['insertion']:.3f}\n{_drawn(row['image'])}",
-            {**row["image"].provenance, "metrics": {"deletion_auc": row["deletion"], "insertion_auc": row["insertion"], "steps": steps, "fill": "blur"}},
+            {
+                **row["image"].provenance,
+                "metrics": {
+                    "deletion_auc": row["deletion"],
+                    "insertion_auc": row["insertion"],
+                    "steps": steps,
+                    "fill": "blur",
+                },
+            },
             row["image"].mime,
         )
     table = "".join(
@@ -124,10 +163,17 @@ def build(model: Any, batch: Any, ctx: ReportContext) -> Fragment:
         + "".join(figure_html(r["image"], width=WIDTH) for r in rows)
         + (f"<p>Not shown:</p><ul>{not_run}</ul>" if skipped else "")
     )
-    ctx.records["attribution"] = {"target": target, "metric_steps": steps, "options": {r["method"]: r["options"] for r in rows}, "alpha": OVERLAY_ALPHA}
+    ctx.records["attribution"] = {
+        "target": target,
+        "metric_steps": steps,
+        "options": {r["method"]: r["options"] for r in rows},
+        "alpha": OVERLAY_ALPHA,
+    }
     summary = {
         "target": target,
-        "ranking": [{k: r[k] for k in ("rank", "method", "seconds", "deletion", "insertion")} for r in rows],
+        "ranking": [
+            {k: r[k] for k in ("rank", "method", "seconds", "deletion", "insertion")} for r in rows
+        ],
         "skipped": [{"method": n, "reason": why} for n, why in skipped],
     }
     return Fragment(html, [r["image"] for r in rows], summary)
@@ -138,7 +184,15 @@ def _drawn(image: ReportImage) -> str:
     from convlens.render.display import display_caption
 
     render = image.provenance["render"]
-    return display_caption({"reduce": image.provenance.get("params", {}).get("reduce"), "sign": render["sign"], "clip": render["clip"]})
+    return display_caption(
+        {
+            "reduce": image.provenance.get("params", {}).get("reduce"),
+            "sign": render["sign"],
+            "clip": render["clip"],
+        }
+    )
 
 
-SECTION = ReportSection("attribution", "Attribution methods, ranked by faithfulness", 40, build, steps=steps)
+SECTION = ReportSection(
+    "attribution", "Attribution methods, ranked by faithfulness", 40, build, steps=steps
+)

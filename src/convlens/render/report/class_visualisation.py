@@ -29,15 +29,23 @@ def build(model: Any, batch: Any, ctx: ReportContext) -> Fragment:
     except ConvlensError as exc:
         raise SectionUnavailable(str(exc)) from None
     top1 = result.provenance["top1"][0]
-    prov = {**result_provenance(result), "params_given": {"cls": target, "steps": steps, "seed": ctx.seed}, "render": {"function": "to_uint8_image"}}
+    prov = {
+        **result_provenance(result),
+        "params_given": {"cls": target, "steps": steps, "seed": ctx.seed},
+        "render": {"function": "to_uint8_image"},
+    }
     caption = f"{target} {label(model, target)} after {steps} steps\nthe model sees: {top1['label']} ({top1['probability']:.0%}); target {top1['target_probability']:.0%}"
     image = png_image("visualize_class", to_uint8_image(result.tensors["image"][0]), caption, prov)
     ctx.records["class_visualisation"] = {"target": target, "steps": steps, "seed": ctx.seed}
-    return Fragment(figure_html(image, width=260), [image], {"target": target, "steps": steps, "top1": top1})
+    return Fragment(
+        figure_html(image, width=260), [image], {"target": target, "steps": steps, "top1": top1}
+    )
 
 
 def _steps(model: Any, ctx: ReportContext) -> int:
     return FULL_STEPS if ctx.full else QUICK_STEPS
 
 
-SECTION = ReportSection("class_visualisation", "Class visualisation of the predicted class", 70, build, steps=_steps)
+SECTION = ReportSection(
+    "class_visualisation", "Class visualisation of the predicted class", 70, build, steps=_steps
+)

@@ -25,7 +25,12 @@ def build(model: Any, batch: Any, ctx: ReportContext) -> Fragment:
         raise SectionUnavailable(str(exc)) from None
     prov = result_provenance(result)
     shape = tuple(result.tensors["weights"].shape)
-    image = png_image("filters", filters_mosaic(result), f"{prov.get('layer')}: weights {'x'.join(map(str, shape))}, shown as {prov['params']['mode']}", prov)
+    image = png_image(
+        "filters",
+        filters_mosaic(result),
+        f"{prov.get('layer')}: weights {'x'.join(map(str, shape))}, shown as {prov['params']['mode']}",
+        prov,
+    )
     ctx.records["filters"] = {"layer": prov.get("layer"), "params": prov["params"]}
     return Fragment(figure_html(image), [image], {"layer": prov.get("layer"), "filters": shape[0]})
 

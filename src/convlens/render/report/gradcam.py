@@ -43,13 +43,32 @@ def build(model: Any, batch: Any, ctx: ReportContext) -> Fragment:
         except ConvlensError as exc:
             raise SectionUnavailable(str(exc)) from None
         settings = display_settings(result, 0, clip=DEFAULT_CLIP)
-        render = {"function": "result_overlay", "alpha": ALPHA, "sign": settings["sign"], "clip": settings["clip"], "max_side": display_width(WIDTH)}
+        render = {
+            "function": "result_overlay",
+            "alpha": ALPHA,
+            "sign": settings["sign"],
+            "clip": settings["clip"],
+            "max_side": display_width(WIDTH),
+        }
         prov = {**result_provenance(result), "render": render}
-        pixels = result_overlay(result, 0, sign=render["sign"], clip=render["clip"], alpha=ALPHA, max_side=render["max_side"])
+        pixels = result_overlay(
+            result,
+            0,
+            sign=render["sign"],
+            clip=render["clip"],
+            alpha=ALPHA,
+            max_side=render["max_side"],
+        )
         caption = f"{cls} {label(model, cls)} ({p:.1%})\nlayer {prov.get('layer')}; {display_caption(settings)}"
         images.append(encoded_image(f"gradcam:{cls}", pixels, caption, prov))
-    ctx.records["gradcam"] = {"classes": classes, "layer": images[0].provenance.get("layer"), "alpha": ALPHA}
-    return Fragment("".join(figure_html(i, width=WIDTH) for i in images), images, {"classes": classes})
+    ctx.records["gradcam"] = {
+        "classes": classes,
+        "layer": images[0].provenance.get("layer"),
+        "alpha": ALPHA,
+    }
+    return Fragment(
+        "".join(figure_html(i, width=WIDTH) for i in images), images, {"classes": classes}
+    )
 
 
 SECTION = ReportSection("gradcam", "Grad-CAM for the top-3 classes", 50, build)

@@ -53,13 +53,35 @@ def build(model: Any, batch: Any, ctx: ReportContext) -> Fragment:
             images.append(None)
     name = model.labels.name if model.labels else None
     png = figure_to_png_bytes(neighbors_figure(pixels[0].cpu(), images, found, class_name=name))
-    params = {"index": str(index), "layer": features.layer, "pooled": features.pooled, "k": K, "metric": "l2", "n_codes": len(features)}
+    params = {
+        "index": str(index),
+        "layer": features.layer,
+        "pooled": features.pooled,
+        "k": K,
+        "metric": "l2",
+        "n_codes": len(features),
+    }
     ctx.records["neighbors"] = params
-    image = ReportImage("neighbors", png, f"{K} nearest of {len(features)} images at {features.layer} (l2, exact)", {"method": "neighbors", "params": params, "model": model.name})
-    rows = "".join(f"<tr><td>{r + 1}</td><td>{esc(p)}</td><td>{float(d):.4g}</td></tr>" for r, (p, d) in enumerate(zip(found.paths, found.distances)))
+    image = ReportImage(
+        "neighbors",
+        png,
+        f"{K} nearest of {len(features)} images at {features.layer} (l2, exact)",
+        {"method": "neighbors", "params": params, "model": model.name},
+    )
+    rows = "".join(
+        f"<tr><td>{r + 1}</td><td>{esc(p)}</td><td>{float(d):.4g}</td></tr>"
+        for r, (p, d) in enumerate(zip(found.paths, found.distances))
+    )
     table = f"<table><tr><th>#</th><th>image</th><th>distance</th></tr>{rows}</table>"
-    summary = {"layer": features.layer, "k": K, "nearest": found.paths[0] if found.paths else None, "distance": float(found.distances[0]) if len(found.distances) else None}
+    summary = {
+        "layer": features.layer,
+        "k": K,
+        "nearest": found.paths[0] if found.paths else None,
+        "distance": float(found.distances[0]) if len(found.distances) else None,
+    }
     return Fragment(figure_html(image) + table, [image], summary)
 
 
-SECTION = ReportSection("neighbors", "Nearest neighbours in feature space", 85, build, needs_index=True)
+SECTION = ReportSection(
+    "neighbors", "Nearest neighbours in feature space", 85, build, needs_index=True
+)

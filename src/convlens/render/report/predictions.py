@@ -17,11 +17,23 @@ def build(model: Any, batch: Any, ctx: ReportContext) -> Fragment:
     pred = model.predict(batch, top_k=k)[0]
     render = {"function": "display_image", "max_side": display_width(WIDTH)}
     pixels = display_image(batch.originals[0], render["max_side"])
-    photo = encoded_image("image", pixels, ctx.source, {**model.provenance(), "method": "image", "source": ctx.source, "render": render})
+    photo = encoded_image(
+        "image",
+        pixels,
+        ctx.source,
+        {**model.provenance(), "method": "image", "source": ctx.source, "render": render},
+    )
     rows = "".join(
         f'<tr><td class="num">{k + 1}</td><td class="num">{c}</td><td>{esc(lab)}</td><td>{esc(w or "")}</td>'
         + f'<td class="num">{p:.2%}</td><td><span class="bar" style="width:{max(1, round(150 * p))}px"></span></td></tr>'
-        for k, (c, lab, w, p) in enumerate(zip(pred.classes, pred.labels, pred.wnids or [None] * len(pred.classes), pred.probabilities))
+        for k, (c, lab, w, p) in enumerate(
+            zip(
+                pred.classes,
+                pred.labels,
+                pred.wnids or [None] * len(pred.classes),
+                pred.probabilities,
+            )
+        )
     )
     table = f'<table class="predictions"><tr><th>#</th><th>class</th><th>label</th><th>wnid</th><th>probability</th><th></th></tr>{rows}</table>'
     ctx.records["predictions"] = {"top_k": len(pred.classes)}

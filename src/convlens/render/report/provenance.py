@@ -20,10 +20,18 @@ def build(model: Any, batch: Any, ctx: ReportContext) -> Fragment:
         ("seed", ctx.seed),
         ("settings", "full" if ctx.full else "quick"),
     ]
-    table = "".join(f"<tr><th>{esc(str(k))}</th><td><code>{esc(str(v))}</code></td></tr>" for k, v in rows)
+    table = "".join(
+        f"<tr><th>{esc(str(k))}</th><td><code>{esc(str(v))}</code></td></tr>" for k, v in rows
+    )
     params = esc(json.dumps(ctx.records, indent=1, default=str))
     html = f'<table class="provenance">{table}</table><h3>Parameters of each section</h3><pre class="parameters">{params}</pre>'
-    record = {**{k: v for k, v in info.items() if k != "time"}, "source": ctx.source, "seed": ctx.seed, "full": ctx.full, "sections": dict(ctx.records)}
+    record = {
+        **{k: v for k, v in info.items() if k != "time"},
+        "source": ctx.source,
+        "seed": ctx.seed,
+        "full": ctx.full,
+        "sections": dict(ctx.records),
+    }
     return Fragment(html, [], record)
 
 

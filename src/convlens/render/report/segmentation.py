@@ -39,12 +39,34 @@ def build(model: Any, batch: Any, ctx: ReportContext) -> Fragment:
     mask = result.tensors["map"][0]
     fraction = float((mask > 0.5).float().mean())
     settings = display_settings(result, 0, clip=DEFAULT_CLIP)
-    render = {"function": "result_overlay", "alpha": ALPHA, "sign": settings["sign"], "clip": settings["clip"], "max_side": display_width(WIDTH)}
+    render = {
+        "function": "result_overlay",
+        "alpha": ALPHA,
+        "sign": settings["sign"],
+        "clip": settings["clip"],
+        "max_side": display_width(WIDTH),
+    }
     prov = {**result_provenance(result), "render": render}
-    pixels = result_overlay(result, 0, sign=render["sign"], clip=render["clip"], alpha=ALPHA, max_side=render["max_side"])
-    image = encoded_image("segment", pixels, f"object mask for {target} {label(model, target)}: {fraction:.0%} of the input", prov)
+    pixels = result_overlay(
+        result,
+        0,
+        sign=render["sign"],
+        clip=render["clip"],
+        alpha=ALPHA,
+        max_side=render["max_side"],
+    )
+    image = encoded_image(
+        "segment",
+        pixels,
+        f"object mask for {target} {label(model, target)}: {fraction:.0%} of the input",
+        prov,
+    )
     ctx.records["segmentation"] = {"target": target, "params": prov["params"], "alpha": ALPHA}
-    return Fragment(figure_html(image, width=WIDTH), [image], {"target": target, "foreground_fraction": fraction})
+    return Fragment(
+        figure_html(image, width=WIDTH),
+        [image],
+        {"target": target, "foreground_fraction": fraction},
+    )
 
 
 SECTION = ReportSection("segmentation", "Saliency segmentation", 60, build)
