@@ -71,3 +71,32 @@ def test_repr_png_is_a_png() -> None:
 def test_load_refuses_missing_files(tmp_path) -> None:
     with pytest.raises(BadInputError, match="no such file"):
         Result.load(tmp_path / "nothing")
+
+
+def test_typed_accessors_read_the_stored_fields(tmp_path) -> None:
+    """The accessors are the one place that knows the key names: each reads what the
+    method stored, and the default target is the class the model predicts."""
+    from typing import get_type_hints
+
+    from convlens import explain
+    from convlens.results import ProvenanceRecord, TargetRecord
+
+    model = tiny_model()
+    images = [_image(0), _image(1)]
+    result = explain(model, images, "saliency", layer=None)
+    predicted = model.logits(model.prepare(images).x).argmax(dim=1).tolist()
+    for r in (result, Result.load(result.save(tmp_path / "saliency"))):
+        assert torch.equal(r.map, r.tensors["map"]) and r.map.shape[0] == 2
+        assert r.method == "saliency" and r.model_id == "tiny-conv"
+        assert r.params["reduce"] == result.provenance["params"]["reduce"]
+        assert r.seconds is not None and r.seconds >= 0
+        assert r.target_classes == predicted
+        assert r.layer is None and r.seed is None
+        assert r.weights_sha256 == model.weights_sha256
+    # a method's own keys stay within the documented records (a new key is documented)
+    assert set(result.provenance) <= set(get_type_hints(ProvenanceRecord))
+    assert set(result.target) <= set(get_type_hints(TargetRecord))
+    acts = activations(model, _image(), "relu1")
+    assert acts.layer == "relu1" and acts.target_classes == []
+    with pytest.raises(KeyError, match="'activations' result has no 'map' tensor"):
+        _ = acts.map

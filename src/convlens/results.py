@@ -16,16 +16,46 @@ import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 import torch
 
 from convlens.errors import BadInputError
 
-__all__ = ["Result", "make_provenance"]
+__all__ = ["ProvenanceRecord", "Result", "TargetRecord", "make_provenance"]
 
 FORMAT_VERSION = 1
+
+
+class TargetRecord(TypedDict, total=False):
+    """``provenance["target"]`` for a resolved target (``Target.to_dict()``)."""
+
+    kind: str
+    classes: list[int]
+    neuron: dict[str, Any]
+    callable: str
+    helper: dict[str, Any]
+
+
+class ProvenanceRecord(TypedDict, total=False):
+    """The keys :func:`make_provenance` writes (a method may add its own, e.g. ``top1``).
+
+    ``method`` and ``params`` are always there; ``target`` and ``layer`` when the method has
+    them; the model keys come from ``Model.provenance()``.
+    """
+
+    method: str
+    params: dict[str, Any]
+    model: str
+    weights_sha256: str | None
+    input_size: list[int]
+    versions: dict[str, str]
+    time: str
+    spec: dict[str, Any]
+    target: TargetRecord | Any
+    layer: str
+    seed: int | None
 
 
 def make_provenance(
@@ -97,6 +127,90 @@ class Result:
     def value(self) -> torch.Tensor:
         """The main tensor, ``tensors[kind]``."""
         return self.tensors[self.kind]
+
+    # -- typed accessors: the one place that knows the key names readers rely on -------------
+    def _tensor(self, name: str) -> torch.Tensor:
+        try:
+            return self.tensors[name]
+        except KeyError:
+            raise KeyError(
+                f"a {self.kind!r} result has no {name!r} tensor (it has: {', '.join(self.tensors)})"
+            ) from None
+
+    @property
+    def map(self) -> torch.Tensor:
+        """The reduced map ``(N, h, w)`` of an attribution (``tensors["map"]``)."""
+        return self._tensor("map")
+
+    @property
+    def image(self) -> torch.Tensor:
+        """The produced images ``(N, 3, H, W)`` in pixel space (``tensors["image"]``):
+        a visualisation, dream, inversion, fooling or stylised image."""
+        return self._tensor("image")
+
+    @property
+    def labels(self) -> torch.Tensor:
+        """The class labels ``(N,)`` the result was measured against (``tensors["labels"]``)."""
+        return self._tensor("labels")
+
+    @property
+    def scores(self) -> torch.Tensor:
+        """The per-item scores (``tensors["scores"]``), e.g. channel importance."""
+        return self._tensor("scores")
+
+    @property
+    def method(self) -> str:
+        """The method that made the result."""
+        return str(self.provenance["method"])
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """The method's parameters as recorded (the stored dict itself, so a caller may add
+        to it); empty when none were recorded."""
+        params = self.provenance.get("params")
+        return params if isinstance(params, dict) else {}
+
+    @property
+    def target(self) -> Any:
+        """The target record (a :class:`TargetRecord` for resolved targets, a list for
+        batched optimisation targets), or None when the method has no target."""
+        return self.provenance.get("target")
+
+    @property
+    def target_classes(self) -> list[int]:
+        """The class index per image of a class target (empty for neuron / callable targets
+        and for results without one)."""
+        target = self.target
+        classes = target.get("classes") if isinstance(target, Mapping) else None
+        return [int(c) for c in classes] if classes else []
+
+    @property
+    def layer(self) -> str | None:
+        """The layer the method read, or None."""
+        layer = self.provenance.get("layer")
+        return None if layer is None else str(layer)
+
+    @property
+    def model_id(self) -> str | None:
+        """The id of the model that made the result (``Model.name``)."""
+        model = self.provenance.get("model")
+        return None if model is None else str(model)
+
+    @property
+    def weights_sha256(self) -> str | None:
+        """sha256 of the model's weights file, when known."""
+        return self.provenance.get("weights_sha256")
+
+    @property
+    def seed(self) -> int | None:
+        """The seed the method ran with (None when it is deterministic or unseeded)."""
+        return self.provenance.get("seed")
+
+    @property
+    def seconds(self) -> float | None:
+        """Wall-clock seconds the method took, when it recorded them (``params["seconds"]``)."""
+        seconds = self.params.get("seconds")
+        return None if seconds is None else float(seconds)
 
     def __repr__(self) -> str:
         shapes = ", ".join(f"{k}{tuple(v.shape)}" for k, v in self.tensors.items())
