@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from convlens.errors import MissingDependencyError, UnknownModelError
+from convlens.hashing import file_sha256
 from convlens.models.labels import Labels, imagenet_labels
 from convlens.models.model import Model
 from convlens.models.preprocess import Preprocessing
@@ -83,8 +84,6 @@ def load_torchvision(name: str) -> Model:
     )
     prep = Preprocessing((crop, crop), resize, tuple(transform.mean), tuple(transform.std))
     categories = weights.meta.get("categories")
-    from convlens.models.zoo import file_sha256
-
     labels = _labels_for(categories, len(categories) if categories else 0)
     return Model(
         module,

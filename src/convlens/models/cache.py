@@ -8,7 +8,6 @@ name at once leave one complete copy: the last writer wins.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import tempfile
 from collections.abc import Callable
@@ -17,6 +16,8 @@ from typing import IO, Any
 
 import platformdirs
 import torch
+
+from convlens.hashing import file_sha256  # re-exported: the cached models' sidecars
 
 __all__ = ["CACHE_ENV", "atomic_torch_save", "atomic_write_bytes", "cache_dir", "file_sha256"]
 
@@ -39,26 +40,6 @@ def cache_dir() -> Path:
     )
     path.mkdir(parents=True, exist_ok=True)
     return path
-
-
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    """Hex sha256 digest of a file's bytes, read in 1 MiB chunks.
-
-    Parameters
-    ----------
-    path
-        The file to hash.
-
-    Returns
-    -------
-    str
-        64 lowercase hex characters.
-    """
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], None]) -> None:

@@ -55,6 +55,7 @@ import torch
 from torch import nn
 
 from convlens.errors import BadInputError, ConvlensError, UnknownModelError
+from convlens.hashing import file_sha256
 from convlens.models.labels import Labels
 from convlens.models.model import Model, ProgressFn, wrap
 
@@ -408,14 +409,14 @@ def _load_user(spec: ModelSpec) -> tuple[nn.Module | Model, str | None]:
     text = spec.display_name  # messages name what the user wrote
     file_part, sep, attr = spec.model.rpartition(":")
     if sep and file_part.endswith(".py"):
-        return _call_factory(_import_file(Path(file_part), text), attr, text), _sha256(
+        return _call_factory(_import_file(Path(file_part), text), attr, text), file_sha256(
             Path(file_part)
         )
     if spec.model.endswith(TORCHSCRIPT_SUFFIXES):
         path = Path(spec.model)
         if not path.is_file():
             raise BadInputError(f"--model {text}: no such file")
-        return _load_serialized(path, spec.trust_checkpoint, text), _sha256(path)
+        return _load_serialized(path, spec.trust_checkpoint, text), file_sha256(path)
     if sep and _IDENTIFIER.match(file_part) and _IDENTIFIER.match(attr):
         try:
             module = importlib.import_module(file_part)
@@ -657,7 +658,7 @@ def _apply(
                 f"--weights {spec.weights}: a TorchScript model carries its own weights; drop --weights"
             )
         _load_weights(module, spec.weights, spec.trust_checkpoint)
-        sha = _sha256(Path(spec.weights))
+        sha = file_sha256(Path(spec.weights))
     elif sha is None:
         sha = source_sha
     if spec.labels is not None:
@@ -707,12 +708,6 @@ def _first_conv_channels(module: nn.Module) -> int:
         if isinstance(sub, nn.Conv2d):
             return int(sub.in_channels)
     return 3
-
-
-def _sha256(path: Path) -> str:
-    from convlens.models.cache import file_sha256
-
-    return file_sha256(path)
 
 
 def _unsafe_reason(exc: BaseException) -> str:

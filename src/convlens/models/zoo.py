@@ -14,17 +14,15 @@ themselves with :func:`register_model`, so a new built-in model adds one functio
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cache
-from pathlib import Path
 
 import torch
 
 from convlens.errors import MissingDependencyError, UnknownModelError
+from convlens.hashing import file_sha256
 from convlens.models.model import Model, ProgressFn
 
 __all__ = ["DEFAULT_MODEL", "ZooEntry", "available_models", "load_model", "register_model"]
@@ -96,21 +94,6 @@ def _load(name: str, device: str | torch.device | None, progress: ProgressFn | N
     if device is not None:
         model.to(device)
     return model
-
-
-@cache
-def _sha256_cached(path: str, size: int, mtime: float) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def file_sha256(path: str | Path) -> str:
-    """sha256 of a file (memoised per path, size and mtime)."""
-    st = Path(path).stat()
-    return _sha256_cached(str(path), st.st_size, st.st_mtime)
 
 
 # -- EfficientNet-Lite ------------------------------------------------------------------
