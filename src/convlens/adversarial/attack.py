@@ -20,7 +20,7 @@ to ``convlens predict`` is classified exactly as reported.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -32,6 +32,7 @@ from convlens.data.images import quantize_8bit
 from convlens.errors import BadInputError
 from convlens.hooks import inference_context
 from convlens.models.model import Model
+from convlens.progress import ProgressFn
 from convlens.results import Result, make_provenance
 from convlens.targets import resolve_target
 
@@ -45,7 +46,6 @@ __all__ = [
     "run_method",
 ]
 
-ProgressFn = Callable[[int, int], None]
 
 WHITE_BOX = ("fgsm", "bim", "pgd", "cw", "deepfool")
 BLACK_BOX = ("square", "zoo", "one-pixel")

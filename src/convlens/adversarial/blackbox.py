@@ -21,10 +21,9 @@ import torch
 from convlens.adversarial.budget import check_norm, project, quantize_within
 from convlens.adversarial.oracle import Oracle
 from convlens.errors import BadInputError
+from convlens.progress import ProgressFn
 
 __all__ = ["one_pixel", "square", "zoo"]
-
-ProgressFn = Callable[[int, int], None]
 
 
 def _margin(scores: torch.Tensor, labels: torch.Tensor, targeted: bool) -> torch.Tensor:

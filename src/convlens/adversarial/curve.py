@@ -9,7 +9,7 @@ a curve that does not reach near zero at large budgets points to a weak (or mask
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -21,11 +21,11 @@ from convlens.data.images import quantize_8bit
 from convlens.errors import BadInputError
 from convlens.hooks import inference_context
 from convlens.models.model import Model
+from convlens.progress import ProgressFn
 from convlens.results import Result, make_provenance
 
 __all__ = ["CURVE_METHODS", "attack_curve", "load_labelled"]
 
-ProgressFn = Callable[[int, int], None]
 
 #: attacks with a budget that the curve can sweep
 CURVE_METHODS = ("fgsm", "bim", "pgd")

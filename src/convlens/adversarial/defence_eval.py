@@ -24,7 +24,7 @@ to 8 bits inside the budget before it is classified (DESIGN.md "Round trip").
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -37,11 +37,11 @@ from convlens.data.images import quantize_8bit
 from convlens.errors import BadInputError
 from convlens.hooks import inference_context
 from convlens.models.model import Model
+from convlens.progress import ProgressFn
 from convlens.results import Result, make_provenance
 
 __all__ = ["COLUMNS", "evaluate_defences"]
 
-ProgressFn = Callable[[int, int], None]
 
 #: columns of the accuracy table
 COLUMNS = ("clean", "transfer", "non_adaptive", "adaptive")

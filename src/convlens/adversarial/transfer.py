@@ -13,7 +13,7 @@ source and the target classify correctly when clean.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -22,11 +22,10 @@ from convlens.adversarial.attack import attack
 from convlens.data.images import quantize_8bit
 from convlens.errors import BadInputError
 from convlens.models.model import Model
+from convlens.progress import ProgressFn
 from convlens.results import Result, make_provenance
 
 __all__ = ["transfer_table"]
-
-ProgressFn = Callable[[int, int], None]
 
 
 def _predict(model: Model, images: Sequence[Any], batch_size: int = 8) -> torch.Tensor:

@@ -14,8 +14,6 @@ when targeted), as in the papers.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 import torch.nn.functional as F
 
@@ -28,10 +26,9 @@ from convlens.adversarial.budget import (
     random_in_ball,
 )
 from convlens.errors import BadInputError
+from convlens.progress import ProgressFn
 
 __all__ = ["bim", "carlini_wagner_l2", "deepfool", "fgsm", "pgd"]
-
-ProgressFn = Callable[[int, int], None]
 
 
 def _per_image(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

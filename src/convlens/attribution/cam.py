@@ -25,8 +25,6 @@ requires grad to connect it to your own graph).
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -37,13 +35,13 @@ from convlens.errors import BadInputError
 from convlens.hooks import backward_rules, capture, inference_context, is_activation
 from convlens.layers import resolve_layer
 from convlens.models.model import Model
+from convlens.progress import ProgressFn
 from convlens.targets import Target, TargetLike, resolve_target
 from convlens.tokens import GridLike, tokens_to_grid
 
 __all__ = ["eigencam", "gradcam", "gradcam_pp", "guided_gradcam", "layercam", "scorecam"]
 
 LayerLike = str | nn.Module | None
-ProgressFn = Callable[[int, int], None]
 
 
 # -- shared plumbing -------------------------------------------------------------------

@@ -15,8 +15,6 @@ gradients averaged over the baselines (and the noise), so ``sum phi`` approaches
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 
 from convlens.attribution.base import register_method
@@ -24,11 +22,10 @@ from convlens.attribution.integrated import _fixed_target, _rows_target, baselin
 from convlens.errors import BadInputError
 from convlens.hooks import inference_context
 from convlens.models.model import Model
+from convlens.progress import ProgressFn
 from convlens.targets import TargetLike
 
 __all__ = ["gradient_shap", "gradient_shap_draws"]
-
-Progress = Callable[[int, int], None] | None
 
 
 def gradient_shap_draws(
@@ -65,7 +62,7 @@ def gradient_shap(
     blur_sigma: float = 10.0,
     chunk: int = 16,
     generator: torch.Generator | None = None,
-    progress: Progress = None,
+    progress: ProgressFn | None = None,
 ) -> torch.Tensor:
     """GradientSHAP: ``1/n sum_k (x~_k - b_k) * dF/dx(b_k + a_k (x~_k - b_k))`` (module docstring).
 

@@ -39,7 +39,6 @@ is bounded by ``chunk`` whatever ``n_steps`` is.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -48,6 +47,7 @@ from convlens.attribution.base import register_method
 from convlens.errors import BadInputError
 from convlens.hooks import inference_context
 from convlens.models.model import Model
+from convlens.progress import ProgressFn
 from convlens.targets import Target, TargetLike, resolve_target
 
 __all__ = [
@@ -65,7 +65,6 @@ __all__ = [
 BASELINES = ("black", "blur", "noise")
 QUADRATURES = ("riemann", "trapezoid", "adaptive")
 
-Progress = Callable[[int, int], None] | None
 BaselineLike = str | torch.Tensor
 
 
@@ -264,7 +263,7 @@ def _path_gradients(
     alphas: torch.Tensor,
     weights: torch.Tensor,
     chunk: int,
-    progress: Progress = None,
+    progress: ProgressFn | None = None,
     done: int = 0,
     total: int | None = None,
 ) -> torch.Tensor:
@@ -320,7 +319,7 @@ def _integrate(
     baseline: BaselineLike,
     blur_sigma: float,
     generator: torch.Generator | None,
-    progress: Progress,
+    progress: ProgressFn | None,
     *,
     n_steps: int,
     quadrature: str,
@@ -373,7 +372,7 @@ def integrated_gradients(
     uniform_share: float = 0.1,
     blur_sigma: float = 10.0,
     generator: torch.Generator | None = None,
-    progress: Progress = None,
+    progress: ProgressFn | None = None,
 ) -> torch.Tensor:
     """Integrated Gradients: ``(x - x') * integral_0^1 dF(x' + a (x - x'))/dx da``.
 
@@ -440,7 +439,7 @@ def integrated_gradients_with_error(
     uniform_share: float = 0.1,
     blur_sigma: float = 10.0,
     generator: torch.Generator | None = None,
-    progress: Progress = None,
+    progress: ProgressFn | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Integrated Gradients and each image's relative completeness error.
 

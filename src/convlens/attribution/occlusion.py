@@ -47,11 +47,11 @@ from convlens.attribution.integrated import gaussian_blur
 from convlens.errors import BadInputError, TargetError
 from convlens.hooks import inference_context
 from convlens.models.model import Model
+from convlens.progress import ProgressFn
 from convlens.targets import Target, TargetLike, resolve_target
 
 __all__ = ["occlusion", "window_starts"]
 
-Progress = Callable[[int, int], None]
 
 #: A patch whose box covers at least this share of its map is pasted into full maps.
 DENSE_SHARE = 0.5
@@ -75,7 +75,7 @@ def occlusion(
     batch_size: int = 64,
     output: str = "score",
     incremental: bool = True,
-    progress: Progress | None = None,
+    progress: ProgressFn | None = None,
 ) -> torch.Tensor:
     """Occlusion sensitivity: the average drop of the target score when a window is filled.
 
@@ -281,7 +281,7 @@ class _Runner:
         boxes: torch.Tensor,
         patch: tuple[int, int],
         batch_size: int,
-        progress: Progress | None,
+        progress: ProgressFn | None,
         n_images: int,
     ) -> None:
         self.model, self.target, self.output = model, target, output

@@ -22,7 +22,6 @@ image gives the same map alone or in a batch.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from itertools import combinations
 
 import numpy as np
@@ -34,6 +33,7 @@ from convlens.attribution.occlusion import occlusion
 from convlens.errors import BadInputError
 from convlens.hooks import inference_context
 from convlens.models.model import Model
+from convlens.progress import ProgressFn
 from convlens.targets import Target, TargetLike, resolve_target
 
 __all__ = [
@@ -49,7 +49,6 @@ __all__ = [
 
 FILLS = ("mean", "zero", "blur")
 _LAYOUT = torch.channels_last
-Progress = Callable[[int, int], None] | None
 
 
 # -- superpixels and fills ---------------------------------------------------------------
@@ -144,7 +143,7 @@ def coalition_scores(
     target: Target,
     *,
     batch_size: int = 16,
-    progress: Progress = None,
+    progress: ProgressFn | None = None,
     done: int = 0,
     total: int | None = None,
 ) -> torch.Tensor:
@@ -205,7 +204,7 @@ def superpixel_ablation(
     fill: str | float = "mean",
     blur_sigma: float = 8.0,
     batch_size: int = 16,
-    progress: Progress = None,
+    progress: ProgressFn | None = None,
     incremental: bool = True,
 ) -> torch.Tensor:
     """Feature ablation: the drop of the score when one superpixel is hidden.
@@ -359,7 +358,7 @@ def lime(
     blur_sigma: float = 8.0,
     batch_size: int = 16,
     generator: torch.Generator | None = None,
-    progress: Progress = None,
+    progress: ProgressFn | None = None,
 ) -> torch.Tensor:
     """LIME: a local linear surrogate of the score over superpixel coalitions.
 
@@ -491,7 +490,7 @@ def kernel_shap(
     blur_sigma: float = 8.0,
     batch_size: int = 16,
     generator: torch.Generator | None = None,
-    progress: Progress = None,
+    progress: ProgressFn | None = None,
 ) -> torch.Tensor:
     """KernelSHAP: Shapley values of the superpixels by a kernel-weighted regression.
 

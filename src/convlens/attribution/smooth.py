@@ -32,13 +32,12 @@ from convlens.attribution.base import METHODS, default_cam_layer, register_metho
 from convlens.attribution.integrated import _fixed_target, _rows_target
 from convlens.errors import BadInputError
 from convlens.models.model import Model
+from convlens.progress import ProgressFn
 from convlens.targets import Target, TargetLike
 
 __all__ = ["MODES", "smooth", "smoothgrad", "smoothgrad_sq", "vargrad"]
 
 MODES = ("mean", "sq", "var")
-
-Progress = Callable[[int, int], None] | None
 
 
 _SMOOTHED = ("smoothgrad", "smoothgrad_sq", "vargrad")
@@ -140,7 +139,7 @@ def smooth(
     mode: str = "mean",
     chunk: int = 8,
     generator: torch.Generator | None = None,
-    progress: Progress = None,
+    progress: ProgressFn | None = None,
     **method_options: Any,
 ) -> torch.Tensor:
     """Average an attribution method over noisy copies of each image (SmoothGrad family).
@@ -225,7 +224,7 @@ def smoothgrad(
     chunk: int = 8,
     base_method: str = "saliency",
     generator: torch.Generator | None = None,
-    progress: Progress = None,
+    progress: ProgressFn | None = None,
     **method_options: Any,
 ) -> torch.Tensor:
     """SmoothGrad: ``(1/n) sum_s M(x + e_s)``, ``e_s ~ N(0, (sigma * (max x - min x))^2)``.
@@ -260,7 +259,7 @@ def smoothgrad_sq(
     chunk: int = 8,
     base_method: str = "saliency",
     generator: torch.Generator | None = None,
-    progress: Progress = None,
+    progress: ProgressFn | None = None,
     **method_options: Any,
 ) -> torch.Tensor:
     """SmoothGrad-squared: ``(1/n) sum_s M(x + e_s)^2`` (noise as :func:`smoothgrad`).
@@ -296,7 +295,7 @@ def vargrad(
     chunk: int = 8,
     base_method: str = "saliency",
     generator: torch.Generator | None = None,
-    progress: Progress = None,
+    progress: ProgressFn | None = None,
     **method_options: Any,
 ) -> torch.Tensor:
     """VarGrad: ``(1/n) sum_s (M(x + e_s) - mean_s M(x + e_s))^2`` (noise as :func:`smoothgrad`).

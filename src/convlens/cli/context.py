@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from convlens.errors import BadInputError, ConvlensError
+from convlens.progress import ProgressFn
 
 __all__ = ["Context"]
 
 log = logging.getLogger("convlens")
-ProgressFn = Callable[[int, int], None]
 
 
 class Context:

@@ -53,6 +53,7 @@ from torch.utils.data import DataLoader, Dataset
 from convlens.data.folders import LabelledItem
 from convlens.data.images import load_image
 from convlens.errors import BadInputError, ImageReadError
+from convlens.progress import ProgressFn
 
 __all__ = [
     "ENGINES",
@@ -128,7 +129,7 @@ def run_dataset(
     num_workers: int = 0,
     config: Mapping[str, Any] | None = None,
     overwrite: bool = False,
-    progress: Callable[[int, int], None] | None = None,
+    progress: ProgressFn | None = None,
     shard_format: str = "npz",
     engine: str = "local",
     workers: int = 1,
@@ -646,7 +647,7 @@ def _compute(
     batch_size: int,
     shard_size: int,
     num_workers: int,
-    progress: Callable[[int, int], None] | None,
+    progress: ProgressFn | None,
     done: int,
     shard_format: str = "npz",
 ) -> Iterator[dict[str, Any]]:
@@ -728,7 +729,7 @@ def _gather(
     pending: list[int],
     engine: str,
     workers: int,
-    progress: Callable[[int, int], None] | None,
+    progress: ProgressFn | None,
     done: int,
     total: int,
 ) -> Iterator[dict[str, Any]]:

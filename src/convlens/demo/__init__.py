@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DemoSection", "discover_sections", "run_demo"]
+from convlens.progress import ProgressFn
 
-ProgressFn = Callable[[int, int], None]
+__all__ = ["DemoSection", "discover_sections", "run_demo"]
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from convlens.demo import DemoSection, ProgressFn
+from convlens.demo import DemoSection
+from convlens.progress import ProgressFn
 
 # Methods shown by default, with options that keep the demo under its time budget;
 # `convlens demo --full` runs every registered method with its defaults.

@@ -13,7 +13,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from convlens.demo import DemoSection, ProgressFn
+from convlens.demo import DemoSection
+from convlens.progress import ProgressFn
 
 _N = 120  # held-out digits per split: enough for stable means, quick to explain
 

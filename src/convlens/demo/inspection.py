@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from convlens.demo import DemoSection, ProgressFn
+from convlens.demo import DemoSection
+from convlens.progress import ProgressFn
 
 
 def _middle_layer(model: Any) -> str:

@@ -13,8 +13,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from convlens.demo import DemoSection, ProgressFn
+from convlens.demo import DemoSection
 from convlens.errors import TargetError
+from convlens.progress import ProgressFn
 
 #: ImageNet classes shown (other models: their first classes)
 QUICK_CLASSES = ["flamingo", "goldfish", "monarch"]

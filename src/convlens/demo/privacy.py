@@ -12,7 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from convlens.demo import DemoSection, ProgressFn
+from convlens.demo import DemoSection
+from convlens.progress import ProgressFn
 
 
 def run(model: Any, out: Path, progress: ProgressFn | None, full: bool = False) -> dict[str, Any]:

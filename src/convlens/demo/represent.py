@@ -14,7 +14,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from convlens.demo import DemoSection, ProgressFn
+from convlens.demo import DemoSection
+from convlens.progress import ProgressFn
 
 QUERY = "cat"
 #: the middle layer whose channels get their maximal patches (other models: a middle spatial layer)

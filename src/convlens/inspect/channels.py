@@ -31,7 +31,7 @@ when they differ every ablation runs the full network instead.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -39,14 +39,13 @@ from convlens.errors import BadInputError, LayerReusedError
 from convlens.hooks import capture, edit_output, inference_context
 from convlens.layers import resolve_layer
 from convlens.models.model import Model
+from convlens.progress import ProgressFn
 from convlens.results import Result, make_provenance
 
 __all__ = ["CHANNEL_METHODS", "channel_importance", "pruning_curve"]
 
 #: ranking criteria of :func:`channel_importance`
 CHANNEL_METHODS = ("ablation", "activation", "taylor")
-
-ProgressFn = Callable[[int, int], None]
 
 
 class _Replay:

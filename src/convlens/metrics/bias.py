@@ -24,7 +24,6 @@ class), the accuracy there.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,10 +32,10 @@ from torch import Tensor
 
 from convlens.errors import BadInputError
 from convlens.models.model import Model
+from convlens.progress import ProgressFn
 
 __all__ = ["BiasReport", "SplitReport", "bias_check", "outside_share"]
 
-ProgressFn = Callable[[int, int], None]
 SIGNS = ("abs", "positive")
 
 

@@ -16,18 +16,17 @@ images; nothing is differentiated.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 
 from convlens.errors import BadInputError, TargetError
 from convlens.models.model import Model
+from convlens.progress import ProgressFn
 from convlens.targets import TargetLike, resolve_target
 
 __all__ = ["deletion_auc", "fill_image", "gaussian_blur", "insertion_auc", "pixel_ranks"]
 
-ProgressFn = Callable[[int, int], None]
 
 FILLS = ("blur", "zero", "mean")
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -27,6 +27,7 @@ from convlens.metrics.deletion import deletion_auc, insertion_auc
 from convlens.metrics.localisation import pointing_game
 from convlens.metrics.sanity import method_maps, parameter_randomisation
 from convlens.models.model import Model
+from convlens.progress import ProgressFn
 from convlens.results import Result, make_provenance
 from convlens.targets import TargetLike, resolve_target
 
@@ -34,8 +35,6 @@ __all__ = ["BASELINES", "evaluate", "summary_rows"]
 
 #: Row names of the model-free baselines in an evaluation.
 BASELINES = ("baseline:random", "baseline:centre_gaussian", "baseline:sobel_edges")
-
-ProgressFn = Callable[[int, int], None]
 
 
 def evaluate(

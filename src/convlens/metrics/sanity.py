@@ -27,6 +27,7 @@ from torch import nn
 from convlens.attribution.base import METHODS, default_cam_layer, reduce_channels
 from convlens.errors import BadInputError
 from convlens.models.model import Model
+from convlens.progress import ProgressFn
 from convlens.targets import Target, TargetLike, resolve_target
 
 __all__ = [
@@ -37,7 +38,6 @@ __all__ = [
     "spearman_rows",
 ]
 
-ProgressFn = Callable[[int, int], None]
 MethodLike = str | Callable[..., torch.Tensor]
 Group = str | Sequence[str]
 

@@ -45,6 +45,7 @@ from convlens.models.training import (
     seeded,
     torch_threads,
 )
+from convlens.progress import ProgressFn
 
 __all__ = [
     "BASE",
@@ -58,7 +59,6 @@ __all__ = [
     "get_trained",
 ]
 
-ProgressFn = Callable[[int, int], None]
 
 NAME = "digits_cnn_pgd"
 #: the plain model whose architecture, data and normalisation this one shares

@@ -25,7 +25,6 @@ import json
 import pickle
 import time
 from collections import OrderedDict
-from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -42,6 +41,7 @@ from convlens.models.training import (
     torch_threads,
     train_classifier,
 )
+from convlens.progress import ProgressFn
 
 __all__ = [
     "CACHE_VERSION",
@@ -54,7 +54,6 @@ __all__ = [
     "train_config",
 ]
 
-ProgressFn = Callable[[int, int], None]
 
 #: Model name -> the split of :func:`~convlens.data.biased.make_biased` it is trained on.
 MODELS = {"bias_digits_cnn": "train", "fair_digits_cnn": "unbiased"}

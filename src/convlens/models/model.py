@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import platform
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -343,6 +343,3 @@ def wrap(
         labels=label_obj,
         device=device,
     )
-
-
-ProgressFn = Callable[[int, int], None]

@@ -26,7 +26,6 @@ import math
 import pickle
 import time
 from collections import OrderedDict
-from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -39,6 +38,7 @@ from torch import Tensor, nn
 from convlens.errors import BadInputError, ConvlensError
 from convlens.models.cache import atomic_torch_save, atomic_write_bytes, cache_dir, file_sha256
 from convlens.models.training import TrainConfig, make_generator, seeded, torch_threads
+from convlens.progress import ProgressFn
 
 __all__ = [
     "CACHE_VERSION",
@@ -56,7 +56,6 @@ __all__ = [
     "train_config",
 ]
 
-ProgressFn = Callable[[int, int], None]
 
 NAME = "shapes_segnet"
 LABELS = ["background", "square", "disc"]

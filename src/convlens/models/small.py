@@ -32,7 +32,6 @@ import json
 import pickle
 import time
 from collections import OrderedDict
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from functools import cache
@@ -53,6 +52,7 @@ from convlens.models.training import (
     torch_threads,
     train_classifier,
 )
+from convlens.progress import ProgressFn
 
 __all__ = [
     "CACHE_VERSION",
@@ -69,7 +69,6 @@ __all__ = [
     "train_config",
 ]
 
-ProgressFn = Callable[[int, int], None]
 
 #: Pixel mean / std of the digits and MNIST training splits (pixel space [0, 1]).
 DIGITS_MEAN = 0.3058

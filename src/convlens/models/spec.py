@@ -57,7 +57,8 @@ from torch import nn
 from convlens.errors import BadInputError, ConvlensError, UnknownModelError
 from convlens.hashing import file_sha256
 from convlens.models.labels import Labels
-from convlens.models.model import Model, ProgressFn, wrap
+from convlens.models.model import Model, wrap
+from convlens.progress import ProgressFn
 
 __all__ = [
     "CONFIG_FILE",

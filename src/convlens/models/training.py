@@ -27,6 +27,7 @@ from torch import Tensor, nn
 
 from convlens.errors import BadInputError
 from convlens.hooks import eval_mode
+from convlens.progress import ProgressFn
 
 __all__ = [
     "Augment",
@@ -44,7 +45,6 @@ __all__ = [
 #: A batch augmentation: ``augment(x, generator) -> x'`` with the same shape, drawing
 #: every random number from ``generator`` (a CPU ``torch.Generator``).
 Augment = Callable[[Tensor, torch.Generator], Tensor]
-ProgressFn = Callable[[int, int], None]
 
 _OPTIMIZERS = ("adam", "sgd")
 _SCHEDULES = ("constant", "cosine")

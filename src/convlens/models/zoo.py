@@ -23,7 +23,8 @@ import torch
 
 from convlens.errors import MissingDependencyError, UnknownModelError
 from convlens.hashing import file_sha256
-from convlens.models.model import Model, ProgressFn
+from convlens.models.model import Model
+from convlens.progress import ProgressFn
 
 __all__ = ["DEFAULT_MODEL", "ZooEntry", "available_models", "load_model", "register_model"]
 

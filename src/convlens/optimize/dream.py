@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -27,11 +26,10 @@ from convlens.hooks import capture, forward_until_captured, inference_context
 from convlens.layers import resolve_layer
 from convlens.models.model import Model
 from convlens.optimize.objectives import Objective, ObjectiveContext, as_objective, deepdream
+from convlens.progress import ProgressFn
 from convlens.results import Result, make_provenance
 
 __all__ = ["deep_dream"]
-
-ProgressFn = Callable[[int, int], None]
 
 
 def deep_dream(

@@ -35,6 +35,7 @@ from convlens.optimize.transforms import (
     gaussian_blur,
     standard_transforms,
 )
+from convlens.progress import ProgressFn
 from convlens.results import Result, make_provenance
 
 __all__ = ["DEFAULT_DECAY_POWER", "OPTIMIZERS", "evaluate_objective", "make_param", "optimize"]
@@ -44,7 +45,6 @@ OPTIMIZERS = ("adam", "sgd", "lbfgs")
 #: spectrum exponent of the default Fourier parameterisation (see :func:`make_param`)
 DEFAULT_DECAY_POWER = 1.25
 
-ProgressFn = Callable[[int, int], None]
 TransformsLike = Transform | Sequence[Transform] | bool | None
 
 

@@ -35,7 +35,7 @@ As for :func:`fool`, success is checked on the 8-bit image, which is what is sav
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -45,12 +45,12 @@ from convlens.hooks import inference_context
 from convlens.models.model import Model
 from convlens.optimize.cppn import CPPNParam
 from convlens.optimize.param import ImageParam, PixelParam
+from convlens.progress import ProgressFn
 from convlens.results import Result, make_provenance
 from convlens.targets import resolve_target
 
 __all__ = ["DEFAULT_BUDGETS", "NOISE_PATTERNS", "fool", "fool_from_noise"]
 
-ProgressFn = Callable[[int, int], None]
 
 #: L-inf radii tried in turn (pixel units)
 DEFAULT_BUDGETS = (2 / 255, 4 / 255, 8 / 255, 16 / 255, 32 / 255)

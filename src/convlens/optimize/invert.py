@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -27,11 +27,11 @@ from convlens.models.model import Model
 from convlens.optimize.engine import optimize
 from convlens.optimize.objectives import feature_distance, total_variation
 from convlens.optimize.transforms import jitter as shift
+from convlens.progress import ProgressFn
 from convlens.results import Result, make_provenance
 
 __all__ = ["invert", "invert_layers", "psnr"]
 
-ProgressFn = Callable[[int, int], None]
 
 #: layers whose output stride (input pixels per code cell) is at most this are "shallow"
 SHALLOW_STRIDE = 4

@@ -11,7 +11,6 @@ normalise on the way in.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
@@ -22,11 +21,11 @@ from convlens.models.model import Model
 from convlens.models.preprocess import Preprocessing
 from convlens.models.small import SPECS, build_module, load_dataset
 from convlens.models.training import TrainConfig, seeded, train_classifier
+from convlens.progress import ProgressFn
 
 __all__ = [
     "ARCHITECTURES",
     "DATASETS",
-    "ProgressFn",
     "accuracy",
     "architecture",
     "as_model",
@@ -38,7 +37,6 @@ __all__ = [
     "train_module",
 ]
 
-ProgressFn = Callable[[int, int], None]
 DATASETS = ("digits", "mnist")
 _ZOO_NAME = {"digits": "digits_cnn", "mnist": "mnist_cnn"}
 ARCHITECTURES = ("alt", "cnn", "mlp")

@@ -37,7 +37,7 @@ from torch import Tensor, nn
 
 from convlens.errors import BadInputError
 from convlens.hooks import capture, inference_context
-from convlens.privacy._common import ProgressFn
+from convlens.progress import ProgressFn
 
 __all__ = [
     "MAD_SCALE",

@@ -33,7 +33,8 @@ from torch import Tensor, nn
 from convlens.errors import BadInputError, QueryBudgetError
 from convlens.hooks import inference_context
 from convlens.models.model import Model
-from convlens.privacy._common import ProgressFn, accuracy, full_dataset, train_module
+from convlens.privacy._common import accuracy, full_dataset, train_module
+from convlens.progress import ProgressFn
 from convlens.results import Result, make_provenance
 
 __all__ = [

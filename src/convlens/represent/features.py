@@ -27,7 +27,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,7 @@ from convlens.data.runner import MANIFEST, RunReport, read_outputs, run_dataset
 from convlens.errors import BadInputError
 from convlens.hooks import capture, eval_mode
 from convlens.models.model import Model
+from convlens.progress import ProgressFn
 from convlens.results import make_provenance
 
 __all__ = [
@@ -55,8 +56,6 @@ __all__ = [
 #: the sidecar with the run's provenance, written when a run finishes
 PROVENANCE_FILE = "features.json"
 _KIND = "convlens-features"
-
-ProgressFn = Callable[[int, int], None]
 
 
 @dataclass

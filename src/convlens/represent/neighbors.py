@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from convlens.errors import BadInputError, MissingDependencyError
+from convlens.progress import ProgressFn
 
 __all__ = [
     "METRICS",
@@ -424,7 +425,7 @@ def search(
     index_dir: str | Path | None = None,
     query_name: str = "<query>",
     exclude_self: bool = False,
-    progress: Callable[[int, int], None] | None = None,
+    progress: ProgressFn | None = None,
 ) -> Neighbors:
     """Nearest rows of ``features.codes`` to one query code.
 

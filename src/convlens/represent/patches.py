@@ -40,7 +40,7 @@ import inspect
 import math
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -54,12 +54,11 @@ from convlens.errors import BadInputError
 from convlens.hooks import capture, eval_mode, forward_until_captured
 from convlens.layers import ReceptiveField
 from convlens.models.model import Model
+from convlens.progress import ProgressFn
 from convlens.results import Result, make_provenance
 from convlens.tokens import token_grid, tokens_to_grid
 
 __all__ = ["field_box", "merge_top_k", "top_patches"]
-
-ProgressFn = Callable[[int, int], None]
 
 
 def field_box(rf: ReceptiveField, y: int, x: int) -> tuple[int, int, int, int]:

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,6 +44,7 @@ import torch
 from convlens.errors import BadInputError, MissingDependencyError
 from convlens.hooks import eval_mode
 from convlens.models.model import Model
+from convlens.progress import ProgressFn
 from convlens.results import Result, make_provenance
 
 __all__ = [
@@ -62,7 +63,6 @@ __all__ = [
     "summary_from_predictions",
 ]
 
-ProgressFn = Callable[[int, int], None]
 
 #: the 15 ImageNet-C corruptions, in the paper's order
 CORRUPTIONS: tuple[str, ...] = (

@@ -26,7 +26,7 @@ import csv
 import json
 import re
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -40,6 +40,7 @@ from convlens.data.images import IMAGE_EXTENSIONS, load_image
 from convlens.errors import BadInputError
 from convlens.hooks import eval_mode
 from convlens.models.model import Model
+from convlens.progress import ProgressFn
 from convlens.results import Result, make_provenance
 
 __all__ = [
@@ -54,7 +55,6 @@ __all__ = [
     "summarize_shape_bias",
 ]
 
-ProgressFn = Callable[[int, int], None]
 Preprocess = Literal["standard", "as-is"]
 
 #: The 16 categories and their ImageNet-1k classes (the authors' mapping)

@@ -40,7 +40,8 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
 from convlens.errors import BadInputError, ConvlensError, ImageReadError
-from convlens.server.jobs import JobManager, ProgressFn
+from convlens.progress import ProgressFn
+from convlens.server.jobs import JobManager
 from convlens.server.storage import Storage
 
 __all__ = [

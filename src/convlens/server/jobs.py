@@ -17,11 +17,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from convlens.errors import ConvlensError
+from convlens.progress import ProgressFn
 from convlens.server.storage import new_token
 
 __all__ = ["Cancelled", "Job", "JobManager"]
-
-ProgressFn = Callable[[int, int], None]
 
 
 class Cancelled(Exception):

@@ -28,7 +28,6 @@ import os
 import re
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,12 +36,12 @@ import torch
 
 from convlens.data.images import IMAGE_EXTENSIONS, load_image, save_image
 from convlens.errors import BadInputError
+from convlens.progress import ProgressFn
 from convlens.results import Result, make_provenance
 from convlens.style.transfer import style_transfer
 
 __all__ = ["CueConflictPair", "cue_conflict_pairs", "make_cue_conflict", "scan_categories"]
 
-ProgressFn = Callable[[int, int], None]
 
 #: the authors' image size
 DEFAULT_SIZE = 224

@@ -47,8 +47,9 @@ from torch import nn
 from convlens.data.images import find_images, load_image
 from convlens.data.samples import labelled_imagenet_files, load_sample, sample_names
 from convlens.errors import BadInputError
-from convlens.optimize.engine import ProgressFn, evaluate_objective
+from convlens.optimize.engine import evaluate_objective
 from convlens.optimize.objectives import Objective, ObjectiveContext, total_variation
+from convlens.progress import ProgressFn
 from convlens.results import Result, make_provenance
 from convlens.style.losses import (
     content_loss,

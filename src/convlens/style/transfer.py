@@ -34,10 +34,11 @@ import torch.nn.functional as F
 from convlens.data.images import load_image
 from convlens.data.samples import load_sample
 from convlens.errors import BadInputError
-from convlens.optimize.engine import ProgressFn, evaluate_objective, optimize
+from convlens.optimize.engine import evaluate_objective, optimize
 from convlens.optimize.objectives import total_variation
 from convlens.optimize.param import FourierParam, PixelParam
 from convlens.optimize.transforms import jitter as shift
+from convlens.progress import ProgressFn
 from convlens.results import Result, make_provenance
 from convlens.style.losses import (
     content_loss,

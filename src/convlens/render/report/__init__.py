@@ -37,6 +37,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from convlens.progress import ProgressFn
+
 __all__ = [
     "Fragment",
     "Report",
@@ -48,8 +50,6 @@ __all__ = [
     "discover_sections",
     "figure_html",
 ]
-
-ProgressFn = Callable[[int, int], None]
 
 
 class SectionUnavailable(Exception):
