@@ -8,7 +8,7 @@ import torch
 import convlens
 from convlens.errors import LayerReusedError
 
-from helpers.tiny import ReusedReluNet, assert_unchanged, module_hook_count, snapshot
+from helpers.tiny import ReusedReluNet, assert_unchanged, module_hook_count, snapshot, tiny_model
 from registry import NETS, REGISTRY, MethodCase
 
 CASES = [pytest.param(c, id=c.name) for c in REGISTRY]
@@ -122,3 +122,175 @@ def test_global_state_unchanged(case: MethodCase, grad: bool) -> None:
         torch.set_num_threads(threads)
     if not grad:  # a caller inside torch.no_grad() gets the same result, not an autograd error
         torch.testing.assert_close(out, _run(case, model, x), atol=case.atol, rtol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------
+# The attack registry (convlens.adversarial.registry): every registered attack, same invariants
+
+
+def _attack_specs() -> list:
+    from convlens.adversarial.registry import ATTACKS, attack_names
+
+    return [ATTACKS[n] for n in attack_names()]
+
+
+ATTACK_CASES = [pytest.param(s, id=s.name) for s in _attack_specs()]
+
+#: cheapest settings that still run every attack's loop at least once
+ATTACK_STEPS = {"square": 30, "zoo": 2 * 32 + 1, "one-pixel": 2}
+ATTACK_OPTIONS: dict = {"one-pixel": {"population": 10}, "cw": {"search_steps": 1}}
+
+
+def _attack(spec, model: convlens.Model, x: torch.Tensor, seed: int = 0, **extra):  # type: ignore[no-untyped-def]
+    from convlens.adversarial import attack
+
+    eps = 8 / 255 if spec.budget != "none" else None
+    options = {**ATTACK_OPTIONS.get(spec.name, {}), **extra}
+    steps = ATTACK_STEPS.get(spec.name, 3)
+    return attack(model, x, spec.name, eps=eps, steps=steps, seed=seed, **options)
+
+
+@pytest.mark.parametrize("spec", ATTACK_CASES)
+def test_attack_is_documented_with_its_paper(spec) -> None:  # type: ignore[no-untyped-def]
+    import re
+
+    arxiv = re.search(r"arXiv:\d{4}\.\d{4,5}", spec.paper)
+    assert arxiv and re.search(r"\b(19|20)\d\d\b", spec.paper), spec.paper
+    doc = spec.fn.__doc__ or ""
+    # the docstring cites the same paper (first author and arXiv id) and gives a formula
+    assert arxiv.group(0) in doc and spec.paper.split()[0].rstrip(",") in doc
+    assert spec.box in ("white", "black") and spec.norms and spec.steps >= 1
+    assert spec.budget in ("required", "optional", "none")
+    # an attack that iterates reports progress (library functions stay quiet but take one)
+    assert spec.steps_param is None or "progress" in spec.parameters
+
+
+def test_attack_names_and_aliases_are_unique() -> None:
+    from convlens.adversarial.registry import get_attack
+
+    names = [s.name for s in _attack_specs()]
+    aliases = [a for s in _attack_specs() for a in s.aliases]
+    assert len(set(names + aliases)) == len(names) + len(aliases)
+    for s in _attack_specs():
+        for alias in (s.name.upper(), *s.aliases):
+            assert get_attack(alias) is s
+
+
+@pytest.mark.parametrize("spec", ATTACK_CASES)
+def test_attack_options_are_validated(spec) -> None:  # type: ignore[no-untyped-def]
+    import inspect as pyinspect
+
+    from convlens.errors import BadInputError
+
+    params = pyinspect.signature(spec.fn).parameters
+    for name in spec.options:  # every option is optional: the attack runs without any
+        assert params[name].default is not pyinspect.Parameter.empty, name
+    model, x = tiny_model(), torch.rand(1, 3, 16, 16)
+    with pytest.raises(BadInputError) as info:
+        _attack(spec, model, x, not_an_option=1)
+    message = str(info.value)
+    assert "not_an_option" in message and "\n" not in message
+    assert all(o in message for o in spec.options) or "takes no options" in message
+    # settings the driver owns are not options either (steps is `steps`, not `max_queries`)
+    from convlens.adversarial.registry import check_attack_options
+
+    for owned in {"eps", "targeted", "progress", spec.steps_param} & set(params):
+        with pytest.raises(BadInputError, match=str(owned)):
+            check_attack_options(spec, {owned: 1})
+
+
+@pytest.mark.parametrize("spec", ATTACK_CASES)
+def test_attack_leaves_model_input_and_global_state_unchanged(spec) -> None:  # type: ignore[no-untyped-def]
+    model = tiny_model(seed=5)
+    model.module.train()  # the attack runs in eval mode and switches back
+    model.module.get_parameter(FROZEN["conv"]).requires_grad_(False)
+    before = snapshot(model.module)
+    x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(5))
+    x_copy = x.clone()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(ODD_THREADS)
+    try:
+        rng = torch.random.get_rng_state()
+        with torch.no_grad():
+            result = _attack(spec, model, x)
+            assert not torch.is_grad_enabled()
+        assert torch.get_num_threads() == ODD_THREADS
+        assert torch.equal(torch.random.get_rng_state(), rng), "the global RNG moved"
+    finally:
+        torch.set_num_threads(threads)
+    assert_unchanged(model.module, before)
+    assert module_hook_count(model.module) == 0
+    assert torch.equal(x, x_copy)
+    adv, original = result["adversarial"], result["original"]
+    # 8-bit, in range, inside the budget the spec declares
+    assert torch.equal(adv, torch.round(adv * 255) / 255) and adv.min() >= 0 and adv.max() <= 1
+    change = (adv - original).flatten(1)
+    norm = result.provenance["params"]["norm"]
+    assert norm == spec.norms[0]
+    if spec.budget != "none":
+        size = change.abs().amax(dim=1) if norm == "inf" else change.norm(dim=1)
+        assert float(size.max()) <= 8 / 255 + 1e-6
+    if norm == "0":  # one pixel: every other pixel untouched
+        assert int((adv - original).abs().amax(dim=1).flatten(1).ne(0).sum(dim=1).max()) <= 1
+    queries = result["queries"]
+    assert bool((queries > 0).all()) if spec.black_box else bool((queries == 0).all())
+    assert result.provenance["params"]["black_box"] is spec.black_box
+
+
+@pytest.mark.parametrize("spec", ATTACK_CASES)
+def test_attack_is_seeded(spec) -> None:  # type: ignore[no-untyped-def]
+    model = tiny_model(seed=6)
+    x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(6))
+    a, b = _attack(spec, model, x, seed=4), _attack(spec, model, x, seed=4)
+    assert torch.equal(a["adversarial"], b["adversarial"])
+    assert torch.equal(a["queries"], b["queries"])
+
+
+@pytest.mark.parametrize("spec", ATTACK_CASES)
+def test_dispatch_equals_calling_the_attack_function(spec) -> None:  # type: ignore[no-untyped-def]
+    # wiring: the registry's driver gives each function exactly the settings it declares,
+    # so calling the function by hand with those settings gives the same images
+    from convlens.adversarial import Oracle, pixel_forward
+    from convlens.adversarial.attack import run_method
+
+    model = tiny_model(seed=7)
+    forward = pixel_forward(model)
+    x = (
+        torch.round(torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(7)) * 255)
+        / 255
+    )
+    labels = torch.tensor([1, 3])
+    eps = 8 / 255 if spec.budget != "none" else None
+    steps = ATTACK_STEPS.get(spec.name, 3)
+    options = ATTACK_OPTIONS.get(spec.name, {})
+    got, queries = run_method(
+        forward, x, labels, spec.name, eps=eps, norm=spec.norms[0], steps=steps,
+        targeted=False, generator=torch.Generator().manual_seed(1), seed=2, options=options,
+    )  # fmt: skip
+    by_hand: dict = {"targeted": False, **options}
+    if spec.steps_param is not None:
+        by_hand[spec.steps_param] = steps
+    for key, value in {"eps": eps, "norm": spec.norms[0], "seed": 2}.items():
+        if key in spec.parameters:
+            by_hand[key] = value
+    if "generator" in spec.parameters:
+        by_hand["generator"] = torch.Generator().manual_seed(1)
+    args = (labels,) if "labels" in spec.parameters else ()
+    if spec.black_box:
+        want, want_queries = spec.fn(Oracle(forward), x, *args, **by_hand)
+        assert torch.equal(queries, want_queries)
+    else:
+        if "targeted" not in spec.parameters:
+            by_hand.pop("targeted")
+        want = spec.fn(forward, x, *args, **by_hand)
+        assert bool((queries == 0).all())
+    assert torch.equal(got, want)
+
+
+def test_untargeted_only_attacks_refuse_a_target() -> None:
+    from convlens.errors import BadInputError
+
+    for spec in _attack_specs():
+        if not spec.targeted:
+            with pytest.raises(BadInputError, match="untargeted"):
+                _attack(spec, tiny_model(), torch.rand(1, 3, 16, 16), target=1)

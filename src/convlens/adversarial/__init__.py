@@ -11,6 +11,9 @@ and their honest evaluation under adaptive attacks (BPDA, EOT): :mod:`.defences`
 >>> result = attack(model, ["sample:cat"], "pgd", eps=1 / 255, steps=20)
 >>> result["success"], result["linf"] * 255
 
+Each attack is one function registered with :func:`register_attack` (:data:`ATTACKS`
+holds their :class:`AttackSpec`); ``attack()``, the CLI and the curve read that registry.
+
 Every attack starts from the 8-bit image at the model's input size and decides success on
 the 8-bit adversarial image, inside the budget (DESIGN.md "Round trip").
 """
@@ -23,13 +26,16 @@ from convlens.adversarial.curve import attack_curve, load_labelled
 from convlens.adversarial.defence_eval import evaluate_defences
 from convlens.adversarial.defences import defend, make_defence
 from convlens.adversarial.oracle import Oracle, QueryBudgetExceeded
+from convlens.adversarial.registry import ATTACKS, AttackSpec, register_attack
 from convlens.adversarial.transfer import transfer_table
 from convlens.adversarial.whitebox import bim, carlini_wagner_l2, deepfool, fgsm, pgd
 
 __all__ = [
+    "ATTACKS",
     "BLACK_BOX",
     "METHODS",
     "WHITE_BOX",
+    "AttackSpec",
     "Oracle",
     "QueryBudgetExceeded",
     "adaptive_forward",
@@ -50,6 +56,7 @@ __all__ = [
     "pixel_forward",
     "project",
     "quantize_within",
+    "register_attack",
     "square",
     "transfer_table",
     "zoo",

@@ -5,6 +5,8 @@ size (what a PNG at model resolution holds), the adversarial image is quantised 
 inside the budget, and success is decided on that quantised image, so the saved PNG given
 to ``convlens predict`` is classified exactly as reported.
 
+Each attack is registered by its own function (:mod:`convlens.adversarial.registry`):
+
 | method      | kind       | norm       | ``steps`` means                       | budget ``eps`` |
 |-------------|------------|------------|---------------------------------------|----------------|
 | fgsm        | white-box  | inf or 2   | (one step)                            | required       |
@@ -25,9 +27,15 @@ from typing import Any
 
 import torch
 
-from convlens.adversarial import blackbox, whitebox
 from convlens.adversarial.budget import Forward, batch_norms, check_norm
 from convlens.adversarial.oracle import Oracle
+from convlens.adversarial.registry import (
+    ATTACKS,
+    AttackSpec,
+    attack_names,
+    check_attack_options,
+    get_attack,
+)
 from convlens.data.images import quantize_8bit
 from convlens.errors import BadInputError
 from convlens.hooks import inference_context
@@ -47,50 +55,11 @@ __all__ = [
 ]
 
 
-WHITE_BOX = ("fgsm", "bim", "pgd", "cw", "deepfool")
-BLACK_BOX = ("square", "zoo", "one-pixel")
+WHITE_BOX = attack_names("white")
+BLACK_BOX = attack_names("black")
 METHODS = WHITE_BOX + BLACK_BOX
 #: budget used when a budgeted method is called without ``eps``
 DEFAULT_EPS = 4 / 255
-
-_NORMS: dict[str, tuple[str, ...]] = {
-    "fgsm": ("inf", "2"),
-    "bim": ("inf",),
-    "pgd": ("inf", "2"),
-    "cw": ("2",),
-    "deepfool": ("2",),
-    "square": ("inf",),
-    "zoo": ("inf", "2"),
-    "one-pixel": ("0",),
-}
-_BUDGET = {
-    "fgsm": "required",
-    "bim": "required",
-    "pgd": "required",
-    "square": "required",
-    "zoo": "optional",
-    "cw": "none",
-    "deepfool": "none",
-    "one-pixel": "none",
-}
-_STEPS = {
-    "fgsm": 1,
-    "bim": 10,
-    "pgd": 10,
-    "cw": 100,
-    "deepfool": 50,
-    "square": 10000,
-    "zoo": 20000,
-    "one-pixel": 100,
-}
-_ALIASES = {
-    "i-fgsm": "bim",
-    "ifgsm": "bim",
-    "carlini-wagner": "cw",
-    "cw-l2": "cw",
-    "onepixel": "one-pixel",
-    "one_pixel": "one-pixel",
-}
 
 
 def pixel_forward(model: Model) -> Forward:
@@ -98,30 +67,47 @@ def pixel_forward(model: Model) -> Forward:
     return lambda pixels: model.module(model.normalize(pixels))
 
 
+def _check_targeted(spec: AttackSpec, targeted: bool) -> None:
+    if targeted and not spec.targeted:
+        able = [n for n in attack_names() if ATTACKS[n].targeted]
+        raise BadInputError(
+            f"{spec.name} is untargeted; use one of {', '.join(able)} with a target"
+        )
+
+
 def _method_settings(
-    method: str, eps: float | None, norm: str | None, steps: int | None
+    method: str,
+    eps: float | None,
+    norm: str | None,
+    steps: int | None,
+    *,
+    targeted: bool = False,
+    options: dict[str, Any] | None = None,
 ) -> tuple[str, float | None, str, int]:
-    name = _ALIASES.get(method.strip().lower(), method.strip().lower())
-    if name not in METHODS:
-        raise BadInputError(f"method {method!r}: choose from {', '.join(METHODS)}")
-    allowed = _NORMS[name]
+    """Canonical name, budget, norm and steps of a call, or a one-line :class:`BadInputError`."""
+    spec = get_attack(method)
+    name, allowed = spec.name, spec.norms
     use_norm = allowed[0] if norm is None else check_norm(norm)
-    if name == "one-pixel" and norm is not None:
-        raise BadInputError("one-pixel changes one pixel (an L0 budget); drop the norm")
+    if allowed == ("0",) and norm is not None:
+        raise BadInputError(f"{name} changes one pixel (an L0 budget); drop the norm")
     if use_norm not in allowed:
         raise BadInputError(f"{name}: norm {use_norm} is not supported; use {' or '.join(allowed)}")
-    budget = _BUDGET[name]
-    if budget == "none" and eps is not None:
-        raise BadInputError(
-            f"{name} has no budget ({'it minimises the L2 change' if name in ('cw', 'deepfool') else 'it changes one pixel'}); drop eps"
+    if spec.budget == "none" and eps is not None:
+        why = (
+            "it changes one pixel"
+            if allowed == ("0",)
+            else f"it minimises the L{allowed[0]} change"
         )
-    if budget == "required" and eps is None:
+        raise BadInputError(f"{name} has no budget ({why}); drop eps")
+    if spec.budget == "required" and eps is None:
         eps = DEFAULT_EPS
     if eps is not None and not 0 <= eps <= 1:
         raise BadInputError(f"eps {eps}: a budget in pixel units must be in [0, 1] (e.g. 4/255)")
-    use_steps = _STEPS[name] if steps is None else steps
+    use_steps = spec.steps if steps is None else steps
     if use_steps < 1:
         raise BadInputError(f"steps {use_steps}: must be >= 1")
+    _check_targeted(spec, targeted)
+    check_attack_options(spec, dict(options or {}))
     return name, eps, use_norm, use_steps
 
 
@@ -142,84 +128,28 @@ def run_method(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One method on one 8-bit batch: ``(float adversarial, queries per image)``.
 
-    White-box methods report 0 queries; black-box ones see only an :class:`Oracle`.
+    White-box methods get ``forward`` and report 0 queries; black-box ones see only an
+    :class:`Oracle`. Each function gets the driver's settings it declares (see
+    :mod:`convlens.adversarial.registry`) and the caller's ``options``.
     """
-    opts = dict(options or {})
-    n = x.shape[0]
-    none = torch.zeros(n, dtype=torch.long)
-    if method == "fgsm":
-        return whitebox.fgsm(
-            forward, x, labels, float(eps or 0), norm=norm, targeted=targeted, **opts
-        ), none
-    if method == "bim":
-        return whitebox.bim(
-            forward,
-            x,
-            labels,
-            float(eps or 0),
-            steps=steps,
-            targeted=targeted,
-            progress=progress,
-            **opts,
-        ), none
-    if method == "pgd":
-        return whitebox.pgd(
-            forward,
-            x,
-            labels,
-            float(eps or 0),
-            norm=norm,
-            steps=steps,
-            targeted=targeted,
-            generator=generator,
-            progress=progress,
-            **opts,
-        ), none
-    if method == "cw":
-        return whitebox.carlini_wagner_l2(
-            forward, x, labels, targeted=targeted, steps=steps, progress=progress, **opts
-        ), none
-    if method == "deepfool":
-        if targeted:
-            raise BadInputError("deepfool is untargeted; use cw or pgd with a target")
-        return whitebox.deepfool(forward, x, steps=steps, progress=progress, **opts), none
-    oracle = Oracle(forward, output="scores")
-    if method == "square":
-        return blackbox.square(
-            oracle,
-            x,
-            labels,
-            float(eps or 0),
-            norm=norm,
-            max_queries=steps,
-            targeted=targeted,
-            generator=generator,
-            progress=progress,
-            **opts,
-        )
-    if method == "zoo":
-        return blackbox.zoo(
-            oracle,
-            x,
-            labels,
-            eps=eps,
-            norm=norm,
-            max_queries=steps,
-            targeted=targeted,
-            generator=generator,
-            progress=progress,
-            **opts,
-        )
-    return blackbox.one_pixel(
-        oracle,
-        x,
-        labels,
-        generations=steps,
-        targeted=targeted,
-        seed=seed,
-        progress=progress,
-        **opts,
-    )
+    spec = get_attack(method)
+    _check_targeted(spec, targeted)
+    settings: dict[str, Any] = {
+        "labels": labels,
+        "eps": None if eps is None else float(eps),
+        "norm": norm,
+        "targeted": targeted,
+        "generator": generator,
+        "seed": seed,
+        "progress": progress,
+    }
+    if spec.steps_param is not None:
+        settings[spec.steps_param] = steps
+    call = {k: v for k, v in settings.items() if k in spec.parameters}
+    if spec.black_box:
+        return spec.fn(Oracle(forward, output="scores"), x, **call, **dict(options or {}))
+    adversarial = spec.fn(forward, x, **call, **dict(options or {}))
+    return adversarial, torch.zeros(x.shape[0], dtype=torch.long)
 
 
 def attack(
@@ -285,7 +215,9 @@ def attack(
     >>> result = attack(model, ["sample:cat"], "pgd", eps=1 / 255, steps=20)
     >>> bool(result["success"][0])
     """
-    name, eps, norm, steps = _method_settings(method, eps, norm, steps)
+    name, eps, norm, steps = _method_settings(
+        method, eps, norm, steps, targeted=target is not None, options=options
+    )
     if top_k < 1 or batch_size < 1:
         raise BadInputError(f"top_k {top_k} and batch_size {batch_size}: must be >= 1")
     batch = model.prepare(images)

@@ -20,6 +20,7 @@ import torch
 
 from convlens.adversarial.budget import check_norm, project, quantize_within
 from convlens.adversarial.oracle import Oracle
+from convlens.adversarial.registry import register_attack
 from convlens.errors import BadInputError
 from convlens.progress import ProgressFn
 
@@ -45,6 +46,16 @@ def _square_fraction(p_init: float, i: int, iterations: int) -> float:
     return p_init / 2**halvings
 
 
+@register_attack(
+    "square",
+    box="black",
+    norms=("inf",),
+    budget="required",
+    steps=10000,
+    steps_param="max_queries",
+    steps_means="max queries per image",
+    paper="Andriushchenko, Croce, Flammarion & Hein 2020, arXiv:1912.00049",
+)
 def square(
     oracle: Oracle,
     x: torch.Tensor,
@@ -109,6 +120,16 @@ def square(
     return adv, queries
 
 
+@register_attack(
+    "zoo",
+    box="black",
+    norms=("inf", "2"),
+    budget="optional",
+    steps=20000,
+    steps_param="max_queries",
+    steps_means="max queries per image",
+    paper="Chen, Zhang, Sharma, Yi & Hsieh 2017, arXiv:1708.03999",
+)
 def zoo(
     oracle: Oracle,
     x: torch.Tensor,
@@ -215,6 +236,17 @@ def zoo(
     return result, queries
 
 
+@register_attack(
+    "one-pixel",
+    box="black",
+    norms=("0",),
+    budget="none",
+    steps=100,
+    steps_param="generations",
+    steps_means="DE generations",
+    paper="Su, Vargas & Sakurai 2019, arXiv:1710.08864",
+    aliases=("onepixel", "one_pixel"),
+)
 def one_pixel(
     oracle: Oracle,
     x: torch.Tensor,

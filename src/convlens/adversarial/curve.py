@@ -16,6 +16,7 @@ import torch
 
 from convlens.adversarial.attack import pixel_forward, quantize_within_budget, run_method
 from convlens.adversarial.budget import check_norm
+from convlens.adversarial.registry import ATTACKS, attack_names
 from convlens.data.folders import scan_labelled
 from convlens.data.images import quantize_8bit
 from convlens.errors import BadInputError
@@ -27,8 +28,8 @@ from convlens.results import Result, make_provenance
 __all__ = ["CURVE_METHODS", "attack_curve", "load_labelled"]
 
 
-#: attacks with a budget that the curve can sweep
-CURVE_METHODS = ("fgsm", "bim", "pgd")
+#: attacks with a budget that the curve can sweep: the white-box ones that require one
+CURVE_METHODS = tuple(n for n in attack_names("white") if ATTACKS[n].budget == "required")
 
 
 def load_labelled(
@@ -98,8 +99,12 @@ def attack_curve(
     budgets = [float(e) for e in eps]
     if not budgets or any(not 0 <= e <= 1 for e in budgets):
         raise BadInputError(f"eps {list(eps)!r}: budgets in pixel units in [0, 1]")
-    if norm == "2" and "bim" in methods:
-        raise BadInputError("bim is L-inf only; use pgd for an L2 curve")
+    for m in methods:
+        if norm not in ATTACKS[m].norms:
+            able = [n for n in CURVE_METHODS if norm in ATTACKS[n].norms]
+            raise BadInputError(
+                f"{m} takes norm {' or '.join(ATTACKS[m].norms)} only; use {' or '.join(able)} for an L{norm} curve"
+            )
     y = torch.as_tensor(labels, dtype=torch.long).reshape(-1)
     x0 = quantize_8bit(pixels.detach().to(model.device, model.dtype).clamp(0, 1))
     n = x0.shape[0]

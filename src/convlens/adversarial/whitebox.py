@@ -25,6 +25,7 @@ from convlens.adversarial.budget import (
     quantize_within,
     random_in_ball,
 )
+from convlens.adversarial.registry import register_attack
 from convlens.errors import BadInputError
 from convlens.progress import ProgressFn
 
@@ -54,6 +55,16 @@ def _step(grad: torch.Tensor, alpha: float, norm: str) -> torch.Tensor:
     return alpha * grad / _per_image(length, grad)
 
 
+@register_attack(
+    "fgsm",
+    box="white",
+    norms=("inf", "2"),
+    budget="required",
+    steps=1,
+    steps_param=None,
+    steps_means="one step",
+    paper="Goodfellow, Shlens & Szegedy 2014, arXiv:1412.6572",
+)
 def fgsm(
     forward: Forward,
     x: torch.Tensor,
@@ -77,6 +88,61 @@ def fgsm(
     return (x + _step(_loss_gradient(forward, x, labels, targeted), eps, norm)).clamp(0, 1).detach()
 
 
+@register_attack(
+    "bim",
+    box="white",
+    norms=("inf",),
+    budget="required",
+    steps=10,
+    steps_means="iterations",
+    paper="Kurakin, Goodfellow & Bengio 2016, arXiv:1607.02533",
+    aliases=("i-fgsm", "ifgsm"),
+)
+def bim(
+    forward: Forward,
+    x: torch.Tensor,
+    labels: torch.Tensor,
+    eps: float,
+    *,
+    steps: int = 10,
+    alpha: float | None = None,
+    targeted: bool = False,
+    progress: ProgressFn | None = None,
+) -> torch.Tensor:
+    """Basic iterative method / I-FGSM: FGSM steps from the image itself, clipped to the L-inf ball.
+
+    Kurakin, Goodfellow & Bengio 2016, "Adversarial examples in the physical world",
+    arXiv:1607.02533::
+
+        x_0 = x,   x_{t+1} = Clip_{x, eps}( x_t + alpha * sign(grad_x L(x_t, y)) )
+
+    ``alpha`` defaults to ``1.25 * eps / steps`` (the paper: one level per step for about
+    ``1.25 * eps`` steps). PGD without the random start.
+    """
+    alpha = 1.25 * eps / steps if alpha is None and steps >= 1 else alpha
+    return pgd(
+        forward,
+        x,
+        labels,
+        eps,
+        norm="inf",
+        steps=steps,
+        alpha=alpha,
+        random_start=False,
+        targeted=targeted,
+        progress=progress,
+    )
+
+
+@register_attack(
+    "pgd",
+    box="white",
+    norms=("inf", "2"),
+    budget="required",
+    steps=10,
+    steps_means="iterations",
+    paper="Madry, Makelov, Schmidt, Tsipras & Vladu 2017, arXiv:1706.06083",
+)
 def pgd(
     forward: Forward,
     x: torch.Tensor,
@@ -134,42 +200,6 @@ def pgd(
     return adv
 
 
-def bim(
-    forward: Forward,
-    x: torch.Tensor,
-    labels: torch.Tensor,
-    eps: float,
-    *,
-    steps: int = 10,
-    alpha: float | None = None,
-    targeted: bool = False,
-    progress: ProgressFn | None = None,
-) -> torch.Tensor:
-    """Basic iterative method / I-FGSM: FGSM steps from the image itself, clipped to the L-inf ball.
-
-    Kurakin, Goodfellow & Bengio 2016, "Adversarial examples in the physical world",
-    arXiv:1607.02533::
-
-        x_0 = x,   x_{t+1} = Clip_{x, eps}( x_t + alpha * sign(grad_x L(x_t, y)) )
-
-    ``alpha`` defaults to ``1.25 * eps / steps`` (the paper: one level per step for about
-    ``1.25 * eps`` steps). PGD without the random start.
-    """
-    alpha = 1.25 * eps / steps if alpha is None and steps >= 1 else alpha
-    return pgd(
-        forward,
-        x,
-        labels,
-        eps,
-        norm="inf",
-        steps=steps,
-        alpha=alpha,
-        random_start=False,
-        targeted=targeted,
-        progress=progress,
-    )
-
-
 def _margin(logits: torch.Tensor, labels: torch.Tensor, targeted: bool) -> torch.Tensor:
     """CW's f: how far the image is from the goal (<= 0 reached). Untargeted:
     ``Z_y - max_{i != y} Z_i``; targeted: ``max_{i != t} Z_i - Z_t``."""
@@ -180,6 +210,16 @@ def _margin(logits: torch.Tensor, labels: torch.Tensor, targeted: bool) -> torch
     return others - own if targeted else own - others
 
 
+@register_attack(
+    "cw",
+    box="white",
+    norms=("2",),
+    budget="none",
+    steps=100,
+    steps_means="Adam steps per search round",
+    paper="Carlini & Wagner 2017, arXiv:1608.04644",
+    aliases=("carlini-wagner", "cw-l2"),
+)
 def carlini_wagner_l2(
     forward: Forward,
     x: torch.Tensor,
@@ -246,6 +286,16 @@ def carlini_wagner_l2(
     return best
 
 
+@register_attack(
+    "deepfool",
+    box="white",
+    norms=("2",),
+    budget="none",
+    steps=50,
+    steps_means="max iterations",
+    paper="Moosavi-Dezfooli, Fawzi & Frossard 2016, arXiv:1511.04599",
+    targeted=False,
+)
 def deepfool(
     forward: Forward,
     x: torch.Tensor,
