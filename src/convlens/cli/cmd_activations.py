@@ -4,35 +4,36 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
+
+from typing_extensions import TypedDict
 
 from convlens.cli.context import Context
 from convlens.cli.images import iter_images
+from convlens.cli.schema import json_schema
 
-SCHEMA = {
-    "type": "object",
-    "required": ["model", "layer", "images", "errors"],
-    "properties": {
-        "model": {"type": "string"},
-        "layer": {"type": "string"},
-        "images": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "required": ["source", "shape", "top_channels", "out"],
-                "properties": {
-                    "source": {"type": "string"},
-                    "shape": {"type": "array", "items": {"type": "integer"}},
-                    "top_channels": {
-                        "type": "array",
-                        "items": {"type": "object", "required": ["channel", "strength"]},
-                    },
-                    "out": {"type": "string"},
-                },
-            },
-        },
-        "errors": {"type": "array", "items": {"type": "string"}},
-    },
-}
+
+class TopChannel(TypedDict):
+    channel: Any
+    strength: Any
+
+
+class Image(TypedDict):
+    source: str
+    shape: list[int]
+    top_channels: list[TopChannel]
+    out: str
+
+
+class ActivationsOutput(TypedDict):
+    model: str
+    layer: str
+    images: list[Image]
+    errors: list[str]
+
+
+#: the JSON schema of `--json` output, generated from its type
+SCHEMA = json_schema(ActivationsOutput)
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:

@@ -11,61 +11,54 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from typing_extensions import NotRequired, TypedDict
 
 from convlens.cli.context import Context
+from convlens.cli.schema import json_schema
 from convlens.cli.validators import at_least
 
-_SPLIT = {
-    "type": "object",
-    "properties": {
-        "folder": {"type": "string"},
-        "images": {"type": "integer"},
-        "accuracy": {"type": "number"},
-        "mean_outside_share": {
-            "type": ["number", "null"],
-            "description": "mean over images of the attribution mass outside the object / all mass",
-        },
-        "mean_background_fraction": {
-            "type": "number",
-            "description": "the share a uniform map would give",
-        },
-        "per_image": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "properties": {
-                    "source": {"type": "string"},
-                    "label": {"type": "integer"},
-                    "predicted": {"type": "integer"},
-                    "outside_share": {"type": ["number", "null"]},
-                },
-            },
-        },
-        "misclassified": {
-            "type": "array",
-            "description": "wrong predictions, largest outside share first (at most --top-k)",
-        },
-    },
-}
-SCHEMA = {
-    "type": "object",
-    "required": ["model", "method", "sign", "main", "counter", "counter_accuracy"],
-    "properties": {
-        "model": {"type": "string"},
-        "method": {"type": "string"},
-        "layer": {"type": ["string", "null"]},
-        "sign": {"type": "string", "enum": ["abs", "positive"]},
-        "main": _SPLIT,
-        "counter": {"oneOf": [_SPLIT, {"type": "null"}]},
-        "counter_accuracy": {"type": ["number", "null"]},
-        "figure": {"type": ["string", "null"]},
-        "provenance": {
-            "type": "object",
-            "description": "method, params, model name, weights sha256, versions, time",
-        },
-    },
-}
+
+class PerImageItem(TypedDict):
+    source: NotRequired[str]
+    label: NotRequired[int]
+    predicted: NotRequired[int]
+    outside_share: NotRequired[float | None]
+
+
+class Main(TypedDict):
+    folder: NotRequired[str]
+    images: NotRequired[int]
+    accuracy: NotRequired[float]
+    mean_outside_share: NotRequired[
+        Annotated[
+            float | None, "mean over images of the attribution mass outside the object / all mass"
+        ]
+    ]
+    mean_background_fraction: NotRequired[Annotated[float, "the share a uniform map would give"]]
+    per_image: NotRequired[list[PerImageItem]]
+    misclassified: NotRequired[
+        Annotated[list[Any], "wrong predictions, largest outside share first (at most --top-k)"]
+    ]
+
+
+class BiasOutput(TypedDict):
+    model: str
+    method: str
+    layer: NotRequired[str | None]
+    sign: Literal["abs", "positive"]
+    main: Main
+    counter: Main | None
+    counter_accuracy: float | None
+    figure: NotRequired[str | None]
+    provenance: NotRequired[
+        Annotated[dict[str, Any], "method, params, model name, weights sha256, versions, time"]
+    ]
+
+
+#: the JSON schema of `--json` output, generated from its type
+SCHEMA = json_schema(BiasOutput)
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:

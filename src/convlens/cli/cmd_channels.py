@@ -3,61 +3,45 @@
 from __future__ import annotations
 
 import argparse
+from typing import Annotated, Any
+
+from typing_extensions import TypedDict
 
 from convlens.cli.context import Context
+from convlens.cli.schema import json_schema
 
-SCHEMA = {
-    "type": "object",
-    "required": [
-        "model",
-        "layer",
-        "channels",
-        "images",
-        "labelled",
-        "accuracy",
-        "rankings",
-        "curve",
-        "files",
-        "errors",
-    ],
-    "properties": {
-        "model": {"type": "string"},
-        "layer": {"type": "string"},
-        "channels": {"type": "integer"},
-        "images": {"type": "integer"},
-        "labelled": {
-            "type": "boolean",
-            "description": "false: accuracy is agreement with the unpruned model's predictions",
-        },
-        "accuracy": {"type": "number", "description": "of the unpruned model"},
-        "rankings": {
-            "type": "object",
-            "description": "per method: channels most important first, and their scores",
-            "additionalProperties": {
-                "type": "object",
-                "required": ["order", "scores"],
-                "properties": {
-                    "order": {"type": "array", "items": {"type": "integer"}},
-                    "scores": {"type": "array", "items": {"type": "number"}},
-                },
-            },
-        },
-        "curve": {
-            "type": "object",
-            "required": ["counts", "accuracy", "random_orders"],
-            "properties": {
-                "counts": {"type": "array", "items": {"type": "integer"}},
-                "accuracy": {
-                    "type": "object",
-                    "description": "per method and 'random' (mean): accuracy at each count, least important channels removed first",
-                },
-                "random_orders": {"type": "integer"},
-            },
-        },
-        "files": {"type": "object"},
-        "errors": {"type": "array", "items": {"type": "string"}},
-    },
-}
+
+class RankingsValue(TypedDict):
+    order: list[int]
+    scores: list[float]
+
+
+class Curve(TypedDict):
+    counts: list[int]
+    accuracy: Annotated[
+        dict[str, Any],
+        "per method and 'random' (mean): accuracy at each count, least important channels removed first",
+    ]
+    random_orders: int
+
+
+class ChannelsOutput(TypedDict):
+    model: str
+    layer: str
+    channels: int
+    images: int
+    labelled: Annotated[bool, "false: accuracy is agreement with the unpruned model's predictions"]
+    accuracy: Annotated[float, "of the unpruned model"]
+    rankings: Annotated[
+        dict[str, RankingsValue], "per method: channels most important first, and their scores"
+    ]
+    curve: Curve
+    files: dict[str, Any]
+    errors: list[str]
+
+
+#: the JSON schema of `--json` output, generated from its type
+SCHEMA = json_schema(ChannelsOutput)
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:

@@ -3,29 +3,30 @@
 from __future__ import annotations
 
 import argparse
+from typing import Annotated
+
+from typing_extensions import NotRequired, TypedDict
 
 from convlens.cli.context import Context
+from convlens.cli.schema import json_schema
 from convlens.cli.validators import at_least
 
-SCHEMA = {
-    "type": "object",
-    "required": ["model", "shape_dir", "texture_dir", "out", "labels", "pairs", "files"],
-    "properties": {
-        "model": {"type": "string"},
-        "shape_dir": {"type": "string"},
-        "texture_dir": {"type": "string"},
-        "out": {"type": "string"},
-        "labels": {
-            "type": "string",
-            "description": "the path,shape,texture CSV (read by `convlens robustness shape-bias`)",
-        },
-        "pairs": {"type": "integer"},
-        "size": {"type": "integer"},
-        "steps": {"type": "integer"},
-        "seconds": {"type": "number"},
-        "files": {"type": "array", "items": {"type": "string"}},
-    },
-}
+
+class CueConflictOutput(TypedDict):
+    model: str
+    shape_dir: str
+    texture_dir: str
+    out: str
+    labels: Annotated[str, "the path,shape,texture CSV (read by `convlens robustness shape-bias`)"]
+    pairs: int
+    size: NotRequired[int]
+    steps: NotRequired[int]
+    seconds: NotRequired[float]
+    files: list[str]
+
+
+#: the JSON schema of `--json` output, generated from its type
+SCHEMA = json_schema(CueConflictOutput)
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:

@@ -4,23 +4,30 @@ from __future__ import annotations
 
 import argparse
 import time
+from typing import Any
+
+from typing_extensions import TypedDict
 
 from convlens.cli.context import Context
+from convlens.cli.schema import json_schema
 
-SCHEMA = {
-    "type": "object",
-    "required": ["model", "full", "sections", "out", "seconds"],
-    "properties": {
-        "model": {"type": "string"},
-        "full": {"type": "boolean"},
-        "out": {"type": "string"},
-        "seconds": {"type": "number"},
-        "sections": {
-            "type": "object",
-            "additionalProperties": {"type": "object", "required": ["files", "title", "seconds"]},
-        },
-    },
-}
+
+class SectionsValue(TypedDict):
+    files: Any
+    title: Any
+    seconds: Any
+
+
+class DemoOutput(TypedDict):
+    model: str
+    full: bool
+    out: str
+    seconds: float
+    sections: dict[str, SectionsValue]
+
+
+#: the JSON schema of `--json` output, generated from its type
+SCHEMA = json_schema(DemoOutput)
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:

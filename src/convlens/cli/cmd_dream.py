@@ -4,33 +4,27 @@ from __future__ import annotations
 
 import argparse
 
+from typing_extensions import NotRequired, TypedDict
+
 from convlens.cli.context import Context
+from convlens.cli.schema import json_schema
 from convlens.errors import BadInputError
 
-SCHEMA = {
-    "type": "object",
-    "required": [
-        "model",
-        "source",
-        "layer",
-        "size",
-        "objective_before",
-        "objective_after",
-        "out",
-        "errors",
-    ],
-    "properties": {
-        "model": {"type": "string"},
-        "source": {"type": "string"},
-        "layer": {"type": "string"},
-        "size": {"type": "array", "items": {"type": "integer"}},
-        "objective_before": {"type": "array", "items": {"type": "number"}},
-        "objective_after": {"type": "array", "items": {"type": "number"}},
-        "seconds": {"type": "number"},
-        "out": {"type": "string"},
-        "errors": {"type": "array", "items": {"type": "string"}},
-    },
-}
+
+class DreamOutput(TypedDict):
+    model: str
+    source: str
+    layer: str
+    size: list[int]
+    objective_before: list[float]
+    objective_after: list[float]
+    seconds: NotRequired[float]
+    out: str
+    errors: list[str]
+
+
+#: the JSON schema of `--json` output, generated from its type
+SCHEMA = json_schema(DreamOutput)
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:

@@ -3,24 +3,33 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any, Literal
+
+from typing_extensions import NotRequired, TypedDict
 
 from convlens.cli.context import Context
+from convlens.cli.schema import json_schema
 from convlens.cli.validators import at_least, greater_than
 
-SCHEMA = {
-    "type": "object",
-    "required": ["method", "points", "layer", "model", "files", "errors"],
-    "properties": {
-        "method": {"enum": ["tsne", "pca", "umap"]},
-        "points": {"type": "integer"},
-        "dims": {"enum": [2, 3]},
-        "layer": {"type": "string"},
-        "model": {"type": "string"},
-        "params": {"type": "object"},
-        "files": {"type": "object", "required": ["html", "png"]},
-        "errors": {"type": "array", "items": {"type": "string"}},
-    },
-}
+
+class Files(TypedDict):
+    html: Any
+    png: Any
+
+
+class EmbedOutput(TypedDict):
+    method: Literal["tsne", "pca", "umap"]
+    points: int
+    dims: NotRequired[Literal[2, 3]]
+    layer: str
+    model: str
+    params: NotRequired[dict[str, Any]]
+    files: Files
+    errors: list[str]
+
+
+#: the JSON schema of `--json` output, generated from its type
+SCHEMA = json_schema(EmbedOutput)
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:

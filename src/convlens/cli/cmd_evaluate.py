@@ -6,46 +6,37 @@ import argparse
 import csv
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from typing_extensions import NotRequired, TypedDict
 
 from convlens.cli.context import Context
+from convlens.cli.schema import json_schema
 from convlens.errors import BadInputError, ConvlensError
 
-SCHEMA = {
-    "type": "object",
-    "required": ["model", "images", "target", "rows", "out", "errors"],
-    "properties": {
-        "model": {"type": "string"},
-        "images": {"type": "integer"},
-        "target": {"enum": ["labels", "predicted", "given"]},
-        "rows": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "required": [
-                    "method",
-                    "deletion_auc",
-                    "deletion_sem",
-                    "insertion_auc",
-                    "insertion_sem",
-                    "seconds",
-                ],
-                "properties": {
-                    "method": {"type": "string"},
-                    "deletion_auc": {"type": "number"},
-                    "deletion_sem": {"type": "number"},
-                    "insertion_auc": {"type": "number"},
-                    "insertion_sem": {"type": "number"},
-                    "seconds": {"type": "number"},
-                    "pointing": {"type": "number"},
-                    "sanity_spearman": {"type": ["number", "null"]},
-                },
-            },
-        },
-        "out": {"type": "string"},
-        "errors": {"type": "array", "items": {"type": "string"}},
-    },
-}
+
+class Row(TypedDict):
+    method: str
+    deletion_auc: float
+    deletion_sem: float
+    insertion_auc: float
+    insertion_sem: float
+    seconds: float
+    pointing: NotRequired[float]
+    sanity_spearman: NotRequired[float | None]
+
+
+class EvaluateOutput(TypedDict):
+    model: str
+    images: int
+    target: Literal["labels", "predicted", "given"]
+    rows: list[Row]
+    out: str
+    errors: list[str]
+
+
+#: the JSON schema of `--json` output, generated from its type
+SCHEMA = json_schema(EvaluateOutput)
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:

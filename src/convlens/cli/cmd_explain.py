@@ -7,56 +7,42 @@ import json
 from pathlib import Path
 from typing import Any
 
+from typing_extensions import NotRequired, TypedDict
+
 from convlens.cli.context import Context
 from convlens.cli.images import expand_image_args, iter_images
+from convlens.cli.schema import json_schema
 from convlens.cli.targets import add_target_options, parse_target_options
 from convlens.errors import BadInputError
 
-SCHEMA = {
-    "type": "object",
-    "required": ["models", "methods", "images", "errors"],
-    "properties": {
-        "models": {"type": "array", "items": {"type": "string"}},
-        "methods": {"type": "array", "items": {"type": "string"}},
-        "images": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "required": ["source", "results", "out"],
-                "properties": {
-                    "source": {"type": "string"},
-                    "out": {"type": "string"},
-                    "results": {
-                        "type": "array",
-                        "items": {
-                            "type": "object",
-                            "required": [
-                                "model",
-                                "method",
-                                "target",
-                                "seconds",
-                                "map_min",
-                                "map_max",
-                            ],
-                            "properties": {
-                                "model": {"type": "string"},
-                                "method": {"type": "string"},
-                                "target": {"type": "object"},
-                                "layer": {"type": ["string", "null"]},
-                                "seconds": {"type": "number"},
-                                "map_min": {"type": "number"},
-                                "map_max": {"type": "number"},
-                            },
-                        },
-                    },
-                },
-            },
-        },
-        "raw": {"type": ["string", "null"]},
-        "dataset": {"type": ["object", "null"]},
-        "errors": {"type": "array", "items": {"type": "string"}},
-    },
-}
+
+class Result(TypedDict):
+    model: str
+    method: str
+    target: dict[str, Any]
+    layer: NotRequired[str | None]
+    seconds: float
+    map_min: float
+    map_max: float
+
+
+class Image(TypedDict):
+    source: str
+    out: str
+    results: list[Result]
+
+
+class ExplainOutput(TypedDict):
+    models: list[str]
+    methods: list[str]
+    images: list[Image]
+    raw: NotRequired[str | None]
+    dataset: NotRequired[dict[str, Any] | None]
+    errors: list[str]
+
+
+#: the JSON schema of `--json` output, generated from its type
+SCHEMA = json_schema(ExplainOutput)
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:

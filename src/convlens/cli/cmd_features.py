@@ -4,60 +4,39 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Annotated, Literal
+
+from typing_extensions import TypedDict
 
 from convlens.cli.context import Context
+from convlens.cli.schema import json_schema
 from convlens.errors import BadInputError
 
-SCHEMA = {
-    "type": "object",
-    "required": [
-        "model",
-        "layer",
-        "pooled",
-        "shape",
-        "dim",
-        "out",
-        "engine",
-        "workers",
-        "items",
-        "done",
-        "failed",
-        "shards",
-        "computed_shards",
-        "errors",
-    ],
-    "properties": {
-        "model": {"type": "string"},
-        "layer": {"type": "string"},
-        "pooled": {"type": "boolean"},
-        "shape": {
-            "type": "array",
-            "items": {"type": "integer"},
-            "description": "per-image shape of the layer's map",
-        },
-        "dim": {"type": "integer", "description": "values per image in the codes"},
-        "out": {"type": "string"},
-        "engine": {"type": "string", "enum": ["local", "ray"]},
-        "workers": {"type": "integer"},
-        "items": {"type": "integer", "description": "images found"},
-        "done": {"type": "integer", "description": "images with codes (resumed shards included)"},
-        "failed": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "required": ["path", "reason"],
-                "properties": {"path": {"type": "string"}, "reason": {"type": "string"}},
-            },
-        },
-        "shards": {"type": "array", "items": {"type": "string"}},
-        "computed_shards": {
-            "type": "array",
-            "items": {"type": "integer"},
-            "description": "shards computed by this call (resumed ones excluded)",
-        },
-        "errors": {"type": "array", "items": {"type": "string"}},
-    },
-}
+
+class FailedItem(TypedDict):
+    path: str
+    reason: str
+
+
+class FeaturesOutput(TypedDict):
+    model: str
+    layer: str
+    pooled: bool
+    shape: Annotated[list[int], "per-image shape of the layer's map"]
+    dim: Annotated[int, "values per image in the codes"]
+    out: str
+    engine: Literal["local", "ray"]
+    workers: int
+    items: Annotated[int, "images found"]
+    done: Annotated[int, "images with codes (resumed shards included)"]
+    failed: list[FailedItem]
+    shards: list[str]
+    computed_shards: Annotated[list[int], "shards computed by this call (resumed ones excluded)"]
+    errors: list[str]
+
+
+#: the JSON schema of `--json` output, generated from its type
+SCHEMA = json_schema(FeaturesOutput)
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:

@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 import argparse
+from typing import Literal
+
+from typing_extensions import TypedDict
 
 from convlens.cli.context import Context
+from convlens.cli.schema import json_schema
 
-SCHEMA = {
-    "type": "object",
-    "required": ["model", "layer", "mode", "shape", "out"],
-    "properties": {
-        "model": {"type": "string"},
-        "layer": {"type": "string"},
-        "mode": {"enum": ["rgb", "channels", "template"]},
-        "shape": {"type": "array", "items": {"type": "integer"}},
-        "out": {"type": "string"},
-    },
-}
+
+class FiltersOutput(TypedDict):
+    model: str
+    layer: str
+    mode: Literal["rgb", "channels", "template"]
+    shape: list[int]
+    out: str
+
+
+#: the JSON schema of `--json` output, generated from its type
+SCHEMA = json_schema(FiltersOutput)
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:

@@ -4,41 +4,41 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
+
+from typing_extensions import NotRequired, TypedDict
 
 from convlens.cli.context import Context
+from convlens.cli.schema import json_schema
 from convlens.cli.validators import at_least
 
-SCHEMA = {
-    "type": "object",
-    "required": [
-        "model",
-        "source",
-        "target",
-        "success",
-        "probability",
-        "predicted",
-        "linf",
-        "l2",
-        "steps",
-        "files",
-        "errors",
-    ],
-    "properties": {
-        "model": {"type": "string"},
-        "source": {"type": "string"},
-        "target": {"type": "object", "required": ["class", "label"]},
-        "original": {"type": ["object", "null"]},
-        "success": {"type": "boolean"},
-        "probability": {"type": "number"},
-        "predicted": {"type": "object", "required": ["class", "label"]},
-        "linf": {"type": "number"},
-        "linf_255": {"type": "number"},
-        "l2": {"type": "number"},
-        "steps": {"type": "integer"},
-        "files": {"type": "object"},
-        "errors": {"type": "array", "items": {"type": "string"}},
+Target = TypedDict(
+    "Target",
+    {
+        "class": Any,
+        "label": Any,
     },
-}
+)
+
+
+class FoolOutput(TypedDict):
+    model: str
+    source: str
+    target: Target
+    original: NotRequired[dict[str, Any] | None]
+    success: bool
+    probability: float
+    predicted: Target
+    linf: float
+    linf_255: NotRequired[float]
+    l2: float
+    steps: int
+    files: dict[str, Any]
+    errors: list[str]
+
+
+#: the JSON schema of `--json` output, generated from its type
+SCHEMA = json_schema(FoolOutput)
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:

@@ -3,37 +3,38 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
+
+from typing_extensions import TypedDict
 
 from convlens.cli.cmd_activations import output_for
 from convlens.cli.context import Context
 from convlens.cli.images import iter_images
+from convlens.cli.schema import json_schema
 from convlens.cli.targets import add_target_options, parse_target_options
 
-SCHEMA = {
-    "type": "object",
-    "required": ["model", "images", "errors"],
-    "properties": {
-        "model": {"type": "string"},
-        "images": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "required": ["source", "target_class", "loss", "layers", "out"],
-                "properties": {
-                    "source": {"type": "string"},
-                    "target_class": {"type": "integer"},
-                    "loss": {"type": "number"},
-                    "layers": {
-                        "type": "array",
-                        "items": {"type": "object", "required": ["name", "grad_norm"]},
-                    },
-                    "out": {"type": "string"},
-                },
-            },
-        },
-        "errors": {"type": "array", "items": {"type": "string"}},
-    },
-}
+
+class Layer(TypedDict):
+    name: Any
+    grad_norm: Any
+
+
+class Image(TypedDict):
+    source: str
+    target_class: int
+    loss: float
+    layers: list[Layer]
+    out: str
+
+
+class GradientsOutput(TypedDict):
+    model: str
+    images: list[Image]
+    errors: list[str]
+
+
+#: the JSON schema of `--json` output, generated from its type
+SCHEMA = json_schema(GradientsOutput)
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:

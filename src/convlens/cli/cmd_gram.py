@@ -3,22 +3,26 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
+
+from typing_extensions import TypedDict
 
 from convlens.cli.context import Context
+from convlens.cli.schema import json_schema
 
-SCHEMA = {
-    "type": "object",
-    "required": ["model", "source", "layer", "transform", "channels", "gram_trace", "files"],
-    "properties": {
-        "model": {"type": "string"},
-        "source": {"type": "string"},
-        "layer": {"type": "string"},
-        "transform": {"type": "string"},
-        "channels": {"type": "integer"},
-        "gram_trace": {"type": "number"},
-        "files": {"type": "object"},
-    },
-}
+
+class GramOutput(TypedDict):
+    model: str
+    source: str
+    layer: str
+    transform: str
+    channels: int
+    gram_trace: float
+    files: dict[str, Any]
+
+
+#: the JSON schema of `--json` output, generated from its type
+SCHEMA = json_schema(GramOutput)
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:

@@ -7,7 +7,10 @@ import importlib.metadata
 import importlib.util
 import platform
 
+from typing_extensions import TypedDict
+
 from convlens.cli.context import Context
+from convlens.cli.schema import json_schema
 
 # Optional packages convlens uses when present: import name -> (distribution, what for)
 EXTRAS = {
@@ -26,41 +29,31 @@ EXTRAS = {
     "fastapi": ("fastapi", "the web explorer (extra web)"),
 }
 
-SCHEMA = {
-    "type": "object",
-    "required": ["convlens", "python", "torch", "cuda", "cache_dir", "extras", "models"],
-    "properties": {
-        "convlens": {"type": "string"},
-        "python": {"type": "string"},
-        "torch": {"type": "string"},
-        "cuda": {"type": "boolean"},
-        "cache_dir": {"type": "string"},
-        "extras": {
-            "type": "object",
-            "additionalProperties": {
-                "type": "object",
-                "required": ["installed", "version", "purpose"],
-                "properties": {
-                    "installed": {"type": "boolean"},
-                    "version": {"type": ["string", "null"]},
-                    "purpose": {"type": "string"},
-                },
-            },
-        },
-        "models": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "required": ["name", "available", "description"],
-                "properties": {
-                    "name": {"type": "string"},
-                    "available": {"type": "boolean"},
-                    "description": {"type": "string"},
-                },
-            },
-        },
-    },
-}
+
+class ExtrasValue(TypedDict):
+    installed: bool
+    version: str | None
+    purpose: str
+
+
+class Model(TypedDict):
+    name: str
+    available: bool
+    description: str
+
+
+class InfoOutput(TypedDict):
+    convlens: str
+    python: str
+    torch: str
+    cuda: bool
+    cache_dir: str
+    extras: dict[str, ExtrasValue]
+    models: list[Model]
+
+
+#: the JSON schema of `--json` output, generated from its type
+SCHEMA = json_schema(InfoOutput)
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:

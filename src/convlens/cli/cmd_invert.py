@@ -3,34 +3,33 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
+
+from typing_extensions import TypedDict
 
 from convlens.cli.context import Context
+from convlens.cli.schema import json_schema
 from convlens.cli.validators import at_least
 from convlens.errors import BadInputError
 
-SCHEMA = {
-    "type": "object",
-    "required": ["model", "source", "layers", "out", "errors"],
-    "properties": {
-        "model": {"type": "string"},
-        "source": {"type": "string"},
-        "layers": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "required": ["layer", "psnr", "relative_error", "top1"],
-                "properties": {
-                    "layer": {"type": "string"},
-                    "psnr": {"type": "number"},
-                    "relative_error": {"type": "number"},
-                    "top1": {"type": "object"},
-                },
-            },
-        },
-        "out": {"type": "string"},
-        "errors": {"type": "array", "items": {"type": "string"}},
-    },
-}
+
+class Layer(TypedDict):
+    layer: str
+    psnr: float
+    relative_error: float
+    top1: dict[str, Any]
+
+
+class InvertOutput(TypedDict):
+    model: str
+    source: str
+    layers: list[Layer]
+    out: str
+    errors: list[str]
+
+
+#: the JSON schema of `--json` output, generated from its type
+SCHEMA = json_schema(InvertOutput)
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:

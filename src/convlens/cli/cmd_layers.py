@@ -4,48 +4,37 @@ from __future__ import annotations
 
 import argparse
 
-from convlens.cli.context import Context
+from typing_extensions import NotRequired, TypedDict
 
-SCHEMA = {
-    "type": "object",
-    "required": ["model", "input_size", "layers"],
-    "properties": {
-        "model": {"type": "string"},
-        "input_size": {"type": "array", "items": {"type": "integer"}},
-        "layers": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "required": [
-                    "name",
-                    "type",
-                    "output_shape",
-                    "parameters",
-                    "calls",
-                    "receptive_field",
-                    "is_leaf",
-                ],
-                "properties": {
-                    "name": {"type": "string"},
-                    "type": {"type": "string"},
-                    "output_shape": {"type": ["array", "null"], "items": {"type": "integer"}},
-                    "parameters": {"type": "integer"},
-                    "calls": {"type": "integer"},
-                    "is_leaf": {"type": "boolean"},
-                    "receptive_field": {
-                        "type": ["object", "null"],
-                        "properties": {
-                            "size": {"type": "array", "items": {"type": "number"}},
-                            "stride": {"type": "array", "items": {"type": "number"}},
-                            "offset": {"type": "array", "items": {"type": "number"}},
-                            "is_global": {"type": "boolean"},
-                        },
-                    },
-                },
-            },
-        },
-    },
-}
+from convlens.cli.context import Context
+from convlens.cli.schema import json_schema
+
+
+class ReceptiveField(TypedDict):
+    size: NotRequired[list[float]]
+    stride: NotRequired[list[float]]
+    offset: NotRequired[list[float]]
+    is_global: NotRequired[bool]
+
+
+class Layer(TypedDict):
+    name: str
+    type: str
+    output_shape: list[int] | None
+    parameters: int
+    calls: int
+    is_leaf: bool
+    receptive_field: ReceptiveField | None
+
+
+class LayersOutput(TypedDict):
+    model: str
+    input_size: list[int]
+    layers: list[Layer]
+
+
+#: the JSON schema of `--json` output, generated from its type
+SCHEMA = json_schema(LayersOutput)
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:

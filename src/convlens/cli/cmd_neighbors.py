@@ -3,47 +3,42 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from typing_extensions import TypedDict
 
 from convlens.cli.context import Context
+from convlens.cli.schema import json_schema
 from convlens.cli.validators import at_least
 
-SCHEMA = {
-    "type": "object",
-    "required": [
-        "model",
-        "layer",
-        "pooled",
-        "query",
-        "metric",
-        "ann",
-        "recall",
-        "neighbors",
-        "files",
-        "errors",
-    ],
-    "properties": {
-        "model": {"type": "string"},
-        "layer": {"type": "string"},
-        "pooled": {"type": "boolean"},
-        "query": {"type": "string"},
-        "metric": {"enum": ["l2", "cosine"]},
-        "ann": {"type": "boolean"},
-        "recall": {
-            "type": ["object", "null"],
-            "description": "ANN recall@k against exact search, measured when the index was built",
-        },
-        "neighbors": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "required": ["rank", "index", "path", "distance", "label", "prediction"],
-            },
-        },
-        "files": {"type": "object"},
-        "errors": {"type": "array", "items": {"type": "string"}},
-    },
-}
+
+class Neighbor(TypedDict):
+    rank: Any
+    index: Any
+    path: Any
+    distance: Any
+    label: Any
+    prediction: Any
+
+
+class NeighborsOutput(TypedDict):
+    model: str
+    layer: str
+    pooled: bool
+    query: str
+    metric: Literal["l2", "cosine"]
+    ann: bool
+    recall: Annotated[
+        dict[str, Any] | None,
+        "ANN recall@k against exact search, measured when the index was built",
+    ]
+    neighbors: list[Neighbor]
+    files: dict[str, Any]
+    errors: list[str]
+
+
+#: the JSON schema of `--json` output, generated from its type
+SCHEMA = json_schema(NeighborsOutput)
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:

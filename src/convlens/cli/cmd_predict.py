@@ -3,41 +3,38 @@
 from __future__ import annotations
 
 import argparse
+from typing import Annotated
+
+from typing_extensions import NotRequired, TypedDict
 
 from convlens.cli.context import Context
 from convlens.cli.images import iter_images
+from convlens.cli.schema import Bounds, json_schema
 
-SCHEMA = {
-    "type": "object",
-    "required": ["model", "predictions", "errors"],
-    "properties": {
-        "model": {"type": "string"},
-        "predictions": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "required": ["source", "top"],
-                "properties": {
-                    "source": {"type": "string"},
-                    "top": {
-                        "type": "array",
-                        "items": {
-                            "type": "object",
-                            "required": ["class", "label", "probability"],
-                            "properties": {
-                                "class": {"type": "integer", "minimum": 0},
-                                "label": {"type": "string"},
-                                "wnid": {"type": ["string", "null"]},
-                                "probability": {"type": "number", "minimum": 0, "maximum": 1},
-                            },
-                        },
-                    },
-                },
-            },
-        },
-        "errors": {"type": "array", "items": {"type": "string"}},
+TopItem = TypedDict(
+    "TopItem",
+    {
+        "class": Annotated[int, Bounds(minimum=0)],
+        "label": str,
+        "wnid": NotRequired[str | None],
+        "probability": Annotated[float, Bounds(minimum=0, maximum=1)],
     },
-}
+)
+
+
+class Prediction(TypedDict):
+    source: str
+    top: list[TopItem]
+
+
+class PredictOutput(TypedDict):
+    model: str
+    predictions: list[Prediction]
+    errors: list[str]
+
+
+#: the JSON schema of `--json` output, generated from its type
+SCHEMA = json_schema(PredictOutput)
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:

@@ -5,66 +5,69 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from typing_extensions import NotRequired, TypedDict
 
 from convlens.cli.context import Context
+from convlens.cli.schema import json_schema
 
-_METRICS = {"type": "object", "required": ["accuracy", "auc", "tpr_at_1_fpr"]}
-_DETECTION = {
-    "type": "object",
-    "required": ["precision", "recall", "false_positive_rate", "flagged"],
-}
 
-SCHEMA = {
-    "type": "object",
-    "required": ["experiment", "dataset", "seed", "files"],
-    "properties": {
-        "experiment": {"enum": ["membership", "inversion", "backdoor"]},
-        "dataset": {"enum": ["digits", "mnist"]},
-        "seed": {"type": "integer"},
-        "files": {"type": "object"},
-        "runs": {
-            "type": "array",
-            "description": "membership: one entry per recipe and seed",
-            "items": {
-                "type": "object",
-                "required": [
-                    "recipe",
-                    "seed",
-                    "held_out_accuracy",
-                    "train_accuracy",
-                    "loss_threshold",
-                    "shadow",
-                ],
-                "properties": {"loss_threshold": _METRICS, "shadow": _METRICS},
-            },
-        },
-        "sweep": {
-            "type": "array",
-            "description": "membership --sweep: AUC per epochs / weight decay",
-        },
-        "white_box": {
-            "type": "object",
-            "description": "inversion",
-            "required": ["target_hits", "judge_hits", "queries"],
-        },
-        "black_box": {
-            "type": "object",
-            "description": "inversion",
-            "required": ["target_hits", "judge_hits", "queries"],
-        },
-        "judge_held_out_accuracy": {"type": "number"},
-        "clean_model_accuracy": {"type": "number", "description": "backdoor"},
-        "backdoored_accuracy": {"type": "number"},
-        "attack_success": {"type": "number"},
-        "activation_clustering": _DETECTION,
-        "spectral_signatures": _DETECTION,
-        "neural_cleanse": {
-            "type": "object",
-            "required": ["named_label", "anomaly_index", "mask_iou", "target_found"],
-        },
-    },
-}
+class LossThreshold(TypedDict):
+    accuracy: Any
+    auc: Any
+    tpr_at_1_fpr: Any
+
+
+class Run(TypedDict):
+    loss_threshold: LossThreshold
+    shadow: LossThreshold
+    recipe: Any
+    seed: Any
+    held_out_accuracy: Any
+    train_accuracy: Any
+
+
+class WhiteBox(TypedDict):
+    target_hits: Any
+    judge_hits: Any
+    queries: Any
+
+
+class ActivationClustering(TypedDict):
+    precision: Any
+    recall: Any
+    false_positive_rate: Any
+    flagged: Any
+
+
+class NeuralCleanse(TypedDict):
+    named_label: Any
+    anomaly_index: Any
+    mask_iou: Any
+    target_found: Any
+
+
+class PrivacyOutput(TypedDict):
+    experiment: Literal["membership", "inversion", "backdoor"]
+    dataset: Literal["digits", "mnist"]
+    seed: int
+    files: dict[str, Any]
+    runs: NotRequired[Annotated[list[Run], "membership: one entry per recipe and seed"]]
+    sweep: NotRequired[Annotated[list[Any], "membership --sweep: AUC per epochs / weight decay"]]
+    white_box: NotRequired[Annotated[WhiteBox, "inversion"]]
+    black_box: NotRequired[Annotated[WhiteBox, "inversion"]]
+    judge_held_out_accuracy: NotRequired[float]
+    clean_model_accuracy: NotRequired[Annotated[float, "backdoor"]]
+    backdoored_accuracy: NotRequired[float]
+    attack_success: NotRequired[float]
+    activation_clustering: NotRequired[ActivationClustering]
+    spectral_signatures: NotRequired[ActivationClustering]
+    neural_cleanse: NotRequired[NeuralCleanse]
+
+
+#: the JSON schema of `--json` output, generated from its type
+SCHEMA = json_schema(PrivacyOutput)
 
 
 _EXPERIMENT_OPTIONS = {

@@ -3,36 +3,35 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
+
+from typing_extensions import NotRequired, TypedDict
 
 from convlens.cli.context import Context
+from convlens.cli.schema import json_schema
 from convlens.cli.validators import at_least
 
-SCHEMA = {
-    "type": "object",
-    "required": ["source", "models", "out", "sections", "images", "bytes", "seconds", "errors"],
-    "properties": {
-        "source": {"type": "string"},
-        "models": {"type": "array", "items": {"type": "string"}},
-        "out": {"type": "string"},
-        "full": {"type": "boolean"},
-        "sections": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "required": ["name", "title", "models"],
-                "properties": {
-                    "name": {"type": "string"},
-                    "title": {"type": "string"},
-                    "models": {"type": "object"},
-                },
-            },
-        },
-        "images": {"type": "integer"},
-        "bytes": {"type": "integer"},
-        "seconds": {"type": "number"},
-        "errors": {"type": "array", "items": {"type": "string"}},
-    },
-}
+
+class Section(TypedDict):
+    name: str
+    title: str
+    models: dict[str, Any]
+
+
+class ReportOutput(TypedDict):
+    source: str
+    models: list[str]
+    out: str
+    full: NotRequired[bool]
+    sections: list[Section]
+    images: int
+    bytes: int
+    seconds: float
+    errors: list[str]
+
+
+#: the JSON schema of `--json` output, generated from its type
+SCHEMA = json_schema(ReportOutput)
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:

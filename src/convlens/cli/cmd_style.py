@@ -3,39 +3,31 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
+
+from typing_extensions import TypedDict
 
 from convlens.cli.context import Context
+from convlens.cli.schema import json_schema
 from convlens.cli.validators import at_least
 
-SCHEMA = {
-    "type": "object",
-    "required": [
-        "model",
-        "content",
-        "styles",
-        "style_weights",
-        "size",
-        "steps",
-        "optimizer",
-        "content_loss",
-        "style_loss",
-        "seconds",
-        "files",
-    ],
-    "properties": {
-        "model": {"type": "string"},
-        "content": {"type": "string"},
-        "styles": {"type": "array", "items": {"type": "string"}},
-        "style_weights": {"type": "array", "items": {"type": "number"}},
-        "size": {"type": "array", "items": {"type": "integer"}},
-        "steps": {"type": "integer"},
-        "optimizer": {"type": "string"},
-        "content_loss": {"type": "number"},
-        "style_loss": {"type": "number"},
-        "seconds": {"type": "number"},
-        "files": {"type": "object"},
-    },
-}
+
+class StyleOutput(TypedDict):
+    model: str
+    content: str
+    styles: list[str]
+    style_weights: list[float]
+    size: list[int]
+    steps: int
+    optimizer: str
+    content_loss: float
+    style_loss: float
+    seconds: float
+    files: dict[str, Any]
+
+
+#: the JSON schema of `--json` output, generated from its type
+SCHEMA = json_schema(StyleOutput)
 
 
 def parse_list(text: str | None, what: str, cast: type = str) -> list:  # type: ignore[type-arg]

@@ -3,43 +3,38 @@
 from __future__ import annotations
 
 import argparse
+from typing import Annotated, Any
+
+from typing_extensions import NotRequired, TypedDict
 
 from convlens.cli.context import Context
+from convlens.cli.schema import json_schema
 
-SCHEMA = {
-    "type": "object",
-    "required": [
-        "model",
-        "style",
-        "out",
-        "images",
-        "steps",
-        "size",
-        "batch",
-        "seconds",
-        "loss",
-        "content_loss",
-        "style_loss",
-    ],
-    "properties": {
-        "model": {"type": "string"},
-        "style": {"type": "string"},
-        "out": {"type": "string"},
-        "images": {"type": "integer", "description": "number of training images"},
-        "held_out": {"type": ["array", "null"], "items": {"type": "string"}},
-        "steps": {"type": "integer"},
-        "size": {"type": "integer"},
-        "batch": {"type": "integer"},
-        "seconds": {"type": "number"},
-        "loss": {
-            "type": "object",
-            "required": ["first", "last"],
-            "description": "alpha*content + beta*style + tv*TV, mean of the first and last 10% of steps",
-        },
-        "content_loss": {"type": "number", "description": "mean over the last 10% of steps"},
-        "style_loss": {"type": "number", "description": "mean over the last 10% of steps"},
-    },
-}
+
+class Loss(TypedDict):
+    first: Any
+    last: Any
+
+
+class StyleTrainOutput(TypedDict):
+    model: str
+    style: str
+    out: str
+    images: Annotated[int, "number of training images"]
+    held_out: NotRequired[list[str] | None]
+    steps: int
+    size: int
+    batch: int
+    seconds: float
+    loss: Annotated[
+        Loss, "alpha*content + beta*style + tv*TV, mean of the first and last 10% of steps"
+    ]
+    content_loss: Annotated[float, "mean over the last 10% of steps"]
+    style_loss: Annotated[float, "mean over the last 10% of steps"]
+
+
+#: the JSON schema of `--json` output, generated from its type
+SCHEMA = json_schema(StyleTrainOutput)
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:

@@ -3,32 +3,31 @@
 from __future__ import annotations
 
 import argparse
+from typing import Annotated
+
+from typing_extensions import NotRequired, TypedDict
 
 from convlens.cli.context import Context
+from convlens.cli.schema import json_schema
 
-SCHEMA = {
-    "type": "object",
-    "required": ["net", "out", "images", "errors"],
-    "properties": {
-        "net": {"type": "string"},
-        "style": {"type": ["string", "null"], "description": "the style the net was trained on"},
-        "out": {"type": "string"},
-        "images": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "required": ["source", "file", "size", "seconds"],
-                "properties": {
-                    "source": {"type": "string"},
-                    "file": {"type": "string"},
-                    "size": {"type": "array", "items": {"type": "integer"}},
-                    "seconds": {"type": "number"},
-                },
-            },
-        },
-        "errors": {"type": "array", "items": {"type": "string"}},
-    },
-}
+
+class Image(TypedDict):
+    source: str
+    file: str
+    size: list[int]
+    seconds: float
+
+
+class StylizeOutput(TypedDict):
+    net: str
+    style: NotRequired[Annotated[str | None, "the style the net was trained on"]]
+    out: str
+    images: list[Image]
+    errors: list[str]
+
+
+#: the JSON schema of `--json` output, generated from its type
+SCHEMA = json_schema(StylizeOutput)
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:

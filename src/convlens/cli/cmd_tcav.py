@@ -3,66 +3,37 @@
 from __future__ import annotations
 
 import argparse
+from typing import Annotated
+
+from typing_extensions import NotRequired, TypedDict
 
 from convlens.cli.context import Context
+from convlens.cli.schema import json_schema
 
-SCHEMA = {
-    "type": "object",
-    "required": [
-        "model",
-        "layer",
-        "target",
-        "concept",
-        "randoms",
-        "images",
-        "mean",
-        "scores",
-        "random_scores",
-        "p_value",
-        "alpha",
-        "significant",
-        "accuracies",
-        "errors",
-    ],
-    "properties": {
-        "model": {"type": "string"},
-        "layer": {"type": "string"},
-        "target": {
-            "type": "integer",
-            "description": "the class tested (default: the class predicted most often on IMAGES)",
-        },
-        "concept": {"type": "string"},
-        "randoms": {"type": "array", "items": {"type": "string"}},
-        "images": {"type": "integer", "description": "class images read"},
-        "mean": {
-            "type": "number",
-            "description": "mean TCAV score over the concept CAVs: share of images whose class score rises along the concept",
-        },
-        "scores": {
-            "type": "array",
-            "items": {"type": "number"},
-            "description": "TCAV score of the concept against each random set",
-        },
-        "random_scores": {
-            "type": "array",
-            "items": {"type": "number"},
-            "description": "the null: random set i against random set i+1",
-        },
-        "p_value": {
-            "type": "number",
-            "description": "two-sided Welch t-test, scores against random_scores",
-        },
-        "alpha": {"type": "number"},
-        "significant": {"type": "boolean"},
-        "accuracies": {
-            "type": "array",
-            "items": {"type": "number"},
-            "description": "accuracy of each concept CAV's linear classifier",
-        },
-        "out": {"type": "string", "description": "the picture"},
-        "errors": {"type": "array", "items": {"type": "string"}},
-    },
-}
+
+class TcavOutput(TypedDict):
+    model: str
+    layer: str
+    target: Annotated[int, "the class tested (default: the class predicted most often on IMAGES)"]
+    concept: str
+    randoms: list[str]
+    images: Annotated[int, "class images read"]
+    mean: Annotated[
+        float,
+        "mean TCAV score over the concept CAVs: share of images whose class score rises along the concept",
+    ]
+    scores: Annotated[list[float], "TCAV score of the concept against each random set"]
+    random_scores: Annotated[list[float], "the null: random set i against random set i+1"]
+    p_value: Annotated[float, "two-sided Welch t-test, scores against random_scores"]
+    alpha: float
+    significant: bool
+    accuracies: Annotated[list[float], "accuracy of each concept CAV's linear classifier"]
+    out: NotRequired[Annotated[str, "the picture"]]
+    errors: list[str]
+
+
+#: the JSON schema of `--json` output, generated from its type
+SCHEMA = json_schema(TcavOutput)
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:

@@ -3,22 +3,26 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
+
+from typing_extensions import TypedDict
 
 from convlens.cli.context import Context
+from convlens.cli.schema import json_schema
 
-SCHEMA = {
-    "type": "object",
-    "required": ["model", "sample", "size", "steps", "style_loss", "seconds", "files"],
-    "properties": {
-        "model": {"type": "string"},
-        "sample": {"type": "string"},
-        "size": {"type": "array", "items": {"type": "integer"}},
-        "steps": {"type": "integer"},
-        "style_loss": {"type": "number"},
-        "seconds": {"type": "number"},
-        "files": {"type": "object"},
-    },
-}
+
+class TextureOutput(TypedDict):
+    model: str
+    sample: str
+    size: list[int]
+    steps: int
+    style_loss: float
+    seconds: float
+    files: dict[str, Any]
+
+
+#: the JSON schema of `--json` output, generated from its type
+SCHEMA = json_schema(TextureOutput)
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:

@@ -3,54 +3,51 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
+
+from typing_extensions import NotRequired, TypedDict
 
 from convlens.cli.context import Context
+from convlens.cli.schema import json_schema
 from convlens.cli.validators import at_least
 
-SCHEMA = {
-    "type": "object",
-    "required": [
-        "model",
-        "layer",
-        "k",
-        "images",
-        "done",
-        "failed",
-        "receptive_field",
-        "channels",
-        "files",
-        "errors",
-    ],
-    "properties": {
-        "model": {"type": "string"},
-        "layer": {"type": "string"},
-        "k": {"type": "integer"},
-        "images": {"type": "integer"},
-        "done": {"type": "integer"},
-        "failed": {"type": "integer"},
-        "engine": {"type": "string"},
-        "receptive_field": {"type": "object", "required": ["size", "stride", "offset"]},
-        "channels": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "required": ["channel", "patches"],
-                "properties": {
-                    "channel": {"type": "integer"},
-                    "patches": {
-                        "type": "array",
-                        "items": {
-                            "type": "object",
-                            "required": ["rank", "path", "value", "y", "x", "box"],
-                        },
-                    },
-                },
-            },
-        },
-        "files": {"type": "object"},
-        "errors": {"type": "array", "items": {"type": "string"}},
-    },
-}
+
+class ReceptiveField(TypedDict):
+    size: Any
+    stride: Any
+    offset: Any
+
+
+class Patche(TypedDict):
+    rank: Any
+    path: Any
+    value: Any
+    y: Any
+    x: Any
+    box: Any
+
+
+class Channel(TypedDict):
+    channel: int
+    patches: list[Patche]
+
+
+class TopPatchesOutput(TypedDict):
+    model: str
+    layer: str
+    k: int
+    images: int
+    done: int
+    failed: int
+    engine: NotRequired[str]
+    receptive_field: ReceptiveField
+    channels: list[Channel]
+    files: dict[str, Any]
+    errors: list[str]
+
+
+#: the JSON schema of `--json` output, generated from its type
+SCHEMA = json_schema(TopPatchesOutput)
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:

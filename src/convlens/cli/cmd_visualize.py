@@ -4,42 +4,40 @@ from __future__ import annotations
 
 import argparse
 import time
-from typing import Any
+from typing import Any, Literal
+
+from typing_extensions import NotRequired, TypedDict
 
 from convlens.cli.context import Context
+from convlens.cli.schema import json_schema
 from convlens.cli.validators import greater_than
 from convlens.errors import BadInputError
 
-SCHEMA = {
-    "type": "object",
-    "required": ["model", "kind", "spec", "objective", "images", "out", "errors"],
-    "properties": {
-        "model": {"type": "string"},
-        "kind": {"enum": ["class", "neuron", "layer"]},
-        "spec": {"type": "string"},
-        "objective": {"type": "string"},
-        "steps": {"type": "integer"},
-        "seconds": {"type": "number"},
-        "images": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "required": ["title"],
-                "properties": {
-                    "title": {"type": "string"},
-                    "value": {"type": "number"},
-                    "top1": {"type": "object"},
-                    "target_probability": {"type": "number"},
-                    "file": {"type": "string"},
-                },
-            },
-        },
-        "success": {"type": ["boolean", "null"]},
-        "out": {"type": "string"},
-        "gif": {"type": ["string", "null"]},
-        "errors": {"type": "array", "items": {"type": "string"}},
-    },
-}
+
+class Image(TypedDict):
+    title: str
+    value: NotRequired[float]
+    top1: NotRequired[dict[str, Any]]
+    target_probability: NotRequired[float]
+    file: NotRequired[str]
+
+
+class VisualizeOutput(TypedDict):
+    model: str
+    kind: Literal["class", "neuron", "layer"]
+    spec: str
+    objective: str
+    steps: NotRequired[int]
+    seconds: NotRequired[float]
+    images: list[Image]
+    success: NotRequired[bool | None]
+    out: str
+    gif: NotRequired[str | None]
+    errors: list[str]
+
+
+#: the JSON schema of `--json` output, generated from its type
+SCHEMA = json_schema(VisualizeOutput)
 
 
 #: weight of the diversity term for --diversity K: on Lite0 weight 2 barely separates the

@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from typing_extensions import NotRequired, TypedDict
 
 from convlens.cli.context import Context
+from convlens.cli.schema import json_schema
 from convlens.cli.side_by_side import (
+    SideBySide,
     check_class_scores,
     load_models,
     model_folders,
-    multi_schema,
     print_rows,
 )
 from convlens.cli.validators import at_least
@@ -23,66 +26,46 @@ from convlens.errors import BadInputError
 
 NAME = "corruptions"
 
-SINGLE = {
-    "type": "object",
-    "description": "one model",
-    "required": [
-        "model",
-        "source",
-        "n_images",
-        "corruptions",
-        "severities",
-        "clean_accuracy",
-        "top1_errors",
-        "mean_corruption_error",
-        "mce",
-        "files",
-        "errors",
-    ],
-    "properties": {
-        "model": {"type": "string"},
-        "source": {"type": "string"},
-        "n_images": {"type": "integer"},
-        "corruptions": {"type": "array", "items": {"type": "string"}},
-        "severities": {"type": "array", "items": {"type": "integer"}},
-        "clean_accuracy": {"type": "number"},
-        "clean_error": {"type": "number"},
-        "top1_errors": {
-            "type": "object",
-            "additionalProperties": {"type": "array", "items": {"type": "number"}},
-            "description": "corruption -> top-1 error at each severity",
-        },
-        "corruption_errors": {"type": "object"},
-        "mean_corruption_error": {"type": "number"},
-        "ce": {"type": "object"},
-        "mce": {"type": ["number", "null"]},
-        "relative_mce": {"type": ["number", "null"]},
-        "accuracy_drop": {"type": "object"},
-        "complete": {"type": "boolean"},
-        "mce_note": {"type": "string"},
-        "files": {"type": "object"},
-        "errors": {
-            "type": "array",
-            "items": {"type": "string"},
-            "description": "images that could not be read",
-        },
-    },
-}
+
+class CorruptionsOutput(TypedDict):
+    """one model"""
+
+    model: str
+    source: str
+    n_images: int
+    corruptions: list[str]
+    severities: list[int]
+    clean_accuracy: float
+    clean_error: NotRequired[float]
+    top1_errors: Annotated[dict[str, list[float]], "corruption -> top-1 error at each severity"]
+    corruption_errors: NotRequired[dict[str, Any]]
+    mean_corruption_error: float
+    ce: NotRequired[dict[str, Any]]
+    mce: float | None
+    relative_mce: NotRequired[float | None]
+    accuracy_drop: NotRequired[dict[str, Any]]
+    complete: NotRequired[bool]
+    mce_note: NotRequired[str]
+    files: dict[str, Any]
+    errors: Annotated[list[str], "images that could not be read"]
 
 
-SCHEMA = {
-    "oneOf": [
-        SINGLE,
-        multi_schema(
-            NAME,
-            SINGLE,
-            {
-                "table": "OUT/corruptions.csv: the one-model tables stacked, model in the first column",
-                "figure": "OUT/corruptions.png: error per corruption, a bar per model; error vs severity, a line per model",
-            },
-        ),
+class CorruptionsFiles(TypedDict):
+    table: Annotated[
+        str, "OUT/corruptions.csv: the one-model tables stacked, model in the first column"
     ]
-}
+    figure: Annotated[
+        str,
+        "OUT/corruptions.png: error per corruption, a bar per model; error vs severity, a line per model",
+    ]
+
+
+#: the JSON schema of a one-model run's `--json` output
+SINGLE = json_schema(CorruptionsOutput)
+#: the JSON schema of `--json` output: one model, or several side by side
+SCHEMA = json_schema(
+    CorruptionsOutput | SideBySide[Literal["corruptions"], CorruptionsOutput, CorruptionsFiles]
+)
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:

@@ -9,68 +9,52 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from typing_extensions import NotRequired, TypedDict
 
 from convlens.cli.context import Context
+from convlens.cli.schema import json_schema
 from convlens.cli.side_by_side import (
+    SideBySide,
     check_class_scores,
     load_models,
     model_folders,
-    multi_schema,
     print_rows,
 )
 from convlens.errors import BadInputError
 
 NAME = "attack-curve"
 
-SINGLE = {
-    "type": "object",
-    "description": "one model",
-    "required": [
-        "model",
-        "subcommand",
-        "source",
-        "images",
-        "norm",
-        "eps",
-        "methods",
-        "accuracy",
-        "files",
-        "errors",
-    ],
-    "properties": {
-        "model": {"type": "string"},
-        "subcommand": {"const": "attack-curve"},
-        "source": {"type": "string"},
-        "images": {"type": "integer"},
-        "norm": {"enum": ["inf", "2"]},
-        "steps": {"type": "integer"},
-        "eps": {"type": "array", "items": {"type": "number"}},
-        "methods": {"type": "array", "items": {"type": "string"}},
-        "accuracy": {
-            "type": "object",
-            "description": "method -> accuracy at each eps (same order as eps), counted on the 8-bit adversarial images",
-            "additionalProperties": {"type": "array", "items": {"type": "number"}},
-        },
-        "files": {"type": "object"},
-        "errors": {"type": "array", "items": {"type": "string"}},
-    },
-}
 
+class CurveOutput(TypedDict):
+    """one model"""
 
-SCHEMA = {
-    "oneOf": [
-        SINGLE,
-        multi_schema(
-            NAME,
-            SINGLE,
-            {
-                "table": "OUT/curve.csv: model,method and the accuracy at each eps",
-                "plot": "OUT/curve.png: one line per model and method",
-            },
-        ),
+    model: str
+    subcommand: Literal["attack-curve"]
+    source: str
+    images: int
+    norm: Literal["inf", "2"]
+    steps: NotRequired[int]
+    eps: list[float]
+    methods: list[str]
+    accuracy: Annotated[
+        dict[str, list[float]],
+        "method -> accuracy at each eps (same order as eps), counted on the 8-bit adversarial images",
     ]
-}
+    files: dict[str, Any]
+    errors: list[str]
+
+
+class CurveFiles(TypedDict):
+    table: Annotated[str, "OUT/curve.csv: model,method and the accuracy at each eps"]
+    plot: Annotated[str, "OUT/curve.png: one line per model and method"]
+
+
+#: the JSON schema of a one-model run's `--json` output
+SINGLE = json_schema(CurveOutput)
+#: the JSON schema of `--json` output: one model, or several side by side
+SCHEMA = json_schema(CurveOutput | SideBySide[Literal["attack-curve"], CurveOutput, CurveFiles])
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:

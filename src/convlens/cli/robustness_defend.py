@@ -11,97 +11,57 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from typing_extensions import NotRequired, TypedDict
 
 from convlens.cli.context import Context
+from convlens.cli.schema import json_schema
 from convlens.errors import BadInputError
 
 NAME = "defend"
 #: what ``--defence`` accepts
 CHOICES = ("jpeg", "bits", "noise", "pgd-trained")
 
-_ROW = {
-    "type": "object",
-    "required": [
-        "name",
-        "clean",
-        "transfer",
-        "non_adaptive",
-        "adaptive",
-        "apparent_gain",
-        "real_gain",
-        "gain_lost",
-    ],
-    "properties": {
-        "name": {
-            "type": "string",
-            "description": "none (the undefended model), jpegQ, bitsB, noiseS or pgd-trained",
-        },
-        "clean": {"type": "number"},
-        "transfer": {
-            "type": "number",
-            "description": "accuracy under PGD crafted on the undefended model",
-        },
-        "non_adaptive": {
-            "type": "number",
-            "description": "under PGD with the defended system's own gradients",
-        },
-        "adaptive": {
-            "type": "number",
-            "description": "under PGD with BPDA / EOT gradients (white-box PGD for pgd-trained)",
-        },
-        "apparent_gain": {
-            "type": "number",
-            "description": "non_adaptive minus the undefended model's accuracy under attack",
-        },
-        "real_gain": {
-            "type": "number",
-            "description": "adaptive minus the undefended model's accuracy under attack",
-        },
-        "gain_lost": {
-            "type": ["number", "null"],
-            "description": "1 - real_gain / apparent_gain; null when there is no apparent gain",
-        },
-    },
-}
 
-SCHEMA = {
-    "type": "object",
-    "required": [
-        "model",
-        "subcommand",
-        "source",
-        "images",
-        "norm",
-        "eps",
-        "steps",
-        "eot_samples",
-        "defences",
-        "files",
-        "errors",
-    ],
-    "properties": {
-        "model": {"type": "string"},
-        "subcommand": {"const": NAME},
-        "source": {"type": "string"},
-        "images": {"type": "integer"},
-        "norm": {"const": "inf"},
-        "eps": {"type": "number"},
-        "steps": {"type": "integer"},
-        "eot_samples": {"type": "integer"},
-        "robust_model": {"type": ["string", "null"]},
-        "defences": {
-            "type": "array",
-            "items": _ROW,
-            "description": "the undefended model first, then each defence in the order given",
-        },
-        "files": {
-            "type": "object",
-            "description": "plot (defences.png), table (defences.csv), result (defences.npz)",
-        },
-        "errors": {"type": "array", "items": {"type": "string"}},
-    },
-}
+class Defence(TypedDict):
+    name: Annotated[str, "none (the undefended model), jpegQ, bitsB, noiseS or pgd-trained"]
+    clean: float
+    transfer: Annotated[float, "accuracy under PGD crafted on the undefended model"]
+    non_adaptive: Annotated[float, "under PGD with the defended system's own gradients"]
+    adaptive: Annotated[
+        float, "under PGD with BPDA / EOT gradients (white-box PGD for pgd-trained)"
+    ]
+    apparent_gain: Annotated[
+        float, "non_adaptive minus the undefended model's accuracy under attack"
+    ]
+    real_gain: Annotated[float, "adaptive minus the undefended model's accuracy under attack"]
+    gain_lost: Annotated[
+        float | None, "1 - real_gain / apparent_gain; null when there is no apparent gain"
+    ]
+
+
+class RobustnessDefendOutput(TypedDict):
+    model: str
+    subcommand: Literal["defend"]
+    source: str
+    images: int
+    norm: Literal["inf"]
+    eps: float
+    steps: int
+    eot_samples: int
+    robust_model: NotRequired[str | None]
+    defences: Annotated[
+        list[Defence], "the undefended model first, then each defence in the order given"
+    ]
+    files: Annotated[
+        dict[str, Any], "plot (defences.png), table (defences.csv), result (defences.npz)"
+    ]
+    errors: list[str]
+
+
+#: the JSON schema of `--json` output, generated from its type
+SCHEMA = json_schema(RobustnessDefendOutput)
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:

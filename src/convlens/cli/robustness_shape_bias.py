@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from typing_extensions import TypedDict
 
 from convlens.cli.context import Context
+from convlens.cli.schema import json_schema
 from convlens.cli.side_by_side import (
+    SideBySide,
     check_class_scores,
     load_models,
     model_folders,
-    multi_schema,
     print_rows,
 )
 from convlens.cli.validators import at_least
@@ -23,59 +26,45 @@ from convlens.errors import BadInputError
 
 NAME = "shape-bias"
 
-SINGLE = {
-    "type": "object",
-    "description": "one model",
-    "required": [
-        "model",
-        "source",
-        "preprocess",
-        "shape_bias",
-        "shape",
-        "texture",
-        "other",
-        "n_conflict",
-        "n_excluded",
-        "per_category",
-        "files",
-        "errors",
-    ],
-    "properties": {
-        "model": {"type": "string"},
-        "source": {"type": "string"},
-        "preprocess": {"enum": ["standard", "as-is"]},
-        "shape_bias": {"type": ["number", "null"]},
-        "shape": {"type": "integer"},
-        "texture": {"type": "integer"},
-        "other": {"type": "integer"},
-        "n_conflict": {"type": "integer"},
-        "n_excluded": {"type": "integer"},
-        "per_category": {
-            "type": "object",
-            "additionalProperties": {
-                "type": "object",
-                "required": ["shape", "texture", "other", "shape_bias"],
-            },
-        },
-        "files": {"type": "object"},
-        "errors": {"type": "array", "items": {"type": "string"}},
-    },
-}
+
+class PerCategoryValue(TypedDict):
+    shape: Any
+    texture: Any
+    other: Any
+    shape_bias: Any
 
 
-SCHEMA = {
-    "oneOf": [
-        SINGLE,
-        multi_schema(
-            NAME,
-            SINGLE,
-            {
-                "table": "OUT/shape_bias.csv: model,category,shape,texture,other,shape_bias (category 'all': the overall numbers)",
-                "figure": "OUT/shape_bias.png: per-category shape fraction, one colour per model",
-            },
-        ),
+class ShapeBiasOutput(TypedDict):
+    """one model"""
+
+    model: str
+    source: str
+    preprocess: Literal["standard", "as-is"]
+    shape_bias: float | None
+    shape: int
+    texture: int
+    other: int
+    n_conflict: int
+    n_excluded: int
+    per_category: dict[str, PerCategoryValue]
+    files: dict[str, Any]
+    errors: list[str]
+
+
+class ShapeBiasFiles(TypedDict):
+    table: Annotated[
+        str,
+        "OUT/shape_bias.csv: model,category,shape,texture,other,shape_bias (category 'all': the overall numbers)",
     ]
-}
+    figure: Annotated[str, "OUT/shape_bias.png: per-category shape fraction, one colour per model"]
+
+
+#: the JSON schema of a one-model run's `--json` output
+SINGLE = json_schema(ShapeBiasOutput)
+#: the JSON schema of `--json` output: one model, or several side by side
+SCHEMA = json_schema(
+    ShapeBiasOutput | SideBySide[Literal["shape-bias"], ShapeBiasOutput, ShapeBiasFiles]
+)
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:

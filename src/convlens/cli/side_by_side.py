@@ -4,19 +4,25 @@ Each model's run is exactly the one-model run of the subcommand, written to its 
 sub-folder ``OUT/<model>/``; the subcommand then adds one table and one picture across
 the models in ``OUT``. What lives here is shared by the subcommands: loading the models
 (once, all of them, before any work), checking that each gives the class scores the
-command needs, the sub-folders, and the ``--json`` schema of a multi-model run.
+command needs, the sub-folders, and the ``--json`` payload type of a multi-model run.
 """
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
+
+from typing_extensions import TypedDict
 
 from convlens.cli.context import Context
 from convlens.errors import BadInputError
 
-__all__ = ["check_class_scores", "load_models", "model_folders", "multi_schema", "print_rows"]
+__all__ = ["SideBySide", "check_class_scores", "load_models", "model_folders", "print_rows"]
+
+Name = TypeVar("Name")  # Literal["subcommand-name"]
+One = TypeVar("One")  # the one-model output
+Files = TypeVar("Files")  # the files made across the models
 
 
 def load_models(ctx: Context) -> list[Any]:
@@ -76,25 +82,15 @@ def model_folders(out: Path, models: list[Any]) -> list[Path]:
     return folders
 
 
-def multi_schema(name: str, single: dict[str, Any], files: dict[str, str]) -> dict[str, Any]:
-    """The ``--json`` schema of a run over several models: one one-model output per model."""
-    return {
-        "type": "object",
-        "description": f"several models (--model a,b,...): `results` holds one {name} output per model, in --model order, each written to OUT/<model>/; `files` are the table and picture across the models",
-        "required": ["subcommand", "models", "source", "results", "files", "errors"],
-        "properties": {
-            "subcommand": {"const": name},
-            "models": {"type": "array", "items": {"type": "string"}},
-            "source": {"type": "string"},
-            "results": {"type": "array", "items": single},
-            "files": {
-                "type": "object",
-                "required": sorted(files),
-                "properties": {k: {"type": "string", "description": v} for k, v in files.items()},
-            },
-            "errors": {"type": "array", "items": {"type": "string"}},
-        },
-    }
+class SideBySide(TypedDict, Generic[Name, One, Files]):
+    """several models (--model a,b,...): `results` holds one one-model output per model, in --model order, each written to OUT/<model>/; `files` are the table and picture across the models"""
+
+    subcommand: Name
+    models: list[str]
+    source: str
+    results: list[One]
+    files: Files
+    errors: list[str]
 
 
 def print_rows(rows: list[list[str]]) -> None:
