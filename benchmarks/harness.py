@@ -20,7 +20,6 @@ import importlib
 import importlib.metadata
 import importlib.util
 import os
-import pkgutil
 import platform
 import re
 import statistics
@@ -501,9 +500,9 @@ def discover_rows(
         raise TypeError(
             f"{pkg.__name__} is a module, not a package: rows live in a folder of modules"
         )
-    names = sorted(
-        info.name for info in pkgutil.iter_modules(pkg.__path__) if not info.name.startswith("_")
-    )
+    from convlens.discovery import submodule_names
+
+    names = submodule_names(pkg)
     names.sort(key=lambda n: (list(first).index(n) if n in first else len(first), n))
     rows: list[BenchRow] = []
     for name in names:

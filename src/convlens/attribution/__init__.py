@@ -4,9 +4,6 @@ Every module of this package registers its methods in :data:`METHODS` on import;
 ``__init__`` imports them all (a new family is a new file, nothing to list here).
 """
 
-import importlib as _importlib
-import pkgutil as _pkgutil
-
 from convlens.attribution.base import (
     METHODS,
     MethodSpec,
@@ -18,10 +15,9 @@ from convlens.attribution.base import (
     reduce_channels,
     register_method,
 )
+from convlens.discovery import submodules as _submodules
 
-for _info in _pkgutil.iter_modules(__path__):
-    if not _info.name.startswith("_") and _info.name != "base":
-        _importlib.import_module(f"{__name__}.{_info.name}")
+_submodules(__name__, skip=("base",))
 
 __all__ = [
     "METHODS",

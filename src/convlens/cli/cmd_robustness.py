@@ -29,12 +29,11 @@ from __future__ import annotations
 
 import argparse
 import copy
-import importlib
-import pkgutil
 from types import ModuleType
 from typing import Any
 
 from convlens.cli.context import Context
+from convlens.discovery import submodules
 from convlens.errors import BadInputError
 
 __all__ = ["PREFIX", "SCHEMA", "SCHEMAS", "register", "subcommand_modules"]
@@ -44,12 +43,7 @@ PREFIX = "robustness_"
 
 def subcommand_modules() -> list[ModuleType]:
     """Every ``convlens.cli.robustness_*`` module, sorted by module name."""
-    import convlens.cli as package
-
-    names = sorted(
-        m.name for m in pkgutil.iter_modules(package.__path__) if m.name.startswith(PREFIX)
-    )
-    return [importlib.import_module(f"convlens.cli.{name}") for name in names]
+    return submodules("convlens.cli", prefix=PREFIX)
 
 
 def subcommand_name(module: ModuleType) -> str:

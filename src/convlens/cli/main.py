@@ -14,11 +14,11 @@ import argparse
 import importlib
 import logging
 import os
-import pkgutil
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
+from convlens.discovery import submodule_names
 from convlens.errors import BadInputError, ConvlensError, MissingDependencyError
 
 __all__ = ["build_parser", "main"]
@@ -113,11 +113,7 @@ def common_options() -> argparse.ArgumentParser:
 
 
 def _command_modules() -> list[str]:
-    import convlens.cli as package
-
-    return sorted(
-        m.name for m in pkgutil.iter_modules(package.__path__) if m.name.startswith("cmd_")
-    )
+    return submodule_names("convlens.cli", prefix="cmd_")
 
 
 def build_parser() -> argparse.ArgumentParser:

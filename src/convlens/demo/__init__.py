@@ -6,15 +6,14 @@ Sections register themselves: every module in this package defines ``SECTION``, 
 
 from __future__ import annotations
 
-import importlib
 import json
-import pkgutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from convlens.discovery import collect
 from convlens.progress import ProgressFn
 
 __all__ = ["DemoSection", "discover_sections", "run_demo"]
@@ -38,15 +37,7 @@ class DemoSection:
 
 def discover_sections() -> list[DemoSection]:
     """Every ``SECTION`` defined by a module of this package, in order."""
-    import convlens.demo as package
-
-    sections = []
-    for info in pkgutil.iter_modules(package.__path__):
-        module = importlib.import_module(f"convlens.demo.{info.name}")
-        section = getattr(module, "SECTION", None)
-        if isinstance(section, DemoSection):
-            sections.append(section)
-    return sorted(sections, key=lambda s: (s.order, s.name))
+    return sorted(collect(__name__, "SECTION", DemoSection), key=lambda s: (s.order, s.name))
 
 
 def run_demo(

@@ -26,10 +26,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import html
-import importlib
 import json
 import os
-import pkgutil
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -37,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from convlens.discovery import collect
 from convlens.progress import ProgressFn
 
 __all__ = [
@@ -134,17 +133,10 @@ class ReportSection:
 def discover_sections(*, index: bool = False) -> list[ReportSection]:
     """Every ``SECTION`` defined by a module of this package, in order (with ``index``, also
     the sections that need a features index)."""
-    import convlens.render.report as package
-
-    sections = []
-    for info in pkgutil.iter_modules(package.__path__):
-        if info.name.startswith("_"):
-            continue
-        module = importlib.import_module(f"{package.__name__}.{info.name}")
-        section = getattr(module, "SECTION", None)
-        if isinstance(section, ReportSection) and (index or not section.needs_index):
-            sections.append(section)
-    return sorted(sections, key=lambda s: (s.order, s.name))
+    sections = collect(__name__, "SECTION", ReportSection)
+    return sorted(
+        (s for s in sections if index or not s.needs_index), key=lambda s: (s.order, s.name)
+    )
 
 
 def figure_html(image: ReportImage, *, width: int | None = None) -> str:
