@@ -41,9 +41,9 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 
 from convlens.attribution.base import register_method
+from convlens.blur import gaussian_blur, gaussian_radius
 from convlens.errors import BadInputError
 from convlens.hooks import inference_context
 from convlens.models.model import Model
@@ -56,7 +56,6 @@ __all__ = [
     "adaptive_quadrature",
     "baseline_input",
     "completeness_error",
-    "gaussian_blur",
     "integrated_gradients",
     "integrated_gradients_with_error",
     "uniform_quadrature",
@@ -131,25 +130,16 @@ def baseline_input(
             raise BadInputError(
                 f"blur_sigma={blur_sigma}: the blur's standard deviation must be >= 0 pixels"
             )
-        return gaussian_blur(x, blur_sigma)
+        # radius ceil(3 sigma), edges repeated: the blur this baseline has always had
+        return gaussian_blur(
+            x,
+            blur_sigma,
+            radius=gaussian_radius(blur_sigma, 3.0, round_up=True),
+            border="replicate",
+        )
     raise BadInputError(
         f"baseline={baseline!r}: choose {', '.join(BASELINES)} or pass an input-space tensor"
     )
-
-
-def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur of each channel (radius ``ceil(3 sigma)``, replicated borders)."""
-    if sigma == 0:
-        return x.clone()
-    radius = math.ceil(3 * sigma)
-    offsets = torch.arange(-radius, radius + 1, device=x.device, dtype=x.dtype)
-    kernel = torch.exp(-0.5 * (offsets / sigma) ** 2)
-    kernel = kernel / kernel.sum()
-    c = x.shape[1]
-    rows = kernel.view(1, 1, -1, 1).expand(c, 1, -1, 1)
-    cols = kernel.view(1, 1, 1, -1).expand(c, 1, 1, -1)
-    out = F.conv2d(F.pad(x, (0, 0, radius, radius), mode="replicate"), rows, groups=c)
-    return F.conv2d(F.pad(out, (radius, radius, 0, 0), mode="replicate"), cols, groups=c)
 
 
 # -- quadratures -------------------------------------------------------------------------

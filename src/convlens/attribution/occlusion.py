@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from convlens.attribution.base import register_method
-from convlens.attribution.integrated import gaussian_blur
+from convlens.blur import gaussian_blur, gaussian_radius
 from convlens.errors import BadInputError, TargetError
 from convlens.hooks import inference_context
 from convlens.models.model import Model
@@ -222,7 +222,10 @@ def _fill_image(model: Model, x1: torch.Tensor, fill: str | float, patch: int) -
     """What a window shows, in input space, ``(1, C, H, W)``."""
     if fill == "blur":
         # blurring commutes with the per-channel affine normalisation (the kernel sums to 1)
-        return gaussian_blur(x1, patch / 2)
+        sigma = patch / 2
+        return gaussian_blur(
+            x1, sigma, radius=gaussian_radius(sigma, 3.0, round_up=True), border="replicate"
+        )
     if fill == "mean":
         pixels = model.denormalize(x1).mean(dim=(2, 3), keepdim=True)
     else:

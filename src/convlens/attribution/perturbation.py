@@ -28,8 +28,9 @@ import numpy as np
 import torch
 
 from convlens.attribution.base import register_method
-from convlens.attribution.integrated import _fixed_target, _rows_target, gaussian_blur
+from convlens.attribution.integrated import _fixed_target, _rows_target
 from convlens.attribution.occlusion import occlusion
+from convlens.blur import gaussian_blur, gaussian_radius
 from convlens.errors import BadInputError
 from convlens.hooks import inference_context
 from convlens.models.model import Model
@@ -119,7 +120,12 @@ def _fill(model: Model, x: torch.Tensor, fill: str | float, blur_sigma: float) -
     if fill == "zero":
         return model.normalize(torch.zeros_like(x[:1])).expand_as(x).clone()
     if fill == "blur":
-        return gaussian_blur(x, blur_sigma)
+        return gaussian_blur(
+            x,
+            blur_sigma,
+            radius=gaussian_radius(blur_sigma, 3.0, round_up=True),
+            border="replicate",
+        )
     if isinstance(fill, (int, float)) and not isinstance(fill, bool) and 0 <= fill <= 1:
         return model.normalize(torch.full_like(x[:1], float(fill))).expand_as(x).clone()
     raise BadInputError(f"fill={fill!r}: choose {', '.join(FILLS)} or a grey level in [0, 1]")

@@ -15,17 +15,15 @@ images; nothing is differentiated.
 
 from __future__ import annotations
 
-import math
-
 import torch
-import torch.nn.functional as F
 
+from convlens.blur import gaussian_blur, gaussian_radius
 from convlens.errors import BadInputError, TargetError
 from convlens.models.model import Model
 from convlens.progress import ProgressFn
 from convlens.targets import TargetLike, resolve_target
 
-__all__ = ["deletion_auc", "fill_image", "gaussian_blur", "insertion_auc", "pixel_ranks"]
+__all__ = ["deletion_auc", "fill_image", "insertion_auc", "pixel_ranks"]
 
 
 FILLS = ("blur", "zero", "mean")
@@ -171,30 +169,13 @@ def fill_image(
         sigma = blur_sigma if blur_sigma is not None else max(x.shape[-2:]) / 32
         if not sigma > 0:
             raise BadInputError(f"blur_sigma={blur_sigma!r}: pass a positive number of pixels")
-        return gaussian_blur(x, sigma)
+        # radius ceil(3 sigma), mirrored edges
+        return gaussian_blur(
+            x, sigma, radius=gaussian_radius(sigma, 3.0, round_up=True), border="reflect"
+        )
     raise BadInputError(
         f"fill={fill!r}: choose {', '.join(FILLS)} or an input-space tensor shaped like x"
     )
-
-
-def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur of ``(N, C, H, W)`` with reflected borders (radius ``3 sigma``)."""
-    h, w = x.shape[-2:]
-    radius = max(1, math.ceil(3 * sigma))
-    offsets = torch.arange(-radius, radius + 1, device=x.device, dtype=x.dtype)
-    kernel = torch.exp(-(offsets**2) / (2 * sigma**2))
-    kernel = kernel / kernel.sum()
-    c = x.shape[1]
-    out = x
-    for dim, size in ((-1, w), (-2, h)):
-        pad = min(radius, size - 1)  # reflect padding needs pad < size: truncate and renormalise
-        k = kernel[radius - pad : radius + pad + 1]
-        k = k / k.sum()
-        shape = (1, 1, 1, 2 * pad + 1) if dim == -1 else (1, 1, 2 * pad + 1, 1)
-        padding = (pad, pad, 0, 0) if dim == -1 else (0, 0, pad, pad)
-        weight = k.reshape(shape).expand(c, -1, -1, -1).contiguous()
-        out = F.conv2d(F.pad(out, padding, mode="reflect") if pad else out, weight, groups=c)
-    return out
 
 
 def _auc(

@@ -32,6 +32,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from convlens import blur
 from convlens.errors import BadInputError
 
 __all__ = [
@@ -344,32 +345,18 @@ def standard_transforms(size: int = 224, *, padding_mode: str = "reflection") ->
 
 
 # -- periodic operations on the image (Yosinski et al. 2015) -------------------------------
-def _gaussian_kernel(
-    sigma: float, radius: int, dtype: torch.dtype, device: torch.device
-) -> torch.Tensor:
-    t = torch.arange(-radius, radius + 1, dtype=torch.float64)
-    k = torch.exp(-0.5 * (t / sigma) ** 2)
-    return (k / k.sum()).to(device=device, dtype=dtype)
-
-
 def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     """Blur each channel with a Gaussian of standard deviation ``sigma`` pixels.
 
     Separable, truncated at ``4 sigma`` (at most one pixel less than the image side), with
     mirror padding at the edges (``torch``'s ``"reflect"``, scipy's ``"mirror"``), so a
-    constant image is unchanged.
+    constant image is unchanged: :func:`convlens.blur.gaussian_blur` with that radius and
+    border, refusing ``sigma = 0`` (the engine's blur is either on or absent).
     """
     _check_image(x)
     if not sigma > 0:
         raise BadInputError(f"blur sigma must be > 0 pixels, got {sigma}")
-    _, c, h, w = x.shape
-    radius = min(int(4 * sigma + 0.5), h - 1, w - 1)
-    if radius < 1:
-        return x
-    k = _gaussian_kernel(sigma, radius, x.dtype, x.device)
-    out = F.pad(x, (radius, radius, radius, radius), mode="reflect")
-    out = F.conv2d(out, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
-    return F.conv2d(out, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+    return blur.gaussian_blur(x, sigma, radius=blur.gaussian_radius(sigma, 4.0), border="reflect")
 
 
 def _check_percentile(p: float, what: str) -> float:
