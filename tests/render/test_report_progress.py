@@ -101,10 +101,13 @@ def test_a_section_that_misreports_cannot_overshoot_or_stall(
     def silent(model: Any, batch: Any, ctx: Any) -> Fragment:
         return Fragment("<p>silent</p>")
 
+    def show(fragment: Fragment, model: Any, ctx: Any) -> Fragment:
+        return fragment  # these sections compute their fragment; drawing adds nothing
+
     sections = [
-        ReportSection("chatty", "Chatty", 1, chatty, steps=lambda m, c: 4),
-        ReportSection("quits", "Quits", 2, quits, steps=lambda m, c: 3),
-        ReportSection("silent", "Silent", 3, silent),
+        ReportSection("chatty", "Chatty", 1, chatty, show, steps=lambda m, c: 4),
+        ReportSection("quits", "Quits", 2, quits, show, steps=lambda m, c: 3),
+        ReportSection("silent", "Silent", 3, silent, show),
     ]
     monkeypatch.setattr(report_module, "discover_sections", lambda index=False: sections)
     calls: list[tuple[int, int]] = []

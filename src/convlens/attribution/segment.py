@@ -11,6 +11,8 @@ of the foreground, as in the paper.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 
@@ -19,7 +21,7 @@ from convlens.errors import BadInputError, MissingDependencyError
 from convlens.models.model import Model
 from convlens.targets import TargetLike
 
-__all__ = ["grabcut_seeds", "segment"]
+__all__ = ["foreground_fraction", "grabcut_seeds", "segment"]
 
 #: OpenCV's GrabCut labels (cv2.GC_BGD, GC_FGD, GC_PR_BGD, GC_PR_FGD), fixed by its API
 GC_BGD, GC_FGD, GC_PR_BGD, GC_PR_FGD = 0, 1, 2, 3
@@ -117,7 +119,7 @@ def grabcut_seeds(
 
 def _grabcut(
     cv2, image: np.ndarray, seeds: np.ndarray, iterations: int, largest_component: bool
-) -> np.ndarray:  # type: ignore[no-untyped-def]
+) -> np.ndarray:
     fg = (seeds == GC_FGD) | (seeds == GC_PR_FGD)
     bg = (seeds == GC_BGD) | (seeds == GC_PR_BGD)
     if not fg.any():
@@ -171,7 +173,7 @@ def _to_uint8(model: Model, x: torch.Tensor) -> np.ndarray:
     return np.ascontiguousarray(as_bytes.cpu().numpy())
 
 
-def _cv2():  # type: ignore[no-untyped-def]
+def _cv2() -> Any:
     try:
         import cv2
     except ImportError as exc:  # pragma: no cover - depends on the environment
@@ -179,3 +181,9 @@ def _cv2():  # type: ignore[no-untyped-def]
             "segment needs OpenCV: pip install opencv-python-headless"
         ) from exc
     return cv2
+
+
+def foreground_fraction(mask: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
+    """``(N, H, W)`` object masks (``segment``'s maps) -> ``(N,)``: the share of each image's
+    pixels in the object (mask above ``threshold``)."""
+    return (mask.detach() > threshold).flatten(1).float().mean(dim=1)

@@ -8,7 +8,7 @@ layer's channels the decision needs (ablation, mean activation, gradient x activ
 pruning curves.
 """
 
-from convlens.inspect.activations import activations, layer_activations
+from convlens.inspect.activations import activations, layer_activations, representative_layers
 from convlens.inspect.channels import CHANNEL_METHODS, channel_importance, pruning_curve
 from convlens.inspect.filters import filter_images, filters
 from convlens.inspect.gradients import gradients, input_gradient, loss_layer_gradients
@@ -24,4 +24,5 @@ __all__ = [
     "layer_activations",
     "loss_layer_gradients",
     "pruning_curve",
+    "representative_layers",
 ]

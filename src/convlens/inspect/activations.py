@@ -17,7 +17,7 @@ from convlens.models.model import Batch, Model
 from convlens.models.preprocess import map_to_original
 from convlens.results import Result, make_provenance
 
-__all__ = ["activations", "layer_activations"]
+__all__ = ["activations", "layer_activations", "representative_layers"]
 
 
 def layer_activations(model: Model, x: torch.Tensor, layer: str) -> torch.Tensor:
@@ -90,3 +90,50 @@ def activations(
         display=display,
         originals=batch.originals,
     )
+
+
+def representative_layers(model: Model, count: int = 3) -> list[str]:
+    """``count`` layers with a spatial output, spread evenly from shallow to deep: what an
+    overview of the feature maps shows (the report's activation grids).
+
+    Leaf layers called once per forward, activations (``*Act*``, ``*ReLU*``) preferred; on a
+    vision transformer (its CAM layer is a token layer ``(N, T, C)``), its blocks' token
+    outputs (shown as patch grids), never attention probabilities. Fewer than ``count`` when
+    the model has fewer; none when it has no spatial layer.
+    """
+    rows = [
+        r
+        for r in model.layers()
+        if r.is_leaf and r.output_shape and len(r.output_shape) == 3 and r.calls == 1
+    ]
+    acts = [r.name for r in rows if "act" in r.type.lower() or "relu" in r.type.lower()] or [
+        r.name for r in rows
+    ]
+    if _is_token_model(model):
+        acts = [
+            r.name
+            for r in model.layers()
+            if not r.is_leaf
+            and r.calls == 1
+            and r.output_shape
+            and len(r.output_shape) == 2
+            and r.name.rsplit(".", 1)[-1].isdigit()
+        ] or acts
+    if not acts:
+        return []
+    picks = [
+        acts[min(len(acts) - 1, k * (len(acts) - 1) // max(1, count - 1))] for k in range(count)
+    ]
+    return list(dict.fromkeys(picks))
+
+
+def _is_token_model(model: Model) -> bool:
+    """Whether the model's CAM layer is a token layer (N, T, C): a vision transformer."""
+    from convlens.attribution.base import default_cam_layer
+    from convlens.errors import ConvlensError
+
+    try:
+        shape = model.layer_info(default_cam_layer(model)).output_shape
+    except ConvlensError:
+        return False
+    return shape is not None and len(shape) == 2

@@ -3,6 +3,7 @@
 - :func:`deletion_auc`, :func:`insertion_auc` (Petsiuk, Das & Saenko 2018, arXiv:1806.07421);
 - :func:`parameter_randomisation`, the cascading model-parameter randomisation sanity
   check (Adebayo et al. 2018, arXiv:1810.03292);
+- :func:`faithfulness_ranking`: methods' maps of one image ranked by insertion - deletion;
 - :func:`pointing_game` (Zhang et al. 2016/2018, arXiv:1608.00507);
 - :func:`outside_share` and :func:`bias_check`: attribution mass outside the object and
   counter-cue accuracy, for dataset bias (the wolf/snow example);
@@ -22,6 +23,7 @@ from convlens.metrics.baselines import (
 from convlens.metrics.bias import BiasReport, SplitReport, bias_check, outside_share
 from convlens.metrics.deletion import deletion_auc, insertion_auc
 from convlens.metrics.localisation import pointing_game
+from convlens.metrics.ranking import FaithfulnessRow, faithfulness_ranking
 from convlens.metrics.sanity import (
     method_maps,
     parameter_randomisation,
@@ -31,11 +33,13 @@ from convlens.metrics.sanity import (
 
 __all__ = [
     "BiasReport",
+    "FaithfulnessRow",
     "SplitReport",
     "baseline_maps",
     "bias_check",
     "centre_gaussian_map",
     "deletion_auc",
+    "faithfulness_ranking",
     "insertion_auc",
     "method_maps",
     "outside_share",

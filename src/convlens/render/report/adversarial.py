@@ -18,20 +18,25 @@ from convlens.render.report._common import esc, label, png_image, result_provena
 QUICK, FULL = (2 / 255, 10), (2 / 255, 40)
 
 
-def build(model: Any, batch: Any, ctx: ReportContext) -> Fragment:
+def compute(model: Any, batch: Any, ctx: ReportContext) -> Any:
     from convlens.adversarial.attack import attack
     from convlens.errors import ConvlensError
-    from convlens.render.optimize import amplified_difference
-    from convlens.render.overlay import to_uint8_image
 
     eps, steps = FULL if ctx.full else QUICK
     pixels = model.denormalize(batch.x)
     try:
-        result = attack(
+        return attack(
             model, pixels, "pgd", eps=eps, steps=steps, seed=ctx.seed, progress=ctx.progress
         )
     except ConvlensError as exc:
         raise SectionUnavailable(str(exc)) from None
+
+
+def render(result: Any, model: Any, ctx: ReportContext) -> Fragment:
+    from convlens.render.optimize import amplified_difference
+    from convlens.render.overlay import to_uint8_image
+
+    eps, steps = FULL if ctx.full else QUICK
     t = result.tensors
     before, after = int(t["top_classes_before"][0, 0]), int(t["top_classes_after"][0, 0])
     p_before, p_after = float(t["top_probs_before"][0, 0]), float(t["top_probs_after"][0, 0])
@@ -89,4 +94,4 @@ def _steps(model: Any, ctx: ReportContext) -> int:
     return (FULL if ctx.full else QUICK)[1]
 
 
-SECTION = ReportSection("adversarial", "An adversarial example", 80, build, steps=_steps)
+SECTION = ReportSection("adversarial", "An adversarial example", 80, compute, render, steps=_steps)

@@ -1,9 +1,9 @@
 """Report section: every registered attribution method side by side, ranked by faithfulness.
 
-Each method runs through :func:`convlens.attribution.explain` on the predicted class; its
-map is scored with deletion and insertion AUC (Petsiuk, Das & Saenko 2018,
-arXiv:1806.07421; :func:`convlens.metrics.deletion_auc` / ``insertion_auc``, blur fill).
-Methods are ranked by ``insertion - deletion`` (higher = more faithful: the map's top
+Each method runs through :func:`convlens.attribution.explain` on the predicted class; the
+maps are scored with deletion and insertion AUC and ranked by
+:func:`convlens.metrics.faithfulness_ranking` (Petsiuk, Das & Saenko 2018, arXiv:1806.07421;
+blur fill), by ``insertion - deletion`` (higher = more faithful: the map's top
 pixels carry the decision). Quick settings keep the report short; ``full`` runs every
 method at its defaults and the metrics with 50 steps.
 """
@@ -92,62 +92,82 @@ def steps(model: Any, ctx: ReportContext) -> int:
     return len(planned_methods(model, ctx.full))
 
 
-def build(model: Any, batch: Any, ctx: ReportContext) -> Fragment:
+def compute(model: Any, batch: Any, ctx: ReportContext) -> dict[str, Any]:
     from convlens.attribution import applicable_methods, explain
     from convlens.errors import ConvlensError
-    from convlens.metrics import deletion_auc, insertion_auc
+    from convlens.metrics import faithfulness_ranking
 
     steps = FULL_METRIC_STEPS if ctx.full else QUICK_METRIC_STEPS
     (target,), _ = predicted_classes(model, batch, 1)
-    rows, skipped = [], []
+    results: dict[str, Any] = {}
+    options: dict[str, dict[str, Any]] = {}
     planned = planned_methods(model, ctx.full)
-    skipped += [
+    skipped = [
         (n, "slow; run with --full")
         for n in applicable_methods(model)
         if n in FULL_ONLY and n not in planned
     ]
+    units = 2 * len(planned)  # each method's map, then its two curves
     for done, name in enumerate(planned, 1):
-        options = method_options(model, name, ctx.full)
+        options[name] = method_options(model, name, ctx.full)
         try:
-            result = explain(model, batch, name, target, seed=ctx.seed, **options)
+            results[name] = explain(model, batch, name, target, seed=ctx.seed, **options[name])
         except ConvlensError as exc:
             skipped.append((name, str(exc)))
-            ctx.advance(done, len(planned))
-            continue
-        maps = result.tensors["map"]
-        deletion = float(deletion_auc(model, batch.x, maps, target, steps=steps)[0][0])
-        insertion = float(insertion_auc(model, batch.x, maps, target, steps=steps)[0][0])
+        ctx.advance(done, units)
+    ranking = faithfulness_ranking(
+        model,
+        batch.x,
+        {name: r.tensors["map"] for name, r in results.items()},
+        target,
+        steps=steps,
+        progress=lambda done, total: ctx.advance(
+            len(planned) + done * len(results) // total, units
+        ),
+    )
+    return {
+        "target": target,
+        "steps": steps,
+        "results": results,
+        "options": options,
+        "ranking": ranking,
+        "skipped": skipped,
+    }
+
+
+def render(data: dict[str, Any], model: Any, ctx: ReportContext) -> Fragment:
+    target, steps, skipped = data["target"], data["steps"], data["skipped"]
+    rows = []
+    for row in data["ranking"]:
+        result = data["results"][row.method]
         seconds = float(result.provenance["params"]["seconds"])
-        image = attribution_image(model, result, name)
-        rows.append(
+        image = attribution_image(model, result, row.method)
+        image = ReportImage(
+            image.name,
+            image.png,
+            f"#{row.rank} {row.method}\n{seconds * 1000:.0f} ms; deletion {row.deletion:.3f}, insertion {row.insertion:.3f}\n{_drawn(image)}",
             {
-                "method": name,
-                "options": options,
-                "seconds": seconds,
-                "deletion": deletion,
-                "insertion": insertion,
-                "score": insertion - deletion,
-                "image": image,
-            }
-        )
-        ctx.advance(done, len(planned))
-    rows.sort(key=lambda r: (-r["score"], r["method"]))
-    for rank, row in enumerate(rows, 1):
-        row["rank"] = rank
-        row["image"] = ReportImage(
-            row["image"].name,
-            row["image"].png,
-            f"#{rank} {row['method']}\n{row['seconds'] * 1000:.0f} ms; deletion {row['deletion']:.3f}, insertion {row['insertion']:.3f}\n{_drawn(row['image'])}",
-            {
-                **row["image"].provenance,
+                **image.provenance,
                 "metrics": {
-                    "deletion_auc": row["deletion"],
-                    "insertion_auc": row["insertion"],
+                    "deletion_auc": row.deletion,
+                    "insertion_auc": row.insertion,
                     "steps": steps,
                     "fill": "blur",
                 },
             },
-            row["image"].mime,
+            image.mime,
+        )
+        rows.append(
+            {
+                "rank": row.rank,
+                "method": row.method,
+                "options": data["options"][row.method],
+                "seconds": seconds,
+                "deletion": row.deletion,
+                "insertion": row.insertion,
+                "score": row.score,
+                "image": image,
+            }
         )
     table = "".join(
         f'<tr><td class="num">{r["rank"]}</td><td>{esc(r["method"])}</td><td class="num">{r["seconds"] * 1000:.0f}</td>'
@@ -194,5 +214,10 @@ def _drawn(image: ReportImage) -> str:
 
 
 SECTION = ReportSection(
-    "attribution", "Attribution methods, ranked by faithfulness", 40, build, steps=steps
+    "attribution",
+    "Attribution methods, ranked by faithfulness",
+    40,
+    compute,
+    render,
+    steps=steps,
 )

@@ -17,10 +17,9 @@ from convlens.render.report._common import label, png_image, predicted_classes, 
 QUICK_STEPS, FULL_STEPS = 32, 256
 
 
-def build(model: Any, batch: Any, ctx: ReportContext) -> Fragment:
+def compute(model: Any, batch: Any, ctx: ReportContext) -> dict[str, Any]:
     from convlens.errors import ConvlensError
     from convlens.optimize.visualize import visualize_class
-    from convlens.render.overlay import to_uint8_image
 
     steps = FULL_STEPS if ctx.full else QUICK_STEPS
     (target,), _ = predicted_classes(model, batch, 1)
@@ -28,6 +27,13 @@ def build(model: Any, batch: Any, ctx: ReportContext) -> Fragment:
         result = visualize_class(model, target, steps=steps, seed=ctx.seed, progress=ctx.progress)
     except ConvlensError as exc:
         raise SectionUnavailable(str(exc)) from None
+    return {"result": result, "target": target, "steps": steps}
+
+
+def render(data: dict[str, Any], model: Any, ctx: ReportContext) -> Fragment:
+    from convlens.render.overlay import to_uint8_image
+
+    result, target, steps = data["result"], data["target"], data["steps"]
     top1 = result.provenance["top1"][0]
     prov = {
         **result_provenance(result),
@@ -47,5 +53,10 @@ def _steps(model: Any, ctx: ReportContext) -> int:
 
 
 SECTION = ReportSection(
-    "class_visualisation", "Class visualisation of the predicted class", 70, build, steps=_steps
+    "class_visualisation",
+    "Class visualisation of the predicted class",
+    70,
+    compute,
+    render,
+    steps=_steps,
 )

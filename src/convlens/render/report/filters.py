@@ -14,15 +14,19 @@ from convlens.render.report import (
 from convlens.render.report._common import png_image, result_provenance
 
 
-def build(model: Any, batch: Any, ctx: ReportContext) -> Fragment:
+def compute(model: Any, batch: Any, ctx: ReportContext) -> Any:
     from convlens.errors import ConvlensError
     from convlens.inspect import filters
-    from convlens.render.inspect import filters_mosaic
 
     try:
-        result = filters(model)
+        return filters(model)
     except ConvlensError as exc:
         raise SectionUnavailable(str(exc)) from None
+
+
+def render(result: Any, model: Any, ctx: ReportContext) -> Fragment:
+    from convlens.render.inspect import filters_mosaic
+
     prov = result_provenance(result)
     shape = tuple(result.tensors["weights"].shape)
     image = png_image(
@@ -35,4 +39,4 @@ def build(model: Any, batch: Any, ctx: ReportContext) -> Fragment:
     return Fragment(figure_html(image), [image], {"layer": prov.get("layer"), "filters": shape[0]})
 
 
-SECTION = ReportSection("filters", "First-layer filters", 20, build)
+SECTION = ReportSection("filters", "First-layer filters", 20, compute, render)

@@ -24,9 +24,19 @@ WIDTH = 240  # CSS pixels
 ALPHA = 0.7
 
 
-def build(model: Any, batch: Any, ctx: ReportContext) -> Fragment:
+def compute(model: Any, batch: Any, ctx: ReportContext) -> list[tuple[int, float, Any]]:
     from convlens.attribution import explain
     from convlens.errors import ConvlensError
+
+    k = min(3, len(model.labels)) if model.labels is not None else 3
+    classes, probs = predicted_classes(model, batch, k)
+    try:
+        return [(cls, p, explain(model, batch, "gradcam", cls)) for cls, p in zip(classes, probs)]
+    except ConvlensError as exc:
+        raise SectionUnavailable(str(exc)) from None
+
+
+def render(maps: list[tuple[int, float, Any]], model: Any, ctx: ReportContext) -> Fragment:
     from convlens.render.display import (
         DEFAULT_CLIP,
         display_caption,
@@ -34,14 +44,8 @@ def build(model: Any, batch: Any, ctx: ReportContext) -> Fragment:
         result_overlay,
     )
 
-    k = min(3, len(model.labels)) if model.labels is not None else 3
-    classes, probs = predicted_classes(model, batch, k)
     images = []
-    for cls, p in zip(classes, probs):
-        try:
-            result = explain(model, batch, "gradcam", cls)
-        except ConvlensError as exc:
-            raise SectionUnavailable(str(exc)) from None
+    for cls, p, result in maps:
         settings = display_settings(result, 0, clip=DEFAULT_CLIP)
         render = {
             "function": "result_overlay",
@@ -61,6 +65,7 @@ def build(model: Any, batch: Any, ctx: ReportContext) -> Fragment:
         )
         caption = f"{cls} {label(model, cls)} ({p:.1%})\nlayer {prov.get('layer')}; {display_caption(settings)}"
         images.append(encoded_image(f"gradcam:{cls}", pixels, caption, prov))
+    classes = [cls for cls, _, _ in maps]
     ctx.records["gradcam"] = {
         "classes": classes,
         "layer": images[0].provenance.get("layer"),
@@ -71,4 +76,4 @@ def build(model: Any, batch: Any, ctx: ReportContext) -> Fragment:
     )
 
 
-SECTION = ReportSection("gradcam", "Grad-CAM for the top-3 classes", 50, build)
+SECTION = ReportSection("gradcam", "Grad-CAM for the top-3 classes", 50, compute, render)

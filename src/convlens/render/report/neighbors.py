@@ -22,11 +22,9 @@ from convlens.render.report._common import esc
 K = 8
 
 
-def build(model: Any, batch: Any, ctx: ReportContext) -> Fragment:
+def compute(model: Any, batch: Any, ctx: ReportContext) -> dict[str, Any]:
     from convlens.data.images import load_image
     from convlens.errors import ConvlensError
-    from convlens.render.figures import figure_to_png_bytes
-    from convlens.render.neighbors import neighbors_figure
     from convlens.represent.features import load_features
     from convlens.represent.neighbors import query_codes, search
 
@@ -51,8 +49,24 @@ def build(model: Any, batch: Any, ctx: ReportContext) -> Fragment:
             images.append(model.preprocessing.to_pixels(load_image(path))[0])
         except ConvlensError:
             images.append(None)
+    return {
+        "index": index,
+        "features": features,
+        "query": pixels[0].cpu(),
+        "found": found,
+        "images": images,
+    }
+
+
+def render(data: dict[str, Any], model: Any, ctx: ReportContext) -> Fragment:
+    from convlens.render.figures import figure_to_png_bytes
+    from convlens.render.neighbors import neighbors_figure
+
+    index, features, found = data["index"], data["features"], data["found"]
     name = model.labels.name if model.labels else None
-    png = figure_to_png_bytes(neighbors_figure(pixels[0].cpu(), images, found, class_name=name))
+    png = figure_to_png_bytes(
+        neighbors_figure(data["query"], data["images"], found, class_name=name)
+    )
     params = {
         "index": str(index),
         "layer": features.layer,
@@ -83,5 +97,10 @@ def build(model: Any, batch: Any, ctx: ReportContext) -> Fragment:
 
 
 SECTION = ReportSection(
-    "neighbors", "Nearest neighbours in feature space", 85, build, needs_index=True
+    "neighbors",
+    "Nearest neighbours in feature space",
+    85,
+    compute,
+    render,
+    needs_index=True,
 )

@@ -10,13 +10,18 @@ from convlens.render.report._common import display_width, encoded_image, esc
 WIDTH = 260  # CSS pixels of the photo
 
 
-def build(model: Any, batch: Any, ctx: ReportContext) -> Fragment:
+def compute(model: Any, batch: Any, ctx: ReportContext) -> dict[str, Any]:
+    k = min(ctx.top_k, len(model.labels)) if model.labels is not None else ctx.top_k
+    return {"prediction": model.predict(batch, top_k=k)[0], "original": batch.originals[0]}
+
+
+def render(data: dict[str, Any], model: Any, ctx: ReportContext) -> Fragment:
     from convlens.render.display import display_image
 
-    k = min(ctx.top_k, len(model.labels)) if model.labels is not None else ctx.top_k
-    pred = model.predict(batch, top_k=k)[0]
-    render = {"function": "display_image", "max_side": display_width(WIDTH)}
-    pixels = display_image(batch.originals[0], render["max_side"])
+    pred = data["prediction"]
+    max_side = display_width(WIDTH)
+    render = {"function": "display_image", "max_side": max_side}
+    pixels = display_image(data["original"], max_side)
     photo = encoded_image(
         "image",
         pixels,
@@ -44,4 +49,4 @@ def build(model: Any, batch: Any, ctx: ReportContext) -> Fragment:
     )
 
 
-SECTION = ReportSection("predictions", "Top-k predictions", 10, build)
+SECTION = ReportSection("predictions", "Top-k predictions", 10, compute, render)

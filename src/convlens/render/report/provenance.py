@@ -9,8 +9,11 @@ from convlens.render.report import Fragment, ReportContext, ReportSection
 from convlens.render.report._common import esc
 
 
-def build(model: Any, batch: Any, ctx: ReportContext) -> Fragment:
-    info = model.provenance()
+def compute(model: Any, batch: Any, ctx: ReportContext) -> dict[str, Any]:
+    return model.provenance()
+
+
+def render(info: dict[str, Any], model: Any, ctx: ReportContext) -> Fragment:
     rows = [
         ("model", info["model"]),
         ("weights sha256", info["weights_sha256"]),
@@ -35,4 +38,4 @@ def build(model: Any, batch: Any, ctx: ReportContext) -> Fragment:
     return Fragment(html, [], record)
 
 
-SECTION = ReportSection("provenance", "Provenance", 90, build)
+SECTION = ReportSection("provenance", "Provenance", 90, compute, render)

@@ -24,10 +24,10 @@ WIDTH = 320  # CSS pixels
 ALPHA = 0.5
 
 
-def build(model: Any, batch: Any, ctx: ReportContext) -> Fragment:
+def compute(model: Any, batch: Any, ctx: ReportContext) -> dict[str, Any]:
     from convlens.attribution import METHODS, explain
+    from convlens.attribution.segment import foreground_fraction
     from convlens.errors import ConvlensError
-    from convlens.render.display import DEFAULT_CLIP, display_settings, result_overlay
 
     if "segment" not in METHODS:
         raise SectionUnavailable("the segment method is not registered")
@@ -36,8 +36,14 @@ def build(model: Any, batch: Any, ctx: ReportContext) -> Fragment:
         result = explain(model, batch, "segment", target)
     except ConvlensError as exc:  # also MissingDependencyError (OpenCV not installed)
         raise SectionUnavailable(str(exc)) from None
-    mask = result.tensors["map"][0]
-    fraction = float((mask > 0.5).float().mean())
+    fraction = float(foreground_fraction(result.tensors["map"])[0])
+    return {"result": result, "target": target, "fraction": fraction}
+
+
+def render(data: dict[str, Any], model: Any, ctx: ReportContext) -> Fragment:
+    from convlens.render.display import DEFAULT_CLIP, display_settings, result_overlay
+
+    result, target, fraction = data["result"], data["target"], data["fraction"]
     settings = display_settings(result, 0, clip=DEFAULT_CLIP)
     render = {
         "function": "result_overlay",
@@ -69,4 +75,4 @@ def build(model: Any, batch: Any, ctx: ReportContext) -> Fragment:
     )
 
 
-SECTION = ReportSection("segmentation", "Saliency segmentation", 60, build)
+SECTION = ReportSection("segmentation", "Saliency segmentation", 60, compute, render)
