@@ -9,6 +9,7 @@ from typing_extensions import TypedDict
 
 from convlens.cli.context import Context
 from convlens.cli.schema import json_schema
+from convlens.cli.validators import at_least
 
 
 class RankingsValue(TypedDict):
@@ -113,10 +114,9 @@ def run(ctx: Context) -> int:
         ("--batch-size", args.batch_size),
         ("--top-k", args.top_k),
     ):
-        if value < 1:
-            raise BadInputError(f"{flag} {value}: must be >= 1")
-    if args.limit is not None and args.limit < 1:
-        raise BadInputError(f"--limit {args.limit}: must be >= 1")
+        at_least(value, 1, flag)
+    if args.limit is not None:
+        at_least(args.limit, 1, "--limit")
     model = ctx.model(class_scores=True)
     resolve_layer(
         model.module, args.layer

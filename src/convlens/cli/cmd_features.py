@@ -10,6 +10,7 @@ from typing_extensions import TypedDict
 
 from convlens.cli.context import Context
 from convlens.cli.schema import json_schema
+from convlens.cli.validators import at_least
 from convlens.errors import BadInputError
 
 
@@ -102,10 +103,7 @@ def run(ctx: Context) -> int:
             f"{folder}: no such folder; pass a folder of images or a .csv of path,label rows"
         )
     for name in ("workers", "batch_size", "shard_size"):
-        if getattr(args, name) < 1:
-            raise BadInputError(
-                f"--{name.replace('_', '-')} {getattr(args, name)}: must be at least 1"
-            )
+        at_least(getattr(args, name), 1, f"--{name.replace('_', '-')}")
     if args.engine == "ray":
         from convlens.data.engines import require_ray
 

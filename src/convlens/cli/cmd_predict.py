@@ -10,6 +10,7 @@ from typing_extensions import NotRequired, TypedDict
 from convlens.cli.context import Context
 from convlens.cli.images import iter_images
 from convlens.cli.schema import Bounds, json_schema
+from convlens.cli.validators import at_least
 
 TopItem = TypedDict(
     "TopItem",
@@ -59,10 +60,8 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 
 def run(ctx: Context) -> int:
     args = ctx.args
-    if args.top_k < 1:
-        from convlens.errors import BadInputError
-
-        raise BadInputError(f"--top-k {args.top_k}: must be at least 1")
+    at_least(args.top_k, 1, "--top-k")
+    at_least(args.batch_size, 1, "--batch-size")
     model = ctx.model(class_scores=True)
     predictions = []
     pending = []
@@ -75,7 +74,7 @@ def run(ctx: Context) -> int:
 
     for loaded in iter_images(ctx, args.images, "predicting"):
         pending.append(loaded)
-        if len(pending) >= max(1, args.batch_size):
+        if len(pending) >= args.batch_size:
             flush()
     flush()
     if ctx.json:

@@ -11,6 +11,7 @@ from typing_extensions import NotRequired, TypedDict
 
 from convlens.cli.context import Context
 from convlens.cli.schema import json_schema
+from convlens.cli.validators import at_least, between
 
 
 class LossThreshold(TypedDict):
@@ -167,7 +168,6 @@ def _threads(ctx: Context) -> None:
 
 
 def run_membership(ctx: Context) -> int:
-    from convlens.errors import BadInputError
     from convlens.privacy.membership import membership_experiment, overfitting_sweep
     from convlens.render.figures import save_figure
     from convlens.render.privacy import roc_figure, sweep_figure
@@ -175,8 +175,8 @@ def run_membership(ctx: Context) -> int:
     args = ctx.args
     args.seeds = 3 if args.seeds is None else args.seeds
     args.shadows = 4 if args.shadows is None else args.shadows
-    if args.seeds < 1 or args.shadows < 1:
-        raise BadInputError(f"--seeds {args.seeds} and --shadows {args.shadows}: both must be >= 1")
+    at_least(args.seeds, 1, "--seeds")
+    at_least(args.shadows, 1, "--shadows")
     _threads(ctx)
     out = ctx.out_path("privacy-membership", folder=True)
     seeds = list(range(args.seed, args.seed + args.seeds))
@@ -271,14 +271,13 @@ def run_membership(ctx: Context) -> int:
 
 
 def run_inversion(ctx: Context) -> int:
-    from convlens.errors import BadInputError
     from convlens.privacy.inversion import inversion_experiment
     from convlens.render.figures import save_figure
     from convlens.render.privacy import reconstructions_figure
 
     args = ctx.args
-    if args.budget is not None and args.budget < 41:
-        raise BadInputError(f"--budget {args.budget}: must be at least 41 queries per class")
+    if args.budget is not None:  # one step: 20 antithetic pairs and the final query
+        at_least(args.budget, 41, "--budget")
     _threads(ctx)
     out = ctx.out_path("privacy-inversion", folder=True)
     with ctx.progress(f"model inversion on {args.dataset}") as update:
@@ -321,7 +320,6 @@ def run_inversion(ctx: Context) -> int:
 
 
 def run_backdoor(ctx: Context) -> int:
-    from convlens.errors import BadInputError
     from convlens.privacy.backdoor import backdoor_experiment, default_trigger
     from convlens.render.figures import save_figure
     from convlens.render.privacy import backdoor_figure
@@ -329,12 +327,10 @@ def run_backdoor(ctx: Context) -> int:
     args = ctx.args
     args.rate = 0.05 if args.rate is None else args.rate
     args.target = 0 if args.target is None else args.target
-    if not 0 < args.rate <= 0.5:
-        raise BadInputError(f"--rate {args.rate}: must be in (0, 0.5]")
-    if not 0 <= args.target <= 9:
-        raise BadInputError(f"--target {args.target}: must be a digit class 0-9")
-    if args.cleanse_steps is not None and args.cleanse_steps < 10:
-        raise BadInputError(f"--cleanse-steps {args.cleanse_steps}: must be >= 10")
+    between(args.rate, 0, 0.5, "--rate", open_low=True)
+    between(args.target, 0, 9, "--target", what="a digit class")
+    if args.cleanse_steps is not None:
+        at_least(args.cleanse_steps, 10, "--cleanse-steps")
     _threads(ctx)
     out = ctx.out_path("privacy-backdoor", folder=True)
     with ctx.progress(f"backdoor on {args.dataset}") as update:

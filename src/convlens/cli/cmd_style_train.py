@@ -9,6 +9,7 @@ from typing_extensions import NotRequired, TypedDict
 
 from convlens.cli.context import Context
 from convlens.cli.schema import json_schema
+from convlens.cli.validators import at_least, greater_than
 
 
 class Loss(TypedDict):
@@ -108,8 +109,10 @@ def run(ctx: Context) -> int:
             f"--out {out}: a style net is saved as a .pt file, e.g. {out.with_suffix('.pt') if not out.is_dir() else out / 'style.pt'}"
         )
     for name, value in (("--steps", args.steps), ("--batch", args.batch), ("--size", args.size)):
-        if value < 1:
-            raise BadInputError(f"{name} {value}: must be >= 1")
+        at_least(value, 1, name)
+    greater_than(args.lr, 0, "--lr")
+    for name, value in (("--alpha", args.alpha), ("--beta", args.beta), ("--tv", args.tv)):
+        at_least(value, 0, name)
     load_style_image(args.style)  # a bad style image fails before the model loads
     model = ctx.model()
     with ctx.progress("training the style net", args.steps) as update:

@@ -9,6 +9,7 @@ from typing_extensions import NotRequired, TypedDict
 
 from convlens.cli.context import Context
 from convlens.cli.schema import json_schema
+from convlens.cli.validators import at_least
 
 
 class Image(TypedDict):
@@ -54,12 +55,11 @@ def run(ctx: Context) -> int:
 
     from convlens.cli.images import iter_images
     from convlens.data.images import save_image
-    from convlens.errors import BadInputError
     from convlens.style.fast import load_style_net, stylize
 
     args = ctx.args
-    if args.size is not None and args.size < 16:
-        raise BadInputError(f"--size {args.size}: must be at least 16")
+    if args.size is not None:
+        at_least(args.size, 16, "--size")
     net = load_style_net(args.net, device=ctx.device if args.device else "cpu")
     loaded = list(iter_images(ctx, args.images))
     # no folder is made when every image was bad

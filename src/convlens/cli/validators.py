@@ -10,20 +10,43 @@ from __future__ import annotations
 
 from convlens.errors import BadInputError
 
-__all__ = ["at_least", "fraction", "fraction_list", "greater_than"]
+__all__ = ["at_least", "between", "fraction", "fraction_list", "greater_than"]
+
+
+def _text(number: float) -> str:
+    # ints as written (20000000, not 2e+07); floats short
+    return str(number) if isinstance(number, int) else f"{number:g}"
 
 
 def at_least(value: float, minimum: float, flag: str) -> float:
     """``value`` if ``value >= minimum``, else ``BadInputError("FLAG VALUE: must be >= MINIMUM")``."""
     if not value >= minimum:  # also refuses NaN
-        raise BadInputError(f"{flag} {value:g}: must be >= {minimum:g}")
+        raise BadInputError(f"{flag} {_text(value)}: must be >= {_text(minimum)}")
     return value
 
 
 def greater_than(value: float, bound: float, flag: str) -> float:
     """``value`` if ``value > bound``, else ``BadInputError("FLAG VALUE: must be > BOUND")``."""
     if not value > bound:
-        raise BadInputError(f"{flag} {value:g}: must be > {bound:g}")
+        raise BadInputError(f"{flag} {_text(value)}: must be > {_text(bound)}")
+    return value
+
+
+def between(
+    value: float, low: float, high: float, flag: str, *, open_low: bool = False, what: str = ""
+) -> float:
+    """``value`` if it lies in ``[low, high]`` (``(low, high]`` with ``open_low``), else
+    ``BadInputError("FLAG VALUE: must be in [LOW, HIGH]")``, ``what`` (e.g. ``"a digit
+    class"``) naming the range in the message.
+
+    >>> between(0.05, 0, 0.5, "--rate", open_low=True)
+    0.05
+    """
+    inside = (low < value if open_low else low <= value) and value <= high  # NaN is outside
+    if not inside:
+        interval = f"{'(' if open_low else '['}{_text(low)}, {_text(high)}]"
+        kind = f"{what} " if what else ""
+        raise BadInputError(f"{flag} {_text(value)}: must be {kind}in {interval}")
     return value
 
 
