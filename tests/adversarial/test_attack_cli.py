@@ -137,6 +137,9 @@ def test_attack_curve_cli(
         (["attack", "sample:cat", "--method", "cw", "--eps", "1/255"], "drop eps"),
         (["attack", "sample:cat", "--method", "square", "--norm", "2"], "norm 2"),
         (["attack", "sample:cat", "--eps", "2"], "[0, 1]"),
+        (["attack", "sample:cat", "--opt", "nope=1"], "valid: alpha, random_start, start"),
+        (["attack", "sample:cat", "--method", "fgsm", "--opt", "alpha=1"], "takes no options"),
+        (["attack", "sample:cat", "--method", "deepfool", "--target", "1"], "untargeted"),
         (["robustness"], "give a subcommand"),
         (["robustness", "attack-curve", "/no/such/folder"], "/no/such/folder"),
         (["robustness", "attack-curve", "x", "--methods", "cw"], "--methods"),
@@ -171,3 +174,32 @@ def test_robustness_discovers_subcommand_modules() -> None:
     # shared options belong to the subcommand
     args = parser.parse_args(["robustness", "attack-curve", "d", "--seed", "5", "--json"])
     assert args.seed == 5 and args.json and args.func is robustness_curve.run
+
+
+def test_attack_cli_reads_the_registry_and_passes_opt(
+    tmp_path: Path, digit_files: tuple, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import torch
+
+    import convlens
+    from convlens.adversarial import attack
+    from convlens.adversarial.registry import attack_names
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command").choices["attack"]
+    method = next(a for a in sub._actions if a.dest == "method")
+    assert tuple(method.choices) == attack_names()
+    flat, _ = digit_files
+    image = str(sorted(flat.iterdir())[0])
+    args = ["attack", image, "--model", "digits_cnn", "--eps", "0.2", "--steps", "4"]
+    opts = ["--opt", "alpha=0.01", "--opt", "random_start=false"]
+    assert main([*args, *opts, "-o", str(tmp_path / "a"), "--json"]) == 0
+    capsys.readouterr()
+    # the library call with the same options gives the same saved image
+    model = convlens.load_model("digits_cnn")
+    want = attack(model, [image], "pgd", eps=0.2, steps=4, alpha=0.01, random_start=False)
+    got = convlens.Result.load(tmp_path / "a" / "attack")
+    assert torch.equal(got["adversarial"], want["adversarial"])
+    assert got.provenance["params"]["alpha"] == 0.01
+    default = attack(model, [image], "pgd", eps=0.2, steps=4)
+    assert not torch.equal(default["adversarial"], want["adversarial"])  # the options mattered

@@ -5,78 +5,57 @@ from __future__ import annotations
 import argparse
 import re
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from typing_extensions import NotRequired, TypedDict
 
 from convlens.cli.context import Context
+from convlens.cli.schema import json_schema
 from convlens.cli.validators import at_least, fraction, fraction_list
 from convlens.errors import BadInputError
 
-_TOP = {"type": "array", "items": {"type": "object", "required": ["class", "label", "probability"]}}
-
-SCHEMA = {
-    "type": "object",
-    "required": [
-        "model",
-        "method",
-        "norm",
-        "eps",
-        "steps",
-        "targeted",
-        "images",
-        "success_rate",
-        "out",
-        "errors",
-    ],
-    "properties": {
-        "model": {"type": "string"},
-        "method": {"type": "string"},
-        "norm": {"enum": ["inf", "2", "0"]},
-        "eps": {
-            "type": ["number", "null"],
-            "description": "budget in pixel units; null for methods without one (cw, deepfool, one-pixel)",
-        },
-        "eps_255": {"type": ["number", "null"]},
-        "steps": {"type": "integer"},
-        "targeted": {"type": "boolean"},
-        "target": {"type": ["object", "null"]},
-        "images": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "required": [
-                    "source",
-                    "success",
-                    "before",
-                    "after",
-                    "linf",
-                    "l2",
-                    "queries",
-                    "files",
-                ],
-                "properties": {
-                    "source": {"type": "string"},
-                    "success": {
-                        "type": "boolean",
-                        "description": "decided on the saved 8-bit image",
-                    },
-                    "before": _TOP,
-                    "after": _TOP,
-                    "linf": {"type": "number"},
-                    "linf_255": {"type": "number"},
-                    "l2": {"type": "number"},
-                    "queries": {
-                        "type": "integer",
-                        "description": "model queries (black-box methods; 0 for white-box)",
-                    },
-                    "files": {"type": "object"},
-                },
-            },
-        },
-        "success_rate": {"type": "number"},
-        "out": {"type": "string"},
-        "errors": {"type": "array", "items": {"type": "string"}},
+BeforeItem = TypedDict(
+    "BeforeItem",
+    {
+        "class": Any,
+        "label": Any,
+        "probability": Any,
     },
-}
+)
+
+
+class Image(TypedDict):
+    source: str
+    success: Annotated[bool, "decided on the saved 8-bit image"]
+    before: list[BeforeItem]
+    after: list[BeforeItem]
+    linf: float
+    linf_255: NotRequired[float]
+    l2: float
+    queries: Annotated[int, "model queries (black-box methods; 0 for white-box)"]
+    files: dict[str, Any]
+
+
+class AttackOutput(TypedDict):
+    model: str
+    method: str
+    norm: Literal["inf", "2", "0"]
+    eps: Annotated[
+        float | None,
+        "budget in pixel units; null for methods without one (cw, deepfool, one-pixel)",
+    ]
+    eps_255: NotRequired[float | None]
+    steps: int
+    targeted: bool
+    target: NotRequired[dict[str, Any] | None]
+    images: list[Image]
+    success_rate: float
+    out: str
+    errors: list[str]
+
+
+#: the JSON schema of `--json` output, generated from its type
+SCHEMA = json_schema(AttackOutput)
 
 
 def parse_eps(text: str, *, flag: str = "--eps") -> float:
@@ -90,26 +69,38 @@ def parse_eps_list(text: str, *, flag: str = "--eps") -> list[float]:
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    from convlens.adversarial.attack import METHODS
+    from convlens.adversarial.registry import ATTACKS, attack_names
 
+    white, black = attack_names("white"), attack_names("black")
+    budget = {
+        b: ", ".join(n for n in white + black if ATTACKS[n].budget == b)
+        for b in ("required", "optional", "none")
+    }
+    steps = "; ".join(
+        f"{n} {ATTACKS[n].steps} {ATTACKS[n].steps_means}"
+        for n in white + black
+        if ATTACKS[n].steps_param is not None
+    )
     p = sub.add_parser(
         "attack",
         parents=[common],
-        help="adversarial examples: white-box (fgsm, bim, pgd, cw, deepfool) and black-box (square, zoo, one-pixel)",
+        help=f"adversarial examples: white-box ({', '.join(white)}) and black-box ({', '.join(black)})",
         description="Attack images with a white-box or black-box method. Budgets are in pixel units at the model's input size (4/255 allowed); black-box methods see only the model's probabilities and report their query counts. Success is decided on the 8-bit adversarial image saved at the model's resolution, so `convlens predict` on it agrees. An attack that fails to fool still exits 0 (success: false).",
     )
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image file, folder, or sample:NAME")
-    p.add_argument("--method", default="pgd", choices=list(METHODS), help="attack (default pgd)")
+    p.add_argument("--method", default="pgd", choices=white + black, help="attack (default pgd)")
     p.add_argument(
         "--eps",
         default=None,
-        help="budget in pixel units, e.g. 4/255 (default 4/255 for fgsm, bim, pgd, square; optional for zoo; none for cw, deepfool, one-pixel)",
+        help=f"budget in pixel units, e.g. 4/255 (default 4/255 for {budget['required']}; optional for {budget['optional']}; none for {budget['none']})",
     )
     p.add_argument(
         "--norm",
-        choices=["inf", "2"],
+        choices=sorted({n for s in ATTACKS.values() for n in s.norms} - {"0"}, reverse=True),
         default=None,
-        help="budget norm (default: the method's own; cw and deepfool are L2)",
+        help="budget norm (default: the method's own: "
+        + ", ".join(f"{n} L{ATTACKS[n].norms[0].replace('inf', '-inf')}" for n in white + black)
+        + ")",
     )
     p.add_argument(
         "--target",
@@ -120,7 +111,14 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
         "--steps",
         type=int,
         default=None,
-        help="iterations (bim, pgd 10; cw 100 per search round; deepfool 50), max queries per image (square 10000, zoo 20000) or DE generations (one-pixel 100)",
+        help=f"what each method counts, and its default: {steps}",
+    )
+    p.add_argument(
+        "--opt",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a method option, e.g. --opt alpha=0.004 for pgd (repeatable; the valid keys are the method's own, listed when a wrong one is given)",
     )
     p.add_argument(
         "--top-k", type=int, default=3, help="classes shown before and after (default 3)"
@@ -161,12 +159,17 @@ def run(ctx: Context) -> int:
     if args.steps is not None and args.steps < 1:
         raise BadInputError(f"--steps {args.steps}: must be >= 1")
     at_least(args.top_k, 1, "--top-k")
-    model = ctx.model(class_scores=True)
     from convlens.adversarial.attack import _method_settings
+    from convlens.adversarial.registry import check_attack_options, get_attack
+    from convlens.cli.cmd_explain import parse_options
 
+    options = parse_options(args.opt)
+    check_attack_options(get_attack(args.method), options, flag="--opt")
+    # bad combinations fail before any work
     _method_settings(
-        args.method, eps, args.norm, args.steps
-    )  # bad combinations fail before any work
+        args.method, eps, args.norm, args.steps, targeted=args.target is not None, options=options
+    )
+    model = ctx.model(class_scores=True)
     target = None
     if args.target is not None:
         resolve_target(model, args.target)
@@ -187,6 +190,7 @@ def run(ctx: Context) -> int:
             seed=args.seed or 0,
             progress=update,
             top_k=args.top_k,
+            **options,
         )
     sources = [item.source for item in loaded]
     result.sources = sources
