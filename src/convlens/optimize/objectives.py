@@ -29,6 +29,7 @@ from typing import Any
 import torch
 
 from convlens.errors import BadInputError
+from convlens.gram import gram_matrix
 
 __all__ = [
     "Objective",
@@ -41,7 +42,6 @@ __all__ = [
     "direction",
     "diversity",
     "feature_distance",
-    "gram_matrices",
     "l2",
     "layer_mean",
     "neuron",
@@ -480,12 +480,6 @@ def deepdream(layer: str) -> Objective:
     return Objective(fn, (layer,), f"deepdream({layer})")
 
 
-def gram_matrices(act: torch.Tensor) -> torch.Tensor:
-    """``(B, C, H, W)`` -> ``(B, C, C)`` Gram matrices ``F F^T / (H W)``, one batched matmul."""
-    feats = act.flatten(2) if act.dim() > 2 else act[:, :, None]
-    return torch.bmm(feats, feats.transpose(1, 2)) / feats.shape[2]
-
-
 def diversity(layer: str) -> Objective:
     """Batch diversity: minus the mean pairwise cosine similarity of the images' Gram matrices.
 
@@ -502,7 +496,7 @@ def diversity(layer: str) -> Objective:
         b = act.shape[0]
         if b < 2:
             return act.new_zeros(b)
-        grams = gram_matrices(act).flatten(1)
+        grams = gram_matrix(act, normalize="hw").flatten(1)
         unit = grams / grams.norm(dim=1, keepdim=True).clamp_min(torch.finfo(act.dtype).tiny)
         sims = unit @ unit.T
         off_diagonal = sims.sum() - sims.diagonal().sum()

@@ -7,7 +7,8 @@ row per channel) is the channels' second moments, with every position counted al
 
 (Gatys, Ecker & Bethge, "Texture Synthesis Using Convolutional Neural Networks", 2015,
 arXiv:1505.07376; "Image Style Transfer Using Convolutional Neural Networks", CVPR 2016).
-Dividing by ``C H W`` makes the entries comparable across image sizes and layers.
+Dividing by ``C H W`` makes the entries comparable across image sizes and layers
+(:func:`convlens.gram.gram_matrix`, re-exported here, with its default ``normalize="chw"``).
 The course notes' lighter alternative keeps only each channel's mean and variance
 (``mu_c = mean_n F_cn``, ``sigma^2_c = var_n F_cn``; the statistics AdaIN matches: Huang &
 Belongie 2017, arXiv:1703.06868).
@@ -30,6 +31,7 @@ from collections.abc import Callable
 import torch
 
 from convlens.errors import BadInputError
+from convlens.gram import gram_matrix  # normalised by C H W, as below
 
 __all__ = ["FEATURE_TRANSFORMS", "STATISTICS", "gram_matrix", "mean_variance", "transform_features"]
 
@@ -42,13 +44,6 @@ def _check_features(features: torch.Tensor) -> torch.Tensor:
             f"features: expected a (B, C, H, W) tensor, got {getattr(features, 'shape', type(features).__name__)}"
         )
     return features
-
-
-def gram_matrix(features: torch.Tensor) -> torch.Tensor:
-    """``(B, C, H, W)`` -> ``(B, C, C)``: ``G = F F^T / (C H W)`` (one batched matmul)."""
-    f = _check_features(features).flatten(2)
-    c, n = f.shape[1], f.shape[2]
-    return torch.bmm(f, f.transpose(1, 2)) / (c * n)
 
 
 def mean_variance(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
