@@ -15,6 +15,7 @@ import pytest
 import torch
 
 import convlens
+from convlens.render.display import display_settings
 from convlens.render.figures import array_to_png_bytes
 from convlens.render.overlay import overlay
 
@@ -80,13 +81,15 @@ def test_overlay_and_maps_equal_library_render(
     result = convlens.explain(digits_model, [str(path)], method, target, layer=layer)
     expected_class = int(result.provenance["target"]["classes"][0])
     assert info["target"]["class"] == expected_class
+    # drawn with the sign the report and the CLI use for the method (render.display)
+    sign = display_settings(result, 0)["sign"]
     for alpha in (0.5, 0.3):
         png = client.get(
             f"/api/images/{image['id']}/overlays/{info['key']}.png", params={"alpha": alpha}
         )
         assert png.status_code == 200 and png.headers["content-type"] == "image/png"
         assert png.content == array_to_png_bytes(
-            overlay(result.originals[0], result.display[0], alpha=alpha)
+            overlay(result.originals[0], result.display[0], alpha=alpha, sign=sign)
         )
     raw_map = _npy(client.get(f"/api/images/{image['id']}/files/{info['files']['map']}").content)
     np.testing.assert_array_equal(raw_map, result.tensors["map"][0].numpy())

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 import convlens
+from convlens.render.display import display_settings
 from convlens.render.figures import array_to_png_bytes
 from convlens.render.overlay import overlay
 
@@ -114,7 +115,10 @@ def test_job_files_equal_the_sync_route_and_the_library(
     png = jclient.get(
         f"/api/images/{jimage}/overlays/{info['key']}.png", params={"alpha": 0.4}
     ).content
-    assert png == array_to_png_bytes(overlay(result.originals[0], result.display[0], alpha=0.4))
+    sign = display_settings(result, 0)["sign"]  # the report's and the CLI's sign for the method
+    assert png == array_to_png_bytes(
+        overlay(result.originals[0], result.display[0], alpha=0.4, sign=sign)
+    )
     assert (
         png
         == sclient.get(

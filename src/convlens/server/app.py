@@ -42,6 +42,8 @@ from pydantic import BaseModel, Field
 from convlens.errors import BadInputError, ConvlensError, ImageReadError
 from convlens.progress import ProgressFn
 from convlens.server.jobs import JobManager
+from convlens.server.patches import FeatureFolders, PatchesRequest, patches_job
+from convlens.server.report import ReportJobRequest, report_job, report_sections
 from convlens.server.storage import Storage
 
 __all__ = [
@@ -148,6 +150,7 @@ class Explorer:
         max_bytes: int,
         max_pixels: int,
         workers: int = 1,
+        features: FeatureFolders | None = None,
     ) -> None:
         if not models:
             raise BadInputError("the explorer needs at least one model")
@@ -157,6 +160,7 @@ class Explorer:
         self.jobs = JobManager(workers=workers)
         self.max_bytes = max_bytes
         self.max_pixels = max_pixels
+        self.features = features if features is not None else FeatureFolders()
 
     # -- lookups ---------------------------------------------------------------------
     def slot(self, name: str | None) -> _Slot:
@@ -303,6 +307,7 @@ class Explorer:
         progress (or after its last report) still stores nothing.
         """
         from convlens.attribution import explain
+        from convlens.render.display import DEFAULT_CLIP, display_settings
 
         last = [0, 1]  # a method that reports nothing counts as one step
 
@@ -327,6 +332,7 @@ class Explorer:
             )
         if result.display is None:
             raise BadInputError(f"method {request.method!r} gives no map to draw")
+
         if progress is not None:
             progress(
                 last[1], last[1]
@@ -345,6 +351,8 @@ class Explorer:
                 "label": labels.name(cls) if (labels is not None and cls is not None) else None,
             },
             "seconds": result.provenance["params"].get("seconds"),
+            # how the overlay route draws the map unless asked otherwise (the report's default)
+            "display": display_settings(result, 0, clip=DEFAULT_CLIP),
             "files": {
                 "map": f"map-{key}.npy",
                 "display": f"display-{key}.npy",
@@ -374,22 +382,25 @@ class Explorer:
     def overlay(
         self, image_id: str, key: str, alpha: float, sign: str | None = None, clip: float = 99.0
     ) -> Path:
-        """The map drawn over the image by ``render.overlay`` (sign None: ``all`` for a signed
-        map, ``positive`` otherwise; ``clip``: the percentile drawn at full colour)."""
-        from convlens.render.display import check_clip, check_sign
+        """The map drawn over the image by ``render.overlay``.
+
+        ``sign`` None: the method's default, as the report and the CLI draw it
+        (:func:`convlens.render.display.default_sign`); ``clip``: the percentile drawn at full
+        colour (rounded to 0.01, like ``alpha``)."""
+        from convlens.render.display import check_clip, check_sign, default_sign
         from convlens.render.overlay import overlay
 
         percent = round(alpha * 100)
-        clip = check_clip(clip)
-        if sign is not None:
-            check_sign(sign)
-        suffix = "" if (sign is None and clip == 99.0) else f"-{sign or 'auto'}-c{clip:g}"
+        clip = round(check_clip(clip), 2)
         display = self.file(image_id, f"display-{key}.npy")
-        path = self.file(image_id, f"overlay-{key}-a{percent}{suffix}.png")
+        info = self.file(image_id, f"expl-{key}.json")
+        if not (display.exists() and info.exists()):
+            raise HTTPError(404, "no map with that key for this image; run explain first")
+        heat = np.load(display, allow_pickle=False)
+        method = json.loads(info.read_text())["method"]
+        sign = check_sign(sign) if sign is not None else default_sign(method, heat)
+        path = self.file(image_id, f"overlay-{key}-a{percent}c{round(clip * 100)}-{sign}.png")
         if not path.exists():
-            if not display.exists():
-                raise HTTPError(404, "no map with that key for this image; run explain first")
-            heat = np.load(display, allow_pickle=False)
             self.storage.write(
                 path,
                 _png(
@@ -612,6 +623,7 @@ def create_app(
     max_images: int = 64,
     workers: int = 1,
     allowed_hosts: Sequence[str] | None = None,
+    features: Sequence[str | Path] = (),
 ) -> FastAPI:
     """The explorer as a FastAPI app (serve it with uvicorn; ``convlens serve`` does).
 
@@ -635,6 +647,10 @@ def create_app(
         Host header values accepted (None: any). ``convlens serve`` on a loopback address
         passes the loopback names, so a web page that rebinds its own domain name to
         127.0.0.1 (DNS rebinding) cannot reach the API.
+    features
+        Folders written by ``convlens features`` with one of the models: the layer browser
+        shows a channel's top patches over the images of the folder made at its layer, and
+        the report's nearest-neighbours section searches the first folder of the model.
 
     Returns
     -------
@@ -645,12 +661,14 @@ def create_app(
         from convlens.models.zoo import load_model
 
         models = {name: load_model(name, device=device) for name in model_names}
+    folders = FeatureFolders.load(features, [m.name for m in models.values()])
     explorer = Explorer(
         models,
         Storage(storage_root, max_images=max_images),
         max_bytes=max_bytes,
         max_pixels=max_pixels,
         workers=workers,
+        features=folders,
     )
 
     @asynccontextmanager
@@ -765,6 +783,21 @@ def create_app(
             except BadInputError:
                 cam = None
         return {"layers": table, "default_cam_layer": cam}
+
+    @app.get(
+        "/api/models/{model}/report-sections",
+        summary="The HTML report's sections for this model, in order, with their progress units",
+    )
+    def sections(model: str) -> dict[str, Any]:
+        return report_sections(explorer, model)
+
+    @app.get(
+        "/api/models/{model}/features",
+        summary="The features folders this server has for the model (layer browser's top patches)",
+    )
+    def feature_folders(model: str) -> list[dict[str, Any]]:
+        slot = explorer.slot(model)
+        return [f.to_dict() for f in explorer.features.for_model(slot.model.name)]
 
     # -- images --------------------------------------------------------------------------
     @app.post(
@@ -894,6 +927,22 @@ def create_app(
     )
     def attack(body: AttackRequest) -> dict[str, Any]:
         return explorer.attack_job(body)
+
+    @app.post(
+        "/api/jobs/report",
+        summary="Run HTML report sections on an image (all when none named); poll /api/jobs/{id}",
+        status_code=202,
+    )
+    def report(body: ReportJobRequest) -> dict[str, Any]:
+        return report_job(explorer, body)
+
+    @app.post(
+        "/api/jobs/patches",
+        summary="Top patches of a channel over the features folder of its layer; poll /api/jobs/{id}",
+        status_code=202,
+    )
+    def patches(body: PatchesRequest) -> dict[str, Any]:
+        return patches_job(explorer, body)
 
     @app.get("/api/jobs/{job_id}", summary="A job's status, progress and result")
     def job(job_id: str) -> dict[str, Any]:
