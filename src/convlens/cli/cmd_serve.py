@@ -1,4 +1,5 @@
-"""``convlens serve [--model M] [--host 127.0.0.1] [--port 8000]``: the local web explorer."""
+"""``convlens serve [--model M] [--host 127.0.0.1] [--port 8000] [--features DIR ...]``: the
+local web explorer."""
 
 from __future__ import annotations
 
@@ -48,6 +49,14 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
         default=40_000_000,
         help="largest upload in width x height (default 40000000)",
     )
+    p.add_argument(
+        "--features",
+        metavar="DIR",
+        nargs="+",
+        action="extend",
+        default=[],
+        help="folders written by `convlens features` with a served model: clicking a channel of the folder's layer shows its top patches over the folder's images (the first folder of a model also feeds the report's neighbours section)",
+    )
     p.set_defaults(func=run)
 
 
@@ -92,7 +101,11 @@ def run(ctx: Context) -> int:
     # on loopback only loopback Host headers: a page whose domain rebinds to 127.0.0.1 is refused
     hosts = [*LOOPBACK_HOSTS, args.host] if is_loopback(args.host) else None
     app = create_app(
-        models=models, max_bytes=args.max_bytes, max_pixels=args.max_pixels, allowed_hosts=hosts
+        models=models,
+        max_bytes=args.max_bytes,
+        max_pixels=args.max_pixels,
+        allowed_hosts=hosts,
+        features=args.features,
     )
     url = f"http://{args.host}:{args.port}/"
     print(f"convlens explorer on {url} (Ctrl+C stops it)", file=sys.stderr)
