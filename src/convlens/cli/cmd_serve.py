@@ -9,19 +9,24 @@ import ipaddress
 import logging
 import sys
 
+from typing_extensions import TypedDict
+
 from convlens.cli.context import Context
+from convlens.cli.schema import json_schema
+from convlens.cli.validators import at_least, between
 
 log = logging.getLogger("convlens")
 
-SCHEMA = {
-    "type": "object",
-    "description": "Printed once the server stops (it serves until interrupted).",
-    "required": ["url", "models"],
-    "properties": {
-        "url": {"type": "string"},
-        "models": {"type": "array", "items": {"type": "string"}},
-    },
-}
+
+class ServeOutput(TypedDict):
+    """Printed once the server stops (it serves until interrupted)."""
+
+    url: str
+    models: list[str]
+
+
+#: the JSON schema of `--json` output, generated from its type
+SCHEMA = json_schema(ServeOutput)
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -71,18 +76,17 @@ def is_loopback(host: str) -> bool:
 
 
 def run(ctx: Context) -> int:
-    from convlens.errors import BadInputError, MissingDependencyError
+    from convlens.errors import MissingDependencyError
 
     args = ctx.args
+    between(args.port, 0, 65535, "--port")
+    at_least(args.max_bytes, 1, "--max-bytes")
+    at_least(args.max_pixels, 1, "--max-pixels")
     missing = [m for m in ("fastapi", "uvicorn") if importlib.util.find_spec(m) is None]
     if missing:
         raise MissingDependencyError(
             f"convlens serve needs {' and '.join(missing)}: pip install 'convlens[web]'"
         )
-    if not 0 <= args.port <= 65535:
-        raise BadInputError(f"--port {args.port}: must be 0-65535")
-    if args.max_bytes < 1 or args.max_pixels < 1:
-        raise BadInputError("--max-bytes and --max-pixels must be at least 1")
     ctx.model_specs()  # a bad --model / config fails here, before the warning and the imports
     if not is_loopback(args.host):
         log.warning(
