@@ -85,8 +85,9 @@ def _pair(v: object) -> tuple[int, int]:
 
 def _leading_padding(m: nn.Module, inp: torch.Tensor) -> tuple[float, float] | None:
     """Padding before the first row/column, or None when the layer is not a window op."""
-    if hasattr(m, "same_padding"):
-        left, _, top, _ = m.same_padding(inp.shape[-2], inp.shape[-1])
+    same_padding = getattr(m, "same_padding", None)
+    if same_padding is not None:
+        left, _, top, _ = same_padding(inp.shape[-2], inp.shape[-1])
         return float(top), float(left)
     padding = getattr(m, "padding", 0)
     if padding == "same":

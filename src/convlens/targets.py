@@ -83,17 +83,6 @@ class Neuron:
         return f"{self.layer} channel {self.channel}{where}"
 
 
-TargetLike = (
-    int
-    | str
-    | Sequence[int]
-    | torch.Tensor
-    | Neuron
-    | Callable[[torch.Tensor], torch.Tensor]
-    | None
-)
-
-
 @dataclass(frozen=True)
 class Target:
     """A resolved target. ``classes`` is set for class targets (after :meth:`scores`,
@@ -113,8 +102,9 @@ class Target:
             return "predicted class"
         if self.neuron is not None:
             return self.neuron.describe()
-        if callable(getattr(self.fn, "describe", None)):
-            return str(self.fn.describe())  # type: ignore[union-attr]
+        describe = getattr(self.fn, "describe", None)
+        if callable(describe):
+            return str(describe())
         return getattr(self.fn, "__name__", "callable")
 
     def to_dict(self) -> dict[str, object]:
@@ -129,12 +119,14 @@ class Target:
                 "x": self.neuron.x,
             }
         if self.fn is not None:
-            if callable(getattr(self.fn, "describe", None)):
-                d["callable"] = str(self.fn.describe())  # type: ignore[union-attr]
+            describe = getattr(self.fn, "describe", None)
+            if callable(describe):
+                d["callable"] = str(describe())
             else:
                 d["callable"] = getattr(self.fn, "__qualname__", repr(self.fn))
-            if callable(getattr(self.fn, "to_dict", None)):
-                d["helper"] = self.fn.to_dict()  # type: ignore[union-attr]
+            to_dict = getattr(self.fn, "to_dict", None)
+            if callable(to_dict):
+                d["helper"] = to_dict()
         return d
 
     def scores(self, model: Model, x: torch.Tensor) -> tuple[torch.Tensor, Target]:
@@ -190,6 +182,19 @@ class Target:
                 )
             target = Target("class", classes=classes)
         return logits.gather(1, classes.view(-1, 1)).squeeze(1), target
+
+
+# what every ``target=`` accepts; an already resolved Target passes through
+TargetLike = (
+    int
+    | str
+    | Sequence[int]
+    | torch.Tensor
+    | Neuron
+    | Callable[[torch.Tensor], torch.Tensor]
+    | Target
+    | None
+)
 
 
 def _as_logits(output: torch.Tensor) -> torch.Tensor:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 
@@ -168,10 +169,10 @@ def evaluate_defences(
             defended = defend(model, defence, seed=seed)
             correct[row, 0] = _accuracy(defended, x0, y, batch_size, seed)
             correct[row, 1] = _accuracy(defended, transferred, y, batch_size, seed)
-            defended.module.reseed(seed)
+            cast(DefendedModule, defended.module).reseed(seed)
             naive = _pgd(_as_reported(defended), x0, y, eps, steps, seed, batch_size)
             correct[row, 2] = _accuracy(defended, naive, y, batch_size, seed)
-            defended.module.reseed(seed)
+            cast(DefendedModule, defended.module).reseed(seed)
             adaptive = _pgd(
                 adaptive_forward(defended, samples=eot_samples), x0, y, eps, steps, seed, batch_size
             )

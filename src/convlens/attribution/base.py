@@ -165,14 +165,13 @@ def default_cam_layer(model: Model) -> str:
     probabilities ``(heads, T, T)`` are never a CAM layer.
     """
     rows = [r for r in model.layers() if r.is_leaf and r.calls == 1 and r.output_shape]
-    tokens = [
-        r for r in rows if len(r.output_shape or ()) == 2 and _fills_grid(r.output_shape[0], model)
-    ]  # type: ignore[index]
-    counts = {r.output_shape[0] for r in tokens}  # type: ignore[index]
+    shapes = {r.name: tuple(r.output_shape or ()) for r in rows}
+    tokens = [r for r in rows if len(shapes[r.name]) == 2 and _fills_grid(shapes[r.name][0], model)]
+    counts = {shapes[r.name][0] for r in tokens}
     spatial = [
         r for r in rows
-        if len(r.output_shape or ()) == 3 and r.output_shape[1] * r.output_shape[2] > 1  # type: ignore[index]
-        and not (r.output_shape[1] == r.output_shape[2] and r.output_shape[1] in counts)  # type: ignore[index]
+        if len(s := shapes[r.name]) == 3 and s[1] * s[2] > 1
+        and not (s[1] == s[2] and s[1] in counts)
     ]  # fmt: skip
     if tokens and (not spatial or rows.index(tokens[-1]) > rows.index(spatial[-1])):
         return _default_token_layer(model, tokens)

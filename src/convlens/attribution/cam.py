@@ -486,7 +486,9 @@ def guided_gradcam(
     above = _rules_above(model, name)  # before the hooks: the layer table may run a forward
     state = {"plain": False}
 
-    def rule(module: nn.Module, inp: None, out: None, grad: torch.Tensor) -> torch.Tensor:
+    def rule(
+        module: nn.Module, inp: torch.Tensor | None, out: torch.Tensor | None, grad: torch.Tensor
+    ) -> torch.Tensor:
         # on the gradient at each activation's output; the activation's own derivative follows
         return grad if state["plain"] else grad.clamp(min=0)
 

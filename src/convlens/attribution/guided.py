@@ -66,7 +66,9 @@ def _guided_rule(
     return activation_derivative(module, inp) * grad.clamp(min=0)
 
 
-def _positive_part(module: nn.Module, inp: None, out: None, grad: torch.Tensor) -> torch.Tensor:
+def _positive_part(
+    module: nn.Module, inp: torch.Tensor | None, out: torch.Tensor | None, grad: torch.Tensor
+) -> torch.Tensor:
     # applied to the gradient at the activation's output; its own backward then multiplies by
     # the mask m(x), which gives the guided rule m(x) * relu(g) without saving anything
     return grad.clamp(min=0)

@@ -64,6 +64,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -154,7 +155,7 @@ class _LinearMap:
         return _channel_view(b, like, 1 if like.dim() > 2 else -1)
 
 
-class _Parts(dict):  # type: ignore[type-arg]
+class _Parts(dict):
     """``W``, ``W^+`` and ``W^-`` by ``part`` 0, 1, -1; the clamped parts made on first use
     (the epsilon rule never needs them)."""
 
@@ -204,7 +205,7 @@ class _ConvMap(_LinearMap):
         if c.padding == "same":  # torch puts the odd pixel after, like TF
             (th, tw) = (d * (k - 1) for d, k in zip(c.dilation, c.kernel_size))
             return tw // 2, tw - tw // 2, th // 2, th - th // 2
-        (ph, pw) = c.padding  # type: ignore[misc]
+        (ph, pw) = cast("tuple[int, int]", c.padding)  # str paddings were handled above
         return pw, pw, ph, ph
 
     def apply(self, x: torch.Tensor, part: int) -> torch.Tensor:
@@ -280,8 +281,8 @@ def _bn_scale_shift(bn: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
 
 def _affine_map(module: nn.Module, bn: nn.Module | None) -> _LinearMap:
     """The conv/linear layer as a linear map, folded with the BatchNorm ``bn`` after it."""
-    weight = module.weight.detach()  # type: ignore[union-attr]
-    bias = module.bias.detach() if module.bias is not None else None  # type: ignore[union-attr]
+    weight = cast(torch.Tensor, module.weight).detach()
+    bias = cast(torch.Tensor, module.bias).detach() if module.bias is not None else None
     if bn is not None:
         scale, shift = _bn_scale_shift(bn)
         weight = weight * scale.reshape(-1, *[1] * (weight.dim() - 1))
@@ -424,10 +425,10 @@ def _make_plan(calls: Sequence[Call], x: torch.Tensor) -> _Plan:
             src = producers.get(id(call.inputs[0])) if call.inputs else None
             found = src.module if src is not None and src.output is call.inputs[0] else None
             sources.setdefault(call.module, set()).add(found)
-    for bn, found in sources.items():
-        (src,) = found if len(found) == 1 else (None,)
-        if src is not None and src not in plan.folds and n_calls[src] == n_calls[bn]:
-            plan.folds[src] = bn
+    for bn, candidates in sources.items():
+        (layer,) = candidates if len(candidates) == 1 else (None,)
+        if layer is not None and layer not in plan.folds and n_calls[layer] == n_calls[bn]:
+            plan.folds[layer] = bn
     return plan
 
 

@@ -51,7 +51,7 @@ def _hopper() -> np.ndarray:
     from matplotlib import cbook
     from PIL import Image
 
-    with cbook.get_sample_data("grace_hopper.jpg") as f, Image.open(f) as im:
+    with Image.open(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)) as im:
         return np.asarray(im.convert("RGB"))
 
 

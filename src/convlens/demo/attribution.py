@@ -37,7 +37,8 @@ def run(model: Any, out: Path, progress: ProgressFn | None, full: bool = False) 
         if full
         else [m for m in QUICK if m in METHODS and METHODS[m].applies_to(model)]
     )
-    files, timings = [], {}
+    files: list[str] = []
+    timings: dict[str, list[float]] = {}
     photos = ["cat", "hopper"]
     total, done = len(photos) * len(names), 0
     for photo in photos:

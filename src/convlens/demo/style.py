@@ -24,7 +24,7 @@ def run(model: Any, out: Path, progress: ProgressFn | None, full: bool = False) 
     from convlens.render.style import style_figure, texture_figure
     from convlens.style.transfer import load_style_image, style_transfer, synthesize_texture
 
-    runs = [("quick", {"size": 192, "steps": 80})]
+    runs: list[tuple[str, dict[str, Any]]] = [("quick", {"size": 192, "steps": 80})]
     if full:
         runs.append(("full", {}))
     stages = len(runs) + int(full)

@@ -31,7 +31,7 @@ when they differ every ablation runs the full network instead.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -97,16 +97,26 @@ class _Replay:
                 stored = self.acts[idx] * mask
                 with (
                     torch.no_grad(),
-                    edit_output(self.model.module, self.layer, lambda _a, s=stored: s),
+                    edit_output(self.model.module, self.layer, _replace_by(stored)),
                 ):
                     out.append(self.model.module(self.x[idx[:1]]))
             else:
                 with (
                     torch.no_grad(),
-                    edit_output(self.model.module, self.layer, lambda a, m=mask: a * m),
+                    edit_output(self.model.module, self.layer, _scale_by(mask)),
                 ):
                     out.append(self.model.module(self.x[idx]))
         return torch.cat(out).float()
+
+
+def _replace_by(value: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+    """An output edit that feeds ``value`` instead of the layer's output."""
+    return lambda _output: value
+
+
+def _scale_by(mask: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+    """An output edit that multiplies the layer's output by ``mask``."""
+    return lambda output: output * mask
 
 
 def _batched_logits(model: Model, x: torch.Tensor, batch_size: int) -> torch.Tensor:
@@ -263,7 +273,7 @@ def _taylor(run: _Replay, targets: torch.Tensor, progress: ProgressFn | None) ->
         with torch.enable_grad():
             # without replay the lower network runs too, its output replaced by the same leaf
             inputs = run.x[idx[:1]] if run.replay else run.x[idx]
-            with edit_output(run.model.module, run.layer, lambda _a, leaf=acts: leaf):
+            with edit_output(run.model.module, run.layer, _replace_by(acts)):
                 logits = run.model.module(inputs)
             score = logits.gather(1, targets[idx, None]).sum()
             (grad,) = torch.autograd.grad(score, acts)

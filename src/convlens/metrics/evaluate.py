@@ -125,7 +125,7 @@ def evaluate(
     with torch.no_grad():
         classes = (
             resolved.classes.to(x.device)
-            if resolved.kind == "class"
+            if resolved.kind == "class" and resolved.classes is not None
             else model.logits(x, batch_size).argmax(dim=1)
         )
     if classes.numel() == 1 and n > 1:

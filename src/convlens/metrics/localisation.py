@@ -121,7 +121,7 @@ def _box_list(boxes: BoxesOrMasks, n: int) -> list[torch.Tensor]:
         items = [
             torch.as_tensor(b, dtype=torch.float64).reshape(-1, 4) if len(b) else torch.zeros(0, 4)
             for b in boxes
-        ]  # type: ignore[arg-type]
+        ]
     else:
         raise BadInputError(
             f"boxes_or_masks must be a tensor or a list of boxes, not {type(boxes).__name__}"

@@ -293,10 +293,10 @@ def load_config(path: Path | None) -> Config:
     """Parse ``convlens.toml`` (``[model]`` and ``[models.NAME]`` tables)."""
     if path is None:
         return Config()
-    try:
+    if sys.version_info >= (3, 11):
         import tomllib
-    except ModuleNotFoundError:  # Python 3.10
-        import tomli as tomllib  # type: ignore[no-redef]
+    else:  # Python 3.10
+        import tomli as tomllib
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as exc:

@@ -158,7 +158,7 @@ class VisionTransformer(nn.Module):
 
     def __init__(self, config: ViTConfig | None = None, **overrides: object) -> None:
         super().__init__()
-        cfg = ViTConfig(**{**(config or ViTConfig()).__dict__, **overrides})  # type: ignore[arg-type]
+        cfg = ViTConfig(**{**(config or ViTConfig()).__dict__, **overrides})
         self.config = cfg
         h, w = cfg.grid
         if h < 1 or w < 1:

@@ -365,7 +365,7 @@ def optimize(
                 seen = tf(image, gen) if tf is not None else image
                 values = _forward(model, objective, cap, image, seen, truncate)
                 loss = -values.sum()
-                loss.backward()  # type: ignore[no-untyped-call]
+                loss.backward()
                 cap.clear()
                 if clip_grads_percentile:
                     for leaf in leaves:

@@ -259,7 +259,7 @@ def fool_from_noise(
                         success = True
                         break
                 opt.zero_grad(set_to_none=True)
-                (-log_p[cls]).backward()  # type: ignore[no-untyped-call]
+                (-log_p[cls]).backward()
             opt.step()
             if progress is not None:
                 progress(done, steps)

@@ -451,7 +451,7 @@ def overfitting_sweep(
     ``value``, the target's ``train_accuracy`` and ``held_out_accuracy``, and both attacks'
     metrics.
     """
-    points = [
+    points: list[tuple[str, float, TargetRecipe]] = [
         ("epochs", e, replace(base, name=f"epochs={e}", epochs=int(e), weight_decay=0.0))
         for e in epochs
     ]

@@ -80,7 +80,7 @@ def bias_figure(
     ax2.set_ylim(0, 1.12)
     ax2.set_title("accuracy", fontsize=9)
     for p, (_, s, _) in zip(pos, splits):
-        ax2.text(p, s.accuracy + 0.02, f"{s.accuracy:.2f}", ha="center", fontsize=8)
+        ax2.text(float(p), s.accuracy + 0.02, f"{s.accuracy:.2f}", ha="center", fontsize=8)
     for j, (share, name, s, imgs, i) in enumerate(worst):
         pic = overlay(
             imgs[i], s.maps[i], alpha=0.6, sign="absolute" if report.sign == "abs" else "positive"

@@ -23,6 +23,8 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
+from convlens.atomic import atomic_write_text
+
 __all__ = ["embedding_figure", "embedding_html", "thumbnail_uri", "write_html"]
 
 _PALETTE = [
@@ -124,11 +126,7 @@ def embedding_html(
 
 def write_html(text: str, path: str | os.PathLike[str]) -> Path:
     """Write the page atomically."""
-    target = Path(path)
-    tmp = target.with_name(target.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, target)
-    return target
+    return atomic_write_text(path, text)
 
 
 def embedding_figure(
@@ -148,7 +146,8 @@ def embedding_figure(
     coords = np.asarray(embedding.coords)
     three = coords.ndim == 2 and coords.shape[1] == 3
     fig = Figure(figsize=(7.5, 6.5), dpi=100)
-    ax = fig.add_subplot(1, 1, 1, projection="3d") if three else fig.add_subplot(1, 1, 1)
+    # Any: a 3-D axes takes three columns and has set_zticks, which Axes does not declare
+    ax: Any = fig.add_subplot(1, 1, 1, projection="3d") if three else fig.add_subplot(1, 1, 1)
     classes = sorted({int(v) for v in values})
     size = max(4.0, min(30.0, 3000.0 / max(1, len(coords))))
     for j, c in enumerate(classes):

@@ -34,16 +34,16 @@ import io
 import json
 import math
 import os
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from convlens.atomic import atomic_write_bytes
 from convlens.data.images import find_images, load_image
 from convlens.data.samples import labelled_imagenet_files, load_sample, sample_names
 from convlens.errors import BadInputError
@@ -174,8 +174,10 @@ class StyleNet(nn.Module):
         self.up = nn.Sequential(_Upsample(4 * w, 2 * w), _Upsample(2 * w, w))
         self.out = _conv(w, 3, 9)
         if skip:  # start as the identity: the net only has to learn the change
-            nn.init.zeros_(self.out[1].weight)
-            nn.init.zeros_(self.out[1].bias)
+            conv = cast(nn.Conv2d, self.out[1])
+            nn.init.zeros_(conv.weight)
+            if conv.bias is not None:  # it has one: _conv builds it with a bias
+                nn.init.zeros_(conv.bias)
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         if pixels.dim() != 4 or pixels.shape[1] != 3:
@@ -448,7 +450,7 @@ def train_style_net(
         )
         loss = -evaluate_objective(model, objective, net(contents), truncate=True).mean()
         opt.zero_grad(set_to_none=True)
-        loss.backward()  # type: ignore[no-untyped-call]
+        loss.backward()
         opt.step()
         history[step] = loss.item()
         c_hist[step], s_hist[step] = parts["content"].mean().item(), parts["style"].mean().item()
@@ -541,16 +543,7 @@ def save_style_net(net: StyleNet, path: str | os.PathLike[str]) -> Path:
     buffer = io.BytesIO()
     torch.save(payload, buffer)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(buffer.getvalue())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target
+    return atomic_write_bytes(target, buffer.getvalue())
 
 
 def _one_line(exc: BaseException) -> str:

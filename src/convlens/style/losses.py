@@ -28,6 +28,7 @@ from convlens.layers import resolve_layer
 from convlens.optimize.objectives import Objective, ObjectiveContext
 from convlens.results import Result, make_provenance
 from convlens.style.gram import STATISTICS, gram_matrix, mean_variance, transform_features
+from convlens.types import ModelProtocol
 
 __all__ = [
     "DEFAULT_LAYERS",
@@ -235,7 +236,7 @@ def content_loss(codes: Mapping[str, torch.Tensor]) -> Objective:
 
 
 def layer_statistics(
-    model: object, image: torch.Tensor, layer: str, *, transform: str = "none"
+    model: ModelProtocol, image: torch.Tensor, layer: str, *, transform: str = "none"
 ) -> Result:
     """The style statistics of one layer for one pixel-space image ``(1, C, H, W)``.
 
@@ -246,7 +247,7 @@ def layer_statistics(
         raise BadInputError("image: expected one pixel-space image (1, C, H, W)")
     act = transform_features(
         layer_codes(model, image.to(model.device, model.dtype), [layer])[layer], transform
-    )  # type: ignore[attr-defined]
+    )
     mean, var = mean_variance(act)
     tensors = {"gram": gram_matrix(act)[0].cpu(), "mean": mean[0].cpu(), "variance": var[0].cpu()}
     params = {

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import html
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 
@@ -12,8 +12,16 @@ from convlens.render.report import ReportImage
 
 esc = html.escape
 
+
+class Encoding(TypedDict):
+    """How a report picture is encoded."""
+
+    format: str
+    quality: int
+
+
 #: lossy pictures (photos, overlays, feature-map grids): format and quality
-LOSSY = {"format": "jpeg", "quality": 85}
+LOSSY: Encoding = {"format": "jpeg", "quality": 85}
 
 
 def png_image(
