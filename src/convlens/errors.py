@@ -13,7 +13,7 @@ the command line turns those into one line on stderr and exit code 2. ::
     │   │   └── AmbiguousLabelError             a label that names several classes
     │   └── UnknownModelError                   a model name convlens does not know
     ├── MissingDependencyError (ImportError)    an optional extra is not installed
-    └── QueryBudgetError                        a black-box attack ran out of oracle queries
+    └── QueryBudgetError (RuntimeError)         an oracle was asked beyond its query budget
 
 Messages say what was given, what was expected and the likely fix.
 """
@@ -96,5 +96,6 @@ class MissingDependencyError(ConvlensError, ImportError):
     """An optional dependency is missing; the message gives the pip command."""
 
 
-class QueryBudgetError(ConvlensError):
-    """A black-box attack asked its oracle for more queries than its budget allows."""
+class QueryBudgetError(ConvlensError, RuntimeError):
+    """An attack asked its :class:`~convlens.adversarial.oracle.Oracle` for more queries than
+    its budget allows (also importable as ``convlens.adversarial.QueryBudgetExceeded``)."""

@@ -17,21 +17,23 @@ the priors (smooth, mostly dark strokes) standing in for Fredrikson's denoising 
   ``g = 1/(2 n sigma) sum_i [f(z + sigma u_i) - f(z - sigma u_i)] u_i``, ``u_i ~ N(0, I)``,
   ``2n`` queries a step, within a fixed query budget. The priors need no queries.
 
-The attacker holds only a :class:`ModelOracle`: probabilities (and, white-box, gradients)
-of images it submits. No training data, no module, no weights are reachable through it.
+The attacker holds only an :class:`~convlens.adversarial.oracle.Oracle` (the one black-box
+attacks get; :func:`ModelOracle` builds it from a model): probabilities (and, white-box,
+gradients) of images it submits. No training data, no module, no weights are reachable
+through it.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from convlens.adversarial.oracle import Oracle
 from convlens.errors import BadInputError, QueryBudgetError
-from convlens.hooks import inference_context
 from convlens.models.model import Model
 from convlens.privacy._common import accuracy, full_dataset, train_module
 from convlens.progress import ProgressFn
@@ -47,106 +49,10 @@ __all__ = [
 ]
 
 
-class ModelOracle:
-    """The only view of a classifier an inversion attack gets.
-
-    It answers :meth:`probabilities` for pixel-space images the attacker submits and, if
-    ``white_box``, :meth:`gradient` of ``log p_c``. It counts queries (one per image) and
-    refuses to exceed ``budget``. The network lives only inside closures: the oracle has no
-    attribute holding the module, its weights or any data.
-
-    Parameters
-    ----------
-    model
-        The convlens :class:`Model` under attack (pixels are normalised as it expects).
-    white_box
-        Allow gradients.
-    budget
-        Largest number of images that may be queried (``None``: unlimited).
-    """
-
-    __slots__ = (
-        "_forward",
-        "_gradient",
-        "budget",
-        "input_shape",
-        "n_classes",
-        "queries",
-        "white_box",
-    )
-
-    def __init__(self, model: Model, *, white_box: bool, budget: int | None = None) -> None:
-        if not isinstance(model, Model):
-            raise BadInputError(f"ModelOracle wraps a convlens Model, not {type(model).__name__}")
-        if budget is not None and (not isinstance(budget, int) or budget < 1):
-            raise BadInputError(f"budget={budget!r} must be None or an int >= 1")
-        module, normalize = model.module, model.normalize
-        self.input_shape: tuple[int, int, int] = (model.channels, *model.input_size)
-        with torch.no_grad(), inference_context(module):
-            self.n_classes: int = int(
-                module(
-                    normalize(
-                        torch.zeros(1, *self.input_shape, device=model.device, dtype=model.dtype)
-                    )
-                ).shape[1]
-            )
-        self.white_box = white_box
-        self.budget = budget
-        self.queries = 0
-
-        def forward(pixels: Tensor) -> Tensor:
-            with torch.no_grad(), inference_context(module):
-                return torch.softmax(
-                    module(normalize(pixels.to(model.device, model.dtype))), dim=1
-                ).cpu()
-
-        def gradient(pixels: Tensor, classes: Tensor) -> tuple[Tensor, Tensor]:
-            x = pixels.detach().to(model.device, model.dtype).requires_grad_(True)
-            with inference_context(module), torch.enable_grad():
-                log_p = torch.log_softmax(module(normalize(x)), dim=1)
-                chosen = log_p.gather(1, classes.to(model.device)[:, None])[:, 0]
-                (grad,) = torch.autograd.grad(chosen.sum(), x)
-            return chosen.detach().cpu(), grad.cpu()
-
-        self._forward: Callable[[Tensor], Tensor] = forward
-        self._gradient: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]] | None = (
-            gradient if white_box else None
-        )
-
-    def _check(self, pixels: Tensor) -> None:
-        if (
-            not isinstance(pixels, Tensor)
-            or pixels.dim() != 4
-            or tuple(pixels.shape[1:]) != self.input_shape
-        ):
-            got = tuple(pixels.shape) if isinstance(pixels, Tensor) else type(pixels).__name__
-            raise BadInputError(
-                f"oracle query of shape {got}: expected (N, {', '.join(map(str, self.input_shape))})"
-            )
-        if self.budget is not None and self.queries + pixels.shape[0] > self.budget:
-            raise QueryBudgetError(
-                f"{pixels.shape[0]} more queries would exceed the budget of {self.budget} ({self.queries} used)"
-            )
-        self.queries += pixels.shape[0]
-
-    @property
-    def remaining(self) -> int | None:
-        """Queries left in the budget (``None``: unlimited)."""
-        return None if self.budget is None else self.budget - self.queries
-
-    def probabilities(self, pixels: Tensor) -> Tensor:
-        """Softmax outputs ``(N, K)`` for pixel-space images ``(N, C, H, W)`` (N queries)."""
-        self._check(pixels)
-        return self._forward(pixels.detach())
-
-    def gradient(self, pixels: Tensor, classes: Tensor) -> tuple[Tensor, Tensor]:
-        """``(log p_c(x), d log p_c / dx)`` per image (white-box only; N queries)."""
-        if self._gradient is None:
-            raise BadInputError(
-                "this oracle is black-box: it answers probabilities only, no gradients"
-            )
-        self._check(pixels)
-        return self._gradient(pixels.detach(), classes)
+def ModelOracle(model: Model, *, white_box: bool, budget: int | None = None) -> Oracle:
+    """The oracle an inversion attack gets: :meth:`Oracle.from_model` (``budget`` is its
+    ``max_queries``), kept under the name this module has always exported."""
+    return Oracle.from_model(model, white_box=white_box, max_queries=budget)
 
 
 def total_variation(x: Tensor) -> Tensor:
@@ -161,23 +67,25 @@ def _prior(x: Tensor, tv: float, l2: float) -> Tensor:
     return tv * total_variation(x) + l2 * x.pow(2).flatten(1).mean(1)
 
 
-def _classes(oracle: ModelOracle, classes: Sequence[int] | None) -> Tensor:
-    if not isinstance(oracle, ModelOracle):
-        raise BadInputError(f"the attack needs a ModelOracle, not {type(oracle).__name__}")
+def _classes(oracle: Oracle, classes: Sequence[int] | None) -> Tensor:
+    if not isinstance(oracle, Oracle) or oracle.n_classes is None or oracle.input_shape is None:
+        raise BadInputError(
+            f"the attack needs an Oracle built by Oracle.from_model, not {oracle!r}"
+        )
     picked = list(range(oracle.n_classes)) if classes is None else [int(c) for c in classes]
     if not picked or any(not 0 <= c < oracle.n_classes for c in picked):
         raise BadInputError(f"classes={classes!r}: pass class indices in [0, {oracle.n_classes})")
     return torch.tensor(picked, dtype=torch.int64)
 
 
-def _init(oracle: ModelOracle, n: int, init: float) -> Tensor:
+def _init(oracle: Oracle, n: int, init: float) -> Tensor:
     # start from a uniform dark image: sigmoid(z0) = init
     z0 = torch.logit(torch.tensor(init)).item()
     return torch.full((n, *oracle.input_shape), z0)
 
 
 def invert_white_box(
-    oracle: ModelOracle,
+    oracle: Oracle,
     classes: Sequence[int] | None = None,
     *,
     steps: int = 300,
@@ -194,7 +102,7 @@ def invert_white_box(
     Parameters
     ----------
     oracle
-        A white-box :class:`ModelOracle`.
+        A white-box :class:`~convlens.adversarial.oracle.Oracle`.
     classes
         Classes to reconstruct (default all).
     steps, lr
@@ -261,7 +169,7 @@ def invert_white_box(
 
 
 def invert_black_box(
-    oracle: ModelOracle,
+    oracle: Oracle,
     classes: Sequence[int] | None = None,
     *,
     budget_per_class: int = 10_000,
@@ -283,7 +191,7 @@ def invert_black_box(
     Parameters
     ----------
     oracle
-        A :class:`ModelOracle` (its gradients are never used).
+        An :class:`~convlens.adversarial.oracle.Oracle` from a model (its gradients are never used).
     classes
         Classes to reconstruct (default all).
     budget_per_class
@@ -442,10 +350,13 @@ def inversion_experiment(
         started = time.perf_counter()
         if name == "white_box":
             out = invert_white_box(
-                ModelOracle(model, white_box=True), steps=white_box_steps, seed=seed, progress=step
+                Oracle.from_model(model, white_box=True),
+                steps=white_box_steps,
+                seed=seed,
+                progress=step,
             )
         else:
-            oracle = ModelOracle(model, white_box=False, budget=budget * 10)
+            oracle = Oracle.from_model(model, max_queries=budget * 10)
             out = invert_black_box(
                 oracle,
                 budget_per_class=budget,
