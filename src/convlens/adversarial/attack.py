@@ -5,18 +5,11 @@ size (what a PNG at model resolution holds), the adversarial image is quantised 
 inside the budget, and success is decided on that quantised image, so the saved PNG given
 to ``convlens predict`` is classified exactly as reported.
 
-Each attack is registered by its own function (:mod:`convlens.adversarial.registry`):
-
-| method      | kind       | norm       | ``steps`` means                       | budget ``eps`` |
-|-------------|------------|------------|---------------------------------------|----------------|
-| fgsm        | white-box  | inf or 2   | (one step)                            | required       |
-| bim         | white-box  | inf        | iterations (default 10)               | required       |
-| pgd         | white-box  | inf or 2   | iterations (default 10)               | required       |
-| cw          | white-box  | 2          | Adam steps per search round (100)     | none (minimised) |
-| deepfool    | white-box  | 2          | max iterations (50)                   | none (minimised) |
-| square      | black-box  | inf        | max queries per image (10000)         | required       |
-| zoo         | black-box  | inf or 2   | max queries per image (20000)         | optional       |
-| one-pixel   | black-box  | L0 (1 px)  | DE generations (100)                  | none           |
+Each attack is one function registered with
+:func:`~convlens.adversarial.registry.register_attack`; :data:`ATTACKS
+<convlens.adversarial.registry.ATTACKS>` holds what this driver needs (white or black box,
+norms, budget, default steps and what they count). ``docs/features/attacks.md`` tables
+them (a test keeps the table equal to the registry).
 """
 
 from __future__ import annotations
