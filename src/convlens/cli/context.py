@@ -95,7 +95,8 @@ class Context:
             loaded = []
             for spec in specs:
                 with self.progress(f"loading {spec.display_name}") as update:
-                    loaded.append(load_spec(spec, device=self.device, progress=update))
+                    model = load_spec(spec, device=self.device, progress=update)
+                loaded.append(model.use_fast() if getattr(self.args, "fast", False) else model)
             self._models = loaded
         if class_scores:
             from convlens.models.spec import require_class_scores
@@ -168,7 +169,11 @@ class Context:
         ``update(done, total)`` moves that task's bar. Silent when progress is off.
         """
         if not self.show_progress:
-            yield lambda description, total=None: lambda done, total_now: None
+
+            def silent(description: str, total: int | None = None) -> ProgressFn:
+                return lambda done, total_now: None
+
+            yield silent
             return
         from rich.console import Console
         from rich.progress import (

@@ -99,6 +99,11 @@ def common_options() -> argparse.ArgumentParser:
         help="torch device, e.g. cpu or cuda:0 (default: cuda when present)",
     )
     g.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    g.add_argument(
+        "--fast",
+        action="store_true",
+        help="fast mode: channels-last weights and, for forward-only work, batch norms folded into convolutions (same maps within float rounding; recorded in the provenance; docs/features/performance.md)",
+    )
     g.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     g.add_argument(
         "--json",

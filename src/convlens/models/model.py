@@ -12,7 +12,7 @@ import platform
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -23,6 +23,9 @@ from convlens.hooks import eval_mode
 from convlens.layers import LayerInfo, layer_table, resolve_layer
 from convlens.models.labels import Labels
 from convlens.models.preprocess import Geometry, Preprocessing
+
+if TYPE_CHECKING:
+    from convlens.models.fast import FastState
 
 __all__ = ["Batch", "Model", "Prediction", "wrap"]
 
@@ -85,6 +88,12 @@ class Model:
         Hash of the weights file, for provenance.
     device
         Where to run; default the module's current device.
+    fast
+        Fast mode (:mod:`convlens.models.fast`): the 4-D weights are stored channels-last
+        (in place; values, names and hooks unchanged) and forward-only work without
+        gradients (:meth:`logits`, features) runs on a copy with batch norms folded into
+        their convolutions. Maps stay within float rounding of eager mode; what was used
+        (and what fell back) is in :meth:`provenance` under ``fast``.
     """
 
     def __init__(
@@ -97,6 +106,7 @@ class Model:
         weights_sha256: str | None = None,
         device: str | torch.device | None = None,
         info: dict[str, Any] | None = None,
+        fast: bool = False,
     ) -> None:
         if not isinstance(module, nn.Module):
             raise TypeError(f"module must be a torch.nn.Module, not {type(module).__name__}")
@@ -109,6 +119,9 @@ class Model:
         if device is not None:
             module.to(device)
         self._layer_table: list[LayerInfo] | None = None
+        self._fast: FastState | None = None
+        if fast:
+            self.use_fast()
 
     # -- basics -------------------------------------------------------------------------
     @property
@@ -145,6 +158,46 @@ class Model:
         self.module.to(device)
         return self
 
+    # -- fast mode ----------------------------------------------------------------------
+    @property
+    def fast(self) -> dict[str, Any] | None:
+        """What fast mode uses on this model (None when it is off)."""
+        return self._fast.to_dict() if self._fast is not None else None
+
+    def use_fast(self) -> Model:
+        """Turn fast mode on (see the class docstring and :mod:`convlens.models.fast`)."""
+        from convlens.models.fast import enable_fast
+
+        if self._fast is None:
+            self._fast = enable_fast(self.module, self._example())
+        return self
+
+    def _example(self) -> torch.Tensor:
+        h, w = self.input_size
+        generator = torch.Generator().manual_seed(0)
+        example = torch.randn(1, self.channels, h, w, generator=generator)
+        return example.to(self.device, self.dtype)
+
+    def forward_module(self, layers: Sequence[str | nn.Module] = ()) -> nn.Module:
+        """The module to run for forward-only work that reads ``layers`` (hooked by name).
+
+        Under fast mode, with gradients off, the batch-norm-folded copy when none of
+        ``layers`` is a folded convolution (its output differs from the original's); in
+        every other case :attr:`module`. The copy is rebuilt when the weights change.
+        """
+        state = self._fast
+        if state is None or torch.is_grad_enabled():
+            return self.module
+        from convlens.models.fast import fingerprint, refold
+
+        if state.fingerprint != fingerprint(self.module):
+            refold(self.module, self._example(), state)
+        if state.folded is None or any(
+            not isinstance(ref, str) or ref in state.folded_convs for ref in layers
+        ):
+            return self.module
+        return state.folded
+
     # -- spaces -------------------------------------------------------------------------
     def normalize(self, pixels: torch.Tensor) -> torch.Tensor:
         """Pixel space -> input space."""
@@ -173,7 +226,7 @@ class Model:
                 raise BadInputError(f"{len(names)} source names for {n} images")
             geo = self.preprocessing.geometry(*self.input_size)
             return Batch(self.normalize(pixels), [geo] * n, names, list(pixels.detach().cpu()))
-        items = list(images) if isinstance(images, (list, tuple)) else [images]
+        items: list[Any] = list(images) if isinstance(images, (list, tuple)) else [images]
         if not items:
             raise BadInputError("no images given")
         if sources is not None and len(sources) != len(items):
@@ -209,8 +262,9 @@ class Model:
     @torch.no_grad()
     def logits(self, x: torch.Tensor, batch_size: int = 32) -> torch.Tensor:
         """Logits of an input-space batch, in eval mode, in chunks of ``batch_size``."""
-        with eval_mode(self.module):
-            return torch.cat([self.module(chunk) for chunk in x.split(batch_size)])
+        module = self.forward_module()
+        with eval_mode(module):
+            return torch.cat([module(chunk) for chunk in x.split(batch_size)])
 
     def predict(self, images: ImageLike | Sequence[ImageLike], top_k: int = 5) -> list[Prediction]:
         """Top-k classes and probabilities for each image."""
@@ -267,6 +321,8 @@ class Model:
         }
         if "spec" in self.info:  # a user model: how to load it again (convlens.models.spec)
             recorded["spec"] = self.info["spec"]
+        if self._fast is not None:
+            recorded["fast"] = self._fast.to_dict()
         return recorded
 
 
@@ -335,7 +391,7 @@ def wrap(
         label_obj = Labels.from_names(list(labels))
     prep = Preprocessing(
         size, resize if isinstance(resize, int) else None, mean_t, std_t, n_channels
-    )  # type: ignore[arg-type]
+    )
     return Model(
         module,
         prep,

@@ -61,8 +61,13 @@ def load_model(
     *,
     device: str | torch.device | None = None,
     progress: ProgressFn | None = None,
+    fast: bool = False,
 ) -> Model:
     """Build a model by name; the module is on ``device`` (default CPU) in eval mode.
+
+    ``fast=True`` turns on fast mode (:meth:`Model.use_fast
+    <convlens.models.model.Model.use_fast>`): channels-last weights and batch norms folded
+    for forward-only work; it falls back silently where it does not apply.
 
     Raises
     ------
@@ -74,7 +79,8 @@ def load_model(
     # Building a module draws its initial weights from torch's global RNG before the stored
     # weights replace them: fork it, so loading a model never moves the caller's random stream.
     with torch.random.fork_rng(devices=[]):
-        return _load(name, device, progress)
+        model = _load(name, device, progress)
+    return model.use_fast() if fast else model
 
 
 def _load(name: str, device: str | torch.device | None, progress: ProgressFn | None) -> Model:

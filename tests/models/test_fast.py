@@ -1,0 +1,180 @@
+"""Fast mode (convlens.models.fast): the same maps as eager mode, and silent fallbacks.
+
+The reference is eager mode itself: the same model loaded without ``fast``, the same
+seeds. Fast mode changes only float rounding (channels-last kernels, folded batch norms),
+so every registered attribution method must agree within a stated tolerance; folding is
+also checked against the batch-norm formula on a net with known statistics.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import convlens
+from convlens.attribution import applicable_methods
+from convlens.hooks import capture, eval_mode
+
+from helpers.tiny import TinyConvNet
+from registry import ATTRIBUTION_OPTIONS
+
+#: fast vs eager: max |fast - eager| <= RTOL * max |eager| (float32 rounding is ~1e-6;
+#: sign-dependent rules and regressions over coalitions can amplify it a little)
+RTOL = 1e-4
+
+
+def _tiny(fast: bool, module: nn.Module | None = None) -> convlens.Model:
+    model = convlens.wrap(
+        module if module is not None else TinyConvNet(seed=3),
+        input_size=16,
+        mean=0.5,
+        std=0.25,
+        resize=None,
+        labels=[f"c{i}" for i in range(5)],
+        name="tiny",
+    )
+    return model.use_fast() if fast else model
+
+
+def _relative_gap(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).abs().max() / b.abs().max().clamp_min(1e-12))
+
+
+@pytest.fixture(scope="module")
+def digits_pair() -> tuple[convlens.Model, convlens.Model]:
+    return convlens.load_model("digits_cnn"), convlens.load_model("digits_cnn", fast=True)
+
+
+def test_every_method_matches_eager_on_digits(digits_pair) -> None:  # type: ignore[no-untyped-def]
+    eager, fast = digits_pair
+    assert fast.fast is not None and fast.fast["channels_last"]
+    # the fast path really runs: a multi-channel conv weight is stored channels-last
+    conv = next(m for m in fast.module.modules() if isinstance(m, nn.Conv2d) and m.in_channels > 1)
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    assert not conv.weight.is_contiguous()
+    pixels = torch.rand(2, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    methods = applicable_methods(eager)
+    assert len(methods) > 15
+    for name in methods:
+        options = ATTRIBUTION_OPTIONS.get(name, {})
+        want = convlens.explain(eager, pixels, name, target=3, **options)
+        got = convlens.explain(fast, pixels, name, target=3, **options)
+        gap = _relative_gap(got["attribution"], want["attribution"])
+        assert gap <= RTOL, f"{name}: fast differs from eager by {gap:.2e}"
+        assert got.provenance["fast"]["channels_last"] is True
+        assert "fast" not in want.provenance
+
+
+def test_folding_matches_the_batch_norm_formula() -> None:
+    eager, fast = _tiny(False), _tiny(True)
+    assert fast.fast is not None and fast.fast["fold_batchnorm"] == 1
+    net: TinyConvNet = eager.module  # type: ignore[assignment]
+    x = torch.randn(4, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        copy = fast.forward_module()
+        assert copy is not fast.module and isinstance(copy.bn2, nn.Identity)
+        # the folded conv2 = the batch-norm formula applied to eager conv2's output
+        h = net.relu1(net.conv1(x))
+        bn = net.bn2
+        expected = (net.conv2(h) - bn.running_mean[:, None, None]) / torch.sqrt(
+            bn.running_var[:, None, None] + bn.eps
+        ) * bn.weight[:, None, None] + bn.bias[:, None, None]
+        assert torch.allclose(copy.conv2(h), expected, atol=1e-5, rtol=1e-5)
+        assert torch.allclose(fast.logits(x), eager.logits(x), atol=1e-5, rtol=1e-5)
+
+
+def test_forward_module_keeps_layer_meanings() -> None:
+    fast = _tiny(True)
+    x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        # the batch norm's name still reads the batch norm's output on the folded copy
+        module = fast.forward_module(["bn2"])
+        assert module is not fast.module
+        with capture(module, ["bn2"]) as got:
+            module(x)
+        with eval_mode(fast.module), capture(fast.module, ["bn2"]) as want:
+            fast.module(x)
+        assert torch.allclose(got["bn2"], want["bn2"], atol=1e-5, rtol=1e-5)
+        # a folded convolution's own output differs: the original module serves it
+        assert fast.forward_module(["conv2"]) is fast.module
+        assert fast.forward_module([fast.module.conv2]) is fast.module
+    # with gradients on, always the original (hooks and backward rules act on it)
+    assert fast.forward_module() is fast.module
+
+
+def test_folded_copy_follows_weight_changes() -> None:
+    eager, fast = _tiny(False), _tiny(True)
+    x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        for model in (eager, fast):  # an in-place update, as an optimiser step makes
+            model.module.conv2.weight.mul_(-2.0)
+            model.module.bn2.running_mean.add_(0.3)
+        assert torch.allclose(fast.logits(x), eager.logits(x), atol=1e-5, rtol=1e-5)
+
+
+class _NoBiasConv(nn.Conv2d):
+    """A convolution that ignores its bias: folding a batch norm into it would be wrong."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, self.weight, None, self.stride, self.padding)
+
+
+def test_fold_fallback_when_the_folded_copy_differs() -> None:
+    net = TinyConvNet(seed=3)
+    old = net.conv2
+    net.conv2 = _NoBiasConv(6, 8, 3, stride=2, padding=1, bias=False)
+    net.conv2.weight.data.copy_(old.weight.data)
+    eager, fast = _tiny(False, net), _tiny(True, __import__("copy").deepcopy(net))
+    record = fast.fast
+    assert record is not None and record["fold_batchnorm"] == 0
+    assert any(
+        note.startswith("fold_batchnorm: the folded copy differs") for note in record["fallbacks"]
+    )
+    x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert fast.forward_module() is fast.module
+        assert torch.allclose(fast.logits(x), eager.logits(x), atol=1e-5, rtol=1e-5)
+
+
+def test_channels_last_fallback_when_unsupported() -> None:
+    module = TinyConvNet(seed=3)
+
+    def refuse(*args: object, **kwargs: object) -> nn.Module:
+        raise RuntimeError("memory format not supported here")
+
+    module.to = refuse  # type: ignore[method-assign]  # force "unsupported"
+    fast, eager = _tiny(True, module), _tiny(False, TinyConvNet(seed=3))
+    record = fast.fast
+    assert record is not None and record["channels_last"] is False
+    assert "channels_last: RuntimeError: memory format not supported here" in record["fallbacks"]
+    assert fast.module.conv2.weight.is_contiguous()
+    x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    result = convlens.explain(fast, x, "saliency", target=1)
+    want = convlens.explain(eager, x, "saliency", target=1)
+    assert _relative_gap(result["attribution"], want["attribution"]) <= RTOL
+    assert result.provenance["fast"]["channels_last"] is False
+
+
+def test_no_convolutions_falls_back_silently() -> None:
+    mlp = nn.Sequential(nn.Flatten(), nn.Linear(3 * 4 * 4, 5))
+    model = convlens.wrap(mlp, input_size=4, mean=0.5, std=0.25, resize=None)
+    model.use_fast()
+    record = model.fast
+    assert record is not None and record["channels_last"] is False
+    assert record["fold_batchnorm"] == 0 and len(record["fallbacks"]) == 2
+    x = torch.randn(2, 3, 4, 4)
+    assert torch.equal(model.logits(x), mlp(x))
+
+
+def test_cli_fast_turns_fast_mode_on() -> None:
+    from convlens.cli.context import Context
+    from convlens.cli.main import build_parser
+
+    parser = build_parser()
+    on = Context(parser.parse_args(["predict", "x.png", "--model", "digits_cnn", "--fast"]))
+    off = Context(parser.parse_args(["predict", "x.png", "--model", "digits_cnn"]))
+    assert on.model().fast is not None and on.model().fast["channels_last"] is True
+    assert off.model().fast is None
+    assert on.model().provenance()["fast"] == on.model().fast
