@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import re
 
+import jsonschema
 import numpy as np
 import pytest
 from PIL import Image
 
+from convlens.cli import cmd_embed, cmd_neighbors, cmd_top_patches
 from convlens.cli.main import main
 
 
@@ -43,8 +45,11 @@ def digits_folder(tmp_path_factory: pytest.TempPathFactory):
     return root / "folder", features
 
 
-def _json(capsys) -> dict:
-    return json.loads(capsys.readouterr().out)
+def _json(capsys, schema: dict) -> dict:
+    """The command's stdout, validated against its generated --json schema."""
+    payload = json.loads(capsys.readouterr().out)
+    jsonschema.validate(payload, schema)
+    return payload
 
 
 def test_embed_writes_html_and_png(digits_folder, tmp_path, capsys) -> None:
@@ -66,7 +71,7 @@ def test_embed_writes_html_and_png(digits_folder, tmp_path, capsys) -> None:
         )
         == 0
     )
-    payload = _json(capsys)
+    payload = _json(capsys, cmd_embed.SCHEMA)
     assert payload["points"] == 60 and payload["files"]["png"] == str(tmp_path / "map.png")
     page = out.read_text()
     data = json.loads(re.search(r'id="convlens-map-data">(.*?)</script>', page, re.S).group(1))
@@ -97,7 +102,7 @@ def test_neighbors_finds_the_query_itself_first(digits_folder, tmp_path, capsys)
         )
         == 0
     )
-    payload = _json(capsys)
+    payload = _json(capsys, cmd_neighbors.SCHEMA)
     first = payload["neighbors"][0]
     # the query embedded here equals its code from `convlens features` (same model, layer, pooling)
     assert first["path"] == str(query) and first["distance"] < 1e-4
@@ -124,7 +129,7 @@ def test_neighbors_finds_the_query_itself_first(digits_folder, tmp_path, capsys)
         )
         == 0
     )
-    ann = _json(capsys)
+    ann = _json(capsys, cmd_neighbors.SCHEMA)
     assert (
         ann["ann"]
         and 0 <= ann["recall"]["recall"] <= 1
@@ -157,7 +162,7 @@ def test_top_patches_cli(digits_folder, tmp_path, capsys) -> None:
         )
         == 0
     )
-    payload = _json(capsys)
+    payload = _json(capsys, cmd_top_patches.SCHEMA)
     assert [c["channel"] for c in payload["channels"]] == [0, 3] and payload["done"] == 60
     values = [p["value"] for p in payload["channels"][0]["patches"]]
     assert values == sorted(values, reverse=True) and len(values) == 4

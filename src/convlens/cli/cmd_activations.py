@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
 
 from typing_extensions import TypedDict
 
@@ -14,8 +13,8 @@ from convlens.cli.schema import json_schema
 
 
 class TopChannel(TypedDict):
-    channel: Any
-    strength: Any
+    channel: int
+    strength: float
 
 
 class Image(TypedDict):

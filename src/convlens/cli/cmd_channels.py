@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from typing_extensions import TypedDict
 
 from convlens.cli.context import Context
+from convlens.cli.payloads import Files
 from convlens.cli.schema import json_schema
 from convlens.cli.validators import at_least
 
@@ -37,7 +38,7 @@ class ChannelsOutput(TypedDict):
         dict[str, RankingsValue], "per method: channels most important first, and their scores"
     ]
     curve: Curve
-    files: dict[str, Any]
+    files: Files
     errors: list[str]
 
 

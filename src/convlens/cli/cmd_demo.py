@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import time
-from typing import Any
 
 from typing_extensions import TypedDict
 
@@ -12,10 +11,10 @@ from convlens.cli.context import Context
 from convlens.cli.schema import json_schema
 
 
-class SectionsValue(TypedDict):
-    files: Any
-    title: Any
-    seconds: Any
+class Section(TypedDict):
+    files: list[str]
+    title: str
+    seconds: float
 
 
 class DemoOutput(TypedDict):
@@ -23,7 +22,7 @@ class DemoOutput(TypedDict):
     full: bool
     out: str
     seconds: float
-    sections: dict[str, SectionsValue]
+    sections: dict[str, Section]
 
 
 #: the JSON schema of `--json` output, generated from its type

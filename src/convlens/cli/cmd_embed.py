@@ -13,8 +13,8 @@ from convlens.cli.validators import at_least, greater_than
 
 
 class Files(TypedDict):
-    html: Any
-    png: Any
+    html: str
+    png: str
 
 
 class EmbedOutput(TypedDict):

@@ -4,36 +4,28 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
 from typing_extensions import NotRequired, TypedDict
 
 from convlens.cli.context import Context
+from convlens.cli.payloads import ClassRef, ClassScore, Files
 from convlens.cli.schema import json_schema
 from convlens.cli.validators import at_least
-
-Target = TypedDict(
-    "Target",
-    {
-        "class": Any,
-        "label": Any,
-    },
-)
 
 
 class FoolOutput(TypedDict):
     model: str
     source: str
-    target: Target
-    original: NotRequired[dict[str, Any] | None]
+    target: ClassRef
+    original: NotRequired[ClassScore | None]
     success: bool
     probability: float
-    predicted: Target
+    predicted: ClassRef
     linf: float
     linf_255: NotRequired[float]
     l2: float
     steps: int
-    files: dict[str, Any]
+    files: Files
     errors: list[str]
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
 from typing_extensions import TypedDict
 
@@ -15,8 +14,8 @@ from convlens.cli.targets import add_target_options, parse_target_options
 
 
 class Layer(TypedDict):
-    name: Any
-    grad_norm: Any
+    name: str
+    grad_norm: float
 
 
 class Image(TypedDict):

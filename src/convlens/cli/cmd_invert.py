@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import Annotated
 
 from typing_extensions import TypedDict
 
 from convlens.cli.context import Context
+from convlens.cli.payloads import ClassScore
 from convlens.cli.schema import json_schema
 from convlens.cli.validators import at_least
 from convlens.errors import BadInputError
@@ -17,7 +18,7 @@ class Layer(TypedDict):
     layer: str
     psnr: float
     relative_error: float
-    top1: dict[str, Any]
+    top1: Annotated[ClassScore, "the class the model gives the reconstruction"]
 
 
 class InvertOutput(TypedDict):

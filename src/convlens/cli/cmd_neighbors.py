@@ -8,17 +8,18 @@ from typing import Annotated, Any, Literal
 from typing_extensions import TypedDict
 
 from convlens.cli.context import Context
+from convlens.cli.payloads import Files
 from convlens.cli.schema import json_schema
 from convlens.cli.validators import at_least
 
 
 class Neighbor(TypedDict):
-    rank: Any
-    index: Any
-    path: Any
-    distance: Any
-    label: Any
-    prediction: Any
+    rank: int
+    index: Annotated[int, "row in the features folder"]
+    path: str
+    distance: float
+    label: int
+    prediction: Annotated[int, "the class the model predicted for that image"]
 
 
 class NeighborsOutput(TypedDict):
@@ -33,7 +34,7 @@ class NeighborsOutput(TypedDict):
         "ANN recall@k against exact search, measured when the index was built",
     ]
     neighbors: list[Neighbor]
-    files: dict[str, Any]
+    files: Files
     errors: list[str]
 
 

@@ -3,29 +3,19 @@
 from __future__ import annotations
 
 import argparse
-from typing import Annotated
 
-from typing_extensions import NotRequired, TypedDict
+from typing_extensions import TypedDict
 
 from convlens.cli.context import Context
 from convlens.cli.images import iter_images
-from convlens.cli.schema import Bounds, json_schema
+from convlens.cli.payloads import ClassScore
+from convlens.cli.schema import json_schema
 from convlens.cli.validators import at_least
-
-TopItem = TypedDict(
-    "TopItem",
-    {
-        "class": Annotated[int, Bounds(minimum=0)],
-        "label": str,
-        "wnid": NotRequired[str | None],
-        "probability": Annotated[float, Bounds(minimum=0, maximum=1)],
-    },
-)
 
 
 class Prediction(TypedDict):
     source: str
-    top: list[TopItem]
+    top: list[ClassScore]
 
 
 class PredictOutput(TypedDict):

@@ -10,60 +10,68 @@ from typing import Annotated, Any, Literal
 from typing_extensions import NotRequired, TypedDict
 
 from convlens.cli.context import Context
+from convlens.cli.payloads import Files
 from convlens.cli.schema import json_schema
 from convlens.cli.validators import at_least, between
 
 
-class LossThreshold(TypedDict):
-    accuracy: Any
-    auc: Any
-    tpr_at_1_fpr: Any
+class AttackScores(TypedDict):
+    """how well one membership attack separates members from non-members"""
+
+    accuracy: float
+    auc: float
+    tpr_at_1_fpr: Annotated[float, "true-positive rate at 1 % false positives"]
+    tau: NotRequired[
+        Annotated[float, "loss_threshold: the loss below which a sample is called a member"]
+    ]
 
 
 class Run(TypedDict):
-    loss_threshold: LossThreshold
-    shadow: LossThreshold
-    recipe: Any
-    seed: Any
-    held_out_accuracy: Any
-    train_accuracy: Any
+    loss_threshold: AttackScores
+    shadow: AttackScores
+    recipe: str
+    seed: int
+    held_out_accuracy: float
+    train_accuracy: float
 
 
-class WhiteBox(TypedDict):
-    target_hits: Any
-    judge_hits: Any
-    queries: Any
+class Inversion(TypedDict):
+    target_hits: Annotated[int, "classes of 10 the target model recognises in its reconstruction"]
+    judge_hits: Annotated[int, "classes of 10 an independent judge model recognises"]
+    queries: int
 
 
-class ActivationClustering(TypedDict):
-    precision: Any
-    recall: Any
-    false_positive_rate: Any
-    flagged: Any
+class Detection(TypedDict):
+    """flagged training examples against the truly poisoned ones"""
+
+    precision: float
+    recall: float
+    false_positive_rate: float
+    flagged: int
 
 
 class NeuralCleanse(TypedDict):
-    named_label: Any
-    anomaly_index: Any
-    mask_iou: Any
-    target_found: Any
+    named_label: Annotated[int, "the label with the largest anomaly index"]
+    anomaly_index: Annotated[list[float], "per label"]
+    mask_iou: float | None
+    target_found: bool
 
 
 class PrivacyOutput(TypedDict):
     experiment: Literal["membership", "inversion", "backdoor"]
     dataset: Literal["digits", "mnist"]
     seed: int
-    files: dict[str, Any]
+    files: Files
     runs: NotRequired[Annotated[list[Run], "membership: one entry per recipe and seed"]]
     sweep: NotRequired[Annotated[list[Any], "membership --sweep: AUC per epochs / weight decay"]]
-    white_box: NotRequired[Annotated[WhiteBox, "inversion"]]
-    black_box: NotRequired[Annotated[WhiteBox, "inversion"]]
+    white_box: NotRequired[Annotated[Inversion, "inversion"]]
+    black_box: NotRequired[Annotated[Inversion, "inversion"]]
     judge_held_out_accuracy: NotRequired[float]
     clean_model_accuracy: NotRequired[Annotated[float, "backdoor"]]
     backdoored_accuracy: NotRequired[float]
     attack_success: NotRequired[float]
-    activation_clustering: NotRequired[ActivationClustering]
-    spectral_signatures: NotRequired[ActivationClustering]
+    activation_clustering: NotRequired[Detection]
+    spectral_signatures: NotRequired[Detection]
     neural_cleanse: NotRequired[NeuralCleanse]
 
 

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
 from typing_extensions import TypedDict
 
 from convlens.cli.context import Context
+from convlens.cli.payloads import Files
 from convlens.cli.schema import json_schema
 from convlens.cli.validators import at_least
 
@@ -23,7 +23,7 @@ class StyleOutput(TypedDict):
     content_loss: float
     style_loss: float
     seconds: float
-    files: dict[str, Any]
+    files: Files
 
 
 #: the JSON schema of `--json` output, generated from its type

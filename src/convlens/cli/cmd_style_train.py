@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-from typing import Annotated, Any
+from typing import Annotated
 
 from typing_extensions import NotRequired, TypedDict
 
@@ -13,8 +13,8 @@ from convlens.cli.validators import at_least, greater_than
 
 
 class Loss(TypedDict):
-    first: Any
-    last: Any
+    first: float
+    last: float
 
 
 class StyleTrainOutput(TypedDict):

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 import time
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from typing_extensions import NotRequired, TypedDict
 
 from convlens.cli.context import Context
+from convlens.cli.payloads import ClassScore
 from convlens.cli.schema import json_schema
 from convlens.cli.validators import greater_than
 from convlens.errors import BadInputError
@@ -17,7 +18,7 @@ from convlens.errors import BadInputError
 class Image(TypedDict):
     title: str
     value: NotRequired[float]
-    top1: NotRequired[dict[str, Any]]
+    top1: NotRequired[Annotated[ClassScore, "the class the model gives the image"]]
     target_probability: NotRequired[float]
     file: NotRequired[str]
 
