@@ -31,7 +31,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["atomic_open", "atomic_path", "atomic_write_bytes", "atomic_write_text"]
+__all__ = ["atomic_open", "atomic_path", "atomic_write_bytes", "atomic_write_text", "fsync_folder"]
 
 
 def _fsync_file(path: Path) -> None:
@@ -42,8 +42,8 @@ def _fsync_file(path: Path) -> None:
         os.close(fd)
 
 
-def _fsync_folder(folder: Path) -> None:
-    # Makes the rename itself durable; POSIX only (Windows cannot open a folder).
+def fsync_folder(folder: str | os.PathLike[str]) -> None:
+    """Make a rename or deletion in ``folder`` durable (POSIX; Windows cannot open a folder)."""
     if os.name != "posix":
         return
     fd = os.open(folder, os.O_RDONLY)
@@ -118,7 +118,7 @@ def atomic_path(
         tmp.unlink(missing_ok=True)
         raise
     if fsync:
-        _fsync_folder(target.parent)
+        fsync_folder(target.parent)
 
 
 @contextmanager

@@ -12,7 +12,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any, TypedDict
 import numpy as np
 import torch
 
+from convlens.atomic import atomic_write_bytes
 from convlens.errors import BadInputError
 
 __all__ = ["ProvenanceRecord", "Result", "TargetRecord", "make_provenance"]
@@ -246,8 +246,10 @@ class Result:
         buffer = io.BytesIO()
         np.savez_compressed(buffer, **arrays)  # type: ignore[arg-type]
         npz = base.with_name(base.name + ".npz")
-        _atomic_write(npz, buffer.getvalue())
-        _atomic_write(base.with_name(base.name + ".json"), json.dumps(meta, indent=2).encode())
+        atomic_write_bytes(npz, buffer.getvalue(), fsync=True)
+        atomic_write_bytes(
+            base.with_name(base.name + ".json"), json.dumps(meta, indent=2).encode(), fsync=True
+        )
         return npz
 
     @classmethod
@@ -326,20 +328,3 @@ class Result:
         from convlens.render.results import result_html
 
         return result_html(self)
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        # mkstemp creates 0600; give the file the mode an ordinary open() would
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -362,7 +362,7 @@ def run(cfg):
         return {"mean": x.mean(dim=(1, 2, 3)), "flat": x.flatten(1) * 2, "label": torch.tensor([it.label for it in items])}
 
     items = [LabelledItem(p, int(p.stem) % 3) for p in sorted(Path(cfg["items"]).glob("*.npy"))]
-    return runner.run_dataset(items, fn, cfg["out"], load=load, batch_size=3, shard_size=SHARD_SIZE, config={"job": "kill-test"}, workers=cfg.get("workers", 1))
+    return runner.run_dataset(items, fn, cfg["out"], load=load, batch_size=3, shard_size=SHARD_SIZE, config={"job": "kill-test"}, workers=cfg.get("workers", 1), num_workers=cfg.get("num_workers", 0))
 
 
 def kill_at(point, nth, out, truncate):
@@ -607,6 +607,30 @@ def test_kill_with_worker_processes_then_resume(
     assert len(before) == 1 and {line[0] for line in log_lines(log)} != {
         proc.pid
     }  # computed by workers
+    assert_partial_outputs_are_right(out, ref)
+    resume_and_check(job, cfg, ref, before, reference_dir)
+
+
+def test_kill_with_decode_workers_then_resume(
+    job: ModuleType,
+    reference: tuple[Path, dict[str, np.ndarray]],
+    reference_dir: Path,
+    tmp_path: Path,
+) -> None:
+    # two decode workers feed fn in this process through the bounded queue; the run is
+    # killed right after it lists its first shard, and the resume decodes in workers too
+    items, ref = reference
+    out, log = tmp_path / "out", tmp_path / "calls.log"
+    cfg = {"items": str(items), "out": str(out), "log": str(log), "sleep": 0.01, "num_workers": 2}
+    proc = child(job, {**cfg, "fault": "manifest-written", "nth": 2})
+    try:  # the decoders hold the run's output pipes: EOF comes once they too are gone
+        _, stderr = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the killed run's decode workers outlived it")
+    assert proc.returncode == -signal.SIGKILL, stderr
+    before = listed(out)
+    assert before == {0}
+    assert {line[0] for line in log_lines(log)} == {proc.pid}  # fn ran in the killed process
     assert_partial_outputs_are_right(out, ref)
     resume_and_check(job, cfg, ref, before, reference_dir)
 

@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 from typing_extensions import NotRequired, TypedDict
 
+from convlens.atomic import atomic_open
 from convlens.cli.context import Context
 from convlens.cli.schema import json_schema
 from convlens.errors import BadInputError, ConvlensError
@@ -327,12 +328,10 @@ def _mask(
 
 def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
     keys = list(dict.fromkeys(k for row in rows for k in row))
-    tmp = path.with_suffix(".csv.tmp")
-    with tmp.open("w", newline="") as f:
+    with atomic_open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=keys)
         writer.writeheader()
         writer.writerows(rows)
-    tmp.replace(path)
 
 
 def _print_table(rows: list[dict[str, Any]], n: int, how: str) -> None:

@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 
 from typing_extensions import NotRequired, TypedDict
 
+from convlens.atomic import atomic_write_text
 from convlens.cli.context import Context
 from convlens.cli.schema import json_schema
 from convlens.cli.side_by_side import (
@@ -209,7 +210,7 @@ def run(ctx: Context) -> int:
             "result": str(folder / "corruptions.npz"),
             "predictions": str(folder / "predictions"),
         }
-        write_text_atomic(Path(files["table"]), _table(params))
+        atomic_write_text(Path(files["table"]), _table(params), newline="")
         save_figure(corruption_errors_figure(result), files["figure"])
         result.save(folder / "corruptions")
         payloads.append(
@@ -247,12 +248,13 @@ def run(ctx: Context) -> int:
             print(f"-> {out}")
         return ctx.exit_code()
     files = {"table": str(out / "corruptions.csv"), "figure": str(out / "corruptions.png")}
-    write_text_atomic(
+    atomic_write_text(
         Path(files["table"]),
         "".join(
             _table(r.provenance["params"], model=m.name, header=i == 0)
             for i, (m, (r, _)) in enumerate(zip(models, runs))
         ),
+        newline="",
     )
     save_figure(
         corruption_comparison_figure([(m.name, r) for m, (r, _) in zip(models, runs)]),
@@ -446,21 +448,6 @@ def _table(params: dict[str, Any], *, model: str | None = None, header: bool = T
         ]
     )
     return buffer.getvalue()
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write a text file through a temporary file and a rename (never half-written)."""
-    import os
-    import tempfile
-
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _print_table(params: dict[str, Any]) -> None:

@@ -96,8 +96,8 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 
 def run(ctx: Context) -> int:
     from convlens.adversarial.curve import CURVE_METHODS, attack_curve, load_labelled
+    from convlens.atomic import atomic_write_text
     from convlens.cli.cmd_attack import parse_eps_list
-    from convlens.cli.robustness_corruptions import write_text_atomic
     from convlens.render.adversarial import curve_figure
     from convlens.render.figures import save_figure
     from convlens.render.robustness import attack_curve_comparison_figure
@@ -172,7 +172,7 @@ def run(ctx: Context) -> int:
     if len(models) == 1:
         return _single(ctx, payloads[0], out)
     files = {"table": str(out / "curve.csv"), "plot": str(out / "curve.png")}
-    write_text_atomic(Path(files["table"]), _csv(payloads, eps))
+    atomic_write_text(Path(files["table"]), _csv(payloads, eps), newline="")
     save_figure(
         attack_curve_comparison_figure([(m.name, r) for m, r in zip(models, results)]),
         files["plot"],

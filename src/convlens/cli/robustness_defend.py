@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 
 from typing_extensions import NotRequired, TypedDict
 
+from convlens.atomic import atomic_write_text
 from convlens.cli.context import Context
 from convlens.cli.schema import json_schema
 from convlens.errors import BadInputError
@@ -125,7 +126,6 @@ def run(ctx: Context) -> int:
     from convlens.adversarial.curve import load_labelled
     from convlens.adversarial.defence_eval import evaluate_defences
     from convlens.adversarial.defences import make_defence
-    from convlens.cli.robustness_corruptions import write_text_atomic
     from convlens.cli.robustness_curve import _eps_text
     from convlens.cli.validators import fraction
     from convlens.models.adversarial_training import ROBUST_COUNTERPARTS
@@ -195,7 +195,7 @@ def run(ctx: Context) -> int:
     save_figure(defences_figure(result), files["plot"])
     result.save(out / "defences")
     table = _rows(result)
-    write_text_atomic(Path(files["table"]), _csv(table))
+    atomic_write_text(Path(files["table"]), _csv(table), newline="")
     params = result.provenance["params"]
     payload: dict[str, Any] = {
         "model": model.name,

@@ -111,7 +111,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 
 
 def run(ctx: Context) -> int:
-    from convlens.cli.robustness_corruptions import write_text_atomic
+    from convlens.atomic import atomic_write_text
     from convlens.render.figures import save_figure
     from convlens.render.robustness import shape_bias_comparison_figure, shape_bias_figure
     from convlens.robustness.shape_bias import load_categories, scan_cue_conflict, shape_bias
@@ -169,8 +169,10 @@ def run(ctx: Context) -> int:
             "decisions": str(folder / "decisions.csv"),
             "result": str(folder / "shape_bias.npz"),
         }
-        write_text_atomic(Path(files["table"]), _category_csv(params))
-        write_text_atomic(Path(files["decisions"]), _decisions_csv(result.sources, params))
+        atomic_write_text(Path(files["table"]), _category_csv(params), newline="")
+        atomic_write_text(
+            Path(files["decisions"]), _decisions_csv(result.sources, params), newline=""
+        )
         save_figure(shape_bias_figure(result), files["figure"])
         result.save(folder / "shape_bias")
         payloads.append(
@@ -202,7 +204,7 @@ def run(ctx: Context) -> int:
             print(f"-> {out}")
         return ctx.exit_code()
     files = {"table": str(out / "shape_bias.csv"), "figure": str(out / "shape_bias.png")}
-    write_text_atomic(Path(files["table"]), _comparison_csv(payloads))
+    atomic_write_text(Path(files["table"]), _comparison_csv(payloads), newline="")
     save_figure(
         shape_bias_comparison_figure([(m.name, r) for m, r in zip(models, results)]),
         files["figure"],

@@ -50,6 +50,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from convlens.atomic import atomic_write_bytes, atomic_write_text, fsync_folder
 from convlens.data.folders import LabelledItem
 from convlens.data.images import load_image
 from convlens.errors import BadInputError, ImageReadError
@@ -475,7 +476,7 @@ def _clear(folder: Path) -> None:
     # The manifest goes first: if we are killed halfway, what remains is unlisted and is
     # deleted by the next run instead of being trusted.
     (folder / MANIFEST).unlink(missing_ok=True)
-    _fsync_dir(folder)
+    fsync_folder(folder)
     for path in folder.iterdir():
         if _SHARD_RE.match(path.name) or _TMP_RE.match(path.name):
             path.unlink()
@@ -485,26 +486,15 @@ def _write_manifest(
     folder: Path, header: dict[str, Any], shards: dict[int, dict[str, Any]]
 ) -> None:
     data = {**header, "shards": [shards[k] for k in sorted(shards)]}
-    tmp = folder / (MANIFEST + _TMP_SUFFIX)
-    with open(tmp, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, indent=1)
-        handle.flush()
-        os.fsync(handle.fileno())
-    _fault("manifest-written-tmp")
-    os.replace(tmp, folder / MANIFEST)
-    _fsync_dir(folder)
+    # A fixed temporary name: a resumed run finds and deletes exactly its own leftovers.
+    atomic_write_text(
+        folder / MANIFEST,
+        json.dumps(data, indent=1),
+        fsync=True,
+        temp=folder / (MANIFEST + _TMP_SUFFIX),
+        before_replace=lambda: _fault("manifest-written-tmp"),
+    )
     _fault("manifest-written")
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make a rename in ``folder`` durable (POSIX; Windows cannot open a directory)."""
-    if os.name != "posix":
-        return
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 @contextlib.contextmanager
@@ -887,17 +877,15 @@ def _read_parquet(data: bytes) -> dict[str, np.ndarray]:
 
 def _write_atomic(path: Path, data: bytes) -> str:
     """Write ``data`` to ``path`` through a fsynced temporary file; return its sha256."""
-    tmp = path.with_name(path.name + _TMP_SUFFIX)
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    _fault("shard-written-tmp")
-    digest = hashlib.sha256(data).hexdigest()
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    atomic_write_bytes(
+        path,
+        data,
+        fsync=True,
+        temp=path.with_name(path.name + _TMP_SUFFIX),
+        before_replace=lambda: _fault("shard-written-tmp"),
+    )
     _fault("shard-replaced")
-    return digest
+    return hashlib.sha256(data).hexdigest()
 
 
 def _iter_verified(

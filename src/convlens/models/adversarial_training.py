@@ -35,9 +35,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from convlens.atomic import atomic_write_bytes
 from convlens.errors import BadInputError, ConvlensError
 from convlens.hooks import eval_mode
-from convlens.models.cache import atomic_torch_save, atomic_write_bytes, cache_dir, file_sha256
+from convlens.models.cache import atomic_torch_save, cache_dir, file_sha256
 from convlens.models.training import (
     TrainConfig,
     evaluate_accuracy,
@@ -297,5 +298,5 @@ def get_trained(
         OrderedDict((k, v.detach().cpu().clone()) for k, v in module.state_dict().items()), weights
     )
     meta["sha256"] = file_sha256(weights)  # hash what is on disk
-    atomic_write_bytes(json.dumps(meta, indent=2).encode("utf-8"), sidecar)
+    atomic_write_bytes(sidecar, json.dumps(meta, indent=2).encode("utf-8"), fsync=True)
     return module, meta

@@ -32,8 +32,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from convlens.atomic import atomic_write_bytes
 from convlens.errors import ConvlensError, UnknownModelError
-from convlens.models.cache import atomic_torch_save, atomic_write_bytes, cache_dir, file_sha256
+from convlens.models.cache import atomic_torch_save, cache_dir, file_sha256
 from convlens.models.training import (
     TrainConfig,
     evaluate_accuracy,
@@ -195,7 +196,7 @@ def _save(name: str, module: nn.Module, meta: dict[str, Any]) -> dict[str, Any]:
     state = OrderedDict((k, v.detach().cpu().clone()) for k, v in module.state_dict().items())
     atomic_torch_save(state, weights)
     meta = {**meta, "sha256": file_sha256(weights)}  # hash what is on disk
-    atomic_write_bytes(json.dumps(meta, indent=2).encode("utf-8"), sidecar)
+    atomic_write_bytes(sidecar, json.dumps(meta, indent=2).encode("utf-8"), fsync=True)
     return meta
 
 

@@ -9,17 +9,16 @@ name at once leave one complete copy: the last writer wins.
 from __future__ import annotations
 
 import os
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import platformdirs
 import torch
 
+from convlens.atomic import atomic_open
 from convlens.hashing import file_sha256  # re-exported: the cached models' sidecars
 
-__all__ = ["CACHE_ENV", "atomic_torch_save", "atomic_write_bytes", "cache_dir", "file_sha256"]
+__all__ = ["CACHE_ENV", "atomic_torch_save", "cache_dir", "file_sha256"]
 
 #: Environment variable that overrides the cache folder.
 CACHE_ENV = "CONVLENS_CACHE_DIR"
@@ -42,23 +41,6 @@ def cache_dir() -> Path:
     return path
 
 
-def _atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], None]) -> None:
-    """Write through ``write`` into a temporary sibling of ``path``, fsync, then rename it over ``path``."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # Same folder as the target: os.replace is only atomic within one file system.
-    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_name, target)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-
-
 def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> None:
     """``torch.save`` that never leaves a partial file at ``path``.
 
@@ -69,17 +51,7 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> None:
     path
         Destination; its folder is created if missing. An existing file is replaced.
     """
-    _atomic_write(path, lambda f: torch.save(obj, f))
-
-
-def atomic_write_bytes(data: bytes, path: str | os.PathLike[str]) -> None:
-    """Write ``data`` to ``path`` atomically (see :func:`atomic_torch_save`).
-
-    Parameters
-    ----------
-    data
-        The file's complete contents.
-    path
-        Destination; its folder is created if missing. An existing file is replaced.
-    """
-    _atomic_write(path, lambda f: f.write(data))
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_open(target, fsync=True) as f:
+        torch.save(obj, f)

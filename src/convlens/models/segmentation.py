@@ -35,8 +35,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from convlens.atomic import atomic_write_bytes
 from convlens.errors import BadInputError, ConvlensError
-from convlens.models.cache import atomic_torch_save, atomic_write_bytes, cache_dir, file_sha256
+from convlens.models.cache import atomic_torch_save, cache_dir, file_sha256
 from convlens.models.training import TrainConfig, make_generator, seeded, torch_threads
 from convlens.progress import ProgressFn
 
@@ -305,7 +306,7 @@ def _save(module: nn.Module, meta: dict[str, Any]) -> dict[str, Any]:
     state = OrderedDict((k, v.detach().cpu().clone()) for k, v in module.state_dict().items())
     atomic_torch_save(state, weights)
     meta = {**meta, "sha256": file_sha256(weights)}  # hash what is on disk
-    atomic_write_bytes(json.dumps(meta, indent=2).encode("utf-8"), sidecar)
+    atomic_write_bytes(sidecar, json.dumps(meta, indent=2).encode("utf-8"), fsync=True)
     return meta
 
 

@@ -42,8 +42,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from convlens.atomic import atomic_write_bytes
 from convlens.errors import BadInputError, ConvlensError, MissingDependencyError, UnknownModelError
-from convlens.models.cache import atomic_torch_save, atomic_write_bytes, cache_dir, file_sha256
+from convlens.models.cache import atomic_torch_save, cache_dir, file_sha256
 from convlens.models.training import (
     TrainConfig,
     evaluate_accuracy,
@@ -440,7 +441,7 @@ def _save(name: str, module: nn.Module, meta: dict[str, Any]) -> dict[str, Any]:
     # Hash what is on disk, in case another process replaced it in between: then the
     # sidecar (last writer) may disagree with the weights and the next load retrains.
     meta = {**meta, "sha256": file_sha256(weights)}
-    atomic_write_bytes(json.dumps(meta, indent=2).encode("utf-8"), sidecar)
+    atomic_write_bytes(sidecar, json.dumps(meta, indent=2).encode("utf-8"), fsync=True)
     return meta
 
 

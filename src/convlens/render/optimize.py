@@ -13,6 +13,7 @@ import torch
 from matplotlib.figure import Figure
 from PIL import Image
 
+from convlens.atomic import atomic_write_bytes
 from convlens.render.grid import labelled_grid
 from convlens.render.overlay import to_uint8_image
 
@@ -77,10 +78,7 @@ def save_gif(
     )
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_bytes(buffer.getvalue())
-    tmp.replace(out)
-    return out
+    return atomic_write_bytes(out, buffer.getvalue())
 
 
 def fooling_figure(result: Any, *, labels: Any = None) -> Figure:

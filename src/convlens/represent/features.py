@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from convlens.atomic import atomic_write_text
 from convlens.data.folders import LabelledItem, scan_labelled
 from convlens.data.runner import MANIFEST, RunReport, read_outputs, run_dataset
 from convlens.errors import BadInputError
@@ -344,6 +345,4 @@ def load_features(out_dir: str | Path) -> Features:
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1), encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(data, indent=1))

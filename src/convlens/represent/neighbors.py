@@ -20,7 +20,6 @@ stored with the index when it is built.
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -30,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from convlens.atomic import atomic_path, atomic_write_text
 from convlens.errors import BadInputError, MissingDependencyError
 from convlens.progress import ProgressFn
 
@@ -286,9 +286,8 @@ class AnnIndex:
         faiss = _faiss()
         folder = Path(folder)
         path = folder / INDEX_FILE.format(metric=self.metric)
-        tmp = path.with_name(path.name + ".tmp")
-        faiss.write_index(self.index, str(tmp))
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            faiss.write_index(self.index, str(tmp))
         meta = {
             "metric": self.metric,
             "ef_search": self.ef_search,
@@ -297,9 +296,7 @@ class AnnIndex:
             "recall": self.recall,
         }
         meta_path = folder / INDEX_META.format(metric=self.metric)
-        meta_tmp = meta_path.with_name(meta_path.name + ".tmp")
-        meta_tmp.write_text(json.dumps(meta, indent=1), encoding="utf-8")
-        os.replace(meta_tmp, meta_path)
+        atomic_write_text(meta_path, json.dumps(meta, indent=1))
         return path
 
     @classmethod

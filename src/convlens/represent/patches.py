@@ -36,7 +36,6 @@ winning images are read again to cut the patches.
 
 from __future__ import annotations
 
-import inspect
 import math
 import tempfile
 import time
@@ -49,7 +48,7 @@ import torch
 
 from convlens.data.folders import LabelledItem
 from convlens.data.images import load_image
-from convlens.data.runner import iter_shards, run_dataset
+from convlens.data.runner import default_decode_workers, iter_shards, run_dataset
 from convlens.errors import BadInputError
 from convlens.hooks import capture, eval_mode, forward_until_captured
 from convlens.layers import ReceptiveField
@@ -147,18 +146,6 @@ class _Maxima:
         return {"max": values.float().cpu(), "argmax": argmax.cpu()}
 
 
-def _runner_options(engine: str, workers: int) -> dict[str, Any]:
-    """Pass ``engine``/``workers`` to the runner when it has them (the Ray engine)."""
-    params = inspect.signature(run_dataset).parameters
-    if "engine" in params:
-        return {"engine": engine, "workers": workers} if "workers" in params else {"engine": engine}
-    if engine != "local":
-        raise BadInputError(
-            f"engine {engine!r}: this convlens's dataset runner has only the local engine"
-        )
-    return {"num_workers": max(0, workers - 1)} if workers > 1 else {}
-
-
 def top_patches(
     model: Model,
     items: Sequence[LabelledItem | str | Path],
@@ -171,6 +158,7 @@ def top_patches(
     shard_size: int = 256,
     engine: str = "local",
     workers: int = 1,
+    decode_workers: int | None = None,
     guided: bool = False,
     patch_size: int | None = 128,
     overwrite: bool = False,
@@ -197,6 +185,10 @@ def top_patches(
         Runner batch and shard sizes.
     engine, workers
         The runner's engine (``"local"``; ``"ray"`` when installed) and its worker count.
+    decode_workers
+        Processes that read, decode and resize the images ahead of the model, through a
+        queue bounded to two batches per process (``None``: one with the local engine and
+        one worker, else 0; see :func:`~convlens.data.runner.default_decode_workers`).
     guided
         Also compute each patch's guided backprop (Springenberg et al. 2015) of the unit at
         its argmax, cut like the patch.
@@ -262,7 +254,7 @@ def top_patches(
         "layer": name,
         "channels": chosen,
     }
-    options = _runner_options(engine, workers)
+    decoders = default_decode_workers(engine, workers, decode_workers)
     with tempfile.TemporaryDirectory(prefix="convlens-patches-") as tmp:
         run_dir = Path(work_dir) if work_dir is not None else Path(tmp)
         report = run_dataset(
@@ -275,7 +267,9 @@ def top_patches(
             config=config,
             overwrite=overwrite,
             progress=progress,
-            **options,
+            engine=engine,
+            workers=workers,
+            num_workers=decoders,
         )
         values, winners, argmax = merge_top_k(iter_shards(run_dir), k)
     w_map = (
@@ -341,6 +335,7 @@ def top_patches(
         "failed": [list(f) for f in report.failed],
         "engine": engine,
         "workers": workers,
+        "decode_workers": decoders,
         "guided": guided,
         "patch_size": patch_size,
         "seconds": time.perf_counter() - started,

@@ -20,6 +20,7 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
+from convlens.atomic import atomic_write_bytes
 from convlens.errors import BadInputError
 
 __all__ = ["FILE_NAME", "TOKEN", "Storage", "new_token"]
@@ -120,11 +121,7 @@ class Storage:
 
     def write(self, path: Path, data: bytes) -> Path:
         """Write atomically (a reader never sees half a file)."""
-        path = self._inside(path)
-        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-        return path
+        return atomic_write_bytes(self._inside(path), data)
 
     def close(self) -> None:
         """Remove the area if this object created it."""

@@ -26,7 +26,6 @@ import csv
 import io
 import os
 import re
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +33,7 @@ from typing import Any
 
 import torch
 
+from convlens.atomic import atomic_write_text
 from convlens.data.images import IMAGE_EXTENSIONS, load_image, save_image
 from convlens.errors import BadInputError
 from convlens.progress import ProgressFn
@@ -135,16 +135,7 @@ def _write_labels(out: Path, rows: list[CueConflictPair]) -> Path:
     writer.writerow(["path", "shape", "texture"])
     writer.writerows([r.path, r.shape, r.texture] for r in rows)
     target = out / "labels.csv"
-    fd, tmp = tempfile.mkstemp(prefix=".labels.csv.", suffix=".tmp", dir=out)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text.getvalue())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target
+    return atomic_write_text(target, text.getvalue(), newline="")
 
 
 def make_cue_conflict(
