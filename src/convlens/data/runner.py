@@ -61,6 +61,7 @@ __all__ = [
     "SHARD_FORMATS",
     "RunReport",
     "ShardTask",
+    "default_decode_workers",
     "iter_shards",
     "read_outputs",
     "run_dataset",
@@ -134,6 +135,7 @@ def run_dataset(
     shard_format: str = "npz",
     engine: str = "local",
     workers: int = 1,
+    prefetch: int = 2,
 ) -> RunReport:
     """Run ``fn`` over every item in batches, writing resumable shards to ``out_dir``.
 
@@ -158,8 +160,10 @@ def run_dataset(
     shard_size
         Items per shard file (need not be a multiple of ``batch_size``).
     num_workers
-        DataLoader worker processes that decode images (0: in this process). Used when
-        this process computes the shards (``engine="local"``, ``workers=1``).
+        Decode workers: processes that run ``load`` ahead of ``fn`` (0: ``load`` runs in
+        this process, between calls of ``fn``). Batches come back in item order, so the
+        shards are the same bytes whatever the number. Used when this process computes the
+        shards (``engine="local"``, ``workers=1``); each decode worker has one torch thread.
     config
         JSON-serialisable description of what produced the outputs (method, parameters,
         model id, ...), stored in the manifest. Resuming with another config is refused.
@@ -175,6 +179,9 @@ def run_dataset(
         ``"local"``: this machine; ``"ray"``: a Ray cluster (the one ``ray.init`` connected
         to, else a local one), through Ray Data with an actor pool of ``workers`` actors.
         ``fn`` and ``load`` are pickled (cloudpickle) to the other processes.
+    prefetch
+        Batches each decode worker may have loaded ahead of ``fn``: at most
+        ``num_workers * prefetch`` batches wait in memory, whatever the number of items.
     workers
         Processes that compute shards. Local with ``workers > 1``: forked processes, one
         shard each at a time, each with one torch thread (on CPU this scales better than
@@ -206,6 +213,7 @@ def run_dataset(
     _check_choice("shard_format", shard_format, SHARD_FORMATS)
     _check_choice("engine", engine, ENGINES)
     _check_int("workers", workers, 1)
+    _check_int("prefetch", prefetch, 1)
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise BadInputError(f"out_dir {out} is a file; pass a folder for the shards")
@@ -239,6 +247,7 @@ def run_dataset(
                 progress,
                 done,
                 shard_format,
+                prefetch,
             )
         else:
             task = ShardTask(entries, fn, load, batch_size, shard_size, shard_format)
@@ -256,6 +265,25 @@ def run_dataset(
         shards=[e["file"] for e in ordered],
         computed_shards=computed,
     )
+
+
+def default_decode_workers(engine: str, workers: int, decode_workers: int | None) -> int:
+    """Decode processes for a run: ``decode_workers`` checked, or the default when None.
+
+    One decoder beside the model's process is the default: on two cores it brings ``features``
+    close to the rate of a forward-only loop over decoded tensors (benchmarks/README.md,
+    "Dataset throughput"), and more decoders only take CPU from the model. Shards computed by
+    other processes (``workers > 1``, Ray) decode inside those processes, so 0 there.
+    """
+    if decode_workers is None:
+        return 1 if engine == "local" and workers == 1 else 0
+    if (
+        isinstance(decode_workers, bool)
+        or not isinstance(decode_workers, int)
+        or decode_workers < 0
+    ):
+        raise BadInputError(f"decode_workers is {decode_workers!r}; pass an integer >= 0")
+    return decode_workers
 
 
 def iter_shards(out_dir: str | Path) -> Iterator[tuple[list[int], dict[str, np.ndarray]]]:
@@ -640,6 +668,7 @@ def _compute(
     progress: ProgressFn | None,
     done: int,
     shard_format: str = "npz",
+    prefetch: int = 2,
 ) -> Iterator[dict[str, Any]]:
     """Compute the pending shards in this process; yield each manifest entry once its file
     is in place."""
@@ -652,12 +681,15 @@ def _compute(
     if not plan:
         return
     # One loader over the batches of every pending shard: workers start once, and batches
-    # come back in order, so a shard is complete when its last batch arrives.
+    # come back in order, so a shard is complete when its last batch arrives. The loader
+    # keeps at most prefetch batches per worker in flight: the bounded queue between the
+    # decoding processes and fn, so memory does not grow with the number of items.
     loader = DataLoader(
         _ItemDataset([e.path for e in entries], load),
         batch_sampler=[positions for _, positions in plan],
         collate_fn=_collate,
         num_workers=num_workers,
+        prefetch_factor=prefetch if num_workers > 0 else None,
         # its own generator: the loader draws a base seed per iteration, which would
         # otherwise come from (and move) the caller's global RNG
         generator=torch.Generator().manual_seed(0),

@@ -37,7 +37,13 @@ import torch
 
 from convlens.atomic import atomic_write_text
 from convlens.data.folders import LabelledItem, scan_labelled
-from convlens.data.runner import MANIFEST, RunReport, read_outputs, run_dataset
+from convlens.data.runner import (
+    MANIFEST,
+    RunReport,
+    default_decode_workers,
+    read_outputs,
+    run_dataset,
+)
 from convlens.errors import BadInputError
 from convlens.hooks import capture, eval_mode
 from convlens.models.model import Model
@@ -193,6 +199,7 @@ def extract_features(
     shard_size: int = 256,
     engine: str = "local",
     workers: int = 1,
+    decode_workers: int | None = None,
     overwrite: bool = False,
     progress: ProgressFn | None = None,
 ) -> RunReport:
@@ -221,6 +228,11 @@ def extract_features(
     workers
         Processes computing shards (local: forked processes with one torch thread each;
         ray: actors).
+    decode_workers
+        Processes that read, decode and resize the images ahead of the model, through a
+        queue bounded to two batches per process (``None``: one when this process runs the
+        model, that is ``engine="local"`` with ``workers=1``; else 0). The codes are the
+        same bytes whatever the number; 0 decodes between forward passes in this process.
     overwrite
         Replace a previous run of other settings in ``out_dir``.
     progress
@@ -265,10 +277,12 @@ def extract_features(
     }
     if "spec" in model.info:  # a user model: neighbors/embed load it again from this
         config["spec"] = model.info["spec"]
+    decoders = default_decode_workers(engine, workers, decode_workers)
     report = run_dataset(
         entries, _Codes(model, layer, bool(pooled)), out_dir, load=_PixelLoader(model.preprocessing),
         batch_size=batch_size, shard_size=shard_size, config=config, overwrite=overwrite,
         progress=progress, shard_format="parquet", engine=engine, workers=workers,
+        num_workers=decoders,
     )  # fmt: skip
     params = {
         "pooled": bool(pooled),
@@ -276,6 +290,7 @@ def extract_features(
         "shard_size": shard_size,
         "engine": engine,
         "workers": workers,
+        "decode_workers": decoders,
     }
     provenance = make_provenance(model, "features", params=params, layer=layer)
     provenance.update(
