@@ -15,8 +15,8 @@ from PIL import Image
 from torch import nn
 
 import convlens
-from convlens.attribution.base import input_gradients
 from convlens.errors import BadInputError, TargetError
+from convlens.inspect.gradients import input_gradient
 from convlens.targets import box, load_mask, region, resolve_target, similarity
 
 LABELS = ["background", "square", "disc"]
@@ -113,7 +113,7 @@ def test_region_gradient_matches_finite_differences() -> None:
     model = _seg_model(torch.float64)
     x = _x(1, dtype=torch.float64)
     mask = _square_mask()
-    grad, _ = input_gradients(model, x, region(1, mask))
+    grad = input_gradient(model, x, region(1, mask))
     _assert_fd(grad, lambda z: model.module(z)[0, 1][mask].sum(), x)
 
 
@@ -309,7 +309,7 @@ class _TinyDetector(nn.Module):
 def test_box_saliency_matches_finite_differences() -> None:
     model = convlens.wrap(_TinyDetector().double(), input_size=8, resize=None)
     x = _x(1, dtype=torch.float64)
-    grad, _ = input_gradients(model, x, box(5, 1))
+    grad = input_gradient(model, x, box(5, 1))
     _assert_fd(grad, lambda z: model.module(z)[0, 5, 5], x)
     result = convlens.explain(model, x, "saliency", box(5, 1))
     assert result.provenance["target"]["callable"] == "box(index=5, class=1)"
@@ -364,8 +364,8 @@ def test_similarity_to_an_image_embeds_it_with_the_model() -> None:
     e = model.module(x)
     torch.testing.assert_close(scores[1], torch.nn.functional.cosine_similarity(e[1], e[0], dim=0))
     # the gradient of the cosine vanishes at its maximum (the image itself) and not elsewhere
-    grad_self, _ = input_gradients(model, x[:1], similarity(ref_pixels))
-    grad_other, _ = input_gradients(model, x[1:], similarity(ref_pixels))
+    grad_self = input_gradient(model, x[:1], similarity(ref_pixels))
+    grad_other = input_gradient(model, x[1:], similarity(ref_pixels))
     assert grad_self.abs().max() < 1e-9 * grad_other.abs().max() + 1e-12
     _assert_fd(
         grad_other,

@@ -36,7 +36,6 @@ __all__ = [
     "applicable_methods",
     "default_cam_layer",
     "explain",
-    "input_gradients",
     "record_provenance",
     "reduce_channels",
     "register_method",
@@ -124,20 +123,6 @@ def _collect_notes() -> Iterator[dict[str, Any]]:
         yield notes
     finally:
         _NOTES.reset(token)
-
-
-def input_gradients(
-    model: Model, x: torch.Tensor, target: TargetLike = None, *, create_graph: bool = False
-) -> tuple[torch.Tensor, Target]:
-    """``d score / d x`` of an input-space batch and the resolved target (eval mode,
-    parameters frozen; ``x`` untouched). The shared first step of gradient methods."""
-    resolved = resolve_target(model, target, x.shape[0])
-    xr = x.detach().clone().requires_grad_(True)
-    # enable_grad: a caller inside torch.no_grad() still gets the gradient (Captum does the same)
-    with torch.enable_grad(), inference_context(model.module):
-        scores, resolved = resolved.scores(model, xr)
-        (grad,) = torch.autograd.grad(scores.sum(), xr, create_graph=create_graph)
-    return grad, resolved
 
 
 def reduce_channels(attribution: torch.Tensor, how: str) -> torch.Tensor:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from convlens.attribution.base import input_gradients, register_method
+from convlens.attribution.base import register_method
+from convlens.inspect.gradients import input_gradient
 from convlens.models.model import Model
 from convlens.targets import TargetLike
 
@@ -21,7 +22,7 @@ def saliency(model: Model, x: torch.Tensor, target: TargetLike = None) -> torch.
     arXiv:1312.6034. ``S_c`` is the unnormalised class score (the logit, not the softmax or
     the loss). The display map is ``max_channels |dS_c/dx|``.
     """
-    return input_gradients(model, x, target)[0]
+    return input_gradient(model, x, target)
 
 
 @register_method("gradient_x_input", reduce="sum", paper="Shrikumar et al. 2016, arXiv:1605.01713")
@@ -30,7 +31,7 @@ def gradient_x_input(model: Model, x: torch.Tensor, target: TargetLike = None) -
 
     Shrikumar, Greenside, Shcherbina & Kundaje, "Not Just a Black Box", 2016, arXiv:1605.01713.
     """
-    return input_gradients(model, x, target)[0] * x
+    return input_gradient(model, x, target) * x
 
 
 @register_method(
@@ -44,4 +45,4 @@ def layer_gradient(model: Model, x: torch.Tensor, target: TargetLike = None) -> 
     Pass a :class:`~convlens.targets.Neuron` (``"layer:channel[:y:x]"``) as the target; a
     class target gives the saliency gradient.
     """
-    return input_gradients(model, x, target)[0]
+    return input_gradient(model, x, target)

@@ -16,9 +16,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from convlens.attribution.base import input_gradients, register_method
+from convlens.attribution.base import register_method
 from convlens.errors import BadInputError
 from convlens.hooks import ACTIVATION_TYPES, backward_rules
+from convlens.inspect.gradients import input_gradient
 from convlens.models.model import Model
 from convlens.targets import TargetLike
 
@@ -94,7 +95,7 @@ def guided_backprop(model: Model, x: torch.Tensor, target: TargetLike = None) ->
     """
     with backward_rules(model.module, _positive_part, at="output") as chosen:
         require_relu_family(chosen, model, "guided_backprop")
-        return input_gradients(model, x, target)[0]
+        return input_gradient(model, x, target)
 
 
 @register_method(
@@ -111,4 +112,4 @@ def deconvnet(model: Model, x: torch.Tensor, target: TargetLike = None) -> torch
     """
     with backward_rules(model.module, _deconv_rule) as chosen:
         require_relu_family(chosen, model, "deconvnet")
-        return input_gradients(model, x, target)[0]
+        return input_gradient(model, x, target)

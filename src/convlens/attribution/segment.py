@@ -16,8 +16,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from convlens.attribution.base import input_gradients, register_method
+from convlens.attribution.base import register_method
 from convlens.errors import BadInputError, MissingDependencyError
+from convlens.inspect.gradients import input_gradient
 from convlens.models.model import Model
 from convlens.targets import TargetLike
 
@@ -147,7 +148,7 @@ def _saliency_maps(
 ) -> torch.Tensor:
     n, _, h, w = x.shape
     if saliency is None:
-        grad, _ = input_gradients(model, x, target)
+        grad = input_gradient(model, x, target)
         return grad.abs().amax(dim=1)
     if not isinstance(saliency, torch.Tensor):
         raise BadInputError(f"saliency must be a tensor (N, H, W), not {type(saliency).__name__}")

@@ -25,10 +25,16 @@ __all__ = ["gradients", "input_gradient", "loss_layer_gradients"]
 
 
 def input_gradient(model: Model, x: torch.Tensor, target: TargetLike = None) -> torch.Tensor:
-    """``d score / d x`` for an input-space batch, one score per image.
+    """``d S / d x`` for an input-space batch, one score ``S`` per image.
 
-    ``target``: class index/label, ``Neuron``, callable or None (predicted class).
-    Eval mode, parameters frozen; ``x`` is not modified and gains no ``.grad``.
+    The one input gradient of convlens: the saliency of Simonyan, Vedaldi & Zisserman
+    ("Deep Inside Convolutional Networks", 2014, arXiv:1312.6034) and the first step of the
+    gradient attributions (saliency, gradient x input, guided backprop and deconvnet under
+    their backward rules, layer/neuron gradients, segmentation seeds), which call it.
+
+    ``target``: class index/label (``S`` the logit), ``Neuron``, callable or None (the
+    predicted class). Eval mode, parameters frozen; ``x`` is not modified and gains no
+    ``.grad``; works inside a caller's ``torch.no_grad()`` (as Captum does).
     """
     resolved = resolve_target(model, target, x.shape[0])
     xr = x.detach().clone().requires_grad_(True)
