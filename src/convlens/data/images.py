@@ -41,7 +41,7 @@ from typing import IO, Any, TypeAlias
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageFile, UnidentifiedImageError
 
 from convlens.atomic import atomic_open
 from convlens.errors import BadInputError, ImageReadError
@@ -255,7 +255,7 @@ def _read_stream(stream: IO[bytes], label: str) -> np.ndarray:
     if not head:
         raise ImageReadError(label, "empty file (0 bytes)")
 
-    def reopen(image_format: str) -> Image.Image:
+    def reopen(image_format: str) -> ImageFile.ImageFile:
         stream.seek(0)
         return Image.open(stream, formats=(image_format,))
 
@@ -284,7 +284,7 @@ def _read_pil(image: Image.Image, label: str) -> np.ndarray:
 
 
 def _decode(
-    image: Image.Image, label: str, reopen: Callable[[str], Image.Image] | None
+    image: Image.Image, label: str, reopen: Callable[[str], ImageFile.ImageFile] | None
 ) -> np.ndarray:
     """Check the header, then decode fully (truncation surfaces here, not later)."""
     width, height = image.size
@@ -296,7 +296,12 @@ def _decode(
         frames = getattr(image, "n_frames", 1)
         if frames > 1 and image.format != "MPO":  # MPO: the first picture is the photo
             raise ImageReadError(label, _frames_reason(image.format, frames))
-        plan = _precision_plan(image) if reopen is not None else None
+        # a reopenable image came from Image.open: a file image, with tiles to read
+        plan = (
+            _precision_plan(image)
+            if reopen is not None and isinstance(image, ImageFile.ImageFile)
+            else None
+        )
         image.load()
         orientation = _orientation(image)
         array = _pil_array(image)
@@ -415,10 +420,10 @@ def _with_color_key(image: Image.Image, array: np.ndarray) -> np.ndarray:
 # A one-pixel probe checks PIL's unpackers before that trick is trusted; if it fails, the
 # image is read at 8 bits. A 16-bit gray+alpha PNG is decoded as raw 8-bit RGBA (also 4
 # bytes per pixel), which simply holds all four bytes.
-_Plan = Callable[[Image.Image, np.ndarray, Callable[[str], Image.Image]], np.ndarray]
+_Plan = Callable[[Image.Image, np.ndarray, Callable[[str], ImageFile.ImageFile]], np.ndarray]
 
 
-def _tile_rawmodes(image: Image.Image) -> set[str]:
+def _tile_rawmodes(image: ImageFile.ImageFile) -> set[str]:
     modes = set()
     for tile in image.tile:
         args = tile[3]
@@ -462,7 +467,7 @@ def _unpackers_split_bytes(rawmode: str, swapped: str, mode: str) -> bool:
     return bool(np.array_equal((high << 8 | low).reshape(-1), values))
 
 
-def _precision_plan(image: Image.Image) -> _Plan | None:
+def _precision_plan(image: ImageFile.ImageFile) -> _Plan | None:
     """Before decoding: how to recover 16-bit colour that PIL would reduce to 8 bits."""
     rawmodes = _tile_rawmodes(image)
     if len(rawmodes) != 1 or image.format not in ("PNG", "TIFF"):
@@ -476,7 +481,7 @@ def _precision_plan(image: Image.Image) -> _Plan | None:
         return None
 
     def combine(
-        first: Image.Image, high: np.ndarray, reopen: Callable[[str], Image.Image]
+        first: Image.Image, high: np.ndarray, reopen: Callable[[str], ImageFile.ImageFile]
     ) -> np.ndarray:
         with reopen(first.format or "") as second:
             if second.size != first.size or _tile_rawmodes(second) != {rawmode}:
@@ -862,7 +867,7 @@ def _images_under(root: Path) -> list[Path]:
     def fail(exc: OSError) -> None:
         raise ImageReadError(exc.filename or str(root), _os_reason(exc)) from exc
 
-    images = []
+    images: list[Path] = []
     for folder, subfolders, files in os.walk(root, onerror=fail):
         subfolders[:] = [name for name in subfolders if not name.startswith(".")]
         images.extend(

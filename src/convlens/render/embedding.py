@@ -146,7 +146,8 @@ def embedding_figure(
     coords = np.asarray(embedding.coords)
     three = coords.ndim == 2 and coords.shape[1] == 3
     fig = Figure(figsize=(7.5, 6.5), dpi=100)
-    ax = fig.add_subplot(1, 1, 1, projection="3d") if three else fig.add_subplot(1, 1, 1)
+    # Any: a 3-D axes takes three columns and has set_zticks, which Axes does not declare
+    ax: Any = fig.add_subplot(1, 1, 1, projection="3d") if three else fig.add_subplot(1, 1, 1)
     classes = sorted({int(v) for v in values})
     size = max(4.0, min(30.0, 3000.0 / max(1, len(coords))))
     for j, c in enumerate(classes):

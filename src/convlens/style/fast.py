@@ -37,7 +37,7 @@ import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import torch
 import torch.nn.functional as F
@@ -174,8 +174,10 @@ class StyleNet(nn.Module):
         self.up = nn.Sequential(_Upsample(4 * w, 2 * w), _Upsample(2 * w, w))
         self.out = _conv(w, 3, 9)
         if skip:  # start as the identity: the net only has to learn the change
-            nn.init.zeros_(self.out[1].weight)
-            nn.init.zeros_(self.out[1].bias)
+            conv = cast(nn.Conv2d, self.out[1])
+            nn.init.zeros_(conv.weight)
+            if conv.bias is not None:  # it has one: _conv builds it with a bias
+                nn.init.zeros_(conv.bias)
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         if pixels.dim() != 4 or pixels.shape[1] != 3:
@@ -448,7 +450,7 @@ def train_style_net(
         )
         loss = -evaluate_objective(model, objective, net(contents), truncate=True).mean()
         opt.zero_grad(set_to_none=True)
-        loss.backward()  # type: ignore[no-untyped-call]
+        loss.backward()
         opt.step()
         history[step] = loss.item()
         c_hist[step], s_hist[step] = parts["content"].mean().item(), parts["style"].mean().item()

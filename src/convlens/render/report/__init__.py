@@ -15,10 +15,11 @@ section is absent. A section that cannot run on a given model (for example occlu
 patches larger than an 8x8 digit) raises :class:`SectionUnavailable`, and the page says
 so for that model instead of showing a picture.
 
-Sections call the library's own functions (``explain``, ``deletion_auc``, ``attack``,
-``visualize_class`` ...) and its own renderers (``overlay``, ``filters_mosaic`` ...), never
-a re-implementation, so every picture equals what the library returns for the arguments
-recorded in the picture's provenance (the tests check this by hash).
+A section is two functions: ``compute`` calls the library's own functions (``explain``,
+``faithfulness_ranking``, ``attack``, ``visualize_class`` ...) and ``render`` its own
+renderers (``overlay``, ``filters_mosaic`` ...), never a re-implementation, so every picture
+equals what the library returns for the arguments recorded in the picture's provenance (the
+tests check this by hash), and drawing never runs the model.
 """
 
 from __future__ import annotations
@@ -110,20 +111,29 @@ class ReportContext:
 
 @dataclass(frozen=True)
 class ReportSection:
-    """One part of the report.
+    """One part of the report, in two steps that never mix.
 
-    ``build(model, batch, ctx)`` computes with library functions and returns a
-    :class:`Fragment`; it raises :class:`SectionUnavailable` when it cannot run on the model.
+    ``compute(model, batch, ctx)`` calls the library (``explain``, ``attack``, metrics ...:
+    everything that runs the model or does maths) and returns what the section shows, or
+    raises :class:`SectionUnavailable` when it cannot run on the model.
+    ``render(data, model, ctx)`` only draws: it turns ``data`` into a :class:`Fragment`
+    with the library's renderers, reading nothing from the model but its names and labels
+    (a test runs every section's render with the model's forward disabled).
     """
 
     name: str
     title: str
     order: int
-    build: Callable[[Any, Any, ReportContext], Fragment]
+    compute: Callable[[Any, Any, ReportContext], Any]
+    render: Callable[[Any, Any, ReportContext], Fragment]
     needs_index: bool = False  # part of the page only when the report is given an index
     #: ``steps(model, ctx)``: how many units of the progress bar the section is worth on
     #: ``model`` (its methods, optimisation steps ...), known before it runs; default 1
     steps: Callable[[Any, ReportContext], int] | None = None
+
+    def build(self, model: Any, batch: Any, ctx: ReportContext) -> Fragment:
+        """:attr:`compute`, then :attr:`render`: the section's fragment for ``model``."""
+        return self.render(self.compute(model, batch, ctx), model, ctx)
 
     def weight(self, model: Any, ctx: ReportContext) -> int:
         """The section's share of the report's progress total on ``model`` (at least 1)."""
@@ -244,6 +254,7 @@ def build_report(
     progress: ProgressFn | None = None,
     on_section: Callable[[str, str], None] | None = None,
     index: str | os.PathLike[str] | None = None,
+    name: str | None = None,
 ) -> Report:
     """Run every report section on ``image`` for each model and assemble the page.
 
@@ -270,6 +281,9 @@ def build_report(
         Called with ``(section title, model name)`` before each section runs.
     index
         A ``convlens features`` folder: adds the nearest-neighbours section.
+    name
+        How the page names the image (default: the path, or the object's ``name``); the web
+        explorer passes the uploaded file's name instead of its temp path.
 
     Returns
     -------
@@ -295,7 +309,13 @@ def build_report(
                 f"unknown report section {unknown[0]!r}; choose from {', '.join(sorted(known))}"
             )
         sections = [s for s in sections if s.name in only]
-    source = image if isinstance(image, str) else getattr(image, "name", type(image).__name__)
+    source = (
+        name
+        if name is not None
+        else image
+        if isinstance(image, str)
+        else getattr(image, "name", type(image).__name__)
+    )
     batches = [
         model.prepare([image], sources=[str(source)]) for model in model_list
     ]  # bad input fails before any work
