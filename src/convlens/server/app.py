@@ -103,6 +103,7 @@ class AttackRequest(BaseModel):
     image: str
     model: str | None = None
     method: str = "pgd"
+    #: the budget of budgeted attacks (``/api/info`` lists which); ignored by the others
     eps: float = Field(default=4 / 255, gt=0, le=1)
     steps: int = Field(default=10, ge=1, le=1000)
     target: int | str | None = None
@@ -316,7 +317,7 @@ class Explorer:
             if progress is not None:
                 progress(done, total)
 
-        options = (
+        options: dict[str, Any] = (
             {"progress": watch}
             if (progress is not None and reports_progress(request.method))
             else {}
@@ -337,7 +338,7 @@ class Explorer:
             progress(
                 last[1], last[1]
             )  # the last chance to notice a cancel: raises before any write
-        target = result.provenance.get("target", {})
+        target = result.target or {}
         classes = target.get("classes") or []
         cls = int(classes[0]) if classes else None
         labels = slot.model.labels
@@ -345,12 +346,12 @@ class Explorer:
             "key": key,
             "model": slot.model.name,
             "method": request.method,
-            "layer": result.provenance.get("layer"),
+            "layer": result.layer,
             "target": {
                 "class": cls,
                 "label": labels.name(cls) if (labels is not None and cls is not None) else None,
             },
-            "seconds": result.provenance["params"].get("seconds"),
+            "seconds": result.params.get("seconds"),
             # how the overlay route draws the map unless asked otherwise (the report's default)
             "display": display_settings(result, 0, clip=DEFAULT_CLIP),
             "files": {
@@ -361,7 +362,7 @@ class Explorer:
         }
         self.storage.write(
             self.file(image_id, f"map-{key}.npy"),
-            _npy(result.tensors["map"][0].float().cpu().numpy()),
+            _npy(result.map[0].float().cpu().numpy()),
         )
         self.storage.write(
             self.file(image_id, f"display-{key}.npy"), _npy(result.display[0].float().cpu().numpy())
@@ -481,7 +482,7 @@ class Explorer:
                         progress=progress,
                     )
                 self.storage.write(
-                    path, _png(to_uint8_image(result.tensors["image"][0].detach().float().cpu()))
+                    path, _png(to_uint8_image(result.image[0].detach().float().cpu()))
                 )
             return {
                 "file": f"/api/shared/{path.name}",
@@ -516,13 +517,16 @@ class Explorer:
 
     def attack_job(self, request: AttackRequest) -> dict[str, Any]:
         from convlens.adversarial import attack
+        from convlens.adversarial.registry import get_attack
         from convlens.render.optimize import amplified_difference
         from convlens.render.overlay import to_uint8_image
 
+        spec = get_attack(request.method)  # an unknown method: 400 naming the registered ones
+        eps = None if spec.budget == "none" else request.eps
         slot = self.slot(request.model)
         self.image_meta(request.image)
         image_id = request.image
-        key = _key(slot.model.name, request.method, request.eps, request.steps, request.target)
+        key = _key(slot.model.name, spec.name, eps, request.steps, request.target)
         info = self.file(image_id, f"attack-{key}.json")
 
         def top(classes: Any, probs: Any) -> list[dict[str, Any]]:
@@ -543,8 +547,8 @@ class Explorer:
                     result = attack(
                         slot.model,
                         [source],
-                        request.method,
-                        eps=request.eps,
+                        spec.name,
+                        eps=eps,
                         steps=request.steps,
                         target=request.target,
                         seed=0,
@@ -564,8 +568,8 @@ class Explorer:
                 )
                 meta = {
                     "key": key,
-                    "method": result.provenance["params"]["method"],
-                    "eps": request.eps,
+                    "method": result.params["method"],
+                    "eps": eps,
                     "steps": request.steps,
                     "success": bool(t["success"][0]),
                     "linf": float(t["linf"][0]),
@@ -728,8 +732,12 @@ def create_app(
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     # -- models --------------------------------------------------------------------------
-    @app.get("/api/info", summary="Models, attribution methods, bundled photos and upload limits")
+    @app.get(
+        "/api/info",
+        summary="Models, attribution methods, attacks, bundled photos and upload limits",
+    )
     def info() -> dict[str, Any]:
+        from convlens.adversarial.registry import ATTACKS, attack_names
         from convlens.attribution import METHODS
         from convlens.data.samples import SAMPLES
 
@@ -749,6 +757,19 @@ def create_app(
                     ],
                 }
                 for s in sorted(METHODS.values(), key=lambda s: s.name)
+            ],
+            "attacks": [
+                {
+                    "name": a.name,
+                    "box": a.box,
+                    "norms": list(a.norms),
+                    "budget": a.budget,
+                    "steps": a.steps,
+                    "steps_means": a.steps_means,
+                    "targeted": a.targeted,
+                    "paper": a.paper,
+                }
+                for a in (ATTACKS[n] for n in attack_names())
             ],
             "samples": [
                 {"name": s.name, "source": s.source, "expected": list(s.expected)}
