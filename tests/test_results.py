@@ -89,7 +89,7 @@ def test_typed_accessors_read_the_stored_fields(tmp_path) -> None:
         assert torch.equal(r.map, r.tensors["map"]) and r.map.shape[0] == 2
         assert r.method == "saliency" and r.model_id == "tiny-conv"
         assert r.params["reduce"] == result.provenance["params"]["reduce"]
-        assert r.seconds is not None and r.seconds >= 0
+        assert r.seconds == result.provenance["params"]["seconds"] and r.seconds >= 0
         assert r.target_classes == predicted
         assert r.layer is None and r.seed is None
         assert r.weights_sha256 == model.weights_sha256

@@ -207,10 +207,13 @@ class Result:
         return self.provenance.get("seed")
 
     @property
-    def seconds(self) -> float | None:
-        """Wall-clock seconds the method took, when it recorded them (``params["seconds"]``)."""
-        seconds = self.params.get("seconds")
-        return None if seconds is None else float(seconds)
+    def seconds(self) -> float:
+        """Wall-clock seconds the method took (``params["seconds"]``); KeyError for a method
+        that does not time itself."""
+        try:
+            return float(self.params["seconds"])
+        except KeyError:
+            raise KeyError(f"the {self.method!r} result recorded no 'seconds'") from None
 
     def __repr__(self) -> str:
         shapes = ", ".join(f"{k}{tuple(v.shape)}" for k, v in self.tensors.items())

@@ -194,7 +194,7 @@ def run(ctx: Context) -> int:
         )
     sources = [item.source for item in loaded]
     result.sources = sources
-    t, params = result.tensors, result.provenance["params"]
+    t, params = result.tensors, result.params
 
     def top(classes: Any, probs: Any) -> list[dict[str, Any]]:
         return [
@@ -206,7 +206,7 @@ def run(ctx: Context) -> int:
             for c, p in zip(classes.tolist(), probs.tolist())
         ]
 
-    rows = []
+    rows: list[dict[str, Any]] = []
     for i, stem in enumerate(_stems(sources)):
         files = {
             "adversarial": str(out / f"{stem}-adversarial.png"),

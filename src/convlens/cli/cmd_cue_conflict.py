@@ -113,7 +113,7 @@ def run(ctx: Context) -> int:
             seed=args.seed,
             progress=update,
         )
-    params = result.provenance["params"]
+    params = result.params
     payload = {
         "model": model.name,
         "shape_dir": args.shape_dir,

@@ -95,7 +95,7 @@ def run(ctx: Context) -> int:
             seed=args.seed or 0,
             progress=update,
         )
-    save_image(result.tensors["image"][0], out)
+    save_image(result.image[0], out)
     result.save(out.with_suffix(""))
     before, after = (
         result.tensors["objective_before"].tolist(),
@@ -105,10 +105,10 @@ def run(ctx: Context) -> int:
         "model": model.name,
         "source": args.image,
         "layer": args.layer,
-        "size": list(result.tensors["image"].shape[-2:]),
+        "size": list(result.image.shape[-2:]),
         "objective_before": before,
         "objective_after": after,
-        "seconds": result.provenance["params"]["seconds"],
+        "seconds": result.seconds,
         "out": str(out),
         "errors": ctx.bad_inputs,
     }

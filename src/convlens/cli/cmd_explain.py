@@ -277,7 +277,8 @@ def _run_images(
 
     args = ctx.args
     n = len(expand_image_args(args.images))
-    raws, rows = [], []
+    raws: list[Any] = []
+    rows: list[dict[str, Any]] = []
     with ctx.progress_group() as add_bar:
         update = add_bar("explaining", n * len(methods) * len(models))
         done = 0
@@ -326,12 +327,12 @@ def _run_images(
                     "results": [
                         {
                             "model": m.name,
-                            "method": r.provenance["method"],
-                            "target": r.provenance.get("target", {}),
-                            "layer": r.provenance.get("layer"),
-                            "seconds": r.provenance["params"]["seconds"],
-                            "map_min": float(r.tensors["map"].min()),
-                            "map_max": float(r.tensors["map"].max()),
+                            "method": r.method,
+                            "target": r.target or {},
+                            "layer": r.layer,
+                            "seconds": r.seconds,
+                            "map_min": float(r.map.min()),
+                            "map_max": float(r.map.max()),
                         }
                         for m, _, results in per_model
                         for r in results
@@ -395,8 +396,8 @@ def _run_dataset(ctx: Context, model: Any, method: str, options: dict[str, Any])
             **accepted,
         )
         outputs = {
-            "map": result.tensors["map"].float().cpu(),
-            "target": torch.tensor(result.provenance["target"]["classes"]),
+            "map": result.map.float().cpu(),
+            "target": torch.tensor(result.target_classes),
         }
         if args.raw:
             outputs["attribution"] = result.tensors["attribution"].float().cpu()

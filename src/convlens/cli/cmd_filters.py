@@ -63,14 +63,14 @@ def run(ctx: Context) -> int:
 
     model = ctx.model()
     result = filters(model, ctx.args.layer, scale=ctx.args.scale)
-    if model.labels is not None and result.provenance["params"]["mode"] == "template":
+    if model.labels is not None and result.params["mode"] == "template":
         result.provenance["labels"] = list(model.labels.names)
     out = ctx.out_path("filters.png", folder=False)
     save_figure(filters_figure(result, max_tiles=max(1, ctx.args.max_tiles)), out)
     info = {
         "model": model.name,
-        "layer": result.provenance["layer"],
-        "mode": result.provenance["params"]["mode"],
+        "layer": result.layer,
+        "mode": result.params["mode"],
         "shape": list(result.tensors["weights"].shape),
         "out": str(out),
     }

@@ -77,8 +77,8 @@ def run(ctx: Context) -> int:
             k += 1
             name = f"{stem}-{k}"
         used.add(name)
-        target = save_image(result.tensors["image"][0], out / f"{name}.png")
-        params = result.provenance["params"]
+        target = save_image(result.image[0], out / f"{name}.png")
+        params = result.params
         rows.append(
             {
                 "source": item.source,

@@ -48,7 +48,7 @@ def run(model: Any, out: Path, progress: ProgressFn | None, full: bool = False) 
             options = {} if full else _scaled(QUICK.get(name, {}), model)
             result = explain(model, batch, name, **options)
             results.append(result)
-            timings.setdefault(name, []).append(result.provenance["params"]["seconds"])
+            timings.setdefault(name, []).append(result.seconds)
             done += 1
             if progress:
                 progress(done, total)

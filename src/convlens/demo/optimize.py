@@ -105,11 +105,11 @@ def run(model: Any, out: Path, progress: ProgressFn | None, full: bool = False) 
     result = visualize_class(model, classes, steps=class_steps, progress=stage("classes"))
     titles = [
         f"{t['label']}\ntop-1 {p['label']} {p['probability']:.0%}"
-        for t, p in zip(result.provenance["target"], result.provenance["top1"])
+        for t, p in zip(result.target, result.provenance["top1"])
     ]
     save_figure(
         gallery_figure(
-            result.tensors["image"],
+            result.image,
             titles,
             ncols=len(classes),
             suptitle=f"{model.name}: images it classifies as each class ({class_steps} steps)",
@@ -119,7 +119,7 @@ def run(model: Any, out: Path, progress: ProgressFn | None, full: bool = False) 
     files.append("optimize_classes.png")
     summary["classes"] = [
         {"target": t["label"], "top1": p["label"], "probability": round(p["probability"], 3)}
-        for t, p in zip(result.provenance["target"], result.provenance["top1"])
+        for t, p in zip(result.target, result.provenance["top1"])
     ]
     summary["class_steps"] = class_steps
 
@@ -139,9 +139,7 @@ def run(model: Any, out: Path, progress: ProgressFn | None, full: bool = False) 
             )
         )
     # a grayscale model dreams in gray: show every picture with three channels
-    pictures = torch.stack(
-        [p.expand(3, -1, -1) for p in (photo, *(d.tensors["image"][0] for d in dreams))]
-    )
+    pictures = torch.stack([p.expand(3, -1, -1) for p in (photo, *(d.image[0] for d in dreams))])
     save_figure(
         gallery_figure(
             pictures,
@@ -165,7 +163,7 @@ def run(model: Any, out: Path, progress: ProgressFn | None, full: bool = False) 
     fooled = fool(model, pixels, target, progress=stage("fool"))
     save_figure(fooling_figure(fooled, labels=model.labels), out / "optimize_fooling.png")
     files.append("optimize_fooling.png")
-    p = fooled.provenance["params"]
+    p = fooled.params
     summary["fool"] = {
         "target": str(target),
         "success": p["success"],
@@ -178,9 +176,7 @@ def run(model: Any, out: Path, progress: ProgressFn | None, full: bool = False) 
     if full:
         layers = _spatial_layers(model, INVERT_LAYERS)
         inversions = invert_layers(model, pixels, layers, steps=200, progress=stage("invert"))
-        images = [quantize_8bit(pixels[0])] + [
-            quantize_8bit(r.tensors["image"][0]) for r in inversions
-        ]
+        images = [quantize_8bit(pixels[0])] + [quantize_8bit(r.image[0]) for r in inversions]
         titles = ["original"] + [
             f"{layer}\n{float(r.tensors['psnr'][0]):.1f} dB" for layer, r in zip(layers, inversions)
         ]

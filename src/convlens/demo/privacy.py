@@ -25,7 +25,7 @@ def run(model: Any, out: Path, progress: ProgressFn | None, full: bool = False) 
     save_figure(roc_figure(results), out / "privacy_membership_roc.png")
     summary: dict[str, Any] = {"files": ["privacy_membership_roc.png"], "dataset": "digits"}
     for result in results:
-        p = result.provenance["params"]
+        p = result.params
         summary[p["recipe"]["name"]] = {
             "held_out_accuracy": round(float(p["held_out_accuracy"]), 4),
             "loss_threshold_auc": round(float(p["loss_threshold"]["auc"]), 4),

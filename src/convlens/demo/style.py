@@ -41,7 +41,7 @@ def run(model: Any, out: Path, progress: ProgressFn | None, full: bool = False) 
     summary: dict[str, Any] = {"content": CONTENT, "style": STYLE}
     for k, (name, settings) in enumerate(runs):
         result = style_transfer(model, CONTENT, STYLE, progress=stage(k), seed=0, **settings)
-        t, p = result.tensors, result.provenance["params"]
+        t, p = result.tensors, result.params
         stem = f"style_{name}"
         caption = f"{model.name}: {p['steps']} Adam steps at {p['size'][1]}x{p['size'][0]}, {p['seconds']:.0f} s"
         save_figure(
@@ -59,7 +59,7 @@ def run(model: Any, out: Path, progress: ProgressFn | None, full: bool = False) 
     if full:
         texture = synthesize_texture(model, TEXTURE, progress=stage(len(runs)), seed=0)
         save_figure(
-            texture_figure(texture.tensors["sample"], texture.tensors["image"]),
+            texture_figure(texture.tensors["sample"], texture.image),
             out / "style_texture.png",
         )
         files.append("style_texture.png")

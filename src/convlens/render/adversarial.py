@@ -30,7 +30,7 @@ def attack_figure(result: Any, index: int = 0, *, labels: Any = None, top_k: int
     """Three panels for image ``index`` of an ``attack`` result: the original with its top-k,
     the perturbation amplified to the full range (grey = unchanged), and the adversarial
     image with its top-k; the title gives method, norms, queries and success."""
-    t, p = result.tensors, result.provenance["params"]
+    t, p = result.tensors, result.params
     linf, l2 = float(t["linf"][index]), float(t["l2"][index])
     scale = 0.5 / max(linf, 1e-12)
     fig = Figure(figsize=(9.6, 4.6))
@@ -71,7 +71,7 @@ def attack_figure(result: Any, index: int = 0, *, labels: Any = None, top_k: int
 
 def curve_figure(result: Any, *, title: str | None = None) -> Figure:
     """Accuracy vs budget, one line per method, from an ``attack_curve`` result."""
-    t, p = result.tensors, result.provenance["params"]
+    t, p = result.tensors, result.params
     eps = [float(e) * 255 for e in t["eps"]]
     fig = Figure(figsize=(5.5, 4))
     ax = fig.add_subplot()
@@ -93,7 +93,7 @@ def curve_figure(result: Any, *, title: str | None = None) -> Figure:
 
 def transfer_figure(result: Any) -> Figure:
     """Bar chart of transfer rates, source first."""
-    p = result.provenance["params"]
+    p = result.params
     rates = [float(r) * 100 for r in result.tensors["rate"]]
     fig = Figure(figsize=(5, 3.5))
     ax = fig.add_subplot()

@@ -15,7 +15,7 @@ def pruning_figure(result: Any, *, title: str | None = None, ylabel: str = "accu
     """Accuracy against the number of zeroed channels (a :func:`convlens.inspect.pruning_curve`
     result): one line per removal order, the mean of the random orders dashed, their range
     shaded."""
-    p, t = result.provenance["params"], result.tensors
+    p, t = result.params, result.tensors
     counts = t["counts"].numpy()
     fig = Figure(figsize=(6.4, 4.0))
     ax = fig.subplots()

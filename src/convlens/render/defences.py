@@ -35,7 +35,7 @@ def defences_figure(result: Any, *, title: str | None = None) -> Figure:
     title
         Default: model, budget and attack steps.
     """
-    params = result.provenance["params"]
+    params = result.params
     rows = list(params["defences"])
     accuracy = np.asarray(result.tensors["accuracy"].detach().cpu().numpy(), dtype=float) * 100
     columns = accuracy.shape[1]

@@ -189,7 +189,7 @@ def display_settings(
     return {
         "sign": chosen,
         "clip": check_clip(clip),
-        "reduce": result.provenance.get("params", {}).get("reduce"),
+        "reduce": result.params.get("reduce"),
     }
 
 

@@ -47,7 +47,7 @@ def filters_mosaic(result: Any, *, max_tiles: int = 256, upscale: int | None = N
 def filters_figure(result: Any, *, max_tiles: int = 64) -> Figure:
     """Filters with their indices as titles (templates are titled by class name)."""
     images = result.tensors["filters"][:max_tiles]
-    mode = result.provenance["params"]["mode"]
+    mode = result.params["mode"]
     labels = result.provenance.get("labels")
     if mode == "channels":
         n_in = result.tensors["weights"].shape[1]
@@ -56,7 +56,7 @@ def filters_figure(result: Any, *, max_tiles: int = 64) -> Figure:
         titles = [str(labels[i]) if labels else str(i) for i in range(len(images))]
     size = max(images.shape[-2:])
     tiles = _tiles(images, max(1, 32 // size))
-    layer = result.provenance.get("layer")
+    layer = result.layer
     heading = {
         "rgb": "RGB filters",
         "channels": "kernels (filter/input channel)",
@@ -92,9 +92,9 @@ def activations_figure(
 
 def gradients_figure(result: Any, index: int = 0) -> Figure:
     """Left: per-layer norms of dL/dh (log scale) with a few spatial maps; right: |ds/dx|."""
-    names: Sequence[str] = result.provenance["params"]["layers"]
+    names: Sequence[str] = result.params["layers"]
     norms = result.tensors["layer_norms"][index].float().cpu().numpy()
-    picks = result.provenance["params"]["map_layers"]
+    picks = result.params["map_layers"]
     fig = Figure(figsize=(12, 6.5))
     grid = fig.add_gridspec(2, max(2, len(picks)) + 2)
     ax = fig.add_subplot(grid[0, : max(2, len(picks))])
@@ -112,7 +112,7 @@ def gradients_figure(result: Any, index: int = 0) -> Figure:
         a.imshow(apply_colormap(result.tensors[f"maps/{name}"][index].float().cpu().numpy()))
         a.set_title(f"|dL/dh| {name}", fontsize=8)
         a.axis("off")
-    target = result.provenance["params"]["input_target"]
+    target = result.params["input_target"]
     what = (
         f"neuron {target['neuron']['layer']}:{target['neuron']['channel']}"
         if "neuron" in target

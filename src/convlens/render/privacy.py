@@ -48,7 +48,7 @@ def roc_figure(results: Sequence[Any]) -> Figure:
 
     fig = _figure(9, 4)
     axes = fig.subplots(1, 2)
-    recipes = sorted({r.provenance["params"]["recipe"]["name"] for r in results})
+    recipes = sorted({r.params["recipe"]["name"] for r in results})
     colours = {name: f"C{i}" for i, name in enumerate(recipes)}
     for ax, key, title in (
         (axes[0], "loss_scores", "loss threshold (Yeom 2018)"),
@@ -56,7 +56,7 @@ def roc_figure(results: Sequence[Any]) -> Figure:
     ):
         seen: set[str] = set()
         for r in results:
-            p = r.provenance["params"]
+            p = r.params
             name = p["recipe"]["name"]
             fpr, tpr, _ = roc_curve(r.tensors[key], r.tensors["member"])
             metrics = p["loss_threshold" if key == "loss_scores" else "shadow"]
@@ -117,7 +117,7 @@ def reconstructions_figure(result: Any) -> Figure:
     n = result.tensors[variants[0]].shape[0]
     fig = _figure(1.2 * n, 1.5 * len(variants) + 0.3)
     axes = np.atleast_2d(fig.subplots(len(variants), n))
-    p = result.provenance["params"]
+    p = result.params
     for row, variant in zip(axes, variants):
         images = result.tensors[variant]
         judged = p[variant]["judge_predictions"]
@@ -138,7 +138,7 @@ def reconstructions_figure(result: Any) -> Figure:
 def backdoor_figure(result: Any) -> Figure:
     """Top: the true trigger, the recovered mask and trigger of the named label, the anomaly
     index per label. Bottom: a clean image, the same image triggered, and its saliency."""
-    t, p = result.tensors, result.provenance["params"]
+    t, p = result.tensors, result.params
     nc = p["neural_cleanse"]
     target = p["trigger"]["target"]
     fig = _figure(11, 6)

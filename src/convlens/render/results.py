@@ -134,9 +134,7 @@ def _gram(result: Any, index: int, **options: Any) -> Figure:
     from convlens.render.style import gram_figure
 
     t = result.tensors
-    return gram_figure(
-        t["gram"], t.get("mean"), t.get("variance"), title=str(result.provenance.get("layer") or "")
-    )
+    return gram_figure(t["gram"], t.get("mean"), t.get("variance"), title=str(result.layer or ""))
 
 
 def _style_transfer(result: Any, index: int, **options: Any) -> Figure:
@@ -154,9 +152,7 @@ def _style_transfer(result: Any, index: int, **options: Any) -> Figure:
 def _texture(result: Any, index: int, **options: Any) -> Figure:
     from convlens.render.style import texture_figure
 
-    return texture_figure(
-        result.tensors["sample"], result.tensors["image"], caption=_title(result, 0)
-    )
+    return texture_figure(result.tensors["sample"], result.image, caption=_title(result, 0))
 
 
 def _patches(result: Any, index: int, **options: Any) -> Figure:
@@ -173,7 +169,7 @@ def _pruning(result: Any, index: int, **options: Any) -> Figure:
 
 def _channel_importance(result: Any, index: int, **options: Any) -> Figure:
     """Bars of each channel's score, most important first (up to 64 channels)."""
-    scores = result.tensors["scores"].detach().float().cpu()
+    scores = result.scores.detach().float().cpu()
     order = result.tensors["order"].tolist()[:64]  # most important first
     return _bars(
         [float(scores[c]) for c in order],

@@ -35,7 +35,7 @@ def _pretty(name: str) -> str:
 
 
 def _params(result: Any) -> dict[str, Any]:
-    return result.provenance["params"] if hasattr(result, "provenance") else dict(result)
+    return result.params if hasattr(result, "provenance") else dict(result)
 
 
 def corruption_errors_figure(result: Any, *, title: str | None = None) -> Figure:
@@ -44,7 +44,7 @@ def corruption_errors_figure(result: Any, *, title: str | None = None) -> Figure
     ``result`` is the :class:`~convlens.results.Result` of
     :func:`convlens.robustness.corruption_robustness` (or its provenance params dict).
     """
-    params = result.provenance["params"] if hasattr(result, "provenance") else dict(result)
+    params = result.params if hasattr(result, "provenance") else dict(result)
     names, levels = list(params["corruptions"]), list(params["severities"])
     table = np.array([params["errors"][c] for c in names], dtype=float) * 100
     clean = 100 * float(params["clean_error"])
@@ -123,7 +123,7 @@ def shape_bias_figure(
     category and a vertical line at the overall shape bias. ``reference`` adds other
     models' overall shape bias as labelled dotted lines.
     """
-    params = result.provenance["params"] if hasattr(result, "provenance") else dict(result)
+    params = result.params if hasattr(result, "provenance") else dict(result)
     per = params["per_category"]
     names = [c for c in per if per[c].get("shape_bias") is not None]
     values = [per[c]["shape_bias"] for c in names]
@@ -221,7 +221,7 @@ def attack_curve_comparison_figure(runs: Runs, *, title: str | None = None) -> F
     ax = fig.subplots()
     first = runs[0][1].provenance["params"]
     for k, (model, result) in enumerate(runs):
-        p = result.provenance["params"]
+        p = result.params
         eps = [float(e) * 255 for e in result.tensors["eps"]]
         for m, (method, row) in enumerate(zip(p["methods"], result.tensors["accuracy"])):
             ax.plot(

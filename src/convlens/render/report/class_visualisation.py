@@ -41,7 +41,7 @@ def render(data: dict[str, Any], model: Any, ctx: ReportContext) -> Fragment:
         "render": {"function": "to_uint8_image"},
     }
     caption = f"{target} {label(model, target)} after {steps} steps\nthe model sees: {top1['label']} ({top1['probability']:.0%}); target {top1['target_probability']:.0%}"
-    image = png_image("visualize_class", to_uint8_image(result.tensors["image"][0]), caption, prov)
+    image = png_image("visualize_class", to_uint8_image(result.image[0]), caption, prov)
     ctx.records["class_visualisation"] = {"target": target, "steps": steps, "seed": ctx.seed}
     return Fragment(
         figure_html(image, width=260), [image], {"target": target, "steps": steps, "top1": top1}
