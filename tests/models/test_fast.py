@@ -178,3 +178,15 @@ def test_cli_fast_turns_fast_mode_on() -> None:
     assert on.model().fast is not None and on.model().fast["channels_last"] is True
     assert off.model().fast is None
     assert on.model().provenance()["fast"] == on.model().fast
+
+
+def test_feature_codes_match_eager() -> None:
+    from convlens.represent.features import _Codes
+
+    eager, fast = _tiny(False), _tiny(True)
+    pixels = torch.rand(3, 3, 16, 16, generator=torch.Generator().manual_seed(2))
+    for layer in ("bn2", "relu2", "conv2"):  # conv2 is folded: served by the original module
+        want = _Codes(eager, layer, pooled=False)(pixels, [])
+        got = _Codes(fast, layer, pooled=False)(pixels, [])
+        assert torch.allclose(got["code"], want["code"], atol=1e-5, rtol=1e-5), layer
+        assert torch.equal(got["prediction"], want["prediction"])

@@ -139,8 +139,11 @@ class _Codes:
     def __call__(self, pixels: torch.Tensor, items: list[LabelledItem]) -> dict[str, torch.Tensor]:
         model = self.model
         x = model.normalize(pixels.to(model.device, model.dtype))
-        with torch.no_grad(), eval_mode(model.module), capture(model.module, [self.layer]) as acts:
-            logits = model.module(x)
+        with torch.no_grad():
+            # fast mode: the batch-norm-folded copy unless the layer is a folded convolution
+            module = model.forward_module([self.layer])
+        with torch.no_grad(), eval_mode(module), capture(module, [self.layer]) as acts:
+            logits = module(x)
             code = layer_code(
                 _as_map(acts[self.layer], (int(x.shape[-2]), int(x.shape[-1]))), self.pooled
             )
