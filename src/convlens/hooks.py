@@ -35,7 +35,7 @@ from torch import nn
 from torch.utils.hooks import RemovableHandle
 
 from convlens.errors import BadInputError, LayerReusedError
-from convlens.layers import resolve_layer
+from convlens.layer_names import resolve_layer
 
 __all__ = [
     "ACTIVATION_TYPES",

@@ -1,8 +1,8 @@
 """Layer lookup by dotted name, and the layer table with receptive fields.
 
-Layers are addressed by their dotted name from ``named_modules()`` (``"blocks.3.expand_conv"``).
-A name that is not found raises :class:`~convlens.errors.LayerNotFoundError` listing the
-three closest real names.
+Layers are addressed by their dotted name from ``named_modules()`` (``"blocks.3.expand_conv"``):
+:func:`resolve_layer` (from :mod:`convlens.layer_names`, re-exported here) raises
+:class:`~convlens.errors.LayerNotFoundError` listing the three closest real names.
 
 Receptive fields are computed once per model by following one traced forward pass:
 for each unit of a layer's output, the input pixels that can influence it form a box
@@ -18,32 +18,16 @@ pooling and fully connected layers see the whole input.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
 
-from convlens.errors import LayerNotFoundError
+from convlens.hooks import eval_mode, trace_calls
+from convlens.layer_names import resolve_layer
 
 __all__ = ["LayerInfo", "ReceptiveField", "layer_table", "resolve_layer"]
-
-
-def resolve_layer(module: nn.Module, ref: str | nn.Module) -> tuple[str, nn.Module]:
-    """``(dotted name, module)`` for a layer given by name or by module object."""
-    if isinstance(ref, nn.Module):
-        for name, m in module.named_modules():
-            if m is ref:
-                return name, m
-        raise LayerNotFoundError(type(ref).__name__ + " object", [])
-    if not isinstance(ref, str):
-        raise TypeError(f"a layer is a dotted name or an nn.Module, not {type(ref).__name__}")
-    names = [n for n, _ in module.named_modules() if n]
-    if ref in names:
-        return ref, module.get_submodule(ref)
-    close = difflib.get_close_matches(ref, names, n=3, cutoff=0.0) if names else []
-    raise LayerNotFoundError(ref, close)
 
 
 @dataclass(frozen=True)
@@ -136,8 +120,6 @@ def layer_table(module: nn.Module, example: torch.Tensor) -> list[LayerInfo]:
     :func:`convlens.hooks.trace_calls` with gradients off. Receptive fields are in pixels
     of that input.
     """
-    from convlens.hooks import eval_mode, trace_calls  # hooks imports this module
-
     with eval_mode(module), torch.no_grad(), trace_calls(module) as calls:
         module(example)
 
