@@ -208,7 +208,7 @@ def run(ctx: Context) -> int:
     )
 
     base = float((predicted == labels).float().mean())
-    payload = {
+    payload: ChannelsOutput = {
         "model": model.name,
         "layer": args.layer,
         "channels": channels,

@@ -131,7 +131,7 @@ def run(ctx: Context) -> int:
     )
     save_figure(embedding_figure(result, color=args.color, class_name=class_name), png)
     write_html(page, out)
-    payload = {
+    payload: EmbedOutput = {
         "method": args.method,
         "points": len(features),
         "dims": args.dims,

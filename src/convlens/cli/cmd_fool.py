@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING, Annotated
 
 from typing_extensions import NotRequired, TypedDict
 
@@ -11,6 +12,9 @@ from convlens.cli.context import Context
 from convlens.cli.payloads import ClassRef, ClassScore, Files
 from convlens.cli.schema import json_schema
 from convlens.cli.validators import at_least
+
+if TYPE_CHECKING:
+    from convlens.types import ModelProtocol
 
 
 class FoolOutput(TypedDict):
@@ -24,9 +28,18 @@ class FoolOutput(TypedDict):
     linf: float
     linf_255: NotRequired[float]
     l2: float
+    mean_change: NotRequired[
+        Annotated[float, "from noise: mean absolute change from the starting image, in pixel units"]
+    ]
     steps: int
+    seed: NotRequired[Annotated[int | None, "from noise: the seed of the starting image"]]
     files: Files
     errors: list[str]
+
+
+def _named(model: ModelProtocol, cls: int) -> ClassRef:
+    """A class of ``model`` as the payload names it: index and label."""
+    return {"class": cls, "label": model.labels.name(cls) if model.labels else str(cls)}
 
 
 #: the JSON schema of `--json` output, generated from its type
@@ -125,17 +138,17 @@ def run(ctx: Context) -> int:
     save_figure(fooling_figure(result, labels=model.labels), files["figure"])
     result.save(out / "fool")
 
-    def named(cls: int) -> dict[str, object]:
-        return {"class": cls, "label": model.labels.name(cls) if model.labels else str(cls)}
-
-    payload = {
+    payload: FoolOutput = {
         "model": model.name,
         "source": args.image,
-        "target": named(params["target"]),
-        "original": {**named(original.classes[0]), "probability": original.probabilities[0]},
+        "target": _named(model, params["target"]),
+        "original": {
+            **_named(model, original.classes[0]),
+            "probability": original.probabilities[0],
+        },
         "success": params["success"],
         "probability": params["probability"],
-        "predicted": named(params["predicted"]),
+        "predicted": _named(model, params["predicted"]),
         "linf": params["linf"],
         "linf_255": round(params["linf"] * 255, 3),
         "l2": params["l2"],
@@ -151,7 +164,7 @@ def run(ctx: Context) -> int:
             f"L-inf {payload['linf_255']:.1f}/255, L2 {params['l2']:.3f}, {params['steps']} steps"
         )
         print(
-            f"{args.image}: {payload['original']['label']} -> {payload['predicted']['label']} ({params['probability']:.0%}), {verdict}; {change} -> {out}"
+            f"{args.image}: {_named(model, original.classes[0])['label']} -> {payload['predicted']['label']} ({params['probability']:.0%}), {verdict}; {change} -> {out}"
         )
     return ctx.exit_code()
 
@@ -195,17 +208,14 @@ def _run_from_noise(ctx: Context) -> int:
     save_figure(noise_fooling_figure([result], labels=model.labels), files["figure"])
     result.save(out / "fool")
 
-    def named(cls: int) -> dict[str, object]:
-        return {"class": cls, "label": model.labels.name(cls) if model.labels else str(cls)}
-
-    payload = {
+    payload: FoolOutput = {
         "model": model.name,
         "source": args.source,
-        "target": named(params["target"]),
+        "target": _named(model, params["target"]),
         "original": None,
         "success": params["success"],
         "probability": params["probability"],
-        "predicted": named(params["predicted"]),
+        "predicted": _named(model, params["predicted"]),
         "linf": params["linf"],
         "linf_255": round(params["linf"] * 255, 3),
         "l2": params["l2"],

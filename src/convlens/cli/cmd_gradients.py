@@ -91,7 +91,7 @@ def run(ctx: Context) -> int:
     if dense_target is not None:
         dense_target.check(model, ctx.args.images)
     n = len(expand_image_args(ctx.args.images))
-    rows = []
+    rows: list[Image] = []
     for loaded in iter_images(ctx, ctx.args.images, "gradients"):
         batch = model.prepare([loaded.image], sources=[loaded.source])
         score = (
@@ -118,7 +118,8 @@ def run(ctx: Context) -> int:
             }
         )
     if ctx.json:
-        ctx.emit_json({"model": model.name, "images": rows, "errors": ctx.bad_inputs})
+        payload: GradientsOutput = {"model": model.name, "images": rows, "errors": ctx.bad_inputs}
+        ctx.emit_json(payload)
     else:
         for r in rows:
             label = model.labels.name(r["target_class"]) if model.labels else str(r["target_class"])

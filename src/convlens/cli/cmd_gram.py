@@ -78,7 +78,7 @@ def run(ctx: Context) -> int:
     )
     result.save(out.with_suffix(""))
     files = {"figure": str(out), "npz": str(out.with_suffix(".npz"))}
-    payload = {
+    payload: GramOutput = {
         "model": model.name,
         "source": args.image,
         "layer": args.layer,

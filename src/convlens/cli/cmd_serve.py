@@ -115,7 +115,8 @@ def run(ctx: Context) -> int:
     print(f"convlens explorer on {url} (Ctrl+C stops it)", file=sys.stderr)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     if ctx.json:
-        ctx.emit_json({"url": url, "models": names})
+        payload: ServeOutput = {"url": url, "models": names}
+        ctx.emit_json(payload)
     return 0
 
 

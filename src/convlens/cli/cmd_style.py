@@ -174,7 +174,7 @@ def run(ctx: Context) -> int:
     )
     result.save(out.with_suffix(""))
     params = result.provenance["params"]
-    payload = {
+    payload: StyleOutput = {
         "model": model.name,
         "content": args.content,
         "styles": list(args.styles),

@@ -134,7 +134,7 @@ def run(ctx: Context) -> int:
     params = result.provenance["params"]
     tail = max(1, args.steps // 10)
     history = result.tensors["history"]
-    payload = {
+    payload: StyleTrainOutput = {
         "model": model.name,
         "style": args.style,
         "out": str(out),

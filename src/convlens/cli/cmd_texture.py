@@ -95,7 +95,7 @@ def run(ctx: Context) -> int:
     save_figure(texture_figure(result.tensors["sample"], image), figure_path)
     result.save(out.with_suffix(""))
     params = result.provenance["params"]
-    payload = {
+    payload: TextureOutput = {
         "model": model.name,
         "sample": args.sample,
         "size": params["size"],

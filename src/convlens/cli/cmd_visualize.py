@@ -240,9 +240,9 @@ def run(ctx: Context) -> int:
         )
         gif = str(save_gif(result.tensors["snapshots"], out.with_suffix(".gif")))
     values = result.tensors.get("values")
-    rows: list[dict[str, Any]] = []
+    rows: list[Image] = []
     for i, title in enumerate(titles):
-        row: dict[str, Any] = {"title": title}
+        row: Image = {"title": title}
         if values is not None:
             row["value"] = float(values[i])
         if args.kind == "class":
@@ -258,7 +258,7 @@ def run(ctx: Context) -> int:
             name = out.stem + ("-image.png" if len(titles) == 1 else f"-image{i}.png")
             row["file"] = str(save_image(images[i], out.with_name(name)))
         rows.append(row)
-    payload = {
+    payload: VisualizeOutput = {
         "model": model.name,
         "kind": args.kind,
         "spec": args.spec,

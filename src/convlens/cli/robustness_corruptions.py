@@ -14,6 +14,7 @@ from typing_extensions import NotRequired, TypedDict
 
 from convlens.atomic import atomic_write_text
 from convlens.cli.context import Context
+from convlens.cli.payloads import Files
 from convlens.cli.schema import json_schema
 from convlens.cli.side_by_side import (
     SideBySide,
@@ -39,15 +40,19 @@ class CorruptionsOutput(TypedDict):
     clean_accuracy: float
     clean_error: NotRequired[float]
     top1_errors: Annotated[dict[str, list[float]], "corruption -> top-1 error at each severity"]
-    corruption_errors: NotRequired[dict[str, Any]]
+    corruption_errors: NotRequired[
+        Annotated[dict[str, float], "corruption -> error averaged over the severities"]
+    ]
     mean_corruption_error: float
-    ce: NotRequired[dict[str, Any]]
+    ce: NotRequired[Annotated[dict[str, float], "corruption -> AlexNet-normalised error"]]
     mce: float | None
     relative_mce: NotRequired[float | None]
-    accuracy_drop: NotRequired[dict[str, Any]]
+    accuracy_drop: NotRequired[
+        Annotated[dict[str, float], "clean minus corrupted accuracy, per corruption and 'mean'"]
+    ]
     complete: NotRequired[bool]
     mce_note: NotRequired[str]
-    files: dict[str, Any]
+    files: Files
     errors: Annotated[list[str], "images that could not be read"]
 
 

@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 from typing_extensions import NotRequired, TypedDict
 
 from convlens.cli.context import Context
+from convlens.cli.payloads import Files
 from convlens.cli.schema import json_schema
 from convlens.cli.side_by_side import (
     SideBySide,
@@ -42,7 +43,7 @@ class CurveOutput(TypedDict):
         dict[str, list[float]],
         "method -> accuracy at each eps (same order as eps), counted on the 8-bit adversarial images",
     ]
-    files: dict[str, Any]
+    files: Files
     errors: list[str]
 
 

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 from typing_extensions import TypedDict
 
 from convlens.cli.context import Context
+from convlens.cli.payloads import Files
 from convlens.cli.schema import json_schema
 from convlens.cli.side_by_side import (
     SideBySide,
@@ -27,11 +28,11 @@ from convlens.errors import BadInputError
 NAME = "shape-bias"
 
 
-class PerCategoryValue(TypedDict):
-    shape: Any
-    texture: Any
-    other: Any
-    shape_bias: Any
+class CategoryCounts(TypedDict):
+    shape: int
+    texture: int
+    other: int
+    shape_bias: Annotated[float | None, "shape / (shape + texture); null when both are 0"]
 
 
 class ShapeBiasOutput(TypedDict):
@@ -46,8 +47,8 @@ class ShapeBiasOutput(TypedDict):
     other: int
     n_conflict: int
     n_excluded: int
-    per_category: dict[str, PerCategoryValue]
-    files: dict[str, Any]
+    per_category: dict[str, CategoryCounts]
+    files: Files
     errors: list[str]
 
 
