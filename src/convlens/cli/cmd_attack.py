@@ -10,30 +10,22 @@ from typing import Annotated, Any, Literal
 from typing_extensions import NotRequired, TypedDict
 
 from convlens.cli.context import Context
+from convlens.cli.payloads import ClassRef, ClassScore, Files
 from convlens.cli.schema import json_schema
 from convlens.cli.validators import at_least, fraction, fraction_list
 from convlens.errors import BadInputError
-
-BeforeItem = TypedDict(
-    "BeforeItem",
-    {
-        "class": Any,
-        "label": Any,
-        "probability": Any,
-    },
-)
 
 
 class Image(TypedDict):
     source: str
     success: Annotated[bool, "decided on the saved 8-bit image"]
-    before: list[BeforeItem]
-    after: list[BeforeItem]
+    before: list[ClassScore]
+    after: list[ClassScore]
     linf: float
     linf_255: NotRequired[float]
     l2: float
     queries: Annotated[int, "model queries (black-box methods; 0 for white-box)"]
-    files: dict[str, Any]
+    files: Files
 
 
 class AttackOutput(TypedDict):
@@ -47,7 +39,7 @@ class AttackOutput(TypedDict):
     eps_255: NotRequired[float | None]
     steps: int
     targeted: bool
-    target: NotRequired[dict[str, Any] | None]
+    target: NotRequired[Annotated[ClassRef | None, "the class a targeted attack aims at"]]
     images: list[Image]
     success_rate: float
     out: str
