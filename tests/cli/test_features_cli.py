@@ -126,12 +126,29 @@ def test_full_maps_and_bad_files_exit_2_with_outputs_kept(
     assert load_features(out).codes.shape == (6, 512)
 
 
+def test_decode_workers_give_the_same_shards(
+    digits: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    shards = {}
+    for n in ("0", "2", None):
+        out = tmp_path / f"feat{n}"
+        extra = [] if n is None else ["--decode-workers", n]
+        args = ["features", str(digits), "--model", "digits_cnn", "--layer", "act2"]
+        assert main([*args, "--shard-size", "4", "-o", str(out), "--json", *extra]) == 0
+        payload = json.loads(capsys.readouterr().out)
+        jsonschema.validate(payload, cmd_features.SCHEMA)
+        assert payload["decode_workers"] == (1 if n is None else int(n))  # default: one
+        shards[n] = {p.name: p.read_bytes() for p in sorted(out.glob("shard-*"))}
+    assert len(shards["0"]) == 2 and shards["2"] == shards["0"] and shards[None] == shards["0"]
+
+
 @pytest.mark.parametrize(
     ("extra", "needle"),
     [
         (["--layer", "no.such"], "no.such"),
         (["--layer", "act2", "--workers", "0"], "--workers 0"),
         (["--layer", "act2", "--batch-size", "0"], "--batch-size 0"),
+        (["--layer", "act2", "--decode-workers", "-1"], "--decode-workers -1"),
         (["--layer", "act2", "--engine", "spark"], "invalid choice"),
     ],
 )

@@ -1,4 +1,5 @@
-"""``convlens features DIR --layer L [--full] [--engine local|ray] [--workers N] -o OUT/``."""
+"""``convlens features DIR --layer L [--full] [--engine local|ray] [--workers N]
+[--decode-workers N] -o OUT/``."""
 
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ class FeaturesOutput(TypedDict):
     out: str
     engine: Literal["local", "ray"]
     workers: int
+    decode_workers: Annotated[int, "processes that decoded images ahead of the model"]
     items: Annotated[int, "images found"]
     done: Annotated[int, "images with codes (resumed shards included)"]
     failed: list[FailedItem]
@@ -76,6 +78,13 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
         help="processes computing shards: local forked processes with one torch thread each, or Ray actors (default 1)",
     )
     p.add_argument(
+        "--decode-workers",
+        type=int,
+        default=None,
+        help="processes that read, decode and resize images ahead of the model, at most two batches each "
+        + "(default: 1 with one local worker, else 0; 0: decode between forward passes)",
+    )
+    p.add_argument(
         "--batch-size", type=int, default=32, help="images per forward pass (default 32)"
     )
     p.add_argument(
@@ -94,6 +103,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 
 def run(ctx: Context) -> int:
     from convlens.data.folders import scan_labelled
+    from convlens.data.runner import default_decode_workers
     from convlens.represent.features import code_size, extract_features, layer_shape
 
     args = ctx.args
@@ -104,6 +114,8 @@ def run(ctx: Context) -> int:
         )
     for name in ("workers", "batch_size", "shard_size"):
         at_least(getattr(args, name), 1, f"--{name.replace('_', '-')}")
+    if args.decode_workers is not None:
+        at_least(args.decode_workers, 0, "--decode-workers")
     if args.engine == "ray":
         from convlens.data.engines import require_ray
 
@@ -118,7 +130,7 @@ def run(ctx: Context) -> int:
         report = extract_features(
             model, items, args.layer, out, pooled=not args.full, batch_size=args.batch_size,
             shard_size=args.shard_size, engine=args.engine, workers=args.workers,
-            overwrite=args.overwrite, progress=update,
+            decode_workers=args.decode_workers, overwrite=args.overwrite, progress=update,
         )  # fmt: skip
     for path, reason in report.failed:
         ctx.report_bad_input(BadInputError(f"{path}: {reason}"))
@@ -132,6 +144,7 @@ def run(ctx: Context) -> int:
         "out": str(report.out_dir),
         "engine": args.engine,
         "workers": args.workers,
+        "decode_workers": default_decode_workers(args.engine, args.workers, args.decode_workers),
         "items": report.n_items,
         "done": report.n_done,
         "failed": [{"path": p, "reason": r} for p, r in report.failed],

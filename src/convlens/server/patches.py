@@ -122,7 +122,7 @@ def patches_job(explorer: Explorer, request: PatchesRequest) -> dict[str, Any]:
     folder = explorer.features.find(model.name, name)
     if folder is None:
         raise BadInputError(no_folder_message(name, explorer.features.for_model(model.name)))
-    shape = model.layer_info(name).output_shape or ()
+    shape: tuple[int, ...] = model.layer_info(name).output_shape or ()
     if len(shape) == 3 and not request.channel < shape[0]:
         raise BadInputError(
             f"channel {request.channel} is out of range: layer {name!r} has {shape[0]} channels"
@@ -146,11 +146,14 @@ def patches_job(explorer: Explorer, request: PatchesRequest) -> dict[str, Any]:
             progress(done, all_)
 
         with slot.lock:
+            # decode_workers=0: no fork from a job thread of the server (other threads may
+            # hold locks the forked decoder would inherit)
             result = top_patches(
-                model, list(folder.paths), name, [request.channel], request.k, progress=watch
-            )
+                model, list(folder.paths), name, [request.channel], request.k,
+                decode_workers=0, progress=watch,
+            )  # fmt: skip
         progress(total[0], total[0])  # a cancel at the very end still stores nothing
-        params = result.provenance["params"]
+        params = result.params
         patches = result.tensors["patches"][0]
         rows = []
         for r in range(patches.shape[0]):
