@@ -83,7 +83,7 @@ def model_folders(out: Path, models: list[Any]) -> list[Path]:
 
 
 class SideBySide(TypedDict, Generic[Name, One, Files]):
-    """several models (--model a,b,...): `results` holds one one-model output per model, in --model order, each written to OUT/<model>/; `files` are the table and picture across the models"""
+    """several models (--model a,b,...): `results` holds the one-model output of each model, in --model order, each written to OUT/<model>/; `files` are the table and picture across the models"""
 
     subcommand: Name
     models: list[str]
