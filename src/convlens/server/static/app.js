@@ -3,7 +3,20 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { info: null, model: null, image: null, explainSeq: 0, mapsSeq: 0, jobs: {} };
+const state = {
+  info: null,
+  model: null,
+  image: null,
+  explainSeq: 0,
+  mapsSeq: 0,
+  patchesSeq: 0,
+  reportSeq: 0,
+  jobs: {},
+  features: [], // the server's features folders for this model (layer browser's top patches)
+  sections: [], // the report's sections for this model
+  report: {}, // built report sections of this image, by name
+  signMethod: null, // the method whose default sign the sign menu shows
+};
 
 function setStatus(text, isError = false) {
   const s = $("status");
@@ -80,16 +93,41 @@ async function init() {
 }
 
 async function loadModel() {
-  const [labels, layers] = await Promise.all([
-    api(`/api/models/${encodeURIComponent(state.model)}/labels`),
-    api(`/api/models/${encodeURIComponent(state.model)}/layers`),
+  const model = encodeURIComponent(state.model);
+  const [labels, layers, features, sections] = await Promise.all([
+    api(`/api/models/${model}/labels`),
+    api(`/api/models/${model}/layers`),
+    api(`/api/models/${model}/features`),
+    api(`/api/models/${model}/report-sections`),
   ]);
   $("labels").replaceChildren(...labels.map((l) => new Option(`${l.class} ${l.label}`)));
   const spatial = layers.layers.filter((l) => l.output_shape && l.output_shape.length === 3 && l.calls === 1);
-  $("layer").replaceChildren(
-    ...spatial.map((l) => new Option(`${l.name} (${l.type} ${l.output_shape.join("x")})`, l.name))
-  );
+  const label = (l) => `${l.name} (${l.type} ${l.output_shape.join("x")})`;
+  $("layer").replaceChildren(...spatial.map((l) => new Option(label(l), l.name)));
   if (layers.default_cam_layer) $("layer").value = layers.default_cam_layer;
+  state.features = features;
+  const withFolder = (name) => features.some((f) => f.layer === name);
+  $("browse-layer").replaceChildren(
+    ...spatial.map((l) => new Option(label(l) + (withFolder(l.name) ? " [features]" : ""), l.name))
+  );
+  $("browse-layer").value = $("layer").value;
+  $("features-list").textContent = features.length
+    ? `Features folders: ${features.map((f) => `${f.name} at ${f.layer} (${f.images} images)`).join(", ")}.`
+    : "This server has no features folder (convlens serve --features DIR).";
+  state.sections = sections.sections;
+  const buttons = state.sections.map((sec) => {
+    const b = document.createElement("button");
+    b.textContent = sec.title;
+    b.dataset.section = sec.name;
+    b.addEventListener("click", () => runReport([sec.name]));
+    return b;
+  });
+  const all = document.createElement("button");
+  all.textContent = "All sections";
+  all.dataset.section = "all";
+  all.addEventListener("click", () => runReport(null));
+  $("report-buttons").replaceChildren(...buttons, all);
+  clearReport();
 }
 
 // -- image ---------------------------------------------------------------------------
@@ -105,6 +143,7 @@ async function useImage(created) {
     for (const id of ["adversarial", "perturbation", "vis", "overlay"]) $(id).removeAttribute("src");
     $("maps").replaceChildren();
     $("attack-predictions").replaceChildren();
+    clearReport();
     await Promise.all([predict(), explain()]);
   } catch (e) {
     setStatus(e.message, true);
@@ -136,9 +175,17 @@ function targetValue() {
   return m ? Number(m[1]) : text;
 }
 
+// The sign and clip chosen on the page (the sign menu starts at the method's default).
+function drawSettings() {
+  const clip = Number($("clip").value);
+  if (!(clip > 0 && clip <= 100)) throw new Error(`clip ${$("clip").value}: a percentile in (0, 100], e.g. 99`);
+  return { sign: $("sign").value, clip: Math.round(clip * 100) / 100 };
+}
+
 function overlayUrl() {
   const alpha = Number($("opacity").value).toFixed(2);
-  return `/api/images/${state.image}/overlays/${state.mapKey}.png?alpha=${alpha}`;
+  const { sign, clip } = drawSettings();
+  return `/api/images/${state.image}/overlays/${state.mapKey}.png?alpha=${alpha}&sign=${sign}&clip=${clip}`;
 }
 
 // Methods that report progress (Score-CAM, integrated gradients, SmoothGrad, occlusion:
@@ -162,9 +209,14 @@ async function explain() {
     }
     if (seq !== state.explainSeq) return; // a newer choice superseded this one
     state.mapKey = r.key;
+    if (r.method !== state.signMethod) {
+      // a new method starts at the sign the report and the CLI draw it with
+      $("sign").value = r.display.sign;
+      state.signMethod = r.method;
+    }
     const target = r.target.class === null ? "" : ` for ${r.target.label} (${r.target.class})`;
     const where = r.layer ? ` at ${r.layer}` : "";
-    $("overlay-caption").textContent = `${r.method}${target}${where}, ${Math.round(r.seconds * 1000)} ms`;
+    state.caption = `${r.method}${target}${where}, ${Math.round(r.seconds * 1000)} ms`;
     showLink("download-map", fileUrl(r.files.map));
     showLink("download-attribution", fileUrl(r.files.attribution));
     drawOverlay();
@@ -177,7 +229,14 @@ async function explain() {
 function drawOverlay() {
   if (!state.mapKey) return;
   const img = $("overlay");
-  const url = overlayUrl();
+  let url;
+  try {
+    url = overlayUrl();
+  } catch (e) {
+    return setStatus(e.message, true);
+  }
+  const { sign, clip } = drawSettings();
+  $("overlay-caption").textContent = `${state.caption}; ${sign}, clip ${clip}%`;
   img.dataset.ready = "";
   img.onload = () => {
     if (img.getAttribute("src") === url) img.dataset.ready = "1";
@@ -192,7 +251,8 @@ async function showMaps() {
   const seq = ++state.mapsSeq;
   setStatus("computing feature maps...");
   try {
-    const r = await post(`/api/images/${state.image}/activations`, { model: state.model, layer: $("layer").value });
+    const layer = $("browse-layer").value;
+    const r = await post(`/api/images/${state.image}/activations`, { model: state.model, layer });
     if (seq !== state.mapsSeq) return;
     $("maps").replaceChildren(
       ...r.channels.map((c) => {
@@ -203,6 +263,7 @@ async function showMaps() {
         img.addEventListener("click", () => {
           for (const other of $("maps").children) other.classList.remove("selected");
           img.classList.add("selected");
+          topPatches(r.layer, c.channel);
           visualize(r.layer, c.channel);
         });
         return img;
@@ -274,6 +335,105 @@ async function visualize(layer, channel) {
   }
 }
 
+// -- top patches from a features folder ----------------------------------------------
+async function topPatches(layer, channel) {
+  const seq = ++state.patchesSeq;
+  supersede("patches");
+  $("patches").replaceChildren();
+  $("download-patches").hidden = true;
+  const folder = state.features.find((f) => f.layer === layer);
+  if (!folder) {
+    const have = [...new Set(state.features.map((f) => f.layer))];
+    $("patches-note").textContent =
+      `Layer ${layer} has no features folder (${have.length ? "this server has folders for " + have.join(", ") : "this server has none"}); ` +
+      `make one with "convlens features IMAGES --layer ${layer} -o DIR" and start "convlens serve --features DIR".`;
+    $("patches-note").dataset.missing = layer;
+    return;
+  }
+  delete $("patches-note").dataset.missing;
+  $("patches-note").textContent = `Channel ${channel} of ${layer}: searching ${folder.images} images of ${folder.name}...`;
+  try {
+    const body = { model: state.model, layer, channel };
+    const job = await follow(await post("/api/jobs/patches", body), "patches");
+    if (job.status !== "done" || seq !== state.patchesSeq) return;
+    const r = job.result;
+    $("patches").replaceChildren(
+      ...r.patches.map((p) => {
+        const fig = document.createElement("figure");
+        const img = document.createElement("img");
+        img.src = p.file;
+        img.alt = `patch ${p.rank}`;
+        img.dataset.rank = p.rank;
+        img.title = `${p.path}\nmax ${p.value.toFixed(3)} at (${p.y}, ${p.x})`;
+        const cap = document.createElement("figcaption");
+        cap.textContent = `#${p.rank} ${p.path.split(/[\\/]/).pop()} ${p.value.toFixed(2)}`;
+        fig.append(img, cap);
+        return fig;
+      })
+    );
+    $("patches").dataset.layer = r.layer;
+    $("patches").dataset.channel = r.channel;
+    $("patches-note").textContent = `Channel ${r.channel} of ${r.layer}: the ${r.patches.length} images of ${r.folder} (${r.images} read) whose maximum is largest, each cut at its maximum with the unit's receptive field (${r.receptive_field.size[0]} px).`;
+    showLink("download-patches", r.files.patches);
+  } catch (e) {
+    if (seq === state.patchesSeq) setStatus(e.message, true);
+  }
+}
+
+// -- report sections -----------------------------------------------------------------
+function clearReport() {
+  supersede("report");
+  state.report = {};
+  $("report-output").replaceChildren();
+  for (const b of $("report-buttons").children) b.classList.remove("done");
+}
+
+function drawReport() {
+  // in the report's order, whatever order they were run in
+  $("report-output").replaceChildren(
+    ...state.sections
+      .filter((sec) => state.report[sec.name])
+      .map((sec) => {
+        const r = state.report[sec.name];
+        const box = document.createElement("section");
+        box.className = "report-section";
+        box.dataset.section = r.name;
+        const h = document.createElement("h3");
+        h.textContent = r.title;
+        const body = document.createElement("div");
+        if (r.available) body.innerHTML = r.html; // the report's own fragment: escaped, inline pictures
+        else {
+          body.className = "na";
+          body.textContent = `Not available for this model: ${r.reason}`;
+        }
+        box.append(h, body);
+        return box;
+      })
+  );
+}
+
+async function runReport(sections) {
+  if (!state.image) return setStatus("pick an image first", true);
+  const seq = ++state.reportSeq;
+  supersede("report");
+  const image = state.image;
+  setStatus(sections ? `report: ${sections.join(", ")}...` : "report: all sections...");
+  try {
+    const body = { image, model: state.model, sections, full: $("report-full").checked };
+    const job = await follow(await post("/api/jobs/report", body), "report");
+    if (job.status !== "done" || seq !== state.reportSeq || image !== state.image) return;
+    for (const r of job.result.sections) {
+      state.report[r.name] = r;
+      const b = $("report-buttons").querySelector(`button[data-section="${r.name}"]`);
+      if (b) b.classList.add("done");
+    }
+    drawReport();
+    setStatus(`report: ${job.result.sections.length} section(s) in ${job.result.seconds.toFixed(1)} s`);
+  } catch (e) {
+    if (seq === state.reportSeq) setStatus(e.message, true);
+  }
+}
+
 // -- attack --------------------------------------------------------------------------
 async function runAttack() {
   if (!state.image) return setStatus("pick an image first", true);
@@ -307,8 +467,14 @@ $("model").addEventListener("change", async () => {
 $("method").addEventListener("change", explain);
 $("layer").addEventListener("change", () => {
   explain();
-  if ($("maps").children.length) showMaps(); // the maps panel follows the chosen layer
+  $("browse-layer").value = $("layer").value; // the browser follows the attribution layer
+  if ($("maps").children.length) showMaps();
 });
+$("browse-layer").addEventListener("change", () => {
+  if (state.image) showMaps();
+});
+$("sign").addEventListener("change", drawOverlay);
+$("clip").addEventListener("change", drawOverlay);
 $("target").addEventListener("change", explain);
 $("opacity").addEventListener("input", () => {
   $("opacity-value").textContent = Number($("opacity").value).toFixed(2);
@@ -336,5 +502,19 @@ $("run-attack").addEventListener("click", runAttack);
 $("vis-cancel").addEventListener("click", () => cancel("vis"));
 $("attack-cancel").addEventListener("click", () => cancel("attack"));
 $("explain-cancel").addEventListener("click", () => cancel("explain"));
+$("patches-cancel").addEventListener("click", () => cancel("patches"));
+$("report-cancel").addEventListener("click", () => cancel("report"));
+
+// Pictures of small models (8x8 digits) are shown enlarged with sharp pixels, not as a dot.
+document.addEventListener(
+  "load",
+  (e) => {
+    const img = e.target;
+    if (img.tagName === "IMG" && img.closest("figure") && !img.closest("#report-output, #patches")) {
+      img.classList.toggle("tiny", img.naturalWidth < 96 && img.naturalHeight < 96);
+    }
+  },
+  true
+);
 
 init().catch((e) => setStatus(e.message, true));
