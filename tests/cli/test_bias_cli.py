@@ -12,9 +12,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import jsonschema
 import pytest
 import torch
 
+from convlens.cli import cmd_bias
 from convlens.cli.main import main
 from convlens.data.biased import make_biased
 
@@ -72,6 +74,7 @@ def test_cli_numbers_equal_the_library(
                  "--method", "saliency", "--json", "-o", str(tmp_path / "b.png"), *model_opts])  # fmt: skip
     assert code == 0
     got = json.loads(capsys.readouterr().out)
+    jsonschema.validate(got, cmd_bias.SCHEMA)
     assert (tmp_path / "b.png").stat().st_size > 1000
     spec = parse_model_list(
         f"{factory}:make", {"input_size": "32", "mean": "0.33", "std": "0.3"}, None

@@ -20,26 +20,26 @@ from convlens.cli.schema import json_schema
 from convlens.cli.validators import at_least
 
 
-class PerImageItem(TypedDict):
-    source: NotRequired[str]
-    label: NotRequired[int]
-    predicted: NotRequired[int]
-    outside_share: NotRequired[float | None]
+class ImageShare(TypedDict):
+    source: str
+    label: int
+    predicted: int
+    outside_share: Annotated[float | None, "attribution mass outside the object / all mass"]
 
 
-class Main(TypedDict):
-    folder: NotRequired[str]
-    images: NotRequired[int]
-    accuracy: NotRequired[float]
-    mean_outside_share: NotRequired[
-        Annotated[
-            float | None, "mean over images of the attribution mass outside the object / all mass"
-        ]
+class Split(TypedDict):
+    """one labelled folder (the main split or the counter-cue one)"""
+
+    folder: str
+    images: int
+    accuracy: float
+    mean_outside_share: Annotated[
+        float | None, "mean over images of the attribution mass outside the object / all mass"
     ]
-    mean_background_fraction: NotRequired[Annotated[float, "the share a uniform map would give"]]
-    per_image: NotRequired[list[PerImageItem]]
-    misclassified: NotRequired[
-        Annotated[list[Any], "wrong predictions, largest outside share first (at most --top-k)"]
+    mean_background_fraction: Annotated[float, "the share a uniform map would give"]
+    per_image: list[ImageShare]
+    misclassified: Annotated[
+        list[ImageShare], "wrong predictions, largest outside share first (at most --top-k)"
     ]
 
 
@@ -48,8 +48,8 @@ class BiasOutput(TypedDict):
     method: str
     layer: NotRequired[str | None]
     sign: Literal["abs", "positive"]
-    main: Main
-    counter: Main | None
+    main: Split
+    counter: Split | None
     counter_accuracy: float | None
     figure: NotRequired[str | None]
     provenance: NotRequired[
