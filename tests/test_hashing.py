@@ -27,17 +27,34 @@ def test_known_vector_and_large_file_match_hashlib(tmp_path: Path) -> None:
 def test_a_changed_file_is_hashed_again(tmp_path: Path) -> None:
     path = tmp_path / "weights.pt"
     path.write_bytes(b"A" * 100)
-    first = file_sha256(path)
-    # same size, rewritten in place, with a different modification time
-    path.write_bytes(b"B" * 100)
+    for memoize in (False, True):
+        path.write_bytes(b"A" * 100)
+        first = file_sha256(path, memoize=memoize)
+        # same size, rewritten in place, with a different modification time
+        path.write_bytes(b"B" * 100)
+        st = path.stat()
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+        assert file_sha256(path, memoize=memoize) == hashlib.sha256(b"B" * 100).hexdigest() != first
+        # replaced by another file (a new inode), as the atomic cache writes do
+        other = tmp_path / "new.pt"
+        other.write_bytes(b"C" * 100)
+        os.replace(other, path)
+        assert file_sha256(path, memoize=memoize) == hashlib.sha256(b"C" * 100).hexdigest()
+
+
+def test_integrity_checks_read_the_bytes_even_when_size_and_time_are_kept(tmp_path: Path) -> None:
+    path = tmp_path / "shard.npz"
+    path.write_bytes(b"A" * 100)
     st = path.stat()
-    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
-    assert file_sha256(path) == hashlib.sha256(b"B" * 100).hexdigest() != first
-    # replaced by another file (a new inode), as the atomic cache writes do
-    other = tmp_path / "new.pt"
-    other.write_bytes(b"C" * 100)
-    os.replace(other, path)
-    assert file_sha256(path) == hashlib.sha256(b"C" * 100).hexdigest()
+    assert file_sha256(path, memoize=True) == hashlib.sha256(b"A" * 100).hexdigest()
+    # corrupted in place, size and modification time restored (as within one clock tick)
+    with open(path, "r+b") as f:
+        f.write(b"Z")
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    corrupted = hashlib.sha256(b"Z" + b"A" * 99).hexdigest()
+    assert file_sha256(path) == corrupted  # the default always reads
+    # the memo is for files that do not change: it still has the old digest
+    assert file_sha256(path, memoize=True) == hashlib.sha256(b"A" * 100).hexdigest()
 
 
 def test_missing_file_raises(tmp_path: Path) -> None:

@@ -54,6 +54,7 @@ from convlens.atomic import atomic_write_bytes, atomic_write_text, fsync_folder
 from convlens.data.folders import LabelledItem
 from convlens.data.images import load_image
 from convlens.errors import BadInputError, ImageReadError
+from convlens.hashing import file_sha256
 from convlens.progress import ProgressFn
 
 __all__ = [
@@ -495,7 +496,7 @@ def _valid_entry(folder: Path, entry: Any, header: dict[str, Any]) -> bool:
         ) != (start, stop):
             return False
         path = folder / entry["file"]
-        return path.is_file() and _sha256_file(path) == entry["sha256"]
+        return path.is_file() and file_sha256(path) == entry["sha256"]
     except (KeyError, TypeError):
         return False
 
@@ -946,11 +947,3 @@ def _iter_verified(
 
 def _shard_name(k: int, shard_format: str = "npz") -> str:
     return f"shard-{k:05d}.{shard_format}"
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

@@ -90,7 +90,7 @@ def load_torchvision(name: str) -> Model:
         prep,
         name=f"torchvision:{name}",
         labels=labels,
-        weights_sha256=file_sha256(path),
+        weights_sha256=file_sha256(path, memoize=True),
         info={"weights": str(path)},
     )
 

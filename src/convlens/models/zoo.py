@@ -139,7 +139,7 @@ def _build_lite(variant: int) -> Callable[[ProgressFn | None], Model]:
             prep,
             name=name,
             labels=imagenet_labels(),
-            weights_sha256=file_sha256(path),
+            weights_sha256=file_sha256(path, memoize=True),
             info={"weights": path, "license": "Apache-2.0", "dataset": "ImageNet-1k"},
         )
 
