@@ -10,8 +10,16 @@ import torch
 
 import convlens
 from convlens.adversarial.whitebox import pgd
-from convlens.models.adversarial_training import PGD_RECIPE, _load_cached, cache_paths, get_trained
-from convlens.models.small import load_dataset
+from convlens.models.adversarial_training import (
+    BASE,
+    CACHE_VERSION,
+    NAME,
+    PGD_RECIPE,
+    cache_paths,
+    get_trained,
+)
+from convlens.models.small import build_module, load_dataset
+from convlens.models.trained import CacheEntry
 
 
 def _pgd_accuracy(model: convlens.Model, eps: float) -> float:
@@ -49,10 +57,11 @@ def test_cache_round_trip_gives_the_same_weights() -> None:
     )
     # a weights file that does not match its sidecar's hash is not loaded (get_trained retrains)
     weights = cache_paths()[0]
+    entry = CacheEntry(NAME, CACHE_VERSION)
     original = weights.read_bytes()
     try:
         weights.write_bytes(original[:-10])
-        assert _load_cached() is None
+        assert entry.load(lambda: build_module(BASE)) is None
     finally:
         weights.write_bytes(original)
-    assert _load_cached() is not None
+    assert entry.load(lambda: build_module(BASE)) is not None

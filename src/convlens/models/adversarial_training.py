@@ -20,14 +20,10 @@ atomically; a file whose hash does not match its sidecar is retrained.
 
 from __future__ import annotations
 
-import json
 import math
-import pickle
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -35,10 +31,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from convlens.atomic import atomic_write_bytes
 from convlens.errors import BadInputError, ConvlensError
 from convlens.hooks import eval_mode
-from convlens.models.cache import atomic_torch_save, cache_dir, file_sha256
+from convlens.models.trained import CacheEntry, load_or_train
 from convlens.models.training import (
     TrainConfig,
     evaluate_accuracy,
@@ -205,66 +200,29 @@ def _train(progress: ProgressFn | None) -> tuple[nn.Module, dict[str, Any]]:
         raise ConvlensError(
             f"adversarial training of {NAME} reached held-out accuracy {accuracy:.4f} < {MIN_ACCURACY}; please report it with your torch version"
         )
-    meta: dict[str, Any] = {
-        "name": NAME,
-        "version": CACHE_VERSION,
-        "base": BASE,
-        "dataset": spec.dataset,
-        "training": "PGD adversarial training (Madry et al. 2018, arXiv:1706.06083)",
-        "eps": recipe.eps,
-        "pgd_steps": recipe.steps,
-        "seed": recipe.train.seed,
-        "epochs": recipe.train.epochs,
-        "batch_size": recipe.train.batch_size,
-        "lr": recipe.train.lr,
-        "num_threads": recipe.train.num_threads,
-        "held_out_accuracy": accuracy,
-        "train_loss": history["loss"],
-        "training_seconds": round(history["seconds"], 3),
-        "mean": spec.mean,
-        "std": spec.std,
-        "torch": torch.__version__,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
+    meta = CacheEntry(NAME, CACHE_VERSION).metadata(
+        base=BASE,
+        dataset=spec.dataset,
+        training="PGD adversarial training (Madry et al. 2018, arXiv:1706.06083)",
+        eps=recipe.eps,
+        pgd_steps=recipe.steps,
+        seed=recipe.train.seed,
+        epochs=recipe.train.epochs,
+        batch_size=recipe.train.batch_size,
+        lr=recipe.train.lr,
+        num_threads=recipe.train.num_threads,
+        held_out_accuracy=accuracy,
+        train_loss=history["loss"],
+        training_seconds=round(history["seconds"], 3),
+        mean=spec.mean,
+        std=spec.std,
+    )
     return module, meta
 
 
 def cache_paths() -> tuple[Path, Path]:
     """``(weights .pt, metadata .json)`` in the cache folder."""
-    stem = f"{NAME}-v{CACHE_VERSION}"
-    folder = cache_dir()
-    return folder / f"{stem}.pt", folder / f"{stem}.json"
-
-
-def _load_cached() -> tuple[nn.Module, dict[str, Any]] | None:
-    from convlens.models.small import build_module
-
-    weights, sidecar = cache_paths()
-    try:
-        meta = json.loads(sidecar.read_text(encoding="utf-8"))
-        if (
-            not isinstance(meta, dict)
-            or meta.get("name") != NAME
-            or meta.get("version") != CACHE_VERSION
-        ):
-            return None
-        if meta.get("sha256") != file_sha256(weights):
-            return None
-        module = build_module(BASE)
-        module.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
-    except (
-        OSError,
-        ValueError,
-        RuntimeError,
-        KeyError,
-        TypeError,
-        EOFError,
-        AttributeError,
-        pickle.UnpicklingError,
-    ):
-        return None  # anything unreadable or inconsistent means "not cached": retrain
-    module.eval()
-    return module, meta
+    return CacheEntry(NAME, CACHE_VERSION).paths()
 
 
 def get_trained(
@@ -286,17 +244,11 @@ def get_trained(
     metadata : dict
         The recipe (``eps``, ``pgd_steps``, optimiser), ``held_out_accuracy``, ``sha256``.
     """
-    if not retrain:
-        cached = _load_cached()
-        if cached is not None:
-            return cached
-    started = time.perf_counter()
-    module, meta = _train(progress)
-    meta["total_seconds"] = round(time.perf_counter() - started, 3)
-    weights, sidecar = cache_paths()
-    atomic_torch_save(
-        OrderedDict((k, v.detach().cpu().clone()) for k, v in module.state_dict().items()), weights
+    from convlens.models.small import build_module
+
+    return load_or_train(
+        CacheEntry(NAME, CACHE_VERSION),
+        lambda: build_module(BASE),
+        lambda: _train(progress),
+        retrain=retrain,
     )
-    meta["sha256"] = file_sha256(weights)  # hash what is on disk
-    atomic_write_bytes(sidecar, json.dumps(meta, indent=2).encode("utf-8"), fsync=True)
-    return module, meta

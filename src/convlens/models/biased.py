@@ -21,20 +21,14 @@ with its sha256, written atomically; a mismatching file is retrained).
 
 from __future__ import annotations
 
-import json
-import pickle
-import time
 from collections import OrderedDict
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
-from convlens.atomic import atomic_write_bytes
 from convlens.errors import ConvlensError, UnknownModelError
-from convlens.models.cache import atomic_torch_save, cache_dir, file_sha256
+from convlens.models.trained import CacheEntry, load_or_train
 from convlens.models.training import (
     TrainConfig,
     evaluate_accuracy,
@@ -111,38 +105,7 @@ def build_module(name: str) -> nn.Module:
 
 def cache_paths(name: str) -> tuple[Path, Path]:
     """``(weights .pt, metadata .json)`` in the cache folder."""
-    stem = f"{_check(name)}-v{CACHE_VERSION}"
-    folder = cache_dir()
-    return folder / f"{stem}.pt", folder / f"{stem}.json"
-
-
-def _load_cached(name: str) -> tuple[nn.Module, dict[str, Any]] | None:
-    weights, sidecar = cache_paths(name)
-    try:
-        meta = json.loads(sidecar.read_text(encoding="utf-8"))
-        if (
-            not isinstance(meta, dict)
-            or meta.get("name") != name
-            or meta.get("version") != CACHE_VERSION
-        ):
-            return None
-        if meta.get("sha256") != file_sha256(weights):
-            return None
-        module = build_module(name)
-        module.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
-    except (
-        OSError,
-        ValueError,
-        RuntimeError,
-        KeyError,
-        TypeError,
-        EOFError,
-        AttributeError,
-        pickle.UnpicklingError,
-    ):
-        return None  # anything unreadable or inconsistent means "not cached": retrain
-    module.eval()
-    return module, meta
+    return CacheEntry(_check(name), CACHE_VERSION).paths()
 
 
 def _train(name: str, progress: ProgressFn | None) -> tuple[nn.Module, dict[str, Any]]:
@@ -167,37 +130,24 @@ def _train(name: str, progress: ProgressFn | None) -> tuple[nn.Module, dict[str,
             f"training {name} reached {floor_split} accuracy {acc[floor_split]:.4f} < {_MIN_ACCURACY}; this should "
             + "not happen with the fixed recipe, please report it with your torch version"
         )
-    meta: dict[str, Any] = {
-        "name": name,
-        "version": CACHE_VERSION,
-        "dataset": f"convlens.data.biased split {MODELS[name]!r} (bias {BIAS if MODELS[name] == 'train' else 'none'}, seed 0)",
-        "seed": config.seed,
-        "epochs": config.epochs,
-        "batch_size": config.batch_size,
-        "lr": config.lr,
-        "lr_schedule": config.lr_schedule,
-        "optimizer": config.optimizer,
-        "num_threads": config.num_threads,
-        "train_size": len(train),
-        "test_accuracy": acc["test"],
-        "counter_accuracy": acc["counter"],
-        "train_loss": history["loss"],
-        "training_seconds": round(history["seconds"], 3),
-        "mean": MEAN,
-        "std": STD,
-        "torch": torch.__version__,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
+    meta = CacheEntry(name, CACHE_VERSION).metadata(
+        dataset=f"convlens.data.biased split {MODELS[name]!r} (bias {BIAS if MODELS[name] == 'train' else 'none'}, seed 0)",
+        seed=config.seed,
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        lr=config.lr,
+        lr_schedule=config.lr_schedule,
+        optimizer=config.optimizer,
+        num_threads=config.num_threads,
+        train_size=len(train),
+        test_accuracy=acc["test"],
+        counter_accuracy=acc["counter"],
+        train_loss=history["loss"],
+        training_seconds=round(history["seconds"], 3),
+        mean=MEAN,
+        std=STD,
+    )
     return module, meta
-
-
-def _save(name: str, module: nn.Module, meta: dict[str, Any]) -> dict[str, Any]:
-    weights, sidecar = cache_paths(name)
-    state = OrderedDict((k, v.detach().cpu().clone()) for k, v in module.state_dict().items())
-    atomic_torch_save(state, weights)
-    meta = {**meta, "sha256": file_sha256(weights)}  # hash what is on disk
-    atomic_write_bytes(sidecar, json.dumps(meta, indent=2).encode("utf-8"), fsync=True)
-    return meta
 
 
 def get_trained(
@@ -228,12 +178,9 @@ def get_trained(
     ConvlensError
         Training missed the accuracy floor.
     """
-    _check(name)
-    if not retrain:
-        cached = _load_cached(name)
-        if cached is not None:
-            return cached
-    started = time.perf_counter()
-    module, meta = _train(name, progress)
-    meta["total_seconds"] = round(time.perf_counter() - started, 3)
-    return module, _save(name, module, meta)
+    return load_or_train(
+        CacheEntry(_check(name), CACHE_VERSION),
+        lambda: build_module(name),
+        lambda: _train(name, progress),
+        retrain=retrain,
+    )

@@ -21,12 +21,8 @@ whose hash does not match its sidecar is retrained.
 
 from __future__ import annotations
 
-import json
 import math
-import pickle
 import time
-from collections import OrderedDict
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -35,9 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from convlens.atomic import atomic_write_bytes
 from convlens.errors import BadInputError, ConvlensError
-from convlens.models.cache import atomic_torch_save, cache_dir, file_sha256
+from convlens.models.trained import CacheEntry, load_or_train
 from convlens.models.training import TrainConfig, make_generator, seeded, torch_threads
 from convlens.progress import ProgressFn
 
@@ -240,74 +235,30 @@ def _train(progress: ProgressFn | None) -> tuple[nn.Module, dict[str, Any]]:
             f"training {NAME} reached held-out mean IoU {miou:.4f} < {MIN_MIOU}; this should not happen "
             + "with the fixed recipe, please report it with your torch version"
         )
-    meta: dict[str, Any] = {
-        "name": NAME,
-        "version": CACHE_VERSION,
-        "dataset": f"synthetic shapes {SIZE}x{SIZE} (make_shapes seeds {_TRAIN_SEED}/{_TEST_SEED})",
-        "seed": config.seed,
-        "epochs": config.epochs,
-        "batch_size": config.batch_size,
-        "lr": config.lr,
-        "lr_schedule": config.lr_schedule,
-        "optimizer": "adam",
-        "num_threads": config.num_threads,
-        "train_size": _N_TRAIN,
-        "test_size": _N_TEST,
-        "held_out_miou": miou,
-        "train_loss": losses,
-        "training_seconds": round(seconds, 3),
-        "mean": MEAN,
-        "std": STD,
-        "torch": torch.__version__,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
+    meta = CacheEntry(NAME, CACHE_VERSION).metadata(
+        dataset=f"synthetic shapes {SIZE}x{SIZE} (make_shapes seeds {_TRAIN_SEED}/{_TEST_SEED})",
+        seed=config.seed,
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        lr=config.lr,
+        lr_schedule=config.lr_schedule,
+        optimizer="adam",
+        num_threads=config.num_threads,
+        train_size=_N_TRAIN,
+        test_size=_N_TEST,
+        held_out_miou=miou,
+        train_loss=losses,
+        training_seconds=round(seconds, 3),
+        mean=MEAN,
+        std=STD,
+    )
     return module, meta
 
 
 # -- the cache --------------------------------------------------------------------------
 def cache_paths() -> tuple[Path, Path]:
     """``(weights .pt, metadata .json)`` in the cache folder."""
-    stem = f"{NAME}-v{CACHE_VERSION}"
-    folder = cache_dir()
-    return folder / f"{stem}.pt", folder / f"{stem}.json"
-
-
-def _load_cached() -> tuple[nn.Module, dict[str, Any]] | None:
-    weights, sidecar = cache_paths()
-    try:
-        meta = json.loads(sidecar.read_text(encoding="utf-8"))
-        if (
-            not isinstance(meta, dict)
-            or meta.get("name") != NAME
-            or meta.get("version") != CACHE_VERSION
-        ):
-            return None
-        if meta.get("sha256") != file_sha256(weights):
-            return None
-        module = ShapesSegNet()
-        module.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
-    except (
-        OSError,
-        ValueError,
-        RuntimeError,
-        KeyError,
-        TypeError,
-        EOFError,
-        AttributeError,
-        pickle.UnpicklingError,
-    ):
-        return None  # anything unreadable or inconsistent means "not cached": retrain
-    module.eval()
-    return module, meta
-
-
-def _save(module: nn.Module, meta: dict[str, Any]) -> dict[str, Any]:
-    weights, sidecar = cache_paths()
-    state = OrderedDict((k, v.detach().cpu().clone()) for k, v in module.state_dict().items())
-    atomic_torch_save(state, weights)
-    meta = {**meta, "sha256": file_sha256(weights)}  # hash what is on disk
-    atomic_write_bytes(sidecar, json.dumps(meta, indent=2).encode("utf-8"), fsync=True)
-    return meta
+    return CacheEntry(NAME, CACHE_VERSION).paths()
 
 
 def get_trained(
@@ -334,11 +285,6 @@ def get_trained(
     ConvlensError
         Training missed :data:`MIN_MIOU`.
     """
-    if not retrain:
-        cached = _load_cached()
-        if cached is not None:
-            return cached
-    started = time.perf_counter()
-    module, meta = _train(progress)
-    meta["total_seconds"] = round(time.perf_counter() - started, 3)
-    return module, _save(module, meta)
+    return load_or_train(
+        CacheEntry(NAME, CACHE_VERSION), ShapesSegNet, lambda: _train(progress), retrain=retrain
+    )

@@ -28,12 +28,8 @@ from __future__ import annotations
 import gzip
 import importlib.util
 import io
-import json
-import pickle
-import time
 from collections import OrderedDict
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -42,9 +38,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from convlens.atomic import atomic_write_bytes
 from convlens.errors import BadInputError, ConvlensError, MissingDependencyError, UnknownModelError
-from convlens.models.cache import atomic_torch_save, cache_dir, file_sha256
+from convlens.models.trained import CacheEntry, load_or_train
 from convlens.models.training import (
     TrainConfig,
     evaluate_accuracy,
@@ -356,41 +351,7 @@ def load_dataset(name: str, split: str) -> tuple[Tensor, Tensor]:
 def cache_paths(name: str) -> tuple[Path, Path]:
     """``(weights .pt, metadata .json)`` paths of a small model in the cache folder."""
     _spec(name)
-    stem = f"{name}-v{CACHE_VERSION}"
-    folder = cache_dir()
-    return folder / f"{stem}.pt", folder / f"{stem}.json"
-
-
-def _load_cached(name: str) -> tuple[nn.Module, dict[str, Any]] | None:
-    """The cached model, or None if it is missing, damaged or does not match its sidecar."""
-    weights, sidecar = cache_paths(name)
-    try:
-        meta = json.loads(sidecar.read_text(encoding="utf-8"))
-        if (
-            not isinstance(meta, dict)
-            or meta.get("name") != name
-            or meta.get("version") != CACHE_VERSION
-        ):
-            return None
-        if meta.get("sha256") != file_sha256(weights):
-            return None
-        state = torch.load(weights, map_location="cpu", weights_only=True)
-        module = build_module(name)
-        module.load_state_dict(state)
-    except (
-        OSError,
-        ValueError,
-        RuntimeError,
-        KeyError,
-        TypeError,
-        EOFError,
-        AttributeError,
-        pickle.UnpicklingError,
-    ):
-        # Any unreadable or inconsistent file means "not cached": the caller retrains.
-        return None
-    module.eval()
-    return module, meta
+    return CacheEntry(name, CACHE_VERSION).paths()
 
 
 def _train(name: str, progress: ProgressFn | None) -> tuple[nn.Module, dict[str, Any]]:
@@ -408,41 +369,26 @@ def _train(name: str, progress: ProgressFn | None) -> tuple[nn.Module, dict[str,
             f"training {name} reached held-out accuracy {accuracy:.4f} < {spec.min_accuracy}; this should "
             + "not happen with the fixed recipe, please report it with your torch version"
         )
-    meta: dict[str, Any] = {
-        "name": name,
-        "version": CACHE_VERSION,
-        "dataset": spec.dataset,
-        "seed": config.seed,
-        "epochs": config.epochs,
-        "batch_size": config.batch_size,
-        "lr": config.lr,
-        "weight_decay": config.weight_decay,
-        "optimizer": config.optimizer,
-        "lr_schedule": config.lr_schedule,
-        "augment": config.augment is not None,
-        "num_threads": config.num_threads,
-        "train_size": int(y_train.shape[0]),
-        "test_size": int(y_test.shape[0]),
-        "held_out_accuracy": accuracy,
-        "train_loss": history["loss"],
-        "training_seconds": round(history["seconds"], 3),
-        "mean": spec.mean,
-        "std": spec.std,
-        "torch": torch.__version__,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
+    meta = CacheEntry(name, CACHE_VERSION).metadata(
+        dataset=spec.dataset,
+        seed=config.seed,
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        lr=config.lr,
+        weight_decay=config.weight_decay,
+        optimizer=config.optimizer,
+        lr_schedule=config.lr_schedule,
+        augment=config.augment is not None,
+        num_threads=config.num_threads,
+        train_size=int(y_train.shape[0]),
+        test_size=int(y_test.shape[0]),
+        held_out_accuracy=accuracy,
+        train_loss=history["loss"],
+        training_seconds=round(history["seconds"], 3),
+        mean=spec.mean,
+        std=spec.std,
+    )
     return module, meta
-
-
-def _save(name: str, module: nn.Module, meta: dict[str, Any]) -> dict[str, Any]:
-    weights, sidecar = cache_paths(name)
-    state = OrderedDict((k, v.detach().cpu().clone()) for k, v in module.state_dict().items())
-    atomic_torch_save(state, weights)
-    # Hash what is on disk, in case another process replaced it in between: then the
-    # sidecar (last writer) may disagree with the weights and the next load retrains.
-    meta = {**meta, "sha256": file_sha256(weights)}
-    atomic_write_bytes(sidecar, json.dumps(meta, indent=2).encode("utf-8"), fsync=True)
-    return meta
 
 
 def get_trained(
@@ -477,11 +423,9 @@ def get_trained(
         Training missed the accuracy floor (``SmallModelSpec.min_accuracy``).
     """
     _spec(name)
-    if not retrain:
-        cached = _load_cached(name)
-        if cached is not None:
-            return cached
-    started = time.perf_counter()
-    module, meta = _train(name, progress)
-    meta["total_seconds"] = round(time.perf_counter() - started, 3)
-    return module, _save(name, module, meta)
+    return load_or_train(
+        CacheEntry(name, CACHE_VERSION),
+        lambda: build_module(name),
+        lambda: _train(name, progress),
+        retrain=retrain,
+    )
