@@ -84,7 +84,7 @@ def token_grid(
     input_size: tuple[int, int] | None = None,
     reshape: GridLike = None,
     prefix_tokens: int | None = None,
-    shape: Sequence[int] | None = None,
+    shape: Sequence[int | str] | None = None,
 ) -> tuple[int, int, int]:
     """``(h, w, k)``: the patch grid of a layer with ``tokens`` tokens and its ``k`` extra tokens.
 

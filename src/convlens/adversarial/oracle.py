@@ -133,7 +133,7 @@ class Oracle:
             forward,
             output=output,
             max_queries=max_queries,
-            input_shape=shape,  # type: ignore[arg-type]
+            input_shape=shape,
             gradient=gradient if white_box else None,
         )
         with torch.inference_mode():  # reading the class count is not a query

@@ -39,6 +39,7 @@ is bounded by ``chunk`` whatever ``n_steps`` is.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 
@@ -406,7 +407,7 @@ def integrated_gradients(
     BadInputError
         Bad ``n_steps``, ``quadrature``, ``chunk``, ``n_scan``, ``uniform_share`` or baseline.
     """
-    options = {
+    options: dict[str, Any] = {
         "n_steps": n_steps,
         "quadrature": quadrature,
         "chunk": chunk,
@@ -443,7 +444,7 @@ def integrated_gradients_with_error(
     tuple[torch.Tensor, torch.Tensor]
         The attributions (shaped like ``x``) and the errors ``(N,)``.
     """
-    options = {
+    options: dict[str, Any] = {
         "n_steps": n_steps,
         "quadrature": quadrature,
         "chunk": chunk,

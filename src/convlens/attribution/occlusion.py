@@ -34,9 +34,9 @@ from __future__ import annotations
 import inspect
 import math
 import operator
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -135,7 +135,9 @@ def occlusion(
         patch = min(16, max(1, min(x.shape[-2:]) // 2))
     if stride is None:
         stride = (
-            max(1, patch // 2) if isinstance(patch, int) else tuple(max(1, p // 2) for p in patch)
+            max(1, patch // 2)
+            if isinstance(patch, int)
+            else cast("tuple[int, int]", tuple(max(1, p // 2) for p in patch))
         )
     _check_options(x, patch, stride, fill, batch_size, output)
     (ph, pw), (sh, sw) = _pair(patch), _pair(stride)
@@ -172,7 +174,7 @@ def window_starts(length: int, patch: int, stride: int) -> list[int]:
 # -- options, windows, fill, scores ------------------------------------------------------
 
 
-def _pair(v: int | tuple[int, int]) -> tuple[int, int]:
+def _pair(v: int | Sequence[int]) -> tuple[int, int]:
     return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
 
 
@@ -577,14 +579,14 @@ def _window_op(m: nn.Module) -> _WindowOp | None:
         conv = lambda t: F.conv2d(t, m.weight, m.bias, m.stride, 0, m.dilation, m.groups)  # noqa: E731
         return _WindowOp(k, s, d, pads, 0.0, conv)
     if isinstance(m, (nn.MaxPool2d, nn.AvgPool2d)) and not m.ceil_mode:
-        k = _pair(m.kernel_size)  # type: ignore[arg-type]
-        s = _pair(m.stride if m.stride else m.kernel_size)  # type: ignore[arg-type]
-        py, px = _pair(m.padding)  # type: ignore[arg-type]
+        k = _pair(m.kernel_size)
+        s = _pair(m.stride if m.stride else m.kernel_size)
+        py, px = _pair(m.padding)
         pool_pads = lambda h, w: (py, py, px, px)  # noqa: E731
         if isinstance(m, nn.MaxPool2d):
             if m.return_indices:
                 return None
-            d = _pair(m.dilation)  # type: ignore[arg-type]
+            d = _pair(m.dilation)
             return _WindowOp(k, s, d, pool_pads, -math.inf, lambda t: F.max_pool2d(t, k, s, 0, d))
         if not m.count_include_pad and (py or px):
             return None
@@ -785,16 +787,17 @@ class _Engine:
             elif node.op == "output":
                 return self._dense_args(node, state, clean)[0][0]
             else:
-                result = self._patched(node, state, clean)
-                if result is None:
+                patched = self._patched(node, state, clean)
+                if patched is None:
                     args, kwargs = self._dense_args(node, state, clean)
-                    result = _Dense(self._call(node, args, kwargs))
+                    state[node] = _Dense(self._call(node, args, kwargs))
                 elif (
-                    result.size[0] * result.size[1]
-                    >= DENSE_SHARE * result.clean.shape[-2] * result.clean.shape[-1]
+                    patched.size[0] * patched.size[1]
+                    >= DENSE_SHARE * patched.clean.shape[-2] * patched.clean.shape[-1]
                 ):
-                    result = _Dense(result.dense())
-                state[node] = result
+                    state[node] = _Dense(patched.dense())
+                else:
+                    state[node] = patched
         raise AssertionError("the traced graph has no output node")
 
     def _dense_args(
@@ -864,7 +867,7 @@ class _Engine:
 
         args = fx.node.map_arg(node.args, value)
         kwargs = fx.node.map_arg(node.kwargs, value)
-        out = op.fn(*args) if op is not None else self._call(node, args, kwargs)
+        out = op.fn(*cast(Any, args)) if op is not None else self._call(node, args, kwargs)
         if not isinstance(out, torch.Tensor) or tuple(out.shape[-2:]) != size:
             return None
         self.patched.append(node.name)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 from typing_extensions import TypedDict
 
@@ -80,7 +81,7 @@ def run(ctx: Context) -> int:
     model = ctx.model()
     model.layer(ctx.args.layer)  # unknown layer: fail before reading images
     n = len(expand_image_args(ctx.args.images))
-    rows = []
+    rows: list[dict[str, Any]] = []
     for loaded in iter_images(ctx, ctx.args.images, "feature maps"):
         result = activations(
             model,

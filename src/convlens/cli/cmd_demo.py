@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import argparse
 import time
+from typing import TYPE_CHECKING
 
 from typing_extensions import TypedDict
 
 from convlens.cli.context import Context
 from convlens.cli.schema import json_schema
+
+if TYPE_CHECKING:
+    from convlens.demo import DemoSection
+    from convlens.progress import ProgressFn
 
 
 class Section(TypedDict):
@@ -61,7 +66,7 @@ def run(ctx: Context) -> int:
     started = time.perf_counter()
     with ctx.progress_group() as add_bar:
 
-        def on_section(section):  # type: ignore[no-untyped-def]
+        def on_section(section: DemoSection) -> ProgressFn:
             if not ctx.json:
                 print(f"- {section.title}", flush=True)
             return add_bar(section.title, None)

@@ -240,25 +240,21 @@ def _load(
                 ctx.report_bad_input(exc)
                 continue
             p, geometry = model.preprocessing.to_pixels(image)
-            (
-                pixels.append(p),
-                sources.append(str(item.path)),
-                labels.append(item.label),
-                geometries.append(geometry),
-                names.append(Path(item.path).name),
-            )
+            pixels.append(p)
+            sources.append(str(item.path))
+            labels.append(item.label)
+            geometries.append(geometry)
+            names.append(Path(item.path).name)
         return pixels, sources, labels, geometries, names
     for loaded in iter_images(ctx, args.images, "reading"):
         if args.limit is not None and len(sources) >= args.limit:
             break
         p, geometry = model.preprocessing.to_pixels(loaded.image)
-        (
-            pixels.append(p),
-            sources.append(loaded.source),
-            labels.append(None),
-            geometries.append(geometry),
-            names.append(Path(loaded.source).name),
-        )
+        pixels.append(p)
+        sources.append(loaded.source)
+        labels.append(None)
+        geometries.append(geometry)
+        names.append(Path(loaded.source).name)
     return pixels, sources, labels, geometries, names
 
 

@@ -7,7 +7,7 @@ import argparse
 from typing_extensions import TypedDict
 
 from convlens.cli.context import Context
-from convlens.cli.images import iter_images
+from convlens.cli.images import LoadedImage, iter_images
 from convlens.cli.payloads import ClassScore
 from convlens.cli.schema import json_schema
 from convlens.cli.validators import at_least
@@ -54,7 +54,7 @@ def run(ctx: Context) -> int:
     at_least(args.batch_size, 1, "--batch-size")
     model = ctx.model(class_scores=True)
     predictions = []
-    pending = []
+    pending: list[LoadedImage] = []
 
     def flush() -> None:
         if pending:

@@ -66,6 +66,7 @@ class DenseTargetOption:
         """
         from convlens.targets import region, similarity
 
+        bound: Any
         try:
             if self.kind == "region":
                 assert self.mask is not None and self.class_key is not None

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -79,7 +79,8 @@ def to_channels_last(module: nn.Module) -> tuple[bool, str | None]:
     if not _has_4d_weights(module):
         return False, "channels_last: no 4-D (convolution) weights"
     try:
-        module.to(memory_format=torch.channels_last)
+        # Any: torch's stubs omit Module.to's memory_format keyword, which it accepts
+        cast(Any, module).to(memory_format=torch.channels_last)
     except Exception as exc:  # some exotic module refuses the layout: stay eager
         return False, f"channels_last: {type(exc).__name__}: {str(exc).splitlines()[0][:120]}"
     return True, None

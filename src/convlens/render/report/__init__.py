@@ -299,7 +299,7 @@ def build_report(
     from convlens.render.report._page import render_page
 
     started = time.perf_counter()
-    model_list = list(models) if isinstance(models, (list, tuple)) else [models]
+    model_list: list[Any] = list(models) if isinstance(models, (list, tuple)) else [models]
     sections = discover_sections(index=index is not None)
     if only:
         known = {s.name for s in sections}
