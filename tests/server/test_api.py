@@ -391,6 +391,10 @@ def test_openapi_schema_lists_the_routes(client_factory) -> None:
         "/api/images/{image_id}/files/{name}",
         "/api/jobs/attack",
         "/api/jobs/visualize",
+        "/api/jobs/report",
+        "/api/jobs/patches",
+        "/api/models/{model}/report-sections",
+        "/api/models/{model}/features",
         "/api/jobs/{job_id}",
     ]:
         assert route in paths, route

@@ -242,3 +242,28 @@ def test_serve_features_option(monkeypatch, capsys, digit_folder, tmp_path) -> N
     assert main([*argv, "--features", str(tmp_path / "missing")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert "missing" in err[-1] and "Traceback" not in "".join(err)
+
+
+def test_relative_image_paths_resolved_where_the_server_starts(
+    client_factory, digit_folder, tmp_path, monkeypatch
+) -> None:
+    """`convlens features imgs/ -o DIR` stores `imgs/...` relative to where it ran."""
+    import shutil
+
+    from convlens.cli.main import main
+    from convlens.errors import BadInputError
+    from convlens.server.patches import FeatureFolders
+
+    images, _ = digit_folder
+    work = tmp_path / "work"
+    shutil.copytree(images, work / "imgs")
+    monkeypatch.chdir(work)
+    argv = ["features", "imgs", "--layer", "conv2", "--model", "digits_cnn", "-q", "-o", "feat"]
+    assert main(argv) == 0
+    (folder,) = FeatureFolders.load(["feat"], ["digits_cnn"]).folders
+    assert folder.paths == tuple(str(p.resolve()) for p in sorted((work / "imgs").glob("*.png")))
+    monkeypatch.chdir(tmp_path)  # elsewhere, the stored relative paths lead nowhere
+    with pytest.raises(BadInputError, match="none of its 12 images is found from here"):
+        FeatureFolders.load([str(work / "feat")], ["digits_cnn"])
+    with pytest.raises(BadInputError, match="made with model 'digits_cnn'"):
+        FeatureFolders.load([str(work / "feat")], ["mnist_cnn"])

@@ -72,10 +72,15 @@ class FeatureFolders:
                 )
             if not features.paths:
                 raise BadInputError(f"--features {path}: the folder lists no images")
-            folders.append(
-                FeatureFolder(
-                    Path(path).resolve(), features.model, features.layer, tuple(features.paths)
+            # the folder stores paths as `convlens features` was given them (relative to where
+            # it ran): resolved now, so a later change of directory cannot lose them
+            images = tuple(str(Path(p).resolve()) for p in features.paths)
+            if not any(Path(p).is_file() for p in images):
+                raise BadInputError(
+                    f"--features {path}: none of its {len(images)} images is found from here (first: {features.paths[0]}); start the server in the folder `convlens features` ran in"
                 )
+            folders.append(
+                FeatureFolder(Path(path).resolve(), features.model, features.layer, images)
             )
         return cls(folders)
 
