@@ -114,7 +114,7 @@ def run(ctx: Context) -> int:
             progress=update,
         )
     params = result.params
-    payload = {
+    payload: CueConflictOutput = {
         "model": model.name,
         "shape_dir": args.shape_dir,
         "texture_dir": args.texture_dir,

@@ -101,7 +101,7 @@ def run(ctx: Context) -> int:
         result.tensors["objective_before"].tolist(),
         result.tensors["objective_after"].tolist(),
     )
-    payload = {
+    payload: DreamOutput = {
         "model": model.name,
         "source": args.image,
         "layer": args.layer,

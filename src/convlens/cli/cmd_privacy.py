@@ -61,6 +61,7 @@ class PrivacyOutput(TypedDict):
     experiment: Literal["membership", "inversion", "backdoor"]
     dataset: Literal["digits", "mnist"]
     seed: int
+    model: NotRequired[Annotated[str, "inversion: the attacked model"]]
     files: Files
     runs: NotRequired[Annotated[list[Run], "membership: one entry per recipe and seed"]]
     sweep: NotRequired[Annotated[list[Any], "membership --sweep: AUC per epochs / weight decay"]]
@@ -203,7 +204,7 @@ def run_membership(ctx: Context) -> int:
     if sweep is not None:
         files["sweep"] = str(out / "sweep.png")
         save_figure(sweep_figure(sweep), files["sweep"])
-    runs = []
+    runs: list[Run] = []
     for r in results:
         p = r.provenance["params"]
         runs.append(
@@ -216,7 +217,7 @@ def run_membership(ctx: Context) -> int:
                 "shadow": p["shadow"],
             }
         )
-    payload: dict[str, Any] = {
+    payload: PrivacyOutput = {
         "experiment": "membership",
         "dataset": args.dataset,
         "seed": args.seed,
@@ -296,7 +297,7 @@ def run_inversion(ctx: Context) -> int:
     save_figure(reconstructions_figure(result), files["reconstructions"])
     result.save(out / "inversion")
     p = result.provenance["params"]
-    payload = {
+    payload: PrivacyOutput = {
         "experiment": "inversion",
         "dataset": args.dataset,
         "seed": args.seed,

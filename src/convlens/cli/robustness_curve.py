@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Final, Literal
 
 from typing_extensions import NotRequired, TypedDict
 
@@ -25,7 +25,7 @@ from convlens.cli.side_by_side import (
 )
 from convlens.errors import BadInputError
 
-NAME = "attack-curve"
+NAME: Final = "attack-curve"
 
 
 class CurveOutput(TypedDict):
@@ -147,7 +147,7 @@ def run(ctx: Context) -> int:
             )
             result.sources = sources
             results.append(result)
-    payloads = []
+    payloads: list[CurveOutput] = []
     for model, result, folder in zip(models, results, folders):
         files = {"plot": str(folder / "curve.png"), "result": str(folder / "curve.npz")}
         save_figure(curve_figure(result), files["plot"])
@@ -172,18 +172,18 @@ def run(ctx: Context) -> int:
         )
     if len(models) == 1:
         return _single(ctx, payloads[0], out)
-    files = {"table": str(out / "curve.csv"), "plot": str(out / "curve.png")}
-    atomic_write_text(Path(files["table"]), _csv(payloads, eps), newline="")
+    across: CurveFiles = {"table": str(out / "curve.csv"), "plot": str(out / "curve.png")}
+    atomic_write_text(Path(across["table"]), _csv(payloads, eps), newline="")
     save_figure(
         attack_curve_comparison_figure([(m.name, r) for m, r in zip(models, results)]),
-        files["plot"],
+        across["plot"],
     )
-    payload: dict[str, Any] = {
+    payload: SideBySide[Literal["attack-curve"], CurveOutput, CurveFiles] = {
         "subcommand": NAME,
         "models": [m.name for m in models],
         "source": args.folder,
         "results": payloads,
-        "files": files,
+        "files": across,
         "errors": ctx.bad_inputs,
     }
     if ctx.json:
@@ -204,7 +204,7 @@ def run(ctx: Context) -> int:
     return ctx.exit_code()
 
 
-def _single(ctx: Context, payload: dict[str, Any], out: Path) -> int:
+def _single(ctx: Context, payload: CurveOutput, out: Path) -> int:
     """One model: the output of a one-model run (as before --model took lists)."""
     if ctx.json:
         ctx.emit_json(payload)
@@ -222,7 +222,7 @@ def _single(ctx: Context, payload: dict[str, Any], out: Path) -> int:
     return ctx.exit_code()
 
 
-def _csv(payloads: list[dict[str, Any]], eps: list[float]) -> str:
+def _csv(payloads: list[CurveOutput], eps: list[float]) -> str:
     lines = [",".join(["model", "method", *[f"{e:g}" for e in eps]])]
     for p in payloads:
         for method in p["methods"]:

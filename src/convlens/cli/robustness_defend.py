@@ -10,8 +10,9 @@ much of the apparent gain disappears (:func:`convlens.adversarial.defence_eval.e
 from __future__ import annotations
 
 import argparse
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 from typing_extensions import NotRequired, TypedDict
 
@@ -20,7 +21,7 @@ from convlens.cli.context import Context
 from convlens.cli.schema import json_schema
 from convlens.errors import BadInputError
 
-NAME = "defend"
+NAME: Final = "defend"
 #: what ``--defence`` accepts
 CHOICES = ("jpeg", "bits", "noise", "pgd-trained")
 
@@ -42,7 +43,7 @@ class Defence(TypedDict):
     ]
 
 
-class RobustnessDefendOutput(TypedDict):
+class DefendOutput(TypedDict):
     model: str
     subcommand: Literal["defend"]
     source: str
@@ -62,7 +63,7 @@ class RobustnessDefendOutput(TypedDict):
 
 
 #: the JSON schema of `--json` output, generated from its type
-SCHEMA = json_schema(RobustnessDefendOutput)
+SCHEMA = json_schema(DefendOutput)
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -197,7 +198,7 @@ def run(ctx: Context) -> int:
     table = _rows(result)
     atomic_write_text(Path(files["table"]), _csv(table), newline="")
     params = result.provenance["params"]
-    payload: dict[str, Any] = {
+    payload: DefendOutput = {
         "model": model.name,
         "subcommand": NAME,
         "source": args.folder,
@@ -251,7 +252,7 @@ def run(ctx: Context) -> int:
     return ctx.exit_code()
 
 
-def _rows(result: Any) -> list[dict[str, Any]]:
+def _rows(result: Any) -> list[Defence]:
     params = result.provenance["params"]
     accuracy = result.tensors["accuracy"]
     return [
@@ -269,7 +270,7 @@ def _rows(result: Any) -> list[dict[str, Any]]:
     ]
 
 
-def _csv(rows: list[dict[str, Any]]) -> str:
+def _csv(rows: Sequence[Mapping[str, object]]) -> str:
     keys = [
         "name",
         "clean",
