@@ -78,10 +78,16 @@ def _classes(oracle: Oracle, classes: Sequence[int] | None) -> Tensor:
     return torch.tensor(picked, dtype=torch.int64)
 
 
+def _shape(oracle: Oracle) -> tuple[int, int, int]:
+    if oracle.input_shape is None:  # only a hand-made Oracle lacks it; _classes refuses those
+        raise BadInputError("the attack needs an Oracle built by Oracle.from_model")
+    return oracle.input_shape
+
+
 def _init(oracle: Oracle, n: int, init: float) -> Tensor:
     # start from a uniform dark image: sigmoid(z0) = init
     z0 = torch.logit(torch.tensor(init)).item()
-    return torch.full((n, *oracle.input_shape), z0)
+    return torch.full((n, *_shape(oracle)), z0)
 
 
 def invert_white_box(
@@ -218,7 +224,7 @@ def invert_black_box(
         raise BadInputError(
             "invert_black_box needs samples >= 1, sigma > 0, lr > 0 and budget_per_class >= 2 * samples + 1"
         )
-    c, h, w = oracle.input_shape
+    c, h, w = _shape(oracle)
     if not isinstance(downsample, int) or downsample < 1 or h % downsample or w % downsample:
         raise BadInputError(
             f"downsample={downsample!r} must be an int >= 1 dividing the input size {h}x{w}"
