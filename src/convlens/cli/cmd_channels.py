@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from typing import Annotated, Any
 
 from typing_extensions import TypedDict
@@ -152,7 +153,7 @@ def run(ctx: Context) -> int:
         channels = next(iter(rankings.values())).provenance["params"]["channels"]
         step = max(1, -(-channels // args.steps))
         counts = sorted({*range(0, channels, step), channels})
-        orders = {
+        orders: dict[str, Sequence[int] | torch.Tensor] = {
             m: r["order"].flip(0) for m, r in rankings.items()
         }  # least important removed first
         curve = pruning_curve(

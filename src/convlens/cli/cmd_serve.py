@@ -8,6 +8,7 @@ import importlib.util
 import ipaddress
 import logging
 import sys
+from typing import Any
 
 from typing_extensions import TypedDict
 
@@ -98,7 +99,7 @@ def run(ctx: Context) -> int:
     from convlens.server import create_app
     from convlens.server.app import LOOPBACK_HOSTS
 
-    models = {}
+    models: dict[str, Any] = {}
     for model in ctx.models(class_scores=True):
         models[_url_key(model.name, models)] = model
     names = list(models)

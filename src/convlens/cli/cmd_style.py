@@ -30,7 +30,7 @@ class StyleOutput(TypedDict):
 SCHEMA = json_schema(StyleOutput)
 
 
-def parse_list(text: str | None, what: str, cast: type = str) -> list:  # type: ignore[type-arg]
+def parse_list(text: str | None, what: str, cast: type = str) -> list:
     """``"a,b,c"`` -> a list (None stays None); a bad item is a one-line usage error."""
     from convlens.errors import BadInputError
 

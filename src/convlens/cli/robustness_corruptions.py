@@ -177,7 +177,9 @@ def run(ctx: Context) -> int:
                 f"{args.folder}: {len(unlabelled)} images have no label (e.g. {unlabelled[0].path}); corruption errors need labelled images (class subfolders or a path,label CSV)"
             )
         check_class_scores(
-            model, "corruption errors", classes=1 + max((int(it.label) for it in items), default=0)
+            model,
+            "corruption errors",
+            classes=1 + max((int(it.label) for it in items if it.label is not None), default=0),
         )
         plans.append(items)
     out = ctx.out_path("corruptions", folder=True)
