@@ -3,7 +3,8 @@
 - :mod:`~convlens.privacy.membership`: was this example in the training set? Loss-threshold
   (Yeom 2018) and shadow-model (Shokri 2017) attacks; accuracy, ROC AUC, TPR at 1 % FPR.
 - :mod:`~convlens.privacy.inversion`: a representative input per class from the classifier
-  alone (Fredrikson 2015), white-box and with a query budget, through a :class:`ModelOracle`.
+  alone (Fredrikson 2015), white-box and with a query budget, through the attacks'
+  :class:`~convlens.adversarial.oracle.Oracle` (:func:`ModelOracle` builds one).
 - :mod:`~convlens.privacy.backdoor`: BadNets poisoning (Gu 2017), clean accuracy and attack
   success.
 - :mod:`~convlens.privacy.detect`: activation clustering (Chen 2018), spectral signatures
