@@ -47,6 +47,47 @@ def encoded_image(
     return ReportImage(name, data, caption, {**provenance, "render": render}, MEDIA_TYPES[fmt])
 
 
+def overlay_image(
+    name: str, result: Any, *, alpha: float, css_width: int, caption: str = ""
+) -> ReportImage:
+    """An attribution result's first map over its original image, as the report shows it:
+    ``render.display.result_overlay`` with the method's default sign, clipped at the 99th
+    percentile, at twice ``css_width``; how it was drawn goes in ``provenance["render"]``."""
+    from convlens.render.display import DEFAULT_CLIP, display_settings, result_overlay
+
+    settings = display_settings(result, 0, clip=DEFAULT_CLIP)
+    render = {
+        "function": "result_overlay",
+        "alpha": alpha,
+        "sign": settings["sign"],
+        "clip": settings["clip"],
+        "max_side": display_width(css_width),
+    }
+    pixels = result_overlay(
+        result,
+        0,
+        sign=render["sign"],
+        clip=render["clip"],
+        alpha=alpha,
+        max_side=render["max_side"],
+    )
+    return encoded_image(name, pixels, caption, {**result_provenance(result), "render": render})
+
+
+def drawn(image: ReportImage) -> str:
+    """How an overlay's map was drawn (channel reduction, sign, clip), for its caption."""
+    from convlens.render.display import display_caption
+
+    render = image.provenance["render"]
+    return display_caption(
+        {
+            "reduce": image.provenance.get("params", {}).get("reduce"),
+            "sign": render["sign"],
+            "clip": render["clip"],
+        }
+    )
+
+
 def display_width(css_width: int) -> int:
     """Pixels on the longer side of a picture shown ``css_width`` CSS pixels wide: twice that,
     so it stays sharp on high-density screens."""

@@ -13,14 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from convlens.render.report import Fragment, ReportContext, ReportImage, ReportSection, figure_html
-from convlens.render.report._common import (
-    display_width,
-    encoded_image,
-    esc,
-    label,
-    predicted_classes,
-    result_provenance,
-)
+from convlens.render.report._common import drawn, esc, label, overlay_image, predicted_classes
 
 #: options that keep the quick report fast (methods not listed run with their defaults)
 QUICK = {
@@ -52,30 +45,8 @@ def method_options(model: Any, name: str, full: bool) -> dict[str, Any]:
 
 
 def attribution_image(model: Any, result: Any, name: str) -> ReportImage:
-    """The overlay of one ``explain`` result on the original image, at the size it is shown
-    (``render.display.result_overlay`` with the method's default sign, clipped at the 99th
-    percentile)."""
-    from convlens.render.display import DEFAULT_CLIP, display_settings, result_overlay
-
-    settings = display_settings(result, 0, clip=DEFAULT_CLIP)
-    render = {
-        "function": "result_overlay",
-        "alpha": OVERLAY_ALPHA,
-        "sign": settings["sign"],
-        "clip": settings["clip"],
-        "max_side": display_width(WIDTH),
-    }
-    pixels = result_overlay(
-        result,
-        0,
-        sign=settings["sign"],
-        clip=settings["clip"],
-        alpha=OVERLAY_ALPHA,
-        max_side=render["max_side"],
-    )
-    return encoded_image(
-        f"attribution:{name}", pixels, name, {**result_provenance(result), "render": render}
-    )
+    """The overlay of one ``explain`` result on the original image, at the size it is shown."""
+    return overlay_image(f"attribution:{name}", result, alpha=OVERLAY_ALPHA, css_width=WIDTH)
 
 
 def planned_methods(model: Any, full: bool) -> list[str]:
@@ -118,7 +89,7 @@ def compute(model: Any, batch: Any, ctx: ReportContext) -> dict[str, Any]:
     ranking = faithfulness_ranking(
         model,
         batch.x,
-        {name: r.tensors["map"] for name, r in results.items()},
+        {name: r.map for name, r in results.items()},
         target,
         steps=steps,
         progress=lambda done, total: ctx.advance(
@@ -140,12 +111,12 @@ def render(data: dict[str, Any], model: Any, ctx: ReportContext) -> Fragment:
     rows = []
     for row in data["ranking"]:
         result = data["results"][row.method]
-        seconds = float(result.provenance["params"]["seconds"])
+        seconds = result.seconds
         image = attribution_image(model, result, row.method)
         image = ReportImage(
             image.name,
             image.png,
-            f"#{row.rank} {row.method}\n{seconds * 1000:.0f} ms; deletion {row.deletion:.3f}, insertion {row.insertion:.3f}\n{_drawn(image)}",
+            f"#{row.rank} {row.method}\n{seconds * 1000:.0f} ms; deletion {row.deletion:.3f}, insertion {row.insertion:.3f}\n{drawn(image)}",
             {
                 **image.provenance,
                 "metrics": {
@@ -197,20 +168,6 @@ def render(data: dict[str, Any], model: Any, ctx: ReportContext) -> Fragment:
         "skipped": [{"method": n, "reason": why} for n, why in skipped],
     }
     return Fragment(html, [r["image"] for r in rows], summary)
-
-
-def _drawn(image: ReportImage) -> str:
-    """How the map was drawn (channel reduction, sign, clip), for the caption."""
-    from convlens.render.display import display_caption
-
-    render = image.provenance["render"]
-    return display_caption(
-        {
-            "reduce": image.provenance.get("params", {}).get("reduce"),
-            "sign": render["sign"],
-            "clip": render["clip"],
-        }
-    )
 
 
 SECTION = ReportSection(

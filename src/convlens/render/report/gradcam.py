@@ -3,6 +3,7 @@ lights up its own object)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from convlens.render.report import (
@@ -12,13 +13,7 @@ from convlens.render.report import (
     SectionUnavailable,
     figure_html,
 )
-from convlens.render.report._common import (
-    display_width,
-    encoded_image,
-    label,
-    predicted_classes,
-    result_provenance,
-)
+from convlens.render.report._common import drawn, label, overlay_image, predicted_classes
 
 WIDTH = 240  # CSS pixels
 ALPHA = 0.7
@@ -37,34 +32,11 @@ def compute(model: Any, batch: Any, ctx: ReportContext) -> list[tuple[int, float
 
 
 def render(maps: list[tuple[int, float, Any]], model: Any, ctx: ReportContext) -> Fragment:
-    from convlens.render.display import (
-        DEFAULT_CLIP,
-        display_caption,
-        display_settings,
-        result_overlay,
-    )
-
     images = []
     for cls, p, result in maps:
-        settings = display_settings(result, 0, clip=DEFAULT_CLIP)
-        render = {
-            "function": "result_overlay",
-            "alpha": ALPHA,
-            "sign": settings["sign"],
-            "clip": settings["clip"],
-            "max_side": display_width(WIDTH),
-        }
-        prov = {**result_provenance(result), "render": render}
-        pixels = result_overlay(
-            result,
-            0,
-            sign=render["sign"],
-            clip=render["clip"],
-            alpha=ALPHA,
-            max_side=render["max_side"],
-        )
-        caption = f"{cls} {label(model, cls)} ({p:.1%})\nlayer {prov.get('layer')}; {display_caption(settings)}"
-        images.append(encoded_image(f"gradcam:{cls}", pixels, caption, prov))
+        image = overlay_image(f"gradcam:{cls}", result, alpha=ALPHA, css_width=WIDTH)
+        caption = f"{cls} {label(model, cls)} ({p:.1%})\nlayer {image.provenance.get('layer')}; {drawn(image)}"
+        images.append(replace(image, caption=caption))
     classes = [cls for cls, _, _ in maps]
     ctx.records["gradcam"] = {
         "classes": classes,

@@ -12,13 +12,7 @@ from convlens.render.report import (
     SectionUnavailable,
     figure_html,
 )
-from convlens.render.report._common import (
-    display_width,
-    encoded_image,
-    label,
-    predicted_classes,
-    result_provenance,
-)
+from convlens.render.report._common import label, overlay_image, predicted_classes
 
 WIDTH = 320  # CSS pixels
 ALPHA = 0.5
@@ -36,38 +30,21 @@ def compute(model: Any, batch: Any, ctx: ReportContext) -> dict[str, Any]:
         result = explain(model, batch, "segment", target)
     except ConvlensError as exc:  # also MissingDependencyError (OpenCV not installed)
         raise SectionUnavailable(str(exc)) from None
-    fraction = float(foreground_fraction(result.tensors["map"])[0])
+    fraction = float(foreground_fraction(result.map)[0])
     return {"result": result, "target": target, "fraction": fraction}
 
 
 def render(data: dict[str, Any], model: Any, ctx: ReportContext) -> Fragment:
-    from convlens.render.display import DEFAULT_CLIP, display_settings, result_overlay
-
     result, target, fraction = data["result"], data["target"], data["fraction"]
-    settings = display_settings(result, 0, clip=DEFAULT_CLIP)
-    render = {
-        "function": "result_overlay",
-        "alpha": ALPHA,
-        "sign": settings["sign"],
-        "clip": settings["clip"],
-        "max_side": display_width(WIDTH),
-    }
-    prov = {**result_provenance(result), "render": render}
-    pixels = result_overlay(
-        result,
-        0,
-        sign=render["sign"],
-        clip=render["clip"],
-        alpha=ALPHA,
-        max_side=render["max_side"],
-    )
-    image = encoded_image(
+    image = overlay_image(
         "segment",
-        pixels,
-        f"object mask for {target} {label(model, target)}: {fraction:.0%} of the input",
-        prov,
+        result,
+        alpha=ALPHA,
+        css_width=WIDTH,
+        caption=f"object mask for {target} {label(model, target)}: {fraction:.0%} of the input",
     )
-    ctx.records["segmentation"] = {"target": target, "params": prov["params"], "alpha": ALPHA}
+    params = image.provenance["params"]
+    ctx.records["segmentation"] = {"target": target, "params": params, "alpha": ALPHA}
     return Fragment(
         figure_html(image, width=WIDTH),
         [image],
