@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import torch
 
 import convlens
+from convlens.adversarial.registry import AttackSpec
 from convlens.errors import LayerReusedError
 
 from helpers.tiny import ReusedReluNet, assert_unchanged, module_hook_count, snapshot, tiny_model
@@ -128,7 +131,7 @@ def test_global_state_unchanged(case: MethodCase, grad: bool) -> None:
 # The attack registry (convlens.adversarial.registry): every registered attack, same invariants
 
 
-def _attack_specs() -> list:
+def _attack_specs() -> list[AttackSpec]:
     from convlens.adversarial.registry import ATTACKS, attack_names
 
     return [ATTACKS[n] for n in attack_names()]
@@ -141,7 +144,9 @@ ATTACK_STEPS = {"square": 30, "zoo": 2 * 32 + 1, "one-pixel": 2}
 ATTACK_OPTIONS: dict = {"one-pixel": {"population": 10}, "cw": {"search_steps": 1}}
 
 
-def _attack(spec, model: convlens.Model, x: torch.Tensor, seed: int = 0, **extra):  # type: ignore[no-untyped-def]
+def _attack(
+    spec: AttackSpec, model: convlens.Model, x: torch.Tensor, seed: int = 0, **extra: Any
+) -> convlens.Result:
     from convlens.adversarial import attack
 
     eps = 8 / 255 if spec.budget != "none" else None
@@ -151,7 +156,7 @@ def _attack(spec, model: convlens.Model, x: torch.Tensor, seed: int = 0, **extra
 
 
 @pytest.mark.parametrize("spec", ATTACK_CASES)
-def test_attack_is_documented_with_its_paper(spec) -> None:  # type: ignore[no-untyped-def]
+def test_attack_is_documented_with_its_paper(spec: AttackSpec) -> None:
     import re
 
     arxiv = re.search(r"arXiv:\d{4}\.\d{4,5}", spec.paper)
@@ -177,7 +182,7 @@ def test_attack_names_and_aliases_are_unique() -> None:
 
 
 @pytest.mark.parametrize("spec", ATTACK_CASES)
-def test_attack_options_are_validated(spec) -> None:  # type: ignore[no-untyped-def]
+def test_attack_options_are_validated(spec: AttackSpec) -> None:
     import inspect as pyinspect
 
     from convlens.errors import BadInputError
@@ -200,7 +205,7 @@ def test_attack_options_are_validated(spec) -> None:  # type: ignore[no-untyped-
 
 
 @pytest.mark.parametrize("spec", ATTACK_CASES)
-def test_attack_leaves_model_input_and_global_state_unchanged(spec) -> None:  # type: ignore[no-untyped-def]
+def test_attack_leaves_model_input_and_global_state_unchanged(spec: AttackSpec) -> None:
     model = tiny_model(seed=5)
     model.module.train()  # the attack runs in eval mode and switches back
     model.module.get_parameter(FROZEN["conv"]).requires_grad_(False)
@@ -238,7 +243,7 @@ def test_attack_leaves_model_input_and_global_state_unchanged(spec) -> None:  # 
 
 
 @pytest.mark.parametrize("spec", ATTACK_CASES)
-def test_attack_is_seeded(spec) -> None:  # type: ignore[no-untyped-def]
+def test_attack_is_seeded(spec: AttackSpec) -> None:
     model = tiny_model(seed=6)
     x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(6))
     a, b = _attack(spec, model, x, seed=4), _attack(spec, model, x, seed=4)
@@ -247,7 +252,7 @@ def test_attack_is_seeded(spec) -> None:  # type: ignore[no-untyped-def]
 
 
 @pytest.mark.parametrize("spec", ATTACK_CASES)
-def test_dispatch_equals_calling_the_attack_function(spec) -> None:  # type: ignore[no-untyped-def]
+def test_dispatch_equals_calling_the_attack_function(spec: AttackSpec) -> None:
     # wiring: the registry's driver gives each function exactly the settings it declares,
     # so calling the function by hand with those settings gives the same images
     from convlens.adversarial import Oracle, pixel_forward
@@ -294,3 +299,34 @@ def test_untargeted_only_attacks_refuse_a_target() -> None:
         if not spec.targeted:
             with pytest.raises(BadInputError, match="untargeted"):
                 _attack(spec, tiny_model(), torch.rand(1, 3, 16, 16), target=1)
+
+
+def test_an_attack_that_does_not_apply_is_refused() -> None:
+    from convlens.adversarial import attack, register_attack
+    from convlens.adversarial.registry import ATTACKS
+    from convlens.errors import BadInputError
+
+    def noop(
+        forward: Any, x: torch.Tensor, labels: torch.Tensor, eps: float, *, targeted: bool = False
+    ) -> torch.Tensor:
+        """Returns the images unchanged (Nobody 2000, arXiv:0000.00000)."""
+        return x
+
+    register_attack(
+        "noop-for-test",
+        box="white",
+        norms=("inf",),
+        budget="required",
+        steps=1,
+        steps_param=None,
+        steps_means="one step",
+        paper="Nobody 2000, arXiv:0000.00000",
+        applies=lambda model: model.name != "tiny-conv",
+    )(noop)
+    try:
+        with pytest.raises(BadInputError, match="does not apply to model tiny-conv"):
+            attack(tiny_model(), torch.rand(1, 3, 16, 16), "noop-for-test")
+        other = convlens.wrap(tiny_model().module, input_size=16, resize=None, name="other")
+        assert attack(other, torch.rand(1, 3, 16, 16), "noop-for-test")["adversarial"].shape[0] == 1
+    finally:
+        del ATTACKS["noop-for-test"]

@@ -211,6 +211,8 @@ def attack(
     name, eps, norm, steps = _method_settings(
         method, eps, norm, steps, targeted=target is not None, options=options
     )
+    if not ATTACKS[name].applies_to(model):
+        raise BadInputError(f"{name} does not apply to model {model.name}")
     if top_k < 1 or batch_size < 1:
         raise BadInputError(f"top_k {top_k} and batch_size {batch_size}: must be >= 1")
     batch = model.prepare(images)
