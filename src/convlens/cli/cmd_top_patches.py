@@ -3,33 +3,36 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import Annotated
 
 from typing_extensions import NotRequired, TypedDict
 
 from convlens.cli.context import Context
+from convlens.cli.payloads import Files
 from convlens.cli.schema import json_schema
 from convlens.cli.validators import at_least
 
 
 class ReceptiveField(TypedDict):
-    size: Any
-    stride: Any
-    offset: Any
+    """of one unit of the layer, in input pixels, (y, x)"""
+
+    size: list[float]
+    stride: list[float]
+    offset: list[float]
 
 
-class Patche(TypedDict):
-    rank: Any
-    path: Any
-    value: Any
-    y: Any
-    x: Any
-    box: Any
+class Patch(TypedDict):
+    rank: int
+    path: str
+    value: Annotated[float, "the activation"]
+    y: int
+    x: int
+    box: Annotated[list[int], "the receptive field in the image"]
 
 
 class Channel(TypedDict):
     channel: int
-    patches: list[Patche]
+    patches: list[Patch]
 
 
 class TopPatchesOutput(TypedDict):
@@ -42,7 +45,7 @@ class TopPatchesOutput(TypedDict):
     engine: NotRequired[str]
     receptive_field: ReceptiveField
     channels: list[Channel]
-    files: dict[str, Any]
+    files: Files
     errors: list[str]
 
 
@@ -76,6 +79,13 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
         help="dataset engine (ray: pip install 'convlens[ray]')",
     )
     p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    p.add_argument(
+        "--decode-workers",
+        type=int,
+        default=None,
+        help="processes that read, decode and resize images ahead of the model, at most two batches each "
+        + "(default: 1 with one local worker, else 0; 0: decode between forward passes)",
+    )
     p.add_argument(
         "--batch-size", type=int, default=32, help="images per forward pass (default 32)"
     )
@@ -120,6 +130,8 @@ def run(ctx: Context) -> int:
     at_least(args.k, 1, "--k")
     if args.workers < 1 or args.batch_size < 1:
         raise BadInputError("--workers and --batch-size must be >= 1")
+    if args.decode_workers is not None:
+        at_least(args.decode_workers, 0, "--decode-workers")
     channels = _channels(args.channels)
     if not Path(args.folder).exists():
         raise BadInputError(f"{args.folder}: no such file or folder")
@@ -138,7 +150,8 @@ def run(ctx: Context) -> int:
     ) as update:
         result = top_patches(
             model, items, args.layer, channels, args.k, work_dir=out / "run", batch_size=args.batch_size,
-            engine=args.engine, workers=args.workers, guided=args.guided, overwrite=args.overwrite, progress=update,
+            engine=args.engine, workers=args.workers, decode_workers=args.decode_workers,
+            guided=args.guided, overwrite=args.overwrite, progress=update,
         )  # fmt: skip
     params = result.provenance["params"]
     for path, reason in params["failed"]:
