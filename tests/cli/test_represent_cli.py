@@ -170,6 +170,19 @@ def test_top_patches_cli(digits_folder, tmp_path, capsys) -> None:
     assert (out / "patches.png").is_file() and (out / "patches.npz").is_file()
 
 
+def test_top_patches_cli_same_with_decode_workers(digits_folder, tmp_path, capsys) -> None:
+    folder, _ = digits_folder
+    payloads = []
+    for n in ("0", "2"):
+        argv = ["top-patches", str(folder), "--model", "digits_cnn", "--layer", "act2"]
+        argv += ["--k", "3", "--decode-workers", n, "-o", str(tmp_path / n), "--json"]
+        assert main(argv) == 0
+        payloads.append(_json(capsys, cmd_top_patches.SCHEMA))
+    assert payloads[1]["channels"] == payloads[0]["channels"]  # values, images, boxes
+    saved = [np.load(tmp_path / n / "patches.npz") for n in ("0", "2")]
+    np.testing.assert_array_equal(saved[1]["tensor/patches"], saved[0]["tensor/patches"])
+
+
 @pytest.mark.parametrize(
     "argv",
     [
@@ -194,6 +207,16 @@ def test_top_patches_cli(digits_folder, tmp_path, capsys) -> None:
         ["top-patches", "{folder}", "--model", "digits_cnn", "--layer", "act2", "--channels", "99"],
         ["top-patches", "{folder}", "--model", "digits_cnn", "--layer", "nolayer"],
         ["top-patches", "{missing}", "--model", "digits_cnn", "--layer", "act2"],
+        [
+            "top-patches",
+            "{folder}",
+            "--model",
+            "digits_cnn",
+            "--layer",
+            "act2",
+            "--decode-workers",
+            "-1",
+        ],
     ],
 )
 def test_bad_input_exit_2_one_line(digits_folder, tmp_path, capsys, argv) -> None:
