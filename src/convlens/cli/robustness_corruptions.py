@@ -458,17 +458,7 @@ def _table(params: dict[str, Any], *, model: str | None = None, header: bool = T
 
 
 def _print_table(params: dict[str, Any]) -> None:
-    rows = _rows(params)
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for k, row in enumerate(rows):
-        print(
-            "  ".join(
-                cell.ljust(w) if i == 0 else cell.rjust(w)
-                for i, (cell, w) in enumerate(zip(row, widths))
-            )
-        )
-        if k == 0:
-            print("  ".join("-" * w for w in widths))
+    print_rows(_rows(params))
     print(
         f"errors in %; clean accuracy {100 * params['clean_accuracy']:.1f} %, mean corruption error {100 * params['mean_corruption_error']:.1f} %, accuracy drop {100 * params['accuracy_drop']['mean']:.1f} points"
     )
