@@ -108,5 +108,6 @@ def gaussian_blur(
         shape = (c, 1, 1, 2 * pad + 1) if dim == -1 else (c, 1, 2 * pad + 1, 1)
         padding = (pad, pad, 0, 0) if dim == -1 else (0, 0, pad, pad)
         padded = F.pad(out, padding, mode=border) if pad else out
-        out = F.conv2d(padded, k.reshape(1, 1, *shape[2:]).expand(shape), groups=c)
+        weight = k.reshape(1, 1, *shape[2:]).expand(shape).contiguous()
+        out = F.conv2d(padded, weight, groups=c)
     return out
