@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
 
 from typing_extensions import TypedDict
 
@@ -81,7 +80,7 @@ def run(ctx: Context) -> int:
     model = ctx.model()
     model.layer(ctx.args.layer)  # unknown layer: fail before reading images
     n = len(expand_image_args(ctx.args.images))
-    rows: list[dict[str, Any]] = []
+    rows: list[Image] = []
     for loaded in iter_images(ctx, ctx.args.images, "feature maps"):
         result = activations(
             model,
@@ -107,9 +106,13 @@ def run(ctx: Context) -> int:
             }
         )
     if ctx.json:
-        ctx.emit_json(
-            {"model": model.name, "layer": ctx.args.layer, "images": rows, "errors": ctx.bad_inputs}
-        )
+        payload: ActivationsOutput = {
+            "model": model.name,
+            "layer": ctx.args.layer,
+            "images": rows,
+            "errors": ctx.bad_inputs,
+        }
+        ctx.emit_json(payload)
     else:
         for r in rows:
             top = ", ".join(f"{t['channel']} ({t['strength']:.3g})" for t in r["top_channels"])

@@ -110,7 +110,7 @@ def run(ctx: Context) -> int:
             progress=update,
         )
     images = [quantize_8bit(pixels[0])] + [quantize_8bit(r.tensors["image"][0]) for r in results]
-    rows = []
+    rows: list[Layer] = []
     titles = ["original"]
     for layer, r in zip(layers, results):
         pred = model.predict(quantize_8bit(r.tensors["image"]), top_k=1)[0]

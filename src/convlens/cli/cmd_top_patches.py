@@ -159,7 +159,7 @@ def run(ctx: Context) -> int:
     files = {"figure": str(out / "patches.png"), "result": str(out / "patches.npz")}
     save_figure(patches_figure(result), files["figure"])
     result.save(out / "patches")
-    rows = []
+    rows: list[Channel] = []
     for ci, c in enumerate(params["channels"]):
         rows.append(
             {
@@ -177,7 +177,7 @@ def run(ctx: Context) -> int:
                 ],
             }
         )
-    payload = {
+    payload: TopPatchesOutput = {
         "model": model.name,
         "layer": result.provenance["layer"],
         "k": args.k,
