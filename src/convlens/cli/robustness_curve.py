@@ -59,6 +59,8 @@ SCHEMA = json_schema(CurveOutput | SideBySide[Literal["attack-curve"], CurveOutp
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    from convlens.adversarial.curve import CURVE_METHODS
+
     p = sub.add_parser(
         NAME,
         parents=[common],
@@ -73,7 +75,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument(
         "--methods",
         default="fgsm,pgd",
-        help="comma-separated budgeted attacks: fgsm, bim, pgd (default fgsm,pgd)",
+        help=f"comma-separated budgeted attacks: {', '.join(CURVE_METHODS)} (default fgsm,pgd)",
     )
     p.add_argument(
         "--eps",
