@@ -267,3 +267,38 @@ def test_relative_image_paths_resolved_where_the_server_starts(
         FeatureFolders.load([str(work / "feat")], ["digits_cnn"])
     with pytest.raises(BadInputError, match="made with model 'digits_cnn'"):
         FeatureFolders.load([str(work / "feat")], ["mnist_cnn"])
+
+
+def test_report_sections_drawn_with_a_chosen_sign_and_clip(
+    client_factory, digits_model, digit_png, tmp_path
+) -> None:
+    from convlens.render.report import build_report
+
+    client, _ = client_factory()
+    image = _upload(client, digit_png)
+    chosen = {"sections": ["attribution", "gradcam"], "sign": "all", "clip": 95}
+    job = client.post("/api/jobs/report", json={"image": image, **chosen}).json()
+    got = wait_for_job(client, job["id"], timeout=300)["result"]
+    assert got["sign"] == "all" and got["clip"] == 95
+    path = tmp_path / "digit.png"
+    path.write_bytes(digit_png)
+    only = ["attribution", "gradcam"]
+    drawn = build_report(digits_model, str(path), only=only, name="digit.png", sign="all", clip=95)
+    default = build_report(digits_model, str(path), only=only, name="digit.png")
+    for section, reference, plain in zip(got["sections"], drawn.sections, default.sections):
+        pictures = reference["cells"][0]["fragment"].images
+        assert [i["sha256"] for i in section["images"]] == [i.sha256 for i in pictures]
+        assert all(i.provenance["render"]["sign"] == "all" for i in pictures)
+        assert all("all; clip 95%" in i["caption"] for i in section["images"])
+        if section["name"] == "attribution":  # IG is drawn 'positive' by default: it changed
+            ig = next(
+                i for i in section["images"] if i["name"] == "attribution:integrated_gradients"
+            )
+            before = next(
+                i
+                for i in plain["cells"][0]["fragment"].images
+                if i.name == "attribution:integrated_gradients"
+            )
+            assert ig["sha256"] != before.sha256
+    bad = client.post("/api/jobs/report", json={"image": image, "sign": "both"})
+    assert bad.status_code == 422

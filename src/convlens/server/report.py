@@ -13,9 +13,9 @@ handed to the report as its index, which adds the nearest-neighbours section.
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from convlens.errors import BadInputError
 
@@ -31,6 +31,9 @@ class ReportJobRequest(BaseModel):
     #: section names, in any order (they run in the report's order); None: every section
     sections: list[str] | None = None
     full: bool = False
+    #: how maps are drawn, as ``convlens explain --sign/--clip`` (None: each method's default; 99)
+    sign: Literal["positive", "absolute", "negative", "all"] | None = None
+    clip: float | None = Field(default=None, gt=0, le=100)
 
 
 def _index(explorer: Explorer, model_name: str) -> str | None:
@@ -100,7 +103,8 @@ def report_job(explorer: Explorer, request: ReportJobRequest) -> dict[str, Any]:
                 f"unknown report section {unknown[0][:40]!r}; choose from {', '.join(known)}"
             )
     names = known if request.sections is None else [n for n in known if n in request.sections]
-    key = _key(slot.model.name, names, request.full, index)
+    clip = None if request.clip is None else round(request.clip, 2)
+    key = _key(slot.model.name, names, request.full, index, request.sign, clip)
     info = explorer.file(image_id, f"report-{key}.json")
 
     def answer() -> dict[str, Any]:
@@ -127,12 +131,16 @@ def report_job(explorer: Explorer, request: ReportJobRequest) -> dict[str, Any]:
                     progress=watch,
                     index=index,
                     name=name,
+                    sign=request.sign,
+                    clip=clip,
                 )
             progress(total[0], total[0])  # a cancel at the very end still stores nothing
             meta = {
                 "key": key,
                 "model": slot.model.name,
                 "full": request.full,
+                "sign": request.sign,
+                "clip": clip,
                 "seconds": round(report.seconds, 2),
                 "sections": [_cell(s) for s in report.sections],
             }

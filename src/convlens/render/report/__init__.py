@@ -99,6 +99,10 @@ class ReportContext:
     source: str = ""
     records: dict[str, Any] = field(default_factory=dict)
     index: str | None = None  # a `convlens features` folder, for the neighbours section
+    #: how attribution maps are drawn (``render.display``): the sign (None: each method's
+    #: default) and the percentile drawn at full colour (None: 99)
+    sign: str | None = None
+    clip: float | None = None
     #: ``progress(done, total)`` inside the running section (set by :func:`build_report`;
     #: sections report through :meth:`advance` or hand it to a library ``progress=``)
     progress: ProgressFn | None = field(default=None, repr=False, compare=False)
@@ -255,6 +259,8 @@ def build_report(
     on_section: Callable[[str, str], None] | None = None,
     index: str | os.PathLike[str] | None = None,
     name: str | None = None,
+    sign: str | None = None,
+    clip: float | None = None,
 ) -> Report:
     """Run every report section on ``image`` for each model and assemble the page.
 
@@ -284,6 +290,11 @@ def build_report(
     name
         How the page names the image (default: the path, or the object's ``name``); the web
         explorer passes the uploaded file's name instead of its temp path.
+    sign, clip
+        How the attribution, Grad-CAM and segmentation maps are drawn
+        (:mod:`convlens.render.display`): ``"positive"``, ``"negative"``, ``"absolute"`` or
+        ``"all"`` (None: each method's default) and the percentile drawn at full colour
+        (None: 99). The web explorer's report panel passes its controls here.
 
     Returns
     -------
@@ -326,6 +337,8 @@ def build_report(
             top_k=top_k,
             source=str(source),
             index=None if index is None else str(index),
+            sign=sign,
+            clip=clip,
         )
         for _ in model_list
     ]

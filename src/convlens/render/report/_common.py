@@ -48,14 +48,22 @@ def encoded_image(
 
 
 def overlay_image(
-    name: str, result: Any, *, alpha: float, css_width: int, caption: str = ""
+    name: str,
+    result: Any,
+    *,
+    alpha: float,
+    css_width: int,
+    caption: str = "",
+    sign: str | None = None,
+    clip: float | None = None,
 ) -> ReportImage:
     """An attribution result's first map over its original image, as the report shows it:
-    ``render.display.result_overlay`` with the method's default sign, clipped at the 99th
-    percentile, at twice ``css_width``; how it was drawn goes in ``provenance["render"]``."""
+    ``render.display.result_overlay`` with ``sign`` (None: the method's default), clipped at
+    the ``clip`` percentile (None: 99), at twice ``css_width``; how it was drawn goes in
+    ``provenance["render"]``."""
     from convlens.render.display import DEFAULT_CLIP, display_settings, result_overlay
 
-    settings = display_settings(result, 0, clip=DEFAULT_CLIP)
+    settings = display_settings(result, 0, sign=sign, clip=DEFAULT_CLIP if clip is None else clip)
     render = {
         "function": "result_overlay",
         "alpha": alpha,

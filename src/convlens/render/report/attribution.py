@@ -44,9 +44,19 @@ def method_options(model: Any, name: str, full: bool) -> dict[str, Any]:
     return options
 
 
-def attribution_image(model: Any, result: Any, name: str) -> ReportImage:
-    """The overlay of one ``explain`` result on the original image, at the size it is shown."""
-    return overlay_image(f"attribution:{name}", result, alpha=OVERLAY_ALPHA, css_width=WIDTH)
+def attribution_image(
+    model: Any, result: Any, name: str, ctx: ReportContext | None = None
+) -> ReportImage:
+    """The overlay of one ``explain`` result on the original image, at the size it is shown
+    (with the report's sign and clip when ``ctx`` sets them)."""
+    return overlay_image(
+        f"attribution:{name}",
+        result,
+        alpha=OVERLAY_ALPHA,
+        css_width=WIDTH,
+        sign=ctx.sign if ctx is not None else None,
+        clip=ctx.clip if ctx is not None else None,
+    )
 
 
 def planned_methods(model: Any, full: bool) -> list[str]:
@@ -112,7 +122,7 @@ def render(data: dict[str, Any], model: Any, ctx: ReportContext) -> Fragment:
     for row in data["ranking"]:
         result = data["results"][row.method]
         seconds = result.seconds
-        image = attribution_image(model, result, row.method)
+        image = attribution_image(model, result, row.method, ctx)
         image = ReportImage(
             image.name,
             image.png,

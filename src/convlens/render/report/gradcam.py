@@ -34,7 +34,9 @@ def compute(model: Any, batch: Any, ctx: ReportContext) -> list[tuple[int, float
 def render(maps: list[tuple[int, float, Any]], model: Any, ctx: ReportContext) -> Fragment:
     images = []
     for cls, p, result in maps:
-        image = overlay_image(f"gradcam:{cls}", result, alpha=ALPHA, css_width=WIDTH)
+        image = overlay_image(
+            f"gradcam:{cls}", result, alpha=ALPHA, css_width=WIDTH, sign=ctx.sign, clip=ctx.clip
+        )
         caption = f"{cls} {label(model, cls)} ({p:.1%})\nlayer {image.provenance.get('layer')}; {drawn(image)}"
         images.append(replace(image, caption=caption))
     classes = [cls for cls, _, _ in maps]

@@ -42,6 +42,8 @@ def render(data: dict[str, Any], model: Any, ctx: ReportContext) -> Fragment:
         alpha=ALPHA,
         css_width=WIDTH,
         caption=f"object mask for {target} {label(model, target)}: {fraction:.0%} of the input",
+        sign=ctx.sign,
+        clip=ctx.clip,
     )
     params = image.provenance["params"]
     ctx.records["segmentation"] = {"target": target, "params": params, "alpha": ALPHA}

@@ -419,7 +419,10 @@ async function runReport(sections) {
   const image = state.image;
   setStatus(sections ? `report: ${sections.join(", ")}...` : "report: all sections...");
   try {
-    const body = { image, model: state.model, sections, full: $("report-full").checked };
+    const clip = Number($("report-clip").value);
+    if (!(clip > 0 && clip <= 100)) throw new Error(`clip ${$("report-clip").value}: a percentile in (0, 100], e.g. 99`);
+    const sign = $("report-sign").value || null; // null: each method's default, as the report
+    const body = { image, model: state.model, sections, full: $("report-full").checked, sign, clip };
     const job = await follow(await post("/api/jobs/report", body), "report");
     if (job.status !== "done" || seq !== state.reportSeq || image !== state.image) return;
     for (const r of job.result.sections) {
