@@ -22,6 +22,7 @@ import torch
 
 from convlens.atomic import atomic_write_bytes
 from convlens.errors import BadInputError
+from convlens.types import ModelProtocol
 
 __all__ = ["ProvenanceRecord", "Result", "TargetRecord", "make_provenance"]
 
@@ -59,7 +60,7 @@ class ProvenanceRecord(TypedDict, total=False):
 
 
 def make_provenance(
-    model: Any,
+    model: ModelProtocol,
     method: str,
     *,
     params: Mapping[str, Any] | None = None,

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from convlens.errors import BadInputError
+from convlens.types import ModelProtocol
 
 __all__ = [
     "ATTACKS",
@@ -84,7 +85,7 @@ class AttackSpec:
         """The keyword parameters a user may set (``alpha``, ``c``, ``p_init`` ...), sorted."""
         return tuple(sorted(self.parameters - DRIVER_PARAMS - {self.steps_param}))
 
-    def applies_to(self, model: Any) -> bool:
+    def applies_to(self, model: ModelProtocol) -> bool:
         return self.applies is None or bool(self.applies(model))
 
 

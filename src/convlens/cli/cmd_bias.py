@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from typing_extensions import NotRequired, TypedDict
 
 from convlens.cli.context import Context
 from convlens.cli.schema import json_schema
 from convlens.cli.validators import at_least
+
+if TYPE_CHECKING:
+    from convlens.models.model import Model
 
 
 class ImageShare(TypedDict):
@@ -157,7 +160,7 @@ def _make(ctx: Context) -> int:
 
 
 def _load(
-    model: Any, folder: str, masks_dir: str, limit: int | None
+    model: Model, folder: str, masks_dir: str, limit: int | None
 ) -> tuple[Any, Any, Any, list[str]]:
     import torch
 

@@ -6,7 +6,7 @@ import argparse
 import csv
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from typing_extensions import NotRequired, TypedDict
 
@@ -14,6 +14,9 @@ from convlens.atomic import atomic_open
 from convlens.cli.context import Context
 from convlens.cli.schema import json_schema
 from convlens.errors import BadInputError, ConvlensError
+
+if TYPE_CHECKING:
+    from convlens.models.model import Model
 
 
 class Row(TypedDict):
@@ -222,7 +225,7 @@ def run(ctx: Context) -> int:
 
 
 def _load(
-    ctx: Context, model: Any, args: argparse.Namespace
+    ctx: Context, model: Model, args: argparse.Namespace
 ) -> tuple[list[Any], list[str], list[int | None], list[Any], list[str]]:
     """Pixels at the model's size, sources, labels (None when unknown), geometries, file names."""
     from convlens.cli.images import iter_images
@@ -276,7 +279,7 @@ def _read_boxes(path: Path) -> dict[str, list[list[float]]]:
 
 
 def _mask(
-    model: Any,
+    model: Model,
     name: str,
     geometry: Any,
     boxes: dict[str, list[list[float]]] | None,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from typing_extensions import NotRequired, TypedDict
 
@@ -14,6 +14,9 @@ from convlens.cli.images import expand_image_args, iter_images
 from convlens.cli.schema import json_schema
 from convlens.cli.targets import add_target_options, parse_target_options
 from convlens.errors import BadInputError
+
+if TYPE_CHECKING:
+    from convlens.models.model import Model
 
 
 class Result(TypedDict):
@@ -240,7 +243,7 @@ def run(ctx: Context) -> int:
 
 
 def _explain_one(
-    model: Any,
+    model: Model,
     batch: Any,
     method: str,
     args: argparse.Namespace,
@@ -364,7 +367,7 @@ def _run_images(
     return ctx.exit_code()
 
 
-def _run_dataset(ctx: Context, model: Any, method: str, options: dict[str, Any]) -> int:
+def _run_dataset(ctx: Context, model: Model, method: str, options: dict[str, Any]) -> int:
     """A folder: stream through the resumable runner; shards of maps in the output folder."""
     import torch
 

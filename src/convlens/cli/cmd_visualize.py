@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import time
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from typing_extensions import NotRequired, TypedDict
 
@@ -13,6 +13,9 @@ from convlens.cli.payloads import ClassScore
 from convlens.cli.schema import json_schema
 from convlens.cli.validators import greater_than
 from convlens.errors import BadInputError
+
+if TYPE_CHECKING:
+    from convlens.models.model import Model
 
 
 class Image(TypedDict):
@@ -135,7 +138,7 @@ def _check(args: argparse.Namespace) -> None:
 
 
 def _check_units(
-    model: Any, layer: str, channels: list[int], unit: tuple[int, int] | None = None
+    model: Model, layer: str, channels: list[int], unit: tuple[int, int] | None = None
 ) -> None:
     """Refuse channels or a unit position outside ``layer``'s output before any work is done
     (and before ``-o`` is created): the objectives would only notice at the first step."""

@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from typing_extensions import TypedDict
 
 from convlens.cli.context import Context
 from convlens.errors import BadInputError
+
+if TYPE_CHECKING:
+    from convlens.models.model import Model
 
 __all__ = ["SideBySide", "check_class_scores", "load_models", "model_folders", "print_rows"]
 
@@ -32,7 +35,7 @@ def load_models(ctx: Context) -> list[Any]:
     return list(ctx.models(class_scores=True))
 
 
-def check_class_scores(model: Any, command: str, *, classes: int, why: str = "") -> None:
+def check_class_scores(model: Model, command: str, *, classes: int, why: str = "") -> None:
     """Refuse a model whose output is not ``(N, classes)`` scores with at least ``classes`` classes.
 
     One forward pass of a blank image at the model's input size (eval mode, no gradient),

@@ -17,11 +17,14 @@ import argparse
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from convlens.errors import BadInputError, ConvlensError, TargetError
+
+if TYPE_CHECKING:
+    from convlens.models.model import Model
 
 __all__ = ["DenseTargetOption", "add_target_options", "parse_target_options"]
 
@@ -57,7 +60,7 @@ class DenseTargetOption:
     def flag(self) -> str:
         return f"--target-{self.kind}"
 
-    def check(self, model: Any, image_args: Sequence[str]) -> None:
+    def check(self, model: Model, image_args: Sequence[str]) -> None:
         """Fail (BadInputError, exit 2) unless this target works with ``model`` on the images.
 
         Region: the class resolves, the model's output is ``(N, classes, H, W)`` with that
@@ -88,7 +91,7 @@ class DenseTargetOption:
             raise BadInputError(f"{self.flag} {self.text}: {exc}") from None
         self._bound[id(model)] = bound
 
-    def _check_mask_sizes(self, model: Any, image_args: Sequence[str]) -> None:
+    def _check_mask_sizes(self, model: Model, image_args: Sequence[str]) -> None:
         assert self.mask is not None
         size = tuple(self.mask.shape)
         if size == tuple(model.input_size):
@@ -101,7 +104,7 @@ class DenseTargetOption:
                     f"{self.flag} {self.text}: the mask is {size[1]}x{size[0]} but the image {arg} is {image_size[1]}x{image_size[0]} and the model input {w}x{h}; give a mask of one of those sizes"
                 )
 
-    def for_image(self, model: Any, image: torch.Tensor) -> Any:
+    def for_image(self, model: Model, image: torch.Tensor) -> Any:
         """The target for one image (image space ``(3, H, W)``) on ``model`` (after :meth:`check`)."""
         bound = self._bound.get(id(model))
         if bound is None:
@@ -196,7 +199,7 @@ def _parse_similar(text: str) -> DenseTargetOption:
     return DenseTargetOption("similar", text, reference=reference)
 
 
-def _probe(model: Any) -> Any:
+def _probe(model: Model) -> Any:
     """The model's output for one blank input (eval mode, no gradient): its shape tells
     whether a target can read it."""
     from convlens.hooks import eval_mode

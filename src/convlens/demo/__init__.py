@@ -11,10 +11,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from convlens.discovery import collect
 from convlens.progress import ProgressFn
+
+if TYPE_CHECKING:
+    from convlens.models.model import Model
 
 __all__ = ["DemoSection", "discover_sections", "run_demo"]
 
@@ -41,7 +44,7 @@ def discover_sections() -> list[DemoSection]:
 
 
 def run_demo(
-    model: Any,
+    model: Model,
     out_dir: str | Path,
     *,
     full: bool = False,

@@ -8,16 +8,19 @@ figure. ``full`` adds FGSM at 1/255 and a targeted PGD toward "daisy" at 4/255.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from convlens.demo import DemoSection
 from convlens.progress import ProgressFn
+
+if TYPE_CHECKING:
+    from convlens.models.model import Model
 
 PHOTO = "sample:coffee"
 TARGET = "daisy"
 
 
-def run(model: Any, out: Path, progress: ProgressFn | None, full: bool = False) -> dict[str, Any]:
+def run(model: Model, out: Path, progress: ProgressFn | None, full: bool = False) -> dict[str, Any]:
     from convlens.adversarial.attack import attack
     from convlens.data.images import save_image
     from convlens.errors import TargetError

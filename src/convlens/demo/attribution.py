@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from convlens.demo import DemoSection
 from convlens.progress import ProgressFn
+
+if TYPE_CHECKING:
+    from convlens.models.model import Model
 
 # Methods shown by default, with options that keep the demo under its time budget;
 # `convlens demo --full` runs every registered method with its defaults.
@@ -27,7 +30,7 @@ QUICK = {
 }
 
 
-def run(model: Any, out: Path, progress: ProgressFn | None, full: bool = False) -> dict[str, Any]:
+def run(model: Model, out: Path, progress: ProgressFn | None, full: bool = False) -> dict[str, Any]:
     from convlens.attribution import METHODS, applicable_methods, explain
     from convlens.render.attribution import comparison_figure
     from convlens.render.figures import save_figure
@@ -69,7 +72,7 @@ def run(model: Any, out: Path, progress: ProgressFn | None, full: bool = False) 
     }
 
 
-def _scaled(options: dict[str, Any], model: Any) -> dict[str, Any]:
+def _scaled(options: dict[str, Any], model: Model) -> dict[str, Any]:
     """Occlusion windows are set for 224 px; a model of another size (a user's) gets the
     same fraction of its input."""
     scale = min(model.input_size) / 224

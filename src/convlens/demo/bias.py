@@ -11,15 +11,18 @@ background and fails the counter cues. The section trains its own models (the de
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from convlens.demo import DemoSection
 from convlens.progress import ProgressFn
 
+if TYPE_CHECKING:
+    from convlens.models.model import Model
+
 _N = 120  # held-out digits per split: enough for stable means, quick to explain
 
 
-def run(model: Any, out: Path, progress: ProgressFn | None, full: bool = False) -> dict[str, Any]:
+def run(model: Model, out: Path, progress: ProgressFn | None, full: bool = False) -> dict[str, Any]:
     from convlens.data.biased import make_biased
     from convlens.metrics.bias import bias_check
     from convlens.models.zoo import load_model

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from convlens.demo import DemoSection
 from convlens.progress import ProgressFn
 
+if TYPE_CHECKING:
+    from convlens.models.model import Model
 
-def _middle_layer(model: Any) -> str:
+
+def _middle_layer(model: Model) -> str:
     """A mid-depth activation layer with a spatial output, for the feature-map picture."""
     rows = [
         r
@@ -20,7 +23,7 @@ def _middle_layer(model: Any) -> str:
     return acts[len(acts) // 3].name
 
 
-def run(model: Any, out: Path, progress: ProgressFn | None, full: bool = False) -> dict[str, Any]:
+def run(model: Model, out: Path, progress: ProgressFn | None, full: bool = False) -> dict[str, Any]:
     from convlens.data.samples import load_sample
     from convlens.inspect import activations, filters, gradients
     from convlens.models.zoo import load_model

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from convlens.demo import DemoSection
 from convlens.progress import ProgressFn
 
+if TYPE_CHECKING:
+    from convlens.models.model import Model
 
-def run(model: Any, out: Path, progress: ProgressFn | None, full: bool = False) -> dict[str, Any]:
+
+def run(model: Model, out: Path, progress: ProgressFn | None, full: bool = False) -> dict[str, Any]:
     rows = [r for r in model.layers() if r.is_leaf]
     (out / "layers.json").write_text(json.dumps([r.to_dict() for r in rows], indent=2))
     lines = [f"{'layer':<32} {'type':<16} {'output':<14} {'RF size':>8} {'RF stride':>9}"]

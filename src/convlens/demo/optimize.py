@@ -11,11 +11,14 @@ spread over their depth.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from convlens.demo import DemoSection
 from convlens.errors import TargetError
 from convlens.progress import ProgressFn
+
+if TYPE_CHECKING:
+    from convlens.models.model import Model
 
 #: ImageNet classes shown (other models: their first classes)
 QUICK_CLASSES = ["flamingo", "goldfish", "monarch"]
@@ -25,7 +28,7 @@ DREAM_LAYERS = ["blocks.3", "blocks.8", "blocks.12"]
 INVERT_LAYERS = ["stem_act", "blocks.2", "blocks.6", "blocks.12", "head_act"]
 
 
-def _classes(model: Any, names: list[str]) -> list[int | str]:
+def _classes(model: Model, names: list[str]) -> list[int | str]:
     """``names`` when the model knows them all, else its first ``len(names)`` classes."""
     if model.labels is not None:
         try:
@@ -38,7 +41,7 @@ def _classes(model: Any, names: list[str]) -> list[int | str]:
     return list(range(min(len(names), n)))
 
 
-def _spatial_layers(model: Any, preferred: list[str]) -> list[str]:
+def _spatial_layers(model: Model, preferred: list[str]) -> list[str]:
     """``preferred`` when the model has them all, else as many activation layers with a
     spatial output, spread over the depth."""
     names = set(model.layer_names())
@@ -73,7 +76,7 @@ def _resize_longest(image: Any, longest: int) -> Any:
     )[0].clamp(0, 1)
 
 
-def run(model: Any, out: Path, progress: ProgressFn | None, full: bool = False) -> dict[str, Any]:
+def run(model: Model, out: Path, progress: ProgressFn | None, full: bool = False) -> dict[str, Any]:
     import torch
 
     from convlens.data.images import load_image, quantize_8bit

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from convlens.demo import DemoSection
 from convlens.progress import ProgressFn
 
+if TYPE_CHECKING:
+    from convlens.models.model import Model
 
-def run(model: Any, out: Path, progress: ProgressFn | None, full: bool = False) -> dict[str, Any]:
+
+def run(model: Model, out: Path, progress: ProgressFn | None, full: bool = False) -> dict[str, Any]:
     from convlens.data.samples import SAMPLES, load_sample, sample_names
     from convlens.render.figures import save_figure
     from convlens.render.inspect import predictions_figure

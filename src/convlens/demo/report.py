@@ -7,15 +7,18 @@ section; ``--full`` adds the slow ones (Score-CAM, more metric steps).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from convlens.demo import DemoSection
 from convlens.progress import ProgressFn
 
+if TYPE_CHECKING:
+    from convlens.models.model import Model
+
 PHOTO = "sample:cat"
 
 
-def run(model: Any, out: Path, progress: ProgressFn | None, full: bool) -> dict[str, Any]:
+def run(model: Model, out: Path, progress: ProgressFn | None, full: bool) -> dict[str, Any]:
     from convlens.render.report import build_report
 
     report = build_report(model, PHOTO, full=full, progress=progress)

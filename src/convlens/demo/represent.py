@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from convlens.demo import DemoSection
 from convlens.progress import ProgressFn
+
+if TYPE_CHECKING:
+    from convlens.models.model import Model
 
 QUERY = "cat"
 #: the middle layer whose channels get their maximal patches (other models: a middle spatial layer)
@@ -23,7 +26,7 @@ PATCH_LAYER = "blocks.5.expand_act"
 PATCH_CHANNELS = 4
 
 
-def _spatial_layers(model: Any) -> list[str]:
+def _spatial_layers(model: Model) -> list[str]:
     return [
         r.name
         for r in model.layers()
@@ -35,7 +38,7 @@ def _spatial_layers(model: Any) -> list[str]:
     ]
 
 
-def run(model: Any, out: Path, progress: ProgressFn | None, full: bool = False) -> dict[str, Any]:
+def run(model: Model, out: Path, progress: ProgressFn | None, full: bool = False) -> dict[str, Any]:
     import numpy as np
 
     from convlens.data.images import load_image, save_image
@@ -141,7 +144,7 @@ def run(model: Any, out: Path, progress: ProgressFn | None, full: bool = False) 
     }
 
 
-def _model_view(model: Any, path: str) -> Any:
+def _model_view(model: Model, path: str) -> Any:
     """The photo as the model sees it (resized, cropped, its channels)."""
     from convlens.data.images import load_image
 

@@ -9,17 +9,20 @@ texture synthesised from the gravel photo. The loss layers are the model's defau
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from convlens.demo import DemoSection
 from convlens.progress import ProgressFn
+
+if TYPE_CHECKING:
+    from convlens.models.model import Model
 
 CONTENT = "sample:cat"
 STYLE = "sample:brick"
 TEXTURE = "sample:gravel"
 
 
-def run(model: Any, out: Path, progress: ProgressFn | None, full: bool = False) -> dict[str, Any]:
+def run(model: Model, out: Path, progress: ProgressFn | None, full: bool = False) -> dict[str, Any]:
     from convlens.render.figures import save_figure
     from convlens.render.style import style_figure, texture_figure
     from convlens.style.transfer import load_style_image, style_transfer, synthesize_texture

@@ -37,6 +37,7 @@ from convlens.optimize.transforms import (
 )
 from convlens.progress import ProgressFn
 from convlens.results import Result, make_provenance
+from convlens.types import ModelProtocol
 
 __all__ = ["DEFAULT_DECAY_POWER", "OPTIMIZERS", "evaluate_objective", "make_param", "optimize"]
 
@@ -60,7 +61,7 @@ def _generator(generator: torch.Generator | int | None) -> tuple[torch.Generator
     return torch.Generator().manual_seed(generator), generator
 
 
-def _image_size(model: Any, image_size: int | Sequence[int] | None) -> tuple[int, int]:
+def _image_size(model: ModelProtocol, image_size: int | Sequence[int] | None) -> tuple[int, int]:
     if image_size is None:
         h, w = model.input_size
         return int(h), int(w)
@@ -74,7 +75,7 @@ def _image_size(model: Any, image_size: int | Sequence[int] | None) -> tuple[int
 
 def make_param(
     kind: str,
-    model: Any,
+    model: ModelProtocol,
     *,
     batch: int = 1,
     image_size: int | Sequence[int] | None = None,
@@ -118,13 +119,13 @@ def _transforms(
     )
 
 
-def _check_layers(model: Any, objective: Objective) -> None:
+def _check_layers(model: ModelProtocol, objective: Objective) -> None:
     for name in objective.layers:
         resolve_layer(model.module, name)  # LayerNotFoundError with suggestions
 
 
 def _forward(
-    model: Any,
+    model: ModelProtocol,
     objective: Objective,
     cap: Any,
     image: torch.Tensor,
@@ -141,7 +142,7 @@ def _forward(
 
 
 def evaluate_objective(
-    model: Any, objective: Objective, pixels: torch.Tensor, *, truncate: bool = False
+    model: ModelProtocol, objective: Objective, pixels: torch.Tensor, *, truncate: bool = False
 ) -> torch.Tensor:
     """The objective's values ``(B,)`` on a pixel-space batch, seen without transforms.
 
@@ -175,7 +176,7 @@ def _check_number(
 
 
 def optimize(
-    model: Any,
+    model: ModelProtocol,
     objective: Objective | Callable[[ObjectiveContext], torch.Tensor],
     param: ImageParam | str | None = None,
     *,

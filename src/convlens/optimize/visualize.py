@@ -25,6 +25,7 @@ from convlens.optimize import objectives as obj
 from convlens.optimize.engine import optimize
 from convlens.optimize.param import ImageParam
 from convlens.results import Result
+from convlens.types import ModelProtocol
 
 __all__ = ["visualize_class", "visualize_layer", "visualize_neuron"]
 
@@ -32,7 +33,7 @@ __all__ = ["visualize_class", "visualize_layer", "visualize_neuron"]
 DEFAULT_STEPS = 128
 
 
-def _resolve_class(model: Any, cls: int | str) -> int:
+def _resolve_class(model: ModelProtocol, cls: int | str) -> int:
     if model.labels is not None:
         return int(model.labels.resolve(cls))
     if isinstance(cls, bool) or (
@@ -43,7 +44,7 @@ def _resolve_class(model: Any, cls: int | str) -> int:
 
 
 def visualize_class(
-    model: Any,
+    model: ModelProtocol,
     cls: int | str | Sequence[int | str],
     *,
     steps: int = DEFAULT_STEPS,
@@ -139,7 +140,7 @@ def visualize_class(
 
 
 def visualize_neuron(
-    model: Any,
+    model: ModelProtocol,
     layer: str,
     channel: int,
     y: int | None = None,
@@ -197,7 +198,7 @@ def visualize_neuron(
 
 
 def visualize_layer(
-    model: Any,
+    model: ModelProtocol,
     layer: str,
     channels: Sequence[int] | range = range(16),
     *,

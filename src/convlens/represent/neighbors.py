@@ -32,6 +32,7 @@ import torch
 from convlens.atomic import atomic_path, atomic_write_text
 from convlens.errors import BadInputError, MissingDependencyError
 from convlens.progress import ProgressFn
+from convlens.types import ModelProtocol
 
 __all__ = [
     "METRICS",
@@ -354,7 +355,7 @@ def load_index(folder: str | Path, metric: str = "l2") -> AnnIndex:
 
 
 def query_codes(
-    model: Any, images: Sequence[Any], layer: str, *, pooled: bool = True
+    model: ModelProtocol, images: Sequence[Any] | torch.Tensor, layer: str, *, pooled: bool = True
 ) -> np.ndarray:
     """Codes of images at ``layer``, computed as ``convlens features`` does.
 

@@ -30,7 +30,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from fastapi import FastAPI, Query, Request
@@ -45,6 +45,9 @@ from convlens.server.jobs import JobManager
 from convlens.server.patches import FeatureFolders, PatchesRequest, patches_job
 from convlens.server.report import ReportJobRequest, report_job, report_sections
 from convlens.server.storage import Storage
+
+if TYPE_CHECKING:
+    from convlens.models.model import Model
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
@@ -111,7 +114,7 @@ class AttackRequest(BaseModel):
 
 @dataclass
 class _Slot:
-    model: Any
+    model: Model
     lock: threading.Lock
 
 

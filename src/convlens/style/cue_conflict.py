@@ -39,6 +39,7 @@ from convlens.errors import BadInputError
 from convlens.progress import ProgressFn
 from convlens.results import Result, make_provenance
 from convlens.style.transfer import style_transfer
+from convlens.types import ModelProtocol
 
 __all__ = ["CueConflictPair", "cue_conflict_pairs", "make_cue_conflict", "scan_categories"]
 
@@ -139,7 +140,7 @@ def _write_labels(out: Path, rows: list[CueConflictPair]) -> Path:
 
 
 def make_cue_conflict(
-    model: Any,
+    model: ModelProtocol,
     shape_dir: str | os.PathLike[str],
     texture_dir: str | os.PathLike[str],
     out_dir: str | os.PathLike[str],

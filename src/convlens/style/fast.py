@@ -64,6 +64,7 @@ from convlens.style.transfer import (
     DEFAULT_TV,
     load_style_image,
 )
+from convlens.types import ModelProtocol
 
 __all__ = [
     "DEFAULT_STEPS",
@@ -270,7 +271,7 @@ def _random_crops(
 
 # -- losses -----------------------------------------------------------------------------------
 def _perceptual_objective(
-    model: Any,
+    model: ModelProtocol,
     contents: torch.Tensor,
     targets: Any,
     layers: Any,
@@ -300,7 +301,7 @@ def _perceptual_objective(
 
 
 def perceptual_losses(
-    model: Any, images: torch.Tensor, contents: torch.Tensor, style: Any
+    model: ModelProtocol, images: torch.Tensor, contents: torch.Tensor, style: Any
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The content and style penalties of ``images`` as :func:`style_transfer` defines them.
 
@@ -355,7 +356,7 @@ class TrainedStyleNet(NamedTuple):
 
 
 def train_style_net(
-    model: Any,
+    model: ModelProtocol,
     style: Any,
     images: Any = None,
     *,

@@ -94,7 +94,7 @@ DEFAULT_LAYERS: dict[str, StyleLayers] = {
 }
 
 
-def default_layers(model: object) -> StyleLayers:
+def default_layers(model: ModelProtocol) -> StyleLayers:
     """The tuned layers of a known model; otherwise one layer per resolution from the layer table.
 
     For an unknown model: the last layer at each of the first five strides (style) and the
@@ -104,7 +104,7 @@ def default_layers(model: object) -> StyleLayers:
     if name in DEFAULT_LAYERS:
         return DEFAULT_LAYERS[name]
     by_stride: dict[float, str] = {}
-    for info in model.layers():  # type: ignore[attr-defined]
+    for info in model.layers():
         field = info.receptive_field
         if field is None or field.is_global or not info.name:
             continue
@@ -118,13 +118,13 @@ def default_layers(model: object) -> StyleLayers:
 
 
 def layer_codes(
-    model: object, pixels: torch.Tensor, layers: Sequence[str]
+    model: ModelProtocol, pixels: torch.Tensor, layers: Sequence[str]
 ) -> dict[str, torch.Tensor]:
     """The activations of ``layers`` for pixel-space images ``(B, C, H, W)``, detached.
 
     The forward pass stops at the deepest of them, so any image size works.
     """
-    module = model.module  # type: ignore[attr-defined]
+    module = model.module
     for layer in layers:
         resolve_layer(module, layer)
     with (
@@ -132,7 +132,7 @@ def layer_codes(
         torch.no_grad(),
         capture(module, list(layers), stop=True) as acts,
     ):
-        forward_until_captured(module, model.normalize(pixels))  # type: ignore[attr-defined]
+        forward_until_captured(module, model.normalize(pixels))
         return {name: acts[name].detach() for name in layers}
 
 
@@ -151,7 +151,7 @@ def _check_statistic(statistic: str) -> str:
 
 
 def style_targets(
-    model: object,
+    model: ModelProtocol,
     styles: Sequence[torch.Tensor],
     layers: Sequence[str],
     *,

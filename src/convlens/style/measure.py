@@ -15,7 +15,6 @@ method cannot score well by exploiting its own network or its own feature transf
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -23,6 +22,7 @@ import torch.nn.functional as F
 from convlens.errors import BadInputError
 from convlens.style.gram import gram_matrix
 from convlens.style.losses import layer_codes
+from convlens.types import ModelProtocol
 
 __all__ = [
     "content_correlation",
@@ -35,7 +35,7 @@ __all__ = [
 _ACTIVATIONS = ("ReLU", "ReLU6", "LeakyReLU", "SiLU", "GELU", "Hardswish", "ELU")
 
 
-def measure_layers(model: Any, count: int = 4) -> list[str]:
+def measure_layers(model: ModelProtocol, count: int = 4) -> list[str]:
     """One activation layer per resolution: the last at each of the first ``count`` strides.
 
     Four strides (2 to 16 on an ImageNet CNN) mirror Gatys et al.'s conv1_1 ... conv4_1:
@@ -55,14 +55,17 @@ def measure_layers(model: Any, count: int = 4) -> list[str]:
     return names
 
 
-def content_layer(model: Any) -> str:
+def content_layer(model: ModelProtocol) -> str:
     """The measuring layer at stride 16 (or the deepest below it): a middle layer."""
     layers = measure_layers(model, count=4)
     return layers[-1]
 
 
 def gram_distance(
-    model: Any, images: torch.Tensor, reference: torch.Tensor, layers: Sequence[str] | None = None
+    model: ModelProtocol,
+    images: torch.Tensor,
+    reference: torch.Tensor,
+    layers: Sequence[str] | None = None,
 ) -> torch.Tensor:
     """Per image of ``images (B, C, H, W)``: mean relative Frobenius distance of its Gram
     matrices to those of ``reference (1, C, H', W')`` (sizes may differ)."""
@@ -79,7 +82,7 @@ def gram_distance(
 
 
 def content_correlation(
-    model: Any, images: torch.Tensor, content: torch.Tensor, layer: str | None = None
+    model: ModelProtocol, images: torch.Tensor, content: torch.Tensor, layer: str | None = None
 ) -> torch.Tensor:
     """Per image: Pearson correlation of its activations at ``layer`` with the content's.
 

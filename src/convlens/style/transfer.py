@@ -47,6 +47,7 @@ from convlens.style.losses import (
     style_loss,
     style_targets,
 )
+from convlens.types import ModelProtocol
 
 __all__ = ["load_style_image", "preserve_colors", "style_transfer", "synthesize_texture"]
 
@@ -60,7 +61,9 @@ DEFAULT_JITTER = 4
 DEFAULT_TV = 1e-4
 
 
-def load_style_image(source: Any, size: int | None = None, model: Any = None) -> torch.Tensor:
+def load_style_image(
+    source: Any, size: int | None = None, model: ModelProtocol | None = None
+) -> torch.Tensor:
     """An image (path, ``sample:NAME``, array, PIL, tensor) as pixels ``(1, C, H, W)``.
 
     With ``size``, resized (bilinear, antialiased) so that its longer side is ``size``.
@@ -119,7 +122,7 @@ def _check_weight(name: str, value: float) -> float:
 
 
 def _style_layers(
-    model: Any, style_layers: Sequence[str] | Mapping[str, float] | None
+    model: ModelProtocol, style_layers: Sequence[str] | Mapping[str, float] | None
 ) -> dict[str, float]:
     if style_layers is None:
         return dict(default_layers(model).style)
@@ -129,7 +132,7 @@ def _style_layers(
 
 
 def style_transfer(
-    model: Any,
+    model: ModelProtocol,
     content: Any,
     styles: Any | Sequence[Any],
     *,
@@ -302,7 +305,7 @@ def style_transfer(
 
 
 def synthesize_texture(
-    model: Any,
+    model: ModelProtocol,
     sample: Any,
     *,
     size: int | Sequence[int] = 384,
@@ -422,7 +425,7 @@ def _optimizer_settings(
 
 
 def _final_losses(
-    model: Any, image: torch.Tensor, c_loss: Any, s_loss: Any
+    model: ModelProtocol, image: torch.Tensor, c_loss: Any, s_loss: Any
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The content and style penalties of the final image (content 0 without a content term)."""
     with torch.no_grad():

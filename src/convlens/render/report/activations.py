@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from convlens.render.report import (
     Fragment,
@@ -15,8 +15,11 @@ from convlens.render.report import (
 )
 from convlens.render.report._common import LOSSY, result_provenance
 
+if TYPE_CHECKING:
+    from convlens.models.model import Model
 
-def compute(model: Any, batch: Any, ctx: ReportContext) -> list[Any]:
+
+def compute(model: Model, batch: Any, ctx: ReportContext) -> list[Any]:
     from convlens.inspect import activations, representative_layers
 
     layers = representative_layers(model)
@@ -25,7 +28,7 @@ def compute(model: Any, batch: Any, ctx: ReportContext) -> list[Any]:
     return [activations(model, batch, layer) for layer in layers]
 
 
-def render(results: list[Any], model: Any, ctx: ReportContext) -> Fragment:
+def render(results: list[Any], model: Model, ctx: ReportContext) -> Fragment:
     from convlens.render.figures import MEDIA_TYPES, figure_to_bytes
     from convlens.render.inspect import activations_figure
 

@@ -3,7 +3,7 @@ and its perturbation, amplified so that grey means unchanged."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from convlens.render.report import (
     Fragment,
@@ -14,11 +14,14 @@ from convlens.render.report import (
 )
 from convlens.render.report._common import esc, label, png_image, result_provenance
 
+if TYPE_CHECKING:
+    from convlens.models.model import Model
+
 #: (eps, steps): a budget small enough to be invisible, large enough to fool a photo model
 QUICK, FULL = (2 / 255, 10), (2 / 255, 40)
 
 
-def compute(model: Any, batch: Any, ctx: ReportContext) -> Any:
+def compute(model: Model, batch: Any, ctx: ReportContext) -> Any:
     from convlens.adversarial.attack import attack
     from convlens.errors import ConvlensError
 
@@ -32,7 +35,7 @@ def compute(model: Any, batch: Any, ctx: ReportContext) -> Any:
         raise SectionUnavailable(str(exc)) from None
 
 
-def render(result: Any, model: Any, ctx: ReportContext) -> Fragment:
+def render(result: Any, model: Model, ctx: ReportContext) -> Fragment:
     from convlens.render.optimize import amplified_difference
     from convlens.render.overlay import to_uint8_image
 
@@ -90,7 +93,7 @@ def render(result: Any, model: Any, ctx: ReportContext) -> Fragment:
     return Fragment(html, images, summary)
 
 
-def _steps(model: Any, ctx: ReportContext) -> int:
+def _steps(model: Model, ctx: ReportContext) -> int:
     return (FULL if ctx.full else QUICK)[1]
 
 

@@ -10,10 +10,13 @@ method at its defaults and the metrics with 50 steps.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from convlens.render.report import Fragment, ReportContext, ReportImage, ReportSection, figure_html
 from convlens.render.report._common import drawn, esc, label, overlay_image, predicted_classes
+
+if TYPE_CHECKING:
+    from convlens.models.model import Model
 
 #: options that keep the quick report fast (methods not listed run with their defaults)
 QUICK = {
@@ -33,7 +36,7 @@ OVERLAY_ALPHA = 0.7
 WIDTH = 200  # CSS pixels of each overlay
 
 
-def method_options(model: Any, name: str, full: bool) -> dict[str, Any]:
+def method_options(model: Model, name: str, full: bool) -> dict[str, Any]:
     """The options the report passes to ``explain`` for ``name`` on ``model``."""
     options = {} if full else dict(QUICK.get(name, {}))
     if name == "occlusion":
@@ -45,7 +48,7 @@ def method_options(model: Any, name: str, full: bool) -> dict[str, Any]:
 
 
 def attribution_image(
-    model: Any, result: Any, name: str, ctx: ReportContext | None = None
+    model: Model, result: Any, name: str, ctx: ReportContext | None = None
 ) -> ReportImage:
     """The overlay of one ``explain`` result on the original image, at the size it is shown
     (with the report's sign and clip when ``ctx`` sets them)."""
@@ -59,7 +62,7 @@ def attribution_image(
     )
 
 
-def planned_methods(model: Any, full: bool) -> list[str]:
+def planned_methods(model: Model, full: bool) -> list[str]:
     """The methods this section runs on ``model`` (one unit of the report's progress each)."""
     from convlens.attribution import applicable_methods
 
@@ -69,11 +72,11 @@ def planned_methods(model: Any, full: bool) -> list[str]:
     ]
 
 
-def steps(model: Any, ctx: ReportContext) -> int:
+def steps(model: Model, ctx: ReportContext) -> int:
     return len(planned_methods(model, ctx.full))
 
 
-def compute(model: Any, batch: Any, ctx: ReportContext) -> dict[str, Any]:
+def compute(model: Model, batch: Any, ctx: ReportContext) -> dict[str, Any]:
     from convlens.attribution import applicable_methods, explain
     from convlens.errors import ConvlensError
     from convlens.metrics import faithfulness_ranking
@@ -116,7 +119,7 @@ def compute(model: Any, batch: Any, ctx: ReportContext) -> dict[str, Any]:
     }
 
 
-def render(data: dict[str, Any], model: Any, ctx: ReportContext) -> Fragment:
+def render(data: dict[str, Any], model: Model, ctx: ReportContext) -> Fragment:
     target, steps, skipped = data["target"], data["steps"], data["skipped"]
     rows = []
     for row in data["ranking"]:

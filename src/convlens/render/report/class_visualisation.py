@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from convlens.render.report import (
     Fragment,
@@ -14,10 +14,13 @@ from convlens.render.report import (
 )
 from convlens.render.report._common import label, png_image, predicted_classes, result_provenance
 
+if TYPE_CHECKING:
+    from convlens.models.model import Model
+
 QUICK_STEPS, FULL_STEPS = 32, 256
 
 
-def compute(model: Any, batch: Any, ctx: ReportContext) -> dict[str, Any]:
+def compute(model: Model, batch: Any, ctx: ReportContext) -> dict[str, Any]:
     from convlens.errors import ConvlensError
     from convlens.optimize.visualize import visualize_class
 
@@ -30,7 +33,7 @@ def compute(model: Any, batch: Any, ctx: ReportContext) -> dict[str, Any]:
     return {"result": result, "target": target, "steps": steps}
 
 
-def render(data: dict[str, Any], model: Any, ctx: ReportContext) -> Fragment:
+def render(data: dict[str, Any], model: Model, ctx: ReportContext) -> Fragment:
     from convlens.render.overlay import to_uint8_image
 
     result, target, steps = data["result"], data["target"], data["steps"]
@@ -48,7 +51,7 @@ def render(data: dict[str, Any], model: Any, ctx: ReportContext) -> Fragment:
     )
 
 
-def _steps(model: Any, ctx: ReportContext) -> int:
+def _steps(model: Model, ctx: ReportContext) -> int:
     return FULL_STEPS if ctx.full else QUICK_STEPS
 
 

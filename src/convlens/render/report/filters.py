@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from convlens.render.report import (
     Fragment,
@@ -13,8 +13,11 @@ from convlens.render.report import (
 )
 from convlens.render.report._common import png_image, result_provenance
 
+if TYPE_CHECKING:
+    from convlens.models.model import Model
 
-def compute(model: Any, batch: Any, ctx: ReportContext) -> Any:
+
+def compute(model: Model, batch: Any, ctx: ReportContext) -> Any:
     from convlens.errors import ConvlensError
     from convlens.inspect import filters
 
@@ -24,7 +27,7 @@ def compute(model: Any, batch: Any, ctx: ReportContext) -> Any:
         raise SectionUnavailable(str(exc)) from None
 
 
-def render(result: Any, model: Any, ctx: ReportContext) -> Fragment:
+def render(result: Any, model: Model, ctx: ReportContext) -> Fragment:
     from convlens.render.inspect import filters_mosaic
 
     prov = result_provenance(result)

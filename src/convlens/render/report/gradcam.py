@@ -4,7 +4,7 @@ lights up its own object)."""
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from convlens.render.report import (
     Fragment,
@@ -15,11 +15,14 @@ from convlens.render.report import (
 )
 from convlens.render.report._common import drawn, label, overlay_image, predicted_classes
 
+if TYPE_CHECKING:
+    from convlens.models.model import Model
+
 WIDTH = 240  # CSS pixels
 ALPHA = 0.7
 
 
-def compute(model: Any, batch: Any, ctx: ReportContext) -> list[tuple[int, float, Any]]:
+def compute(model: Model, batch: Any, ctx: ReportContext) -> list[tuple[int, float, Any]]:
     from convlens.attribution import explain
     from convlens.errors import ConvlensError
 
@@ -31,7 +34,7 @@ def compute(model: Any, batch: Any, ctx: ReportContext) -> list[tuple[int, float
         raise SectionUnavailable(str(exc)) from None
 
 
-def render(maps: list[tuple[int, float, Any]], model: Any, ctx: ReportContext) -> Fragment:
+def render(maps: list[tuple[int, float, Any]], model: Model, ctx: ReportContext) -> Fragment:
     images = []
     for cls, p, result in maps:
         image = overlay_image(

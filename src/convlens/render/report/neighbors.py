@@ -7,7 +7,7 @@ model. Otherwise, or for another model, the section says it is absent.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from convlens.render.report import (
     Fragment,
@@ -19,10 +19,13 @@ from convlens.render.report import (
 )
 from convlens.render.report._common import esc
 
+if TYPE_CHECKING:
+    from convlens.models.model import Model
+
 K = 8
 
 
-def compute(model: Any, batch: Any, ctx: ReportContext) -> dict[str, Any]:
+def compute(model: Model, batch: Any, ctx: ReportContext) -> dict[str, Any]:
     from convlens.data.images import load_image
     from convlens.errors import ConvlensError
     from convlens.represent.features import load_features
@@ -43,7 +46,7 @@ def compute(model: Any, batch: Any, ctx: ReportContext) -> dict[str, Any]:
     pixels = model.denormalize(batch.x)
     query = query_codes(model, pixels, features.layer, pooled=features.pooled)
     found = search(features, query[0], K, metric="l2", query_name=ctx.source)
-    images = []
+    images: list[Any] = []  # pixels, or None for a file that no longer reads
     for path in found.paths:
         try:
             images.append(model.preprocessing.to_pixels(load_image(path))[0])
@@ -58,7 +61,7 @@ def compute(model: Any, batch: Any, ctx: ReportContext) -> dict[str, Any]:
     }
 
 
-def render(data: dict[str, Any], model: Any, ctx: ReportContext) -> Fragment:
+def render(data: dict[str, Any], model: Model, ctx: ReportContext) -> Fragment:
     from convlens.render.figures import figure_to_png_bytes
     from convlens.render.neighbors import neighbors_figure
 

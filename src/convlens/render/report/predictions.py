@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from convlens.render.report import Fragment, ReportContext, ReportSection, figure_html
 from convlens.render.report._common import display_width, encoded_image, esc
 
+if TYPE_CHECKING:
+    from convlens.models.model import Model
+
 WIDTH = 260  # CSS pixels of the photo
 
 
-def compute(model: Any, batch: Any, ctx: ReportContext) -> dict[str, Any]:
+def compute(model: Model, batch: Any, ctx: ReportContext) -> dict[str, Any]:
     k = min(ctx.top_k, len(model.labels)) if model.labels is not None else ctx.top_k
     return {"prediction": model.predict(batch, top_k=k)[0], "original": batch.originals[0]}
 
 
-def render(data: dict[str, Any], model: Any, ctx: ReportContext) -> Fragment:
+def render(data: dict[str, Any], model: Model, ctx: ReportContext) -> Fragment:
     from convlens.render.display import display_image
 
     pred = data["prediction"]

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from convlens.render.report import Fragment, ReportContext, ReportSection
 from convlens.render.report._common import esc
 
+if TYPE_CHECKING:
+    from convlens.models.model import Model
 
-def compute(model: Any, batch: Any, ctx: ReportContext) -> dict[str, Any]:
+
+def compute(model: Model, batch: Any, ctx: ReportContext) -> dict[str, Any]:
     return model.provenance()
 
 
-def render(info: dict[str, Any], model: Any, ctx: ReportContext) -> Fragment:
+def render(info: dict[str, Any], model: Model, ctx: ReportContext) -> Fragment:
     rows = [
         ("model", info["model"]),
         ("weights sha256", info["weights_sha256"]),

@@ -3,7 +3,7 @@ the ``segment`` attribution method: GrabCut seeded by the class saliency."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from convlens.render.report import (
     Fragment,
@@ -14,11 +14,14 @@ from convlens.render.report import (
 )
 from convlens.render.report._common import label, overlay_image, predicted_classes
 
+if TYPE_CHECKING:
+    from convlens.models.model import Model
+
 WIDTH = 320  # CSS pixels
 ALPHA = 0.5
 
 
-def compute(model: Any, batch: Any, ctx: ReportContext) -> dict[str, Any]:
+def compute(model: Model, batch: Any, ctx: ReportContext) -> dict[str, Any]:
     from convlens.attribution import METHODS, explain
     from convlens.attribution.segment import foreground_fraction
     from convlens.errors import ConvlensError
@@ -34,7 +37,7 @@ def compute(model: Any, batch: Any, ctx: ReportContext) -> dict[str, Any]:
     return {"result": result, "target": target, "fraction": fraction}
 
 
-def render(data: dict[str, Any], model: Any, ctx: ReportContext) -> Fragment:
+def render(data: dict[str, Any], model: Model, ctx: ReportContext) -> Fragment:
     result, target, fraction = data["result"], data["target"], data["fraction"]
     image = overlay_image(
         "segment",
