@@ -287,6 +287,7 @@ def test_cli_json_and_file(tmp_path: Path, digit: Path, capsys: pytest.CaptureFi
         (["{digit}", "--model", "no_such_model"], "no_such_model"),
         (["{digit}", "-o", "{tmp}/r.txt"], ".html"),
         (["{digit}", "--top-k", "0"], "--top-k"),
+        (["{digit}", "--clip", "0"], "--clip 0"),
     ],
 )
 def test_bad_input_exits_2_with_one_line(
@@ -333,3 +334,23 @@ def test_full_runs_every_method_and_reports_progress(model: Any, digit: Path) ->
         "digits_cnn"
     ]
     assert record["full"] is True and record["sections"]["attribution"]["metric_steps"] == 50
+
+
+def test_cli_sign_and_clip_draw_the_maps(tmp_path: Path, digit: Path, model: Any) -> None:
+    """`convlens report --sign all --clip 95` = build_report(sign="all", clip=95), picture for
+    picture, and integrated gradients (positive by default) is drawn otherwise."""
+    import re
+
+    from convlens.cli.main import main
+    from convlens.render.report import build_report
+
+    out = tmp_path / "r.html"
+    argv = ["report", str(digit), "--model", "digits_cnn", "--sections", "attribution,gradcam"]
+    assert main([*argv, "--sign", "all", "--clip", "95", "-q", "-o", str(out)]) == 0
+    shown = re.findall(r'data-name="([^"]+)" data-sha256="([0-9a-f]{64})"', out.read_text())
+    only = ["attribution", "gradcam"]
+    chosen = build_report(model, str(digit), only=only, sign="all", clip=95)
+    assert sorted(shown) == sorted((i.name, i.sha256) for i in chosen.images)
+    default = {i.name: i.sha256 for i in build_report(model, str(digit), only=only).images}
+    ig = "attribution:integrated_gradients"
+    assert dict(shown)[ig] != default[ig]

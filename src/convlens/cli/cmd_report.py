@@ -59,6 +59,19 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
         metavar="OUT",
         help="a `convlens features` folder: adds the image's nearest neighbours",
     )
+    p.add_argument(
+        "--sign",
+        choices=["positive", "absolute", "negative", "all"],
+        default=None,
+        help="which part of each attribution, Grad-CAM and segmentation map is drawn (default: each method's; see docs/features/display.md)",
+    )
+    p.add_argument(
+        "--clip",
+        type=float,
+        default=None,
+        metavar="PERCENTILE",
+        help="percentile of each map's magnitude drawn at full colour (default 99)",
+    )
     p.add_argument("-o", "--out", default=None, help="output HTML file (default report.html)")
     p.set_defaults(func=run)
 
@@ -69,6 +82,8 @@ def run(ctx: Context) -> int:
 
     args = ctx.args
     at_least(args.top_k, 1, "--top-k")
+    if args.clip is not None and not 0 < args.clip <= 100:
+        raise BadInputError(f"--clip {args.clip:g}: expected a percentile in (0, 100], e.g. 99")
     ctx.model_specs()  # a bad --model / config fails here, before any work
     only = [s.strip() for s in args.sections.split(",")] if args.sections else None
     if only:
@@ -99,6 +114,8 @@ def run(ctx: Context) -> int:
             only=only,
             progress=update,
             index=args.index,
+            sign=args.sign,
+            clip=args.clip,
         )
     report.save(out)
     summary = report.summary()
