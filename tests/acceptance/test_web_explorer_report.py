@@ -8,7 +8,8 @@ shows is compared by content, never by pixels of a screenshot:
 - integrated gradients starts at the sign the report draws it with (``positive``), and the
   overlay's bytes equal ``render.overlay`` for the default and for a sign and clip chosen
   on the page;
-- a report section, then all of them, run from the page (a full run is cancelled first,
+- a report section, then all of them, run from the page, and one redrawn with the panel's
+  sign and clip (a full run is cancelled first,
   with its progress bar moving): the pictures' bytes, read back from the DOM's ``data:``
   URIs, hash to the pictures of ``build_report`` on the same file;
 - the layer browser: a layer without a features folder says so; a channel of ``conv2``
@@ -198,6 +199,19 @@ def test_report_sign_clip_and_layer_browser_in_a_browser(
         assert shown_hashes(name) == [i.sha256 for i in fragment.images], name
     ranking = page.locator("#report-output table.ranking tr td:nth-child(2)").all_inner_texts()
     assert ranking == [r["method"] for r in pictures["attribution"].summary["ranking"]]
+
+    # the panel's own sign and clip redraw a section as build_report(sign=, clip=) does
+    page.select_option("#report-sign", "all")
+    page.fill("#report-clip", "95")
+    page.click("#report-buttons button[data-section='gradcam']")
+    page.wait_for_function(
+        "document.querySelector(\"#report-output section[data-section='gradcam']\").textContent.includes('all; clip 95%')"
+    )
+    redrawn = build_report(
+        reference, str(photo), only=["gradcam"], name="seven.png", sign="all", clip=95
+    )
+    assert shown_hashes("gradcam") == [i.sha256 for i in redrawn.images]
+    assert shown_hashes("gradcam") != [i.sha256 for i in pictures["gradcam"].images]
 
     # -- layer browser -----------------------------------------------------------------------
     page.select_option("#browse-layer", "conv1")
