@@ -16,6 +16,7 @@ from torch import nn
 import convlens
 from convlens.attribution import applicable_methods
 from convlens.hooks import capture, eval_mode
+from convlens.models import fast as fast_mode
 
 from helpers.tiny import TinyConvNet
 from registry import ATTRIBUTION_OPTIONS
@@ -42,9 +43,31 @@ def _relative_gap(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).abs().max() / b.abs().max().clamp_min(1e-12))
 
 
+@pytest.fixture(autouse=True)
+def _layout_on_small_inputs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The test nets are 8x8 and 16x16, below the size where fast mode turns channels-last
+    on: force it, so the tests exercise the layout (test_small_inputs_keep_their_layout
+    checks the default)."""
+    monkeypatch.setattr(fast_mode, "CHANNELS_LAST_MIN_SIDE", 1)
+
+
 @pytest.fixture(scope="module")
 def digits_pair() -> tuple[convlens.Model, convlens.Model]:
-    return convlens.load_model("digits_cnn"), convlens.load_model("digits_cnn", fast=True)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(fast_mode, "CHANNELS_LAST_MIN_SIDE", 1)
+        return convlens.load_model("digits_cnn"), convlens.load_model("digits_cnn", fast=True)
+
+
+def test_small_inputs_keep_their_layout(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(fast_mode, "CHANNELS_LAST_MIN_SIDE", 32)
+    fast = _tiny(True)  # 16x16 inputs
+    record = fast.fast
+    assert record is not None and record["channels_last"] is False
+    assert record["fallbacks"] == [
+        "channels_last: inputs of 16x16 are below 32x32, where it is slower"
+    ]
+    assert record["fold_batchnorm"] == 1  # folding does not depend on the size
+    assert fast.module.conv2.weight.is_contiguous()
 
 
 def test_every_method_matches_eager_on_digits(digits_pair) -> None:  # type: ignore[no-untyped-def]

@@ -22,7 +22,8 @@ Two changes, both exact up to float rounding, chosen by measurement on Efficient
 Measured and not used: bfloat16 autocast (max relative gradient error ~0.4 on Lite0: maps
 change) and ``torch.compile`` (minutes of compilation per shape on 2 cores, recompiles or
 graph breaks under the Python hooks every layer method uses). Everything falls back
-silently: a module without 4-D weights stays as it is, a pair whose folded copy does not
+silently: a module without 4-D weights, or with inputs smaller than
+:data:`CHANNELS_LAST_MIN_SIDE`, stays as it is, a pair whose folded copy does not
 reproduce the original's outputs (to 1e-4 relative) is not folded, and what was used is
 recorded in the provenance (``fast``).
 """
@@ -36,7 +37,19 @@ from typing import Any, cast
 import torch
 from torch import nn
 
-__all__ = ["FOLD_RTOL", "FastState", "enable_fast", "fold_batchnorm", "to_channels_last"]
+__all__ = [
+    "CHANNELS_LAST_MIN_SIDE",
+    "FOLD_RTOL",
+    "FastState",
+    "enable_fast",
+    "fold_batchnorm",
+    "to_channels_last",
+]
+
+#: smallest input side for channels-last weights: below it the layout reorders cost more
+#: than they save (an input gradient of digits_cnn, 8x8, took 1.8x as long channels-last;
+#: mnist_cnn, 28x28, was even; Lite0, 224x224, 0.7x)
+CHANNELS_LAST_MIN_SIDE = 32
 
 #: largest relative difference (max |folded - original| / max |original|) a folded copy may
 #: show on a random input; float32 folding is ~1e-6, so a larger gap means a pair was wrong
@@ -188,7 +201,15 @@ def enable_fast(module: nn.Module, example: torch.Tensor) -> FastState:
     """Apply fast mode to ``module`` (channels-last weights, in place) and build its folded
     copy; every step that does not apply falls back silently and says why in ``notes``."""
     state = FastState()
-    used, reason = to_channels_last(module)
+    h, w = int(example.shape[-2]), int(example.shape[-1])
+    if min(h, w) < CHANNELS_LAST_MIN_SIDE:
+        least = CHANNELS_LAST_MIN_SIDE
+        used = False
+        reason: str | None = (
+            f"channels_last: inputs of {h}x{w} are below {least}x{least}, where it is slower"
+        )
+    else:
+        used, reason = to_channels_last(module)
     state.channels_last = used
     if reason:
         state.notes.append(reason)
