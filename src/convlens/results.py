@@ -192,10 +192,9 @@ class Result:
         return None if layer is None else str(layer)
 
     @property
-    def model_id(self) -> str | None:
+    def model_id(self) -> str:
         """The id of the model that made the result (``Model.name``)."""
-        model = self.provenance.get("model")
-        return None if model is None else str(model)
+        return str(self.provenance["model"])
 
     @property
     def weights_sha256(self) -> str | None:

@@ -169,7 +169,7 @@ def run(ctx: Context) -> int:
             progress=add("pruning", None),
         )
 
-    names = curve.provenance["params"]["names"]
+    names = curve.params["names"]
     accuracy = {
         name: [round(float(v), 6) for v in row] for name, row in zip(names, curve["accuracy"])
     }

@@ -127,13 +127,13 @@ def run(ctx: Context) -> int:
         )
     from convlens.data.images import save_image
 
-    params = result.provenance["params"]
+    params = result.params
     files = {
         "fooled": str(out / "fooled.png"),
         "difference": str(out / "difference.png"),
         "figure": str(out / "fool.png"),
     }
-    save_image(result.tensors["image"][0], files["fooled"])
+    save_image(result.image[0], files["fooled"])
     save_image(amplified_difference(result.tensors["difference"][0]), files["difference"])
     save_figure(fooling_figure(result, labels=model.labels), files["figure"])
     result.save(out / "fool")
@@ -197,13 +197,13 @@ def _run_from_noise(ctx: Context) -> int:
             seed=args.seed,
             progress=update,
         )
-    params = result.provenance["params"]
+    params = result.params
     files = {
         "fooled": str(out / "fooled.png"),
         "start": str(out / "start.png"),
         "figure": str(out / "fool.png"),
     }
-    save_image(result.tensors["image"][0], files["fooled"])
+    save_image(result.image[0], files["fooled"])
     save_image(result.tensors["start"][0], files["start"])
     save_figure(noise_fooling_figure([result], labels=model.labels), files["figure"])
     result.save(out / "fool")

@@ -104,9 +104,9 @@ def run(ctx: Context) -> int:
         )
         out = output_for(ctx, n, loaded.source, "gradients.png")
         save_figure(gradients_figure(result, 0), out)
-        cls = int(result.provenance["target"]["classes"][0])
+        cls = int(result.target_classes[0])
         loss = float(F.cross_entropy(model.logits(batch.x), batch.x.new_tensor([cls]).long()))
-        names = result.provenance["params"]["layers"]
+        names = result.params["layers"]
         norms = result.tensors["layer_norms"][0].tolist()
         rows.append(
             {

@@ -109,11 +109,11 @@ def run(ctx: Context) -> int:
             seed=args.seed or 0,
             progress=update,
         )
-    images = [quantize_8bit(pixels[0])] + [quantize_8bit(r.tensors["image"][0]) for r in results]
+    images = [quantize_8bit(pixels[0])] + [quantize_8bit(r.image[0]) for r in results]
     rows: list[Layer] = []
     titles = ["original"]
     for layer, r in zip(layers, results):
-        pred = model.predict(quantize_8bit(r.tensors["image"]), top_k=1)[0]
+        pred = model.predict(quantize_8bit(r.image), top_k=1)[0]
         rows.append(
             {
                 "layer": layer,

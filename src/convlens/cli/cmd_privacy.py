@@ -206,7 +206,7 @@ def run_membership(ctx: Context) -> int:
         save_figure(sweep_figure(sweep), files["sweep"])
     runs: list[Run] = []
     for r in results:
-        p = r.provenance["params"]
+        p = r.params
         runs.append(
             {
                 "recipe": p["recipe"]["name"],
@@ -296,12 +296,12 @@ def run_inversion(ctx: Context) -> int:
     files = {"reconstructions": str(out / "reconstructions.png")}
     save_figure(reconstructions_figure(result), files["reconstructions"])
     result.save(out / "inversion")
-    p = result.provenance["params"]
+    p = result.params
     payload: PrivacyOutput = {
         "experiment": "inversion",
         "dataset": args.dataset,
         "seed": args.seed,
-        "model": result.provenance["model"],
+        "model": result.model_id,
         "judge_held_out_accuracy": p["judge_held_out_accuracy"],
         "white_box": p["white_box"],
         "black_box": p["black_box"],
@@ -354,7 +354,7 @@ def run_backdoor(ctx: Context) -> int:
     files = {"figure": str(out / "backdoor.png")}
     save_figure(backdoor_figure(result), files["figure"])
     result.save(Path(out) / "backdoor")
-    p = result.provenance["params"]
+    p = result.params
     keys = (
         "clean_model_accuracy",
         "backdoored_accuracy",

@@ -163,7 +163,7 @@ def run(ctx: Context) -> int:
             alpha=args.alpha, beta=args.beta, tv_weight=args.tv, optimizer=args.optimizer, init=args.init, size=args.size, steps=args.steps,
             preserve_color=args.preserve_color, seed=args.seed, progress=update,
         )  # fmt: skip
-    image = result.tensors["image"][0]
+    image = result.image[0]
     figure_path = out.with_name(out.stem + "_figure.png")
     save_image(image, out)
     save_figure(
@@ -173,7 +173,7 @@ def run(ctx: Context) -> int:
         figure_path,
     )
     result.save(out.with_suffix(""))
-    params = result.provenance["params"]
+    params = result.params
     payload: StyleOutput = {
         "model": model.name,
         "content": args.content,

@@ -131,7 +131,7 @@ def run(ctx: Context) -> int:
             progress=update,
         )
     save_style_net(net, out)
-    params = result.provenance["params"]
+    params = result.params
     tail = max(1, args.steps // 10)
     history = result.tensors["history"]
     payload: StyleTrainOutput = {

@@ -89,12 +89,12 @@ def run(ctx: Context) -> int:
             seed=args.seed,
             progress=update,
         )
-    image = result.tensors["image"][0]
+    image = result.image[0]
     figure_path = out.with_name(out.stem + "_figure.png")
     save_image(image, out)
     save_figure(texture_figure(result.tensors["sample"], image), figure_path)
     result.save(out.with_suffix(""))
-    params = result.provenance["params"]
+    params = result.params
     payload: TextureOutput = {
         "model": model.name,
         "sample": args.sample,

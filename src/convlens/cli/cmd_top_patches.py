@@ -153,7 +153,7 @@ def run(ctx: Context) -> int:
             engine=args.engine, workers=args.workers, decode_workers=args.decode_workers,
             guided=args.guided, overwrite=args.overwrite, progress=update,
         )  # fmt: skip
-    params = result.provenance["params"]
+    params = result.params
     for path, reason in params["failed"]:
         ctx.report_bad_input(BadInputError(f"{path}: {reason}"))
     files = {"figure": str(out / "patches.png"), "result": str(out / "patches.npz")}

@@ -204,7 +204,7 @@ def run(ctx: Context) -> int:
             result = visualize_class(model, args.spec, batch=args.batch, progress=update, **common)
             titles = [
                 f"{t['label']}: top-1 {p['label']} {p['probability']:.0%}"
-                for t, p in zip(result.provenance["target"], result.provenance["top1"])
+                for t, p in zip(result.target, result.provenance["top1"])
             ]
         elif args.kind == "neuron":
             k = max(1, args.diversity)
@@ -224,7 +224,7 @@ def run(ctx: Context) -> int:
             result = visualize_layer(model, args.spec, channels, progress=update, **common)
             titles = [f"{args.spec}:{c}" for c in channels]
     seconds = time.perf_counter() - started
-    images = result.tensors["image"]
+    images = result.image
     save_figure(
         gallery_figure(
             images,
@@ -265,7 +265,7 @@ def run(ctx: Context) -> int:
         "model": model.name,
         "kind": args.kind,
         "spec": args.spec,
-        "objective": str(result.provenance["params"].get("objective", "")),
+        "objective": str(result.params.get("objective", "")),
         "steps": steps,
         "seconds": round(seconds, 3),
         "images": rows,

@@ -210,7 +210,7 @@ def run(ctx: Context) -> int:
             runs.append((result, ctx.bad_inputs[mark:]))
     payloads = []
     for model, folder, (result, errors) in zip(models, folders, runs):
-        params = result.provenance["params"]
+        params = result.params
         files = {
             "table": str(folder / "corruptions.csv"),
             "figure": str(folder / "corruptions.png"),
@@ -258,7 +258,7 @@ def run(ctx: Context) -> int:
     atomic_write_text(
         Path(files["table"]),
         "".join(
-            _table(r.provenance["params"], model=m.name, header=i == 0)
+            _table(r.params, model=m.name, header=i == 0)
             for i, (m, (r, _)) in enumerate(zip(models, runs))
         ),
         newline="",

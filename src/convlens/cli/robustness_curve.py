@@ -160,7 +160,7 @@ def run(ctx: Context) -> int:
                 "model": model.name,
                 "subcommand": NAME,
                 "source": args.folder,
-                "images": len(result.tensors["labels"]),
+                "images": len(result.labels),
                 "norm": args.norm,
                 "steps": args.steps,
                 "eps": eps,

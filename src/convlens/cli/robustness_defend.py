@@ -197,7 +197,7 @@ def run(ctx: Context) -> int:
     result.save(out / "defences")
     table = _rows(result)
     atomic_write_text(Path(files["table"]), _csv(table), newline="")
-    params = result.provenance["params"]
+    params = result.params
     payload: DefendOutput = {
         "model": model.name,
         "subcommand": NAME,
@@ -253,7 +253,7 @@ def run(ctx: Context) -> int:
 
 
 def _rows(result: Any) -> list[Defence]:
-    params = result.provenance["params"]
+    params = result.params
     accuracy = result.tensors["accuracy"]
     return [
         {

@@ -163,7 +163,7 @@ def run(ctx: Context) -> int:
             )
     payloads = []
     for model, result, folder in zip(models, results, folders):
-        params = result.provenance["params"]
+        params = result.params
         files = {
             "figure": str(folder / "shape_bias.png"),
             "table": str(folder / "shape_bias.csv"),

@@ -83,7 +83,7 @@ def save_gif(
 
 def fooling_figure(result: Any, *, labels: Any = None) -> Figure:
     """The photo, the fooling image and the amplified difference, with their classes."""
-    t, p = result.tensors, result.provenance["params"]
+    t, p = result.tensors, result.params
     original, image = t["original"][0], t["image"][0]
     before = t["original_probabilities"]
 
@@ -119,10 +119,10 @@ def noise_fooling_figure(results: Sequence[Any], *, labels: Any = None, top_k: i
         return labels.name(cls) if labels is not None else str(cls)
 
     for col, result in enumerate(results):
-        p, probs = result.provenance["params"], result.tensors["probabilities"]
+        p, probs = result.params, result.tensors["probabilities"]
         top = torch.topk(probs, min(top_k, len(probs)))
         ax = axes[0, col]
-        ax.imshow(to_uint8_image(result.tensors["image"][0].cpu()))
+        ax.imshow(to_uint8_image(result.image[0].cpu()))
         ax.set_title(
             f"{p['target']} {name(p['target'])}\n{p['probability']:.2%} ({p['pattern']}, {p['steps']} steps)",
             fontsize=8,
