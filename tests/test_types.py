@@ -2,8 +2,8 @@
 
 A renamed result key, a wrong argument type or a ``None`` left unchecked fails here, in
 the fast tier, instead of in a user's run. The cache lives in the system temp directory,
-so a second run only re-checks what changed (cold: about a minute, most of it reading
-torch's stubs; warm: a few seconds).
+so a second run only re-checks what changed (measured: cold about 30 s of CPU, most of it
+reading torch's stubs, and up to two minutes on a busy machine; warm about 3 s).
 """
 
 from __future__ import annotations
