@@ -260,6 +260,7 @@ def invert_black_box(
             prior = _prior(image(z), tv, l2)
             optimizer.zero_grad()
             (prior.sum()).backward()
+        assert z.grad is not None  # the prior's backward just filled it
         z.grad = z.grad - grad_model  # ascend log p, descend the prior
         optimizer.step()
         if progress is not None:
