@@ -150,7 +150,7 @@ def run(ctx: Context) -> int:
                 progress=add(f"ranking by {method}", None),
             )
             rankings[method] = result
-        channels = next(iter(rankings.values())).provenance["params"]["channels"]
+        channels = next(iter(rankings.values())).params["channels"]
         step = max(1, -(-channels // args.steps))
         counts = sorted({*range(0, channels, step), channels})
         orders: dict[str, Sequence[int] | torch.Tensor] = {

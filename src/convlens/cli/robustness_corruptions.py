@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from typing_extensions import NotRequired, TypedDict
 
@@ -25,6 +25,9 @@ from convlens.cli.side_by_side import (
 )
 from convlens.cli.validators import at_least
 from convlens.errors import BadInputError
+
+if TYPE_CHECKING:
+    from convlens.models.model import Model
 
 NAME = "corruptions"
 
@@ -251,7 +254,7 @@ def run(ctx: Context) -> int:
         if ctx.json:
             ctx.emit_json(payloads[0])
         else:
-            _print_table(runs[0][0].provenance["params"])
+            _print_table(runs[0][0].params)
             print(f"-> {out}")
         return ctx.exit_code()
     files = {"table": str(out / "corruptions.csv"), "figure": str(out / "corruptions.png")}
@@ -286,7 +289,7 @@ def run(ctx: Context) -> int:
 
 def _evaluate(
     ctx: Context,
-    model: Any,
+    model: Model,
     items: list[Any],
     folder: Path,
     corruptions: list[str],

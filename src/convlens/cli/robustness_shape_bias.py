@@ -201,7 +201,7 @@ def run(ctx: Context) -> int:
         if ctx.json:
             ctx.emit_json(payloads[0])
         else:
-            _print(results[0].provenance["params"])
+            _print(results[0].params)
             print(f"-> {out}")
         return ctx.exit_code()
     files = {"table": str(out / "shape_bias.csv"), "figure": str(out / "shape_bias.png")}

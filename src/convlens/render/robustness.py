@@ -219,7 +219,7 @@ def attack_curve_comparison_figure(runs: Runs, *, title: str | None = None) -> F
     styles = ["-", "--", ":", "-."]
     fig = Figure(figsize=(6.2, 4.2), layout="constrained")
     ax = fig.subplots()
-    first = runs[0][1].provenance["params"]
+    first = runs[0][1].params
     for k, (model, result) in enumerate(runs):
         p = result.params
         eps = [float(e) * 255 for e in result.tensors["eps"]]
