@@ -33,11 +33,14 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from convlens.atomic import atomic_write_text
 from convlens.discovery import collect
 from convlens.progress import ProgressFn
+
+if TYPE_CHECKING:
+    from convlens.models.model import Model
 
 __all__ = [
     "Fragment",
@@ -135,11 +138,11 @@ class ReportSection:
     #: ``model`` (its methods, optimisation steps ...), known before it runs; default 1
     steps: Callable[[Any, ReportContext], int] | None = None
 
-    def build(self, model: Any, batch: Any, ctx: ReportContext) -> Fragment:
+    def build(self, model: Model, batch: Any, ctx: ReportContext) -> Fragment:
         """:attr:`compute`, then :attr:`render`: the section's fragment for ``model``."""
         return self.render(self.compute(model, batch, ctx), model, ctx)
 
-    def weight(self, model: Any, ctx: ReportContext) -> int:
+    def weight(self, model: Model, ctx: ReportContext) -> int:
         """The section's share of the report's progress total on ``model`` (at least 1)."""
         return max(1, int(self.steps(model, ctx))) if self.steps is not None else 1
 

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import html
-from typing import Any, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import numpy as np
 
 from convlens.render.figures import MEDIA_TYPES, array_to_bytes, array_to_png_bytes
 from convlens.render.report import ReportImage
+
+if TYPE_CHECKING:
+    from convlens.models.model import Model
 
 esc = html.escape
 
@@ -102,11 +105,11 @@ def display_width(css_width: int) -> int:
     return 2 * css_width
 
 
-def label(model: Any, cls: int) -> str:
+def label(model: Model, cls: int) -> str:
     return model.labels.name(cls) if model.labels is not None else str(cls)
 
 
-def predicted_classes(model: Any, batch: Any, k: int) -> tuple[list[int], list[float]]:
+def predicted_classes(model: Model, batch: Any, k: int) -> tuple[list[int], list[float]]:
     """The model's top-``k`` classes and probabilities for the report's image."""
     pred = model.predict(batch, top_k=k)[0]
     return list(pred.classes), list(pred.probabilities)
