@@ -271,9 +271,9 @@ def run_dataset(
 def default_decode_workers(engine: str, workers: int, decode_workers: int | None) -> int:
     """Decode processes for a run: ``decode_workers`` checked, or the default when None.
 
-    One decoder beside the model's process is the default: on two cores it brings ``features``
-    close to the rate of a forward-only loop over decoded tensors (benchmarks/README.md,
-    "Dataset throughput"), and more decoders only take CPU from the model. Shards computed by
+    One decoder beside the model's process is the default: decoding then overlaps the forward
+    pass instead of waiting between batches, and the model's process keeps its torch threads
+    (benchmarks/README.md, "Dataset throughput", has the measured rates). Shards computed by
     other processes (``workers > 1``, Ray) decode inside those processes, so 0 there.
     """
     if decode_workers is None:
