@@ -138,11 +138,12 @@ class Target:
         if self.kind == "neuron":
             assert self.neuron is not None
             neuron = self.neuron
-            with capture(model.module, [neuron.layer]) as acts:
-                model.module(x)
+            module = model.score_module([neuron.layer])
+            with capture(module, [neuron.layer]) as acts:
+                module(x)
             act = acts[neuron.layer]
             return _neuron_scores(act, neuron), self
-        output = model.module(x)
+        output = model.score_module()(x)
         if self.kind == "callable":
             assert self.fn is not None
             scores = self.fn(output)

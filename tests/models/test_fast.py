@@ -213,3 +213,59 @@ def test_feature_codes_match_eager() -> None:
         got = _Codes(fast, layer, pooled=False)(pixels, [])
         assert torch.allclose(got["code"], want["code"], atol=1e-5, rtol=1e-5), layer
         assert torch.equal(got["prediction"], want["prediction"])
+
+
+def test_input_gradients_run_on_the_folded_copy() -> None:
+    """Saliency, gradient x input, IG, SmoothGrad and GradientSHAP hook nothing: under fast
+    mode they differentiate through the folded copy, and must equal eager mode; a method
+    that hooks the original (guided backprop, Grad-CAM) must keep the original."""
+    eager, fast = _tiny(False), _tiny(True)
+    state = fast._fast
+    assert state is not None and state.folded is not None and fast.fast is not None
+    assert fast.fast["fold_batchnorm"] == 1
+    calls = {"folded": 0}
+
+    def count(*_: object) -> None:
+        calls["folded"] += 1
+
+    # a hook on the copy (not on the original) only counts the calls that reach it
+    state.folded.register_forward_hook(count)
+    pixels = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    for name in (
+        "saliency",
+        "gradient_x_input",
+        "integrated_gradients",
+        "smoothgrad",
+        "gradient_shap",
+    ):
+        options = ATTRIBUTION_OPTIONS.get(name, {})
+        before = calls["folded"]
+        want = convlens.explain(eager, pixels, name, target=3, **options)
+        got = convlens.explain(fast, pixels, name, target=3, **options)
+        assert calls["folded"] > before, f"{name} did not use the folded copy"
+        gap = _relative_gap(got["attribution"], want["attribution"])
+        assert gap <= RTOL, f"{name}: fast differs from eager by {gap:.2e}"
+        assert "input gradients" in got.provenance["fast"]["fold_batchnorm_scope"]
+    # neuron targets read a layer: a batch norm's name works on the copy, a folded conv not
+    assert fast.score_module(["bn2"]) is state.folded
+    assert fast.score_module(["conv2"]) is fast.module
+    for name in ("guided_backprop", "gradcam"):
+        options = ATTRIBUTION_OPTIONS.get(name, {})
+        before = calls["folded"]
+        want = convlens.explain(eager, pixels, name, target=3, **options)
+        got = convlens.explain(fast, pixels, name, target=3, **options)
+        assert calls["folded"] == before, f"{name} ran on the folded copy despite its hooks"
+        assert _relative_gap(got["attribution"], want["attribution"]) <= RTOL
+
+
+def test_hooks_on_the_original_keep_the_original() -> None:
+    fast = _tiny(True)
+    assert fast.score_module() is not fast.module  # nothing hooked: the folded copy
+    with capture(fast.module, ["relu1"]):
+        assert fast.score_module() is fast.module
+    handle = fast.module.conv1.register_full_backward_hook(lambda *_: None)
+    assert fast.score_module() is fast.module
+    handle.remove()
+    assert fast.score_module() is not fast.module
+    eager = _tiny(False)
+    assert eager.score_module() is eager.module  # fast mode off

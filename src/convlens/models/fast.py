@@ -9,7 +9,11 @@ Two changes, both exact up to float rounding, chosen by measurement on Efficient
   the CPU kernels prefer. The module, its layer names and every hook stay as they are; only
   the weights' memory layout changes (their values do not).
 - **batch norm folded into the convolution before it**, for forward-only work without
-  gradients (:meth:`~convlens.models.model.Model.forward_module`: logits, features). A
+  gradients (:meth:`~convlens.models.model.Model.forward_module`: logits, features) and
+  for input gradients taken while nothing is hooked on the original module
+  (:meth:`~convlens.models.model.Model.score_module`: saliency, gradient x input,
+  integrated gradients, SmoothGrad, GradientSHAP); an eval-mode batch norm is a fixed
+  affine map, so ``d S / d x`` through the folded convolution is the original's. A
   convolution ``y = W * x + b`` followed by an eval-mode batch norm
   ``z = gamma (y - mu) / sqrt(var + eps) + beta`` is the convolution with
   ``W' = s W`` and ``b' = s (b - mu) + beta``, ``s = gamma / sqrt(var + eps)`` per output
@@ -17,7 +21,9 @@ Two changes, both exact up to float rounding, chosen by measurement on Efficient
   Integer-Arithmetic-Only Inference", arXiv:1712.05877, section 3.2). The folded copy keeps
   every layer name (a folded batch norm becomes ``nn.Identity``, so it outputs the folded
   convolution's result, which is the batch norm's output); a folded convolution's own
-  output is not the original's, so work that reads one uses the original module.
+  output is not the original's, so work that reads one uses the original module, and so
+  do methods that hook or rewrite the backward pass of modules (guided backprop, deconvnet,
+  DeepLIFT, LRP, CAMs, layer gradients: their hooks are on the original).
 
 Measured and not used: bfloat16 autocast (max relative gradient error ~0.4 on Lite0: maps
 change) and ``torch.compile`` (minutes of compilation per shape on 2 cores, recompiles or
@@ -40,9 +46,11 @@ from torch import nn
 __all__ = [
     "CHANNELS_LAST_MIN_SIDE",
     "FOLD_RTOL",
+    "FOLD_SCOPE",
     "FastState",
     "enable_fast",
     "fold_batchnorm",
+    "has_hooks",
     "to_channels_last",
 ]
 
@@ -54,6 +62,15 @@ CHANNELS_LAST_MIN_SIDE = 32
 #: largest relative difference (max |folded - original| / max |original|) a folded copy may
 #: show on a random input; float32 folding is ~1e-6, so a larger gap means a pair was wrong
 FOLD_RTOL = 1e-4
+
+
+#: what the folded copy serves (recorded in provenance as ``fast.fold_batchnorm_scope``)
+FOLD_SCOPE = " ".join(
+    [
+        "forward-only calls (logits, features) and input gradients of methods that hook",
+        "no module (saliency, gradient x input, integrated gradients, SmoothGrad, GradientSHAP)",
+    ]
+)
 
 
 @dataclass
@@ -71,7 +88,7 @@ class FastState:
         return {
             "channels_last": self.channels_last,
             "fold_batchnorm": self.folded_pairs,
-            "fold_batchnorm_scope": "forward-only calls (logits, features)",
+            "fold_batchnorm_scope": FOLD_SCOPE,
             "bfloat16": False,
             "compile": False,
             "fallbacks": list(self.notes),
@@ -97,6 +114,20 @@ def to_channels_last(module: nn.Module) -> tuple[bool, str | None]:
     except Exception as exc:  # some exotic module refuses the layout: stay eager
         return False, f"channels_last: {type(exc).__name__}: {str(exc).splitlines()[0][:120]}"
     return True, None
+
+
+_HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
+
+
+def has_hooks(module: nn.Module) -> bool:
+    """Whether any forward/backward hook is registered on ``module``, one of its submodules
+    or globally: a method's captures and backward rules are hooks on the original module,
+    so a copy would silently skip them."""
+    from torch.nn.modules import module as torch_module
+
+    if any(getattr(torch_module, f"_global{name}", None) for name in _HOOK_DICTS):
+        return True
+    return any(getattr(m, name, None) for m in module.modules() for name in _HOOK_DICTS)
 
 
 def fingerprint(module: nn.Module) -> tuple[Any, ...]:

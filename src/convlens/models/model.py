@@ -91,8 +91,9 @@ class Model:
     fast
         Fast mode (:mod:`convlens.models.fast`): the 4-D weights are stored channels-last
         (in place; values, names and hooks unchanged) and forward-only work without
-        gradients (:meth:`logits`, features) runs on a copy with batch norms folded into
-        their convolutions. Maps stay within float rounding of eager mode; what was used
+        gradients (:meth:`logits`, features) and input gradients of methods that hook
+        nothing (saliency, gradient x input, integrated gradients, SmoothGrad, ...) run on a
+        copy with batch norms folded into their convolutions. Maps stay within float rounding of eager mode; what was used
         (and what fell back) is in :meth:`provenance` under ``fast``.
     """
 
@@ -185,8 +186,28 @@ class Model:
         ``layers`` is a folded convolution (its output differs from the original's); in
         every other case :attr:`module`. The copy is rebuilt when the weights change.
         """
+        if torch.is_grad_enabled():
+            return self.module
+        return self._folded_for(layers)
+
+    def score_module(self, layers: Sequence[str | nn.Module] = ()) -> nn.Module:
+        """The module to run for a score whose input gradient is taken (``d S / d x``).
+
+        Under fast mode, the batch-norm-folded copy when nothing is hooked on :attr:`module`
+        (a method's hooks or backward rules live there, so they keep it) and none of
+        ``layers`` is a folded convolution; in every other case :attr:`module`. In eval
+        mode a batch norm is a fixed affine map, so the input gradient through the folded
+        convolution equals the original's up to float rounding.
+        """
+        from convlens.models.fast import has_hooks
+
+        if has_hooks(self.module):
+            return self.module
+        return self._folded_for(layers)
+
+    def _folded_for(self, layers: Sequence[str | nn.Module]) -> nn.Module:
         state = self._fast
-        if state is None or torch.is_grad_enabled():
+        if state is None:
             return self.module
         from convlens.models.fast import fingerprint, refold
 
