@@ -53,6 +53,7 @@ from torch.utils.data import DataLoader, Dataset
 from convlens.atomic import atomic_write_bytes, atomic_write_text, fsync_folder
 from convlens.data.folders import LabelledItem
 from convlens.data.images import load_image
+from convlens.data.memory import release_freed_memory
 from convlens.errors import BadInputError, ImageReadError
 from convlens.hashing import file_sha256
 from convlens.progress import ProgressFn
@@ -703,6 +704,9 @@ def _compute(
                 k, k * shard_size, min((k + 1) * shard_size, len(entries)), shard_format
             )
         keys = buffer.add(batch, fn, entries, keys)
+        # the batch's activations are freed but held by the allocator, pinned below the
+        # codes kept in the buffer: without this, RSS grows with the images (memory.py)
+        release_freed_memory()
         done += len(positions)
         if progress is not None:
             progress(done, len(entries))
@@ -738,6 +742,7 @@ class ShardTask:
             for b in range(start, stop, self.batch_size):
                 batch = _collate([dataset[i] for i in range(b, min(b + self.batch_size, stop))])
                 keys = buffer.add(batch, self.fn, self.entries, keys)
+                release_freed_memory()
             payload = _encode(buffer.arrays(), self.shard_format, self.entries)
         except BadInputError as err:
             return {"index": k, "error": ["BadInputError", str(err)]}, b""
