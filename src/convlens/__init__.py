@@ -22,6 +22,7 @@ from convlens.errors import (
 )
 from convlens.hooks import backward_rules, capture, eval_mode, frozen, trace_calls
 from convlens.layers import LayerInfo, ReceptiveField
+from convlens.memory import keep_freed_memory
 from convlens.models.labels import Labels, imagenet_labels
 from convlens.models.model import Batch, Model, Prediction, wrap
 from convlens.models.preprocess import Geometry, Preprocessing
@@ -62,6 +63,7 @@ __all__ = [
     "explain",
     "frozen",
     "imagenet_labels",
+    "keep_freed_memory",
     "load_model",
     "resolve_target",
     "style_transfer",

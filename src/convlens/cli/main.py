@@ -150,6 +150,7 @@ def _setup_logging(verbose: int, quiet: int) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
     from convlens.cli.context import Context
+    from convlens.memory import keep_freed_memory_unless_disabled
 
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -157,6 +158,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return EXIT_BAD_INPUT
     _setup_logging(args.verbose, args.quiet)
+    # freed activations stay in the process for the next batch: no page fault storm
+    # (convlens/memory.py; CONVLENS_MALLOC=default keeps glibc's defaults)
+    keep_freed_memory_unless_disabled()
     try:
         with _threads_restored():
             ctx = Context(args)

@@ -53,9 +53,9 @@ from torch.utils.data import DataLoader, Dataset
 from convlens.atomic import atomic_write_bytes, atomic_write_text, fsync_folder
 from convlens.data.folders import LabelledItem
 from convlens.data.images import load_image
-from convlens.data.memory import release_freed_memory
 from convlens.errors import BadInputError, ImageReadError
 from convlens.hashing import file_sha256
+from convlens.memory import ResidentCeiling, keep_freed_memory_unless_disabled
 from convlens.progress import ProgressFn
 
 __all__ = [
@@ -698,15 +698,16 @@ def _compute(
     )
     keys: set[str] | None = None
     buffer: _ShardBuffer | None = None
+    ceiling = ResidentCeiling()
     for (k, positions), batch in zip(plan, loader):
         if buffer is None:
             buffer = _ShardBuffer(
                 k, k * shard_size, min((k + 1) * shard_size, len(entries)), shard_format
             )
         keys = buffer.add(batch, fn, entries, keys)
-        # the batch's activations are freed but held by the allocator, pinned below the
-        # codes kept in the buffer: without this, RSS grows with the images (memory.py)
-        release_freed_memory()
+        # freed activations pinned below the codes kept in the buffer would make RSS grow
+        # with the images; trimming every batch would refault them (convlens/memory.py)
+        ceiling.check()
         done += len(positions)
         if progress is not None:
             progress(done, len(entries))
@@ -715,6 +716,16 @@ def _compute(
                 folder, buffer.meta(), _encode(buffer.arrays(), shard_format, entries), shard_format
             )
             buffer = None
+
+
+_ceilings: list[ResidentCeiling] = []
+
+
+def _worker_ceiling() -> ResidentCeiling:
+    """One ceiling per process that computes shards (it outlives a single shard)."""
+    if not _ceilings:
+        _ceilings.append(ResidentCeiling())
+    return _ceilings[0]
 
 
 @dataclass
@@ -734,6 +745,7 @@ class ShardTask:
     shard_format: str
 
     def __call__(self, k: int) -> tuple[dict[str, Any], bytes]:
+        keep_freed_memory_unless_disabled()  # a worker process of ours: as the CLI does
         start, stop = k * self.shard_size, min((k + 1) * self.shard_size, len(self.entries))
         buffer = _ShardBuffer(k, start, stop, self.shard_format)
         dataset = _ItemDataset([e.path for e in self.entries], self.load)
@@ -742,7 +754,7 @@ class ShardTask:
             for b in range(start, stop, self.batch_size):
                 batch = _collate([dataset[i] for i in range(b, min(b + self.batch_size, stop))])
                 keys = buffer.add(batch, self.fn, self.entries, keys)
-                release_freed_memory()
+                _worker_ceiling().check()
             payload = _encode(buffer.arrays(), self.shard_format, self.entries)
         except BadInputError as err:
             return {"index": k, "error": ["BadInputError", str(err)]}, b""
