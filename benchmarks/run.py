@@ -135,6 +135,11 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     torch.set_num_threads(args.threads)
+    # what the convlens command runs with (CONVLENS_MALLOC=default: glibc's defaults);
+    # rows and their peers share the process, so their ratios compare like with like
+    from convlens.memory import keep_freed_memory_unless_disabled
+
+    allocator = "freed memory kept" if keep_freed_memory_unless_disabled() else "default"
     try:
         model = convlens.load_model(args.model)
     except convlens.ConvlensError as exc:
@@ -163,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
         warmup=args.warmup,
         wall_time_s=round(time.perf_counter() - started, 1),
         load_average_1m_at_start=load_before,
+        allocator=allocator,
     )
     report = format_report(results, facts)
     if args.repeats < MIN_CITABLE_REPEATS:

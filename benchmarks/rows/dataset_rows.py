@@ -168,7 +168,10 @@ def _child(args: argparse.Namespace) -> None:
         from represent_rows import _PeakRss
 
     import convlens
+    from convlens.memory import keep_freed_memory_unless_disabled
 
+    # as the convlens command runs, floor and features alike (CONVLENS_MALLOC=default: not)
+    keep_freed_memory_unless_disabled()
     torch.set_num_threads(args.threads)
     model = convlens.load_model(args.model)
     paths = _paths(Path(args.folder), args.images)

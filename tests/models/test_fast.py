@@ -8,6 +8,8 @@ also checked against the batch-norm formula on a net with known statistics.
 
 from __future__ import annotations
 
+import platform
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -269,3 +271,20 @@ def test_hooks_on_the_original_keep_the_original() -> None:
     assert fast.score_module() is not fast.module
     eager = _tiny(False)
     assert eager.score_module() is eager.module  # fast mode off
+
+
+@pytest.mark.skipif(
+    platform.system() != "Linux" or platform.libc_ver()[0] != "glibc",
+    reason="keep_freed_memory is glibc's (mallopt)",
+)
+def test_fast_mode_keeps_freed_memory_unless_told_not_to(monkeypatch: pytest.MonkeyPatch) -> None:
+    from convlens import memory
+
+    monkeypatch.setenv("CONVLENS_MALLOC", "default")
+    record = _tiny(True).fast
+    assert record is not None and record["kept_freed_memory"] is False
+    assert any(note.startswith("kept_freed_memory:") for note in record["fallbacks"])
+    monkeypatch.delenv("CONVLENS_MALLOC")
+    record = _tiny(True).fast
+    assert record is not None and record["kept_freed_memory"] is True
+    assert memory.kept_freed_memory()

