@@ -10,6 +10,12 @@ batch size on the built-in model:
 - **eager gradient floor**: ``autograd.grad(score, x)`` (rows/floor.py), frozen, eval mode;
 - **fast forward** and **fast gradient floor**: the same on ``Model(fast=True)``'s
   ``forward_module()`` and ``score_module()`` (models/fast.py);
+- **decode + forward** (eager and fast): a batch of JPEGs (the bundled photos, long side
+  320-640 px) decoded and preprocessed, then one forward pass, as every command that reads
+  image files runs: the decoder's allocations interleave with the activations;
+- **forward, dataset in memory** (eager and fast): 256 images held in one tensor (154 MB),
+  a batch slice normalised and forwarded per call, as a loop over a preloaded dataset runs
+  (and the floor of the dataset rows);
 - **fast features**: a capture of ``blocks.5`` on the fast forward module, spatial mean (what
   ``convlens features --fast`` runs per batch; its eager counterpart is the floor of the
   ``fast features`` harness row).
@@ -42,8 +48,22 @@ __all__: list[str] = []
 ROWS: list[Any] = []  # nothing for run.py: the settings need processes of their own
 
 LAYER = "blocks.5"
-KINDS = ("eager forward", "eager gradient", "fast forward", "fast gradient", "fast features")
+KINDS = (
+    "eager forward",
+    "eager gradient",
+    "eager decode + forward",
+    "eager forward, dataset in memory",
+    "fast forward",
+    "fast gradient",
+    "fast features",
+    "fast decode + forward",
+    "fast forward, dataset in memory",
+)
 _EAGER_OF = {
+    "eager forward, dataset in memory": "eager forward, dataset in memory",
+    "fast forward, dataset in memory": "eager forward, dataset in memory",
+    "eager decode + forward": "eager decode + forward",
+    "fast decode + forward": "eager decode + forward",
     "eager forward": "eager forward",
     "eager gradient": "eager gradient",
     "fast forward": "eager forward",
@@ -90,8 +110,48 @@ def _calls(batch_size: int, threads: int) -> dict[str, Callable[[], Any]]:
             fast_features(x)
             return acts[LAYER].mean(dim=(2, 3))
 
+    # a batch decoded from JPEG files, then the forward pass: image decoding's allocations
+    # interleave with the activations, as in every command that reads files
+    sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[1])]
+    from dataset_rows import make_photo_folder
+
+    from convlens.data.images import load_image
+
+    paths = sorted(make_photo_folder(4 * batch_size).glob("*.jpg"))
+    turn = [0]
+
+    def decode_forward(module: torch.nn.Module) -> Callable[[], Any]:
+        def run() -> Any:
+            start = turn[0] % 4 * batch_size
+            turn[0] += 1
+            pixels = [
+                eager.preprocessing.to_pixels(load_image(p))[0]
+                for p in paths[start : start + batch_size]
+            ]
+            with eval_mode(module), torch.no_grad():
+                return module(eager.normalize(torch.stack(pixels)))
+
+        return run
+
+    # 256 images held in one tensor (154 MB), forwarded a batch slice at a time, as a
+    # notebook loop over a preloaded dataset runs (and the dataset rows' floor)
+    dataset = torch.rand(256, 3, *eager.input_size)
+
+    def over_dataset(module: torch.nn.Module) -> Callable[[], Any]:
+        def run() -> Any:
+            start = turn[0] * batch_size % len(dataset)
+            turn[0] += 1
+            with eval_mode(module), torch.no_grad():
+                return module(eager.normalize(dataset[start : start + batch_size]))
+
+        return run
+
     return {
         "eager forward": forward(eager.module),
+        "eager forward, dataset in memory": over_dataset(eager.module),
+        "fast forward, dataset in memory": over_dataset(fast_forward),
+        "eager decode + forward": decode_forward(eager.module),
+        "fast decode + forward": decode_forward(fast_forward),
         "eager gradient": gradient(eager.module),
         "fast forward": forward(fast_forward),
         "fast gradient": gradient(fast.score_module()),
@@ -100,10 +160,12 @@ def _calls(batch_size: int, threads: int) -> dict[str, Callable[[], Any]]:
 
 
 def _child(args: argparse.Namespace) -> None:
-    from convlens.memory import keep_freed_memory
+    from convlens.memory import keep_freed_memory, kept_freed_memory
 
-    kept = keep_freed_memory() if args.child == "kept" else False
+    if args.child == "kept":
+        keep_freed_memory()
     calls = _calls(args.batch_size, args.threads)
+    kept = kept_freed_memory()
     for fn in calls.values():  # warm up: oneDNN primitives, the allocator's pools
         fn()
         fn()
@@ -127,7 +189,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.child:
         _child(args)
         return
-    env = {k: v for k, v in os.environ.items() if k != "CONVLENS_MALLOC"}
+    base_env = {k: v for k, v in os.environ.items() if k != "CONVLENS_MALLOC"}
     samples: dict[str, dict[str, list[float]]] = {"default": {}, "kept": {}}
     print(f"load average at start {os.getloadavg()[0]:.1f}", flush=True)
     for _ in range(args.rounds):
@@ -135,12 +197,14 @@ def main(argv: list[str] | None = None) -> None:
             command = [sys.executable, __file__, "--child", mode]
             command += ["--batch-size", str(args.batch_size), "--threads", str(args.threads)]
             command += ["--repeats", str(args.repeats)]
+            # the default child says so in the environment: fast mode would keep freed memory
+            env = {**base_env, "CONVLENS_MALLOC": "default"} if mode == "default" else base_env
             done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
             if done.returncode != 0:
                 raise SystemExit(f"{mode}: {done.stderr[-2000:]}")
             result = json.loads(done.stdout.strip().splitlines()[-1])
-            if mode == "kept" and not result["kept"]:
-                raise SystemExit("keep_freed_memory() did not take here (not glibc?)")
+            if result["kept"] != (mode == "kept"):
+                raise SystemExit(f"{mode}: freed memory kept is {result['kept']} (not glibc?)")
             for kind, values in result["times"].items():
                 samples[mode].setdefault(kind, []).extend(values)
     print(f"load average at end {os.getloadavg()[0]:.1f}\n")
