@@ -180,8 +180,16 @@ def test_decoders_never_run_more_than_the_bounded_queue_ahead(
     assert _decoded() == n  # each item decoded once
 
 
-def test_default_and_bad_decode_workers(tmp_path: Path) -> None:
+def test_default_and_bad_decode_workers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import convlens.data.runner as runner
+
+    # a decoder only when the model's torch threads leave a CPU for it
+    monkeypatch.setattr(runner, "usable_cpus", lambda: 4)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
     assert default_decode_workers("local", 1, None) == 1
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 4)
+    assert default_decode_workers("local", 1, None) == 0
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
     assert default_decode_workers("local", 2, None) == 0  # forked shard processes decode
     assert default_decode_workers("ray", 1, None) == 0
     assert default_decode_workers("local", 1, 3) == 3

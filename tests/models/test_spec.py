@@ -300,3 +300,26 @@ def test_a_recorded_spec_loads_the_same_model_again(files: dict[str, Path]) -> N
     assert again.name == "mine" and again.weights_sha256 == model.weights_sha256
     torch.testing.assert_close(again.logits(_x()), model.logits(_x()))
     assert load_recorded("digits_linear", {}).name == "digits_linear"
+
+
+def test_fast_key_in_a_config_table_turns_fast_mode_on_for_that_model(
+    files: dict[str, Path], tmp_path: Path
+) -> None:
+    folder = files["net"].parent
+    config_path = tmp_path / "convlens.toml"
+    config_path.write_text(
+        f'[models.quick]\nmodel = "{folder}/net.py:build"\nweights = "{folder}/ckpt.pt"\ninput-size = {SIZE}\nmean = {MEAN}\nstd = [{STD}, {STD}, {STD}]\nfast = true\n\n[models.plain]\nmodel = "digits_cnn"\n'
+    )
+    quick, plain = parse_model_list("quick,plain", {}, load_config(config_path))
+    assert quick.fast and not plain.fast
+    model = quick.load()
+    assert model.fast is not None  # fast mode on: what it used is recorded
+    torch.testing.assert_close(model.logits(_x()), _reference(files)(_x()), rtol=1e-4, atol=1e-5)
+    assert plain.load().fast is None
+    # recorded with the user model, so a feature folder's model loads fast again
+    assert model.info["spec"]["fast"] is True
+    assert load_recorded("quick", {"spec": model.info["spec"]}).fast is not None
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[model]\nmodel = "digits_cnn"\nfast = "yes"\n')
+    with pytest.raises(BadInputError, match="fast must be true or false"):
+        load_config(bad)

@@ -198,3 +198,59 @@ def test_two_workers_give_the_same_top_k(field_model, image_folder, tmp_path) ->
         one["positions"], two["positions"]
     )
     torch.testing.assert_close(one["values"], two["values"], rtol=1e-6, atol=1e-6)
+
+
+class _ConvBN(torch.nn.Module):
+    """Two conv -> batch norm -> ReLU stages with trained-looking statistics: fast mode
+    folds both pairs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(3)
+        self.conv1, self.bn1 = torch.nn.Conv2d(3, 6, 3, padding=1), torch.nn.BatchNorm2d(6)
+        self.act1 = torch.nn.ReLU()
+        self.conv2, self.bn2 = torch.nn.Conv2d(6, 5, 3, padding=1), torch.nn.BatchNorm2d(5)
+        self.act2 = torch.nn.ReLU()
+        for bn in (self.bn1, self.bn2):
+            bn.running_mean.uniform_(-0.5, 0.5)
+            bn.running_var.uniform_(0.5, 2.0)
+            bn.weight.data.uniform_(0.5, 1.5)
+            bn.bias.data.uniform_(-0.2, 0.2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.act2(self.bn2(self.conv2(self.act1(self.bn1(self.conv1(x))))))
+        return h.mean(dim=(2, 3))
+
+
+@pytest.mark.parametrize("layer", ["bn1", "act1", "conv2", "act2"])
+def test_fast_mode_top_patches_run_on_the_folded_copy_and_agree(
+    image_folder, layer, tmp_path, monkeypatch
+) -> None:
+    import convlens
+
+    def model(fast: bool) -> convlens.Model:
+        wrapped = convlens.wrap(_ConvBN().eval(), input_size=16, mean=0.5, std=0.25, resize=None)
+        return wrapped.use_fast() if fast else wrapped
+
+    eager, fast = model(False), model(True)
+    assert fast.fast is not None and fast.fast["fold_batchnorm"] == 2
+    ran: list[tuple[list, torch.nn.Module]] = []
+    original = type(fast).forward_module
+
+    def spy(self, layers=()):  # type: ignore[no-untyped-def]
+        module = original(self, layers)
+        if self is fast:  # the class is patched: the eager model's calls pass through too
+            ran.append((list(layers), module))
+        return module
+
+    monkeypatch.setattr(type(fast), "forward_module", spy)
+    kwargs = {"batch_size": 3, "shard_size": 5, "patch_size": None}
+    got = top_patches(fast, image_folder, layer, [0, 2, 4], 3, work_dir=tmp_path / "f", **kwargs)
+    want = top_patches(eager, image_folder, layer, [0, 2, 4], 3, work_dir=tmp_path / "e", **kwargs)
+    # the folded copy ran, except for a folded convolution's own output (conv2), which only
+    # the original module computes
+    assert ran and all(names == [layer] for names, _ in ran)
+    assert all((m is fast.module) == (layer == "conv2") for _, m in ran)
+    assert torch.equal(got["items"], want["items"])
+    assert torch.equal(got["positions"], want["positions"])
+    torch.testing.assert_close(got["values"], want["values"], rtol=1e-5, atol=1e-6)

@@ -82,7 +82,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
         type=int,
         default=None,
         help="processes that read, decode and resize images ahead of the model, at most two batches each "
-        + "(default: 1 with one local worker, else 0; 0: decode between forward passes)",
+        + "(default: 1 with one local worker when torch's threads leave a CPU free, else 0; 0: decode between forward passes)",
     )
     p.add_argument(
         "--batch-size", type=int, default=32, help="images per forward pass (default 32)"

@@ -61,7 +61,10 @@ class Context:
                 "channels": getattr(args, "model_channels", None),
                 "labels": getattr(args, "model_labels", None),
             }
-            self._specs = parse_model_list(args.model, overrides, config)
+            specs = parse_model_list(args.model, overrides, config)
+            # --fast turns fast mode on for every model; `fast = true` in a table for one
+            fast = getattr(args, "fast", False)
+            self._specs = [s.replace(fast=True) for s in specs] if fast else specs
         return self._specs
 
     def command_name(self) -> str:
@@ -96,7 +99,7 @@ class Context:
             for spec in specs:
                 with self.progress(f"loading {spec.display_name}") as update:
                     model = load_spec(spec, device=self.device, progress=update)
-                loaded.append(model.use_fast() if getattr(self.args, "fast", False) else model)
+                loaded.append(model)
             self._models = loaded
         if class_scores:
             from convlens.models.spec import require_class_scores

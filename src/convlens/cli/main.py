@@ -102,7 +102,7 @@ def common_options() -> argparse.ArgumentParser:
     g.add_argument(
         "--fast",
         action="store_true",
-        help="fast mode: channels-last weights and, for forward-only work, batch norms folded into convolutions (same maps within float rounding; recorded in the provenance; docs/features/performance.md)",
+        help="fast mode: channels-last weights, and batch norms folded into convolutions for forward-only work and the input gradients of methods that hook nothing (same maps within float rounding; recorded in the provenance; `fast = true` in a convlens.toml table for one model; docs/features/performance.md)",
     )
     g.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     g.add_argument(

@@ -269,16 +269,29 @@ def run_dataset(
     )
 
 
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def default_decode_workers(engine: str, workers: int, decode_workers: int | None) -> int:
     """Decode processes for a run: ``decode_workers`` checked, or the default when None.
 
-    One decoder beside the model's process is the default: decoding then overlaps the forward
-    pass instead of waiting between batches, and the model's process keeps its torch threads
-    (benchmarks/README.md, "Dataset throughput", has the measured rates). Shards computed by
-    other processes (``workers > 1``, Ray) decode inside those processes, so 0 there.
+    The default is one decoder beside the model's process when the model's torch threads
+    leave a CPU free: decoding then runs on that CPU, ahead of the forward pass. When the
+    torch threads already use every CPU, a decoder can only take CPU from them and the
+    two processes' threads preempt each other, so the model's process decodes between
+    forward passes instead (on 2 CPUs with 2 torch threads: 0.88x the forward-only rate
+    against 0.78x with a decoder; benchmarks/README.md, "Dataset throughput"). Shards
+    computed by other processes (``workers > 1``, Ray) decode inside those processes, so 0
+    there.
     """
     if decode_workers is None:
-        return 1 if engine == "local" and workers == 1 else 0
+        if engine != "local" or workers != 1:
+            return 0
+        return 1 if torch.get_num_threads() < usable_cpus() else 0
     if (
         isinstance(decode_workers, bool)
         or not isinstance(decode_workers, int)

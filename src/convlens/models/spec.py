@@ -89,6 +89,7 @@ _KEYS = (
     "resize",
     "labels",
     "name",
+    "fast",
 )
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 
@@ -112,6 +113,8 @@ class ModelSpec:
     resize: int | None = None
     labels: str | None = None
     name: str | None = None
+    #: fast mode (:mod:`convlens.models.fast`) once loaded: ``fast = true`` in a config table
+    fast: bool = False
 
     @property
     def is_builtin(self) -> bool:
@@ -124,7 +127,9 @@ class ModelSpec:
     @property
     def has_overrides(self) -> bool:
         return any(
-            getattr(self, k) not in (None, False) for k in _KEYS if k not in ("model", "name")
+            getattr(self, k) not in (None, False)
+            for k in _KEYS
+            if k not in ("model", "name", "fast")
         )
 
     @property
@@ -186,10 +191,10 @@ def _clean(values: dict[str, Any], *, base: Path | None, where: str) -> dict[str
                 value = str(_resolve_path(value, base))
             if base is not None and key == "model":
                 value = _resolve_model_path(value, base)
-        elif key == "trust_checkpoint":
+        elif key in ("trust_checkpoint", "fast"):
             if not isinstance(value, bool):
                 raise BadInputError(
-                    f"{where}: trust-checkpoint must be true or false, got {value!r}"
+                    f"{where}: {key.replace('_', '-')} must be true or false, got {value!r}"
                 )
         elif key == "input_size":
             value = _parse_size(value, where)
@@ -403,6 +408,8 @@ def load_spec(
     model.module.eval()
     if device is not None:
         model.to(device)
+    if spec.fast:
+        model.use_fast()
     return model
 
 

@@ -234,7 +234,8 @@ def extract_features(
     decode_workers
         Processes that read, decode and resize the images ahead of the model, through a
         queue bounded to two batches per process (``None``: one when this process runs the
-        model, that is ``engine="local"`` with ``workers=1``; else 0). The codes are the
+        model, that is ``engine="local"`` with ``workers=1``, and its torch threads leave a
+        CPU free; else 0: :func:`~convlens.data.runner.default_decode_workers`). The codes are the
         same bytes whatever the number; 0 decodes between forward passes in this process.
     overwrite
         Replace a previous run of other settings in ``out_dir``.

@@ -132,12 +132,15 @@ class _Maxima:
     def __call__(self, pixels: torch.Tensor, _items: list[LabelledItem]) -> dict[str, torch.Tensor]:
         model = self.model
         x = model.normalize(pixels.to(model.device, model.dtype))
+        with torch.no_grad():
+            # fast mode: the batch-norm-folded copy unless the layer is a folded convolution
+            module = model.forward_module([self.layer])
         with (
             torch.no_grad(),
-            eval_mode(model.module),
-            capture(model.module, [self.layer], stop=True) as acts,
+            eval_mode(module),
+            capture(module, [self.layer], stop=True) as acts,
         ):
-            forward_until_captured(model.module, x)
+            forward_until_captured(module, x)
             a = acts[self.layer]
             if a.dim() == 3:  # tokens (B, T, C) on their patch grid
                 a = tokens_to_grid(a, input_size=(int(x.shape[-2]), int(x.shape[-1])))[0]
@@ -188,7 +191,8 @@ def top_patches(
     decode_workers
         Processes that read, decode and resize the images ahead of the model, through a
         queue bounded to two batches per process (``None``: one with the local engine and
-        one worker, else 0; see :func:`~convlens.data.runner.default_decode_workers`).
+        one worker when torch's threads leave a CPU free, else 0; see
+        :func:`~convlens.data.runner.default_decode_workers`).
     guided
         Also compute each patch's guided backprop (Springenberg et al. 2015) of the unit at
         its argmax, cut like the patch.
