@@ -201,7 +201,7 @@ from helpers.tiny import tiny_model
 
 paths = sorted(Path({images!r}).glob("*.png"))[: int(sys.argv[1])]
 items = [LabelledItem(p, i % 5) for i, p in enumerate(paths)]
-report = extract_features(tiny_model(), items, "relu2", sys.argv[2], pooled=False, batch_size=64, shard_size=256)
+report = extract_features(tiny_model(), items, "relu2", sys.argv[2], pooled=False, batch_size=64, shard_size=256, decode_workers=1)
 assert report.n_done == len(paths), report.failed[:3]
 status = Path("/proc/self/status").read_text()
 import resource  # the decode worker (a child, joined by now): its own peak, in kB on Linux
@@ -240,7 +240,7 @@ def test_peak_rss_is_flat_from_1000_to_20000_images(tmp_path: Path) -> None:
     print(f"peak RSS: {peaks[1_000]:.0f} MB at 1,000 images, {peaks[20_000]:.0f} MB at 20,000")
     print(f"decode worker: {decoders[1_000]:.0f} MB at 1,000 images, {decoders[20_000]:.0f} MB")
     assert peaks[20_000] - peaks[1_000] < 100, peaks
-    # the default decode worker ran (a child with the model's pages) and stayed flat too: the
+    # the decode worker ran (a child with the model's pages) and stayed flat too: the
     # queue to the model is bounded, so it cannot hold more than a few batches
     assert decoders[1_000] > 0 and decoders[20_000] - decoders[1_000] < 100, decoders
     # the 20,000 full maps (8x8x8 floats, 41 MB) are all on disk, so flat is not an empty run
