@@ -83,6 +83,26 @@ def _library_picture(
                 max_side=render["max_side"],
             )
         )
+    if kind == "fast_mode":  # "fast_mode:METHOD:eager|fast": on the model or a fast twin
+        import copy
+
+        from convlens.models.model import Model
+
+        method, _, mode = arg.partition(":")
+        on = model
+        if mode == "fast":
+            on = Model(copy.deepcopy(model.module), model.preprocessing, fast=True)
+        result = explain(on, batch, method, prov["target"]["classes"][0])
+        return encode(
+            result_overlay(
+                result,
+                0,
+                sign=render["sign"],
+                clip=render["clip"],
+                alpha=render["alpha"],
+                max_side=render["max_side"],
+            )
+        )
     if kind == "visualize_class":
         given = prov["params_given"]
         result = visualize_class(model, given["cls"], steps=given["steps"], seed=given["seed"])

@@ -6,6 +6,7 @@ present; two models side by side; ``convlens report`` JSON and bad input (exit 2
 from __future__ import annotations
 
 import hashlib
+import html
 import io
 import json
 import re
@@ -15,6 +16,7 @@ from typing import Any
 import jsonschema
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from convlens.models.zoo import load_model
@@ -31,6 +33,7 @@ EXPECTED_SECTIONS = {
     "segmentation",
     "class_visualisation",
     "adversarial",
+    "fast_mode",
     "provenance",
 }
 
@@ -151,6 +154,7 @@ def test_each_picture_equals_the_library_render_by_hash(
         "segment",
         "visualize_class",
         "pgd",
+        "fast_mode",
     }
 
 
@@ -354,3 +358,54 @@ def test_cli_sign_and_clip_draw_the_maps(tmp_path: Path, digit: Path, model: Any
     default = {i.name: i.sha256 for i in build_report(model, str(digit), only=only).images}
     ig = "attribution:integrated_gradients"
     assert dict(shown)[ig] != default[ig]
+
+
+class _ConvBNNet(torch.nn.Module):
+    """Conv -> batch norm -> ReLU, twice, on 32x32 inputs: fast mode folds both pairs and
+    stores the weights channels-last, so its maps differ from eager only by rounding."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(5)
+        self.conv1, self.bn1 = torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.BatchNorm2d(8)
+        self.act1 = torch.nn.ReLU()
+        self.conv2, self.bn2 = torch.nn.Conv2d(8, 8, 3, padding=1), torch.nn.BatchNorm2d(8)
+        self.act2 = torch.nn.ReLU()
+        self.pool, self.fc = torch.nn.AdaptiveAvgPool2d(1), torch.nn.Linear(8, 4)
+        for bn in (self.bn1, self.bn2):
+            bn.running_mean.uniform_(-0.5, 0.5)
+            bn.running_var.uniform_(0.5, 2.0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.act2(self.bn2(self.conv2(self.act1(self.bn1(self.conv1(x))))))
+        return self.fc(self.pool(h).flatten(1))
+
+
+def test_fast_mode_section_shows_both_maps_their_gap_and_what_did_not_apply(
+    report: Any, model: Any, digit: Path
+) -> None:
+    import convlens
+
+    # digits (8x8, no batch norm): nothing but the allocator applies, and the section says why
+    digits = next(s for s in report.summary()["sections"] if s["name"] == "fast_mode")
+    numbers = digits["models"]["digits_cnn"]
+    expected = convlens.load_model("digits_cnn", fast=True).fast
+    assert expected is not None and numbers["fallbacks"] == expected["fallbacks"]
+    assert numbers["saliency"]["max_relative_difference"] == 0.0  # the same module ran
+    for reason in expected["fallbacks"]:
+        assert html.escape(reason) in report.html
+    # a model it changes: both pairs folded, channels-last; the maps agree to rounding
+    net = convlens.wrap(_ConvBNNet().eval(), input_size=32, mean=0.5, std=0.25, resize=None)
+    built = build_report(net, str(digit), only=["fast_mode"])
+    (section,) = built.summary()["sections"]
+    got = section["models"][net.name]
+    assert got["fallbacks"] == []
+    for method in ("saliency", "gradcam"):
+        assert 0 <= got[method]["max_relative_difference"] < 1e-4, got
+        assert got[method]["eager_seconds"] > 0 and got[method]["fast_seconds"] > 0
+    assert [i.name for i in built.images] == [
+        "fast_mode:saliency:eager",
+        "fast_mode:saliency:fast",
+        "fast_mode:gradcam:eager",
+        "fast_mode:gradcam:fast",
+    ]

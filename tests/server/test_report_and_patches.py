@@ -73,6 +73,9 @@ def test_report_sections_equal_build_report(client_factory, digits_model, digit_
     for section, reference in zip(got, expected.sections):
         fragment = reference["cells"][0]["fragment"]
         assert section["available"] == (fragment is not None)
+        if fragment is None:  # unavailable on this model (fast mode changes nothing on 8x8)
+            assert not section["images"], section["name"]
+            continue
         assert [i["sha256"] for i in section["images"]] == [i.sha256 for i in fragment.images], (
             section["name"]
         )
