@@ -34,7 +34,7 @@ from collections.abc import Callable
 import torch
 from harness import BenchRow, Context
 
-from convlens.hooks import capture, eval_mode, frozen
+from convlens.hooks import capture, eval_mode, forward_until_captured, frozen
 from convlens.models.fast import fold_batchnorm
 from convlens.models.model import Model
 from rows.floor import forward_setup
@@ -118,6 +118,25 @@ def _features(model: Model, fast: bool) -> Callable[[torch.Tensor], torch.Tensor
     return run
 
 
+def _features_no_predictions(model: Model) -> Callable[[torch.Tensor], torch.Tensor]:
+    """What ``features --fast --no-predictions`` runs per batch: the forward stops once the
+    layer has run."""
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            module = model.forward_module([FEATURE_LAYER])
+            with eval_mode(module), capture(module, [FEATURE_LAYER], stop=True) as acts:
+                forward_until_captured(module, x)
+            return acts[FEATURE_LAYER].mean(dim=(2, 3))
+
+    return run
+
+
+def fast_features_no_predictions_setup(ctx: Context) -> Callable[[], torch.Tensor]:
+    run, x = _features_no_predictions(_fast_model(ctx)), ctx.x
+    return lambda: run(x)
+
+
 def fast_features_setup(ctx: Context) -> Callable[[], torch.Tensor]:
     run, x = _features(_fast_model(ctx), True), ctx.x
     return lambda: run(x)
@@ -182,6 +201,14 @@ ROWS = [
         settings={"autocast": "bfloat16", "fold_batchnorm": True, "memory_format": "channels_last"},
         floor=forward_setup,
         floor_name=_EAGER_FORWARD,
+    ),
+    BenchRow(
+        f"fast features, no predictions: the forward stops at {FEATURE_LAYER}, fast=True",
+        "fast",
+        fast_features_no_predictions_setup,
+        settings={"fast": True, "layer": FEATURE_LAYER, "predictions": False},
+        floor=eager_features_setup,
+        floor_name=_EAGER_FEATURES,
     ),
     BenchRow(
         f"fast features: capture {FEATURE_LAYER}, fast=True",

@@ -238,3 +238,31 @@ def test_another_layer_into_the_same_folder_is_refused(
         == 0
     )
     assert load_features(out).layer == "act1"
+
+
+def test_no_predictions_then_embed_by_prediction_is_refused_and_neighbors_say_minus_one(
+    digits: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from convlens.cli import cmd_neighbors
+
+    out = tmp_path / "feat"
+    args = ["features", str(digits), "--model", "digits_cnn", "--layer", "act1", "-o", str(out)]
+    assert main([*args, "--no-predictions", "--json"]) == 0
+    capsys.readouterr()
+    features = load_features(out)
+    assert not features.has_predictions and (features.predictions == -1).all()
+    page = tmp_path / "map.html"
+    embed = ["embed", str(out), "--method", "pca", "-o", str(page)]
+    assert main([*embed, "--color", "prediction"]) == 2
+    err = capsys.readouterr().err
+    assert "--no-predictions" in err and len(err.strip().splitlines()) == 1
+    assert not page.exists()  # refused before anything was written
+    assert main([*embed, "--color", "label"]) == 0 and page.is_file()
+    capsys.readouterr()
+    query = sorted(digits.rglob("*.png"))[0]
+    grid = tmp_path / "grid.png"
+    command = ["neighbors", str(query), "--index", str(out), "--k", "2", "-o", str(grid)]
+    assert main([*command, "--json"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    jsonschema.validate(payload, cmd_neighbors.SCHEMA)
+    assert [n["prediction"] for n in payload["neighbors"]] == [-1, -1]

@@ -252,3 +252,40 @@ def test_a_killed_run_resumes_without_recomputing_finished_shards(
     np.testing.assert_array_equal(resumed.codes, reference.codes)
     np.testing.assert_array_equal(resumed.labels, reference.labels)
     assert sorted(Path(p).name for p, _ in report.failed) == ["01b.png", "zz.png"]
+
+
+def test_without_predictions_the_forward_stops_at_the_layer_and_the_codes_are_the_same(
+    labelled: Path, tmp_path: Path
+) -> None:
+    from convlens.represent.features import NOT_PREDICTED
+
+    model = tiny_model()
+    extract_features(model, labelled, "conv1", tmp_path / "with", batch_size=4, shard_size=6)
+    after: list[int] = []  # calls of every module after conv1, counted by hooks of our own
+    later = [m for name, m in model.module.named_children() if name not in ("conv1",)]
+    handles = [m.register_forward_hook(lambda *_: after.append(1)) for m in later]
+    try:
+        extract_features(
+            model, labelled, "conv1", tmp_path / "without", batch_size=4, shard_size=6,
+            predictions=False,
+        )  # fmt: skip
+    finally:
+        for handle in handles:
+            handle.remove()
+    # past conv1, only the one probe of the layer's shape (layer_shape, a blank image) ran:
+    # each batch's forward pass stopped there (with predictions, 4 more batches would)
+    assert len(after) == len(later)
+    full, early = load_features(tmp_path / "with"), load_features(tmp_path / "without")
+    # the same operations up to the layer: the same bits
+    np.testing.assert_array_equal(early.codes, full.codes)
+    assert early.paths == full.paths
+    np.testing.assert_array_equal(early.labels, full.labels)
+    assert full.has_predictions and (full.predictions >= 0).all()
+    assert not early.has_predictions and (early.predictions == NOT_PREDICTED).all()
+    assert early.provenance["params"]["predictions"] is False
+    # a folder made with predictions is not resumed without them (another run)
+    with pytest.raises(BadInputError):
+        extract_features(
+            model, labelled, "conv1", tmp_path / "with", batch_size=4, shard_size=6,
+            predictions=False,
+        )  # fmt: skip

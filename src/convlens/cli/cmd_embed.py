@@ -95,6 +95,10 @@ def run(ctx: Context) -> int:
         raise BadInputError(f"--out {out}: give an .html file name")
     png = out.with_suffix(".png")
     features = load_features(args.index)
+    if args.color == "prediction" and not features.has_predictions:
+        raise BadInputError(
+            f"--color prediction: {args.index} was made with `convlens features --no-predictions`; colour by label, or run features again without it"
+        )
     if args.method == "umap":
         try:
             import umap  # noqa: F401

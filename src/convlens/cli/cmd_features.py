@@ -66,6 +66,11 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
         help="keep the full C x H x W map per image (default: the spatial mean per channel)",
     )
     p.add_argument(
+        "--no-predictions",
+        action="store_true",
+        help="skip each image's top-1 class: every forward pass stops once the layer has run (cheaper the earlier the layer; same codes; predictions stored as -1)",
+    )
+    p.add_argument(
         "--engine",
         choices=["local", "ray"],
         default="local",
@@ -131,6 +136,7 @@ def run(ctx: Context) -> int:
             model, items, args.layer, out, pooled=not args.full, batch_size=args.batch_size,
             shard_size=args.shard_size, engine=args.engine, workers=args.workers,
             decode_workers=args.decode_workers, overwrite=args.overwrite, progress=update,
+            predictions=not args.no_predictions,
         )  # fmt: skip
     for path, reason in report.failed:
         ctx.report_bad_input(BadInputError(f"{path}: {reason}"))

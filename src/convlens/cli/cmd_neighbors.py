@@ -19,7 +19,10 @@ class Neighbor(TypedDict):
     path: str
     distance: float
     label: int
-    prediction: Annotated[int, "the class the model predicted for that image"]
+    prediction: Annotated[
+        int,
+        "the class the model predicted for that image (-1: not computed, features --no-predictions)",
+    ]
 
 
 class NeighborsOutput(TypedDict):

@@ -45,12 +45,13 @@ from convlens.data.runner import (
     run_dataset,
 )
 from convlens.errors import BadInputError
-from convlens.hooks import capture, eval_mode
+from convlens.hooks import capture, eval_mode, forward_until_captured
 from convlens.models.model import Model
 from convlens.progress import ProgressFn
 from convlens.results import make_provenance
 
 __all__ = [
+    "NOT_PREDICTED",
     "PROVENANCE_FILE",
     "Features",
     "code_size",
@@ -78,7 +79,8 @@ class Features:
     labels
         ``(N,)`` int64 class index, -1 where the folder is unlabelled.
     predictions
-        ``(N,)`` int64 top-1 class of the model.
+        ``(N,)`` int64 top-1 class of the model; :data:`NOT_PREDICTED` (-1) everywhere when
+        the run skipped them (``predictions=False``, ``convlens features --no-predictions``).
     layer
         Dotted layer name.
     pooled
@@ -100,6 +102,11 @@ class Features:
     shape: tuple[int, ...]
     model: str
     provenance: dict[str, Any]
+
+    @property
+    def has_predictions(self) -> bool:
+        """Whether the run stored top-1 classes (False: ``predictions=False``)."""
+        return not (len(self.predictions) and bool((self.predictions == NOT_PREDICTED).all()))
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -129,12 +136,19 @@ def layer_code(activation: torch.Tensor, pooled: bool) -> torch.Tensor:
     return activation.flatten(1)
 
 
+#: the ``prediction`` stored for every image when the run skipped the top-1 classes
+NOT_PREDICTED = -1
+
+
 class _Codes:
     """The runner's per-batch function: pixels -> codes and top-1 classes (picklable, so
-    Ray actors and forked workers hold their own copy of the model)."""
+    Ray actors and forked workers hold their own copy of the model). Without
+    ``predictions`` the forward pass stops once the layer has run (nothing after it is
+    needed), and every prediction is :data:`NOT_PREDICTED`."""
 
-    def __init__(self, model: Model, layer: str, pooled: bool) -> None:
+    def __init__(self, model: Model, layer: str, pooled: bool, predictions: bool = True) -> None:
         self.model, self.layer, self.pooled = model, layer, pooled
+        self.predictions = predictions
 
     def __call__(self, pixels: torch.Tensor, items: list[LabelledItem]) -> dict[str, torch.Tensor]:
         model = self.model
@@ -142,12 +156,21 @@ class _Codes:
         with torch.no_grad():
             # fast mode: the batch-norm-folded copy unless the layer is a folded convolution
             module = model.forward_module([self.layer])
-        with torch.no_grad(), eval_mode(module), capture(module, [self.layer]) as acts:
-            logits = module(x)
+        stop = not self.predictions
+        with (
+            torch.no_grad(),
+            eval_mode(module),
+            capture(module, [self.layer], stop=stop) as acts,
+        ):
+            logits = forward_until_captured(module, x) if stop else module(x)
             code = layer_code(
                 _as_map(acts[self.layer], (int(x.shape[-2]), int(x.shape[-1]))), self.pooled
             )
-        return {"code": code.float().cpu(), "prediction": logits.flatten(1).argmax(dim=1).cpu()}
+        if stop:
+            predicted = torch.full((len(x),), NOT_PREDICTED, dtype=torch.long)
+        else:
+            predicted = logits.flatten(1).argmax(dim=1).cpu()
+        return {"code": code.float().cpu(), "prediction": predicted}
 
 
 class _PixelLoader:
@@ -205,6 +228,7 @@ def extract_features(
     decode_workers: int | None = None,
     overwrite: bool = False,
     progress: ProgressFn | None = None,
+    predictions: bool = True,
 ) -> RunReport:
     """Write each image's code at ``layer`` (with path, label, prediction) to Parquet shards.
 
@@ -241,6 +265,10 @@ def extract_features(
         Replace a previous run of other settings in ``out_dir``.
     progress
         ``progress(done, total)`` callback.
+    predictions
+        Also store each image's top-1 class (a whole forward pass). False stops each
+        forward pass once ``layer`` has run, which is cheaper the earlier the layer (the
+        codes are the same), and stores :data:`NOT_PREDICTED` (-1) as every prediction.
 
     Returns
     -------
@@ -281,9 +309,11 @@ def extract_features(
     }
     if "spec" in model.info:  # a user model: neighbors/embed load it again from this
         config["spec"] = model.info["spec"]
+    if not predictions:  # only then: folders made before the option resume as they were
+        config["predictions"] = False
     decoders = default_decode_workers(engine, workers, decode_workers)
     report = run_dataset(
-        entries, _Codes(model, layer, bool(pooled)), out_dir, load=_PixelLoader(model.preprocessing),
+        entries, _Codes(model, layer, bool(pooled), bool(predictions)), out_dir, load=_PixelLoader(model.preprocessing),
         batch_size=batch_size, shard_size=shard_size, config=config, overwrite=overwrite,
         progress=progress, shard_format="parquet", engine=engine, workers=workers,
         num_workers=decoders,
@@ -295,6 +325,7 @@ def extract_features(
         "engine": engine,
         "workers": workers,
         "decode_workers": decoders,
+        "predictions": bool(predictions),
     }
     provenance = make_provenance(model, "features", params=params, layer=layer)
     provenance.update(
