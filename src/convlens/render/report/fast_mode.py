@@ -97,7 +97,9 @@ def compute(model: Model, batch: Any, ctx: ReportContext) -> dict[str, Any]:
 
 def render(data: dict[str, Any], model: Model, ctx: ReportContext) -> Fragment:
     target, rows = data["target"], data["rows"]
-    parts, images, numbers = [], [], {}
+    parts: list[str] = []
+    images: list[Any] = []
+    numbers: dict[str, Any] = {}
     table = [
         "<table><tr><th>method</th><th>eager</th><th>--fast</th><th>time, fast / eager</th>"
         + "<th>max |fast - eager| / max |eager|</th></tr>"
