@@ -135,6 +135,7 @@ def test_pictures_equal_the_library_output(built: dict[str, Any], lite0: Any) ->
         "segment",
         "visualize_class",
         "pgd",
+        "fast_mode",
     }
 
 
