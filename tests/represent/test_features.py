@@ -289,3 +289,22 @@ def test_without_predictions_the_forward_stops_at_the_layer_and_the_codes_are_th
             model, labelled, "conv1", tmp_path / "with", batch_size=4, shard_size=6,
             predictions=False,
         )  # fmt: skip
+
+
+def test_relative_paths_are_found_from_another_directory(
+    labelled: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the features run starts beside the images and names them relatively, as a user types
+    monkeypatch.chdir(labelled.parent)
+    extract_features(tiny_model(), labelled.name, "relu2", tmp_path / "out", batch_size=4)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    features = load_features(tmp_path / "out")
+    assert features.paths and all(Path(p).is_absolute() for p in features.paths)
+    assert all(Path(p).is_file() for p in features.paths)  # found from here
+    expected = sorted(
+        str(labelled / f"{p.parent.name}/{p.name}") for p, _ in _expected_rows(labelled)
+    )
+    assert sorted(features.paths) == expected
+    assert features.provenance["cwd"] == str(labelled.parent)

@@ -250,7 +250,8 @@ def test_serve_features_option(monkeypatch, capsys, digit_folder, tmp_path) -> N
 def test_relative_image_paths_resolved_where_the_server_starts(
     client_factory, digit_folder, tmp_path, monkeypatch
 ) -> None:
-    """`convlens features imgs/ -o DIR` stores `imgs/...` relative to where it ran."""
+    """`convlens features imgs/ -o DIR` stores `imgs/...` relative to where it ran; readers
+    join them to that folder (recorded in the provenance)."""
     import shutil
 
     from convlens.cli.main import main
@@ -265,7 +266,10 @@ def test_relative_image_paths_resolved_where_the_server_starts(
     assert main(argv) == 0
     (folder,) = FeatureFolders.load(["feat"], ["digits_cnn"]).folders
     assert folder.paths == tuple(str(p.resolve()) for p in sorted((work / "imgs").glob("*.png")))
-    monkeypatch.chdir(tmp_path)  # elsewhere, the stored relative paths lead nowhere
+    monkeypatch.chdir(tmp_path)  # elsewhere: joined to where features ran, still found
+    (again,) = FeatureFolders.load([str(work / "feat")], ["digits_cnn"]).folders
+    assert again.paths == folder.paths
+    (work / "imgs").rename(work / "moved")  # images that are gone are reported as such
     with pytest.raises(BadInputError, match="none of its 12 images is found from here"):
         FeatureFolders.load([str(work / "feat")], ["digits_cnn"])
     with pytest.raises(BadInputError, match="made with model 'digits_cnn'"):

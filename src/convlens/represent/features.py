@@ -75,7 +75,8 @@ class Features:
     codes
         ``(N, D)`` float32: the spatial mean per channel (pooled) or the flattened map.
     paths
-        Source path of each row, in item order; unreadable items have no row.
+        Source path of each row, in item order; unreadable items have no row. A path given
+        relative is joined to the folder the run started in (``provenance["cwd"]``).
     labels
         ``(N,)`` int64 class index, -1 where the folder is unlabelled.
     predictions
@@ -331,6 +332,9 @@ def extract_features(
     provenance.update(
         shape=list(shape), n_items=report.n_items, n_done=report.n_done, n_failed=len(report.failed)
     )
+    # the shards keep each path as it was given; relative ones are relative to this folder,
+    # which load_features joins back so readers elsewhere still find the images
+    provenance["cwd"] = os.getcwd()
     _write_json(Path(out_dir) / PROVENANCE_FILE, provenance)
     return report
 
@@ -381,9 +385,15 @@ def load_features(out_dir: str | Path) -> Features:
         # a torn sidecar: the manifest's record above still says what made the codes
         with contextlib.suppress(ValueError):
             provenance = json.loads(sidecar.read_text(encoding="utf-8"))
+    paths = [str(p) for p in outputs.get("path", np.array([], dtype=str)).tolist()]
+    cwd = provenance.get("cwd")
+    if isinstance(cwd, str) and cwd:
+        # a path given relative to where `convlens features` ran: from there, wherever the
+        # reader runs (neighbours, the report's index, the explorer, embed's thumbnails)
+        paths = [p if os.path.isabs(p) else os.path.join(cwd, p) for p in paths]
     return Features(
         codes=codes.reshape(n, -1),
-        paths=[str(p) for p in outputs.get("path", np.array([], dtype=str)).tolist()],
+        paths=paths,
         labels=outputs.get("label", np.zeros(0, np.int64)).astype(np.int64, copy=False),
         predictions=outputs.get("prediction", np.zeros(0, np.int64)).astype(np.int64, copy=False),
         layer=str(config["layer"]),
