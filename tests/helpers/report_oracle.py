@@ -57,6 +57,11 @@ def _library_picture(
 
     kind, _, arg = name.partition(":")
     render = prov.get("render", {})
+
+    def overlay(result: Any) -> Any:  # a map over its photo, drawn as recorded
+        keys = ("sign", "clip", "alpha", "max_side")
+        return result_overlay(result, 0, **{k: render[k] for k in keys})
+
     if kind == "image":
         return encode(display_image(batch.originals[0], render.get("max_side")))
     if kind == "filters":
@@ -73,16 +78,7 @@ def _library_picture(
         }
         target = prov["target"]["classes"][0]
         result = explain(model, batch, method, target, seed=prov["seed"] or 0, **options)
-        return encode(
-            result_overlay(
-                result,
-                0,
-                sign=render["sign"],
-                clip=render["clip"],
-                alpha=render["alpha"],
-                max_side=render["max_side"],
-            )
-        )
+        return encode(overlay(result))
     if kind == "fast_mode":  # "fast_mode:METHOD:eager|fast": on the model or a fast twin
         import copy
 
@@ -93,16 +89,7 @@ def _library_picture(
         if mode == "fast":
             on = Model(copy.deepcopy(model.module), model.preprocessing, fast=True)
         result = explain(on, batch, method, prov["target"]["classes"][0])
-        return encode(
-            result_overlay(
-                result,
-                0,
-                sign=render["sign"],
-                clip=render["clip"],
-                alpha=render["alpha"],
-                max_side=render["max_side"],
-            )
-        )
+        return encode(overlay(result))
     if kind == "visualize_class":
         given = prov["params_given"]
         result = visualize_class(model, given["cls"], steps=given["steps"], seed=given["seed"])

@@ -16,12 +16,12 @@ from typing import Any
 import jsonschema
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from convlens.models.zoo import load_model
 from convlens.render.report import build_report, discover_sections
 
+from helpers.conv_bn import ConvBNNet
 from helpers.report_oracle import figures, library_png
 
 EXPECTED_SECTIONS = {
@@ -360,27 +360,6 @@ def test_cli_sign_and_clip_draw_the_maps(tmp_path: Path, digit: Path, model: Any
     assert dict(shown)[ig] != default[ig]
 
 
-class _ConvBNNet(torch.nn.Module):
-    """Conv -> batch norm -> ReLU, twice, on 32x32 inputs: fast mode folds both pairs and
-    stores the weights channels-last, so its maps differ from eager only by rounding."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        torch.manual_seed(5)
-        self.conv1, self.bn1 = torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.BatchNorm2d(8)
-        self.act1 = torch.nn.ReLU()
-        self.conv2, self.bn2 = torch.nn.Conv2d(8, 8, 3, padding=1), torch.nn.BatchNorm2d(8)
-        self.act2 = torch.nn.ReLU()
-        self.pool, self.fc = torch.nn.AdaptiveAvgPool2d(1), torch.nn.Linear(8, 4)
-        for bn in (self.bn1, self.bn2):
-            bn.running_mean.uniform_(-0.5, 0.5)
-            bn.running_var.uniform_(0.5, 2.0)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.act2(self.bn2(self.conv2(self.act1(self.bn1(self.conv1(x))))))
-        return self.fc(self.pool(h).flatten(1))
-
-
 def test_fast_mode_section_shows_both_maps_their_gap_and_what_did_not_apply(
     report: Any, model: Any, digit: Path
 ) -> None:
@@ -395,7 +374,7 @@ def test_fast_mode_section_shows_both_maps_their_gap_and_what_did_not_apply(
     for reason in expected["fallbacks"]:
         assert html.escape(reason) in report.html
     # a model it changes: both pairs folded, channels-last; the maps agree to rounding
-    net = convlens.wrap(_ConvBNNet().eval(), input_size=32, mean=0.5, std=0.25, resize=None)
+    net = convlens.wrap(ConvBNNet().eval(), input_size=32, mean=0.5, std=0.25, resize=None)
     built = build_report(net, str(digit), only=["fast_mode"])
     (section,) = built.summary()["sections"]
     got = section["models"][net.name]

@@ -16,6 +16,8 @@ from PIL import Image
 from convlens.errors import BadInputError
 from convlens.represent.patches import field_box, merge_top_k, top_patches
 
+from helpers.conv_bn import ConvBNNet
+
 pytestmark = pytest.mark.usefixtures(
     "one_thread_per_module"
 )  # one torch thread (tests/conftest.py)
@@ -200,28 +202,6 @@ def test_two_workers_give_the_same_top_k(field_model, image_folder, tmp_path) ->
     torch.testing.assert_close(one["values"], two["values"], rtol=1e-6, atol=1e-6)
 
 
-class _ConvBN(torch.nn.Module):
-    """Two conv -> batch norm -> ReLU stages with trained-looking statistics: fast mode
-    folds both pairs."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        torch.manual_seed(3)
-        self.conv1, self.bn1 = torch.nn.Conv2d(3, 6, 3, padding=1), torch.nn.BatchNorm2d(6)
-        self.act1 = torch.nn.ReLU()
-        self.conv2, self.bn2 = torch.nn.Conv2d(6, 5, 3, padding=1), torch.nn.BatchNorm2d(5)
-        self.act2 = torch.nn.ReLU()
-        for bn in (self.bn1, self.bn2):
-            bn.running_mean.uniform_(-0.5, 0.5)
-            bn.running_var.uniform_(0.5, 2.0)
-            bn.weight.data.uniform_(0.5, 1.5)
-            bn.bias.data.uniform_(-0.2, 0.2)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.act2(self.bn2(self.conv2(self.act1(self.bn1(self.conv1(x))))))
-        return h.mean(dim=(2, 3))
-
-
 @pytest.mark.parametrize("layer", ["bn1", "act1", "conv2", "act2"])
 def test_fast_mode_top_patches_run_on_the_folded_copy_and_agree(
     image_folder, layer, tmp_path, monkeypatch
@@ -229,7 +209,7 @@ def test_fast_mode_top_patches_run_on_the_folded_copy_and_agree(
     import convlens
 
     def model(fast: bool) -> convlens.Model:
-        wrapped = convlens.wrap(_ConvBN().eval(), input_size=16, mean=0.5, std=0.25, resize=None)
+        wrapped = convlens.wrap(ConvBNNet().eval(), input_size=16, mean=0.5, std=0.25, resize=None)
         return wrapped.use_fast() if fast else wrapped
 
     eager, fast = model(False), model(True)
